@@ -1,0 +1,43 @@
+# Top-level driver. `make run` builds and runs the tour; `make check` builds
+# with ASan + UBSan and -Werror and runs every test through ctest.
+JOBS ?= $(shell nproc)
+CMAKE ?= cmake
+REL := build/release
+DBG := build/check
+
+.PHONY: all run check build bench lint format install clean
+
+all: build
+
+build:
+	$(CMAKE) -S . -B $(REL) -DCMAKE_BUILD_TYPE=Release -DMPROC_TESTS=OFF >/dev/null
+	$(CMAKE) --build $(REL) -j$(JOBS)
+
+run: build
+	@bash examples/tour.sh $(REL)/examples
+
+check:
+	$(CMAKE) -S . -B $(DBG) -DCMAKE_BUILD_TYPE=Debug -DMPROC_SANITIZE=ON \
+	    -DMPROC_WERROR=ON -DMPROC_BENCH=OFF >/dev/null
+	$(CMAKE) --build $(DBG) -j$(JOBS)
+	cd $(DBG) && ctest --output-on-failure --timeout 900
+
+bench: build
+	@bash bench/run.sh $(REL)
+
+lint:
+	$(CMAKE) -S . -B $(REL) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	clang-tidy -p $(REL) --quiet --warnings-as-errors='*' src/*.c
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
+	    --inline-suppr --suppress=missingIncludeSystem -D_GNU_SOURCE \
+	    -I include -I src src/
+
+format:
+	clang-format -i src/*.c src/*.h include/*.h include/mproc/*.h \
+	    tests/*.c tests/*.h examples/*.c bench/*.c
+
+install: build
+	$(CMAKE) --install $(REL)
+
+clean:
+	rm -rf build

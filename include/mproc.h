@@ -1,0 +1,16 @@
+/*
+ * mproc.h - the umbrella header: processes, pools, queues, pipes,
+ * synchronization and shared memory for C, after Python's multiprocessing.
+ * Include this one header; each module also has its own under mproc/.
+ */
+#ifndef MPROC_H
+#define MPROC_H
+
+#include "mproc/common.h"
+#include "mproc/error.h"
+#include "mproc/log.h"
+#include "mproc/args.h"
+#include "mproc/process.h"
+#include "mproc/util.h"
+
+#endif

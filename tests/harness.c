@@ -1,0 +1,244 @@
+/*
+ * harness.c - runs each test case in its own forked child, in a new process
+ * group, under a timeout, and proves nothing leaked: no child, no fd, no
+ * /dev/shm entry. See harness.h.
+ */
+#include "harness.h"
+
+#include <dirent.h>
+#include <glob.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <sys/wait.h>
+#include <time.h>
+
+const mproc_start_method mproc_test_methods[3] = {
+    MPROC_START_FORK, MPROC_START_SPAWN, MPROC_START_FORKSERVER};
+
+static const char *current_test = "?";
+
+void mproc_test_fail(const char *file, int line, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "FAIL %s (pid %d) %s:%d: %s\n", current_test,
+            (int)getpid(), file, line, msg);
+    fflush(NULL);
+    _exit(1);
+}
+
+void mproc_test_skip(const char *why)
+{
+    fprintf(stderr, "SKIP %s: %s\n", current_test, why);
+    fflush(NULL);
+    _exit(77);
+}
+
+double mproc_test_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int mproc_test_count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n - 1;
+}
+
+const char *mproc_test_python(const char *version)
+{
+    static char path[8][512];
+    static int used;
+    const char *home = getenv("HOME");
+    char pat[512];
+    snprintf(pat, sizeof pat, "%s/.pyenv/versions/%s.*/bin/python",
+             home ? home : "/root", version);
+    glob_t g;
+    if (glob(pat, 0, NULL, &g) != 0 || g.gl_pathc == 0)
+        return NULL;
+    char *slot = path[used++ % 8];
+    snprintf(slot, sizeof path[0], "%s", g.gl_pathv[g.gl_pathc - 1]);
+    globfree(&g);
+    return access(slot, X_OK) == 0 ? slot : NULL;
+}
+
+/* fd numbers open now, as a bitmap of the first 4096. */
+static void fd_snapshot(unsigned char *bits)
+{
+    memset(bits, 0, 512);
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return;
+    int self = dirfd(d);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        int fd = atoi(e->d_name);
+        if (e->d_name[0] == '.' || fd == self || fd >= 4096)
+            continue;
+        bits[fd / 8] |= (unsigned char)(1u << (fd % 8));
+    }
+    closedir(d);
+}
+
+#define MAX_SHM 4096
+static int shm_snapshot(char names[][64], int max)
+{
+    DIR *d = opendir("/dev/shm");
+    if (!d)
+        return 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < max) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(names[n++], 64, "%s", e->d_name);
+    }
+    closedir(d);
+    return n;
+}
+
+static char shm_before[MAX_SHM][64], shm_after[MAX_SHM][64];
+
+static void run_case(const mproc_test *t)
+{
+    unsigned char before[512], after[512];
+    current_test = t->name;
+    int nshm = shm_snapshot(shm_before, MAX_SHM);
+    fd_snapshot(before);
+    t->fn();
+    mproc_shutdown();
+    fflush(NULL);
+    /* No child left, zombies included. */
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+        si.si_pid != 0)
+        mproc_test_fail(__FILE__, __LINE__, "child %d left behind",
+                        (int)si.si_pid);
+    if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) == 0)
+        mproc_test_fail(__FILE__, __LINE__, "a running child left behind");
+    fd_snapshot(after);
+    for (int fd = 0; fd < 4096; fd++) {
+        bool b = before[fd / 8] & (1u << (fd % 8));
+        bool a = after[fd / 8] & (1u << (fd % 8));
+        if (a && !b) {
+            char link[256] = "?", path[64];
+            snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+            ssize_t k = readlink(path, link, sizeof link - 1);
+            if (k > 0)
+                link[k] = 0;
+            mproc_test_fail(__FILE__, __LINE__, "fd %d leaked (%s)", fd,
+                            link);
+        }
+    }
+    int nafter = shm_snapshot(shm_after, MAX_SHM);
+    for (int i = 0; i < nafter; i++) {
+        bool seen = false;
+        for (int j = 0; j < nshm && !seen; j++)
+            seen = strcmp(shm_after[i], shm_before[j]) == 0;
+        if (!seen)
+            mproc_test_fail(__FILE__, __LINE__, "/dev/shm/%s left behind",
+                            shm_after[i]);
+    }
+}
+
+static int run_one(const mproc_test *t)
+{
+    double timeout = t->timeout > 0 ? t->timeout : 30;
+    double t0 = mproc_test_now();
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("fork");
+        return 1;
+    }
+    if (pid == 0) {
+        setpgid(0, 0);
+        run_case(t);
+        fflush(NULL);
+        _exit(0);
+    }
+    setpgid(pid, pid);
+    int status = 0;
+    bool timed_out = false;
+    for (;;) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            break;
+        if (mproc_test_now() - t0 > timeout) {
+            timed_out = true;
+            kill(-pid, SIGKILL);
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            break;
+        }
+        usleep(2000);
+    }
+    /* Anything still in the case's process group escaped its owner. */
+    bool stray = kill(-pid, 0) == 0;
+    if (stray) {
+        usleep(200000); /* allow processes in their last instructions */
+        stray = kill(-pid, 0) == 0;
+        kill(-pid, SIGKILL);
+    }
+    double dt = mproc_test_now() - t0;
+    if (timed_out) {
+        printf("FAIL %s (timeout after %.1fs)\n", t->name, timeout);
+        return 1;
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 77) {
+        printf("SKIP %s\n", t->name);
+        return 77;
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        if (WIFSIGNALED(status))
+            printf("FAIL %s (killed by signal %d)\n", t->name,
+                   WTERMSIG(status));
+        else
+            printf("FAIL %s (exit %d)\n", t->name, WEXITSTATUS(status));
+        return 1;
+    }
+    if (stray) {
+        printf("FAIL %s (processes left in its group)\n", t->name);
+        return 1;
+    }
+    printf("ok   %s (%.2fs)\n", t->name, dt);
+    return 0;
+}
+
+int mproc_test_main(int argc, char **argv, const mproc_test *tests, size_t n)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (argc > 1 && strcmp(argv[1], "-l") == 0) {
+        for (size_t i = 0; i < n; i++)
+            printf("%s\n", tests[i].name);
+        return 0;
+    }
+    int passed = 0, failed = 0, skipped = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (argc > 1 && !strstr(tests[i].name, argv[1]))
+            continue;
+        int r = run_one(&tests[i]);
+        if (r == 0)
+            passed++;
+        else if (r == 77)
+            skipped++;
+        else
+            failed++;
+    }
+    printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,106 @@
+/*
+ * harness.h - the test runner every tests/test_<module>.c uses.
+ *
+ * Each test case runs in its own forked child, in its own process group,
+ * under a timeout. When the case returns, the child checks that it left no
+ * child process (zombies included), no new fd and no new /dev/shm entry
+ * behind (after mproc_shutdown(), which stops the fork server and any
+ * library helper processes). The parent then makes sure nothing of the
+ * process group survives. A failed CHECK prints file:line and ends the
+ * case with status 1; SKIP ends it with status 77.
+ *
+ *   static void test_x(void) { CHECK(1 + 1 == 2); }
+ *   static const mproc_test tests[] = {{"x", test_x, 10}};
+ *   MPROC_TEST_MAIN(tests)
+ *
+ * Run one case with `./test_foo NAME` (substring match), list with -l.
+ */
+#ifndef MPROC_TEST_HARNESS_H
+#define MPROC_TEST_HARNESS_H
+
+#include "mproc.h"
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct mproc_test {
+    const char *name;
+    void (*fn)(void);
+    double timeout; /* seconds; 0 = 30 */
+} mproc_test;
+
+int mproc_test_main(int argc, char **argv, const mproc_test *tests,
+                    size_t n);
+
+#define MPROC_TEST_MAIN(tests)                                                 \
+    int main(int argc, char **argv)                                            \
+    {                                                                          \
+        return mproc_test_main(argc, argv, tests,                              \
+                               sizeof(tests) / sizeof((tests)[0]));            \
+    }
+
+void mproc_test_fail(const char *file, int line, const char *fmt, ...)
+    __attribute__((noreturn, format(printf, 3, 4)));
+void mproc_test_skip(const char *why) __attribute__((noreturn));
+
+#define CHECK(c)                                                               \
+    do {                                                                       \
+        if (!(c))                                                              \
+            mproc_test_fail(__FILE__, __LINE__, "CHECK(%s)", #c);              \
+    } while (0)
+
+#define CHECK_EQ(a, b)                                                         \
+    do {                                                                       \
+        long long a_ = (long long)(a), b_ = (long long)(b);                    \
+        if (a_ != b_)                                                          \
+            mproc_test_fail(__FILE__, __LINE__, "%s == %s: %lld != %lld", #a,  \
+                            #b, a_, b_);                                       \
+    } while (0)
+
+/* rc must be >= 0 (a success or a count). */
+#define CHECK_OK(rc)                                                           \
+    do {                                                                       \
+        long long r_ = (long long)(rc);                                        \
+        if (r_ < 0)                                                            \
+            mproc_test_fail(__FILE__, __LINE__, "%s failed: %lld %s (%s)",     \
+                            #rc, r_, mproc_errname((int)r_),                   \
+                            mproc_strerror((int)r_));                          \
+    } while (0)
+
+/* rc must equal the error code err. */
+#define CHECK_ERR(rc, err)                                                     \
+    do {                                                                       \
+        long long r_ = (long long)(rc);                                        \
+        if (r_ != (long long)(err))                                            \
+            mproc_test_fail(__FILE__, __LINE__, "%s: got %lld %s, want %s",    \
+                            #rc, r_, mproc_errname((int)r_),                   \
+                            mproc_errname((int)(err)));                        \
+    } while (0)
+
+#define CHECK_STR(a, b)                                                        \
+    do {                                                                       \
+        const char *a_ = (a), *b_ = (b);                                       \
+        if (!a_ || !b_ || strcmp(a_, b_) != 0)                                 \
+            mproc_test_fail(__FILE__, __LINE__, "%s == %s: \"%s\" != \"%s\"",  \
+                            #a, #b, a_ ? a_ : "(null)", b_ ? b_ : "(null)");   \
+    } while (0)
+
+#define SKIP(why) mproc_test_skip(why)
+
+/* Start methods to loop over in tests that must hold under all three. */
+extern const mproc_start_method mproc_test_methods[3];
+
+/* Path of an installed CPython ("3.11" -> ~/.pyenv/versions/3.11.x/bin/
+ * python), or NULL. Static storage. */
+const char *mproc_test_python(const char *version);
+
+/* Seconds since an arbitrary point (CLOCK_MONOTONIC). */
+double mproc_test_now(void);
+
+/* Number of open fds of this process. */
+int mproc_test_count_fds(void);
+
+#endif

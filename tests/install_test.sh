@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs the library into a temporary prefix, builds a small program
+# against it through pkg-config (and through the CMake package), runs it.
+set -euo pipefail
+src=$1; bin=$2
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cmake --install "$bin" --prefix "$tmp/prefix" >/dev/null
+libdir=$(ls -d "$tmp"/prefix/lib*/ | head -1)
+export PKG_CONFIG_PATH="$libdir/pkgconfig"
+cat > "$tmp/prog.c" <<'C'
+#include <mproc.h>
+#include <stdio.h>
+static int f(const mproc_args *a) { return (int)mproc_args_int(a, 0); }
+int main(void)
+{
+    mproc_process *p;
+    mproc_args *a = mproc_args_of("i", 5);
+    if (mproc_process_new(&p, f, a) || mproc_process_start(p) ||
+        mproc_process_join(p, 10))
+        return 1;
+    int code = mproc_process_exitcode(p);
+    mproc_process_free(p);
+    mproc_args_free(a);
+    printf("child exited with %d, mproc %s\n", code, mproc_version());
+    return code == 5 ? 0 : 1;
+}
+C
+# The library under test may be built with sanitizers; link the same way.
+extra=""
+if nm -D "$libdir/libmproc.so" | grep -q __asan_init; then
+  extra="-fsanitize=address,undefined"
+fi
+cc $extra "$tmp/prog.c" -o "$tmp/prog" $(pkg-config --cflags --libs mproc) \
+   -Wl,-rpath,"$libdir"
+"$tmp/prog"
+# SONAME is versioned.
+readelf -d "$libdir/libmproc.so" | grep -q 'SONAME.*libmproc.so.0'
+# The CMake package works too.
+mkdir -p "$tmp/cm"
+cat > "$tmp/cm/CMakeLists.txt" <<'CM'
+cmake_minimum_required(VERSION 3.25)
+project(consumer C)
+find_package(mproc REQUIRED)
+add_executable(prog ../prog.c)
+target_link_libraries(prog mproc::mproc)
+CM
+cmake -S "$tmp/cm" -B "$tmp/cm/b" -DCMAKE_PREFIX_PATH="$tmp/prefix" \
+  -DCMAKE_C_FLAGS="$extra" -DCMAKE_EXE_LINKER_FLAGS="$extra -Wl,-rpath,$libdir" >/dev/null
+cmake --build "$tmp/cm/b" >/dev/null
+"$tmp/cm/b/prog"
+echo "install test passed"

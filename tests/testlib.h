@@ -1,0 +1,7 @@
+/* testlib.h - spawn targets living in a shared library (libmproc_testlib). */
+#ifndef MPROC_TESTLIB_H
+#define MPROC_TESTLIB_H
+#include "mproc.h"
+/* Exits with 40 + args[0] (an int). */
+int mproc_testlib_target(const mproc_args *args);
+#endif
