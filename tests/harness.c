@@ -16,6 +16,7 @@ const mproc_start_method mproc_test_methods[3] = {
     MPROC_START_FORK, MPROC_START_SPAWN, MPROC_START_FORKSERVER};
 
 static const char *current_test = "?";
+int mproc_test_main_ran;
 
 void mproc_test_fail(const char *file, int line, const char *fmt, ...)
 {
@@ -221,6 +222,7 @@ static int run_one(const mproc_test *t)
 
 int mproc_test_main(int argc, char **argv, const mproc_test *tests, size_t n)
 {
+    mproc_test_main_ran = 1;
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc > 1 && strcmp(argv[1], "-l") == 0) {
         for (size_t i = 0; i < n; i++)

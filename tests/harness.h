@@ -90,6 +90,10 @@ void mproc_test_skip(const char *why) __attribute__((noreturn));
 
 #define SKIP(why) mproc_test_skip(why)
 
+/* 1 once mproc_test_main has run in this process (0 in a spawn child,
+ * where main() never runs). */
+extern int mproc_test_main_ran;
+
 /* Start methods to loop over in tests that must hold under all three. */
 extern const mproc_start_method mproc_test_methods[3];
 

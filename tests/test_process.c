@@ -1,54 +1,801 @@
-/* test_process.c - processes under fork, spawn and forkserver: exit codes,
- * signals, joins, naming, daemons, fd hygiene, bad input. */
+/*
+ * test_process.c - processes under fork, spawn and forkserver: exit codes
+ * and signals, joins and timeouts, naming, current/parent process, daemons
+ * (including a parent that is SIGKILLed), fd hygiene, shareable objects,
+ * logging, affinity, waiting on sentinels, bad input.
+ */
 #include "harness.h"
 #include "testlib.h"
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+
+/* ---- a shareable object of the test's own: one end of a pipe ---------- */
+
+typedef struct tpipe {
+    int fd;
+} tpipe;
+
+static int tpipe_export(const void *o, mproc_export *ex)
+{
+    int r = mproc_export_fd(ex, ((const tpipe *)o)->fd);
+    return r < 0 ? r : mproc_export_bytes(ex, "tp", 2);
+}
+
+static int tpipe_import(mproc_import *im, void **out)
+{
+    char tag[2];
+    int fd = mproc_import_fd(im);
+    if (fd < 0)
+        return fd;
+    if (mproc_import_bytes(im, tag, 2) < 0 || memcmp(tag, "tp", 2) != 0) {
+        close(fd);
+        return MPROC_EPROTO;
+    }
+    tpipe *t = malloc(sizeof *t);
+    if (!t) {
+        close(fd);
+        return -ENOMEM;
+    }
+    t->fd = fd;
+    *out = t;
+    return 0;
+}
+
+static void tpipe_free(void *o)
+{
+    close(((tpipe *)o)->fd);
+    free(o);
+}
+
+static const mproc_kind tpipe_kind = {"test-pipe", tpipe_export,
+                                      tpipe_import, tpipe_free};
+
+/* Writes a line to the tpipe argument at index i. */
+static void say(const mproc_args *a, size_t i, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void say(const mproc_args *a, size_t i, const char *fmt, ...)
+{
+    tpipe *t = mproc_args_object(a, i, &tpipe_kind);
+    if (!t)
+        _exit(99);
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (write(t->fd, buf, (size_t)n) != n)
+        _exit(98);
+}
+
+/* Reads what children said until every writer is gone. */
+static void slurp(int fd, char *buf, size_t cap)
+{
+    size_t n = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf + n, cap - 1 - n);
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    buf[n] = 0;
+}
+
+/* Starts target(args) under method m; returns the process. */
+static mproc_process *run(mproc_target fn, mproc_args *a, mproc_start_method m)
+{
+    mproc_process *p;
+    CHECK_OK(mproc_process_new(&p, fn, a));
+    CHECK_OK(mproc_process_set_start_method(p, m));
+    CHECK_OK(mproc_process_start(p));
+    return p;
+}
+
+static int join_code(mproc_process *p)
+{
+    CHECK_OK(mproc_process_join(p, 20));
+    int c = mproc_process_exitcode(p);
+    mproc_process_free(p);
+    return c;
+}
+
+/* ---- exit codes ------------------------------------------------------- */
 
 static int t_return(const mproc_args *a)
 {
     return (int)mproc_args_int(a, 0);
 }
 
-static void test_exitcode_all_methods(void)
+static int t_segv(const mproc_args *a)
+{
+    signal(SIGSEGV, SIG_DFL); /* ASan's handler would turn it into exit 1 */
+    raise(SIGSEGV);
+    return 0;
+}
+
+static int t_abort(const mproc_args *a)
+{
+    signal(SIGABRT, SIG_DFL);
+    abort();
+}
+
+static int t_sleep(const mproc_args *a)
+{
+    double s = mproc_args_double(a, 0);
+    usleep((useconds_t)(s * 1e6));
+    return 3;
+}
+
+static void test_exit_codes(void)
 {
     for (int m = 0; m < 3; m++) {
-        mproc_process *p;
+        mproc_start_method sm = mproc_test_methods[m];
         mproc_args *a = mproc_args_of("i", 7 + m);
+        mproc_process *p;
         CHECK_OK(mproc_process_new(&p, t_return, a));
-        mproc_args_free(a);
-        CHECK_OK(mproc_process_set_start_method(p, mproc_test_methods[m]));
+        CHECK_OK(mproc_process_set_start_method(p, sm));
         CHECK_EQ(mproc_process_exitcode(p), MPROC_EXITCODE_NONE);
+        CHECK_EQ(mproc_process_pid(p), 0);
         CHECK_OK(mproc_process_start(p));
         CHECK(mproc_process_pid(p) > 0);
+        CHECK_EQ(join_code(p), 7 + m);
+        mproc_args_free(a);
+        CHECK_EQ(join_code(run(t_segv, NULL, sm)), -SIGSEGV);
+        CHECK_EQ(join_code(run(t_abort, NULL, sm)), -SIGABRT);
+        a = mproc_args_of("i", 300); /* the kernel keeps 8 bits */
+        CHECK_EQ(join_code(run(t_return, a, sm)), 300 & 0xff);
+        mproc_args_free(a);
+    }
+}
+
+static void test_join_timeout_and_terminate(void)
+{
+    for (int m = 0; m < 3; m++) {
+        mproc_args *a = mproc_args_of("d", 30.0);
+        mproc_process *p = run(t_sleep, a, mproc_test_methods[m]);
+        mproc_args_free(a);
+        double t0 = mproc_test_now();
+        CHECK_ERR(mproc_process_join(p, 0.2), -ETIMEDOUT);
+        double dt = mproc_test_now() - t0;
+        CHECK(dt >= 0.19 && dt < 2.0);
+        CHECK_ERR(mproc_process_join(p, 0), -ETIMEDOUT);
+        CHECK_EQ(mproc_process_is_alive(p), 1);
+        CHECK_EQ(mproc_process_exitcode(p), MPROC_EXITCODE_NONE);
+        CHECK_ERR(mproc_process_close(p), MPROC_ERUNNING);
+        CHECK_OK(mproc_process_terminate(p));
         CHECK_OK(mproc_process_join(p, 10));
-        CHECK_EQ(mproc_process_exitcode(p), 7 + m);
+        CHECK_EQ(mproc_process_exitcode(p), -SIGTERM);
         CHECK_EQ(mproc_process_is_alive(p), 0);
+        /* Reaped: never signal again, whatever has the pid now. */
+        CHECK_ERR(mproc_process_kill(p), MPROC_EREAPED);
+        CHECK_ERR(mproc_process_terminate(p), MPROC_EREAPED);
+        CHECK_OK(mproc_process_join(p, 0)); /* idempotent */
+        CHECK_OK(mproc_process_close(p));
+        CHECK_OK(mproc_process_close(p));
+        CHECK_EQ(mproc_process_exitcode(p), -SIGTERM);
+        CHECK_ERR(mproc_process_join(p, 0), MPROC_ECLOSED);
+        CHECK_ERR(mproc_process_kill(p), MPROC_ECLOSED);
         mproc_process_free(p);
     }
 }
 
-static void test_testlib_target(void)
+static void test_kill(void)
+{
+    for (int m = 0; m < 3; m++) {
+        mproc_args *a = mproc_args_of("d", 30.0);
+        mproc_process *p = run(t_sleep, a, mproc_test_methods[m]);
+        mproc_args_free(a);
+        CHECK_OK(mproc_process_kill(p));
+        CHECK_EQ(join_code(p), -SIGKILL);
+    }
+}
+
+/* A reaped child's pid is handed to a new process: kill must not touch it. */
+static void test_kill_reaped_never_hits_recycled_pid(void)
+{
+    mproc_process *p = run(t_return, NULL, MPROC_START_FORK);
+    CHECK_OK(mproc_process_join(p, 10));
+    pid_t old = mproc_process_pid(p);
+    /* Whatever runs as that pid now (if anything) must survive. */
+    CHECK_ERR(mproc_process_kill(p), MPROC_EREAPED);
+    CHECK_ERR(mproc_process_signal(p, SIGTERM), MPROC_EREAPED);
+    CHECK(old > 0);
+    mproc_process_free(p);
+}
+
+static void test_library_target(void)
+{
+    for (int m = 0; m < 3; m++) {
+        mproc_args *a = mproc_args_of("i", 2);
+        CHECK_EQ(join_code(run(mproc_testlib_target, a, mproc_test_methods[m])),
+                 42);
+        mproc_args_free(a);
+    }
+}
+
+/* main() must not run again in a spawn or forkserver child. */
+static int t_main_ran(const mproc_args *a)
+{
+    return mproc_test_main_ran;
+}
+
+static void test_main_not_rerun(void)
+{
+    CHECK_EQ(join_code(run(t_main_ran, NULL, MPROC_START_FORK)), 1);
+    CHECK_EQ(join_code(run(t_main_ran, NULL, MPROC_START_SPAWN)), 0);
+    CHECK_EQ(join_code(run(t_main_ran, NULL, MPROC_START_FORKSERVER)), 0);
+}
+
+/* ---- arguments and shareable objects ----------------------------------- */
+
+static int t_args(const mproc_args *a)
+{
+    size_t n = 0;
+    const char *b = mproc_args_bytes(a, 3, &n);
+    static const char want[5] = {1, 0, 2, 0, 3};
+    if (mproc_args_count(a) != 5 || mproc_args_int(a, 0) != -1234567890123LL ||
+        mproc_args_double(a, 1) != 2.5 ||
+        strcmp(mproc_args_str(a, 2), "héllo") != 0 || n != 5 ||
+        memcmp(b, want, 5) != 0 || mproc_args_type(a, 4) != MPROC_ARG_OBJECT ||
+        mproc_args_type(a, 5) != MPROC_ARG_NONE ||
+        mproc_args_object(a, 0, &tpipe_kind) != NULL)
+        return 1;
+    say(a, 4, "object ok");
+    return 0;
+}
+
+static void test_args_and_objects(void)
+{
+    for (int m = 0; m < 3; m++) {
+        int pp[2];
+        CHECK_OK(pipe2(pp, O_CLOEXEC));
+        tpipe tp = {pp[1]};
+        static const char bytes[5] = {1, 0, 2, 0, 3};
+        mproc_args *a = mproc_args_of("ldsbo", (int64_t)-1234567890123LL, 2.5,
+                                      "héllo", bytes, (size_t)5, &tpipe_kind,
+                                      &tp);
+        CHECK(a);
+        mproc_process *p = run(t_args, a, mproc_test_methods[m]);
+        mproc_args_free(a);
+        close(pp[1]);
+        char buf[64];
+        slurp(pp[0], buf, sizeof buf);
+        close(pp[0]);
+        CHECK_EQ(join_code(p), 0);
+        CHECK_STR(buf, "object ok");
+    }
+}
+
+/* ---- names, current and parent process --------------------------------- */
+
+static int t_grandchild(const mproc_args *a)
+{
+    mproc_process *par = mproc_parent_process();
+    say(a, 0, "%s<%s:%d>", mproc_process_name(mproc_current_process()),
+        par ? mproc_process_name(par) : "-",
+        par ? (int)(mproc_process_pid(par) == getppid() ||
+                    mproc_process_is_alive(par))
+            : -1);
+    return 0;
+}
+
+static int t_names(const mproc_args *a)
+{
+    mproc_process *par = mproc_parent_process();
+    if (!par || mproc_process_is_alive(par) != 1)
+        return 1;
+    unsigned char key[64];
+    int klen = mproc_authkey(key, sizeof key);
+    say(a, 0, "%s|%s|%d|%d|", mproc_process_name(mproc_current_process()),
+        mproc_process_name(par), (int)mproc_process_pid(par), klen);
+    /* A grandchild under the same method: named "Process-N:1". */
+    mproc_start_method m = (mproc_start_method)mproc_args_int(a, 1);
+    mproc_process *g = run(t_grandchild, (mproc_args *)a, m);
+    return join_code(g);
+}
+
+static void test_names_and_parent(void)
+{
+    unsigned char key[32];
+    for (int i = 0; i < 32; i++)
+        key[i] = (unsigned char)(i * 7);
+    CHECK_OK(mproc_set_authkey(key, sizeof key - 3));
+    CHECK_STR(mproc_process_name(mproc_current_process()), "MainProcess");
+    CHECK(mproc_parent_process() == NULL);
+    for (int m = 0; m < 3; m++) {
+        int pp[2];
+        CHECK_OK(pipe2(pp, O_CLOEXEC));
+        tpipe tp = {pp[1]};
+        mproc_args *a = mproc_args_of("oi", &tpipe_kind, &tp,
+                                      (int)mproc_test_methods[m]);
+        mproc_process *p;
+        CHECK_OK(mproc_process_new(&p, t_names, a));
+        char want[256];
+        snprintf(want, sizeof want, "%s|MainProcess|%d|29|%s:1<%s>",
+                 mproc_process_name(p), (int)getpid(), mproc_process_name(p),
+                 "X");
+        CHECK_OK(mproc_process_set_start_method(p, mproc_test_methods[m]));
+        CHECK_OK(mproc_process_start(p));
+        mproc_args_free(a);
+        close(pp[1]);
+        char buf[512];
+        slurp(pp[0], buf, sizeof buf);
+        close(pp[0]);
+        char name[64];
+        snprintf(name, sizeof name, "%s", mproc_process_name(p));
+        CHECK_EQ(join_code(p), 0);
+        snprintf(want, sizeof want, "%s|MainProcess|%d|29|%s:1<%s:1>", name,
+                 (int)getpid(), name, name);
+        CHECK_STR(buf, want);
+        CHECK(strncmp(name, "Process-", 8) == 0);
+    }
+}
+
+static void test_names_count_up(void)
+{
+    mproc_process *p1, *p2;
+    CHECK_OK(mproc_process_new(&p1, t_return, NULL));
+    CHECK_OK(mproc_process_new(&p2, t_return, NULL));
+    int n1 = atoi(mproc_process_name(p1) + 8);
+    CHECK(n1 >= 1);
+    char want[32];
+    snprintf(want, sizeof want, "Process-%d", n1 + 1);
+    CHECK_STR(mproc_process_name(p2), want);
+    CHECK_OK(mproc_process_set_name(p2, "worker"));
+    CHECK_STR(mproc_process_name(p2), "worker");
+    mproc_process_free(p1);
+    mproc_process_free(p2);
+}
+
+/* ---- fd hygiene -------------------------------------------------------- */
+
+/* Lists /proc/self/fd into the tpipe at args[0]. */
+static int t_list_fds(const mproc_args *a)
+{
+    tpipe *t = mproc_args_object(a, 0, &tpipe_kind);
+    char out[1024] = "";
+    DIR *d = opendir("/proc/self/fd");
+    if (!d || !t)
+        return 1;
+    struct dirent *e;
+    size_t n = 0;
+    while ((e = readdir(d))) {
+        int fd = atoi(e->d_name);
+        if (e->d_name[0] == '.' || fd == dirfd(d) || fd == t->fd)
+            continue;
+        char link[128] = "", path[64];
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        ssize_t k = readlink(path, link, sizeof link - 1);
+        if (k > 0)
+            link[k] = 0;
+        n += (size_t)snprintf(out + n, sizeof out - n, "%d=%s;", fd,
+                              fd > 2 ? link : "std");
+    }
+    closedir(d);
+    say(a, 0, "%s", out);
+    return 0;
+}
+
+static void test_no_fd_leaks_into_children(void)
+{
+    /* An fd the program forgot to mark close-on-exec must not reach a spawn
+     * or forkserver child. */
+    int stray = open("/dev/null", O_RDONLY);
+    CHECK(stray >= 0);
+    for (int m = 1; m < 3; m++) {
+        int pp[2];
+        CHECK_OK(pipe2(pp, O_CLOEXEC));
+        tpipe tp = {pp[1]};
+        mproc_args *a = mproc_args_of("o", &tpipe_kind, &tp);
+        mproc_process *p = run(t_list_fds, a, mproc_test_methods[m]);
+        mproc_args_free(a);
+        close(pp[1]);
+        char buf[1024];
+        slurp(pp[0], buf, sizeof buf);
+        close(pp[0]);
+        CHECK_EQ(join_code(p), 0);
+        /* 0-2 and the parent's pidfd, nothing else. */
+        CHECK(strncmp(buf, "0=std;1=std;2=std;", 18) == 0);
+        char *rest = strchr(buf + 18, '=');
+        CHECK(rest && strcmp(rest, "=anon_inode:[pidfd];") == 0);
+    }
+    close(stray);
+}
+
+/* ---- daemons ------------------------------------------------------------ */
+
+static int t_forever(const mproc_args *a)
+{
+    while (mproc_args_count(a) == 0)
+        pause();
+    return 0;
+}
+
+/* Starts a daemon, reports its pid, then waits to be killed or returns. */
+static int t_daemon_parent(const mproc_args *a)
+{
+    mproc_process *d;
+    CHECK_OK(mproc_process_new(&d, t_forever, NULL));
+    CHECK_OK(mproc_process_set_daemon(d, 1));
+    CHECK_OK(mproc_process_set_start_method(
+        d, (mproc_start_method)mproc_args_int(a, 1)));
+    CHECK_OK(mproc_process_start(d));
+    say(a, 0, "%d", (int)mproc_process_pid(d));
+    if (mproc_args_int(a, 2))
+        pause(); /* waits for SIGKILL */
+    return 0;    /* normal exit: the daemon must be terminated */
+}
+
+static bool wait_gone(pid_t pid, double timeout)
+{
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (fd < 0)
+        return errno == ESRCH;
+    struct pollfd p = {fd, POLLIN, 0};
+    int r = poll(&p, 1, (int)(timeout * 1000));
+    close(fd);
+    return r == 1;
+}
+
+static void reap_adopted(void)
+{
+    /* As a subreaper we inherit orphans; reap them all. */
+    for (int i = 0; i < 200; i++) {
+        pid_t r = waitpid(-1, NULL, WNOHANG);
+        if (r < 0)
+            break;
+        if (r == 0)
+            usleep(10000);
+    }
+}
+
+static void daemon_case(int m, int kill_parent)
+{
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    int pp[2];
+    CHECK_OK(pipe2(pp, O_CLOEXEC));
+    tpipe tp = {pp[1]};
+    mproc_args *a = mproc_args_of("oii", &tpipe_kind, &tp,
+                                  (int)mproc_test_methods[m], kill_parent);
+    mproc_process *p = run(t_daemon_parent, a, MPROC_START_FORK);
+    mproc_args_free(a);
+    close(pp[1]);
+    char buf[32] = "";
+    ssize_t k = read(pp[0], buf, sizeof buf - 1);
+    CHECK(k > 0);
+    buf[k] = 0;
+    close(pp[0]);
+    pid_t dpid = atoi(buf);
+    CHECK(dpid > 0);
+    if (kill_parent) {
+        CHECK(!wait_gone(dpid, 0.05));
+        CHECK_OK(mproc_process_kill(p));
+        CHECK_EQ(join_code(p), -SIGKILL);
+    } else {
+        CHECK_EQ(join_code(p), 0);
+    }
+    CHECK(wait_gone(dpid, 10));
+    reap_adopted();
+}
+
+static void test_daemon_killed_with_parent(void)
+{
+    for (int m = 0; m < 3; m++)
+        daemon_case(m, 1);
+}
+
+static void test_daemon_terminated_at_exit(void)
+{
+    for (int m = 0; m < 3; m++)
+        daemon_case(m, 0);
+}
+
+static int t_daemon_child_start(const mproc_args *a)
+{
+    mproc_process *g;
+    if (mproc_process_new(&g, t_return, NULL) < 0)
+        return 1;
+    int r = mproc_process_start(g);
+    mproc_process_free(g);
+    return r == MPROC_EDAEMON ? 0 : 2;
+}
+
+static void test_daemon_may_not_have_children(void)
 {
     for (int m = 0; m < 3; m++) {
         mproc_process *p;
-        mproc_args *a = mproc_args_of("i", 2);
-        CHECK_OK(mproc_process_new(&p, mproc_testlib_target, a));
+        CHECK_OK(mproc_process_new(&p, t_daemon_child_start, NULL));
+        CHECK_OK(mproc_process_set_daemon(p, 1));
+        CHECK_EQ(mproc_process_daemon(p), 1);
+        CHECK_OK(mproc_process_set_start_method(p, mproc_test_methods[m]));
+        CHECK_OK(mproc_process_start(p));
+        CHECK_EQ(join_code(p), 0);
+    }
+}
+
+/* ---- fork server --------------------------------------------------------- */
+
+static void test_forkserver_1000_starts(void)
+{
+    CHECK_EQ(join_code(run(t_return, NULL, MPROC_START_FORKSERVER)), 0);
+    int fds0 = mproc_test_count_fds(); /* the server's pipe and pidfd */
+    for (int i = 0; i < 1000; i++) {
+        mproc_args *a = mproc_args_of("i", i & 0x7f);
+        mproc_process *p = run(t_return, a, MPROC_START_FORKSERVER);
         mproc_args_free(a);
+        CHECK_EQ(join_code(p), i & 0x7f);
+    }
+    CHECK_EQ(mproc_test_count_fds(), fds0);
+}
+
+/* ---- waiting, active children --------------------------------------------- */
+
+static void test_wait_sentinels(void)
+{
+    for (int m = 0; m < 3; m++) {
+        mproc_args *slow = mproc_args_of("d", 5.0), *fast = mproc_args_of("d", 0.05);
+        mproc_process *ps = run(t_sleep, slow, mproc_test_methods[m]);
+        mproc_process *pf = run(t_sleep, fast, mproc_test_methods[m]);
+        mproc_args_free(slow);
+        mproc_args_free(fast);
+        int fds[2] = {mproc_process_sentinel(ps), mproc_process_sentinel(pf)};
+        CHECK(fds[0] >= 0 && fds[1] >= 0);
+        int ready[2];
+        CHECK_EQ(mproc_wait(fds, 2, 0, ready), 0);
+        CHECK_EQ(mproc_wait(fds, 2, 10, ready), 1);
+        CHECK_EQ(ready[0], 0);
+        CHECK_EQ(ready[1], 1);
+        CHECK_EQ(mproc_process_is_alive(pf), 0);
+        CHECK_EQ(mproc_active_children(NULL, 0), 1);
+        mproc_process *v[4];
+        CHECK_EQ(mproc_active_children(v, 4), 1);
+        CHECK(v[0] == ps);
+        mproc_process_free(v[0]);
+        CHECK_OK(mproc_process_terminate(ps));
+        CHECK_EQ(join_code(ps), -SIGTERM);
+        CHECK_EQ(join_code(pf), 3);
+        CHECK_EQ(mproc_active_children(NULL, 0), 0);
+    }
+    int bad[1] = {-1};
+    CHECK_ERR(mproc_wait(bad, 1, 0, NULL), -EINVAL);
+}
+
+/* A process object freed while running is still reaped by
+ * active_children, as Python keeps Process objects alive. */
+static void test_free_running_then_reap(void)
+{
+    mproc_args *a = mproc_args_of("d", 0.05);
+    mproc_process *p = run(t_sleep, a, MPROC_START_FORK);
+    mproc_args_free(a);
+    mproc_process_free(p);
+    double t0 = mproc_test_now();
+    while (mproc_active_children(NULL, 0) > 0 && mproc_test_now() - t0 < 10)
+        usleep(10000);
+    CHECK_EQ(mproc_active_children(NULL, 0), 0);
+}
+
+/* ---- threads ------------------------------------------------------------- */
+
+static void *thread_starter(void *arg)
+{
+    mproc_start_method m = (mproc_start_method)(intptr_t)arg;
+    for (int i = 0; i < 20; i++) {
+        mproc_args *a = mproc_args_of("i", i);
+        mproc_process *p;
+        if (mproc_process_new(&p, t_return, a) < 0 ||
+            mproc_process_set_start_method(p, m) < 0 ||
+            mproc_process_start(p) < 0 || mproc_process_join(p, 20) < 0 ||
+            mproc_process_exitcode(p) != i)
+            return (void *)1;
+        mproc_process_free(p);
+        mproc_args_free(a);
+    }
+    return NULL;
+}
+
+static void test_threads_start_concurrently(void)
+{
+    pthread_t t[6];
+    for (int i = 0; i < 6; i++)
+        CHECK_EQ(pthread_create(&t[i], NULL, thread_starter,
+                                (void *)(intptr_t)mproc_test_methods[i % 3]),
+                 0);
+    for (int i = 0; i < 6; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        CHECK(r == NULL);
+    }
+}
+
+/* ---- logging -------------------------------------------------------------- */
+
+static int t_log(const mproc_args *a)
+{
+    mproc_info("hello from %s", "child");
+    mproc_debug("not shown");
+    return 0;
+}
+
+static void test_logging_reaches_children(void)
+{
+    for (int m = 0; m < 3; m++) {
+        int pp[2];
+        CHECK_OK(pipe2(pp, O_CLOEXEC));
+        CHECK_OK(mproc_log_to_fd(pp[1], MPROC_LOG_INFO));
+        mproc_process *p;
+        CHECK_OK(mproc_process_new(&p, t_log, NULL));
+        CHECK_OK(mproc_process_set_name(p, "Logger"));
         CHECK_OK(mproc_process_set_start_method(p, mproc_test_methods[m]));
         CHECK_OK(mproc_process_start(p));
         CHECK_OK(mproc_process_join(p, 10));
-        CHECK_EQ(mproc_process_exitcode(p), 42);
         mproc_process_free(p);
+        mproc_log(MPROC_LOG_WARNING, "parent %d", 5);
+        CHECK_OK(mproc_log_to_fd(-1, 0));
+        close(pp[1]);
+        char buf[1024];
+        slurp(pp[0], buf, sizeof buf);
+        close(pp[0]);
+        /* The library's own INFO lines may appear too; ours must. */
+        CHECK(strstr(buf, "[INFO/Logger] hello from child\n"));
+        CHECK(strstr(buf, "[WARNING/MainProcess] parent 5\n"));
+        CHECK(!strstr(buf, "not shown"));
+    }
+    CHECK_STR(mproc_log_level_name(MPROC_LOG_SUBDEBUG), "SUBDEBUG");
+}
+
+/* ---- affinity, nice, cpu counts ------------------------------------------- */
+
+static void test_affinity_and_nice(void)
+{
+    CHECK(mproc_cpu_count() >= 1);
+    int n = mproc_process_cpu_count();
+    CHECK(n >= 1 && n <= mproc_cpu_count());
+    int cpus[64];
+    int k = mproc_affinity_get(0, cpus, 64);
+    CHECK_EQ(k, n);
+    mproc_args *a = mproc_args_of("d", 30.0);
+    mproc_process *p = run(t_sleep, a, MPROC_START_FORK);
+    mproc_args_free(a);
+    pid_t pid = mproc_process_pid(p);
+    int one = cpus[k - 1];
+    CHECK_OK(mproc_affinity_set(pid, &one, 1));
+    int got[64];
+    CHECK_EQ(mproc_affinity_get(pid, got, 64), 1);
+    CHECK_EQ(got[0], one);
+    CHECK_OK(mproc_nice_set(pid, 5));
+    int nv = 0;
+    CHECK_OK(mproc_nice_get(pid, &nv));
+    CHECK_EQ(nv, 5);
+    CHECK_ERR(mproc_affinity_set(pid, NULL, 0), -EINVAL);
+    int badcpu = 100000;
+    CHECK_ERR(mproc_affinity_set(pid, &badcpu, 1), -EINVAL);
+    CHECK_ERR(mproc_nice_set(pid, 99), -EINVAL);
+    CHECK_OK(mproc_process_kill(p));
+    CHECK_EQ(join_code(p), -SIGKILL);
+}
+
+/* ---- bad input -------------------------------------------------------------- */
+
+static void test_bad_input(void)
+{
+    mproc_process *p;
+    CHECK_ERR(mproc_process_new(NULL, t_return, NULL), -EINVAL);
+    CHECK_ERR(mproc_process_new(&p, NULL, NULL), -EINVAL);
+    CHECK_ERR(mproc_process_start(NULL), -EINVAL);
+    CHECK_ERR(mproc_process_join(NULL, 0), -EINVAL);
+    CHECK_ERR(mproc_process_kill(NULL), -EINVAL);
+    CHECK_EQ(mproc_process_is_alive(NULL), 0);
+    mproc_process_free(NULL);
+    CHECK_OK(mproc_process_new(&p, t_return, NULL));
+    CHECK_ERR(mproc_process_join(p, 0), MPROC_ENOTSTARTED);
+    CHECK_ERR(mproc_process_terminate(p), MPROC_ENOTSTARTED);
+    CHECK_ERR(mproc_process_sentinel(p), MPROC_ENOTSTARTED);
+    CHECK_ERR(mproc_process_set_start_method(p, (mproc_start_method)9),
+              -EINVAL);
+    CHECK_ERR(mproc_process_set_name(p, NULL), -EINVAL);
+    CHECK_OK(mproc_process_start(p));
+    CHECK_ERR(mproc_process_start(p), MPROC_ESTARTED);
+    CHECK_ERR(mproc_process_set_name(p, "x"), MPROC_ESTARTED);
+    CHECK_ERR(mproc_process_set_daemon(p, 1), MPROC_ESTARTED);
+    CHECK_EQ(join_code(p), 0);
+    CHECK_ERR(mproc_set_start_method((mproc_start_method)0), -EINVAL);
+    mproc_start_method sm;
+    CHECK_OK(mproc_start_method_parse("forkserver", &sm));
+    CHECK_EQ(sm, MPROC_START_FORKSERVER);
+    CHECK_ERR(mproc_start_method_parse("vfork", &sm), -EINVAL);
+    CHECK_ERR(mproc_set_authkey("", 0), -EINVAL);
+    CHECK(mproc_args_of("q", 1) == NULL);
+    CHECK(mproc_args_of("s", (const char *)NULL) == NULL);
+    CHECK_ERR(mproc_process_join(mproc_current_process(), 0), -EDEADLK);
+    CHECK_STR(mproc_strerror(MPROC_ERESOLVE),
+              "target cannot be resolved in the new process");
+    CHECK_STR(mproc_errname(-ETIMEDOUT), "ETIMEDOUT");
+    CHECK_STR(mproc_errname(MPROC_EAUTH), "MPROC_EAUTH");
+    CHECK_STR(mproc_errname(-99999), "UNKNOWN");
+}
+
+/* A target that is not code in any loaded object cannot be found across
+ * exec: start says so and leaves nothing behind. */
+static void test_unresolvable_target(void)
+{
+    void *heap = malloc(64);
+    for (int m = 1; m < 3; m++) {
+        mproc_process *p;
+        int fds0 = mproc_test_count_fds();
+        CHECK_OK(mproc_process_new(&p, (mproc_target)heap, NULL));
+        CHECK_OK(mproc_process_set_start_method(p, mproc_test_methods[m]));
+        CHECK_ERR(mproc_process_start(p), MPROC_ERESOLVE);
+        CHECK_EQ(mproc_process_pid(p), 0);
+        CHECK_EQ(mproc_active_children(NULL, 0), 0);
+        mproc_process_free(p);
+        if (m == 1)
+            CHECK_EQ(mproc_test_count_fds(), fds0);
+    }
+    free(heap);
+}
+
+/* Out of fds: start fails cleanly with -EMFILE and leaks nothing. */
+static void test_fd_exhaustion(void)
+{
+    for (int m = 0; m < 3; m++) {
+        mproc_process *p0 = run(t_return, NULL, mproc_test_methods[m]);
+        CHECK_EQ(join_code(p0), 0); /* the fork server, if any, is up */
+        struct rlimit old, lim;
+        getrlimit(RLIMIT_NOFILE, &old);
+        int fds0 = mproc_test_count_fds();
+        int fill[64], nfill = 0;
+        lim = old;
+        lim.rlim_cur = (rlim_t)fds0 + 2;
+        CHECK_OK(setrlimit(RLIMIT_NOFILE, &lim));
+        while (nfill < 64) {
+            int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+            if (fd < 0)
+                break;
+            fill[nfill++] = fd;
+        }
+        mproc_process *p;
+        CHECK_OK(mproc_process_new(&p, t_return, NULL));
+        CHECK_OK(mproc_process_set_start_method(p, mproc_test_methods[m]));
+        CHECK_ERR(mproc_process_start(p), -EMFILE);
+        for (int i = 0; i < nfill; i++)
+            close(fill[i]);
+        CHECK_EQ(mproc_test_count_fds(), fds0);
+        CHECK_OK(setrlimit(RLIMIT_NOFILE, &old));
+        CHECK_OK(mproc_process_start(p)); /* and it can be retried */
+        CHECK_EQ(join_code(p), 0);
     }
 }
 
 static const mproc_test tests[] = {
-    {"exitcode_all_methods", test_exitcode_all_methods, 30},
-    {"testlib_target", test_testlib_target, 30},
+    {"exit_codes", test_exit_codes, 60},
+    {"join_timeout_and_terminate", test_join_timeout_and_terminate, 60},
+    {"kill", test_kill, 30},
+    {"kill_reaped", test_kill_reaped_never_hits_recycled_pid, 30},
+    {"library_target", test_library_target, 30},
+    {"main_not_rerun", test_main_not_rerun, 30},
+    {"args_and_objects", test_args_and_objects, 30},
+    {"names_and_parent", test_names_and_parent, 30},
+    {"names_count_up", test_names_count_up, 10},
+    {"no_fd_leaks_into_children", test_no_fd_leaks_into_children, 30},
+    {"daemon_killed_with_parent", test_daemon_killed_with_parent, 60},
+    {"daemon_terminated_at_exit", test_daemon_terminated_at_exit, 60},
+    {"daemon_may_not_have_children", test_daemon_may_not_have_children, 30},
+    {"forkserver_1000_starts", test_forkserver_1000_starts, 180},
+    {"wait_sentinels", test_wait_sentinels, 60},
+    {"free_running_then_reap", test_free_running_then_reap, 30},
+    {"threads_start_concurrently", test_threads_start_concurrently, 120},
+    {"logging_reaches_children", test_logging_reaches_children, 30},
+    {"affinity_and_nice", test_affinity_and_nice, 30},
+    {"bad_input", test_bad_input, 30},
+    {"unresolvable_target", test_unresolvable_target, 30},
+    {"fd_exhaustion", test_fd_exhaustion, 60},
 };
 
 MPROC_TEST_MAIN(tests)
