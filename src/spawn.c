@@ -13,7 +13,9 @@
  */
 #include "internal.h"
 
+#include <dlfcn.h>
 #include <fcntl.h>
+#include <link.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -109,11 +111,12 @@ __attribute__((weak)) int mproc__tracker_stop(void)
     return 0;
 }
 
-__attribute__((constructor)) static void mproc__spawn_hook(void)
+/* Boots the process MPROC_SPAWN asks for; returns only when it is unset. */
+static int spawn_boot(void)
 {
     const char *mode = getenv(SPAWN_ENV);
     if (!mode)
-        return;
+        return -1;
     char m[64];
     snprintf(m, sizeof m, "%s", mode);
     unsetenv(SPAWN_ENV);
@@ -139,5 +142,56 @@ __attribute__((constructor)) static void mproc__spawn_hook(void)
         code = mproc__child_run(blob, len, fds, n, 0);
         free(blob);
     }
-    exit(code);
+    return code;
+}
+
+/*
+ * Where the child takes over. The best place is where main() would be
+ * called: every constructor (of all libraries and of the program) has run.
+ * libmproc defines __libc_start_main, which the program's entry code calls
+ * with main; ours passes on a different main when MPROC_SPAWN is set. That
+ * works when libmproc comes before libc in the symbol search order, as it
+ * does whenever a program is linked with -lmproc. Otherwise (libmproc
+ * loaded by something else) the constructor below boots the child itself,
+ * and objects initialized after libmproc have not run their constructors.
+ */
+typedef int (*main_fn)(int, char **, char **);
+typedef int (*start_fn)(main_fn, int, char **, void (*)(void),
+                        void (*)(void), void (*)(void), void *);
+
+static start_fn real_start(void)
+{
+    start_fn f = (start_fn)dlvsym(RTLD_NEXT, "__libc_start_main", "GLIBC_2.34");
+    if (!f)
+        f = (start_fn)dlvsym(RTLD_NEXT, "__libc_start_main", "GLIBC_2.2.5");
+    if (!f)
+        f = (start_fn)dlsym(RTLD_NEXT, "__libc_start_main");
+    return f;
+}
+
+static int spawn_main(int argc, char **argv, char **envp)
+{
+    return spawn_boot();
+}
+
+MPROC_API int __libc_start_main(main_fn main, int argc, char **argv,
+                                void (*init)(void), void (*fini)(void),
+                                void (*rtld_fini)(void), void *stack_end)
+{
+    start_fn real = real_start();
+    if (!real)
+        _exit(127);
+    if (getenv(SPAWN_ENV))
+        main = spawn_main;
+    return real(main, argc, argv, init, fini, rtld_fini, stack_end);
+}
+
+__attribute__((constructor)) static void mproc__spawn_hook(void)
+{
+    if (!getenv(SPAWN_ENV))
+        return;
+    void *first = dlsym(RTLD_DEFAULT, "__libc_start_main");
+    if (first == (void *)__libc_start_main)
+        return; /* ours will be called: boot there */
+    exit(spawn_boot());
 }

@@ -220,6 +220,16 @@ static void test_library_target(void)
     }
 }
 
+/* Libraries initialized after libmproc have run their constructors
+ * before a spawn target runs. */
+static void test_library_constructors_run(void)
+{
+    for (int m = 0; m < 3; m++)
+        CHECK_EQ(join_code(run(mproc_testlib_ctor_ran, NULL,
+                               mproc_test_methods[m])),
+                 0);
+}
+
 /* main() must not run again in a spawn or forkserver child. */
 static int t_main_ran(const mproc_args *a)
 {
@@ -780,6 +790,7 @@ static const mproc_test tests[] = {
     {"kill_reaped", test_kill_reaped_never_hits_recycled_pid, 30},
     {"library_target", test_library_target, 30},
     {"main_not_rerun", test_main_not_rerun, 30},
+    {"library_constructors_run", test_library_constructors_run, 30},
     {"args_and_objects", test_args_and_objects, 30},
     {"names_and_parent", test_names_and_parent, 30},
     {"names_count_up", test_names_count_up, 10},

@@ -4,4 +4,6 @@
 #include "mproc.h"
 /* Exits with 40 + args[0] (an int). */
 int mproc_testlib_target(const mproc_args *args);
+/* Exits 0 when the library's constructor ran before the target. */
+int mproc_testlib_ctor_ran(const mproc_args *args);
 #endif
