@@ -364,6 +364,31 @@ static void test_names_count_up(void)
     mproc_process_free(p2);
 }
 
+/* Output buffered in the parent's stdio is flushed before fork, so the
+ * child (which flushes at exit) does not print it a second time. */
+static void test_stdio_flushed_before_fork(void)
+{
+    int pp[2];
+    CHECK_OK(pipe2(pp, O_CLOEXEC));
+    fflush(stdout);
+    int saved = dup(1);
+    CHECK(saved >= 0);
+    CHECK(dup2(pp[1], 1) == 1);
+    close(pp[1]);
+    printf("buffered-");
+    mproc_process *p = run(t_return, NULL, MPROC_START_FORK);
+    int code = join_code(p);
+    printf("end\n");
+    fflush(stdout);
+    CHECK(dup2(saved, 1) == 1);
+    close(saved);
+    char buf[128];
+    slurp(pp[0], buf, sizeof buf);
+    close(pp[0]);
+    CHECK_EQ(code, 0);
+    CHECK_STR(buf, "buffered-end\n");
+}
+
 /* ---- fd hygiene -------------------------------------------------------- */
 
 /* Lists /proc/self/fd into the tpipe at args[0]. */
@@ -794,6 +819,7 @@ static const mproc_test tests[] = {
     {"args_and_objects", test_args_and_objects, 30},
     {"names_and_parent", test_names_and_parent, 30},
     {"names_count_up", test_names_count_up, 10},
+    {"stdio_flushed_before_fork", test_stdio_flushed_before_fork, 30},
     {"no_fd_leaks_into_children", test_no_fd_leaks_into_children, 30},
     {"daemon_killed_with_parent", test_daemon_killed_with_parent, 60},
     {"daemon_terminated_at_exit", test_daemon_terminated_at_exit, 60},
