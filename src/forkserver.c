@@ -277,7 +277,7 @@ static void serve(int conn, int ctl, int lsn, int sfd)
         (void)mproc__send_fds(conn, &reply, sizeof reply, NULL, 0);
         goto out_drop;
     }
-    r = mproc__send_fds(conn, &reply, sizeof reply, &pfd, 1);
+    (void)mproc__send_fds(conn, &reply, sizeof reply, &pfd, 1);
     close(pfd);
     free(blob);
     /* Even if the reply failed the child runs; its code has nowhere to go

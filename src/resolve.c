@@ -112,7 +112,7 @@ int mproc__ref_read(mproc__reader *r, void **addr)
     }
     if (!f.found || !f.in_segment)
         return MPROC_ERESOLVE;
-    uint64_t d2, i2;
+    uint64_t d2 = 0, i2 = 0;
     const char *path = name[0] ? name : "/proc/self/exe";
     if (file_id(path, &d2, &i2) < 0 || d2 != dev || i2 != ino)
         return MPROC_ERESOLVE;
