@@ -157,8 +157,8 @@ static void args_release(mproc_args *a, bool free_objects)
         arg *x = &a->v[i];
         if (x->type == MPROC_ARG_STR || x->type == MPROC_ARG_BYTES)
             free(x->u.b.p);
-        else if (x->type == MPROC_ARG_OBJECT && free_objects &&
-                 x->u.o.kind && x->u.o.kind->free_fn && x->u.o.obj)
+        else if (x->type == MPROC_ARG_OBJECT && free_objects && x->u.o.kind &&
+                 x->u.o.kind->free_fn && x->u.o.obj)
             x->u.o.kind->free_fn(x->u.o.obj);
     }
     free(a->v);
@@ -468,8 +468,7 @@ int mproc__args_export(const mproc_args *a, mproc__buf *b, int *fds,
             int r = mproc__ref_write(b, x->u.o.kind);
             if (r < 0)
                 return r;
-            mproc_export ex = {
-                .fds = fds, .nfds = nfds, .maxfds = maxfds};
+            mproc_export ex = {.fds = fds, .nfds = nfds, .maxfds = maxfds};
             r = x->u.o.kind->export_fn(x->u.o.obj, &ex);
             if (r < 0 || ex.bytes.oom) {
                 mproc__buf_free(&ex.bytes);

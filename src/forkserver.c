@@ -196,8 +196,7 @@ static size_t nkids, capkids;
 
 static void report_exit(pid_t pid, int status)
 {
-    int32_t code = WIFEXITED(status) ? WEXITSTATUS(status)
-                                     : -WTERMSIG(status);
+    int32_t code = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
     for (size_t i = 0; i < nkids; i++) {
         if (kids[i].pid != pid)
             continue;
@@ -309,8 +308,8 @@ void mproc__forkserver_main(int ctl, int lsn)
     if (sfd < 0)
         _exit(1);
     for (;;) {
-        struct pollfd p[3] = {{ctl, POLLIN, 0}, {lsn, POLLIN, 0},
-                              {sfd, POLLIN, 0}};
+        struct pollfd p[3] = {
+            {ctl, POLLIN, 0}, {lsn, POLLIN, 0}, {sfd, POLLIN, 0}};
         int r = poll(p, 3, -1);
         if (r < 0) {
             if (errno == EINTR)

@@ -15,8 +15,8 @@
 #include <time.h>
 
 #define MPROC__ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-#define MPROC__NAME_MAX 128
-#define MPROC__AUTHKEY_MAX 256
+#define MPROC__NAME_MAX     128
+#define MPROC__AUTHKEY_MAX  256
 
 /* ---- deadlines (os.c) ------------------------------------------------- */
 

@@ -202,8 +202,7 @@ int mproc_start_method_parse(const char *name, mproc_start_method *out)
     if (!name || !out)
         return -EINVAL;
     for (int m = MPROC_START_FORK; m <= MPROC_START_FORKSERVER; m++)
-        if (strcmp(name, mproc_start_method_name((mproc_start_method)m)) ==
-            0) {
+        if (strcmp(name, mproc_start_method_name((mproc_start_method)m)) == 0) {
             *out = (mproc_start_method)m;
             return 0;
         }
@@ -598,9 +597,8 @@ static void child_finish(void)
 
 extern void __gcov_dump(void) __attribute__((weak));
 
-static void __attribute__((noreturn)) fork_child(mproc_process *p,
-                                                 pid_t parent,
-                                                 const char *parent_name)
+static void __attribute__((noreturn))
+fork_child(mproc_process *p, pid_t parent, const char *parent_name)
 {
     if (p->daemon) {
         prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -608,8 +606,7 @@ static void __attribute__((noreturn)) fork_child(mproc_process *p,
             _exit(1);
     }
     snprintf(mproc__me.name, sizeof mproc__me.name, "%s", p->name);
-    snprintf(mproc__me.identity, sizeof mproc__me.identity, "%s",
-             p->identity);
+    snprintf(mproc__me.identity, sizeof mproc__me.identity, "%s", p->identity);
     mproc__me.counter = 0;
     mproc__me.daemon = p->daemon;
     mproc__me.is_child = 1;

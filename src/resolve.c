@@ -18,14 +18,14 @@
 #include <sys/stat.h>
 
 struct find {
-    uintptr_t addr;       /* in: address to place (0 = match by name) */
-    const char *name;     /* in: object name to find (when addr == 0) */
-    bool main_only;       /* in: find the main program */
-    bool found;           /* out */
-    uintptr_t base;       /* out: dlpi_addr */
-    char objname[4096];   /* out */
-    bool in_segment;      /* out: for name lookups, addr+off inside PT_LOAD */
-    uintptr_t check_off;  /* in: offset to validate for name lookups */
+    uintptr_t addr;      /* in: address to place (0 = match by name) */
+    const char *name;    /* in: object name to find (when addr == 0) */
+    bool main_only;      /* in: find the main program */
+    bool found;          /* out */
+    uintptr_t base;      /* out: dlpi_addr */
+    char objname[4096];  /* out */
+    bool in_segment;     /* out: for name lookups, addr+off inside PT_LOAD */
+    uintptr_t check_off; /* in: offset to validate for name lookups */
 };
 
 static bool in_load(struct dl_phdr_info *info, uintptr_t a)
@@ -99,8 +99,8 @@ int mproc__ref_read(mproc__reader *r, void **addr)
     uint64_t off = mproc__rd_u64(r);
     if (r->bad)
         return MPROC_EPROTO;
-    struct find f = {.name = name, .main_only = name[0] == 0,
-                     .check_off = (uintptr_t)off};
+    struct find f = {
+        .name = name, .main_only = name[0] == 0, .check_off = (uintptr_t)off};
     dl_iterate_phdr(find_cb, &f);
     if (!f.found && name[0]) {
         /* Loaded by the parent at run time: load it here too. The handle

@@ -156,8 +156,8 @@ static int spawn_boot(void)
  * and objects initialized after libmproc have not run their constructors.
  */
 typedef int (*main_fn)(int, char **, char **);
-typedef int (*start_fn)(main_fn, int, char **, void (*)(void),
-                        void (*)(void), void (*)(void), void *);
+typedef int (*start_fn)(main_fn, int, char **, void (*)(void), void (*)(void),
+                        void (*)(void), void *);
 
 static start_fn real_start(void)
 {

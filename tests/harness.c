@@ -25,8 +25,8 @@ void mproc_test_fail(const char *file, int line, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "FAIL %s (pid %d) %s:%d: %s\n", current_test,
-            (int)getpid(), file, line, msg);
+    fprintf(stderr, "FAIL %s (pid %d) %s:%d: %s\n", current_test, (int)getpid(),
+            file, line, msg);
     fflush(NULL);
     _exit(1);
 }
@@ -141,8 +141,7 @@ static void run_case(const mproc_test *t)
             ssize_t k = readlink(path, link, sizeof link - 1);
             if (k > 0)
                 link[k] = 0;
-            mproc_test_fail(__FILE__, __LINE__, "fd %d leaked (%s)", fd,
-                            link);
+            mproc_test_fail(__FILE__, __LINE__, "fd %d leaked (%s)", fd, link);
         }
     }
     int nafter = shm_snapshot(shm_after, MAX_SHM);

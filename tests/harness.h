@@ -32,8 +32,7 @@ typedef struct mproc_test {
     double timeout; /* seconds; 0 = 30 */
 } mproc_test;
 
-int mproc_test_main(int argc, char **argv, const mproc_test *tests,
-                    size_t n);
+int mproc_test_main(int argc, char **argv, const mproc_test *tests, size_t n);
 
 #define MPROC_TEST_MAIN(tests)                                                 \
     int main(int argc, char **argv)                                            \

@@ -55,8 +55,8 @@ static void tpipe_free(void *o)
     free(o);
 }
 
-static const mproc_kind tpipe_kind = {"test-pipe", tpipe_export,
-                                      tpipe_import, tpipe_free};
+static const mproc_kind tpipe_kind = {"test-pipe", tpipe_export, tpipe_import,
+                                      tpipe_free};
 
 /* Writes a line to the tpipe argument at index i. */
 static void say(const mproc_args *a, size_t i, const char *fmt, ...)
@@ -225,9 +225,9 @@ static void test_library_target(void)
 static void test_library_constructors_run(void)
 {
     for (int m = 0; m < 3; m++)
-        CHECK_EQ(join_code(run(mproc_testlib_ctor_ran, NULL,
-                               mproc_test_methods[m])),
-                 0);
+        CHECK_EQ(
+            join_code(run(mproc_testlib_ctor_ran, NULL, mproc_test_methods[m])),
+            0);
 }
 
 /* main() must not run again in a spawn or forkserver child. */
@@ -268,9 +268,9 @@ static void test_args_and_objects(void)
         CHECK_OK(pipe2(pp, O_CLOEXEC));
         tpipe tp = {pp[1]};
         static const char bytes[5] = {1, 0, 2, 0, 3};
-        mproc_args *a = mproc_args_of("ldsbo", (int64_t)-1234567890123LL, 2.5,
-                                      "héllo", bytes, (size_t)5, &tpipe_kind,
-                                      &tp);
+        mproc_args *a =
+            mproc_args_of("ldsbo", (int64_t)-1234567890123LL, 2.5, "héllo",
+                          bytes, (size_t)5, &tpipe_kind, &tp);
         CHECK(a);
         mproc_process *p = run(t_args, a, mproc_test_methods[m]);
         mproc_args_free(a);
@@ -323,8 +323,8 @@ static void test_names_and_parent(void)
         int pp[2];
         CHECK_OK(pipe2(pp, O_CLOEXEC));
         tpipe tp = {pp[1]};
-        mproc_args *a = mproc_args_of("oi", &tpipe_kind, &tp,
-                                      (int)mproc_test_methods[m]);
+        mproc_args *a =
+            mproc_args_of("oi", &tpipe_kind, &tp, (int)mproc_test_methods[m]);
         mproc_process *p;
         CHECK_OK(mproc_process_new(&p, t_names, a));
         char want[256];
@@ -570,12 +570,14 @@ static void test_forkserver_1000_starts(void)
     CHECK_EQ(mproc_test_count_fds(), fds0);
 }
 
-/* ---- waiting, active children --------------------------------------------- */
+/* ---- waiting, active children ---------------------------------------------
+ */
 
 static void test_wait_sentinels(void)
 {
     for (int m = 0; m < 3; m++) {
-        mproc_args *slow = mproc_args_of("d", 5.0), *fast = mproc_args_of("d", 0.05);
+        mproc_args *slow = mproc_args_of("d", 5.0),
+                   *fast = mproc_args_of("d", 0.05);
         mproc_process *ps = run(t_sleep, slow, mproc_test_methods[m]);
         mproc_process *pf = run(t_sleep, fast, mproc_test_methods[m]);
         mproc_args_free(slow);
@@ -649,7 +651,8 @@ static void test_threads_start_concurrently(void)
     }
 }
 
-/* ---- logging -------------------------------------------------------------- */
+/* ---- logging --------------------------------------------------------------
+ */
 
 static int t_log(const mproc_args *a)
 {
@@ -685,7 +688,8 @@ static void test_logging_reaches_children(void)
     CHECK_STR(mproc_log_level_name(MPROC_LOG_SUBDEBUG), "SUBDEBUG");
 }
 
-/* ---- affinity, nice, cpu counts ------------------------------------------- */
+/* ---- affinity, nice, cpu counts -------------------------------------------
+ */
 
 static void test_affinity_and_nice(void)
 {
@@ -716,7 +720,8 @@ static void test_affinity_and_nice(void)
     CHECK_EQ(join_code(p), -SIGKILL);
 }
 
-/* ---- bad input -------------------------------------------------------------- */
+/* ---- bad input --------------------------------------------------------------
+ */
 
 static void test_bad_input(void)
 {

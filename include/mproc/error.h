@@ -45,7 +45,7 @@ extern "C" {
     X(ETYPE, -5046, "wrong type")                                              \
     X(ERANGE, -5047, "index out of range")                                     \
     X(ETASK, -5060, "task failed")                                             \
-    X(EWORKER, -5061, "worker process died while running the task")           \
+    X(EWORKER, -5061, "worker process died while running the task")            \
     X(ETASKTIMEOUT, -5062, "task timed out; its worker was killed")            \
     X(EINIT, -5063, "worker initializer failed")                               \
     X(EPOOL, -5064, "pool is not running")                                     \

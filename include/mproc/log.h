@@ -54,10 +54,10 @@ MPROC_API void mproc_log(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 MPROC_API void mproc_vlog(int level, const char *fmt, va_list ap);
 
-#define mproc_debug(...) mproc_log(MPROC_LOG_DEBUG, __VA_ARGS__)
-#define mproc_info(...) mproc_log(MPROC_LOG_INFO, __VA_ARGS__)
+#define mproc_debug(...)   mproc_log(MPROC_LOG_DEBUG, __VA_ARGS__)
+#define mproc_info(...)    mproc_log(MPROC_LOG_INFO, __VA_ARGS__)
 #define mproc_warning(...) mproc_log(MPROC_LOG_WARNING, __VA_ARGS__)
-#define mproc_error(...) mproc_log(MPROC_LOG_ERROR, __VA_ARGS__)
+#define mproc_error(...)   mproc_log(MPROC_LOG_ERROR, __VA_ARGS__)
 
 #ifdef __cplusplus
 }

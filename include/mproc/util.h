@@ -18,8 +18,7 @@ extern "C" {
  * fd, else 0 (ready may be NULL). Returns the number ready (0 on timeout),
  * or -EINVAL (bad arguments, a negative fd), -ENOMEM. EINTR is retried.
  */
-MPROC_API int mproc_wait(const int *fds, size_t n, double timeout,
-                         int *ready);
+MPROC_API int mproc_wait(const int *fds, size_t n, double timeout, int *ready);
 
 /* Number of CPUs in the system (os.cpu_count); at least 1. */
 MPROC_API int mproc_cpu_count(void);
