@@ -28,14 +28,14 @@ int main(void)
 C
 # The library under test may be built with sanitizers; link the same way.
 extra=""
-if nm -D "$libdir/libmproc.so" | grep -q __asan_init; then
+if [ "$(nm -D "$libdir/libmproc.so" | grep -c __asan_init)" != 0 ]; then
   extra="-fsanitize=address,undefined"
 fi
 cc $extra "$tmp/prog.c" -o "$tmp/prog" $(pkg-config --cflags --libs mproc) \
    -Wl,-rpath,"$libdir"
 "$tmp/prog"
 # SONAME is versioned.
-readelf -d "$libdir/libmproc.so" | grep -q 'SONAME.*libmproc.so.0'
+[ "$(readelf -d "$libdir/libmproc.so" | grep -c 'SONAME.*libmproc.so.0')" = 1 ]
 # The CMake package works too.
 mkdir -p "$tmp/cm"
 cat > "$tmp/cm/CMakeLists.txt" <<'CM'
