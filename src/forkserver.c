@@ -114,6 +114,38 @@ out_close:
     return r;
 }
 
+/* True when our server has exited (its pidfd is readable). fs_mu held. */
+static bool server_dead(void)
+{
+    mproc__deadline now = mproc__deadline_from(0);
+    return mproc__poll_fd(fs.pidfd, POLLIN, &now, NULL) == 1;
+}
+
+/* Reaps our server and forgets it. fs_mu held. */
+static void fs_reap(void)
+{
+    siginfo_t si;
+    mproc__close(fs.ctl);
+    while (waitid((idtype_t)P_PIDFD, (id_t)fs.pidfd, &si, WEXITED) < 0 &&
+           errno == EINTR)
+        ;
+    mproc__close(fs.pidfd);
+    fs.ctl = fs.pidfd = -1;
+    fs.running = false;
+}
+
+/* For a server we inherited through fork: does anyone listen? */
+static bool server_reachable(void)
+{
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return true; /* let the real attempt report the error */
+    int r = connect(s, (struct sockaddr *)&fs.addr, fs.addrlen);
+    bool ok = r == 0 || errno != ECONNREFUSED;
+    close(s);
+    return ok;
+}
+
 int mproc__forkserver_start(const void *blob, size_t len, const int *fds,
                             size_t nfds, pid_t *pid, int *pidfd, int *conn)
 {
@@ -121,6 +153,10 @@ int mproc__forkserver_start(const void *blob, size_t len, const int *fds,
         return -EMFILE;
     pthread_mutex_lock(&fs_mu);
     int r = 0;
+    if (fs.running && fs.owner == getpid() && server_dead())
+        fs_reap(); /* killed under us: start a new one */
+    if (fs.running && fs.owner != getpid() && !server_reachable())
+        fs.running = false; /* the parent's server is gone: have our own */
     if (!fs.running)
         r = fs_launch();
     struct sockaddr_un addr = fs.addr;
@@ -170,12 +206,7 @@ int mproc__forkserver_stop(void)
 {
     pthread_mutex_lock(&fs_mu);
     if (fs.running && fs.owner == getpid()) {
-        close(fs.ctl);
-        siginfo_t si;
-        while (waitid((idtype_t)P_PIDFD, (id_t)fs.pidfd, &si, WEXITED) < 0 &&
-               errno == EINTR)
-            ;
-        close(fs.pidfd);
+        fs_reap();
         mproc_debug("fork server stopped");
     }
     fs.running = false;

@@ -39,7 +39,8 @@ struct mproc_process {
     pid_t pid;
     pid_t owner; /* pid of the process that started it */
     int pidfd;
-    int conn; /* forkserver: exit status arrives here */
+    int conn;         /* forkserver: exit status arrives here */
+    bool status_lost; /* forkserver died: only the pidfd is left */
     int exitcode;
     struct mproc_process *next; /* registry link, under the global lock */
 };
@@ -375,15 +376,30 @@ static int reap_locked(mproc_process *p)
 {
     if (p->state == ST_DONE)
         return 1;
+    mproc__deadline now = mproc__deadline_from(0);
     if (p->conn >= 0) {
         /* Fork server child: the server reaps and sends the code. */
-        mproc__deadline now = mproc__deadline_from(0);
         int r = mproc__poll_fd(p->conn, POLLIN, &now, NULL);
         if (r <= 0)
             return r;
         int32_t code;
         r = mproc__read_all(p->conn, &code, sizeof code);
-        p->exitcode = r == 0 ? code : 255;
+        if (r == 0) {
+            p->exitcode = code;
+            p->state = ST_DONE;
+            return 1;
+        }
+        /* The server died: its children live on. Watch the child's pidfd
+         * from now on; its exit code is lost. */
+        close(p->conn);
+        p->conn = -1;
+        p->status_lost = true;
+    }
+    if (p->status_lost) {
+        int r = mproc__poll_fd(p->pidfd, POLLIN, &now, NULL);
+        if (r <= 0)
+            return r;
+        p->exitcode = 255;
         p->state = ST_DONE;
         return 1;
     }

@@ -570,6 +570,47 @@ static void test_forkserver_1000_starts(void)
     CHECK_EQ(mproc_test_count_fds(), fds0);
 }
 
+/* Our only direct child that is not a process object: the fork server. */
+static pid_t find_server(void)
+{
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)getpid());
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    return atoi(buf);
+}
+
+/* The fork server is SIGKILLed: a child it forked keeps running and is
+ * still joined (its code is lost: 255), and the next start brings up a new
+ * server. */
+static void test_forkserver_killed(void)
+{
+    prctl(PR_SET_CHILD_SUBREAPER, 1); /* orphans come to us */
+    mproc_args *a = mproc_args_of("d", 0.5);
+    CHECK_EQ(join_code(run(t_return, NULL, MPROC_START_FORKSERVER)), 0);
+    pid_t server = find_server();
+    CHECK(server > 0);
+    mproc_process *p = run(t_sleep, a, MPROC_START_FORKSERVER);
+    CHECK_OK(kill(server, SIGKILL));
+    CHECK_ERR(mproc_process_join(p, 0.1), -ETIMEDOUT);
+    CHECK_EQ(mproc_process_is_alive(p), 1);
+    CHECK_EQ(join_code(p), 255);
+    for (int i = 0; i < 3; i++) {
+        mproc_args *b = mproc_args_of("i", 5 + i);
+        CHECK_EQ(join_code(run(t_return, b, MPROC_START_FORKSERVER)), 5 + i);
+        mproc_args_free(b);
+    }
+    CHECK(find_server() != server);
+    mproc_args_free(a);
+    /* The orphaned child was reparented to us: reap it. */
+    mproc_shutdown();
+    reap_adopted();
+}
+
 /* ---- waiting, active children ---------------------------------------------
  */
 
@@ -830,6 +871,7 @@ static const mproc_test tests[] = {
     {"daemon_terminated_at_exit", test_daemon_terminated_at_exit, 60},
     {"daemon_may_not_have_children", test_daemon_may_not_have_children, 30},
     {"forkserver_1000_starts", test_forkserver_1000_starts, 180},
+    {"forkserver_killed", test_forkserver_killed, 60},
     {"wait_sentinels", test_wait_sentinels, 60},
     {"free_running_then_reap", test_free_running_then_reap, 30},
     {"threads_start_concurrently", test_threads_start_concurrently, 120},
