@@ -487,6 +487,49 @@ int mproc__args_export(const mproc_args *a, mproc__buf *b, int *fds,
     return b->oom ? -ENOMEM : 0;
 }
 
+int mproc__args_validate(mproc__reader *r, size_t nfds)
+{
+    size_t used = 0;
+    uint32_t n = mproc__rd_u32(r);
+    if (r->bad || n > 1u << 20)
+        return MPROC_EPROTO;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t t = mproc__rd_u32(r);
+        uint64_t len;
+        switch (t) {
+        case MPROC_ARG_INT:
+        case MPROC_ARG_DOUBLE:
+            (void)mproc__rd_u64(r);
+            break;
+        case MPROC_ARG_STR:
+        case MPROC_ARG_BYTES:
+            len = mproc__rd_u64(r);
+            if (r->bad || len > r->len - r->pos)
+                return MPROC_EPROTO;
+            r->pos += (size_t)len;
+            break;
+        case MPROC_ARG_OBJECT: {
+            void *kind;
+            int rc = mproc__ref_read(r, &kind);
+            if (rc < 0)
+                return rc;
+            uint32_t k = mproc__rd_u32(r);
+            len = mproc__rd_u64(r);
+            if (r->bad || k > nfds - used || len > r->len - r->pos)
+                return MPROC_EPROTO;
+            used += k;
+            r->pos += (size_t)len;
+            break;
+        }
+        default:
+            return MPROC_EPROTO;
+        }
+        if (r->bad)
+            return MPROC_EPROTO;
+    }
+    return 0;
+}
+
 int mproc__args_import(mproc__reader *r, int *fds, size_t nfds,
                        mproc_args **out)
 {

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -40,10 +41,11 @@ static struct {
     pid_t owner;
     pid_t pid;
     int pidfd;
-    int ctl; /* write end of the control pipe */
+    int self; /* pidfd on the owner, for its children's parent_process */
+    int ctl;  /* write end of the control pipe */
     struct sockaddr_un addr;
     socklen_t addrlen;
-} fs = {.pidfd = -1, .ctl = -1};
+} fs = {.pidfd = -1, .self = -1, .ctl = -1};
 
 void mproc__forkserver_forget(void)
 {
@@ -54,7 +56,8 @@ void mproc__forkserver_forget(void)
     if (fs.running) {
         mproc__close(fs.ctl);
         mproc__close(fs.pidfd);
-        fs.ctl = fs.pidfd = -1;
+        mproc__close(fs.self);
+        fs.ctl = fs.pidfd = fs.self = -1;
         fs.owner = 0;
     }
 }
@@ -92,16 +95,19 @@ static int fs_launch(void)
         goto out_close;
     }
     int pidfd = mproc__pidfd_open(pid);
-    if (pidfd < 0) {
+    int self = pidfd < 0 ? -1 : mproc__pidfd_open(getpid());
+    if (pidfd < 0 || self < 0) {
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
-        r = pidfd;
+        r = pidfd < 0 ? pidfd : self;
+        mproc__close(pidfd);
         goto out_close;
     }
     close(ctl[0]);
     close(lsn);
     fs.pid = pid;
     fs.pidfd = pidfd;
+    fs.self = self;
     fs.ctl = ctl[1];
     fs.owner = getpid();
     fs.running = true;
@@ -130,7 +136,8 @@ static void fs_reap(void)
            errno == EINTR)
         ;
     mproc__close(fs.pidfd);
-    fs.ctl = fs.pidfd = -1;
+    mproc__close(fs.self);
+    fs.ctl = fs.pidfd = fs.self = -1;
     fs.running = false;
 }
 
@@ -146,19 +153,41 @@ static bool server_reachable(void)
     return ok;
 }
 
-int mproc__forkserver_start(const void *blob, size_t len, const int *fds,
-                            size_t nfds, pid_t *pid, int *pidfd, int *conn)
+/* Makes sure a server runs that we can reach. fs_mu held. */
+static int fs_ensure(void)
 {
-    if (nfds > 250)
-        return -EMFILE;
-    pthread_mutex_lock(&fs_mu);
-    int r = 0;
     if (fs.running && fs.owner == getpid() && server_dead())
         fs_reap(); /* killed under us: start a new one */
     if (fs.running && fs.owner != getpid() && !server_reachable())
         fs.running = false; /* the parent's server is gone: have our own */
-    if (!fs.running)
-        r = fs_launch();
+    if (fs.running && fs.self < 0) {
+        /* A fork child using its parent's server needs its own pidfd. */
+        int self = mproc__pidfd_open(getpid());
+        if (self < 0)
+            return self;
+        fs.self = self;
+    }
+    return fs.running ? 0 : fs_launch();
+}
+
+int mproc__forkserver_parent_pidfd(void)
+{
+    pthread_mutex_lock(&fs_mu);
+    int r = fs_ensure();
+    if (r == 0)
+        r = fs.self;
+    pthread_mutex_unlock(&fs_mu);
+    return r;
+}
+
+int mproc__forkserver_start(const void *blob, size_t len, const int *fds,
+                            size_t nfds, pid_t *pid, int *pidfd, int *conn,
+                            int *early)
+{
+    if (nfds > 250)
+        return -EMFILE;
+    pthread_mutex_lock(&fs_mu);
+    int r = fs_ensure();
     struct sockaddr_un addr = fs.addr;
     socklen_t alen = fs.addrlen;
     pthread_mutex_unlock(&fs_mu);
@@ -175,28 +204,48 @@ int mproc__forkserver_start(const void *blob, size_t len, const int *fds,
         goto out_close;
     }
     struct fs_req h = {FS_MAGIC, (uint32_t)nfds, len};
-    r = mproc__send_fds(s, &h, sizeof h, fds, nfds);
-    if (r == 0)
-        r = mproc__write_all(s, blob, len);
+    struct iovec iov[2] = {{&h, sizeof h}, {(void *)blob, len}};
+    r = mproc__sendv_fds(s, iov, 2, fds, nfds);
     if (r < 0) {
         r = MPROC_EFORKSERVER;
         goto out_close;
     }
-    int32_t cpid = 0;
-    int got[1];
-    size_t ngot = 1;
-    r = mproc__recv_fds(s, &cpid, sizeof cpid, got, &ngot);
-    if (r != (int)sizeof cpid || ngot != 1 || cpid <= 0) {
+    /* Messages are 8 bytes, {tag, value}: 'P' pid (a pidfd attached) or
+     * 'E' error from the server; 'C' (from the child) or 'S' (from the
+     * server) carry the exit code and may overtake 'P' when the child is
+     * quick. The kernel never merges a message carrying fds with another
+     * in one read. */
+    *early = INT32_MIN;
+    for (;;) {
+        int32_t msg[2];
+        int got[1];
+        size_t ngot = 1;
+        r = mproc__recv_fds(s, msg, sizeof msg, got, &ngot);
+        if (r > 0 && r < (int)sizeof msg)
+            r = mproc__read_all(s, (char *)msg + r, sizeof msg - (size_t)r) == 0
+                    ? (int)sizeof msg
+                    : -1;
+        if (r != (int)sizeof msg) {
+            for (size_t i = 0; i < ngot; i++)
+                close(got[i]);
+            r = MPROC_EFORKSERVER;
+            goto out_close;
+        }
+        if (msg[0] == 'P' && ngot == 1 && msg[1] > 0) {
+            *pid = msg[1];
+            *pidfd = got[0];
+            *conn = s;
+            return 0;
+        }
         for (size_t i = 0; i < ngot; i++)
             close(got[i]);
-        /* A negative pid is the server's -errno for fork. */
-        r = r == (int)sizeof cpid && cpid < 0 ? cpid : MPROC_EFORKSERVER;
+        if (msg[0] == 'C' || msg[0] == 'S') {
+            *early = msg[1];
+            continue;
+        }
+        r = msg[0] == 'E' && msg[1] < 0 ? msg[1] : MPROC_EFORKSERVER;
         goto out_close;
     }
-    *pid = cpid;
-    *pidfd = got[0];
-    *conn = s;
-    return 0;
 out_close:
     close(s);
     return r;
@@ -227,11 +276,14 @@ static size_t nkids, capkids;
 
 static void report_exit(pid_t pid, int status)
 {
-    int32_t code = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+    int32_t msg[2] = {'S', WIFEXITED(status) ? WEXITSTATUS(status)
+                                             : -WTERMSIG(status)};
     for (size_t i = 0; i < nkids; i++) {
         if (kids[i].pid != pid)
             continue;
-        (void)mproc__write_all(kids[i].conn, &code, sizeof code);
+        /* The requester may have the child's own report already and be
+         * gone: no SIGPIPE (ignored here anyway), no wait. */
+        (void)send(kids[i].conn, msg, sizeof msg, MSG_NOSIGNAL | MSG_DONTWAIT);
         close(kids[i].conn);
         kids[i] = kids[--nkids];
         return;
@@ -277,6 +329,14 @@ static void serve(int conn, int ctl, int lsn, int sfd)
         kids = k;
         capkids = cap;
     }
+    /* Refuse what the child could not boot from (a target or an object
+     * kind that cannot be found) before forking: the requester gets the
+     * error from start() without waiting for the child. */
+    int32_t bad[2] = {'E', mproc__boot_validate(blob, h.len, nfds)};
+    if (bad[1] < 0) {
+        (void)mproc__send_fds(conn, bad, sizeof bad, NULL, 0);
+        goto out_drop;
+    }
     pid_t server = getpid();
     pid_t pid = fork();
     if (pid == 0) {
@@ -284,16 +344,19 @@ static void serve(int conn, int ctl, int lsn, int sfd)
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         signal(SIGCHLD, SIG_DFL);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGPIPE, SIG_DFL);
         close(sfd);
         close(ctl);
         close(lsn);
-        close(conn);
         for (size_t i = 0; i < nkids; i++)
             close(kids[i].conn);
-        int code = mproc__child_run(blob, h.len, fds, nfds, server);
-        exit(code);
+        mproc__set_report_fd(conn);
+        /* As CPython's fork server children, end with _exit: the
+         * server's own exit handlers are not the child's. */
+        mproc__exit_child(mproc__child_run(blob, h.len, fds, nfds, server));
     }
-    int32_t reply = pid < 0 ? -errno : pid;
+    int32_t reply[2] = {'P', pid < 0 ? -errno : pid};
     int pfd = pid > 0 ? mproc__pidfd_open(pid) : -1;
     for (size_t i = 0; i < nfds; i++)
         close(fds[i]);
@@ -302,12 +365,13 @@ static void serve(int conn, int ctl, int lsn, int sfd)
         if (pid > 0) {
             kill(pid, SIGKILL);
             waitpid(pid, NULL, 0);
-            reply = pfd;
+            reply[1] = pfd;
         }
-        (void)mproc__send_fds(conn, &reply, sizeof reply, NULL, 0);
+        reply[0] = 'E';
+        (void)mproc__send_fds(conn, reply, sizeof reply, NULL, 0);
         goto out_drop;
     }
-    (void)mproc__send_fds(conn, &reply, sizeof reply, &pfd, 1);
+    (void)mproc__send_fds(conn, reply, sizeof reply, &pfd, 1);
     close(pfd);
     free(blob);
     /* Even if the reply failed the child runs; its code has nowhere to go
@@ -327,6 +391,7 @@ void mproc__forkserver_main(int ctl, int lsn)
 {
     mproc__self_init();
     mproc_set_current_name("ForkServer");
+    mproc__ref_warm();
     fcntl(ctl, F_SETFD, FD_CLOEXEC);
     fcntl(lsn, F_SETFD, FD_CLOEXEC);
     sigset_t chld;
@@ -336,6 +401,7 @@ void mproc__forkserver_main(int ctl, int lsn)
     int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
     /* Signals meant for the owner's terminal session are not for us. */
     signal(SIGINT, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN);
     if (sfd < 0)
         _exit(1);
     for (;;) {

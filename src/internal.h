@@ -65,6 +65,11 @@ int mproc__memfd_with(const char *name, const void *data, size_t n);
 int mproc__send_fds(int sock, const void *p, size_t n, const int *fds,
                     size_t nfds);
 int mproc__recv_fds(int sock, void *p, size_t n, int *fds, size_t *nfds);
+/* As send_fds with the bytes gathered from iov[0..niov) (niov <= 8); iov
+ * may be modified. */
+struct iovec;
+int mproc__sendv_fds(int sock, struct iovec *iov, size_t niov, const int *fds,
+                     size_t nfds);
 
 /* ---- growable byte buffer (args.c) ------------------------------------ */
 
@@ -102,6 +107,8 @@ int mproc__ref_write(mproc__buf *b, const void *addr);
 /* Reads a reference and finds the address in this process (loading the
  * object file if needed). Returns 0 or MPROC_ERESOLVE / MPROC_EPROTO. */
 int mproc__ref_read(mproc__reader *r, void **addr);
+/* Caches the identity of every loaded object file now (fork server). */
+void mproc__ref_warm(void);
 
 /* ---- argument lists (args.c) ------------------------------------------ */
 
@@ -113,6 +120,9 @@ int mproc__args_export(const mproc_args *a, mproc__buf *b, int *fds,
  * is either taken by an object or closed). On failure all are closed. */
 int mproc__args_import(mproc__reader *r, int *fds, size_t nfds,
                        mproc_args **out);
+/* Walks a serialized list as import would, resolving object kinds but
+ * importing nothing: 0 when import can be expected to work. */
+int mproc__args_validate(mproc__reader *r, size_t nfds);
 /* Deep copy (objects stay borrowed). */
 mproc_args *mproc__args_copy(const mproc_args *a);
 /* Releases imported objects and the list. */
@@ -146,10 +156,16 @@ void mproc__log_restore(int fd, int level);
 /* ---- fork server (forkserver.c) --------------------------------------- */
 
 /* Asks the fork server (starting it if needed) to run the child described
- * by blob + fds. On success stores the child's pid, a pidfd, and the
- * connection on which its exit status will arrive. */
+ * by blob + fds. On success stores the child's pid, a pidfd, the
+ * connection on which its exit status will arrive, and in *early the exit
+ * code if it already arrived (INT32_MIN otherwise). */
 int mproc__forkserver_start(const void *blob, size_t len, const int *fds,
-                            size_t nfds, pid_t *pid, int *pidfd, int *conn);
+                            size_t nfds, pid_t *pid, int *pidfd, int *conn,
+                            int *early);
+/* A pidfd on this process, owned by the fork server state (borrowed):
+ * handed to forkserver children as their parent. Starts the server if
+ * needed. Returns the fd or a negative code. */
+int mproc__forkserver_parent_pidfd(void);
 /* Stops the fork server if this process started one; returns 0. */
 int mproc__forkserver_stop(void);
 /* In a fork child: the parent's server is not ours to stop. */
@@ -182,6 +198,14 @@ typedef struct mproc__boot {
  * Returns the exit code to exit with. */
 int mproc__child_run(const unsigned char *blob, size_t len, int *fds,
                      size_t nfds, pid_t expected_ppid);
+/* Checks a boot description (target and kinds resolvable) without acting
+ * on it: the fork server's test before it forks. */
+int mproc__boot_validate(const unsigned char *blob, size_t len, size_t nfds);
+/* Fork server children: the socket on which to report the exit code. */
+void mproc__set_report_fd(int fd);
+/* Ends a forked child: reports the code (fork server children), dumps
+ * coverage, then _exit(code & 0xff). */
+void mproc__exit_child(int code) __attribute__((noreturn));
 /* Sets the parent process object (pidfd may be -1: opened lazily). */
 void mproc__set_parent(pid_t pid, const char *name, int pidfd);
 

@@ -13,6 +13,7 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -210,14 +211,22 @@ int mproc__memfd_with(const char *name, const void *data, size_t n)
 int mproc__send_fds(int sock, const void *p, size_t n, const int *fds,
                     size_t nfds)
 {
-    if (nfds > 253)
-        return -EINVAL;
     struct iovec iov = {.iov_base = (void *)p, .iov_len = n};
+    return mproc__sendv_fds(sock, &iov, 1, fds, nfds);
+}
+
+int mproc__sendv_fds(int sock, struct iovec *iov, size_t niov, const int *fds,
+                     size_t nfds)
+{
+    if (nfds > 253 || niov > 8)
+        return -EINVAL;
     union {
         char buf[CMSG_SPACE(253 * sizeof(int))];
         struct cmsghdr align;
     } u;
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+    struct iovec v[8];
+    memcpy(v, iov, niov * sizeof *v);
+    struct msghdr m = {.msg_iov = v, .msg_iovlen = niov};
     if (nfds > 0) {
         memset(&u, 0, sizeof u);
         m.msg_control = u.buf;
@@ -229,29 +238,26 @@ int mproc__send_fds(int sock, const void *p, size_t n, const int *fds,
         memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
     }
     /* The fds ride with the first byte; the rest may follow plainly. */
-    for (;;) {
+    while (m.msg_iovlen > 0) {
         ssize_t w = sendmsg(sock, &m, MSG_NOSIGNAL);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
             return -errno;
         }
-        if ((size_t)w == n)
-            return 0;
-        const char *rest = (const char *)p + w;
-        size_t left = n - (size_t)w;
-        while (left > 0) {
-            ssize_t k = send(sock, rest, left, MSG_NOSIGNAL);
-            if (k < 0) {
-                if (errno == EINTR)
-                    continue;
-                return -errno;
-            }
-            rest += k;
-            left -= (size_t)k;
+        m.msg_control = NULL;
+        m.msg_controllen = 0;
+        while (m.msg_iovlen > 0 && (size_t)w >= m.msg_iov->iov_len) {
+            w -= (ssize_t)m.msg_iov->iov_len;
+            m.msg_iov++;
+            m.msg_iovlen--;
         }
-        return 0;
+        if (m.msg_iovlen > 0) {
+            m.msg_iov->iov_base = (char *)m.msg_iov->iov_base + w;
+            m.msg_iov->iov_len -= (size_t)w;
+        }
     }
+    return 0;
 }
 
 int mproc__recv_fds(int sock, void *p, size_t n, int *fds, size_t *nfds)

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -39,8 +40,8 @@ struct mproc_process {
     pid_t pid;
     pid_t owner; /* pid of the process that started it */
     int pidfd;
-    int conn;         /* forkserver: exit status arrives here */
-    bool status_lost; /* forkserver died: only the pidfd is left */
+    int conn;  /* forkserver: exit status arrives here */
+    int early; /* forkserver: exit code that came with the pid, or MIN */
     int exitcode;
     struct mproc_process *next; /* registry link, under the global lock */
 };
@@ -53,6 +54,7 @@ static _Atomic int g_default_method = MPROC_START_FORK;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static mproc_process g_current, g_parent;
 static bool g_have_parent;
+static int g_report_fd = -1; /* fork server child: the requester's socket */
 
 void mproc__lock(void)
 {
@@ -80,6 +82,10 @@ static void atfork_child(void)
      * another thread of the parent may have held. */
     pthread_mutex_init(&g_lock, NULL);
     g_children = NULL;
+    if (g_report_fd >= 0) { /* the connection is our parent's business */
+        close(g_report_fd);
+        g_report_fd = -1;
+    }
     mproc__me.pid = getpid();
 }
 
@@ -330,7 +336,7 @@ int mproc_process_sentinel(const mproc_process *p)
         return p->pidfd >= 0 ? p->pidfd : MPROC_ENOTSTARTED;
     if (p->state == ST_NEW || p->role == P_CURRENT)
         return MPROC_ENOTSTARTED;
-    return p->conn >= 0 ? p->conn : p->pidfd;
+    return p->pidfd;
 }
 
 /* ---- registry ----------------------------------------------------------- */
@@ -378,28 +384,23 @@ static int reap_locked(mproc_process *p)
         return 1;
     mproc__deadline now = mproc__deadline_from(0);
     if (p->conn >= 0) {
-        /* Fork server child: the server reaps and sends the code. */
-        int r = mproc__poll_fd(p->conn, POLLIN, &now, NULL);
-        if (r <= 0)
-            return r;
-        int32_t code;
-        r = mproc__read_all(p->conn, &code, sizeof code);
-        if (r == 0) {
-            p->exitcode = code;
-            p->state = ST_DONE;
-            return 1;
-        }
-        /* The server died: its children live on. Watch the child's pidfd
-         * from now on; its exit code is lost. */
-        close(p->conn);
-        p->conn = -1;
-        p->status_lost = true;
-    }
-    if (p->status_lost) {
+        /* Fork server child. The pidfd tells that it ended; its code then
+         * is on the connection: written by the child itself when its
+         * target returned, else by the server once it has reaped it. */
         int r = mproc__poll_fd(p->pidfd, POLLIN, &now, NULL);
         if (r <= 0)
             return r;
-        p->exitcode = 255;
+        mproc__deadline soon = mproc__deadline_from(10);
+        int32_t msg[2] = {0, p->early == INT32_MIN ? 255 : p->early};
+        if (p->early == INT32_MIN) {
+            r = mproc__poll_fd(p->conn, POLLIN, &soon, NULL);
+            if (r == 1)
+                r = mproc__read_all(p->conn, msg, sizeof msg);
+            /* No word (the server died): the code is lost. */
+            if (r != 0)
+                msg[1] = 255;
+        }
+        p->exitcode = msg[1];
         p->state = ST_DONE;
         return 1;
     }
@@ -466,15 +467,20 @@ int mproc_process_join(mproc_process *p, double timeout)
         return r;
     mproc__deadline d = mproc__deadline_from(timeout);
     for (;;) {
-        r = poll_done(p);
-        if (r != 0)
-            return r < 0 ? r : 0;
-        int fd = p->conn >= 0 ? p->conn : p->pidfd;
-        r = mproc__poll_fd(fd, POLLIN, &d, NULL);
+        if (p->state == ST_DONE)
+            return 0;
+        /* The sentinel becomes readable when the child ends (a pidfd) or
+         * when the fork server reports it; only then reap. */
+        r = mproc__poll_fd(p->pidfd, POLLIN, &d, NULL);
         if (r < 0)
             return r;
-        if (r == 0)
-            return poll_done(p) == 1 ? 0 : -ETIMEDOUT;
+        r = poll_done(p);
+        if (r < 0)
+            return r;
+        if (r == 1)
+            return 0;
+        if (mproc__deadline_expired(&d) || timeout == 0)
+            return -ETIMEDOUT;
     }
 }
 
@@ -621,8 +627,10 @@ fork_child(mproc_process *p, pid_t parent, const char *parent_name)
         if (getppid() != parent)
             _exit(1);
     }
-    snprintf(mproc__me.name, sizeof mproc__me.name, "%s", p->name);
-    snprintf(mproc__me.identity, sizeof mproc__me.identity, "%s", p->identity);
+    /* Both are NUL-terminated within the same sizes: plain copies keep
+     * the child's first instructions cheap. */
+    memcpy(mproc__me.name, p->name, sizeof mproc__me.name);
+    memcpy(mproc__me.identity, p->identity, sizeof mproc__me.identity);
     mproc__me.counter = 0;
     mproc__me.daemon = p->daemon;
     mproc__me.is_child = 1;
@@ -632,6 +640,22 @@ fork_child(mproc_process *p, pid_t parent, const char *parent_name)
     int code = p->target(p->args);
     mproc_debug("process exiting with exitcode %d", code);
     child_finish();
+    mproc__exit_child(code);
+}
+
+void mproc__set_report_fd(int fd)
+{
+    g_report_fd = fd;
+}
+
+void mproc__exit_child(int code)
+{
+    if (g_report_fd >= 0) {
+        int32_t msg[2] = {'C', code & 0xff};
+        (void)send(g_report_fd, msg, sizeof msg, MSG_NOSIGNAL);
+    }
+    /* _exit skips the atexit handlers a forked child inherited; coverage
+     * counters would be lost with them unless dumped here. */
     if (__gcov_dump)
         __gcov_dump();
     _exit(code & 0xff);
@@ -644,7 +668,6 @@ static int start_fork(mproc_process *p)
     pid_t parent = getpid();
     sigset_t all, old;
     sigfillset(&all);
-    fflush(NULL);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     pid_t pid = fork();
     if (pid == 0) {
@@ -667,19 +690,31 @@ static int start_fork(mproc_process *p)
     return 0;
 }
 
-/* Builds the description a spawn or forkserver child boots from. */
+/* Flags in the boot description. */
+enum { BOOT_STATUS = 1, BOOT_LOG = 2 };
+
+/*
+ * Builds the description a spawn or forkserver child boots from. Fixed fd
+ * slots first: the parent's pidfd, then the status pipe (spawn only: the
+ * fork server validates before forking instead), then the log fd when
+ * logging is on; the objects' fds follow.
+ */
 static int build_boot(mproc_process *p, mproc__boot *b, int status_w,
                       int self_pidfd)
 {
     mproc__buf *o = &b->blob;
     int logfd = mproc__log_fd();
-    b->nfds = 0;
-    b->fds[b->nfds++] = status_w;   /* slot 0 */
-    b->fds[b->nfds++] = self_pidfd; /* slot 1 */
     bool log_on = logfd >= 0 && mproc_log_get_level() < MPROC_LOG_OFF;
+    uint32_t flags =
+        (status_w >= 0 ? BOOT_STATUS : 0) | (log_on ? BOOT_LOG : 0);
+    b->nfds = 0;
+    b->fds[b->nfds++] = self_pidfd;
+    if (status_w >= 0)
+        b->fds[b->nfds++] = status_w;
     if (log_on)
-        b->fds[b->nfds++] = logfd; /* slot 2 */
+        b->fds[b->nfds++] = logfd;
     mproc__buf_u32(o, 0x6d70726f); /* "mpro" */
+    mproc__buf_u32(o, flags);
     mproc__buf_str(o, p->name);
     mproc__buf_str(o, p->identity);
     mproc__buf_u32(o, (uint32_t)p->daemon);
@@ -688,7 +723,6 @@ static int build_boot(mproc_process *p, mproc__boot *b, int status_w,
     mproc__buf_u32(o, (uint32_t)getpid());
     mproc__buf_str(o, mproc__me.name);
     mproc__buf_u32(o, log_on ? (uint32_t)mproc_log_get_level() : 0);
-    mproc__buf_u32(o, log_on ? 1 : 0);
     mproc__buf_u32(o, (uint32_t)mproc_get_start_method());
     int r = mproc__ref_write(o, (const void *)p->target);
     if (r < 0)
@@ -697,48 +731,89 @@ static int build_boot(mproc_process *p, mproc__boot *b, int status_w,
                               MPROC__ARRAY_LEN(b->fds));
 }
 
+/* The fixed part of a boot description. */
+typedef struct boot_head {
+    uint32_t flags;
+    char name[MPROC__NAME_MAX], identity[MPROC__NAME_MAX];
+    char pname[MPROC__NAME_MAX];
+    unsigned char key[MPROC__AUTHKEY_MAX];
+    size_t klen;
+    int daemon, level;
+    pid_t ppid;
+    uint32_t method;
+    size_t nfixed; /* fd slots before the objects' */
+} boot_head;
+
+static int read_head(mproc__reader *r, boot_head *h, size_t nfds)
+{
+    if (mproc__rd_u32(r) != 0x6d70726f)
+        return MPROC_EPROTO;
+    h->flags = mproc__rd_u32(r);
+    mproc__rd_str(r, h->name, sizeof h->name);
+    mproc__rd_str(r, h->identity, sizeof h->identity);
+    h->daemon = (int)mproc__rd_u32(r);
+    uint64_t klen = mproc__rd_u64(r);
+    if (klen > MPROC__AUTHKEY_MAX)
+        return MPROC_EPROTO;
+    mproc__rd_get(r, h->key, (size_t)klen);
+    h->klen = (size_t)klen;
+    h->ppid = (pid_t)mproc__rd_u32(r);
+    mproc__rd_str(r, h->pname, sizeof h->pname);
+    h->level = (int)mproc__rd_u32(r);
+    h->method = mproc__rd_u32(r);
+    h->nfixed = 1 + !!(h->flags & BOOT_STATUS) + !!(h->flags & BOOT_LOG);
+    return r->bad || nfds < h->nfixed ? MPROC_EPROTO : 0;
+}
+
+int mproc__boot_validate(const unsigned char *blob, size_t len, size_t nfds)
+{
+    mproc__reader r = {.p = blob, .len = len};
+    boot_head h;
+    void *target;
+    int rc = read_head(&r, &h, nfds);
+    if (rc == 0)
+        rc = mproc__ref_read(&r, &target);
+    if (rc == 0)
+        rc = mproc__args_validate(&r, nfds - h.nfixed);
+    return rc;
+}
+
 int mproc__child_run(const unsigned char *blob, size_t len, int *fds,
                      size_t nfds, pid_t expected_ppid)
 {
     mproc__reader r = {.p = blob, .len = len};
-    int status_w = nfds > 0 ? fds[0] : -1;
-    int rc = MPROC_EPROTO;
+    int status_w = -1;
     mproc_args *args = NULL;
+    boot_head h;
     mproc__self_init();
-    if (nfds < 2 || mproc__rd_u32(&r) != 0x6d70726f)
+    int rc = read_head(&r, &h, nfds);
+    if (rc < 0)
         goto out_report;
-    mproc__rd_str(&r, mproc__me.name, sizeof mproc__me.name);
-    mproc__rd_str(&r, mproc__me.identity, sizeof mproc__me.identity);
-    mproc__me.daemon = (int)mproc__rd_u32(&r);
-    uint64_t klen = mproc__rd_u64(&r);
-    if (klen > MPROC__AUTHKEY_MAX)
-        goto out_report;
-    mproc__rd_get(&r, mproc__me.authkey, (size_t)klen);
-    mproc__me.authkey_len = (size_t)klen;
-    pid_t ppid = (pid_t)mproc__rd_u32(&r);
-    char pname[MPROC__NAME_MAX];
-    mproc__rd_str(&r, pname, sizeof pname);
-    int level = (int)mproc__rd_u32(&r);
-    uint32_t log_on = mproc__rd_u32(&r);
-    uint32_t method = mproc__rd_u32(&r);
-    if (r.bad || (log_on && nfds < 3))
-        goto out_report;
+    if (h.flags & BOOT_STATUS) {
+        status_w = fds[1];
+        fds[1] = -1;
+    }
+    memcpy(mproc__me.name, h.name, sizeof h.name);
+    memcpy(mproc__me.identity, h.identity, sizeof h.identity);
+    memcpy(mproc__me.authkey, h.key, h.klen);
+    mproc__me.authkey_len = h.klen;
+    mproc__me.daemon = h.daemon;
     mproc__me.counter = 0;
     mproc__me.is_child = 1;
     mproc__me.pid = getpid();
-    mproc__set_parent(ppid, pname, fds[1]);
-    fds[1] = -1;
-    if (log_on) {
-        mproc__log_restore(fds[2], level);
-        fds[2] = -1;
+    mproc__set_parent(h.ppid, h.pname, fds[0]);
+    fds[0] = -1;
+    if (h.flags & BOOT_LOG) {
+        mproc__log_restore(fds[h.nfixed - 1], h.level);
+        fds[h.nfixed - 1] = -1;
     }
-    (void)mproc_set_start_method((mproc_start_method)method);
-    if (mproc__me.daemon) {
+    (void)mproc_set_start_method((mproc_start_method)h.method);
+    if (h.daemon) {
         /* Parent here is whoever forked or spawned us: the requesting
          * process under spawn, the fork server (which exits when the
          * requesting process dies) under forkserver. */
         prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (getppid() != (expected_ppid ? expected_ppid : ppid)) {
+        if (getppid() != (expected_ppid ? expected_ppid : h.ppid)) {
             rc = MPROC_EBOOTSTRAP;
             goto out_report;
         }
@@ -747,13 +822,14 @@ int mproc__child_run(const unsigned char *blob, size_t len, int *fds,
     rc = mproc__ref_read(&r, &target);
     if (rc < 0)
         goto out_report;
-    size_t first = log_on ? 3 : 2;
-    rc = mproc__args_import(&r, fds + first, nfds - first, &args);
+    rc = mproc__args_import(&r, fds + h.nfixed, nfds - h.nfixed, &args);
     if (rc < 0)
         goto out_report;
-    int32_t ok = 0;
-    (void)mproc__write_all(status_w, &ok, sizeof ok);
-    close(status_w);
+    if (status_w >= 0) {
+        int32_t ok = 0;
+        (void)mproc__write_all(status_w, &ok, sizeof ok);
+        close(status_w);
+    }
     mproc_debug("child process calling target");
     int code = ((mproc_target)target)(args);
     mproc_debug("process exiting with exitcode %d", code);
@@ -761,9 +837,13 @@ int mproc__child_run(const unsigned char *blob, size_t len, int *fds,
     child_finish();
     return code & 0xff;
 
-out_report:;
-    int32_t err = rc;
-    (void)mproc__write_all(status_w, &err, sizeof err);
+out_report:
+    mproc_error("child failed to start: %s", mproc_strerror(rc));
+    if (status_w >= 0) {
+        int32_t err = rc;
+        (void)mproc__write_all(status_w, &err, sizeof err);
+        close(status_w);
+    }
     for (size_t i = 0; i < nfds; i++)
         mproc__close(fds[i]);
     return 255;
@@ -776,10 +856,13 @@ static int start_exec(mproc_process *p, mproc_start_method m)
     memset(&b, 0, sizeof b);
     /* The child's view of us: a pidfd so parent_process() is race-free
      * even under forkserver, where we are not its real parent. */
-    int spid = mproc__pidfd_open(getpid());
+    bool spawn = m == MPROC_START_SPAWN;
+    int spid =
+        spawn ? mproc__pidfd_open(getpid()) : mproc__forkserver_parent_pidfd();
+    sp[0] = sp[1] = -1;
     if (spid < 0)
         return spid;
-    if (pipe2(sp, O_CLOEXEC) < 0) {
+    if (spawn && pipe2(sp, O_CLOEXEC) < 0) {
         close(spid);
         return -errno;
     }
@@ -802,7 +885,6 @@ static int start_exec(mproc_process *p, mproc_start_method m)
         int all[MPROC__ARRAY_LEN(b.fds) + 1];
         all[0] = memfd;
         memcpy(all + 1, b.fds, b.nfds * sizeof(int));
-        fflush(NULL);
         char mode[32];
         snprintf(mode, sizeof mode, "child:%zu", b.nfds);
         pid = mproc__spawn_exe(all, b.nfds + 1, mode);
@@ -819,10 +901,16 @@ static int start_exec(mproc_process *p, mproc_start_method m)
             goto out_close;
         }
     } else {
+        /* The server validates the description before it forks and
+         * answers with an error instead of a pid: no status round trip. */
         r = mproc__forkserver_start(b.blob.p, b.blob.len, b.fds, b.nfds, &pid,
-                                    &pidfd, &conn);
+                                    &pidfd, &conn, &p->early);
         if (r < 0)
             goto out_close;
+        p->pid = pid;
+        p->pidfd = pidfd;
+        p->conn = conn;
+        goto out_close;
     }
     close(sp[1]);
     sp[1] = -1;
@@ -853,7 +941,8 @@ static int start_exec(mproc_process *p, mproc_start_method m)
 out_close:
     mproc__close(sp[0]);
     mproc__close(sp[1]);
-    close(spid);
+    if (spawn)
+        close(spid);
     mproc__buf_free(&b.blob);
     return r;
 }
@@ -885,6 +974,9 @@ int mproc_process_start(mproc_process *p)
     if (m == MPROC_START_DEFAULT)
         m = mproc_get_start_method();
     register_atexit();
+    /* Whatever the method, the child must not print before output the
+     * parent buffered earlier (and under fork would print it twice). */
+    fflush(NULL);
     r = m == MPROC_START_FORK ? start_fork(p) : start_exec(p, m);
     if (r == 0) {
         p->state = ST_RUNNING;
@@ -903,7 +995,10 @@ int mproc_shutdown(void)
     mproc__self_init();
     /* Python's exit work: terminate daemonic children, join the rest. */
     mproc_process *v[256];
-    for (int round = 0; round < 2; round++) {
+    mproc__lock();
+    bool any = g_children != NULL;
+    mproc__unlock();
+    for (int round = 0; any && round < 2; round++) {
         int n = mproc_active_children(v, MPROC__ARRAY_LEN(v));
         if (n <= 0)
             break;

@@ -14,10 +14,12 @@
 #include <dlfcn.h>
 #include <link.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 struct find {
+    unsigned long long adds, subs; /* out: the loader's load/unload counts */
     uintptr_t addr;      /* in: address to place (0 = match by name) */
     const char *name;    /* in: object name to find (when addr == 0) */
     bool main_only;      /* in: find the main program */
@@ -45,6 +47,11 @@ static int find_cb(struct dl_phdr_info *info, size_t size, void *data)
 {
     struct find *f = data;
     const char *nm = info->dlpi_name ? info->dlpi_name : "";
+    if (size >=
+        offsetof(struct dl_phdr_info, dlpi_subs) + sizeof(info->dlpi_subs)) {
+        f->adds = info->dlpi_adds;
+        f->subs = info->dlpi_subs;
+    }
     if (f->addr) {
         if (!in_load(info, f->addr))
             return 0;
@@ -61,14 +68,80 @@ static int find_cb(struct dl_phdr_info *info, size_t size, void *data)
     return 1;
 }
 
-static int file_id(const char *path, uint64_t *dev, uint64_t *ino)
+/*
+ * (device, inode) of each object file, cached: a start would otherwise
+ * stat every object it names. The cache is dropped whenever the loader's
+ * load/unload counters move, and inherited by fork children (the fork
+ * server fills it once, so its children never stat).
+ */
+#define ID_CACHE 64
+static struct {
+    unsigned long long adds, subs;
+    size_t n;
+    struct {
+        char *name;
+        uint64_t dev, ino;
+    } e[ID_CACHE];
+} ids;
+
+static int stat_id(const char *name, uint64_t *dev, uint64_t *ino)
 {
     struct stat st;
-    if (stat(path, &st) < 0)
+    if (stat(name[0] ? name : "/proc/self/exe", &st) < 0)
         return -errno;
     *dev = st.st_dev;
     *ino = st.st_ino;
     return 0;
+}
+
+static int file_id(const struct find *f, const char *name, uint64_t *dev,
+                   uint64_t *ino)
+{
+    int r = 0;
+    mproc__lock();
+    if (ids.adds != f->adds || ids.subs != f->subs) {
+        for (size_t i = 0; i < ids.n; i++)
+            free(ids.e[i].name);
+        ids.n = 0;
+        ids.adds = f->adds;
+        ids.subs = f->subs;
+    }
+    for (size_t i = 0; i < ids.n; i++)
+        if (strcmp(ids.e[i].name, name) == 0) {
+            *dev = ids.e[i].dev;
+            *ino = ids.e[i].ino;
+            goto out_unlock;
+        }
+    r = stat_id(name, dev, ino);
+    if (r == 0 && ids.n < ID_CACHE) {
+        char *copy = strdup(name);
+        if (copy) {
+            ids.e[ids.n].name = copy;
+            ids.e[ids.n].dev = *dev;
+            ids.e[ids.n].ino = *ino;
+            ids.n++;
+        }
+    }
+out_unlock:
+    mproc__unlock();
+    return r;
+}
+
+static int warm_cb(struct dl_phdr_info *info, size_t size, void *data)
+{
+    struct find f = {0};
+    uint64_t dev, ino;
+    const char *nm = info->dlpi_name ? info->dlpi_name : "";
+    f.adds = info->dlpi_adds;
+    f.subs = info->dlpi_subs;
+    if (nm[0] == 0 || nm[0] == '/')
+        (void)file_id(&f, nm, &dev, &ino);
+    return 0;
+}
+
+void mproc__ref_warm(void)
+{
+    dl_iterate_phdr(warm_cb, NULL);
 }
 
 int mproc__ref_write(mproc__buf *b, const void *addr)
@@ -80,8 +153,7 @@ int mproc__ref_write(mproc__buf *b, const void *addr)
     if (!f.found)
         return MPROC_ERESOLVE;
     uint64_t dev = 0, ino = 0;
-    const char *path = f.objname[0] ? f.objname : "/proc/self/exe";
-    if (file_id(path, &dev, &ino) < 0)
+    if (file_id(&f, f.objname, &dev, &ino) < 0)
         return MPROC_ERESOLVE;
     mproc__buf_str(b, f.objname);
     mproc__buf_u64(b, dev);
@@ -113,8 +185,7 @@ int mproc__ref_read(mproc__reader *r, void **addr)
     if (!f.found || !f.in_segment)
         return MPROC_ERESOLVE;
     uint64_t d2 = 0, i2 = 0;
-    const char *path = name[0] ? name : "/proc/self/exe";
-    if (file_id(path, &d2, &i2) < 0 || d2 != dev || i2 != ino)
+    if (file_id(&f, name, &d2, &i2) < 0 || d2 != dev || i2 != ino)
         return MPROC_ERESOLVE;
     *addr = (void *)(f.base + (uintptr_t)off);
     return 0;
