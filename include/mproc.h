@@ -12,5 +12,6 @@
 #include "mproc/args.h"
 #include "mproc/process.h"
 #include "mproc/util.h"
+#include "mproc/sync.h"
 
 #endif
