@@ -13,5 +13,6 @@
 #include "mproc/process.h"
 #include "mproc/util.h"
 #include "mproc/sync.h"
+#include "mproc/queue.h"
 
 #endif

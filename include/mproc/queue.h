@@ -1,0 +1,202 @@
+/*
+ * mproc/queue.h - queues between processes, as multiprocessing.Queue,
+ * SimpleQueue and JoinableQueue.
+ *
+ *   mproc_queue *q;
+ *   mproc_queue_new(&q, 0);                   // maxsize 0: no count bound
+ *   mproc_queue_put(q, "hi", 2, -1);          // in any process
+ *   char buf[64]; size_t n;
+ *   mproc_queue_get(q, buf, sizeof buf, &n, -1);
+ *   mproc_queue_free(q);
+ *
+ * A queue is a ring of bytes in shared memory (a memfd mapped MAP_SHARED)
+ * that any number of processes put to and get from. Messages are byte
+ * strings of 0..MPROC_QUEUE_MAX_MESSAGE bytes, delivered whole and in FIFO
+ * order; a message larger than the ring is streamed through it in pieces.
+ * The queue is bounded by bytes (its capacity) and, when maxsize > 0, by
+ * the number of messages. Blocking uses futexes, so an idle waiter costs
+ * nothing; mproc_queue_fileno gives an fd for poll, epoll or mproc_wait.
+ *
+ * Passing a queue to a child: it is inherited under fork and is a
+ * shareable object for spawn and forkserver (mproc_args_add_queue).
+ *
+ * Death of a peer: a producer or consumer killed at any instruction never
+ * corrupts the queue and never blocks the others for good; at most the
+ * message it was putting or getting at that moment is lost (never
+ * duplicated, never delivered torn). See docs/queue.md.
+ *
+ * Threads: every function may be called from any thread; one handle may be
+ * used by several threads at once. Fork: a forked child may use the
+ * handles it inherited (unless the fork happened while another thread of
+ * the parent was inside a queue call, as with any lock); freeing them in
+ * the child touches nothing the other processes use.
+ *
+ * Differences from Python: messages are bytes (no pickling); put blocks
+ * when the ring is out of bytes even with maxsize 0; there is no feeder
+ * thread, so a put returns once the message is in the queue and
+ * join_thread/cancel_join_thread have no counterpart.
+ */
+#ifndef MPROC_QUEUE_H
+#define MPROC_QUEUE_H
+
+#include "args.h"
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct mproc_queue mproc_queue;
+
+/* Largest message, in bytes. */
+#define MPROC_QUEUE_MAX_MESSAGE ((size_t)0xffffffffu)
+/* Default ring size and the bounds of mproc_queue_opts.capacity. */
+#define MPROC_QUEUE_DEFAULT_CAPACITY ((size_t)1 << 20)
+#define MPROC_QUEUE_MIN_CAPACITY     ((size_t)4096)
+#define MPROC_QUEUE_MAX_CAPACITY     ((size_t)1 << 30)
+
+typedef enum mproc_queue_type {
+    MPROC_QUEUE = 0,          /* multiprocessing.Queue */
+    MPROC_QUEUE_SIMPLE = 1,   /* multiprocessing.SimpleQueue */
+    MPROC_QUEUE_JOINABLE = 2, /* multiprocessing.JoinableQueue */
+} mproc_queue_type;
+
+typedef struct mproc_queue_opts {
+    mproc_queue_type type;
+    /* Most messages in the queue at once; 0 = no bound but the bytes. At
+     * most 2^26. */
+    size_t maxsize;
+    /* Ring size in bytes, rounded up to a power of two within
+     * [MPROC_QUEUE_MIN_CAPACITY, MPROC_QUEUE_MAX_CAPACITY]; 0 = default.
+     * Each message takes its length rounded up to 16 plus 16 bytes. */
+    size_t capacity;
+} mproc_queue_opts;
+
+/*
+ * Creates a queue. mproc_queue_new: Queue(maxsize); mproc_simple_queue_new:
+ * SimpleQueue(); mproc_joinable_queue_new: JoinableQueue(maxsize);
+ * _new_opts: any of them with a chosen capacity (opts NULL = defaults).
+ * Returns 0 and stores the handle in *out, or -EINVAL (NULL out, maxsize
+ * or capacity out of range), -ENOMEM, -EMFILE and other -errno from
+ * memfd_create/eventfd/mmap. Nothing is left behind on failure.
+ */
+MPROC_API int mproc_queue_new(mproc_queue **out, size_t maxsize);
+MPROC_API int mproc_simple_queue_new(mproc_queue **out);
+MPROC_API int mproc_joinable_queue_new(mproc_queue **out, size_t maxsize);
+MPROC_API int mproc_queue_new_opts(mproc_queue **out,
+                                   const mproc_queue_opts *opts);
+
+/*
+ * Releases this handle (unmaps, closes its fds). The queue itself lives on
+ * while any process holds a handle. Messages still in it stay there. Must
+ * not be called while another thread is inside a call on q. NULL ok.
+ */
+MPROC_API void mproc_queue_free(mproc_queue *q);
+
+/*
+ * Puts a copy of p[0..n) (p may be NULL when n is 0). Blocks until there
+ * is room (bytes and, with maxsize, count) for up to timeout seconds
+ * (< 0 forever, 0 never). Returns 0; MPROC_EFULL when no room came in
+ * time (as Python's queue.Full; nothing was delivered); MPROC_ETOOBIG
+ * (n > MPROC_QUEUE_MAX_MESSAGE); MPROC_ECLOSED after mproc_queue_close;
+ * -EINVAL. A message larger than the ring is streamed and needs a
+ * consumer to make progress; if the time runs out midway the message is
+ * withdrawn (consumers discard the part they saw) and MPROC_EFULL
+ * returned. Thread safe; cancellation points: none.
+ */
+MPROC_API int mproc_queue_put(mproc_queue *q, const void *p, size_t n,
+                              double timeout);
+/* mproc_queue_put(q, p, n, 0). */
+MPROC_API int mproc_queue_put_nowait(mproc_queue *q, const void *p, size_t n);
+
+/*
+ * Takes the oldest message into buf[0..cap) and stores its length in *len.
+ * Blocks for up to timeout seconds for a message to arrive (< 0 forever,
+ * 0 never). Returns 0; MPROC_EEMPTY when none came in time (as Python's
+ * queue.Empty); MPROC_EBUFSIZE when cap is too small: *len is set to the
+ * size needed and the message stays first in the queue; MPROC_ECLOSED;
+ * -EINVAL. Once a message longer than the ring has begun to arrive, the
+ * call waits for its end (its producer is sending it) and not for the
+ * timeout. Thread safe.
+ */
+MPROC_API int mproc_queue_get(mproc_queue *q, void *buf, size_t cap,
+                              size_t *len, double timeout);
+/* mproc_queue_get(q, buf, cap, len, 0). */
+MPROC_API int mproc_queue_get_nowait(mproc_queue *q, void *buf, size_t cap,
+                                     size_t *len);
+
+/*
+ * As mproc_queue_get, into a new buffer: on success *out holds the message
+ * (release with free(); never NULL, even for an empty message) and *len
+ * its length. Returns 0, MPROC_EEMPTY, -ENOMEM (the message stays in the
+ * queue), MPROC_ECLOSED, -EINVAL.
+ */
+MPROC_API int mproc_queue_get_alloc(mproc_queue *q, void **out, size_t *len,
+                                    double timeout);
+
+/*
+ * Number of messages in the queue (a snapshot: others may change it at
+ * once; a message being streamed counts from its first piece). Returns
+ * the count, or -EINVAL for NULL.
+ */
+MPROC_API long mproc_queue_qsize(const mproc_queue *q);
+/* 1 when qsize is 0, else 0 (a snapshot, as in Python). */
+MPROC_API int mproc_queue_empty(const mproc_queue *q);
+/* 1 when maxsize > 0 and qsize >= maxsize, else 0. (A ring out of bytes
+ * does not count: whether a put fits depends on its size.) */
+MPROC_API int mproc_queue_full(const mproc_queue *q);
+/* maxsize as created, and the ring's capacity in bytes. */
+MPROC_API size_t mproc_queue_maxsize(const mproc_queue *q);
+MPROC_API size_t mproc_queue_capacity(const mproc_queue *q);
+MPROC_API mproc_queue_type mproc_queue_get_type(const mproc_queue *q);
+
+/*
+ * Python's close(): this handle will put and get no more; later calls on
+ * it return MPROC_ECLOSED. Other handles and processes are not affected
+ * and the messages stay in the queue. The fds stay open until free (so a
+ * poll in progress is not disturbed). Idempotent; returns 0 or -EINVAL.
+ */
+MPROC_API int mproc_queue_close(mproc_queue *q);
+
+/*
+ * A readiness fd for poll/epoll/mproc_wait: it polls readable when the
+ * queue may hold a message. Spurious readiness is allowed: after a wake-up
+ * call mproc_queue_get_nowait (or _get with a timeout) and expect
+ * MPROC_EEMPTY at times; a get that finds the queue empty rearms the fd.
+ * It never stays unreadable while a message waits. Only POLLIN is
+ * meaningful; do not read or write the fd yourself. The first call on any
+ * handle of a queue switches signalling on for every process using it,
+ * which costs one eventfd write per put that finds a rearmed fd. Owned by
+ * q. Returns the fd, MPROC_ECLOSED or -EINVAL.
+ */
+MPROC_API int mproc_queue_fileno(mproc_queue *q);
+
+/*
+ * JoinableQueue. task_done: one message taken earlier is processed.
+ * Returns 0, MPROC_ETASKDONE when called more times than messages were
+ * put, MPROC_ETYPE on a queue that is not joinable. join: waits until
+ * every message put has been marked done (timeout in seconds, < 0
+ * forever). Returns 0, -ETIMEDOUT, MPROC_ETYPE. A message withdrawn by a
+ * producer that timed out or died counts as done; one taken by a consumer
+ * that died before calling task_done never does (as in Python).
+ */
+MPROC_API int mproc_queue_task_done(mproc_queue *q);
+MPROC_API int mproc_queue_join(mproc_queue *q, double timeout);
+
+/*
+ * The shareable kind of every queue type. A child started with spawn or
+ * forkserver receives a new handle on the same queue (released by the
+ * library when the target returns).
+ */
+MPROC_API extern const mproc_kind mproc_queue_kind;
+
+/* mproc_args_add_object(a, &mproc_queue_kind, q): q is borrowed. */
+MPROC_API int mproc_args_add_queue(mproc_args *a, mproc_queue *q);
+/* Argument i as a queue, or NULL when it is not one. Owned by the args. */
+MPROC_API mproc_queue *mproc_args_queue(const mproc_args *a, size_t i);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,1062 @@
+/*
+ * test_queue.c - Queue, SimpleQueue, JoinableQueue: FIFO order, sizes from
+ * 0 to larger than the ring, the full/empty codes and timeouts, joinable
+ * accounting, the readiness fd, many producers and consumers with
+ * checksums, peers SIGKILLed mid-operation (one at a time and in a loop of
+ * hundreds), queues passed to children under every start method, and bad
+ * arguments / fd exhaustion.
+ */
+#include "harness.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static mproc_queue *mkq(mproc_queue_type t, size_t maxsize, size_t cap)
+{
+    mproc_queue_opts o = {t, maxsize, cap};
+    mproc_queue *q = NULL;
+    CHECK_OK(mproc_queue_new_opts(&q, &o));
+    CHECK(q);
+    return q;
+}
+
+static uint32_t fnv(const unsigned char *p, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 16777619u;
+    return h;
+}
+
+static uint64_t rng_next(uint64_t *s)
+{
+    uint64_t x = *s += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* A self-checking message: slot, seq, length, checksum, then payload. */
+typedef struct mhdr {
+    uint32_t slot, seq, len, sum;
+} mhdr;
+
+static size_t make_msg(unsigned char *buf, uint32_t slot, uint32_t seq,
+                       size_t len)
+{
+    uint64_t s = ((uint64_t)slot << 32) | seq;
+    unsigned char *p = buf + sizeof(mhdr);
+    for (size_t i = 0; i < len; i++)
+        p[i] = (unsigned char)(rng_next(&s) >> 56);
+    mhdr h = {slot, seq, (uint32_t)len, fnv(p, len)};
+    memcpy(buf, &h, sizeof h);
+    return sizeof h + len;
+}
+
+/* 1 when the message is intact (header + checksum), filling *h. */
+static int check_msg(const unsigned char *buf, size_t n, mhdr *h)
+{
+    if (n < sizeof *h)
+        return 0;
+    memcpy(h, buf, sizeof *h);
+    return h->len == n - sizeof *h && fnv(buf + sizeof *h, h->len) == h->sum;
+}
+
+static void *shared_map(size_t n)
+{
+    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                   -1, 0);
+    CHECK(p != MAP_FAILED);
+    return p;
+}
+
+static void reap(pid_t pid, int want_code)
+{
+    int st;
+    CHECK_EQ(waitpid(pid, &st, 0), pid);
+    if (want_code >= 0) {
+        CHECK(WIFEXITED(st));
+        CHECK_EQ(WEXITSTATUS(st), want_code);
+    }
+}
+
+/* ---- basics ------------------------------------------------------------- */
+
+static void test_fifo_and_state(void)
+{
+    mproc_queue *q;
+    CHECK_OK(mproc_queue_new(&q, 3));
+    CHECK_EQ(mproc_queue_maxsize(q), 3);
+    CHECK_EQ(mproc_queue_capacity(q), MPROC_QUEUE_DEFAULT_CAPACITY);
+    CHECK_EQ(mproc_queue_get_type(q), MPROC_QUEUE);
+    CHECK_EQ(mproc_queue_qsize(q), 0);
+    CHECK_EQ(mproc_queue_empty(q), 1);
+    CHECK_EQ(mproc_queue_full(q), 0);
+    char buf[16];
+    size_t n = 99;
+    CHECK_ERR(mproc_queue_get_nowait(q, buf, sizeof buf, &n), MPROC_EEMPTY);
+    CHECK_OK(mproc_queue_put(q, "one", 3, -1));
+    CHECK_OK(mproc_queue_put_nowait(q, "two", 3));
+    CHECK_OK(mproc_queue_put(q, "three", 5, 0));
+    CHECK_EQ(mproc_queue_qsize(q), 3);
+    CHECK_EQ(mproc_queue_full(q), 1);
+    CHECK_EQ(mproc_queue_empty(q), 0);
+    CHECK_ERR(mproc_queue_put_nowait(q, "four", 4), MPROC_EFULL);
+    double t0 = mproc_test_now();
+    CHECK_ERR(mproc_queue_put(q, "four", 4, 0.15), MPROC_EFULL);
+    CHECK(mproc_test_now() - t0 >= 0.14);
+    CHECK_OK(mproc_queue_get(q, buf, sizeof buf, &n, -1));
+    CHECK_EQ(n, 3);
+    CHECK(memcmp(buf, "one", 3) == 0);
+    CHECK_OK(mproc_queue_put_nowait(q, "four", 4));
+    const char *want[] = {"two", "three", "four"};
+    for (int i = 0; i < 3; i++) {
+        CHECK_OK(mproc_queue_get_nowait(q, buf, sizeof buf, &n));
+        CHECK_EQ(n, strlen(want[i]));
+        CHECK(memcmp(buf, want[i], n) == 0);
+    }
+    t0 = mproc_test_now();
+    CHECK_ERR(mproc_queue_get(q, buf, sizeof buf, &n, 0.15), MPROC_EEMPTY);
+    CHECK(mproc_test_now() - t0 >= 0.14);
+    CHECK_EQ(mproc_queue_qsize(q), 0);
+    /* Many more than the ring holds at once, in order, one at a time. */
+    for (uint32_t i = 0; i < 100000; i++) {
+        CHECK_OK(mproc_queue_put_nowait(q, &i, sizeof i));
+        uint32_t v = 0;
+        CHECK_OK(mproc_queue_get_nowait(q, &v, sizeof v, &n));
+        CHECK_EQ(v, i);
+    }
+    mproc_queue_free(q);
+    mproc_queue_free(NULL);
+}
+
+static void test_sizes_in_process(void)
+{
+    /* Sizes that fit the 4 KiB ring as one frame or several. */
+    mproc_queue *q = mkq(MPROC_QUEUE, 0, 4096);
+    CHECK_EQ(mproc_queue_capacity(q), 4096);
+    unsigned char *in = malloc(5000), *out = malloc(5000);
+    for (size_t len = 0; len <= 4000; len += (len < 64 ? 1 : 97)) {
+        size_t n = make_msg(in, 1, (uint32_t)len, len);
+        if (n > 4096 - 16)
+            break;
+        CHECK_OK(mproc_queue_put_nowait(q, in, n));
+        size_t got = 0;
+        CHECK_OK(mproc_queue_get_nowait(q, out, 5000, &got));
+        CHECK_EQ(got, n);
+        CHECK(memcmp(in, out, n) == 0);
+    }
+    /* Empty message, into a NULL buffer and into an allocating get. */
+    CHECK_OK(mproc_queue_put(q, NULL, 0, 0));
+    CHECK_OK(mproc_queue_put(q, "", 0, 0));
+    size_t got = 7;
+    CHECK_OK(mproc_queue_get(q, NULL, 0, &got, 0));
+    CHECK_EQ(got, 0);
+    void *m = NULL;
+    CHECK_OK(mproc_queue_get_alloc(q, &m, &got, 0));
+    CHECK(m != NULL);
+    CHECK_EQ(got, 0);
+    free(m);
+    /* A buffer too small: the size needed is reported, nothing lost. */
+    CHECK_OK(mproc_queue_put(q, "abcdefgh", 8, 0));
+    char small[4];
+    got = 0;
+    CHECK_ERR(mproc_queue_get(q, small, sizeof small, &got, 0), MPROC_EBUFSIZE);
+    CHECK_EQ(got, 8);
+    CHECK_ERR(mproc_queue_get(q, NULL, 0, &got, 0), MPROC_EBUFSIZE);
+    CHECK_EQ(mproc_queue_qsize(q), 1);
+    CHECK_OK(mproc_queue_get_alloc(q, &m, &got, 0));
+    CHECK_EQ(got, 8);
+    CHECK(memcmp(m, "abcdefgh", 8) == 0);
+    free(m);
+    free(in);
+    free(out);
+    mproc_queue_free(q);
+}
+
+/* Sizes up to 5x the ring, through a forked consumer, both directions of
+ * the buffer interface. */
+static void test_sizes_larger_than_ring(void)
+{
+    mproc_queue *q = mkq(MPROC_QUEUE, 0, 4096);
+    static const size_t sizes[] = {0,    1,    15,    16,    17,   1000,
+                                   1008, 1024, 2047,  3000,  4080, 4096,
+                                   4097, 8191, 12000, 20480, 20000};
+    const size_t ns = sizeof sizes / sizeof sizes[0];
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        unsigned char *buf = malloc(30000);
+        for (size_t i = 0; i < ns; i++) {
+            size_t n = make_msg(buf, 2, (uint32_t)i, sizes[i]);
+            if (mproc_queue_put(q, buf, n, 10) != 0)
+                _exit(1);
+        }
+        free(buf);
+        _exit(0);
+    }
+    for (size_t i = 0; i < ns; i++) {
+        size_t need = sizes[i] + sizeof(mhdr);
+        size_t got = 0;
+        mhdr h;
+        if (i % 2) {
+            void *m = NULL;
+            CHECK_OK(mproc_queue_get_alloc(q, &m, &got, 10));
+            CHECK(check_msg(m, got, &h));
+            free(m);
+        } else {
+            unsigned char *buf = malloc(need);
+            if (need > 8) {
+                /* One byte short first: EBUFSIZE, message kept. */
+                int rc = mproc_queue_get(q, buf, need - 1, &got, 10);
+                CHECK_ERR(rc, MPROC_EBUFSIZE);
+                CHECK_EQ(got, need);
+            }
+            CHECK_OK(mproc_queue_get(q, buf, need, &got, 10));
+            CHECK(check_msg(buf, got, &h));
+            free(buf);
+        }
+        CHECK_EQ(got, need);
+        CHECK_EQ(h.seq, i);
+    }
+    reap(pid, 0);
+    CHECK_EQ(mproc_queue_qsize(q), 0);
+    mproc_queue_free(q);
+}
+
+/* A streamed put that runs out of time is withdrawn; the queue goes on. */
+static void test_streamed_put_timeout(void)
+{
+    mproc_queue *q = mkq(MPROC_QUEUE, 0, 4096);
+    unsigned char *big = calloc(1, 50000);
+    CHECK_ERR(mproc_queue_put(q, big, 50000, 0.1), MPROC_EFULL);
+    /* Its pieces fill the ring until a consumer skips them. */
+    CHECK_ERR(mproc_queue_put(q, "after", 5, 0), MPROC_EFULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0)
+        _exit(mproc_queue_put(q, "after", 5, 5) == 0 ? 0 : 1);
+    char buf[16];
+    size_t n;
+    CHECK_OK(mproc_queue_get(q, buf, sizeof buf, &n, 5));
+    CHECK_EQ(n, 5);
+    CHECK(memcmp(buf, "after", 5) == 0);
+    reap(pid, 0);
+    CHECK_EQ(mproc_queue_qsize(q), 0);
+    CHECK_ERR(mproc_queue_get_nowait(q, buf, sizeof buf, &n), MPROC_EEMPTY);
+    /* Too big for the queue at all: refused before anything is read. */
+    CHECK_ERR(mproc_queue_put(q, big, MPROC_QUEUE_MAX_MESSAGE + (size_t)1, 0),
+              MPROC_ETOOBIG);
+    free(big);
+    mproc_queue_free(q);
+}
+
+static void test_bytes_bound(void)
+{
+    /* maxsize 0: the ring's bytes bound the queue. 100-byte messages take
+     * 128 bytes each, so 32 fill 4 KiB. */
+    mproc_queue *q = mkq(MPROC_QUEUE_SIMPLE, 0, 4096);
+    CHECK_EQ(mproc_queue_get_type(q), MPROC_QUEUE_SIMPLE);
+    unsigned char m[100] = {0};
+    int k = 0;
+    while (mproc_queue_put_nowait(q, m, sizeof m) == 0)
+        k++;
+    CHECK_EQ(k, 32);
+    CHECK_EQ(mproc_queue_full(q), 0); /* no count bound */
+    CHECK_ERR(mproc_queue_put(q, m, sizeof m, 0.05), MPROC_EFULL);
+    size_t n;
+    CHECK_OK(mproc_queue_get_nowait(q, m, sizeof m, &n));
+    CHECK_OK(mproc_queue_put_nowait(q, m, sizeof m));
+    CHECK_EQ(mproc_queue_qsize(q), 32);
+    mproc_queue_free(q);
+}
+
+static void test_bad_args(void)
+{
+    mproc_queue *q = NULL;
+    mproc_queue_opts o = {MPROC_QUEUE, 0, MPROC_QUEUE_MAX_CAPACITY + 1};
+    CHECK_ERR(mproc_queue_new_opts(&q, &o), -EINVAL);
+    CHECK(q == NULL);
+    o = (mproc_queue_opts){(mproc_queue_type)7, 0, 0};
+    CHECK_ERR(mproc_queue_new_opts(&q, &o), -EINVAL);
+    CHECK_ERR(mproc_queue_new(&q, (size_t)1 << 40), -EINVAL);
+    CHECK_ERR(mproc_queue_new(NULL, 0), -EINVAL);
+    CHECK_OK(mproc_queue_new_opts(&q, NULL));
+    size_t n;
+    char b[4];
+    CHECK_ERR(mproc_queue_put(NULL, "x", 1, 0), -EINVAL);
+    CHECK_ERR(mproc_queue_put(q, NULL, 1, 0), -EINVAL);
+    CHECK_ERR(mproc_queue_get(NULL, b, 4, &n, 0), -EINVAL);
+    CHECK_ERR(mproc_queue_get(q, NULL, 4, &n, 0), -EINVAL);
+    CHECK_ERR(mproc_queue_get(q, b, 4, NULL, 0), -EINVAL);
+    CHECK_ERR(mproc_queue_get_alloc(q, NULL, &n, 0), -EINVAL);
+    CHECK_ERR(mproc_queue_qsize(NULL), -EINVAL);
+    CHECK_ERR(mproc_queue_task_done(q), MPROC_ETYPE);
+    CHECK_ERR(mproc_queue_join(q, 0), MPROC_ETYPE);
+    CHECK_ERR(mproc_queue_fileno(NULL), -EINVAL);
+    /* close: this handle only. */
+    mproc_queue *other = NULL;
+    CHECK_OK(mproc_queue_put(q, "x", 1, 0));
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* A forked child's handle is a different object in memory only by
+         * copy; closing it there leaves the parent's usable. */
+        mproc_queue_close(q);
+        _exit(mproc_queue_put(q, "y", 1, 0) == MPROC_ECLOSED ? 0 : 1);
+    }
+    reap(pid, 0);
+    CHECK_OK(mproc_queue_close(q));
+    CHECK_OK(mproc_queue_close(q));
+    CHECK_ERR(mproc_queue_put(q, "x", 1, 0), MPROC_ECLOSED);
+    CHECK_ERR(mproc_queue_get(q, b, 4, &n, 0), MPROC_ECLOSED);
+    CHECK_ERR(mproc_queue_fileno(q), MPROC_ECLOSED);
+    CHECK_EQ(mproc_queue_qsize(q), 1);
+    (void)other;
+    mproc_queue_free(q);
+}
+
+/* Running out of fds fails cleanly and leaves nothing behind. */
+static void test_fd_exhaustion(void)
+{
+    struct rlimit old, lim;
+    CHECK_OK(getrlimit(RLIMIT_NOFILE, &old));
+    int base = mproc_test_count_fds();
+    int highest = 0;
+    for (int fd = 0; fd < 1024; fd++)
+        if (fcntl(fd, F_GETFD) >= 0)
+            highest = fd;
+    int top = highest + 4;
+    lim = old;
+    lim.rlim_cur = (rlim_t)top;
+    CHECK_OK(setrlimit(RLIMIT_NOFILE, &lim));
+    /* Fill every free fd below the limit. */
+    int filled[1024], nf = 0;
+    for (;;) {
+        int fd = fcntl(0, F_DUPFD_CLOEXEC, 0);
+        if (fd < 0)
+            break;
+        filled[nf++] = fd;
+    }
+    CHECK(nf >= 3);
+    mproc_queue *q = NULL;
+    for (int free_fds = 0; free_fds < 2; free_fds++) {
+        /* 0 free: memfd_create fails; 1 free: eventfd does. */
+        if (free_fds)
+            close(filled[--nf]);
+        CHECK_ERR(mproc_queue_new(&q, 0), -EMFILE);
+        CHECK(q == NULL);
+    }
+    close(filled[--nf]);
+    CHECK_OK(mproc_queue_new(&q, 0));
+    CHECK_OK(mproc_queue_put(q, "x", 1, 0));
+    mproc_queue_free(q);
+    while (nf)
+        close(filled[--nf]);
+    CHECK_OK(setrlimit(RLIMIT_NOFILE, &old));
+    CHECK_EQ(mproc_test_count_fds(), base);
+}
+
+/* Scribbling over a frame in the shared memory (as a buggy process could)
+ * gives MPROC_EPROTO, never a crash or an out-of-bounds copy. */
+static unsigned char *map_ring_of(mproc_queue *q, size_t *len)
+{
+    /* The queue's memfd is the newest "memfd:mproc-queue" fd. */
+    int found = -1;
+    for (int fd = 0; fd < 1024; fd++) {
+        char path[64], link[128];
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        ssize_t k = readlink(path, link, sizeof link - 1);
+        if (k > 0) {
+            link[k] = 0;
+            if (strstr(link, "memfd:mproc-queue"))
+                found = fd;
+        }
+    }
+    CHECK(found >= 0);
+    *len = 4096 + mproc_queue_capacity(q);
+    unsigned char *p =
+        mmap(NULL, *len, PROT_READ | PROT_WRITE, MAP_SHARED, found, 0);
+    CHECK(p != MAP_FAILED);
+    return p;
+}
+
+static void test_hostile_memory(void)
+{
+    static const struct {
+        size_t off;
+        uint32_t val;
+    } pokes[] = {
+        {0, 0xffffff00u},  /* payload length far beyond the data */
+        {4, 0x12345678u},  /* flags without the frame magic */
+        {8, 0xffffffffu},  /* total length beyond the maximum (low) */
+        {12, 0x7fffffffu}, /* total length beyond the maximum (high) */
+    };
+    for (size_t i = 0; i < sizeof pokes / sizeof pokes[0]; i++) {
+        mproc_queue *q = mkq(MPROC_QUEUE, 0, 4096);
+        size_t len;
+        unsigned char *m = map_ring_of(q, &len);
+        CHECK_OK(mproc_queue_put(q, "abcdef", 6, 0));
+        memcpy(m + 4096 + pokes[i].off, &pokes[i].val, 4);
+        char buf[64];
+        size_t n;
+        CHECK_ERR(mproc_queue_get(q, buf, sizeof buf, &n, 0), MPROC_EPROTO);
+        void *a = NULL;
+        CHECK_ERR(mproc_queue_get_alloc(q, &a, &n, 0), MPROC_EPROTO);
+        CHECK(a == NULL);
+        munmap(m, len);
+        mproc_queue_free(q);
+    }
+}
+
+/* ---- JoinableQueue ------------------------------------------------------ */
+
+static void test_joinable(void)
+{
+    mproc_queue *q;
+    CHECK_OK(mproc_joinable_queue_new(&q, 0));
+    CHECK_EQ(mproc_queue_get_type(q), MPROC_QUEUE_JOINABLE);
+    CHECK_OK(mproc_queue_join(q, 0));
+    CHECK_ERR(mproc_queue_task_done(q), MPROC_ETASKDONE);
+    for (int i = 0; i < 5; i++)
+        CHECK_OK(mproc_queue_put(q, &i, sizeof i, 0));
+    CHECK_ERR(mproc_queue_join(q, 0.05), -ETIMEDOUT);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        for (int i = 0; i < 5; i++) {
+            int v;
+            size_t n;
+            if (mproc_queue_get(q, &v, sizeof v, &n, 5) != 0 || v != i)
+                _exit(1);
+            usleep(20000);
+            if (mproc_queue_task_done(q) != 0)
+                _exit(2);
+        }
+        _exit(mproc_queue_task_done(q) == MPROC_ETASKDONE ? 0 : 3);
+    }
+    double t0 = mproc_test_now();
+    CHECK_OK(mproc_queue_join(q, 10));
+    CHECK(mproc_test_now() - t0 >= 0.08);
+    reap(pid, 0);
+    CHECK_ERR(mproc_queue_task_done(q), MPROC_ETASKDONE);
+    CHECK_OK(mproc_queue_join(q, 0));
+    /* A withdrawn streamed message counts as done once a consumer has
+     * skipped it. */
+    mproc_queue_free(q);
+    q = mkq(MPROC_QUEUE_JOINABLE, 0, 4096);
+    unsigned char *big = calloc(1, 20000);
+    CHECK_ERR(mproc_queue_put(q, big, 20000, 0.05), MPROC_EFULL);
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0)
+        _exit(mproc_queue_put(q, "x", 1, 5) == 0 ? 0 : 1);
+    size_t n;
+    CHECK_OK(mproc_queue_get(q, big, 20000, &n, 5));
+    CHECK_EQ(n, 1);
+    reap(pid, 0);
+    CHECK_ERR(mproc_queue_join(q, 0), -ETIMEDOUT);
+    CHECK_OK(mproc_queue_task_done(q));
+    CHECK_OK(mproc_queue_join(q, 0));
+    free(big);
+    mproc_queue_free(q);
+}
+
+/* ---- readiness fd ------------------------------------------------------- */
+
+static int readable(int fd, int ms)
+{
+    struct pollfd p = {fd, POLLIN, 0};
+    int r = poll(&p, 1, ms);
+    return r > 0 && (p.revents & POLLIN);
+}
+
+static void test_fileno(void)
+{
+    mproc_queue *q;
+    CHECK_OK(mproc_queue_new(&q, 0));
+    CHECK_OK(mproc_queue_put(q, "early", 5, 0));
+    int fd = mproc_queue_fileno(q);
+    CHECK(fd >= 0);
+    CHECK_EQ(mproc_queue_fileno(q), fd);
+    CHECK(readable(fd, 0));
+    char buf[16];
+    size_t n;
+    CHECK_OK(mproc_queue_get_nowait(q, buf, sizeof buf, &n));
+    /* Possibly spuriously readable now; a get that finds it empty clears. */
+    CHECK_ERR(mproc_queue_get_nowait(q, buf, sizeof buf, &n), MPROC_EEMPTY);
+    CHECK(!readable(fd, 0));
+    /* A put from another process makes it readable; mproc_wait sees it. */
+    for (int round = 0; round < 50; round++) {
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+            usleep(round % 2 ? 0 : 2000);
+            _exit(mproc_queue_put(q, &round, sizeof round, 1) == 0 ? 0 : 1);
+        }
+        int ready = 0;
+        CHECK_EQ(mproc_wait(&fd, 1, 5, &ready), 1);
+        CHECK_EQ(ready, 1);
+        int v = -1;
+        CHECK_OK(mproc_queue_get(q, &v, sizeof v, &n, 1));
+        CHECK_EQ(v, round);
+        reap(pid, 0);
+        CHECK_ERR(mproc_queue_get_nowait(q, buf, sizeof buf, &n), MPROC_EEMPTY);
+        CHECK(!readable(fd, 0));
+    }
+    /* epoll sees the same: level-triggered readiness while data waits. */
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    CHECK(ep >= 0);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 7};
+    CHECK_OK(epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev));
+    CHECK_EQ(epoll_wait(ep, &ev, 1, 0), 0);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0)
+        _exit(mproc_queue_put(q, "ep", 2, 1) == 0 ? 0 : 1);
+    CHECK_EQ(epoll_wait(ep, &ev, 1, 5000), 1);
+    CHECK_EQ(ev.data.u32, 7);
+    reap(pid, 0);
+    CHECK_OK(mproc_queue_get_nowait(q, buf, sizeof buf, &n));
+    CHECK_ERR(mproc_queue_get_nowait(q, buf, sizeof buf, &n), MPROC_EEMPTY);
+    CHECK_EQ(epoll_wait(ep, &ev, 1, 0), 0);
+    close(ep);
+    /* Two messages, one get: still readable (never unreadable with data). */
+    CHECK_OK(mproc_queue_put(q, "a", 1, 0));
+    CHECK_OK(mproc_queue_put(q, "b", 1, 0));
+    CHECK_OK(mproc_queue_get_nowait(q, buf, sizeof buf, &n));
+    CHECK(readable(fd, 0));
+    CHECK_OK(mproc_queue_get_nowait(q, buf, sizeof buf, &n));
+    mproc_queue_free(q);
+}
+
+/* ---- many producers and consumers -------------------------------------- */
+
+#define MP_SLOTS 8
+#define MP_SEQS  262144
+
+typedef struct board {
+    _Atomic uint32_t next[MP_SLOTS];                /* next seq per slot */
+    _Atomic uint8_t sent[MP_SLOTS][MP_SEQS];        /* put returned 0 */
+    _Atomic uint8_t got[MP_SLOTS][MP_SEQS];         /* deliveries */
+    _Atomic uint32_t last_seen[MP_SLOTS][MP_SLOTS]; /* consumer x slot */
+    _Atomic uint32_t bad, order_bad, stop;
+    _Atomic uint64_t delivered;
+} board;
+
+static size_t pick_len(uint64_t *r, size_t cap)
+{
+    uint64_t x = rng_next(r) % 100;
+    if (x < 60)
+        return (size_t)(rng_next(r) % 64);
+    if (x < 95)
+        return (size_t)(rng_next(r) % (cap / 2));
+    return (size_t)(cap + rng_next(r) % (2 * cap)); /* streamed */
+}
+
+static void producer(mproc_queue *q, board *b, uint32_t slot, int count,
+                     size_t cap, uint64_t seed)
+{
+    unsigned char *buf = malloc(4 * cap + 64);
+    uint64_t r = seed;
+    for (int i = 0; count < 0 || i < count; i++) {
+        if (atomic_load(&b->stop))
+            break;
+        uint32_t seq = atomic_fetch_add(&b->next[slot], 1);
+        if (seq >= MP_SEQS) {
+            /* Out of numbers: idle until told to stop. */
+            while (!atomic_load(&b->stop))
+                usleep(1000);
+            break;
+        }
+        size_t n = make_msg(buf, slot, seq, pick_len(&r, cap));
+        int rc = mproc_queue_put(q, buf, n, 30);
+        if (rc != 0) {
+            fprintf(stderr, "producer %u: put: %s\n", slot, mproc_errname(rc));
+            _exit(10);
+        }
+        atomic_store(&b->sent[slot][seq], 1);
+    }
+    free(buf);
+}
+
+/* Takes messages until a stop message (slot 255); records each. */
+static void consumer(mproc_queue *q, board *b, int me)
+{
+    for (;;) {
+        void *m = NULL;
+        size_t n = 0;
+        int rc = mproc_queue_get_alloc(q, &m, &n, 30);
+        if (rc != 0) {
+            fprintf(stderr, "consumer %d: get: %s\n", me, mproc_errname(rc));
+            _exit(20);
+        }
+        mhdr h;
+        if (n == 4 && memcmp(m, "STOP", 4) == 0) {
+            free(m);
+            return;
+        }
+        if (!check_msg(m, n, &h) || h.slot >= MP_SLOTS || h.seq >= MP_SEQS) {
+            atomic_fetch_add(&b->bad, 1);
+        } else {
+            /* Per consumer, each producer's messages arrive in order. */
+            uint32_t prev = atomic_load(&b->last_seen[me][h.slot]);
+            if (prev && h.seq + 1 <= prev)
+                atomic_fetch_add(&b->order_bad, 1);
+            atomic_store(&b->last_seen[me][h.slot], h.seq + 1);
+            atomic_fetch_add(&b->got[h.slot][h.seq], 1);
+            atomic_fetch_add(&b->delivered, 1);
+        }
+        free(m);
+    }
+}
+
+static void test_mpmc_checksums(void)
+{
+    const size_t cap = 16384;
+    mproc_queue *q = mkq(MPROC_QUEUE, 0, cap);
+    board *b = shared_map(sizeof *b);
+    enum { NP = 3, NC = 3, PER = 1500 };
+    pid_t pids[NP + NC];
+    for (int i = 0; i < NC; i++) {
+        pids[NP + i] = fork();
+        CHECK(pids[NP + i] >= 0);
+        if (pids[NP + i] == 0) {
+            consumer(q, b, i);
+            _exit(0);
+        }
+    }
+    for (int i = 0; i < NP; i++) {
+        pids[i] = fork();
+        CHECK(pids[i] >= 0);
+        if (pids[i] == 0) {
+            producer(q, b, (uint32_t)i, PER, cap, 77 + (uint64_t)i);
+            _exit(0);
+        }
+    }
+    for (int i = 0; i < NP; i++)
+        reap(pids[i], 0);
+    for (int i = 0; i < NC; i++)
+        CHECK_OK(mproc_queue_put(q, "STOP", 4, 10));
+    for (int i = 0; i < NC; i++)
+        reap(pids[NP + i], 0);
+    CHECK_EQ(atomic_load(&b->bad), 0);
+    CHECK_EQ(atomic_load(&b->order_bad), 0);
+    CHECK_EQ(atomic_load(&b->delivered), NP * PER);
+    for (int s = 0; s < NP; s++)
+        for (int i = 0; i < PER; i++)
+            CHECK_EQ(atomic_load(&b->got[s][i]), 1);
+    CHECK_EQ(mproc_queue_qsize(q), 0);
+    munmap(b, sizeof *b);
+    mproc_queue_free(q);
+}
+
+/* Threads of one process share a handle. */
+typedef struct targ {
+    mproc_queue *q;
+    int id;
+    long sum;
+} targ;
+
+static void *t_put(void *p)
+{
+    targ *t = p;
+    for (int i = 1; i <= 20000; i++) {
+        int v = t->id * 100000 + i;
+        if (mproc_queue_put(t->q, &v, sizeof v, 10) != 0)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+static void *t_get(void *p)
+{
+    targ *t = p;
+    int last[2] = {0, 0};
+    for (int i = 0; i < 20000; i++) {
+        int v;
+        size_t n;
+        if (mproc_queue_get(t->q, &v, sizeof v, &n, 10) != 0 || n != 4)
+            return (void *)1;
+        int who = v / 100000, k = v % 100000;
+        if (who < 0 || who > 1 || k <= last[who])
+            return (void *)2;
+        last[who] = k;
+        t->sum += v;
+    }
+    return NULL;
+}
+
+static void test_threads(void)
+{
+    mproc_queue *q = mkq(MPROC_QUEUE, 100, 4096);
+    pthread_t th[4];
+    targ a[4] = {{q, 0, 0}, {q, 1, 0}, {q, 0, 0}, {q, 0, 0}};
+    CHECK_OK(-pthread_create(&th[0], NULL, t_put, &a[0]));
+    CHECK_OK(-pthread_create(&th[1], NULL, t_put, &a[1]));
+    CHECK_OK(-pthread_create(&th[2], NULL, t_get, &a[2]));
+    CHECK_OK(-pthread_create(&th[3], NULL, t_get, &a[3]));
+    for (int i = 0; i < 4; i++) {
+        void *r;
+        pthread_join(th[i], &r);
+        CHECK(r == NULL);
+    }
+    long want = 0;
+    for (int i = 1; i <= 20000; i++)
+        want += i + 100000 + i;
+    CHECK_EQ(a[2].sum + a[3].sum, want);
+    mproc_queue_free(q);
+}
+
+/* ---- death of a peer ---------------------------------------------------- */
+
+/* A consumer killed while it sleeps holding the consumer lock: the next
+ * consumer takes over at once. */
+static void test_kill_blocked_consumer(void)
+{
+    mproc_queue *q = mkq(MPROC_QUEUE, 0, 4096);
+    pid_t pid = fork();
+    if (pid == 0) {
+        char b[8];
+        size_t n;
+        mproc_queue_get(q, b, sizeof b, &n, -1);
+        _exit(1);
+    }
+    usleep(100000);
+    kill(pid, SIGKILL);
+    reap(pid, -1);
+    CHECK_OK(mproc_queue_put(q, "ok", 2, 1));
+    char b[8];
+    size_t n;
+    CHECK_OK(mproc_queue_get(q, b, sizeof b, &n, 2));
+    CHECK_EQ(n, 2);
+    mproc_queue_free(q);
+}
+
+/*
+ * A producer that dies midway through a message larger than the ring, while
+ * a consumer receives it: its source buffer ends in an inaccessible page, so
+ * it faults inside the copy, holding the producer lock. The consumer drops
+ * the unfinished message and gets the next one.
+ */
+static void die_in_put(mproc_queue *q)
+{
+    size_t half = 1 << 20;
+    unsigned char *buf = mmap(NULL, 2 * half, PROT_READ | PROT_WRITE,
+                              MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (buf == MAP_FAILED)
+        _exit(7);
+    memset(buf, 'b', half);
+    mprotect(buf + half, half, PROT_NONE);
+    signal(SIGSEGV, SIG_DFL);
+    mproc_queue_put(q, buf, 2 * half, -1);
+    _exit(8); /* not reached */
+}
+
+static void test_kill_streaming_producer(void)
+{
+    mproc_queue *q = mkq(MPROC_QUEUE, 0, 4096);
+    for (int variant = 0; variant < 2; variant++) {
+        pid_t cons = fork();
+        CHECK(cons >= 0);
+        if (cons == 0) {
+            void *m = NULL;
+            size_t n = 0;
+            int rc = mproc_queue_get_alloc(q, &m, &n, variant ? 1 : 10);
+            int ok = variant ? rc == MPROC_EEMPTY
+                             : rc == 0 && n == 4 && memcmp(m, "next", 4) == 0;
+            free(m);
+            _exit(ok ? 0 : 4);
+        }
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0)
+            die_in_put(q);
+        reap(pid, -1);
+        if (variant == 0) {
+            /* The next producer repairs the lock and withdraws it. */
+            CHECK_OK(mproc_queue_put(q, "next", 4, 5));
+        }
+        /* Variant 1: the consumer notices the death by itself. */
+        reap(cons, 0);
+        CHECK_EQ(mproc_queue_qsize(q), 0);
+    }
+    CHECK_OK(mproc_queue_put(q, "z", 1, 1));
+    char b[4];
+    size_t n;
+    CHECK_OK(mproc_queue_get(q, b, sizeof b, &n, 1));
+    CHECK_EQ(b[0], 'z');
+    mproc_queue_free(q);
+}
+
+/* A consumer that dies midway through receiving a message larger than the
+ * ring (its buffer ends in an inaccessible page): the next consumer skips
+ * the rest of that message, the producer finishes, nothing else is lost. */
+static void test_kill_streaming_consumer(void)
+{
+    mproc_queue *q = mkq(MPROC_QUEUE, 0, 4096);
+    const size_t big = 1 << 20;
+    pid_t prod = fork();
+    CHECK(prod >= 0);
+    if (prod == 0) {
+        unsigned char *m = malloc(big);
+        memset(m, 'm', big);
+        int ok = mproc_queue_put(q, m, big, 10) == 0 &&
+                 mproc_queue_put(q, "after", 5, 10) == 0;
+        free(m);
+        _exit(ok ? 0 : 1);
+    }
+    pid_t cons = fork();
+    CHECK(cons >= 0);
+    if (cons == 0) {
+        unsigned char *buf = mmap(NULL, big, PROT_READ | PROT_WRITE,
+                                  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (buf == MAP_FAILED)
+            _exit(7);
+        mprotect(buf + big / 2, big / 2, PROT_NONE);
+        signal(SIGSEGV, SIG_DFL);
+        size_t n;
+        mproc_queue_get(q, buf, big, &n, 10);
+        _exit(8); /* not reached */
+    }
+    reap(cons, -1);
+    char buf[16];
+    size_t n = 0;
+    CHECK_OK(mproc_queue_get(q, buf, sizeof buf, &n, 10));
+    CHECK_EQ(n, 5);
+    CHECK(memcmp(buf, "after", 5) == 0);
+    reap(prod, 0);
+    CHECK_EQ(mproc_queue_qsize(q), 0);
+    mproc_queue_free(q);
+}
+
+/*
+ * The kill loop: producers and consumers run flat out on a small ring with
+ * messages of mixed sizes (some streamed); the parent SIGKILLs one of them
+ * at a random moment, hundreds of times, and starts a replacement. Then
+ * every delivered message must be intact, none delivered twice, the
+ * messages lost no more than the consumers killed, and the queue working.
+ */
+static void kill_loop(size_t cap, size_t maxsize, int KILLS)
+{
+    mproc_queue *q = mkq(MPROC_QUEUE_JOINABLE, maxsize, cap);
+    board *b = shared_map(sizeof *b);
+    enum { NP = 3, NC = 3 };
+    pid_t pids[NP + NC];
+    uint64_t r = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);
+    if (getenv("MPROC_TEST_SEED"))
+        r = strtoull(getenv("MPROC_TEST_SEED"), NULL, 0);
+    printf("     kill loop seed %llu\n", (unsigned long long)r);
+    int consumer_kills = 0, producer_kills = 0;
+
+    for (int i = 0; i < NP + NC; i++) {
+        pids[i] = fork();
+        CHECK(pids[i] >= 0);
+        if (pids[i] == 0) {
+            if (i < NP)
+                producer(q, b, (uint32_t)i, -1, cap, (uint64_t)i * 1000);
+            else
+                consumer(q, b, i - NP);
+            _exit(0);
+        }
+    }
+    double t0 = mproc_test_now();
+    for (int k = 0; k < KILLS; k++) {
+        /* Let some messages through since the last kill (up to 100 ms, so
+         * that slow runs under valgrind still kill mid-traffic). */
+        uint64_t seen = atomic_load(&b->delivered);
+        for (int w = 0; w < 100 && atomic_load(&b->delivered) < seen + 5; w++)
+            usleep(1000);
+        usleep((useconds_t)(rng_next(&r) % 3000));
+        int i = (int)(rng_next(&r) % (NP + NC));
+        kill(pids[i], SIGKILL);
+        int st;
+        CHECK_EQ(waitpid(pids[i], &st, 0), pids[i]);
+        if (!WIFSIGNALED(st))
+            mproc_test_fail(__FILE__, __LINE__, "child %d exited %d", i,
+                            WEXITSTATUS(st));
+        if (i < NP)
+            producer_kills++;
+        else
+            consumer_kills++;
+        pids[i] = fork();
+        CHECK(pids[i] >= 0);
+        if (pids[i] == 0) {
+            if (i < NP)
+                producer(q, b, (uint32_t)i, -1, cap,
+                         (uint64_t)i * 1000 + (uint64_t)k + 1);
+            else
+                consumer(q, b, i - NP);
+            _exit(0);
+        }
+    }
+    double t_kill = mproc_test_now() - t0;
+    /* Stop the producers cleanly, then the consumers. */
+    atomic_store(&b->stop, 1);
+    for (int i = 0; i < NP; i++)
+        reap(pids[i], 0);
+    for (int i = 0; i < NC; i++)
+        CHECK_OK(mproc_queue_put(q, "STOP", 4, 10));
+    for (int i = 0; i < NC; i++)
+        reap(pids[NP + i], 0);
+    CHECK_EQ(mproc_queue_qsize(q), 0);
+
+    CHECK_EQ(atomic_load(&b->bad), 0);
+    CHECK_EQ(atomic_load(&b->order_bad), 0);
+    long sent = 0, lost = 0, dup = 0;
+    for (int s = 0; s < NP; s++) {
+        uint32_t top = atomic_load(&b->next[s]);
+        if (top > MP_SEQS)
+            top = MP_SEQS;
+        for (uint32_t i = 0; i < top; i++) {
+            uint8_t g = atomic_load(&b->got[s][i]);
+            if (g > 1)
+                dup++;
+            if (atomic_load(&b->sent[s][i])) {
+                sent++;
+                if (g == 0)
+                    lost++;
+            }
+        }
+    }
+    printf("     kill loop: %d producer + %d consumer kills in %.1fs, "
+           "%ld sent, %lu delivered, %ld lost\n",
+           producer_kills, consumer_kills, t_kill, sent,
+           (unsigned long)atomic_load(&b->delivered), lost);
+    CHECK_EQ(dup, 0);
+    CHECK(lost <= consumer_kills);
+    CHECK(sent >= KILLS);
+    /* Still works, in both directions of every lock. */
+    for (int i = 0; i < 100; i++) {
+        int v = -1;
+        size_t n;
+        CHECK_OK(mproc_queue_put(q, &i, sizeof i, 1));
+        if (i % 3 == 0)
+            CHECK_OK(mproc_queue_put(q, &i, sizeof i, 1));
+        CHECK_OK(mproc_queue_get(q, &v, sizeof v, &n, 1));
+        CHECK_EQ(v, i);
+        if (i % 3 == 0)
+            CHECK_OK(mproc_queue_get(q, &v, sizeof v, &n, 1));
+    }
+    CHECK_EQ(mproc_queue_qsize(q), 0);
+    munmap(b, sizeof *b);
+    mproc_queue_free(q);
+}
+
+static void test_kill_loop(void)
+{
+    kill_loop(8192, 0, 300);
+}
+
+/* With a count bound too: producers also wait for the count. */
+static void test_kill_loop_bounded(void)
+{
+    kill_loop(4096, 4, 150);
+}
+
+/* ---- children under every start method --------------------------------- */
+
+static int t_echo(const mproc_args *a)
+{
+    mproc_queue *in = mproc_args_queue(a, 0);
+    mproc_queue *out = mproc_args_queue(a, 1);
+    if (!in || !out)
+        return 2;
+    if (mproc_queue_put(out, "Sending from Subprocess to Parent Process", 41,
+                        5) != 0)
+        return 3;
+    for (;;) {
+        void *m;
+        size_t n;
+        if (mproc_queue_get_alloc(in, &m, &n, 5) != 0)
+            return 4;
+        int stop = n == 0;
+        /* Echo with a mark of who handled it. */
+        int rc = mproc_queue_put(out, m, n, 5);
+        free(m);
+        if (rc)
+            return 5;
+        if (stop)
+            return 0;
+    }
+}
+
+static void test_start_methods(void)
+{
+    for (int m = 0; m < 3; m++) {
+        mproc_queue *in, *out;
+        CHECK_OK(mproc_queue_new(&in, 0));
+        CHECK_OK(mproc_joinable_queue_new(&out, 10));
+        mproc_args *a = mproc_args_new();
+        CHECK_OK(mproc_args_add_queue(a, in));
+        CHECK_OK(mproc_args_add_queue(a, out));
+        CHECK(mproc_args_queue(a, 0) == in);
+        CHECK(mproc_args_queue(a, 2) == NULL);
+        mproc_process *p;
+        CHECK_OK(mproc_process_new(&p, t_echo, a));
+        mproc_args_free(a);
+        CHECK_OK(mproc_process_set_start_method(p, mproc_test_methods[m]));
+        CHECK_OK(mproc_process_start(p));
+        char buf[64];
+        size_t n;
+        CHECK_OK(mproc_queue_get(out, buf, sizeof buf, &n, 10));
+        CHECK_EQ(n, 41);
+        CHECK(memcmp(buf, "Sending from Subprocess to Parent Process", 41) ==
+              0);
+        CHECK_OK(mproc_queue_task_done(out));
+        /* A big one too, streamed both ways through 1 MiB rings. */
+        size_t big = 3u << 20;
+        unsigned char *data = malloc(big);
+        size_t dn = make_msg(data, 9, 9, big - sizeof(mhdr));
+        CHECK_OK(mproc_queue_put(in, data, dn, 10));
+        CHECK_OK(mproc_queue_put(in, "", 0, 10));
+        void *back;
+        CHECK_OK(mproc_queue_get_alloc(out, &back, &n, 10));
+        CHECK_EQ(n, dn);
+        CHECK(memcmp(back, data, dn) == 0);
+        free(back);
+        CHECK_OK(mproc_queue_get(out, buf, sizeof buf, &n, 10));
+        CHECK_EQ(n, 0);
+        CHECK_OK(mproc_queue_task_done(out));
+        CHECK_OK(mproc_queue_task_done(out));
+        CHECK_OK(mproc_queue_join(out, 1));
+        CHECK_OK(mproc_process_join(p, 10));
+        CHECK_EQ(mproc_process_exitcode(p), 0);
+        mproc_process_free(p);
+        free(data);
+        mproc_queue_free(in);
+        mproc_queue_free(out);
+    }
+}
+
+static const mproc_test tests[] = {
+    {"fifo_and_state", test_fifo_and_state, 20},
+    {"sizes_in_process", test_sizes_in_process, 20},
+    {"sizes_larger_than_ring", test_sizes_larger_than_ring, 30},
+    {"streamed_put_timeout", test_streamed_put_timeout, 20},
+    {"bytes_bound", test_bytes_bound, 20},
+    {"bad_args", test_bad_args, 20},
+    {"fd_exhaustion", test_fd_exhaustion, 20},
+    {"hostile_memory", test_hostile_memory, 20},
+    {"joinable", test_joinable, 20},
+    {"fileno", test_fileno, 30},
+    {"mpmc_checksums", test_mpmc_checksums, 60},
+    {"threads", test_threads, 30},
+    {"kill_blocked_consumer", test_kill_blocked_consumer, 20},
+    {"kill_streaming_producer", test_kill_streaming_producer, 30},
+    {"kill_streaming_consumer", test_kill_streaming_consumer, 30},
+    {"kill_loop", test_kill_loop, 90},
+    {"kill_loop_bounded", test_kill_loop_bounded, 60},
+    {"start_methods", test_start_methods, 60},
+};
+
+MPROC_TEST_MAIN(tests)
