@@ -14,5 +14,6 @@
 #include "mproc/util.h"
 #include "mproc/sync.h"
 #include "mproc/queue.h"
+#include "mproc/pool.h"
 
 #endif
