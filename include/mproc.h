@@ -15,5 +15,6 @@
 #include "mproc/sync.h"
 #include "mproc/queue.h"
 #include "mproc/pool.h"
+#include "mproc/shm.h"
 
 #endif
