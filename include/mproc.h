@@ -11,10 +11,11 @@
 #include "mproc/log.h"
 #include "mproc/args.h"
 #include "mproc/process.h"
+#include "mproc/pool.h"
 #include "mproc/util.h"
 #include "mproc/sync.h"
-#include "mproc/queue.h"
-#include "mproc/pool.h"
 #include "mproc/shm.h"
+#include "mproc/conn.h"
+#include "mproc/queue.h"
 
 #endif

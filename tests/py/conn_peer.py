@@ -1,0 +1,98 @@
+"""conn_peer.py - a CPython peer for tests/test_interop.c.
+
+Usage: python conn_peer.py ROLE ADDRESS KEY SCENARIO
+  ROLE      listen | connect
+  ADDRESS   listen: "tcp" (127.0.0.1, any port), "abstract", or a path;
+            connect: an mproc address string ("@name", "host:port", "/path")
+  KEY       hex bytes, "-" for no authkey (None), "empty" for b''
+  SCENARIO  echo     send every message back until EOF, then exit 0
+            bye      send b'bye' and close
+            waiteof  expect EOF as the first thing read
+A listener prints its address (in mproc's string form) on stdout first.
+Exit codes: 0 ok, 3 AuthenticationError, 5 EOFError (peer hung up),
+4 anything else (with a traceback on stderr).
+Runs on CPython 3.6 and later; uses only send_bytes/recv_bytes (send()
+would pickle).
+"""
+import os
+import sys
+import traceback
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import Client, Listener
+
+
+def parse(addr):
+    if addr.startswith('@'):
+        return '\0' + addr[1:]
+    if ':' in addr and '/' not in addr:
+        host, port = addr.rsplit(':', 1)
+        return (host, int(port))
+    return addr
+
+
+def fmt(addr):
+    if isinstance(addr, tuple):
+        return '%s:%d' % addr[:2]
+    if isinstance(addr, bytes):
+        addr = addr.decode()
+    if addr.startswith('\0'):
+        return '@' + addr[1:]
+    return addr
+
+
+def run(conn, scenario):
+    if scenario == 'echo':
+        while True:
+            try:
+                m = conn.recv_bytes()
+            except EOFError:
+                return 0
+            conn.send_bytes(m)
+    if scenario == 'bye':
+        conn.send_bytes(b'bye')
+        conn.close()
+        return 0
+    if scenario == 'waiteof':
+        try:
+            conn.recv_bytes()
+        except EOFError:
+            return 0
+        return 1
+    raise ValueError(scenario)
+
+
+def main():
+    role, addr, key, scenario = sys.argv[1:5]
+    key = None if key == '-' else b'' if key == 'empty' else bytes.fromhex(key)
+    try:
+        if role == 'listen':
+            if addr == 'tcp':
+                where = ('127.0.0.1', 0)
+            elif addr == 'abstract':
+                where = '\0mproc-py-%d' % os.getpid()
+            else:
+                where = addr
+            lst = Listener(where, authkey=key)
+            sys.stdout.write(fmt(lst.address) + '\n')
+            sys.stdout.flush()
+            try:
+                conn = lst.accept()
+            finally:
+                try:
+                    lst.close()
+                except ValueError:
+                    pass  # 3.6 tries to unlink an abstract name
+        else:
+            conn = Client(parse(addr), authkey=key)
+        return run(conn, scenario)
+    except AuthenticationError:
+        return 3
+    except EOFError:
+        return 5
+    except Exception:
+        traceback.print_exc()
+        return 4
+
+
+if __name__ == '__main__':
+    sys.exit(main())
