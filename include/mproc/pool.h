@@ -398,7 +398,7 @@ MPROC_API int mproc_pool_map_records(mproc_pool *pool, mproc_records_fn fn,
  * page aligned). Returns NULL on failure. Free with mproc_pool_shm_free
  * before the pool. */
 MPROC_API void *mproc_pool_shm_alloc(mproc_pool *pool, size_t size);
-MPROC_API void mproc_pool_shm_free(mproc_pool *pool, void *p);
+MPROC_API void mproc_pool_shm_free(mproc_pool *p, void *ptr);
 
 #ifdef __cplusplus
 }
