@@ -110,6 +110,16 @@ int mproc__ref_read(mproc__reader *r, void **addr);
 /* Caches the identity of every loaded object file now (fork server). */
 void mproc__ref_warm(void);
 
+/* The same as a fixed-size value, for references kept in shared memory
+ * (a Barrier's action): the object file's device and inode and the offset
+ * from its load base. Found only among objects already loaded. */
+typedef struct mproc__coderef {
+    uint64_t dev, ino, off;
+} mproc__coderef;
+
+int mproc__coderef_make(const void *addr, mproc__coderef *ref);
+int mproc__coderef_find(const mproc__coderef *ref, void **addr);
+
 /* ---- argument lists (args.c) ------------------------------------------ */
 
 /* Serializes args: values inline, objects through their kind's export_fn.

@@ -127,21 +127,72 @@ out_unlock:
     return r;
 }
 
-static int warm_cb(struct dl_phdr_info *info, size_t size, void *data)
+/* The loaded objects, listed in one pass so that their identities can be
+ * looked up afterwards, outside the loader's lock. */
+#define MAX_OBJS 256
+struct objs {
+    size_t n;
+    unsigned long long adds, subs;
+    uintptr_t off; /* in: offset that must fall in a PT_LOAD segment */
+    struct {
+        const char *name; /* the loader's string, stable while loaded */
+        uintptr_t base;
+        bool has_off;
+    } o[MAX_OBJS];
+};
+
+static int list_cb(struct dl_phdr_info *info, size_t size, void *data)
 {
-    struct find f = {0};
-    uint64_t dev, ino;
+    struct objs *l = data;
     const char *nm = info->dlpi_name ? info->dlpi_name : "";
-    f.adds = info->dlpi_adds;
-    f.subs = info->dlpi_subs;
-    if (nm[0] == 0 || nm[0] == '/')
-        (void)file_id(&f, nm, &dev, &ino);
+    l->adds = info->dlpi_adds;
+    l->subs = info->dlpi_subs;
+    if (l->n == MAX_OBJS || (nm[0] != 0 && nm[0] != '/'))
+        return 0; /* the vdso and other unnamed pseudo-objects */
+    l->o[l->n].name = nm;
+    l->o[l->n].base = info->dlpi_addr;
+    l->o[l->n].has_off = in_load(info, info->dlpi_addr + l->off);
+    l->n++;
     return 0;
 }
 
 void mproc__ref_warm(void)
 {
-    dl_iterate_phdr(warm_cb, NULL);
+    struct objs l = {0};
+    dl_iterate_phdr(list_cb, &l);
+    struct find f = {.adds = l.adds, .subs = l.subs};
+    for (size_t i = 0; i < l.n; i++) {
+        uint64_t dev, ino;
+        (void)file_id(&f, l.o[i].name, &dev, &ino);
+    }
+}
+
+int mproc__coderef_make(const void *addr, mproc__coderef *ref)
+{
+    struct find f = {.addr = (uintptr_t)addr};
+    if (!addr || !ref)
+        return MPROC_ERESOLVE;
+    dl_iterate_phdr(find_cb, &f);
+    if (!f.found || file_id(&f, f.objname, &ref->dev, &ref->ino) < 0)
+        return MPROC_ERESOLVE;
+    ref->off = (uint64_t)((uintptr_t)addr - f.base);
+    return 0;
+}
+
+int mproc__coderef_find(const mproc__coderef *ref, void **addr)
+{
+    struct objs l = {.off = (uintptr_t)ref->off};
+    dl_iterate_phdr(list_cb, &l);
+    struct find f = {.adds = l.adds, .subs = l.subs};
+    for (size_t i = 0; i < l.n; i++) {
+        uint64_t dev, ino;
+        if (!l.o[i].has_off || file_id(&f, l.o[i].name, &dev, &ino) < 0 ||
+            dev != ref->dev || ino != ref->ino)
+            continue;
+        *addr = (void *)(l.o[i].base + (uintptr_t)ref->off);
+        return 0;
+    }
+    return MPROC_ERESOLVE;
 }
 
 int mproc__ref_write(mproc__buf *b, const void *addr)

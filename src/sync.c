@@ -13,7 +13,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <link.h>
 #include <linux/futex.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,81 +133,6 @@ uint64_t mproc__sync_layout(void)
     if (!g_layout)
         g_layout = random64() | 1;
     return g_layout;
-}
-
-/* ---- code references ------------------------------------------------- */
-
-struct ref_find {
-    uintptr_t addr; /* in: address to place; 0 to look up ref */
-    const mproc__coderef *ref;
-    bool found;
-    uintptr_t base;
-    char path[PATH_MAX];
-};
-
-static bool in_load(const struct dl_phdr_info *info, uintptr_t a)
-{
-    for (int i = 0; i < info->dlpi_phnum; i++) {
-        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-        if (ph->p_type != PT_LOAD)
-            continue;
-        uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
-        if (a >= lo && a < lo + ph->p_memsz)
-            return true;
-    }
-    return false;
-}
-
-static const char *obj_path(const struct dl_phdr_info *info)
-{
-    const char *nm = info->dlpi_name;
-    return (nm && nm[0]) ? nm : "/proc/self/exe";
-}
-
-static int ref_cb(struct dl_phdr_info *info, size_t size, void *data)
-{
-    struct ref_find *f = data;
-    (void)size;
-    if (f->addr) {
-        if (!in_load(info, f->addr))
-            return 0;
-        snprintf(f->path, sizeof f->path, "%s", obj_path(info));
-        f->base = info->dlpi_addr;
-        f->found = true;
-        return 1;
-    }
-    struct stat st;
-    if (stat(obj_path(info), &st) != 0 || (uint64_t)st.st_dev != f->ref->dev ||
-        (uint64_t)st.st_ino != f->ref->ino)
-        return 0;
-    if (!in_load(info, info->dlpi_addr + (uintptr_t)f->ref->off))
-        return 0;
-    f->base = info->dlpi_addr;
-    f->found = true;
-    return 1;
-}
-
-int mproc__coderef_make(const void *addr, mproc__coderef *ref)
-{
-    struct ref_find f = {.addr = (uintptr_t)addr};
-    struct stat st;
-    dl_iterate_phdr(ref_cb, &f);
-    if (!f.found || stat(f.path, &st) != 0)
-        return MPROC_ERESOLVE;
-    ref->dev = (uint64_t)st.st_dev;
-    ref->ino = (uint64_t)st.st_ino;
-    ref->off = (uint64_t)((uintptr_t)addr - f.base);
-    return 0;
-}
-
-int mproc__coderef_find(const mproc__coderef *ref, void **addr)
-{
-    struct ref_find f = {.ref = ref};
-    dl_iterate_phdr(ref_cb, &f);
-    if (!f.found)
-        return MPROC_ERESOLVE;
-    *addr = (void *)(f.base + (uintptr_t)ref->off);
-    return 0;
 }
 
 /* ---- futex ------------------------------------------------------------ */

@@ -79,12 +79,6 @@ typedef struct mproc__cond_state {
     uint32_t seq[2];  /* futex words, bumped by each grant */
 } mproc__cond_state;
 
-/* An address any process of the same program can find again: the object
- * file's device and inode and the offset from its load base. */
-typedef struct mproc__coderef {
-    uint64_t dev, ino, off;
-} mproc__coderef;
-
 typedef struct mproc__barrier_state {
     uint32_t magic;
     uint32_t parties;
@@ -123,8 +117,6 @@ uint64_t mproc__sync_layout(void);
 
 /* Code references (sync.c). write: 0 or MPROC_ERESOLVE. read: 0 and the
  * address in this process, or MPROC_ERESOLVE. */
-int mproc__coderef_make(const void *addr, mproc__coderef *ref);
-int mproc__coderef_find(const mproc__coderef *ref, void **addr);
 
 /* ---- futex (sync.c) --------------------------------------------------- */
 
