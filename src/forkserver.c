@@ -205,7 +205,7 @@ int mproc__forkserver_start(const void *blob, size_t len, const int *fds,
     }
     struct fs_req h = {FS_MAGIC, (uint32_t)nfds, len};
     struct iovec iov[2] = {{&h, sizeof h}, {(void *)blob, len}};
-    r = mproc__sendv_fds(s, iov, 2, fds, nfds);
+    r = mproc__sendv_fds(s, iov, 2, fds, nfds, 0);
     if (r < 0) {
         r = MPROC_EFORKSERVER;
         goto out_close;

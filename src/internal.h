@@ -65,11 +65,15 @@ int mproc__memfd_with(const char *name, const void *data, size_t n);
 int mproc__send_fds(int sock, const void *p, size_t n, const int *fds,
                     size_t nfds);
 int mproc__recv_fds(int sock, void *p, size_t n, int *fds, size_t *nfds);
-/* As send_fds with the bytes gathered from iov[0..niov) (niov <= 8); iov
- * may be modified. */
+/* As send_fds with the bytes gathered from iov[0..niov) (niov <= 8) and
+ * extra send flags (MSG_DONTWAIT: -EAGAIN when it would block). */
 struct iovec;
 int mproc__sendv_fds(int sock, struct iovec *iov, size_t niov, const int *fds,
-                     size_t nfds);
+                     size_t nfds, int flags);
+/* As recv_fds with extra recv flags; a truncated datagram or more fds
+ * than *nfds is MPROC_EPROTO (nothing kept). */
+ssize_t mproc__recv_fds_flags(int sock, void *p, size_t n, int *fds,
+                              size_t *nfds, int flags);
 
 /* ---- growable byte buffer (args.c) ------------------------------------ */
 

@@ -212,11 +212,11 @@ int mproc__send_fds(int sock, const void *p, size_t n, const int *fds,
                     size_t nfds)
 {
     struct iovec iov = {.iov_base = (void *)p, .iov_len = n};
-    return mproc__sendv_fds(sock, &iov, 1, fds, nfds);
+    return mproc__sendv_fds(sock, &iov, 1, fds, nfds, 0);
 }
 
 int mproc__sendv_fds(int sock, struct iovec *iov, size_t niov, const int *fds,
-                     size_t nfds)
+                     size_t nfds, int flags)
 {
     if (nfds > 253 || niov > 8)
         return -EINVAL;
@@ -239,11 +239,11 @@ int mproc__sendv_fds(int sock, struct iovec *iov, size_t niov, const int *fds,
     }
     /* The fds ride with the first byte; the rest may follow plainly. */
     while (m.msg_iovlen > 0) {
-        ssize_t w = sendmsg(sock, &m, MSG_NOSIGNAL);
+        ssize_t w = sendmsg(sock, &m, MSG_NOSIGNAL | flags);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
-            return -errno;
+            return errno == EWOULDBLOCK ? -EAGAIN : -errno;
         }
         m.msg_control = NULL;
         m.msg_controllen = 0;
@@ -262,6 +262,13 @@ int mproc__sendv_fds(int sock, struct iovec *iov, size_t niov, const int *fds,
 
 int mproc__recv_fds(int sock, void *p, size_t n, int *fds, size_t *nfds)
 {
+    ssize_t r = mproc__recv_fds_flags(sock, p, n, fds, nfds, 0);
+    return (int)r;
+}
+
+ssize_t mproc__recv_fds_flags(int sock, void *p, size_t n, int *fds,
+                              size_t *nfds, int flags)
+{
     struct iovec iov = {.iov_base = p, .iov_len = n};
     union {
         char buf[CMSG_SPACE(253 * sizeof(int))];
@@ -273,10 +280,10 @@ int mproc__recv_fds(int sock, void *p, size_t n, int *fds, size_t *nfds)
                        .msg_controllen = sizeof u.buf};
     ssize_t r;
     do {
-        r = recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
+        r = recvmsg(sock, &m, MSG_CMSG_CLOEXEC | flags);
     } while (r < 0 && errno == EINTR);
     if (r < 0)
-        return -errno;
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
     size_t cap = nfds ? *nfds : 0, got = 0;
     bool overflow = false;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
@@ -296,7 +303,8 @@ int mproc__recv_fds(int sock, void *p, size_t n, int *fds, size_t *nfds)
     }
     if (nfds)
         *nfds = got;
-    if (overflow || (m.msg_flags & MSG_CTRUNC)) {
+    /* More fds than asked for, or a datagram cut short: refuse it whole. */
+    if (overflow || (m.msg_flags & (MSG_CTRUNC | MSG_TRUNC))) {
         for (size_t i = 0; i < got; i++)
             close(fds[i]);
         if (nfds)

@@ -31,74 +31,16 @@ int mproc__pool_send(int sock, const void *p, size_t n, const int *fds,
                      size_t nfds, bool block)
 {
     struct iovec iov = {.iov_base = (void *)p, .iov_len = n};
-    union {
-        char buf[CMSG_SPACE(POOL__MAX_FDS * sizeof(int))];
-        struct cmsghdr align;
-    } u;
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
     if (nfds > POOL__MAX_FDS)
         return -EINVAL;
-    if (nfds > 0) {
-        memset(&u, 0, sizeof u);
-        m.msg_control = u.buf;
-        m.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
-        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-        memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
-    }
-    int flags = MSG_NOSIGNAL | (block ? 0 : MSG_DONTWAIT);
-    for (;;) {
-        ssize_t w = sendmsg(sock, &m, flags);
-        if (w >= 0)
-            return 0;
-        if (errno != EINTR)
-            return -errno;
-    }
+    return mproc__sendv_fds(sock, &iov, 1, fds, nfds, block ? 0 : MSG_DONTWAIT);
 }
 
 ssize_t mproc__pool_recv(int sock, void *p, size_t n, int *fds, size_t *nfds,
                          bool block)
 {
-    struct iovec iov = {.iov_base = p, .iov_len = n};
-    union {
-        char buf[CMSG_SPACE(POOL__MAX_FDS * sizeof(int))];
-        struct cmsghdr align;
-    } u;
-    struct msghdr m = {.msg_iov = &iov,
-                       .msg_iovlen = 1,
-                       .msg_control = u.buf,
-                       .msg_controllen = sizeof u.buf};
-    ssize_t r;
-    int flags = MSG_CMSG_CLOEXEC | (block ? 0 : MSG_DONTWAIT);
-    do {
-        r = recvmsg(sock, &m, flags);
-    } while (r < 0 && errno == EINTR);
-    if (r < 0)
-        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-    size_t cap = *nfds, got = 0;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-            continue;
-        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < k; i++) {
-            int fd;
-            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-            if (got < cap)
-                fds[got++] = fd;
-            else
-                close(fd);
-        }
-    }
-    *nfds = got;
-    if (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
-        for (size_t i = 0; i < got; i++)
-            close(fds[i]);
-        *nfds = 0;
-        return MPROC_EPROTO;
-    }
-    return r;
+    return mproc__recv_fds_flags(sock, p, n, fds, nfds,
+                                 block ? 0 : MSG_DONTWAIT);
 }
 
 /* ---- mproc_out ---------------------------------------------------------- */
