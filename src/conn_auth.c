@@ -13,6 +13,8 @@
  */
 #include "conn_impl.h"
 
+#include <dlfcn.h>
+#include <pthread.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -27,15 +29,71 @@
 #define NONCE_LEN     40
 #define MAX_NAME_LEN  8 /* "sha3_384": '}' must come within 10 bytes */
 
+/*
+ * libcrypto is loaded on first use, not linked: every process that links
+ * libmproc (each spawn child, the fork server) would otherwise pay for
+ * loading and relocating it (~0.5 ms per exec here), though only
+ * processes that authenticate need it. The headers still give the types,
+ * and the soname matches the headers' major version.
+ */
+#define CRYPTO_STR2(x) #x
+#define CRYPTO_STR(x)  CRYPTO_STR2(x)
+#ifdef OPENSSL_VERSION_MAJOR
+#define CRYPTO_SONAME "libcrypto.so." CRYPTO_STR(OPENSSL_VERSION_MAJOR)
+#else
+#define CRYPTO_SONAME "libcrypto.so.1.1"
+#endif
+
+enum { MD_MD5, MD_SHA256, MD_SHA384, MD_SHA3_256, MD_SHA3_384, MD_COUNT };
+
+static struct {
+    const EVP_MD *(*md[MD_COUNT])(void);
+    unsigned char *(*hmac)(const EVP_MD *, const void *, int,
+                           const unsigned char *, size_t, unsigned char *,
+                           unsigned int *);
+    int (*memcmp)(const volatile void *, const volatile void *, size_t);
+    int status; /* 0 loaded, -ELIBACC when libcrypto is not to be had */
+} crypto;
+
+static pthread_once_t crypto_once = PTHREAD_ONCE_INIT;
+
+static void crypto_load(void)
+{
+    static const char *const names[MD_COUNT] = {
+        "EVP_md5", "EVP_sha256", "EVP_sha384", "EVP_sha3_256", "EVP_sha3_384"};
+    void *h = dlopen(CRYPTO_SONAME, RTLD_NOW | RTLD_LOCAL);
+    crypto.status = -ELIBACC;
+    if (!h)
+        return;
+    /* The handle is kept for the life of the process on purpose. */
+    for (int i = 0; i < MD_COUNT; i++) {
+        void *f = dlsym(h, names[i]);
+        if (!f)
+            return;
+        memcpy(&crypto.md[i], &f, sizeof f);
+    }
+    void *hm = dlsym(h, "HMAC"), *cm = dlsym(h, "CRYPTO_memcmp");
+    if (!hm || !cm)
+        return;
+    memcpy(&crypto.hmac, &hm, sizeof hm);
+    memcpy(&crypto.memcmp, &cm, sizeof cm);
+    crypto.status = 0;
+}
+
+static int mproc__crypto_ready(void)
+{
+    pthread_once(&crypto_once, crypto_load);
+    return crypto.status;
+}
+
 typedef struct digest {
     const char *name;
-    const EVP_MD *(*md)(void);
+    int md; /* MD_* */
 } digest;
 
 static const digest digests[] = {
-    {"md5", EVP_md5},           {"sha256", EVP_sha256},
-    {"sha384", EVP_sha384},     {"sha3_256", EVP_sha3_256},
-    {"sha3_384", EVP_sha3_384},
+    {"md5", MD_MD5},           {"sha256", MD_SHA256},     {"sha384", MD_SHA384},
+    {"sha3_256", MD_SHA3_256}, {"sha3_384", MD_SHA3_384},
 };
 
 /* Parses a "{name}" prefix of p[0..n). Returns the digest and the prefix
@@ -72,7 +130,11 @@ static int mac(const digest *d, const void *key, size_t keylen,
     unsigned int outlen = 0;
     if (keylen > INT32_MAX)
         return -EINVAL;
-    if (!HMAC(d->md(), keylen ? key : empty, (int)keylen, msg, n, out, &outlen))
+    int r = mproc__crypto_ready();
+    if (r < 0)
+        return r;
+    if (!crypto.hmac(crypto.md[d->md](), keylen ? key : empty, (int)keylen, msg,
+                     n, out, &outlen))
         return MPROC_EPROTO;
     return (int)outlen;
 }
@@ -101,7 +163,7 @@ static int verify(const void *key, size_t keylen, const unsigned char *m,
     if (n < 0)
         return n;
     if (rlen - plen != (size_t)n ||
-        CRYPTO_memcmp(want, resp + plen, (size_t)n) != 0)
+        crypto.memcmp(want, resp + plen, (size_t)n) != 0)
         return MPROC_EAUTH;
     return 0;
 }

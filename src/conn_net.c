@@ -10,7 +10,6 @@
 #include "conn_impl.h"
 
 #include <arpa/inet.h>
-#include <openssl/crypto.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -219,7 +218,7 @@ static int opts_key(const mproc_conn_opts *o, bool *auth, unsigned char **key,
 static void key_free(unsigned char *key, size_t keylen)
 {
     if (key)
-        OPENSSL_cleanse(key, keylen);
+        explicit_bzero(key, keylen);
     free(key);
 }
 
