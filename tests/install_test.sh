@@ -34,6 +34,32 @@ fi
 cc $extra "$tmp/prog.c" -o "$tmp/prog" $(pkg-config --cflags --libs mproc) \
    -Wl,-rpath,"$libdir"
 "$tmp/prog"
+# The static library too (spawn and forkserver included: the takeover at
+# main() must work when libmproc is inside the executable).
+cat > "$tmp/methods.c" <<'C'
+#include <mproc.h>
+#include <stdio.h>
+static int f(const mproc_args *a) { return (int)mproc_args_int(a, 0); }
+int main(void)
+{
+    for (int m = MPROC_START_FORK; m <= MPROC_START_FORKSERVER; m++) {
+        mproc_process *p;
+        mproc_args *a = mproc_args_of("i", 10 + m);
+        if (mproc_process_new(&p, f, a) ||
+            mproc_process_set_start_method(p, (mproc_start_method)m) ||
+            mproc_process_start(p) || mproc_process_join(p, 10) ||
+            mproc_process_exitcode(p) != 10 + m)
+            return 1;
+        mproc_process_free(p);
+        mproc_args_free(a);
+    }
+    puts("static: fork, spawn and forkserver ok");
+    return 0;
+}
+C
+cc $extra "$tmp/methods.c" -o "$tmp/methods" $(pkg-config --cflags mproc) \
+   "$libdir/libmproc.a" -lpthread -ldl -lrt
+"$tmp/methods"
 # SONAME is versioned.
 [ "$(readelf -d "$libdir/libmproc.so" | grep -c 'SONAME.*libmproc.so.0')" = 1 ]
 # The CMake package works too.
