@@ -834,6 +834,48 @@ static void test_unresolvable_target(void)
     free(heap);
 }
 
+/* A kind whose import fails in the child (say, the mapping cannot be made
+ * there). Under spawn start reports the kind's error and reaps the child;
+ * the fork server validates before it forks but the import itself happens
+ * in the child, which then exits with 255 without running the target;
+ * under fork there is no import at all. Nothing is left behind. */
+static int fail_import(mproc_import *im, void **out)
+{
+    int fd = mproc_import_fd(im);
+    if (fd >= 0)
+        close(fd);
+    return -ENOTRECOVERABLE;
+}
+
+static const mproc_kind failing_kind = {"test-failing", tpipe_export,
+                                        fail_import, tpipe_free};
+
+static int t_never(const mproc_args *a)
+{
+    return 9;
+}
+
+static void test_import_failure(void)
+{
+    int pp[2];
+    CHECK_OK(pipe2(pp, O_CLOEXEC));
+    tpipe tp = {pp[1]};
+    mproc_args *a = mproc_args_of("o", &failing_kind, &tp);
+    int fds0 = mproc_test_count_fds();
+    mproc_process *p;
+    CHECK_OK(mproc_process_new(&p, t_never, a));
+    CHECK_OK(mproc_process_set_start_method(p, MPROC_START_SPAWN));
+    CHECK_ERR(mproc_process_start(p), -ENOTRECOVERABLE);
+    CHECK_EQ(mproc_active_children(NULL, 0), 0);
+    CHECK_EQ(mproc_test_count_fds(), fds0);
+    mproc_process_free(p);
+    CHECK_EQ(join_code(run(t_never, a, MPROC_START_FORKSERVER)), 255);
+    CHECK_EQ(join_code(run(t_never, a, MPROC_START_FORK)), 9);
+    mproc_args_free(a);
+    close(pp[0]);
+    close(pp[1]);
+}
+
 /* Out of fds: start fails cleanly with -EMFILE and leaks nothing. */
 static void test_fd_exhaustion(void)
 {
@@ -892,6 +934,7 @@ static const mproc_test tests[] = {
     {"bad_input", test_bad_input, 30},
     {"unresolvable_target", test_unresolvable_target, 30},
     {"fd_exhaustion", test_fd_exhaustion, 60},
+    {"import_failure", test_import_failure, 30},
 };
 
 MPROC_TEST_MAIN(tests)

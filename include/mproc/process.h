@@ -86,15 +86,18 @@ MPROC_API const char *mproc_process_name(const mproc_process *p);
 MPROC_API int mproc_process_daemon(const mproc_process *p);
 
 /*
- * Starts the process. Blocks until the child exists, and under spawn and
- * forkserver until it has re-attached its arguments and found its target,
- * so that failures are reported here:
+ * Starts the process. Blocks until the child exists; under spawn also
+ * until it has re-attached its arguments and found its target (an
+ * import_fn's error is returned here); under forkserver the server checks
+ * the target and object kinds before forking (an import that still fails
+ * in the child ends it with exit code 255). Returns 0 or
  * MPROC_ESTARTED (started twice), MPROC_ECLOSED, MPROC_EDAEMON (a daemonic
  * process may not have children), MPROC_ERESOLVE (target or an object kind
  * cannot be found across exec), MPROC_EBOOTSTRAP, MPROC_EFORKSERVER, an
  * export_fn's error, or -errno from fork/posix_spawn (-EAGAIN, -ENOMEM,
  * -EMFILE...). On failure nothing is left behind and start may be retried.
- * Fork: stdio is flushed first so buffered output is not duplicated.
+ * stdio is flushed first (all methods) so buffered output is neither
+ * duplicated nor overtaken by the child's.
  */
 MPROC_API int mproc_process_start(mproc_process *p);
 
