@@ -671,6 +671,32 @@ static void test_free_running_then_reap(void)
     CHECK_EQ(mproc_active_children(NULL, 0), 0);
 }
 
+/* A fork child inherits its parent's process objects: they are its
+ * siblings, not its children. */
+static mproc_process *g_sibling;
+
+static int t_touch_sibling(const mproc_args *a)
+{
+    if (mproc_process_join(g_sibling, 0) != -ECHILD ||
+        mproc_process_kill(g_sibling) != -ECHILD ||
+        mproc_process_is_alive(g_sibling) != 0 ||
+        mproc_active_children(NULL, 0) != 0)
+        return 1;
+    mproc_process_free(g_sibling); /* the child's copy: touches nothing */
+    return 0;
+}
+
+static void test_fork_child_siblings(void)
+{
+    mproc_args *a = mproc_args_of("d", 30.0);
+    g_sibling = run(t_sleep, a, MPROC_START_FORK);
+    mproc_args_free(a);
+    CHECK_EQ(join_code(run(t_touch_sibling, NULL, MPROC_START_FORK)), 0);
+    CHECK_EQ(mproc_process_is_alive(g_sibling), 1);
+    CHECK_OK(mproc_process_kill(g_sibling));
+    CHECK_EQ(join_code(g_sibling), -SIGKILL);
+}
+
 /* ---- threads ------------------------------------------------------------- */
 
 static void *thread_starter(void *arg)
@@ -928,6 +954,7 @@ static const mproc_test tests[] = {
     {"forkserver_killed", test_forkserver_killed, 60},
     {"wait_sentinels", test_wait_sentinels, 60},
     {"free_running_then_reap", test_free_running_then_reap, 30},
+    {"fork_child_siblings", test_fork_child_siblings, 30},
     {"threads_start_concurrently", test_threads_start_concurrently, 120},
     {"logging_reaches_children", test_logging_reaches_children, 30},
     {"affinity_and_nice", test_affinity_and_nice, 30},

@@ -23,9 +23,9 @@
  * Threads: every function may be called from any thread; one process
  * object may be used from several threads at once.
  * Fork: a fork child starts with an empty list of children; process
- * objects it inherited refer to its siblings and must not be joined or
- * signalled from the child (calls return MPROC_ENOTSTARTED's sibling
- * -ECHILD). Freeing them in the child is safe and touches nothing.
+ * objects it inherited refer to its siblings: calls that would wait for or
+ * signal them return -ECHILD. Freeing them in the child is safe and
+ * touches nothing.
  */
 #ifndef MPROC_PROCESS_H
 #define MPROC_PROCESS_H
