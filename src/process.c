@@ -917,21 +917,17 @@ static int start_exec(mproc_process *p, mproc_start_method m)
     int32_t status = 0;
     r = mproc__read_all(sp[0], &status, sizeof status);
     if (r < 0 || status < 0) {
-        /* The child failed before running the target: reap it here so
-         * nothing is left behind. */
+        /* The child failed before running the target and is on its way
+         * out (it reported and returns 255, or it died): reap it here so
+         * nothing is left behind. No signal: one arriving during its exit
+         * work (a sanitizer's leak check forks helpers) would strand
+         * them. */
         r = r < 0 ? MPROC_EBOOTSTRAP : status;
-        mproc__pidfd_send_signal(pidfd, SIGKILL);
-        if (conn >= 0) {
-            int32_t code;
-            (void)mproc__read_all(conn, &code, sizeof code);
-        } else {
-            siginfo_t si;
-            while (waitid((idtype_t)P_PIDFD, (id_t)pidfd, &si, WEXITED) < 0 &&
-                   errno == EINTR)
-                ;
-        }
+        siginfo_t si;
+        while (waitid((idtype_t)P_PIDFD, (id_t)pidfd, &si, WEXITED) < 0 &&
+               errno == EINTR)
+            ;
         mproc__close(pidfd);
-        mproc__close(conn);
         goto out_close;
     }
     p->pid = pid;
