@@ -1035,7 +1035,58 @@ static void test_callback_submits(void)
     mproc_pool_free(p);
 }
 
+/* starmap with a shareable object in every task's arguments: each task
+ * puts its number on a queue it received, under every start method (the
+ * workers import the queue from the task message). */
+static int t_star_queue(const mproc_args *a, mproc_out *out)
+{
+    mproc_queue *q = mproc_args_queue(a, 0);
+    int64_t v = mproc_args_int(a, 1);
+    if (!q)
+        return mproc_out_fail(out, -EINVAL, "no queue in task %lld",
+                              (long long)v);
+    return mproc_queue_put(q, &v, sizeof v, 5);
+}
+
+static void test_starmap_objects(void)
+{
+    enum { N = 40 };
+    for (int m = 0; m < 3; m++) {
+        mproc_queue *q;
+        CHECK_OK(mproc_queue_new(&q, 0));
+        mproc_pool_opts o = {.processes = 2, .method = mproc_test_methods[m]};
+        mproc_pool *p;
+        CHECK_OK(mproc_pool_new(&p, &o));
+        mproc_args *argv[N];
+        for (int i = 0; i < N; i++) {
+            argv[i] = mproc_args_new();
+            CHECK(argv[i]);
+            CHECK_OK(mproc_args_add_queue(argv[i], q));
+            CHECK_OK(mproc_args_add_int(argv[i], i));
+        }
+        mproc_results *r = NULL;
+        CHECK_OK(mproc_pool_starmap(p, t_star_queue, argv, N, NULL, &r));
+        CHECK_EQ(mproc_results_failed(r), 0);
+        mproc_results_free(r);
+        int seen[N] = {0};
+        for (int i = 0; i < N; i++) {
+            int64_t v = -1;
+            size_t len = 0;
+            CHECK_OK(mproc_queue_get(q, &v, sizeof v, &len, 5));
+            CHECK(len == sizeof v && v >= 0 && v < N);
+            seen[v]++;
+        }
+        for (int i = 0; i < N; i++)
+            CHECK_EQ(seen[i], 1);
+        for (int i = 0; i < N; i++)
+            mproc_args_free(argv[i]);
+        mproc_pool_free(p);
+        mproc_queue_free(q);
+    }
+}
+
 static const mproc_test tests[] = {
+    {"starmap_objects", test_starmap_objects, 60},
     {"million_each_method", test_million_each_method, 240},
     {"api_each_method", test_api_each_method, 60},
     {"chunksize_edges", test_chunksize_edges, 30},
