@@ -129,9 +129,9 @@ MPROC_API int mproc_process_signal(mproc_process *p, int sig);
 
 /*
  * A file descriptor that becomes readable when the process ends (a pidfd,
- * or under forkserver the server's connection). Owned by p; valid until
- * close/free. Use with poll/epoll or mproc_wait. Returns MPROC_ENOTSTARTED
- * or MPROC_ECLOSED when there is none.
+ * under every start method). Owned by p; valid until close/free. Use with
+ * poll/epoll or mproc_wait, then join or exitcode to reap. Returns
+ * MPROC_ENOTSTARTED or MPROC_ECLOSED when there is none.
  */
 MPROC_API int mproc_process_sentinel(const mproc_process *p);
 
