@@ -34,6 +34,8 @@
  */
 #include <mproc.h>
 
+#include "bench_util.h"
+
 #include <errno.h>
 #include <libgen.h>
 #include <signal.h>
@@ -422,30 +424,11 @@ static double mproc_tput(bool alloc)
 
 static bool setup_python(const char *file)
 {
-    const char *py = getenv("MPROC_BENCH_PYTHON");
-    char pybuf[512], dirbuf[1024], script[1100];
-    if (!py) {
-        const char *home = getenv("HOME");
-        snprintf(pybuf, sizeof pybuf, "%s/.pyenv/versions/3.11.7/bin/python",
-                 home ? home : "/root");
-        py = pybuf;
-    }
-    const char *dir = getenv("MPROC_BENCH_PY_DIR");
-    if (!dir) {
-        char tmp[1024];
-        snprintf(tmp, sizeof tmp, "%s", file);
-        snprintf(dirbuf, sizeof dirbuf, "%s/py", dirname(tmp));
-        dir = dirbuf;
-    }
-    if (access(py, X_OK) != 0) {
-        fprintf(stderr, "bench_conn: no CPython at %s (skipped)\n", py);
+    const char *py = bench_python("bench_conn");
+    const char *script =
+        py ? bench_py_script("bench_conn", "conn_bench.py") : NULL;
+    if (!script)
         return false;
-    }
-    snprintf(script, sizeof script, "%s/conn_bench.py", dir);
-    if (access(script, R_OK) != 0) {
-        fprintf(stderr, "bench_conn: no %s (CPython skipped)\n", script);
-        return false;
-    }
     /* CPython is ~3x slower per op: fewer ops keep its share of a round
      * similar. */
     snprintf(py_cmd_rtt, sizeof py_cmd_rtt, "'%s' '%s' rtt %d %d", py, script,
@@ -497,21 +480,9 @@ static double run(int c)
     return -1;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static double median(int c)
 {
-    double v[MAX_ROUNDS];
-    int n = nsamples[c];
-    if (n == 0)
-        return -1;
-    memcpy(v, samples[c], sizeof(double) * (size_t)n);
-    qsort(v, (size_t)n, sizeof v[0], cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+    return bench_median(samples[c], nsamples[c]);
 }
 
 int main(int argc, char **argv)

@@ -29,6 +29,8 @@
  */
 #include <mproc.h>
 
+#include "bench_util.h"
+
 #include <errno.h>
 #include <libgen.h>
 #include <pthread.h>
@@ -55,18 +57,9 @@ static double now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static int cmp_d(const void *a, const void *b)
+static double median(const double *v, int n)
 {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    if (n == 0)
-        return 0;
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+    return bench_median(v, n);
 }
 
 /* ---- tasks ------------------------------------------------------------- */
@@ -151,12 +144,12 @@ static void *thread_cpu(void *arg)
 
 /* ---- CPython ------------------------------------------------------------ */
 
-static char py[512], pydir[512];
+static const char *py, *pyscript;
 
 static bool run_py(const char *spec, const char *key, double *out)
 {
     char cmd[1400], line[256];
-    snprintf(cmd, sizeof cmd, "%s %s/pool_bench.py %s", py, pydir, spec);
+    snprintf(cmd, sizeof cmd, "%s %s %s", py, pyscript, spec);
     FILE *f = popen(cmd, "r");
     if (!f)
         return false;
@@ -266,22 +259,10 @@ int main(int argc, char **argv)
     }
     if (rounds < 1 || rounds > MAX_ROUNDS)
         rounds = 7;
-    const char *e = getenv("MPROC_BENCH_PYTHON");
-    snprintf(py, sizeof py, "%s", e ? e : "");
-    if (!e)
-        snprintf(py, sizeof py, "%s/.pyenv/versions/3.11.7/bin/python",
-                 getenv("HOME") ? getenv("HOME") : "/root");
-    e = getenv("MPROC_BENCH_PY_DIR");
-    if (e) {
-        snprintf(pydir, sizeof pydir, "%s", e);
-    } else {
-        char src[512];
-        snprintf(src, sizeof src, "%s", __FILE__);
-        snprintf(pydir, sizeof pydir, "%s/py", dirname(src));
-    }
-    if (with_py && access(py, X_OK) != 0) {
-        fprintf(stderr, "bench_pool: no %s; skipping CPython\n", py);
-        with_py = false;
+    if (with_py) {
+        py = bench_python("bench_pool");
+        pyscript = py ? bench_py_script("bench_pool", "pool_bench.py") : NULL;
+        with_py = pyscript != NULL;
     }
     int ncpu = mproc_process_cpu_count();
     bench_start(rounds, with_py);

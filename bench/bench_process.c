@@ -25,6 +25,8 @@
  */
 #include <mproc.h>
 
+#include "bench_util.h"
+
 #include <errno.h>
 #include <libgen.h>
 #include <spawn.h>
@@ -133,29 +135,11 @@ static char py_cmd[8192];
 
 static int python_setup(int nfork, int nspawn, int nfs)
 {
-    const char *py = getenv("MPROC_BENCH_PYTHON");
-    char pybuf[4096], dirbuf[4096], file[] = __FILE__;
-    if (!py) {
-        const char *home = getenv("HOME");
-        snprintf(pybuf, sizeof pybuf, "%s/.pyenv/versions/3.11.7/bin/python",
-                 home ? home : "");
-        py = pybuf;
-    }
-    const char *dir = getenv("MPROC_BENCH_PY_DIR");
-    if (!dir) {
-        snprintf(dirbuf, sizeof dirbuf, "%s/py", dirname(file));
-        dir = dirbuf;
-    }
-    if (access(py, X_OK) != 0) {
-        fprintf(stderr, "bench_process: no CPython at %s (skipped)\n", py);
+    const char *py = bench_python("bench_process");
+    const char *script =
+        py ? bench_py_script("bench_process", "process_bench.py") : NULL;
+    if (!script)
         return -ENOENT;
-    }
-    char script[4200];
-    snprintf(script, sizeof script, "%s/process_bench.py", dir);
-    if (access(script, R_OK) != 0) {
-        fprintf(stderr, "bench_process: no %s (CPython skipped)\n", script);
-        return -ENOENT;
-    }
     snprintf(py_cmd, sizeof py_cmd, "'%s' '%s' fork:%d spawn:%d forkserver:%d",
              py, script, nfork, nspawn, nfs);
     return 0;
@@ -214,21 +198,9 @@ static int run_one(int c, int nfast, int nslow)
     return r;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static double median(int c)
 {
-    if (nsamples[c] == 0)
-        return -1;
-    double v[MAX_ROUNDS];
-    memcpy(v, samples[c], sizeof(double) * (size_t)nsamples[c]);
-    qsort(v, (size_t)nsamples[c], sizeof v[0], cmp_double);
-    int k = nsamples[c];
-    return k % 2 ? v[k / 2] : (v[k / 2 - 1] + v[k / 2]) / 2;
+    return bench_median(samples[c], nsamples[c]);
 }
 
 /* One line: figure, peer, ratio, target. */

@@ -15,6 +15,8 @@
  */
 #include <mproc.h>
 
+#include "bench_util.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <mqueue.h>
@@ -35,16 +37,9 @@ static double now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static int cmp_double(const void *a, const void *b)
+static double median(const double *v, int n)
 {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+    return bench_median(v, n);
 }
 
 /* ---- the transports, behind one interface ------------------------------ */
@@ -172,23 +167,12 @@ static double run(transport *t, int np, int nc, long n, size_t size)
 }
 
 /* bench/ in the source tree, from this file's path. */
-static const char *bench_dir(void)
+static double python_rate(const char *py, const char *script, int np, int nc,
+                          long n)
 {
-    static char dir[512];
-    snprintf(dir, sizeof dir, "%s", __FILE__);
-    char *slash = strrchr(dir, '/');
-    if (slash)
-        *slash = '\0';
-    else
-        snprintf(dir, sizeof dir, "bench");
-    return dir;
-}
-
-static double python_rate(const char *py, int np, int nc, long n)
-{
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s %s/py/bench_queue.py %d %d %ld %d 2>&1", py,
-             bench_dir(), np, nc, n, SMALL);
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s %s %d %d %ld %d 2>&1", py, script, np, nc, n,
+             SMALL);
     FILE *f = popen(cmd, "r");
     if (!f)
         return -1;
@@ -229,14 +213,10 @@ int main(int argc, char **argv)
     int rounds = argc > 1 ? atoi(argv[1]) : 5;
     if (rounds < 1 || rounds > 50)
         rounds = 5;
-    const char *py = getenv("MPROC_BENCH_PYTHON");
-    char pybuf[512];
-    if (!py) {
-        snprintf(pybuf, sizeof pybuf, "%s/.pyenv/versions/3.11.7/bin/python",
-                 getenv("HOME") ? getenv("HOME") : "/root");
-        py = pybuf;
-    }
-    if (access(py, X_OK) != 0)
+    const char *py = bench_python("bench_queue");
+    const char *script =
+        py ? bench_py_script("bench_queue", "bench_queue.py") : NULL;
+    if (!script)
         py = NULL;
 
     const long N = 2000000, NPY = 200000, NBIG = 2000;
@@ -260,8 +240,8 @@ int main(int argc, char **argv)
         p11[r] = N / run(&t, 1, 1, N, SMALL) / 1e6;
         p22[r] = N / run(&t, 2, 2, N, SMALL) / 1e6;
         tr_close(&t);
-        py11[r] = py ? python_rate(py, 1, 1, NPY) / 1e6 : -1;
-        py22[r] = py ? python_rate(py, 2, 2, NPY) / 1e6 : -1;
+        py11[r] = py ? python_rate(py, script, 1, 1, NPY) / 1e6 : -1;
+        py22[r] = py ? python_rate(py, script, 2, 2, NPY) / 1e6 : -1;
         tr_open(&t, T_QUEUE, 0);
         qbig[r] = (double)NBIG * BIG / run(&t, 1, 1, NBIG, BIG) / 1e6;
         tr_close(&t);

@@ -27,6 +27,8 @@
  */
 #include <mproc.h>
 
+#include "bench_util.h"
+
 #include <errno.h>
 #include <libgen.h>
 #include <pthread.h>
@@ -203,30 +205,11 @@ static char py_cmd[4096];
 
 static bool python_setup(void)
 {
-    char pybuf[1024], dirbuf[1024], script[1200];
-    const char *py = getenv("MPROC_BENCH_PYTHON");
-    if (!py) {
-        const char *home = getenv("HOME");
-        snprintf(pybuf, sizeof pybuf, "%s/.pyenv/versions/3.11.7/bin/python",
-                 home ? home : "/root");
-        py = pybuf;
-    }
-    const char *dir = getenv("MPROC_BENCH_PY_DIR");
-    if (!dir) {
-        char file[1024];
-        snprintf(file, sizeof file, "%s", __FILE__);
-        snprintf(dirbuf, sizeof dirbuf, "%s/py", dirname(file));
-        dir = dirbuf;
-    }
-    if (access(py, X_OK) != 0) {
-        fprintf(stderr, "bench_shm: no CPython at %s (skipped)\n", py);
+    const char *py = bench_python("bench_shm");
+    const char *script =
+        py ? bench_py_script("bench_shm", "shm_bench.py") : NULL;
+    if (!script)
         return false;
-    }
-    snprintf(script, sizeof script, "%s/shm_bench.py", dir);
-    if (access(script, R_OK) != 0) {
-        fprintf(stderr, "bench_shm: no %s (CPython skipped)\n", script);
-        return false;
-    }
     snprintf(py_cmd, sizeof py_cmd, "'%s' '%s' incr:%d new:%d shm:%d", py,
              script, PY_INCR, PY_NEW, PY_SHM);
     return true;
@@ -252,20 +235,9 @@ static void python_round(void)
         fprintf(stderr, "bench_shm: CPython round failed\n");
 }
 
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 static double median(int c)
 {
-    if (nfig[c] == 0)
-        return 0;
-    double v[MAX_ROUNDS];
-    memcpy(v, fig[c], sizeof(double) * (size_t)nfig[c]);
-    qsort(v, (size_t)nfig[c], sizeof v[0], cmp);
-    return v[nfig[c] / 2];
+    return bench_median(fig[c], nfig[c]);
 }
 
 static void add(int c, double x)

@@ -31,6 +31,8 @@
  */
 #include <mproc.h>
 
+#include "bench_util.h"
+
 #include <libgen.h>
 #include <limits.h>
 #include <linux/futex.h>
@@ -302,30 +304,11 @@ static char py_cmd[PATH_MAX * 2 + 128];
 
 static bool python_setup(void)
 {
-    static char pybuf[PATH_MAX], dirbuf[PATH_MAX], file[PATH_MAX];
-    const char *py = getenv("MPROC_BENCH_PYTHON");
-    if (!py) {
-        const char *home = getenv("HOME");
-        snprintf(pybuf, sizeof pybuf, "%s/.pyenv/versions/3.11.7/bin/python",
-                 home ? home : "");
-        py = pybuf;
-    }
-    const char *dir = getenv("MPROC_BENCH_PY_DIR");
-    if (!dir) {
-        snprintf(file, sizeof file, "%s", __FILE__);
-        snprintf(dirbuf, sizeof dirbuf, "%s/py", dirname(file));
-        dir = dirbuf;
-    }
-    if (access(py, X_OK) != 0) {
-        fprintf(stderr, "bench_sync: no CPython at %s (skipped)\n", py);
+    const char *py = bench_python("bench_sync");
+    const char *script =
+        py ? bench_py_script("bench_sync", "sync_bench.py") : NULL;
+    if (!script)
         return false;
-    }
-    char script[PATH_MAX + 32];
-    snprintf(script, sizeof script, "%s/sync_bench.py", dir);
-    if (access(script, R_OK) != 0) {
-        fprintf(stderr, "bench_sync: no %s (CPython skipped)\n", script);
-        return false;
-    }
     snprintf(py_cmd, sizeof py_cmd, "'%s' '%s' lock:%ld counter:%ld event:%ld",
              py, script, n_pairs / 10, n_py_incs, n_py_pings);
     return true;
@@ -354,21 +337,9 @@ static int run_python(void)
 
 /* ---- report ----------------------------------------------------------- */
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static double median(int c)
 {
-    if (nsamples[c] == 0)
-        return 0;
-    double s[MAX_SAMPLES];
-    memcpy(s, samples[c], sizeof(double) * (size_t)nsamples[c]);
-    qsort(s, (size_t)nsamples[c], sizeof s[0], cmp_double);
-    int n = nsamples[c];
-    return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+    return bench_median(samples[c], nsamples[c]);
 }
 
 /* One line: mine, the peer, and mine/peer (or peer/mine when inverse). */
