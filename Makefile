@@ -4,6 +4,8 @@ JOBS ?= $(shell nproc)
 CMAKE ?= cmake
 REL := build/release
 DBG := build/check
+SRC_C := $(shell find src -name "*.c")
+SRC_H := $(shell find src -name "*.h")
 
 .PHONY: all run check build bench lint format install clean
 
@@ -27,13 +29,13 @@ bench: build
 
 lint:
 	$(CMAKE) -S . -B $(REL) -DCMAKE_BUILD_TYPE=Release >/dev/null
-	clang-tidy -p $(REL) --quiet --warnings-as-errors='*' src/*.c
+	clang-tidy -p $(REL) --quiet --warnings-as-errors='*' $(SRC_C)
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	    --inline-suppr --suppress=missingIncludeSystem -D_GNU_SOURCE \
 	    -I include -I src src/
 
 format:
-	clang-format -i src/*.c src/*.h include/*.h include/mproc/*.h \
+	clang-format -i $(SRC_C) $(SRC_H) include/*.h include/mproc/*.h \
 	    tests/*.c tests/*.h examples/*.c bench/*.c
 
 install: build

@@ -20,6 +20,8 @@
  *   Printing cherry
  */
 #include <mproc.h>
+
+#include <errno.h>
 #include <stdio.h>
 
 static int printer(const mproc_args *args)
@@ -27,7 +29,7 @@ static int printer(const mproc_args *args)
     const char *item = mproc_args_str(args, 0);
     mproc_lock *lock = mproc_args_lock(args, 1);
     int r = mproc_lock_acquire(lock, -1);
-    if (r < 0) /* MPROC_EOWNERDEAD would mean: acquired, a printer died */
+    if (r < 0) /* -EOWNERDEAD would mean: acquired, a printer died */
         return 1;
     printf("Printing %s\n", item);
     fflush(stdout);

@@ -20,7 +20,7 @@
  *       Process(target=test_func, args=(lock, i)).start()
  *
  * In C the error branch is a failed acquire (for example
- * MPROC_ENOTRECOVERABLE); MPROC_EOWNERDEAD still hands over the lock.
+ * -ENOTRECOVERABLE); -EOWNERDEAD still hands over the lock.
  *
  * Prints three blocks of three lines (the order of the colors varies):
  *   Red
@@ -34,6 +34,8 @@
  *   Blue
  */
 #include <mproc.h>
+
+#include <errno.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -42,7 +44,7 @@ static int test_func(const mproc_args *args)
     mproc_lock *lock = mproc_args_lock(args, 0);
     const char *shared_value = mproc_args_str(args, 1);
     int r = mproc_lock_acquire(lock, -1);
-    if (r == MPROC_EOWNERDEAD) /* a previous holder died: state is ours */
+    if (r == -EOWNERDEAD) /* a previous holder died: state is ours */
         r = mproc_lock_consistent(lock);
     if (r < 0) {
         printf("Error occured while acquiring lock\n");

@@ -308,7 +308,7 @@ static void test_chunksize_edges(void)
             CHECK_EQ(mproc_results_count(r), sizes[a]);
             for (size_t i = 0; i < sizes[a]; i++)
                 CHECK_EQ(res_i64(r, i), v[i] * v[i]);
-            CHECK_ERR(mproc_results_get(r, sizes[a], NULL, NULL), MPROC_ERANGE);
+            CHECK_ERR(mproc_results_get(r, sizes[a], NULL, NULL), -ERANGE);
             mproc_results_free(r);
             int64_t out[50] = {0};
             CHECK_OK(mproc_pool_map_records(p, k_square, v, 8, out, 8, sizes[a],

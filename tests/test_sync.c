@@ -127,7 +127,7 @@ static void test_lock_basic(void)
     CHECK_EQ(mproc_lock_locked(l), 1);
     CHECK_EQ(mproc_lock_owned(l), 1);
     /* Re-acquiring a Lock you hold: EDEADLK forever, a timeout waits. */
-    CHECK_ERR(mproc_lock_acquire(l, -1), MPROC_EDEADLK);
+    CHECK_ERR(mproc_lock_acquire(l, -1), -EDEADLK);
     CHECK_ERR(mproc_lock_acquire(l, 0), -ETIMEDOUT);
     double t0 = mproc_test_now();
     CHECK_ERR(mproc_lock_acquire(l, 0.1), -ETIMEDOUT);
@@ -189,7 +189,7 @@ static void test_lock_threads(void)
     CHECK_EQ(pthread_create(&t, NULL, t_acquire_exit, &l), 0);
     CHECK_EQ(pthread_join(t, &res), 0);
     CHECK_EQ((intptr_t)res, 0);
-    CHECK_ERR(mproc_lock_acquire(&l, 1), MPROC_EOWNERDEAD);
+    CHECK_ERR(mproc_lock_acquire(&l, 1), -EOWNERDEAD);
     CHECK_OK(mproc_lock_consistent(&l));
     CHECK_OK(mproc_lock_release(&l));
     CHECK_OK(mproc_lock_destroy(&l));
@@ -298,7 +298,7 @@ static void test_lock_owner_killed(void)
     await_at_least(&sh->flag, 1);
     CHECK_ERR(mproc_lock_acquire(&sh->lock, 0), -ETIMEDOUT);
     kill_reap(p);
-    CHECK_ERR(mproc_lock_acquire(&sh->lock, 0), MPROC_EOWNERDEAD);
+    CHECK_ERR(mproc_lock_acquire(&sh->lock, 0), -EOWNERDEAD);
     CHECK_EQ(mproc_lock_owned(&sh->lock), 1);
     CHECK_OK(mproc_lock_consistent(&sh->lock));
     CHECK_OK(mproc_lock_release(&sh->lock));
@@ -316,15 +316,15 @@ static void test_lock_owner_killed(void)
         _exit(0);
     }
     double t0 = mproc_test_now();
-    CHECK_ERR(mproc_lock_acquire(&sh->lock, 10), MPROC_EOWNERDEAD);
+    CHECK_ERR(mproc_lock_acquire(&sh->lock, 10), -EOWNERDEAD);
     CHECK(mproc_test_now() - t0 < 5);
     CHECK_EQ(reap(killer), 0);
     CHECK_EQ(reap(p), -SIGKILL);
     /* Not made consistent: unusable for good. */
     CHECK_OK(mproc_lock_release(&sh->lock));
-    CHECK_ERR(mproc_lock_acquire(&sh->lock, 0), MPROC_ENOTRECOVERABLE);
-    CHECK_ERR(mproc_lock_acquire(&sh->lock, -1), MPROC_ENOTRECOVERABLE);
-    CHECK_ERR(mproc_lock_acquire(&sh->lock, 0.05), MPROC_ENOTRECOVERABLE);
+    CHECK_ERR(mproc_lock_acquire(&sh->lock, 0), -ENOTRECOVERABLE);
+    CHECK_ERR(mproc_lock_acquire(&sh->lock, -1), -ENOTRECOVERABLE);
+    CHECK_ERR(mproc_lock_acquire(&sh->lock, 0.05), -ENOTRECOVERABLE);
     CHECK_OK(mproc_lock_destroy(&sh->lock));
     CHECK_OK(mproc_lock_init(&sh->lock));
     CHECK_OK(mproc_lock_acquire(&sh->lock, 0));
@@ -337,9 +337,9 @@ static int c_acquire_report(int slot)
     inc(&sh->waiting);
     int r = mproc_lock_acquire(&sh->lock, 10);
     sh->results[slot] = r;
-    if (r == MPROC_EOWNERDEAD)
+    if (r == -EOWNERDEAD)
         mproc_lock_consistent(&sh->lock);
-    if (r == 0 || r == MPROC_EOWNERDEAD)
+    if (r == 0 || r == -EOWNERDEAD)
         mproc_lock_release(&sh->lock);
     return 0;
 }
@@ -365,7 +365,7 @@ static void test_lock_owner_killed_many_waiters(void)
         int dead = 0, ok = 0;
         for (int i = 0; i < 3; i++) {
             CHECK_EQ(reap(w[i]), 0);
-            dead += sh->results[i] == MPROC_EOWNERDEAD;
+            dead += sh->results[i] == -EOWNERDEAD;
             ok += sh->results[i] == 0;
         }
         CHECK_EQ(dead, 1);
@@ -478,7 +478,7 @@ static void test_rlock(void)
     await_at_least(&sh->flag, 1);
     CHECK_ERR(mproc_rlock_acquire(&sh->rlock, 0.05), -ETIMEDOUT);
     kill_reap(p);
-    CHECK_ERR(mproc_rlock_acquire(&sh->rlock, 1), MPROC_EOWNERDEAD);
+    CHECK_ERR(mproc_rlock_acquire(&sh->rlock, 1), -EOWNERDEAD);
     CHECK_EQ(mproc_rlock_count(&sh->rlock), 1);
     CHECK_OK(mproc_rlock_acquire(&sh->rlock, 0));
     CHECK_OK(mproc_rlock_consistent(&sh->rlock));
@@ -852,7 +852,7 @@ static void test_cond_wait_and_errors(void)
     CHECK_OK(mproc_cond_init(&sh->cond, MPROC_COND_LOCK));
     pid_t p = fork_child(c_set_flag_notify, 100);
     CHECK_OK(mproc_cond_acquire(&sh->cond, -1));
-    CHECK_ERR(mproc_cond_acquire(&sh->cond, -1), MPROC_EDEADLK);
+    CHECK_ERR(mproc_cond_acquire(&sh->cond, -1), -EDEADLK);
     CHECK_OK(mproc_cond_wait_for(&sh->cond, pred_flag, &sh->flag, 10));
     CHECK_EQ(sh->flag, 1);
     CHECK_OK(mproc_cond_wait_for(&sh->cond, pred_flag, &sh->flag, 0));
@@ -874,7 +874,7 @@ static void test_cond_lock_owner_killed(void)
     pid_t h = fork_child(c_hold_forever, 2);
     await_at_least(&sh->flag, 1);
     kill_reap(h);
-    CHECK_ERR(mproc_cond_acquire(&sh->cond, 5), MPROC_EOWNERDEAD);
+    CHECK_ERR(mproc_cond_acquire(&sh->cond, 5), -EOWNERDEAD);
     CHECK_OK(mproc_cond_consistent(&sh->cond));
     CHECK_OK(mproc_cond_release(&sh->cond));
     CHECK_EQ(reap(w), 0);
@@ -1073,7 +1073,7 @@ static void test_barrier_action_failures(void)
     /* The action may not use its own barrier. */
     CHECK_OK(mproc_barrier_init(&sh->bar, 1, reentrant_action, -1));
     CHECK_EQ(mproc_barrier_wait(&sh->bar, 5), 0);
-    CHECK_EQ(sh->results[63], MPROC_EDEADLK);
+    CHECK_EQ(sh->results[63], -EDEADLK);
     CHECK_OK(mproc_barrier_destroy(&sh->bar));
 
     /* The process running the action is killed: the waiters learn it
@@ -1220,7 +1220,7 @@ static void test_objects_under_all_methods(void)
         CHECK_OK(mproc_process_join(p, 20));
         CHECK_EQ(mproc_process_exitcode(p), 0);
         mproc_process_free(p);
-        CHECK_ERR(mproc_lock_acquire(l, 5), MPROC_EOWNERDEAD);
+        CHECK_ERR(mproc_lock_acquire(l, 5), -EOWNERDEAD);
         CHECK_OK(mproc_lock_consistent(l));
         CHECK_OK(mproc_lock_release(l));
         CHECK_OK(mproc_event_clear(e));
@@ -1397,7 +1397,7 @@ static void test_free_while_held(void)
         _exit(0);           /* dies holding it */
     }
     CHECK_EQ(reap(p), 0);
-    CHECK_ERR(mproc_lock_acquire(l, 5), MPROC_EOWNERDEAD);
+    CHECK_ERR(mproc_lock_acquire(l, 5), -EOWNERDEAD);
     CHECK_OK(mproc_lock_consistent(l));
     CHECK_OK(mproc_lock_release(l));
     mproc_lock_free(l);

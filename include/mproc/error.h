@@ -11,11 +11,15 @@
 
 #include "common.h"
 
+#include <errno.h> /* every code is -errno or one of the MPROC_E* below */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/* X(name, value, message). Values are stable ABI: append, never renumber. */
+/* X(name, value, message). Values are stable ABI: append, never renumber.
+ * Retired, never to be reused: -5040..-5041, -5045, -5047 (now the plain
+ * -EOWNERDEAD, -ENOTRECOVERABLE, -EDEADLK, -ERANGE). */
 #define MPROC_ERRNO_MAP(X)                                                     \
     X(ESTARTED, -5001, "process already started")                              \
     X(ENOTSTARTED, -5002, "process not started")                               \
@@ -36,14 +40,10 @@ extern "C" {
     X(EEMPTY, -5027, "queue is empty")                                         \
     X(ETASKDONE, -5028, "task_done() called too many times")                   \
     X(EADDR, -5029, "bad address")                                             \
-    X(EOWNERDEAD, -5040, "previous owner died holding the lock")               \
-    X(ENOTRECOVERABLE, -5041, "lock state is not recoverable")                 \
     X(ENOTOWNER, -5042, "lock is not held by the caller")                      \
     X(EBOUND, -5043, "semaphore released too many times")                      \
     X(EBROKEN, -5044, "barrier is broken")                                     \
-    X(EDEADLK, -5045, "acquiring would deadlock")                              \
     X(ETYPE, -5046, "wrong type")                                              \
-    X(ERANGE, -5047, "index out of range")                                     \
     X(ETASK, -5060, "task failed")                                             \
     X(EWORKER, -5061, "worker process died while running the task")            \
     X(ETASKTIMEOUT, -5062, "task timed out; its worker was killed")            \

@@ -321,7 +321,7 @@ MPROC_API size_t mproc_results_count(const mproc_results *r);
 
 /* Result i: on success stores its bytes (owned by r, aligned to 8) and
  * returns 0; returns the task's failure code (details from
- * mproc_results_error), or -ERANGE-like MPROC_ERANGE for a bad index. */
+ * mproc_results_error), or -ERANGE-like -ERANGE for a bad index. */
 MPROC_API int mproc_results_get(const mproc_results *r, size_t i,
                                 const void **data, size_t *len);
 

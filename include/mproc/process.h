@@ -12,9 +12,10 @@
  *
  * Start methods: fork (the default on Linux), spawn (a fresh exec of
  * /proc/self/exe in which main() does not run: the library takes over
- * before main and runs the target), and forkserver (a single-threaded
- * server, spawned on first use, forks children on request). A program
- * behaves the same under all three; see docs/process.md.
+ * where main() would be called and runs the target), and forkserver (a
+ * single-threaded server, spawned on first use, forks children on
+ * request). A program behaves the same under all three; see
+ * docs/process.md, which also says when to call mproc_main().
  *
  * Exit codes follow Python: the target's return value (0..255 as the
  * kernel keeps it); -N when killed by signal N; MPROC_EXITCODE_NONE while
@@ -52,6 +53,26 @@ typedef enum mproc_start_method {
     MPROC_START_SPAWN = 2,
     MPROC_START_FORKSERVER = 3
 } mproc_start_method;
+
+/*
+ * The explicit guard for spawn and forkserver children, as Python's
+ * `if __name__ == "__main__":`. Call it first thing in main():
+ *
+ *   int main(int argc, char **argv) { mproc_main(argc, argv); ... }
+ *
+ * In an ordinary run it returns 0 at once (and notes that this program
+ * guards its main, so its spawned children boot here). In a spawned child
+ * (or a helper process of mproc's) it runs the child and exits with its
+ * exit code: it never returns.
+ *
+ * Without it, a program linked with -lmproc (shared) needs no guard: the
+ * child takes over where main() would be called. Call it when that cannot
+ * work: in a statically linked program (-static), or when libmproc is
+ * loaded by another library rather than linked into the program; there,
+ * without the guard, the child would boot from libmproc's constructor,
+ * before constructors that run after it. Thread safe; async-signal-unsafe.
+ */
+MPROC_API int mproc_main(int argc, char **argv);
 
 /*
  * Creates a process object that will run target(args). args may be NULL;

@@ -137,7 +137,7 @@ MPROC_API void *mproc_value_ptr(const mproc_value *v);
 
 /*
  * get_lock(): acquires the value's recursive lock (timeout in seconds, < 0
- * forever, 0 try). Returns 0; MPROC_EOWNERDEAD when a process died holding
+ * forever, 0 try). Returns 0; -EOWNERDEAD when a process died holding
  * it (the caller now holds it and the value may be half-updated; the lock
  * is usable again); -ETIMEDOUT; -ENOLCK for a RawValue; -EINVAL.
  * release: 0, MPROC_ENOTOWNER when the calling thread does not hold it,
@@ -189,7 +189,7 @@ MPROC_API int mproc_array_type(const mproc_array *a);
 MPROC_API size_t mproc_array_len(const mproc_array *a);
 MPROC_API int mproc_array_has_lock(const mproc_array *a);
 
-/* Element accessors: as the Value ones, plus MPROC_ERANGE when i >= len. */
+/* Element accessors: as the Value ones, plus -ERANGE when i >= len. */
 MPROC_API int mproc_array_get_i64(mproc_array *a, size_t i, int64_t *out);
 MPROC_API int mproc_array_set_i64(mproc_array *a, size_t i, int64_t x);
 MPROC_API int mproc_array_get_u64(mproc_array *a, size_t i, uint64_t *out);
@@ -202,7 +202,7 @@ MPROC_API int mproc_array_set_double(mproc_array *a, size_t i, double x);
  * [start, stop) in their native type to dst / from src, under the lock
  * held once for the whole range (so readers see all or none of a
  * concurrent set_slice). Returns the number of elements copied,
- * MPROC_ERANGE unless start <= stop <= len, -EINVAL (NULL a, or NULL
+ * -ERANGE unless start <= stop <= len, -EINVAL (NULL a, or NULL
  * buffer with a non-empty range).
  */
 MPROC_API int64_t mproc_array_get_slice(mproc_array *a, size_t start,
@@ -222,7 +222,7 @@ MPROC_API mproc_rlock *mproc_array_get_lock(const mproc_array *a);
 /*
  * Writes a[start:stop] as Python prints it: "[0, 1, 8, 27, 64]", floats in
  * repr form, a char array as b'...'. Takes the lock once. Returns the
- * length the full text needs (snprintf-style), MPROC_ERANGE, -EINVAL.
+ * length the full text needs (snprintf-style), -ERANGE, -EINVAL.
  */
 MPROC_API int mproc_array_format(mproc_array *a, size_t start, size_t stop,
                                  char *buf, size_t cap);

@@ -34,17 +34,17 @@
  * Owner death (robust locks). Lock, RLock and a Condition's lock are owned
  * by the acquiring thread. If the owner dies (its process is killed, or the
  * thread exits) while holding one, the next acquirer gets the lock together
- * with MPROC_EOWNERDEAD; it may repair the protected data and call
+ * with -EOWNERDEAD; it may repair the protected data and call
  * mproc_X_consistent(), after which the lock is normal again. If it releases
  * without doing so, the lock becomes unusable: every later acquire returns
- * MPROC_ENOTRECOVERABLE (as POSIX robust mutexes; built on them).
+ * -ENOTRECOVERABLE (as POSIX robust mutexes; built on them).
  * Semaphores have no owner (as in Python): units held by a dead process are
  * lost; mproc_sem_reset() restores a count. See docs/sync.md for the
  * death semantics of Condition, Event and Barrier.
  *
  * Differences from Python, on purpose: a Lock may only be released by the
  * thread that acquired it (MPROC_ENOTOWNER otherwise), and re-acquiring a
- * Lock you hold with an infinite timeout returns MPROC_EDEADLK instead of
+ * Lock you hold with an infinite timeout returns -EDEADLK instead of
  * hanging forever. Releasing a BoundedSemaphore past its initial value
  * returns MPROC_EBOUND (Python's ValueError).
  *
@@ -136,10 +136,10 @@ MPROC_API void mproc_lock_free(mproc_lock *l);
 
 /*
  * Acquires the lock. Blocks up to timeout seconds (<0 forever, 0 try).
- * Returns 0; MPROC_EOWNERDEAD: acquired, but the previous owner died while
+ * Returns 0; -EOWNERDEAD: acquired, but the previous owner died while
  * holding it (call mproc_lock_consistent once the protected state is
- * repaired); -ETIMEDOUT: not acquired in time; MPROC_ENOTRECOVERABLE: a
- * previous owner-dead state was never made consistent; MPROC_EDEADLK: the
+ * repaired); -ETIMEDOUT: not acquired in time; -ENOTRECOVERABLE: a
+ * previous owner-dead state was never made consistent; -EDEADLK: the
  * calling thread already holds it and timeout < 0 (with a finite timeout
  * the call waits out the timeout and returns -ETIMEDOUT, as Python does).
  */
@@ -150,7 +150,7 @@ MPROC_API int mproc_lock_acquire(mproc_lock *l, double timeout);
 MPROC_API int mproc_lock_release(mproc_lock *l);
 
 /*
- * After MPROC_EOWNERDEAD: marks the lock's state consistent again. Must be
+ * After -EOWNERDEAD: marks the lock's state consistent again. Must be
  * called by the holder. Returns 0, MPROC_ENOTOWNER, -EINVAL (not in the
  * owner-dead state).
  */
@@ -166,8 +166,8 @@ MPROC_API int mproc_lock_owned(const mproc_lock *l);
 /* ==== RLock (recursive) ================================================ */
 
 /* As the Lock functions. acquire by the holder increments a count (no
- * MPROC_EDEADLK; -EOVERFLOW past 2^32-1) and release decrements it; the
- * lock is free when the count reaches 0. After MPROC_EOWNERDEAD the count
+ * -EDEADLK; -EOVERFLOW past 2^32-1) and release decrements it; the
+ * lock is free when the count reaches 0. After -EOWNERDEAD the count
  * is 1. */
 MPROC_API int mproc_rlock_init(mproc_rlock *l);
 MPROC_API int mproc_rlock_destroy(mproc_rlock *l);
@@ -254,7 +254,7 @@ MPROC_API int mproc_cond_new(mproc_cond **out, mproc_cond_lock_type type);
 MPROC_API void mproc_cond_free(mproc_cond *c);
 
 /* The condition's lock: as mproc_lock_/mproc_rlock_ acquire, release and
- * consistent. After MPROC_EOWNERDEAD every current waiter is woken (a
+ * consistent. After -EOWNERDEAD every current waiter is woken (a
  * spurious wake-up for them), since a notify may have been cut short. */
 MPROC_API int mproc_cond_acquire(mproc_cond *c, double timeout);
 MPROC_API int mproc_cond_release(mproc_cond *c);
@@ -265,8 +265,8 @@ MPROC_API int mproc_cond_consistent(mproc_cond *c);
  * timeout expires, and re-acquires the lock (blocking without limit, as
  * Python) with its count restored. Returns 0 when notified, -ETIMEDOUT,
  * MPROC_ENOTOWNER (caller does not hold the lock; nothing waited),
- * MPROC_EOWNERDEAD (the lock was re-acquired from a dead owner: held,
- * state suspect), MPROC_ENOTRECOVERABLE (lock is unusable; not held).
+ * -EOWNERDEAD (the lock was re-acquired from a dead owner: held,
+ * state suspect), -ENOTRECOVERABLE (lock is unusable; not held).
  * Wake-ups may be spurious only after an owner death; callers should
  * still re-check their predicate (or use mproc_cond_wait_for).
  */
@@ -342,7 +342,7 @@ MPROC_API void mproc_barrier_free(mproc_barrier *b);
  *   (the others get MPROC_EBROKEN), as Python's wait;
  * MPROC_ERESOLVE: this caller had to run the action but could not find it
  *   (barrier broken); a failing action returns MPROC_EBROKEN;
- * MPROC_EDEADLK: called from the barrier's own action.
+ * -EDEADLK: called from the barrier's own action.
  */
 MPROC_API int mproc_barrier_wait(mproc_barrier *b, double timeout);
 

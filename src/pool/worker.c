@@ -1,0 +1,736 @@
+/*
+ * pool_worker.c - the worker side of the pool: the loop a worker process
+ * runs, the mproc_out a task writes its result to, and the shareable kind
+ * that carries a worker's channel, board and initializer to it under every
+ * start method.
+ *
+ * A worker reads one message at a time from its channel, runs its tasks in
+ * order and sends their results back, many per message. Before a task it
+ * publishes the task's sequence number and start time in its board slot;
+ * after it, the sequence number as done. It flushes results when a message
+ * is finished, when the results buffer fills, and when a millisecond has
+ * passed since the last flush, so a crash loses little. It exits on
+ * PM_EXIT, at end of file, or when the pool's owner dies.
+ */
+#include "pool/pool_impl.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- messages ----------------------------------------------------------- */
+
+int mproc__pool_send(int sock, const void *p, size_t n, const int *fds,
+                     size_t nfds, bool block)
+{
+    struct iovec iov = {.iov_base = (void *)p, .iov_len = n};
+    if (nfds > POOL__MAX_FDS)
+        return -EINVAL;
+    return mproc__sendv_fds(sock, &iov, 1, fds, nfds, block ? 0 : MSG_DONTWAIT);
+}
+
+ssize_t mproc__pool_recv(int sock, void *p, size_t n, int *fds, size_t *nfds,
+                         bool block)
+{
+    return mproc__recv_fds_flags(sock, p, n, fds, nfds,
+                                 block ? 0 : MSG_DONTWAIT);
+}
+
+/* ---- mproc_out ---------------------------------------------------------- */
+
+struct mproc_out {
+    unsigned char *p;
+    size_t len, cap;
+    int code; /* set by mproc_out_fail */
+    bool oom;
+    char msg[256];
+};
+
+static bool out_reserve(mproc_out *o, size_t n)
+{
+    if (n > SIZE_MAX / 2 - o->len) {
+        o->oom = true;
+        return false;
+    }
+    if (o->len + n <= o->cap)
+        return true;
+    size_t cap = o->cap ? o->cap : 256;
+    while (cap < o->len + n)
+        cap *= 2;
+    unsigned char *p = realloc(o->p, cap);
+    if (!p) {
+        o->oom = true;
+        return false;
+    }
+    o->p = p;
+    o->cap = cap;
+    return true;
+}
+
+int mproc_out_write(mproc_out *out, const void *p, size_t n)
+{
+    if (!out || (!p && n))
+        return -EINVAL;
+    if (!out_reserve(out, n))
+        return -ENOMEM;
+    if (n)
+        memcpy(out->p + out->len, p, n);
+    out->len += n;
+    return 0;
+}
+
+void *mproc_out_alloc(mproc_out *out, size_t n)
+{
+    if (!out || !out_reserve(out, n ? n : 1))
+        return NULL;
+    void *r = out->p + out->len;
+    out->len += n;
+    return r;
+}
+
+int mproc_out_fail(mproc_out *out, int code, const char *fmt, ...)
+{
+    if (code >= 0)
+        code = MPROC_ETASK;
+    if (!out)
+        return code;
+    out->code = code;
+    out->msg[0] = 0;
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(out->msg, sizeof out->msg, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+/* ---- the shareable kind ------------------------------------------------- */
+
+static int wcfg_export(const void *obj, mproc_export *ex)
+{
+    const pool__wcfg *c = obj;
+    mproc__buf b = {0};
+    int fds[MPROC_ARGS_MAX_FDS];
+    size_t nfds = 0;
+    int r = mproc_export_fd(ex, c->chan);
+    if (r == 0)
+        r = mproc_export_fd(ex, c->board_fd);
+    if (r < 0)
+        return r;
+    mproc__buf_u32(&b, c->slot);
+    mproc__buf_u32(&b, (uint32_t)c->owner);
+    mproc__buf_u64(&b, c->board_len);
+    mproc__buf_u64(&b, c->ring_off);
+    mproc__buf_u32(&b, c->init ? 1 : 0);
+    if (c->init) {
+        r = mproc__ref_write(&b, (const void *)c->init);
+        if (r < 0)
+            goto out;
+    }
+    r = mproc__args_export(c->initargs, &b, fds, &nfds, MPROC_ARGS_MAX_FDS - 2);
+    if (r < 0)
+        goto out;
+    mproc__buf_u32(&b, (uint32_t)nfds);
+    for (size_t i = 0; i < nfds && r == 0; i++)
+        r = mproc_export_fd(ex, fds[i]);
+    if (r < 0)
+        goto out;
+    if (b.oom) {
+        r = -ENOMEM;
+        goto out;
+    }
+    uint64_t len = b.len;
+    r = mproc_export_bytes(ex, &len, sizeof len);
+    if (r == 0)
+        r = mproc_export_bytes(ex, b.p, b.len);
+out:
+    mproc__buf_free(&b);
+    return r;
+}
+
+static void wcfg_free(void *obj)
+{
+    pool__wcfg *c = obj;
+    if (!c || !c->imported)
+        return;
+    mproc__close(c->chan);
+    mproc__close(c->board_fd);
+    if (c->board)
+        munmap(c->board, c->board_len);
+    mproc__args_free_imported(c->initargs);
+    free(c);
+}
+
+static int wcfg_import(mproc_import *im, void **out)
+{
+    pool__wcfg *c = calloc(1, sizeof *c);
+    unsigned char *blob = NULL;
+    int argfds[MPROC_ARGS_MAX_FDS];
+    size_t nargfds = 0;
+    int r = -ENOMEM;
+    if (!c)
+        return -ENOMEM;
+    c->imported = true;
+    c->chan = mproc_import_fd(im);
+    c->board_fd = mproc_import_fd(im);
+    uint64_t len = 0;
+    if (c->chan < 0 || c->board_fd < 0 ||
+        mproc_import_bytes(im, &len, sizeof len) < 0 || len > (1u << 30)) {
+        r = MPROC_EPROTO;
+        goto out_fail;
+    }
+    blob = malloc(len ? (size_t)len : 1);
+    if (!blob)
+        goto out_fail;
+    r = mproc_import_bytes(im, blob, (size_t)len);
+    if (r < 0)
+        goto out_fail;
+    mproc__reader rd = {.p = blob, .len = (size_t)len};
+    c->slot = mproc__rd_u32(&rd);
+    c->owner = (pid_t)mproc__rd_u32(&rd);
+    c->board_len = (size_t)mproc__rd_u64(&rd);
+    c->ring_off = (size_t)mproc__rd_u64(&rd);
+    uint32_t has_init = mproc__rd_u32(&rd);
+    r = MPROC_EPROTO;
+    if (rd.bad || c->board_len < (c->slot + 1) * sizeof(pool__slot) ||
+        c->ring_off > c->board_len ||
+        (c->board_len - c->ring_off) / POOL__RING < c->slot + 1)
+        goto out_fail;
+    if (has_init) {
+        void *a = NULL;
+        r = mproc__ref_read(&rd, &a);
+        if (r < 0)
+            goto out_fail;
+        c->init = (mproc_init_fn)a;
+    }
+    /* Layout: args bytes, then u32 nfds. args_import needs the fds first,
+     * so collect every remaining fd of the description (they are all the
+     * argument list's) before importing. */
+    for (;;) {
+        int fd = mproc_import_fd(im);
+        if (fd < 0)
+            break;
+        if (nargfds == MPROC_ARGS_MAX_FDS) {
+            close(fd);
+            continue;
+        }
+        argfds[nargfds++] = fd;
+    }
+    r = mproc__args_import(&rd, argfds, nargfds, &c->initargs);
+    nargfds = 0; /* consumed */
+    if (r < 0)
+        goto out_fail;
+    (void)mproc__rd_u32(&rd);
+    if (rd.bad) {
+        r = MPROC_EPROTO;
+        goto out_fail;
+    }
+    void *m = mmap(NULL, c->board_len, PROT_READ | PROT_WRITE, MAP_SHARED,
+                   c->board_fd, 0);
+    if (m == MAP_FAILED) {
+        r = -errno;
+        goto out_fail;
+    }
+    c->board = m;
+    free(blob);
+    *out = c;
+    return 0;
+out_fail:
+    for (size_t i = 0; i < nargfds; i++)
+        close(argfds[i]);
+    free(blob);
+    wcfg_free(c);
+    return r;
+}
+
+const mproc_kind mproc__pool_wkind = {
+    .name = "mproc.pool.worker",
+    .export_fn = wcfg_export,
+    .import_fn = wcfg_import,
+    .free_fn = wcfg_free,
+};
+
+/* ---- the worker loop ---------------------------------------------------- */
+
+typedef struct wfn {
+    void *addr;
+} wfn;
+
+typedef struct wmap {
+    uint64_t id;
+    unsigned char *p;
+    size_t len;
+} wmap;
+
+typedef struct worker {
+    pool__wcfg *cfg;
+    pool__slot *slot;
+    unsigned char *ring;
+    uint64_t wpos;
+    uint64_t rpos; /* last rpos seen: space is re-read only when short */
+    int chan;
+    int parent_fd;
+    wfn *fns;
+    size_t nfns;
+    wmap maps[POOL__FDCACHE];
+    size_t nmaps, map_next;
+    unsigned char *in; /* received message */
+    bool unnotified;   /* results in the ring the parent was not told of */
+    mproc_out out;
+    bool broken; /* the channel failed or the owner died: stop */
+} worker;
+
+static int send_small(worker *w, int type, uint64_t seq, int code,
+                      const void *p, size_t n, const int *fds, size_t nfds)
+{
+    unsigned char buf[sizeof(pool__hdr) + 256];
+    pool__hdr h = {.type = (uint8_t)type, .first_seq = seq, .code = code};
+    if (n > 256)
+        n = 256;
+    memcpy(buf, &h, sizeof h);
+    if (n)
+        memcpy(buf + sizeof h, p, n);
+    int r = mproc__pool_send(w->chan, buf, sizeof h + n, fds, nfds, true);
+    if (r < 0)
+        w->broken = true;
+    return r;
+}
+
+/* Tells the parent there are results in the ring. */
+static int flush(worker *w)
+{
+    if (!w->unnotified)
+        return 0;
+    w->unnotified = false;
+    return send_small(w, WM_NOTIFY, 0, 0, NULL, 0, NULL, 0);
+}
+
+static bool owner_alive(worker *w)
+{
+    struct pollfd p = {.fd = w->parent_fd, .events = POLLIN};
+    return poll(&p, 1, 0) == 0;
+}
+
+/* Waits until need bytes of the ring are free. */
+static bool ring_space(worker *w, size_t need)
+{
+    pool__slot *s = w->slot;
+    if (w->wpos + need - w->rpos <= POOL__RING)
+        return true;
+    for (;;) {
+        uint64_t rpos = atomic_load_explicit(&s->rpos, memory_order_acquire);
+        if (rpos > w->wpos || w->wpos - rpos > POOL__RING) {
+            /* Not a position the parent can have written: the board was
+             * overwritten (a wild pointer in a task). Waiting would never
+             * end; dying lets the parent fail the task and replace us. */
+            w->broken = true;
+            return false;
+        }
+        w->rpos = rpos;
+        if (w->wpos + need - rpos <= POOL__RING)
+            return true;
+        w->unnotified = true;
+        if (flush(w) < 0)
+            return false;
+        uint32_t sq = atomic_load(&s->space);
+        atomic_store(&s->waiting, 1);
+        rpos = atomic_load(&s->rpos);
+        if (w->wpos + need - rpos <= POOL__RING) {
+            atomic_store(&s->waiting, 0);
+            return true;
+        }
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        mproc__futex_wait((uint32_t *)&s->space, sq, &ts);
+        atomic_store(&s->waiting, 0);
+        if (!owner_alive(w)) {
+            w->broken = true;
+            return false;
+        }
+    }
+}
+
+/* Commits the result of task seq to the ring. */
+static void add_result(worker *w, uint64_t seq, int32_t status, const void *p,
+                       size_t n)
+{
+    bool ool = n > POOL__OOL_MIN;
+    static const char nomem[] = "result too large: out of memory";
+    if (ool) {
+        int fd = mproc__memfd_with("mproc-pool-result", p, n);
+        if (fd < 0) {
+            ool = false;
+            status = -ENOMEM;
+            p = nomem;
+            n = sizeof nomem - 1;
+        } else {
+            int r = send_small(w, WM_OOLFD, seq, 0, NULL, 0, &fd, 1);
+            close(fd);
+            if (r < 0)
+                return;
+        }
+    }
+    size_t body = ool ? 8 : pool__pad8(n);
+    size_t need = sizeof(pool__entry) + body;
+    size_t off = (size_t)(w->wpos % POOL__RING);
+    size_t waste = POOL__RING - off < need ? POOL__RING - off : 0;
+    if (!ring_space(w, need + waste))
+        return;
+    if (waste) {
+        if (waste >= sizeof(pool__entry)) {
+            pool__entry m = {.status = POOL__WRAP};
+            memcpy(w->ring + off, &m, sizeof m);
+        }
+        w->wpos += waste;
+        off = 0;
+    }
+    pool__entry e = {
+        .status = status, .len = ool ? POOL__OOL_LEN : (uint32_t)n, .seq = seq};
+    unsigned char *d = w->ring + off;
+    memcpy(d, &e, sizeof e);
+    if (ool) {
+        uint64_t size = n;
+        memcpy(d + sizeof e, &size, 8);
+    } else {
+        if (n)
+            memcpy(d + sizeof e, p, n); /* the padding is never read */
+    }
+    w->wpos += need;
+    atomic_store_explicit(&w->slot->wpos, w->wpos, memory_order_release);
+    w->unnotified = true;
+}
+
+static void finish_task(worker *w, uint64_t seq, int rc)
+{
+    mproc_out *o = &w->out;
+    int code = o->code;
+    if (code == 0 && rc != 0) {
+        code = rc < 0 ? rc : MPROC_ETASK;
+        if (rc > 0)
+            snprintf(o->msg, sizeof o->msg, "task returned %d", rc);
+        else
+            snprintf(o->msg, sizeof o->msg, "task failed: %s (%s)",
+                     mproc_errname(rc), mproc_strerror(rc));
+    }
+    if (code == 0 && o->oom) {
+        code = -ENOMEM;
+        snprintf(o->msg, sizeof o->msg, "task result: out of memory");
+    }
+    if (code != 0) {
+        if (!o->msg[0])
+            snprintf(o->msg, sizeof o->msg, "task failed: %s",
+                     mproc_strerror(code));
+        add_result(w, seq, code, o->msg, strlen(o->msg));
+    } else {
+        add_result(w, seq, 0, o->p, o->len);
+    }
+    atomic_store_explicit(&w->slot->done_seq, seq, memory_order_release);
+    /* No notice per task: the parent looks into the ring every 2 ms while
+     * tasks are out, and we tell it at the end of each message. */
+}
+
+static void begin_task(worker *w, uint64_t seq, bool timed)
+{
+    mproc_out *o = &w->out;
+    o->len = 0;
+    o->code = 0;
+    o->oom = false;
+    o->msg[0] = 0;
+    /* Only tasks with a timeout need their start time. */
+    if (timed)
+        atomic_store_explicit(&w->slot->cur_start, pool__coarse_ns(),
+                              memory_order_relaxed);
+    atomic_store_explicit(&w->slot->cur_seq, seq, memory_order_release);
+}
+
+static void do_fndef(worker *w, const pool__hdr *h, size_t n)
+{
+    mproc__reader rd = {.p = w->in + sizeof *h, .len = n - sizeof *h};
+    void *addr = NULL;
+    if (mproc__ref_read(&rd, &addr) < 0)
+        addr = NULL; /* tasks using it fail with MPROC_ERESOLVE */
+    if (h->fnid >= w->nfns) {
+        size_t cap = h->fnid + 16;
+        wfn *f = realloc(w->fns, cap * sizeof *f);
+        if (!f) {
+            w->broken = true;
+            return;
+        }
+        memset(f + w->nfns, 0, (cap - w->nfns) * sizeof *f);
+        w->fns = f;
+        w->nfns = cap;
+    }
+    w->fns[h->fnid].addr = addr;
+}
+
+static void *fn_of(worker *w, uint32_t id)
+{
+    return id < w->nfns ? w->fns[id].addr : NULL;
+}
+
+static void do_tasks(worker *w, const pool__hdr *h, size_t n, int *fds,
+                     size_t nfds)
+{
+    size_t pos = sizeof *h, fdi = 0;
+    void *fn = fn_of(w, h->fnid);
+    for (uint32_t i = 0; i < h->count && !w->broken; i++) {
+        uint64_t seq = h->first_seq + i;
+        pool__item it;
+        if (pos + sizeof it > n)
+            break;
+        memcpy(&it, w->in + pos, sizeof it);
+        pos += sizeof it;
+        const unsigned char *data;
+        size_t len;
+        void *map = NULL;
+        if (it.len == POOL__OOL_LEN) {
+            uint64_t size;
+            memcpy(&size, w->in + pos, sizeof size);
+            pos += 8;
+            int fd = fdi < nfds ? fds[fdi] : -1;
+            fds[fdi++] = -1;
+            len = (size_t)size;
+            if (fd >= 0 && len > 0) {
+                map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+                if (map == MAP_FAILED)
+                    map = NULL;
+            }
+            mproc__close(fd);
+            data = map;
+        } else {
+            len = it.len;
+            data = w->in + pos;
+            pos += pool__pad8(len);
+        }
+        begin_task(w, seq, h->code & 1);
+        int rc;
+        if (!fn) {
+            rc = mproc_out_fail(&w->out, MPROC_ERESOLVE,
+                                "task function not found in the worker");
+        } else if (!data && len) {
+            rc =
+                mproc_out_fail(&w->out, -ENOMEM, "cannot map the task's input");
+        } else if (h->kind == FK_ARGS) {
+            mproc__reader rd = {.p = data, .len = len};
+            mproc_args *a = NULL;
+            size_t k = (size_t)it.a;
+            if (k > nfds - fdi)
+                k = nfds - fdi;
+            rc = mproc__args_import(&rd, fds + fdi, k, &a);
+            fdi += k;
+            if (rc < 0)
+                mproc_out_fail(&w->out, rc, "cannot rebuild arguments: %s",
+                               mproc_strerror(rc));
+            else
+                rc = ((mproc_star_fn)fn)(a, &w->out);
+            mproc__args_free_imported(a);
+        } else {
+            static const uint64_t none; /* an aligned, empty input */
+            rc = ((mproc_task_fn)fn)(len ? (const void *)data : &none, len,
+                                     &w->out);
+        }
+        if (map)
+            munmap(map, len);
+        finish_task(w, seq, rc);
+    }
+    for (; fdi < nfds; fdi++)
+        mproc__close(fds[fdi]);
+}
+
+/* Finds or maps shared buffer id (fd given when new). */
+static wmap *buffer(worker *w, uint64_t id, int fd)
+{
+    if (fd >= 0) {
+        struct stat st;
+        if (fstat(fd, &st) < 0 || st.st_size <= 0)
+            return NULL;
+        void *p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE,
+                       MAP_SHARED, fd, 0);
+        if (p == MAP_FAILED)
+            return NULL;
+        /* FIFO replacement, mirrored by the parent. */
+        wmap *m = &w->maps[w->map_next];
+        if (w->nmaps < POOL__FDCACHE)
+            w->nmaps++;
+        else if (m->p)
+            munmap(m->p, m->len);
+        w->map_next = (w->map_next + 1) % POOL__FDCACHE;
+        m->id = id;
+        m->p = p;
+        m->len = (size_t)st.st_size;
+        return m;
+    }
+    for (size_t i = 0; i < w->nmaps; i++)
+        if (w->maps[i].id == id && w->maps[i].p)
+            return &w->maps[i];
+    return NULL;
+}
+
+static void do_range(worker *w, const pool__hdr *h, size_t n, int *fds,
+                     size_t nfds)
+{
+    pool__range rg;
+    size_t fdi = 0;
+    uint64_t seq = h->first_seq;
+    begin_task(w, seq, h->code & 1);
+    if (n < sizeof *h + sizeof rg) {
+        mproc_out_fail(&w->out, MPROC_EPROTO, "short range message");
+        goto out;
+    }
+    memcpy(&rg, w->in + sizeof *h, sizeof rg);
+    wmap *in = NULL, *out = NULL;
+    if (rg.flags & 1) {
+        in = buffer(w, rg.in_id, fdi < nfds ? fds[fdi] : -1);
+        fdi++;
+    } else if (rg.in_size) {
+        in = buffer(w, rg.in_id, -1);
+    }
+    if (rg.flags & 2) {
+        out = buffer(w, rg.out_id, fdi < nfds ? fds[fdi] : -1);
+        fdi++;
+    } else {
+        out = buffer(w, rg.out_id, -1);
+    }
+    void *fn = fn_of(w, h->fnid);
+    uint64_t iend = rg.in_off + (rg.start + rg.count) * rg.in_size;
+    uint64_t oend = rg.out_off + (rg.start + rg.count) * rg.out_size;
+    if (!fn) {
+        mproc_out_fail(&w->out, MPROC_ERESOLVE,
+                       "kernel not found in the worker");
+    } else if ((rg.in_size && (!in || iend > in->len)) || !out ||
+               oend > out->len) {
+        mproc_out_fail(&w->out, MPROC_EPROTO, "cannot map the shared arrays");
+    } else {
+        const void *ip =
+            rg.in_size ? in->p + rg.in_off + rg.start * rg.in_size : NULL;
+        void *op = out->p + rg.out_off + rg.start * rg.out_size;
+        int rc =
+            ((mproc_records_fn)fn)(ip, op, (size_t)rg.count, (size_t)rg.start);
+        if (rc != 0 && w->out.code == 0)
+            mproc_out_fail(&w->out, rc, "kernel failed: %s",
+                           rc < 0 ? mproc_strerror(rc) : "non-zero return");
+    }
+out:
+    for (size_t i = 0; i < nfds; i++)
+        mproc__close(fds[i]);
+    finish_task(w, seq, 0);
+    flush(w);
+}
+
+static int worker_init(worker *w)
+{
+    pool__wcfg *c = w->cfg;
+    atomic_store(&w->slot->pid, (int32_t)getpid());
+    atomic_store(&w->slot->state, SLOT_INIT);
+    if (c->init) {
+        int rc = c->init(c->initargs);
+        if (rc != 0) {
+            char msg[200];
+            int n = snprintf(msg, sizeof msg,
+                             "initializer failed in worker %d: returned %d",
+                             (int)getpid(), rc);
+            send_small(w, WM_INITFAIL, 0, rc, msg, (size_t)n, NULL, 0);
+            return -1;
+        }
+    }
+    atomic_store(&w->slot->state, SLOT_READY);
+    return 0;
+}
+
+int mproc__pool_worker_main(const mproc_args *args)
+{
+    pool__wcfg *c = mproc_args_object(args, 0, &mproc__pool_wkind);
+    if (!c || !c->board)
+        return 70;
+    worker w = {.cfg = c, .chan = c->chan, .parent_fd = -1};
+    /* The pool's thread runs with every signal blocked; tasks should not. */
+    sigset_t none;
+    sigemptyset(&none);
+    pthread_sigmask(SIG_SETMASK, &none, NULL);
+    if (!c->imported && c->peer >= 0)
+        close(c->peer);
+    w.slot = c->board + c->slot;
+    int code = 0;
+    w.parent_fd = mproc__pidfd_open(c->owner);
+    if (w.parent_fd < 0)
+        return 0; /* the pool's owner is gone already */
+    w.ring =
+        (unsigned char *)c->board + c->ring_off + (size_t)c->slot * POOL__RING;
+    w.wpos = atomic_load(&w.slot->wpos);
+    w.rpos = atomic_load(&w.slot->rpos);
+    w.in = malloc(POOL__MSG_MAX);
+    if (!w.in) {
+        code = 71;
+        goto out;
+    }
+    if (worker_init(&w) < 0) {
+        code = 1;
+        goto out;
+    }
+    while (!w.broken) {
+        int fds[POOL__MAX_FDS] = {0};
+        size_t nfds = POOL__MAX_FDS;
+        ssize_t n =
+            mproc__pool_recv(w.chan, w.in, POOL__MSG_MAX, fds, &nfds, false);
+        if (n == -EAGAIN) {
+            if (flush(&w) < 0)
+                break;
+            struct pollfd p[2] = {{.fd = w.chan, .events = POLLIN},
+                                  {.fd = w.parent_fd, .events = POLLIN}};
+            int r = poll(p, 2, -1);
+            if (r < 0 && errno != EINTR)
+                break;
+            if (r > 0 && (p[1].revents & POLLIN) && !(p[0].revents & POLLIN))
+                break; /* the owner died and sent nothing more */
+            continue;
+        }
+        if (n <= 0 || (size_t)n < sizeof(pool__hdr)) {
+            for (size_t i = 0; i < nfds; i++)
+                close(fds[i]);
+            if (n == MPROC_EPROTO)
+                continue;
+            break; /* end of file or a broken channel */
+        }
+        pool__hdr h;
+        memcpy(&h, w.in, sizeof h);
+        switch (h.type) {
+        case PM_FNDEF:
+            do_fndef(&w, &h, (size_t)n);
+            break;
+        case PM_TASKS:
+            do_tasks(&w, &h, (size_t)n, fds, nfds);
+            nfds = 0;
+            flush(&w);
+            break;
+        case PM_RANGE:
+            do_range(&w, &h, (size_t)n, fds, nfds);
+            nfds = 0;
+            break;
+        case PM_EXIT:
+            flush(&w);
+            w.broken = true;
+            break;
+        default:
+            break;
+        }
+        for (size_t i = 0; i < nfds; i++)
+            close(fds[i]);
+    }
+out:
+    flush(&w);
+    for (size_t i = 0; i < w.nmaps; i++)
+        if (w.maps[i].p)
+            munmap(w.maps[i].p, w.maps[i].len);
+    free(w.out.p);
+    free(w.fns);
+    free(w.in);
+    mproc__close(w.parent_fd);
+    return code;
+}

@@ -1,0 +1,448 @@
+/*
+ * process/forkserver.c - the forkserver start method.
+ *
+ * On first use the process spawns a fork server: a fresh exec of the same
+ * program that runs no user code and stays single-threaded, so forking it is
+ * always safe. The requester creates the server's listening socket itself
+ * (an abstract AF_UNIX name with a random part; only peers with our uid are
+ * served) and a control pipe whose end of file tells the server that its
+ * owner is gone. Per child the requester opens a connection and sends the
+ * boot description with its fds (SCM_RIGHTS); the server forks, answers
+ * with the child's pid and a pidfd for it, and when the child ends writes
+ * its exit code (int32, Python's convention) on the same connection.
+ */
+#include "process/process.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* Request header, sent with the fds attached. */
+struct fs_req {
+    uint32_t magic;
+    uint32_t nfds;
+    uint64_t len;
+};
+
+#define FS_MAGIC 0x6d706673 /* "mpfs" */
+
+static pthread_mutex_t fs_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    bool running;
+    pid_t owner;
+    pid_t pid;
+    int pidfd;
+    int self; /* pidfd on the owner, for its children's parent_process */
+    int ctl;  /* write end of the control pipe */
+    struct sockaddr_un addr;
+    socklen_t addrlen;
+} fs = {.pidfd = -1, .self = -1, .ctl = -1};
+
+static void server_entry(void);
+static void fs_stop(void);
+
+/* pthread_atfork child handler, registered with the first server. */
+static void fs_forget(void)
+{
+    /* In a fork child: the server stays the parent's. Drop our copy of the
+     * control pipe so the parent's death still reaches the server; keep the
+     * address so this child can ask the same server. */
+    pthread_mutex_init(&fs_mu, NULL);
+    if (fs.running) {
+        mproc__close(fs.ctl);
+        mproc__close(fs.pidfd);
+        mproc__close(fs.self);
+        fs.ctl = fs.pidfd = fs.self = -1;
+        fs.owner = 0;
+    }
+}
+
+static void fs_hooks(void)
+{
+    pthread_atfork(NULL, NULL, fs_forget);
+    (void)mproc__at_shutdown(fs_stop);
+}
+
+static int fs_launch(void)
+{
+    int lsn = -1, ctl[2] = {-1, -1}, r;
+    unsigned char rnd[8];
+    r = mproc__random(rnd, sizeof rnd);
+    if (r < 0)
+        return r;
+    memset(&fs.addr, 0, sizeof fs.addr);
+    fs.addr.sun_family = AF_UNIX;
+    int n = snprintf(fs.addr.sun_path + 1, sizeof fs.addr.sun_path - 1,
+                     "mproc-fs-%d-%02x%02x%02x%02x%02x%02x%02x%02x",
+                     (int)getpid(), rnd[0], rnd[1], rnd[2], rnd[3], rnd[4],
+                     rnd[5], rnd[6], rnd[7]);
+    fs.addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n);
+    lsn = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (lsn < 0)
+        return -errno;
+    if (bind(lsn, (struct sockaddr *)&fs.addr, fs.addrlen) < 0 ||
+        listen(lsn, 128) < 0) {
+        r = -errno;
+        goto out_close;
+    }
+    if (pipe2(ctl, O_CLOEXEC) < 0) {
+        r = -errno;
+        goto out_close;
+    }
+    int give[2] = {ctl[0], lsn};
+    pid_t pid = mproc__spawn_helper(server_entry, give, 2);
+    if (pid < 0) {
+        r = pid;
+        goto out_close;
+    }
+    int pidfd = mproc__pidfd_open(pid);
+    int self = pidfd < 0 ? -1 : mproc__pidfd_open(getpid());
+    if (pidfd < 0 || self < 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        r = pidfd < 0 ? pidfd : self;
+        mproc__close(pidfd);
+        goto out_close;
+    }
+    close(ctl[0]);
+    close(lsn);
+    fs.pid = pid;
+    fs.pidfd = pidfd;
+    fs.self = self;
+    fs.ctl = ctl[1];
+    fs.owner = getpid();
+    fs.running = true;
+    static pthread_once_t hooks = PTHREAD_ONCE_INIT;
+    pthread_once(&hooks, fs_hooks);
+    mproc_debug("fork server started (pid %d)", (int)pid);
+    return 0;
+out_close:
+    mproc__close(lsn);
+    mproc__close(ctl[0]);
+    mproc__close(ctl[1]);
+    return r;
+}
+
+/* True when our server has exited (its pidfd is readable). fs_mu held. */
+static bool server_dead(void)
+{
+    mproc__deadline now = mproc__deadline_from(0);
+    return mproc__poll_fd(fs.pidfd, POLLIN, &now, NULL) == 1;
+}
+
+/* Reaps our server and forgets it. fs_mu held. */
+static void fs_reap(void)
+{
+    siginfo_t si;
+    mproc__close(fs.ctl);
+    while (waitid((idtype_t)P_PIDFD, (id_t)fs.pidfd, &si, WEXITED) < 0 &&
+           errno == EINTR)
+        ;
+    mproc__close(fs.pidfd);
+    mproc__close(fs.self);
+    fs.ctl = fs.pidfd = fs.self = -1;
+    fs.running = false;
+}
+
+/* For a server we inherited through fork: does anyone listen? */
+static bool server_reachable(void)
+{
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return true; /* let the real attempt report the error */
+    int r = connect(s, (struct sockaddr *)&fs.addr, fs.addrlen);
+    bool ok = r == 0 || errno != ECONNREFUSED;
+    close(s);
+    return ok;
+}
+
+/* Makes sure a server runs that we can reach. fs_mu held. */
+static int fs_ensure(void)
+{
+    if (fs.running && fs.owner == getpid() && server_dead())
+        fs_reap(); /* killed under us: start a new one */
+    if (fs.running && fs.owner != getpid() && !server_reachable())
+        fs.running = false; /* the parent's server is gone: have our own */
+    if (fs.running && fs.self < 0) {
+        /* A fork child using its parent's server needs its own pidfd. */
+        int self = mproc__pidfd_open(getpid());
+        if (self < 0)
+            return self;
+        fs.self = self;
+    }
+    return fs.running ? 0 : fs_launch();
+}
+
+int mproc__forkserver_parent_pidfd(void)
+{
+    pthread_mutex_lock(&fs_mu);
+    int r = fs_ensure();
+    if (r == 0)
+        r = fs.self;
+    pthread_mutex_unlock(&fs_mu);
+    return r;
+}
+
+int mproc__forkserver_start(const void *blob, size_t len, const int *fds,
+                            size_t nfds, pid_t *pid, int *pidfd, int *conn,
+                            int *early)
+{
+    if (nfds > 250)
+        return -EMFILE;
+    pthread_mutex_lock(&fs_mu);
+    int r = fs_ensure();
+    struct sockaddr_un addr = fs.addr;
+    socklen_t alen = fs.addrlen;
+    pthread_mutex_unlock(&fs_mu);
+    if (r < 0)
+        return r;
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return -errno;
+    while ((r = connect(s, (struct sockaddr *)&addr, alen)) < 0 &&
+           errno == EINTR)
+        ;
+    if (r < 0) {
+        r = MPROC_EFORKSERVER;
+        goto out_close;
+    }
+    struct fs_req h = {FS_MAGIC, (uint32_t)nfds, len};
+    struct iovec iov[2] = {{&h, sizeof h}, {(void *)blob, len}};
+    r = mproc__sendv_fds(s, iov, 2, fds, nfds, 0);
+    if (r < 0) {
+        r = MPROC_EFORKSERVER;
+        goto out_close;
+    }
+    /* Messages are 8 bytes, {tag, value}: 'P' pid (a pidfd attached) or
+     * 'E' error from the server; 'C' (from the child) or 'S' (from the
+     * server) carry the exit code and may overtake 'P' when the child is
+     * quick. The kernel never merges a message carrying fds with another
+     * in one read. */
+    *early = INT32_MIN;
+    for (;;) {
+        int32_t msg[2];
+        int got[1];
+        size_t ngot = 1;
+        r = mproc__recv_fds(s, msg, sizeof msg, got, &ngot);
+        if (r > 0 && r < (int)sizeof msg)
+            r = mproc__read_all(s, (char *)msg + r, sizeof msg - (size_t)r) == 0
+                    ? (int)sizeof msg
+                    : -1;
+        if (r != (int)sizeof msg) {
+            for (size_t i = 0; i < ngot; i++)
+                close(got[i]);
+            r = MPROC_EFORKSERVER;
+            goto out_close;
+        }
+        if (msg[0] == 'P' && ngot == 1 && msg[1] > 0) {
+            *pid = msg[1];
+            *pidfd = got[0];
+            *conn = s;
+            return 0;
+        }
+        for (size_t i = 0; i < ngot; i++)
+            close(got[i]);
+        if (msg[0] == 'C' || msg[0] == 'S') {
+            *early = msg[1];
+            continue;
+        }
+        r = msg[0] == 'E' && msg[1] < 0 ? msg[1] : MPROC_EFORKSERVER;
+        goto out_close;
+    }
+out_close:
+    close(s);
+    return r;
+}
+
+/* The shutdown hook: stops the server if this process started it. */
+static void fs_stop(void)
+{
+    pthread_mutex_lock(&fs_mu);
+    if (fs.running && fs.owner == getpid()) {
+        fs_reap();
+        mproc_debug("fork server stopped");
+    }
+    fs.running = false;
+    fs.ctl = fs.pidfd = -1;
+    pthread_mutex_unlock(&fs_mu);
+}
+
+/* ---- the server --------------------------------------------------------- */
+
+struct fs_child {
+    pid_t pid;
+    int conn;
+};
+
+static struct fs_child *kids;
+static size_t nkids, capkids;
+
+static void report_exit(pid_t pid, int status)
+{
+    int32_t msg[2] = {'S', WIFEXITED(status) ? WEXITSTATUS(status)
+                                             : -WTERMSIG(status)};
+    for (size_t i = 0; i < nkids; i++) {
+        if (kids[i].pid != pid)
+            continue;
+        /* The requester may have the child's own report already and be
+         * gone: no SIGPIPE (ignored here anyway), no wait. */
+        (void)send(kids[i].conn, msg, sizeof msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        close(kids[i].conn);
+        kids[i] = kids[--nkids];
+        return;
+    }
+}
+
+static void reap_all(void)
+{
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+        report_exit(pid, status);
+}
+
+/* Serves one request on conn; keeps conn for the exit code on success. */
+static void serve(int conn, int ctl, int lsn, int sfd)
+{
+    struct ucred cr;
+    socklen_t cl = sizeof cr;
+    struct timeval tv = {5, 0};
+    setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0 ||
+        cr.uid != getuid()) {
+        close(conn);
+        return;
+    }
+    struct fs_req h;
+    int fds[256];
+    size_t nfds = 256;
+    int r = mproc__recv_fds(conn, &h, sizeof h, fds, &nfds);
+    unsigned char *blob = NULL;
+    if (r != (int)sizeof h || h.magic != FS_MAGIC || h.nfds != nfds ||
+        h.len > (1u << 30))
+        goto out_drop;
+    blob = malloc(h.len ? h.len : 1);
+    if (!blob || mproc__read_all(conn, blob, h.len) < 0)
+        goto out_drop;
+    if (nkids == capkids) {
+        size_t cap = capkids ? capkids * 2 : 16;
+        struct fs_child *k = realloc(kids, cap * sizeof *k);
+        if (!k)
+            goto out_drop;
+        kids = k;
+        capkids = cap;
+    }
+    /* Refuse what the child could not boot from (a target or an object
+     * kind that cannot be found) before forking: the requester gets the
+     * error from start() without waiting for the child. */
+    int32_t bad[2] = {'E', mproc__boot_validate(blob, h.len, nfds)};
+    if (bad[1] < 0) {
+        (void)mproc__send_fds(conn, bad, sizeof bad, NULL, 0);
+        goto out_drop;
+    }
+    pid_t server = getpid();
+    pid_t pid = fork();
+    if (pid == 0) {
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        signal(SIGCHLD, SIG_DFL);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGPIPE, SIG_DFL);
+        close(sfd);
+        close(ctl);
+        close(lsn);
+        for (size_t i = 0; i < nkids; i++)
+            close(kids[i].conn);
+        mproc__set_report_fd(conn);
+        /* As CPython's fork server children, end with _exit: the
+         * server's own exit handlers are not the child's. */
+        mproc__exit_child(mproc__child_run(blob, h.len, fds, nfds, server));
+    }
+    int32_t reply[2] = {'P', pid < 0 ? -errno : pid};
+    int pfd = pid > 0 ? mproc__pidfd_open(pid) : -1;
+    for (size_t i = 0; i < nfds; i++)
+        close(fds[i]);
+    nfds = 0;
+    if (pid < 0 || pfd < 0) {
+        if (pid > 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+            reply[1] = pfd;
+        }
+        reply[0] = 'E';
+        (void)mproc__send_fds(conn, reply, sizeof reply, NULL, 0);
+        goto out_drop;
+    }
+    (void)mproc__send_fds(conn, reply, sizeof reply, &pfd, 1);
+    close(pfd);
+    free(blob);
+    /* Even if the reply failed the child runs; its code has nowhere to go
+     * and the connection closes when it is reaped. */
+    kids[nkids].pid = pid;
+    kids[nkids].conn = conn;
+    nkids++;
+    return;
+out_drop:
+    free(blob);
+    for (size_t i = 0; i < nfds; i++)
+        close(fds[i]);
+    close(conn);
+}
+
+/* The server's main loop, entered in the spawned helper with the control
+ * pipe at fd 3 and the listening socket at fd 4. Never returns. */
+static void __attribute__((noreturn)) server_entry(void)
+{
+    int ctl = 3, lsn = 4;
+    mproc__self_init();
+    mproc_set_current_name("ForkServer");
+    mproc__ref_warm();
+    fcntl(ctl, F_SETFD, FD_CLOEXEC);
+    fcntl(lsn, F_SETFD, FD_CLOEXEC);
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, NULL);
+    int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+    /* Signals meant for the owner's terminal session are not for us. */
+    signal(SIGINT, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN);
+    if (sfd < 0)
+        _exit(1);
+    for (;;) {
+        struct pollfd p[3] = {
+            {ctl, POLLIN, 0}, {lsn, POLLIN, 0}, {sfd, POLLIN, 0}};
+        int r = poll(p, 3, -1);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            _exit(1);
+        }
+        if (p[2].revents) {
+            struct signalfd_siginfo si;
+            while (read(sfd, &si, sizeof si) > 0)
+                ;
+            reap_all();
+        }
+        if (p[0].revents)
+            break; /* owner gone or stopping us */
+        if (p[1].revents) {
+            int c = accept4(lsn, NULL, NULL, SOCK_CLOEXEC);
+            if (c >= 0)
+                serve(c, ctl, lsn, sfd);
+        }
+    }
+    /* Children keep running; the ones still connected just lose their
+     * reporter, as with CPython's fork server. */
+    _exit(0);
+}

@@ -1,0 +1,121 @@
+/*
+ * process/process.h - the process layer, inside. Its files stack in this
+ * order, each looking only down (and at core/ and os/ below them all):
+ *
+ *   process.c     process objects: registry, reaping, join, signals, the
+ *                 current and parent process, mproc_shutdown
+ *   boot.c        what a new child runs first: the boot description a
+ *                 spawn or forkserver child is built from, the fork
+ *                 child's path, the end of every child
+ *   spawn.c       posix_spawn of this very program, and where the spawned
+ *                 program takes over from main()
+ *   forkserver.c  the fork server: a spawned helper that forks children
+ *   start.c       mproc_process_start: the three start methods
+ *
+ * Everything is mproc__-prefixed and hidden.
+ */
+#ifndef MPROC__PROCESS_IMPL_H
+#define MPROC__PROCESS_IMPL_H
+
+#include "core/core.h"
+
+/* ---- process objects (process.c) -------------------------------------- */
+
+enum { MPROC__ST_NEW, MPROC__ST_RUNNING, MPROC__ST_DONE };
+enum { MPROC__P_CHILD, MPROC__P_CURRENT, MPROC__P_PARENT };
+
+struct mproc_process {
+    pthread_mutex_t mu; /* state, pidfd, conn, exitcode */
+    _Atomic int refs;
+    int role;
+    mproc_target target;
+    mproc_args *args;
+    char name[MPROC__NAME_MAX];
+    char identity[MPROC__NAME_MAX];
+    int daemon;
+    mproc_start_method method;
+    int state;
+    bool closed;
+    pid_t pid;
+    pid_t owner; /* pid of the process that started it */
+    int pidfd;
+    int conn;  /* forkserver: exit status arrives here */
+    int early; /* forkserver: exit code that came with the pid, or MIN */
+    int exitcode;
+    struct mproc_process *next; /* registry link, under the library lock */
+};
+
+/* Adds a started child to the registry (active_children, shutdown). */
+void mproc__registry_add(mproc_process *p);
+/* Sets the parent process object (pidfd may be -1: opened lazily). */
+void mproc__set_parent(pid_t pid, const char *name, int pidfd);
+
+/* ---- booting a child (boot.c) ----------------------------------------- */
+
+/* The bootstrap description of a spawn or forkserver child (identity,
+ * authkey, log settings, target, args); fds collects the fds to hand over
+ * after the fixed ones. */
+typedef struct mproc__boot {
+    mproc__buf blob;
+    int fds[MPROC_ARGS_MAX_FDS + 8];
+    size_t nfds;
+} mproc__boot;
+
+/* Builds p's boot description into b. The fixed fd slots come first: the
+ * parent's pidfd (self_pidfd), the status pipe's write end (status_w, or -1
+ * for none), the log fd when logging is on. Returns 0 or a negative code;
+ * b->blob.oom is for the caller to check. fds are borrowed. */
+int mproc__boot_build(const mproc_process *p, mproc__boot *b, int status_w,
+                      int self_pidfd);
+/* The child side, shared by spawn and forkserver children: parses blob,
+ * resolves target and args, reports to the status pipe, runs the target.
+ * Returns the exit code to exit with. Takes ownership of fds. */
+int mproc__child_run(const unsigned char *blob, size_t len, int *fds,
+                     size_t nfds, pid_t expected_ppid);
+/* Checks a boot description (target and kinds resolvable) without acting
+ * on it: the fork server's test before it forks. */
+int mproc__boot_validate(const unsigned char *blob, size_t len, size_t nfds);
+/* A fork child's whole life: becomes p's process, runs the target, exits.
+ * parent / parent_name: the process that forked it. */
+void mproc__fork_child(const mproc_process *p, pid_t parent,
+                       const char *parent_name) __attribute__((noreturn));
+/* Fork server children: the socket on which to report the exit code. */
+void mproc__set_report_fd(int fd);
+/* Ends a forked child: reports the code (fork server children), dumps
+ * coverage, then _exit(code & 0xff). */
+void mproc__exit_child(int code) __attribute__((noreturn));
+
+/* ---- spawn (spawn.c) -------------------------------------------------- */
+
+/* Spawns this program (/proc/self/exe) as a child process booting from
+ * fds[0] (a memfd holding a boot description) with fds[1..nfds) as its
+ * fixed and object fds, renumbered to 3, 4, ... Returns the pid or a
+ * negative code. */
+pid_t mproc__spawn_child(const int *fds, size_t nfds);
+
+/* Spawns this program as one of mproc's helper processes (the fork
+ * server, the shared memory tracker): it runs entry() instead of main(),
+ * with fds[0..nfds) as 3, 4, ... Returns the pid or a negative code. */
+pid_t mproc__spawn_helper(void (*entry)(void), const int *fds, size_t nfds);
+
+/* True when this process is a spawned child that has not booted yet and
+ * whose program does not call mproc_main(): entry.c then boots it. */
+bool mproc__spawn_pending(void);
+/* The main() a spawned child runs instead of the program's. */
+int mproc__spawn_main(int argc, char **argv, char **envp);
+
+/* ---- fork server (forkserver.c) --------------------------------------- */
+
+/* Asks the fork server (starting it if needed) to run the child described
+ * by blob + fds. On success stores the child's pid, a pidfd, the
+ * connection on which its exit status will arrive, and in *early the exit
+ * code if it already arrived (INT32_MIN otherwise). */
+int mproc__forkserver_start(const void *blob, size_t len, const int *fds,
+                            size_t nfds, pid_t *pid, int *pidfd, int *conn,
+                            int *early);
+/* A pidfd on this process, owned by the fork server state (borrowed):
+ * handed to forkserver children as their parent. Starts the server if
+ * needed. Returns the fd or a negative code. */
+int mproc__forkserver_parent_pidfd(void);
+
+#endif

@@ -1,0 +1,76 @@
+/*
+ * shm_impl.h - internals of the shared memory module: the shared heap
+ * (heap.c), the lock seam Values and Arrays use (heap.c), and the segment
+ * tracker (tracker.c).
+ */
+#ifndef MPROC_SHM_IMPL_H
+#define MPROC_SHM_IMPL_H
+
+#include "process/process.h"
+#include "mproc/shm.h"
+#include "mproc/sync.h"
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+/* ---- shared heap (heap.c) ---------------------------------------------
+ *
+ * Arenas are memfd mappings shared by every process that maps them; their
+ * allocation bitmap and its robust process-shared mutex live inside them,
+ * so any process may allocate from or free into an arena it has mapped.
+ * Each process keeps its own list of the arenas it maps, with a count of
+ * the blocks it references in each; an arena is unmapped and its fd closed
+ * when that count drops to zero.
+ */
+typedef struct mproc__arena mproc__arena;
+
+typedef struct mproc__block {
+    mproc__arena *arena;
+    size_t off; /* offset of the block in the arena */
+    size_t len; /* bytes asked for */
+    unsigned char *p;
+} mproc__block;
+
+/* Allocates n zeroed bytes (64-byte aligned). Returns 0, -ENOMEM,
+ * -EMFILE... */
+int mproc__heap_alloc(size_t n, mproc__block *b);
+/* Returns the block's memory to its arena (creator only) and drops the
+ * reference. */
+void mproc__heap_free(mproc__block *b);
+/* Drops this process's reference without freeing the memory. */
+void mproc__heap_release(mproc__block *b);
+/* Describes b for a child: the arena's fd plus offset and length. */
+int mproc__heap_export(const mproc__block *b, mproc_export *ex);
+/* Maps (or finds already mapped) the arena and rebuilds the block. */
+int mproc__heap_import(mproc_import *im, mproc__block *b);
+
+/* ---- lock seam (heap.c) -----------------------------------------------
+ *
+ * The lock a Value or Array carries: recursive, process-shared, robust
+ * (the sync module's RLock). Lives in caller storage of MPROC__VLOCK_SIZE
+ * bytes at the start of the block, whole cache lines, so that the data
+ * that follows sits on a line of its own.
+ */
+#define MPROC__VLOCK_SIZE ((sizeof(mproc_rlock) + 63) / 64 * 64)
+int mproc__vlock_init(void *storage);
+/* 0, -EOWNERDEAD (held, made consistent), -ETIMEDOUT. */
+int mproc__vlock_acquire(void *storage, double timeout);
+/* 0 or MPROC_ENOTOWNER. */
+int mproc__vlock_release(void *storage);
+
+/* ---- tracker (tracker.c) ---------------------------------------------- */
+
+/* Registers a named segment created by this process (dev/ino identify it so
+ * a later segment of the same name is never removed). Starts the tracker on
+ * first use. Returns 0 or -errno. */
+int mproc__tracker_register(const char *name, dev_t dev, ino_t ino);
+/* Tells the tracker a segment was unlinked (no-op without a tracker). */
+void mproc__tracker_unregister(const char *name);
+/* Pid of the tracker this process talks to, 0 if none. */
+pid_t mproc__tracker_pid(void);
+
+/* Checks a segment name; returns 0 and the name without its leading '/'
+ * in out (MPROC_SHM_NAME_MAX + 1 bytes), or -EINVAL / -ENAMETOOLONG. */
+int mproc__shm_check_name(const char *name, char *out);
+
+#endif
