@@ -1,5 +1,8 @@
 # Top-level driver. `make run` builds and runs the tour; `make check` builds
 # with ASan + UBSan and -Werror and runs every test through ctest.
+#
+# Builds are quiet: CMake's and make's output goes to build/<dir>.log and
+# is printed whole only when the build fails. `make V=1 ...` shows it all.
 JOBS ?= $(shell nproc)
 CMAKE ?= cmake
 REL := build/release
@@ -9,20 +12,31 @@ SRC_H := $(shell find src -name "*.h")
 
 .PHONY: all run check build bench lint format install clean
 
+# $(call quietly,LOG,COMMANDS): runs the shell COMMANDS with all their
+# output in LOG; if they fail, prints LOG and fails.
+ifeq ($(V),1)
+quietly = $(2)
+else
+quietly = mkdir -p build && { $(2); } >$(1) 2>&1 || \
+    { cat $(1); echo "make: build failed; the output above is in $(1)" >&2; exit 1; }
+endif
+
 all: build
 
 build:
-	$(CMAKE) -S . -B $(REL) -DCMAKE_BUILD_TYPE=Release -DMPROC_TESTS=OFF >/dev/null
-	$(CMAKE) --build $(REL) -j$(JOBS)
+	@$(call quietly,$(REL).log, \
+	    $(CMAKE) -S . -B $(REL) -DCMAKE_BUILD_TYPE=Release -DMPROC_TESTS=OFF && \
+	    $(CMAKE) --build $(REL) -j$(JOBS))
 
 run: build
 	@bash examples/tour.sh $(REL)/examples
 
 check:
-	$(CMAKE) -S . -B $(DBG) -DCMAKE_BUILD_TYPE=Debug -DMPROC_SANITIZE=ON \
-	    -DMPROC_WERROR=ON -DMPROC_BENCH=OFF >/dev/null
-	$(CMAKE) --build $(DBG) -j$(JOBS)
-	cd $(DBG) && ctest --output-on-failure --timeout 900
+	@$(call quietly,$(DBG).log, \
+	    $(CMAKE) -S . -B $(DBG) -DCMAKE_BUILD_TYPE=Debug -DMPROC_SANITIZE=ON \
+	        -DMPROC_WERROR=ON -DMPROC_BENCH=OFF && \
+	    $(CMAKE) --build $(DBG) -j$(JOBS))
+	@cd $(DBG) && ctest --output-on-failure --timeout 900
 
 bench: build
 	@bash bench/run.sh $(REL)
