@@ -52,8 +52,10 @@ format:
 	clang-format -i $(SRC_C) $(SRC_H) include/*.h include/mproc/*.h \
 	    tests/*.c tests/*.h examples/*.c bench/*.c
 
+# `make install PREFIX=/some/dir` installs there; without PREFIX, CMake's
+# default prefix (/usr/local).
 install: build
-	$(CMAKE) --install $(REL)
+	$(CMAKE) --install $(REL) $(if $(PREFIX),--prefix "$(PREFIX)")
 
 clean:
 	rm -rf build
