@@ -7,7 +7,9 @@
  * behind (after mproc_shutdown(), which stops the fork server and any
  * library helper processes). The parent then makes sure nothing of the
  * process group survives. A failed CHECK prints file:line and ends the
- * case with status 1; SKIP ends it with status 77.
+ * case with status 1; SKIP ends it with status 77. The program exits 0
+ * when no case failed, 1 when one did, and 77 when every case it ran was
+ * skipped (ctest shows that as skipped: SKIP_RETURN_CODE).
  *
  *   static void test_x(void) { CHECK(1 + 1 == 2); }
  *   static const mproc_test tests[] = {{"x", test_x, 10}};
@@ -96,8 +98,9 @@ extern int mproc_test_main_ran;
 /* Start methods to loop over in tests that must hold under all three. */
 extern const mproc_start_method mproc_test_methods[3];
 
-/* Path of an installed CPython ("3.11" -> ~/.pyenv/versions/3.11.x/bin/
- * python), or NULL. Static storage. */
+/* Path of an installed CPython ("3.11" -> DIR/3.11.x/bin/python, where
+ * DIR is $MPROC_PYTHON_DIR, by default ~/.pyenv/versions), or NULL.
+ * Static storage. */
 const char *mproc_test_python(const char *version);
 
 /* Seconds since an arbitrary point (CLOCK_MONOTONIC). */

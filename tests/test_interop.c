@@ -6,7 +6,8 @@
  * empty, 64 MiB and many messages; EOF in both directions. Python 3.6 and
  * 3.8 exercise the HMAC-MD5 handshake, 3.12+ the "{sha256}" one.
  * The Python side is tests/py/conn_peer.py; interpreters come from
- * ~/.pyenv (mproc_test_python), and a missing one is skipped.
+ * $MPROC_PYTHON_DIR, by default ~/.pyenv/versions (mproc_test_python), and
+ * a missing one is skipped.
  */
 #include "harness.h"
 
@@ -178,7 +179,7 @@ static int have_any(void)
 static void test_py_client_mproc_listener(void)
 {
     if (!have_any())
-        SKIP("no CPython under ~/.pyenv/versions");
+        SKIP("no CPython in $MPROC_PYTHON_DIR (default ~/.pyenv/versions)");
     mproc_conn_opts k = key_opts(key_raw, 20);
     int ran = 0;
     for (size_t v = 0; v < NVERSIONS; v++) {
@@ -225,7 +226,7 @@ static void test_py_client_mproc_listener(void)
 static void test_mproc_client_py_listener(void)
 {
     if (!have_any())
-        SKIP("no CPython under ~/.pyenv/versions");
+        SKIP("no CPython in $MPROC_PYTHON_DIR (default ~/.pyenv/versions)");
     mproc_conn_opts k = key_opts(key_raw, 20);
     char dir[] = "/tmp/mproc-interop-XXXXXX";
     CHECK(mkdtemp(dir));
@@ -269,7 +270,7 @@ static void test_mproc_client_py_listener(void)
 static void test_wrong_key(void)
 {
     if (!have_any())
-        SKIP("no CPython under ~/.pyenv/versions");
+        SKIP("no CPython in $MPROC_PYTHON_DIR (default ~/.pyenv/versions)");
     mproc_conn_opts k = key_opts(key_raw, 10);
     for (size_t v = 0; v < NVERSIONS; v++) {
         const char *python = mproc_test_python(versions[v]);
@@ -334,7 +335,7 @@ static void test_wrong_key(void)
 static void test_empty_and_process_key(void)
 {
     if (!have_any())
-        SKIP("no CPython under ~/.pyenv/versions");
+        SKIP("no CPython in $MPROC_PYTHON_DIR (default ~/.pyenv/versions)");
     const char *python = mproc_test_python("3.11");
     if (!python)
         python = mproc_test_python("3.13");
