@@ -7,10 +7,12 @@ JOBS ?= $(shell nproc)
 CMAKE ?= cmake
 REL := build/release
 DBG := build/check
+COV := build/coverage
 SRC_C := $(shell find src -name "*.c")
 SRC_H := $(shell find src -name "*.h")
 
-.PHONY: all run check build bench lint format format-check install clean
+.PHONY: all run check build bench lint format format-check coverage install \
+    clean
 
 # $(call quietly,LOG,COMMANDS): runs the shell COMMANDS with all their
 # output in LOG; if they fail, prints LOG and fails.
@@ -37,6 +39,33 @@ check:
 	        -DMPROC_WERROR=ON -DMPROC_BENCH=OFF && \
 	    $(CMAKE) --build $(DBG) -j$(JOBS))
 	@cd $(DBG) && ctest --output-on-failure --timeout 900
+
+# Line and branch coverage of src/ over the test suite: gcc --coverage in a
+# build of its own (Debug, no sanitizers), fresh counters, ctest, then gcovr:
+# a table of line coverage per file (least covered last) and the totals of
+# lines and branches; branches per file in $(COV)/branches.txt, annotated
+# sources in $(COV)/html/index.html. Fails when a test failed, after the
+# report.
+GCOVR = gcovr --root . --add-tracefile $(COV)/coverage.json
+coverage:
+	@command -v gcovr >/dev/null || \
+	    { echo "make coverage needs gcovr: apt-get install gcovr" >&2; exit 1; }
+	@$(call quietly,$(COV).log, \
+	    $(CMAKE) -S . -B $(COV) -DCMAKE_BUILD_TYPE=Debug -DMPROC_COVERAGE=ON \
+	        -DMPROC_EXAMPLES=OFF -DMPROC_BENCH=OFF && \
+	    $(CMAKE) --build $(COV) -j$(JOBS))
+	@find $(COV) -name '*.gcda' -delete
+	@cd $(COV) && ctest --output-on-failure --timeout 900; rc=$$?; \
+	    cd $(CURDIR) && mkdir -p $(COV)/html && \
+	    gcovr --root . --filter src/ -j $(JOBS) --json $(COV)/coverage.json \
+	        $(COV) && \
+	    $(GCOVR) --sort-percentage --txt $(COV)/lines.txt \
+	        --html-details $(COV)/html/index.html && \
+	    $(GCOVR) --sort-percentage --branches --txt $(COV)/branches.txt \
+	        --print-summary >$(COV)/summary.txt && \
+	    sed -E 's/(%|Cover) +([0-9]|Missing).*$$/\1/' $(COV)/lines.txt && \
+	    cat $(COV)/summary.txt && \
+	    exit $$rc
 
 bench: build
 	@bash bench/run.sh $(REL)

@@ -18,6 +18,18 @@ const mproc_start_method mproc_test_methods[3] = {
 static const char *current_test = "?";
 int mproc_test_main_ran;
 
+#ifdef MPROC_COVERAGE
+void __gcov_dump(void); /* libgcov's; see mproc__exit in src/os/os.c */
+#endif
+
+void mproc_test_exit(int code)
+{
+#ifdef MPROC_COVERAGE
+    __gcov_dump();
+#endif
+    _exit(code);
+}
+
 void mproc_test_fail(const char *file, int line, const char *fmt, ...)
 {
     char msg[1024];
@@ -28,14 +40,14 @@ void mproc_test_fail(const char *file, int line, const char *fmt, ...)
     fprintf(stderr, "FAIL %s (pid %d) %s:%d: %s\n", current_test, (int)getpid(),
             file, line, msg);
     fflush(NULL);
-    _exit(1);
+    mproc_test_exit(1);
 }
 
 void mproc_test_skip(const char *why)
 {
     fprintf(stderr, "SKIP %s: %s\n", current_test, why);
     fflush(NULL);
-    _exit(77);
+    mproc_test_exit(77);
 }
 
 double mproc_test_now(void)
@@ -173,7 +185,7 @@ static int run_one(const mproc_test *t)
         setpgid(0, 0);
         run_case(t);
         fflush(NULL);
-        _exit(0);
+        mproc_test_exit(0);
     }
     setpgid(pid, pid);
     int status = 0;

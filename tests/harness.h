@@ -91,6 +91,10 @@ void mproc_test_skip(const char *why) __attribute__((noreturn));
 
 #define SKIP(why) mproc_test_skip(why)
 
+/* _exit(code) for a test's own forked children: in a coverage build
+ * (MPROC_COVERAGE) it writes the counters first, which _exit would lose. */
+void mproc_test_exit(int code) __attribute__((noreturn));
+
 /* 1 once mproc_test_main has run in this process (0 in a spawn child,
  * where main() never runs). */
 extern int mproc_test_main_ran;

@@ -26,10 +26,14 @@ int main(void)
     return code == 5 ? 0 : 1;
 }
 C
-# The library under test may be built with sanitizers; link the same way.
+# The library under test may be built with sanitizers or coverage; link the
+# same way (the static library's objects need libgcov then).
 extra=""
 if [ "$(nm -D "$libdir/libmproc.so" | grep -c __asan_init)" != 0 ]; then
   extra="-fsanitize=address,undefined"
+fi
+if [ "$(nm "$libdir/libmproc.a" 2>/dev/null | grep -c __gcov_init)" != 0 ]; then
+  extra="$extra --coverage"
 fi
 cc $extra "$tmp/prog.c" -o "$tmp/prog" $(pkg-config --cflags --libs mproc) \
    -Wl,-rpath,"$libdir"

@@ -183,7 +183,7 @@ static void test_pipe_simplex(void)
     CHECK(pid >= 0);
     if (pid == 0) {
         int rc = mproc_conn_send_bytes(w, p, big);
-        _exit(rc == 0 ? 0 : 1);
+        mproc_test_exit(rc == 0 ? 0 : 1);
     }
     memset(p, 0, big);
     void *q;
@@ -301,10 +301,10 @@ static void test_framing_bytes(void)
         const char *f = "\xff\xff\xff\xff\0\0\0\0\0\0\0\x02hi\0\0\0\x02yo";
         for (int i = 0; i < 20; i++) {
             if (write(raw, f + i, 1) != 1)
-                _exit(1);
+                mproc_test_exit(1);
             usleep(2000);
         }
-        _exit(0);
+        mproc_test_exit(0);
     }
     recv_str(c, "hi");
     recv_str(c, "yo");
@@ -509,7 +509,7 @@ static void test_peer_killed_mid_send(void)
     if (pid == 0) {
         unsigned char *p = calloc(1, big);
         mproc_conn_send_bytes(a, p, big); /* blocks: nobody reads yet */
-        _exit(0);
+        mproc_test_exit(0);
     }
     mproc_conn_free(a); /* the child's copy is now the only writer */
     CHECK_EQ(mproc_conn_poll(b, 10), 1);
@@ -530,7 +530,7 @@ static void test_peer_killed_mid_send(void)
     if (pid == 0) {
         mproc_conn_send_bytes(b, "last", 4);
         pause();
-        _exit(0);
+        mproc_test_exit(0);
     }
     mproc_conn_free(b);
     recv_str(a, "last");
@@ -634,7 +634,7 @@ static void test_poll_and_wait(void)
     if (pid == 0) {
         usleep(100000);
         mproc_conn_send_bytes(a, "late", 4);
-        _exit(0);
+        mproc_test_exit(0);
     }
     double t0 = mproc_test_now();
     CHECK_EQ(mproc_conn_poll(b, 10), 1);
@@ -959,7 +959,7 @@ static void test_listener_families(void)
     pid_t pid = fork();
     if (pid == 0) {
         mproc_listener_free(l);
-        _exit(access(path, F_OK) == 0 ? 0 : 1);
+        mproc_test_exit(access(path, F_OK) == 0 ? 0 : 1);
     }
     CHECK_EQ(reap(pid), 0);
     CHECK(access(path, F_OK) == 0);
@@ -1175,7 +1175,7 @@ static void test_auth_keys(void)
     if (pid == 0) {
         mproc_set_authkey("other", 5);
         int r = mproc_client(&c, mproc_listener_address(l), NULL);
-        _exit(r == MPROC_EAUTH ? 0 : 1);
+        mproc_test_exit(r == MPROC_EAUTH ? 0 : 1);
     }
     CHECK_ERR(mproc_listener_accept(l, &c, 10), MPROC_EAUTH);
     CHECK_EQ(reap(pid), 0);
@@ -1532,15 +1532,15 @@ static void test_hostile_clients(void)
             socklen_t len =
                 (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(a));
             if (connect(fd, (struct sockaddr *)&un, len) < 0)
-                _exit(2);
+                mproc_test_exit(2);
             unsigned char ch[64];
             if (read(fd, ch, sizeof ch) != 63) /* challenge: 4 + 59 */
-                _exit(3);
+                mproc_test_exit(3);
             if (cases[i].n && write(fd, cases[i].bytes, cases[i].n) < 0)
-                _exit(4);
+                mproc_test_exit(4);
             if (cases[i].hold)
                 read(fd, ch, 1); /* until the listener gives up */
-            _exit(0);
+            mproc_test_exit(0);
         }
         mproc_conn *c;
         double t0 = mproc_test_now();
@@ -1567,9 +1567,9 @@ static void test_hostile_clients(void)
         if (connect(fd, (struct sockaddr *)&un, len) < 0 ||
             read(fd, ch, sizeof ch) != 63 ||
             write(fd, "\0\0\0\x28{sha", 8) != 8)
-            _exit(2);
+            mproc_test_exit(2);
         pause();
-        _exit(0);
+        mproc_test_exit(0);
     }
     pthread_t th;
     CHECK_OK(pthread_create(&th, NULL, killer, &pid));
@@ -1612,7 +1612,7 @@ static void test_hostile_servers(void)
             int fd = accept(ls, NULL, NULL);
             if (cases[i].n)
                 raw_write(fd, cases[i].bytes, cases[i].n);
-            _exit(0);
+            mproc_test_exit(0);
         }
         close(ls);
         mproc_conn *c;

@@ -54,7 +54,7 @@ static py py_start(const char *python, const char *role, const char *addr,
         dup2(p[1], 1);
         const char *argv[] = {python, path, role, addr, key, scenario, NULL};
         execv(python, (char *const *)argv);
-        _exit(127);
+        mproc_test_exit(127);
     }
     close(p[1]);
     return r;

@@ -59,7 +59,7 @@ static int t_fail_odd(const void *in, size_t len, mproc_out *out)
 /* A task that dies in the way its input says. */
 typedef struct crash_in {
     int64_t x;
-    int32_t action; /* 0 square, 1 SIGKILL, 2 abort, 3 _exit(3), 4 SEGV */
+    int32_t action; /* 0 square, 1 SIGKILL, 2 abort, 3 exit 3, 4 SEGV */
     int32_t pad;
 } crash_in;
 
@@ -75,7 +75,7 @@ static int t_crash(const void *in, size_t len, mproc_out *out)
         signal(SIGABRT, SIG_DFL);
         abort();
     case 3:
-        _exit(3);
+        mproc_test_exit(3);
     case 4:
         signal(SIGSEGV, SIG_DFL);
         raise(SIGSEGV);
@@ -911,13 +911,13 @@ static void test_owner_killed(void)
             mproc_pool_opts o = {.processes = 2,
                                  .method = mproc_test_methods[m]};
             if (mproc_pool_new(&p, &o) < 0)
-                _exit(2);
+                mproc_test_exit(2);
             pid_t pids[2];
             mproc_pool_pids(p, pids, 2);
             if (write(fds[1], pids, sizeof pids) != sizeof pids)
-                _exit(3);
+                mproc_test_exit(3);
             pause();
-            _exit(0);
+            mproc_test_exit(0);
         }
         close(fds[1]);
         pid_t pids[2];

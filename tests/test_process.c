@@ -65,14 +65,14 @@ static void say(const mproc_args *a, size_t i, const char *fmt, ...)
 {
     tpipe *t = mproc_args_object(a, i, &tpipe_kind);
     if (!t)
-        _exit(99);
+        mproc_test_exit(99);
     char buf[512];
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
     if (write(t->fd, buf, (size_t)n) != n)
-        _exit(98);
+        mproc_test_exit(98);
 }
 
 /* Reads what children said until every writer is gone. */

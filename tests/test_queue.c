@@ -200,10 +200,10 @@ static void test_sizes_larger_than_ring(void)
         for (size_t i = 0; i < ns; i++) {
             size_t n = make_msg(buf, 2, (uint32_t)i, sizes[i]);
             if (mproc_queue_put(q, buf, n, 10) != 0)
-                _exit(1);
+                mproc_test_exit(1);
         }
         free(buf);
-        _exit(0);
+        mproc_test_exit(0);
     }
     for (size_t i = 0; i < ns; i++) {
         size_t need = sizes[i] + sizeof(mhdr);
@@ -245,7 +245,7 @@ static void test_streamed_put_timeout(void)
     pid_t pid = fork();
     CHECK(pid >= 0);
     if (pid == 0)
-        _exit(mproc_queue_put(q, "after", 5, 5) == 0 ? 0 : 1);
+        mproc_test_exit(mproc_queue_put(q, "after", 5, 5) == 0 ? 0 : 1);
     char buf[16];
     size_t n;
     CHECK_OK(mproc_queue_get(q, buf, sizeof buf, &n, 5));
@@ -312,7 +312,7 @@ static void test_bad_args(void)
         /* A forked child's handle is a different object in memory only by
          * copy; closing it there leaves the parent's usable. */
         mproc_queue_close(q);
-        _exit(mproc_queue_put(q, "y", 1, 0) == MPROC_ECLOSED ? 0 : 1);
+        mproc_test_exit(mproc_queue_put(q, "y", 1, 0) == MPROC_ECLOSED ? 0 : 1);
     }
     reap(pid, 0);
     CHECK_OK(mproc_queue_close(q));
@@ -437,12 +437,12 @@ static void test_joinable(void)
             int v;
             size_t n;
             if (mproc_queue_get(q, &v, sizeof v, &n, 5) != 0 || v != i)
-                _exit(1);
+                mproc_test_exit(1);
             usleep(20000);
             if (mproc_queue_task_done(q) != 0)
-                _exit(2);
+                mproc_test_exit(2);
         }
-        _exit(mproc_queue_task_done(q) == MPROC_ETASKDONE ? 0 : 3);
+        mproc_test_exit(mproc_queue_task_done(q) == MPROC_ETASKDONE ? 0 : 3);
     }
     double t0 = mproc_test_now();
     CHECK_OK(mproc_queue_join(q, 10));
@@ -459,7 +459,7 @@ static void test_joinable(void)
     pid = fork();
     CHECK(pid >= 0);
     if (pid == 0)
-        _exit(mproc_queue_put(q, "x", 1, 5) == 0 ? 0 : 1);
+        mproc_test_exit(mproc_queue_put(q, "x", 1, 5) == 0 ? 0 : 1);
     size_t n;
     CHECK_OK(mproc_queue_get(q, big, 20000, &n, 5));
     CHECK_EQ(n, 1);
@@ -501,7 +501,8 @@ static void test_fileno(void)
         CHECK(pid >= 0);
         if (pid == 0) {
             usleep(round % 2 ? 0 : 2000);
-            _exit(mproc_queue_put(q, &round, sizeof round, 1) == 0 ? 0 : 1);
+            mproc_test_exit(
+                mproc_queue_put(q, &round, sizeof round, 1) == 0 ? 0 : 1);
         }
         int ready = 0;
         CHECK_EQ(mproc_wait(&fd, 1, 5, &ready), 1);
@@ -522,7 +523,7 @@ static void test_fileno(void)
     pid_t pid = fork();
     CHECK(pid >= 0);
     if (pid == 0)
-        _exit(mproc_queue_put(q, "ep", 2, 1) == 0 ? 0 : 1);
+        mproc_test_exit(mproc_queue_put(q, "ep", 2, 1) == 0 ? 0 : 1);
     CHECK_EQ(epoll_wait(ep, &ev, 1, 5000), 1);
     CHECK_EQ(ev.data.u32, 7);
     reap(pid, 0);
@@ -582,7 +583,7 @@ static void producer(mproc_queue *q, board *b, uint32_t slot, int count,
         int rc = mproc_queue_put(q, buf, n, 30);
         if (rc != 0) {
             fprintf(stderr, "producer %u: put: %s\n", slot, mproc_errname(rc));
-            _exit(10);
+            mproc_test_exit(10);
         }
         atomic_store(&b->sent[slot][seq], 1);
     }
@@ -598,7 +599,7 @@ static void consumer(mproc_queue *q, board *b, int me)
         int rc = mproc_queue_get_alloc(q, &m, &n, 30);
         if (rc != 0) {
             fprintf(stderr, "consumer %d: get: %s\n", me, mproc_errname(rc));
-            _exit(20);
+            mproc_test_exit(20);
         }
         mhdr h;
         if (n == 4 && memcmp(m, "STOP", 4) == 0) {
@@ -632,7 +633,7 @@ static void test_mpmc_checksums(void)
         CHECK(pids[NP + i] >= 0);
         if (pids[NP + i] == 0) {
             consumer(q, b, i);
-            _exit(0);
+            mproc_test_exit(0);
         }
     }
     for (int i = 0; i < NP; i++) {
@@ -640,7 +641,7 @@ static void test_mpmc_checksums(void)
         CHECK(pids[i] >= 0);
         if (pids[i] == 0) {
             producer(q, b, (uint32_t)i, PER, cap, 77 + (uint64_t)i);
-            _exit(0);
+            mproc_test_exit(0);
         }
     }
     for (int i = 0; i < NP; i++)
@@ -729,7 +730,7 @@ static void test_kill_blocked_consumer(void)
         char b[8];
         size_t n;
         mproc_queue_get(q, b, sizeof b, &n, -1);
-        _exit(1);
+        mproc_test_exit(1);
     }
     usleep(100000);
     kill(pid, SIGKILL);
@@ -754,12 +755,12 @@ static void die_in_put(mproc_queue *q)
     unsigned char *buf = mmap(NULL, 2 * half, PROT_READ | PROT_WRITE,
                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (buf == MAP_FAILED)
-        _exit(7);
+        mproc_test_exit(7);
     memset(buf, 'b', half);
     mprotect(buf + half, half, PROT_NONE);
     signal(SIGSEGV, SIG_DFL);
     mproc_queue_put(q, buf, 2 * half, -1);
-    _exit(8); /* not reached */
+    mproc_test_exit(8); /* not reached */
 }
 
 static void test_kill_streaming_producer(void)
@@ -775,7 +776,7 @@ static void test_kill_streaming_producer(void)
             int ok = variant ? rc == MPROC_EEMPTY
                              : rc == 0 && n == 4 && memcmp(m, "next", 4) == 0;
             free(m);
-            _exit(ok ? 0 : 4);
+            mproc_test_exit(ok ? 0 : 4);
         }
         pid_t pid = fork();
         CHECK(pid >= 0);
@@ -813,7 +814,7 @@ static void test_kill_streaming_consumer(void)
         int ok = mproc_queue_put(q, m, big, 10) == 0 &&
                  mproc_queue_put(q, "after", 5, 10) == 0;
         free(m);
-        _exit(ok ? 0 : 1);
+        mproc_test_exit(ok ? 0 : 1);
     }
     pid_t cons = fork();
     CHECK(cons >= 0);
@@ -821,12 +822,12 @@ static void test_kill_streaming_consumer(void)
         unsigned char *buf = mmap(NULL, big, PROT_READ | PROT_WRITE,
                                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (buf == MAP_FAILED)
-            _exit(7);
+            mproc_test_exit(7);
         mprotect(buf + big / 2, big / 2, PROT_NONE);
         signal(SIGSEGV, SIG_DFL);
         size_t n;
         mproc_queue_get(q, buf, big, &n, 10);
-        _exit(8); /* not reached */
+        mproc_test_exit(8); /* not reached */
     }
     reap(cons, -1);
     char buf[16];
@@ -866,7 +867,7 @@ static void kill_loop(size_t cap, size_t maxsize, int KILLS)
                 producer(q, b, (uint32_t)i, -1, cap, (uint64_t)i * 1000);
             else
                 consumer(q, b, i - NP);
-            _exit(0);
+            mproc_test_exit(0);
         }
     }
     double t0 = mproc_test_now();
@@ -896,7 +897,7 @@ static void kill_loop(size_t cap, size_t maxsize, int KILLS)
                          (uint64_t)i * 1000 + (uint64_t)k + 1);
             else
                 consumer(q, b, i - NP);
-            _exit(0);
+            mproc_test_exit(0);
         }
     }
     double t_kill = mproc_test_now() - t0;

@@ -325,10 +325,10 @@ static void test_lock(void)
         mproc_value_acquire(v, -1);
         char c = 1;
         if (write(go[1], &c, 1) != 1)
-            _exit(2);
+            mproc_test_exit(2);
         usleep(200000);
         mproc_value_release(v);
-        _exit(0);
+        mproc_test_exit(0);
     }
     char c;
     CHECK_EQ(read(go[0], &c, 1), 1);
@@ -344,11 +344,11 @@ static void test_lock(void)
     if (pid == 0) {
         int64_t x = 0;
         if (mproc_value_acquire(v, 0) != -ETIMEDOUT)
-            _exit(2);
+            mproc_test_exit(2);
         if (write(go[1], "g", 1) != 1)
-            _exit(3);
+            mproc_test_exit(3);
         mproc_value_get_i64(v, &x); /* blocks until the parent is done */
-        _exit(x == 2 ? 0 : 4);
+        mproc_test_exit(x == 2 ? 0 : 4);
     }
     CHECK_EQ(read(go[0], &c, 1), 1);
     usleep(50000);
@@ -375,9 +375,9 @@ static void test_holder_killed(void)
         mproc_array_acquire(a, -1);
         char c = 1;
         if (write(go[1], &c, 1) != 1)
-            _exit(2);
+            mproc_test_exit(2);
         pause(); /* killed while holding both */
-        _exit(0);
+        mproc_test_exit(0);
     }
     char c;
     CHECK_EQ(read(go[0], &c, 1), 1);
@@ -424,7 +424,7 @@ static void gate_wait(gate *g) /* in a child */
     char c;
     close(g->fd[1]);
     if (read(g->fd[0], &c, 1) < 0)
-        _exit(9);
+        mproc_test_exit(9);
 }
 
 static void gate_open(gate *g)
@@ -456,7 +456,7 @@ static void test_counter_locked(void)
         if (pids[i] == 0) {
             gate_wait(&g);
             bump_locked(v, NINC);
-            _exit(0);
+            mproc_test_exit(0);
         }
     }
     gate_open(&g);
@@ -487,7 +487,7 @@ static void test_counter_unlocked(void)
                 mproc_value_get_i64(v, &x);
                 mproc_value_set_i64(v, x + 1);
             }
-            _exit(0);
+            mproc_test_exit(0);
         }
     }
     gate_open(&g);
@@ -639,7 +639,7 @@ static void test_array_slice_atomic(void)
                 buf[i] = round;
             mproc_array_set_slice(a, 0, N, buf);
         }
-        _exit(0);
+        mproc_test_exit(0);
     }
     int torn = 0;
     for (int k = 0; k < 2000; k++) {
@@ -770,9 +770,10 @@ static void test_heap_fork_stress(void)
     for (int i = 0; i < KIDS; i++) {
         pids[i] = fork();
         if (pids[i] == 0)
-            _exit(churn(1000 + (uint64_t)i, 20000, (unsigned char)(i + 1)) == 0
-                      ? 0
-                      : 1);
+            mproc_test_exit(
+                churn(1000 + (uint64_t)i, 20000, (unsigned char)(i + 1)) == 0
+                    ? 0
+                    : 1);
     }
     pthread_t th[3];
     churn_arg ca[3];
@@ -804,7 +805,7 @@ static void test_heap_kill_stress(void)
         pid_t pid = fork();
         if (pid == 0) {
             churn((uint64_t)round, 1 << 30, 0x11);
-            _exit(0);
+            mproc_test_exit(0);
         }
         usleep((useconds_t)(1000 + rng(&seed) % 5000));
         kill(pid, SIGKILL);
@@ -832,12 +833,12 @@ static void test_free_in_child(void)
         mproc_value *w[50];
         for (int i = 0; i < 50; i++) {
             if (mproc_value_new(&w[i], 'i') < 0)
-                _exit(2);
+                mproc_test_exit(2);
             mproc_value_set_i64(w[i], -1);
         }
         for (int i = 0; i < 50; i++)
             mproc_value_free(w[i]);
-        _exit(0);
+        mproc_test_exit(0);
     }
     reap_ok(pid);
     int64_t x;
@@ -1035,16 +1036,16 @@ static void test_shm_unlink_while_attached(void)
         /* Attach by name, as an unrelated process would. */
         mproc_shm *t;
         if (mproc_shm_attach(&t, name, 0) < 0)
-            _exit(2);
+            mproc_test_exit(2);
         char c = 1;
         if (write(back[1], &c, 1) != 1 || read(go[0], &c, 1) != 1)
-            _exit(3);
+            mproc_test_exit(3);
         /* The name is gone; the memory is not. */
         if (shm_exists(name) || strcmp(mproc_shm_buf(t), "before") != 0)
-            _exit(4);
+            mproc_test_exit(4);
         strcpy(mproc_shm_buf(t), "after");
         mproc_shm_free(t);
-        _exit(0);
+        mproc_test_exit(0);
     }
     strcpy(mproc_shm_buf(s), "before");
     char c;
@@ -1069,7 +1070,7 @@ static void test_shm_readonly(void)
     if (pid == 0) {
         signal(SIGSEGV, SIG_DFL);
         ((volatile char *)mproc_shm_buf(r))[0] = 1;
-        _exit(0);
+        mproc_test_exit(0);
     }
     int st = reap(pid);
     CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV);
@@ -1200,16 +1201,16 @@ static pid_t creator(int nseg, const int *flags, char names[][64])
         for (int i = 0; i < nseg; i++) {
             mproc_shm *s;
             if (mproc_shm_create(&s, NULL, 4096, flags[i]) < 0)
-                _exit(2);
+                mproc_test_exit(2);
             char buf[64] = {0};
             snprintf(buf, sizeof buf, "%s", mproc_shm_name(s));
             if (write(p[1], buf, sizeof buf) != sizeof buf)
-                _exit(3);
+                mproc_test_exit(3);
             /* keep it mapped: the creator's own mapping must not count once
              * it is dead */
         }
         pause();
-        _exit(0);
+        mproc_test_exit(0);
     }
     close(p[1]);
     for (int i = 0; i < nseg; i++)
@@ -1258,20 +1259,20 @@ static void test_tracker_keeps_used(void)
     if (user == 0) {
         char name[64];
         if (read(go[0], name, sizeof name) != sizeof name)
-            _exit(2);
+            mproc_test_exit(2);
         mproc_shm *t;
         if (mproc_shm_attach(&t, name, 0) < 0)
-            _exit(3);
+            mproc_test_exit(3);
         strcpy(mproc_shm_buf(t), "in use");
         char c = 1;
         if (write(back[1], &c, 1) != 1 || read(go[0], &c, 1) != 1)
-            _exit(4);
+            mproc_test_exit(4);
         if (strcmp(mproc_shm_buf(t), "in use") != 0)
-            _exit(5);
+            mproc_test_exit(5);
         mproc_shm_free(t);
         if (write(back[1], &c, 1) != 1 || read(go[0], &c, 1) != 1)
-            _exit(6);
-        _exit(0);
+            mproc_test_exit(6);
+        mproc_test_exit(0);
     }
     pid_t pid = creator(1, flags, names);
     CHECK_EQ(write(go[1], names[0], 64), 64);
@@ -1409,13 +1410,13 @@ static void test_tracker_tree(void)
         mproc_shm *c;
         if (mproc_shm_create(&c, NULL, 64, 0) < 0 ||
             mproc_shm_tracker_pid() != tpid)
-            _exit(2);
+            mproc_test_exit(2);
         char buf[64] = {0};
         snprintf(buf, sizeof buf, "%s", mproc_shm_name(c));
         mproc_shm_free(c);
         if (write(p[1], buf, sizeof buf) != sizeof buf)
-            _exit(3);
-        _exit(0);
+            mproc_test_exit(3);
+        mproc_test_exit(0);
     }
     char name[64];
     CHECK_EQ(read(p[0], name, sizeof name), 64);
@@ -1447,7 +1448,7 @@ static void test_tracker_stop_with_holders(void)
     if (pid == 0) {
         char c;
         close(p[1]);
-        _exit(read(p[0], &c, 1) == 0 ? 0 : 1);
+        mproc_test_exit(read(p[0], &c, 1) == 0 ? 0 : 1);
     }
     close(p[0]);
     double t0 = mproc_test_now();

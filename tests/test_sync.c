@@ -62,7 +62,7 @@ static pid_t fork_child(child_fn fn, int arg)
     pid_t p = fork();
     CHECK(p >= 0);
     if (p == 0)
-        _exit(fn(arg));
+        mproc_test_exit(fn(arg));
     return p;
 }
 
@@ -313,7 +313,7 @@ static void test_lock_owner_killed(void)
     if (killer == 0) {
         usleep(200000);
         kill(p, SIGKILL);
-        _exit(0);
+        mproc_test_exit(0);
     }
     double t0 = mproc_test_now();
     CHECK_ERR(mproc_lock_acquire(&sh->lock, 10), -EOWNERDEAD);
@@ -1392,9 +1392,9 @@ static void test_free_while_held(void)
     CHECK(p >= 0);
     if (p == 0) {
         if (mproc_lock_acquire(l, -1) != 0)
-            _exit(1);
+            mproc_test_exit(1);
         mproc_lock_free(l); /* page kept: we hold it */
-        _exit(0);           /* dies holding it */
+        mproc_test_exit(0); /* dies holding it */
     }
     CHECK_EQ(reap(p), 0);
     CHECK_ERR(mproc_lock_acquire(l, 5), -EOWNERDEAD);

@@ -159,6 +159,20 @@ void mproc__close(int fd)
     }
 }
 
+#ifdef MPROC_COVERAGE
+/* libgcov's: writes the counters of every module of the process. (A weak
+ * reference would stay NULL: it does not pull libgcov's member in.) */
+void __gcov_dump(void);
+#endif
+
+void mproc__exit(int code)
+{
+#ifdef MPROC_COVERAGE
+    __gcov_dump();
+#endif
+    _exit(code);
+}
+
 int mproc__random(void *buf, size_t n)
 {
     char *c = buf;

@@ -67,6 +67,15 @@ int mproc__random(void *buf, size_t n);
 /* memfd with the given name holding n bytes of data; returns fd or -errno. */
 int mproc__memfd_with(const char *name, const void *data, size_t n);
 
+/*
+ * Ends this process at once, as _exit(code): no atexit handlers, no stdio
+ * flush. In a coverage build (MPROC_COVERAGE) the counters are written
+ * first, which _exit alone would lose. Every _exit of mproc's goes through
+ * here: forked children, the fork server and its children, the tracker,
+ * spawn helpers.
+ */
+void mproc__exit(int code) __attribute__((noreturn));
+
 /* SCM_RIGHTS over a Unix socket: send bytes plus fds / receive them.
  * recv returns bytes read (0 = EOF) and stores up to *nfds fds. */
 int mproc__send_fds(int sock, const void *p, size_t n, const int *fds,

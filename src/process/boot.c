@@ -43,15 +43,13 @@ static void child_finish(void)
     fflush(NULL);
 }
 
-extern void __gcov_dump(void) __attribute__((weak));
-
 void mproc__fork_child(const mproc_process *p, pid_t parent,
                        const char *parent_name)
 {
     if (p->daemon) {
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (getppid() != parent)
-            _exit(1);
+            mproc__exit(1);
     }
     /* Both are NUL-terminated within the same sizes: plain copies keep
      * the child's first instructions cheap. */
@@ -80,11 +78,9 @@ void mproc__exit_child(int code)
         int32_t msg[2] = {'C', code & 0xff};
         (void)send(g_report_fd, msg, sizeof msg, MSG_NOSIGNAL);
     }
-    /* _exit skips the atexit handlers a forked child inherited; coverage
-     * counters would be lost with them unless dumped here. */
-    if (__gcov_dump)
-        __gcov_dump();
-    _exit(code & 0xff);
+    /* Not exit(): the atexit handlers a forked child inherited are its
+     * parent's business. */
+    mproc__exit(code & 0xff);
 }
 
 /* Flags in the boot description. */

@@ -37,7 +37,7 @@ MPROC_API int __libc_start_main(main_fn main, int argc, char **argv,
 {
     start_fn real = real_start();
     if (!real)
-        _exit(127);
+        mproc__exit(127);
     if (mproc__spawn_pending())
         main = mproc__spawn_main;
     return real(main, argc, argv, init, fini, rtld_fini, stack_end);

@@ -418,7 +418,7 @@ static void __attribute__((noreturn)) server_entry(void)
     signal(SIGINT, SIG_IGN);
     signal(SIGPIPE, SIG_IGN);
     if (sfd < 0)
-        _exit(1);
+        mproc__exit(1);
     for (;;) {
         struct pollfd p[3] = {
             {ctl, POLLIN, 0}, {lsn, POLLIN, 0}, {sfd, POLLIN, 0}};
@@ -426,7 +426,7 @@ static void __attribute__((noreturn)) server_entry(void)
         if (r < 0) {
             if (errno == EINTR)
                 continue;
-            _exit(1);
+            mproc__exit(1);
         }
         if (p[2].revents) {
             struct signalfd_siginfo si;
@@ -444,5 +444,5 @@ static void __attribute__((noreturn)) server_entry(void)
     }
     /* Children keep running; the ones still connected just lose their
      * reporter, as with CPython's fork server. */
-    _exit(0);
+    mproc__exit(0);
 }

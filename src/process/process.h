@@ -81,8 +81,8 @@ void mproc__fork_child(const mproc_process *p, pid_t parent,
                        const char *parent_name) __attribute__((noreturn));
 /* Fork server children: the socket on which to report the exit code. */
 void mproc__set_report_fd(int fd);
-/* Ends a forked child: reports the code (fork server children), dumps
- * coverage, then _exit(code & 0xff). */
+/* Ends a forked child: reports the code (fork server children), then
+ * mproc__exit(code & 0xff). */
 void mproc__exit_child(int code) __attribute__((noreturn));
 
 /* ---- spawn (spawn.c) -------------------------------------------------- */

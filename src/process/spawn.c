@@ -165,7 +165,7 @@ static void __attribute__((noreturn)) run_helper(const char *m)
         memcpy(&fn, &entry, sizeof fn);
         fn();
     }
-    _exit(255);
+    mproc__exit(255);
 }
 
 /* Boots the process MPROC_SPAWN asks for and returns its exit code. */

@@ -476,7 +476,7 @@ static void __attribute__((noreturn)) tracker_entry(void)
             /* Let our parent reap us now; a watcher carries on. */
             pid_t p = fork();
             if (p != 0)
-                _exit(p < 0 ? 1 : 0);
+                mproc__exit(p < 0 ? 1 : 0);
             forked = true;
         }
         struct pollfd pf[TRK_MAX_WATCH];
@@ -500,5 +500,5 @@ static void __attribute__((noreturn)) tracker_entry(void)
             wait_ms = 50;
     }
     free(g.v);
-    _exit(0);
+    mproc__exit(0);
 }
