@@ -285,15 +285,8 @@ static void reg_apply(registry *g, const trk_msg *m)
     if (m->op != TRK_REGISTER)
         return;
     if (!e) {
-        if (g->n == g->cap) {
-            size_t cap = g->cap ? g->cap * 2 : 16;
-            entry *v =
-                cap <= TRK_MAX_ENTRIES ? realloc(g->v, cap * sizeof *v) : NULL;
-            if (!v)
-                return;
-            g->v = v;
-            g->cap = cap;
-        }
+        if (g->n >= TRK_MAX_ENTRIES || MPROC__GROW(g->v, g->cap, g->n + 1) < 0)
+            return;
         e = &g->v[g->n++];
     }
     snprintf(e->name, sizeof e->name, "%s", name);
