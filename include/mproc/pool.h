@@ -35,7 +35,8 @@
  * Failures (the analog of an exception raised in a task):
  *  - a task returns a negative code (or calls mproc_out_fail with a code
  *    and a message): that task fails with that code; a positive return is
- *    MPROC_ETASK;
+ *    MPROC_ETASK. For failures of your own use MPROC_EUSER(n) (error.h),
+ *    which no errno or mproc code can be confused with;
  *  - a worker dies (segfault, abort, SIGKILL, exit) while holding tasks:
  *    only the task it was running (and results it had not yet sent) fail
  *    with MPROC_EWORKER, naming its pid and signal or exit code; tasks it
