@@ -25,6 +25,13 @@
 
 #define MPROC__ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
+/* errno as a return code: -errno, or -EIO should a call have failed
+ * without setting it. Read it right after the failing call. */
+static inline int mproc__neg_errno(void)
+{
+    return errno > 0 ? -errno : -EIO;
+}
+
 /* ---- deadlines (os.c) ------------------------------------------------- */
 
 /* An absolute CLOCK_MONOTONIC deadline; infinite when timeout < 0. */

@@ -18,11 +18,6 @@
 /* ---- SharedMemory ------------------------------------------------------ */
 
 /* -errno of the call that just failed (never 0, whatever errno says). */
-static int neg_errno(void)
-{
-    return errno > 0 ? -errno : -EIO;
-}
-
 struct mproc_shm {
     pthread_mutex_t mu;
     char name[MPROC_SHM_NAME_MAX + 1]; /* "" when anonymous */
@@ -53,7 +48,7 @@ static int shm_open_name(const char *name, int oflag, mode_t mode)
     char path[MPROC_SHM_NAME_MAX + 2];
     snprintf(path, sizeof path, "/%s", name);
     int fd = shm_open(path, oflag, mode); /* O_CLOEXEC is implied */
-    return fd < 0 ? neg_errno() : fd;
+    return fd < 0 ? mproc__neg_errno() : fd;
 }
 
 static void shm_name_unlink(const char *name)
@@ -78,7 +73,7 @@ static int shm_map(mproc_shm *s, size_t size, bool readonly)
     int prot = PROT_READ | (readonly ? 0 : PROT_WRITE);
     void *p = mmap(NULL, size, prot, MAP_SHARED, s->fd, 0);
     if (p == MAP_FAILED)
-        return neg_errno();
+        return mproc__neg_errno();
     s->buf = p;
     s->size = size;
     s->readonly = readonly;
@@ -114,7 +109,7 @@ int mproc_shm_create(mproc_shm **out, const char *name, size_t size, int flags)
         for (int tries = 0; tries < 100 && r == -EEXIST; tries++) {
             unsigned char rnd[5];
             if (getrandom(rnd, sizeof rnd, 0) != sizeof rnd) {
-                r = neg_errno();
+                r = mproc__neg_errno();
                 break;
             }
             snprintf(s->name, sizeof s->name, "psm_%02x%02x%02x%02x%02x",
@@ -127,7 +122,7 @@ int mproc_shm_create(mproc_shm **out, const char *name, size_t size, int flags)
     s->fd = r;
     struct stat st;
     if (ftruncate(s->fd, (off_t)size) < 0 || fstat(s->fd, &st) < 0) {
-        r = errno == EFBIG ? -ENOMEM : neg_errno();
+        r = errno == EFBIG ? -ENOMEM : mproc__neg_errno();
         goto out_unlink;
     }
     if (!(flags & MPROC_SHM_NOTRACK)) {
@@ -169,7 +164,7 @@ int mproc_shm_attach(mproc_shm **out, const char *name, int flags)
     s->fd = r;
     struct stat st;
     if (fstat(s->fd, &st) < 0) {
-        r = neg_errno();
+        r = mproc__neg_errno();
         goto out_free;
     }
     if (st.st_size <= 0) {
@@ -199,13 +194,13 @@ int mproc_shm_anonymous(mproc_shm **out, size_t size)
     int r;
     s->fd = memfd_create("mproc-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (s->fd < 0) {
-        r = neg_errno();
+        r = mproc__neg_errno();
         goto out_free;
     }
     if (ftruncate(s->fd, (off_t)size) < 0 ||
         fcntl(s->fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) <
             0) {
-        r = errno == EFBIG ? -ENOMEM : neg_errno();
+        r = errno == EFBIG ? -ENOMEM : mproc__neg_errno();
         goto out_free;
     }
     r = shm_map(s, size, false);
@@ -263,7 +258,7 @@ int mproc_shm_unlink_name(const char *name)
     char path[MPROC_SHM_NAME_MAX + 2];
     snprintf(path, sizeof path, "/%s", n);
     if (shm_unlink(path) < 0)
-        return neg_errno();
+        return mproc__neg_errno();
     mproc__tracker_unregister(n);
     return 0;
 }
@@ -319,7 +314,7 @@ static int shm_import(mproc_import *im, void **out)
         r = mproc_import_bytes(im, s->name, sizeof s->name);
     struct stat st;
     if (r == 0 && fstat(s->fd, &st) < 0)
-        r = neg_errno();
+        r = mproc__neg_errno();
     s->name[MPROC_SHM_NAME_MAX] = '\0';
     if (r == 0 && (v[0] == 0 || v[1] > 1 || st.st_size < 0 ||
                    v[0] > (uint64_t)st.st_size))

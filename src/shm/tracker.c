@@ -105,7 +105,7 @@ static int start_locked(void)
 {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-        return errno > 0 ? -errno : -EIO;
+        return mproc__neg_errno();
     pid_t pid = mproc__spawn_helper(tracker_entry, &sv[0], 1);
     close(sv[0]);
     if (pid < 0) {
