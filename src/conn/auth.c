@@ -1,5 +1,5 @@
 /*
- * conn_auth.c - the authentication handshake of multiprocessing.connection,
+ * conn/auth.c - the authentication handshake of multiprocessing.connection,
  * byte for byte (see PROTOCOL.md §2).
  *
  * The challenger sends "#CHALLENGE#" + M, where M = "{sha256}" + 40 random

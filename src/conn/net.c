@@ -1,5 +1,5 @@
 /*
- * conn_net.c - listeners and clients (multiprocessing.connection.Listener
+ * conn/net.c - listeners and clients (multiprocessing.connection.Listener
  * and Client): address strings, AF_UNIX paths and abstract names, TCP over
  * IPv4 and IPv6, and the authenticated accept/connect.
  *

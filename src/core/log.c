@@ -1,5 +1,5 @@
 /*
- * log.c - multiprocessing-style logging: "[LEVEL/ProcessName] message",
+ * core/log.c - multiprocessing-style logging: "[LEVEL/ProcessName] message",
  * off by default, one write(2) per line so concurrent processes never
  * interleave and a forked child can log without any lock.
  */

@@ -1,5 +1,5 @@
 /*
- * sync.c - what every sync primitive stands on: the identity of the
+ * sync/sync.c - what every sync primitive stands on: the identity of the
  * calling thread (owner tokens that fork children do not inherit), the
  * futex calls, code references for barrier actions, and the table of
  * shared mappings this process made for sync objects, through which they
