@@ -71,8 +71,21 @@ int mproc__read_all(int fd, void *p, size_t n);
 void mproc__close(int fd);
 /* Fill buf with n cryptographically random bytes. Returns 0 or -errno. */
 int mproc__random(void *buf, size_t n);
-/* memfd with the given name holding n bytes of data; returns fd or -errno. */
+/* memfd with the given name holding n bytes of data; returns fd or a
+ * negative code (-EFBIG past RLIMIT_FSIZE: never SIGXFSZ). */
 int mproc__memfd_with(const char *name, const void *data, size_t n);
+
+/*
+ * Gives a fresh memfd or tmpfs fd its size and reserves the memory behind
+ * it, so that a full tmpfs or an exhausted memory limit is an error here
+ * (-ENOSPC, -ENOMEM) and never a SIGBUS at the first touch of a page, and
+ * a size over RLIMIT_FSIZE is -EFBIG instead of a SIGXFSZ (the program's
+ * signal dispositions are left alone). Returns 0 or a negative code.
+ */
+int mproc__fd_reserve(int fd, size_t size);
+/* A memfd (close-on-exec; sealable when asked) of size bytes, reserved as
+ * by fd_reserve. Returns the fd or a negative code. */
+int mproc__memfd_new(const char *name, size_t size, bool sealable);
 
 /* SCM_RIGHTS over a Unix socket: send bytes plus fds / receive them.
  * recv returns bytes read (0 = EOF) and stores up to *nfds fds. */

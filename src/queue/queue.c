@@ -30,17 +30,13 @@ int mproc_queue_new_opts(mproc_queue **out, const mproc_queue_opts *opts)
     size_t cap = queue__pow2_at_least(
         o.capacity ? o.capacity : MPROC_QUEUE_DEFAULT_CAPACITY);
     int rc;
-    int memfd = memfd_create("mproc-queue", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    int memfd = mproc__memfd_new("mproc-queue", Q_HDR + cap, true);
     if (memfd < 0)
-        return -errno;
+        return memfd;
     int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (efd < 0) {
         rc = -errno;
         goto out_memfd;
-    }
-    if (ftruncate(memfd, (off_t)(Q_HDR + cap)) < 0) {
-        rc = -errno;
-        goto out_efd;
     }
     /* Nobody may shrink the file under the others' mappings (SIGBUS). */
     fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);

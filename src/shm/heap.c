@@ -198,14 +198,13 @@ static int arena_new(size_t size, bool dedicated, mproc__arena **out)
     if (!a)
         return -ENOMEM;
     int r;
-    int fd = memfd_create("mproc-heap", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    int fd = mproc__memfd_new("mproc-heap", size, true);
     if (fd < 0) {
-        r = mproc__neg_errno();
+        r = fd;
         goto out_free;
     }
-    if (ftruncate(fd, (off_t)size) < 0 ||
-        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
-        r = errno == EFBIG || errno == EINVAL ? -ENOMEM : mproc__neg_errno();
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+        r = mproc__neg_errno();
         goto out_close;
     }
     struct stat st;

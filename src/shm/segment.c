@@ -87,6 +87,98 @@ static void shm_destroy(mproc_shm *s)
     free(s);
 }
 
+/* A random name as CPython makes them: "psm_" + token_hex(5). */
+static int random_name(char *out)
+{
+    unsigned char rnd[5];
+    if (getrandom(rnd, sizeof rnd, 0) != sizeof rnd)
+        return mproc__neg_errno();
+    snprintf(out, MPROC_SHM_NAME_MAX + 1, "psm_%02x%02x%02x%02x%02x", rnd[0],
+             rnd[1], rnd[2], rnd[3], rnd[4]);
+    return 0;
+}
+
+/*
+ * Gives the unnamed tmpfs file fd the name s->name, atomically and only if
+ * the name is free (-EEXIST otherwise), registering it with the tracker
+ * first unless notrack: there is no instant at which the name exists and
+ * the tracker does not know it, and a creator killed before the link
+ * leaves nothing behind (the unnamed file dies with its last fd).
+ */
+static int link_name(mproc_shm *s, int fd, const struct stat *st, bool notrack)
+{
+    char from[64], to[MPROC_SHM_NAME_MAX + 16];
+    snprintf(from, sizeof from, "/proc/self/fd/%d", fd);
+    snprintf(to, sizeof to, "/dev/shm/%s", s->name);
+    if (!notrack) {
+        int r = mproc__tracker_register(s->name, st->st_dev, st->st_ino);
+        if (r < 0)
+            return r;
+    }
+    if (linkat(AT_FDCWD, from, AT_FDCWD, to, AT_SYMLINK_FOLLOW) == 0)
+        return 0;
+    int r = mproc__neg_errno();
+    if (!notrack)
+        mproc__tracker_unregister(s->name, st->st_dev, st->st_ino);
+    return r;
+}
+
+/* Creation through an unnamed file linked into place (see link_name).
+ * Returns -EOPNOTSUPP where /dev/shm cannot make unnamed files. */
+static int create_linked(mproc_shm *s, const char *name, size_t size,
+                         bool notrack)
+{
+    int fd = open("/dev/shm", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return errno == EISDIR || errno == EINVAL || errno == ENOENT
+                   ? -EOPNOTSUPP
+                   : mproc__neg_errno();
+    struct stat st;
+    int r = mproc__fd_reserve(fd, size);
+    if (r == 0 && fstat(fd, &st) < 0)
+        r = mproc__neg_errno();
+    for (int tries = 0; r == 0 && tries < 100; tries++) {
+        if (!name && (r = random_name(s->name)) < 0)
+            break;
+        r = link_name(s, fd, &st, notrack);
+        if (r != -EEXIST || name)
+            break;
+    }
+    if (r < 0) {
+        close(fd);
+        return r;
+    }
+    s->fd = fd;
+    return 0;
+}
+
+/* Creation where unnamed files are not available: O_EXCL create, then
+ * size and register (a creator killed in between leaks the name). */
+static int create_named(mproc_shm *s, const char *name, size_t size,
+                        bool notrack)
+{
+    int r = -EEXIST;
+    for (int tries = 0; tries < 100 && r == -EEXIST; tries++) {
+        if (!name && (r = random_name(s->name)) < 0)
+            return r;
+        r = shm_open_name(s->name, O_CREAT | O_EXCL | O_RDWR, 0600);
+        if (name)
+            break;
+    }
+    if (r < 0)
+        return r;
+    s->fd = r;
+    struct stat st;
+    r = mproc__fd_reserve(s->fd, size);
+    if (r == 0 && fstat(s->fd, &st) < 0)
+        r = mproc__neg_errno();
+    if (r == 0 && !notrack)
+        r = mproc__tracker_register(s->name, st.st_dev, st.st_ino);
+    if (r < 0)
+        shm_name_unlink(s->name);
+    return r;
+}
+
 int mproc_shm_create(mproc_shm **out, const char *name, size_t size, int flags)
 {
     if (!out)
@@ -94,52 +186,26 @@ int mproc_shm_create(mproc_shm **out, const char *name, size_t size, int flags)
     *out = NULL;
     if (size == 0 || size > (size_t)INT64_MAX || (flags & ~MPROC_SHM_NOTRACK))
         return -EINVAL;
+    bool notrack = flags & MPROC_SHM_NOTRACK;
     mproc_shm *s = shm_alloc();
     if (!s)
         return -ENOMEM;
-    int r;
-    if (name) {
-        r = mproc__shm_check_name(name, s->name);
-        if (r < 0)
-            goto out_free;
-        r = shm_open_name(s->name, O_CREAT | O_EXCL | O_RDWR, 0600);
-    } else {
-        /* CPython: "psm_" + token_hex(5); retry while taken. */
-        r = -EEXIST;
-        for (int tries = 0; tries < 100 && r == -EEXIST; tries++) {
-            unsigned char rnd[5];
-            if (getrandom(rnd, sizeof rnd, 0) != sizeof rnd) {
-                r = mproc__neg_errno();
-                break;
-            }
-            snprintf(s->name, sizeof s->name, "psm_%02x%02x%02x%02x%02x",
-                     rnd[0], rnd[1], rnd[2], rnd[3], rnd[4]);
-            r = shm_open_name(s->name, O_CREAT | O_EXCL | O_RDWR, 0600);
-        }
-    }
+    int r = name ? mproc__shm_check_name(name, s->name) : 0;
+    if (r == 0)
+        r = create_linked(s, name, size, notrack);
+    if (r == -EOPNOTSUPP)
+        r = create_named(s, name, size, notrack);
     if (r < 0)
         goto out_free;
-    s->fd = r;
-    struct stat st;
-    if (ftruncate(s->fd, (off_t)size) < 0 || fstat(s->fd, &st) < 0) {
-        r = errno == EFBIG ? -ENOMEM : mproc__neg_errno();
-        goto out_unlink;
-    }
-    if (!(flags & MPROC_SHM_NOTRACK)) {
-        r = mproc__tracker_register(s->name, st.st_dev, st.st_ino);
-        if (r < 0)
-            goto out_unlink;
-    }
     r = shm_map(s, size, false);
     if (r < 0) {
-        if (!(flags & MPROC_SHM_NOTRACK))
-            mproc__tracker_unregister(s->name);
-        goto out_unlink;
+        if (!notrack)
+            mproc__tracker_unregister(s->name, 0, 0);
+        shm_name_unlink(s->name);
+        goto out_free;
     }
     *out = s;
     return 0;
-out_unlink:
-    shm_name_unlink(s->name);
 out_free:
     shm_destroy(s);
     return r;
@@ -192,15 +258,14 @@ int mproc_shm_anonymous(mproc_shm **out, size_t size)
     if (!s)
         return -ENOMEM;
     int r;
-    s->fd = memfd_create("mproc-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    s->fd = mproc__memfd_new("mproc-shm", size, true);
     if (s->fd < 0) {
-        r = mproc__neg_errno();
+        r = s->fd;
         goto out_free;
     }
-    if (ftruncate(s->fd, (off_t)size) < 0 ||
-        fcntl(s->fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) <
-            0) {
-        r = errno == EFBIG ? -ENOMEM : mproc__neg_errno();
+    if (fcntl(s->fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) <
+        0) {
+        r = mproc__neg_errno();
         goto out_free;
     }
     r = shm_map(s, size, false);
@@ -259,7 +324,7 @@ int mproc_shm_unlink_name(const char *name)
     snprintf(path, sizeof path, "/%s", n);
     if (shm_unlink(path) < 0)
         return mproc__neg_errno();
-    mproc__tracker_unregister(n);
+    mproc__tracker_unregister(n, 0, 0);
     return 0;
 }
 

@@ -101,8 +101,10 @@ void shm__sb_elem(sbuf *b, int t, const elem *e);
  * a later segment of the same name is never removed). Starts the tracker on
  * first use. Returns 0 or -errno. */
 int mproc__tracker_register(const char *name, dev_t dev, ino_t ino);
-/* Tells the tracker a segment was unlinked (no-op without a tracker). */
-void mproc__tracker_unregister(const char *name);
+/* Tells the tracker a segment was unlinked or never got its name: the
+ * entry for name and dev/ino, or with ino 0 every entry for name. No-op
+ * without a tracker. */
+void mproc__tracker_unregister(const char *name, dev_t dev, ino_t ino);
 /* Pid of the tracker this process talks to, 0 if none. */
 pid_t mproc__tracker_pid(void);
 
