@@ -30,6 +30,10 @@
  *                 message is kept for the next call)
  *   MPROC_EAUTH   wrong authentication key (both sides see it)
  *   -EPIPE / -ECONNRESET the peer went away while sending
+ *   -ENOMEM or another -errno from a receive (it cannot go on mid-message)
+ * A handshake (listener accept, client connect, mproc_conn_deliver /
+ * answer) returns -ELIBACC when libcrypto (loaded at the first handshake)
+ * cannot be loaded.
  *
  * Threads: every function may be called from several threads; sends are
  * serialized with sends and receives with receives, so messages never

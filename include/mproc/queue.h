@@ -115,7 +115,8 @@ MPROC_API int mproc_queue_put_nowait(mproc_queue *q, const void *p, size_t n);
  * 0 never). Returns 0; MPROC_EEMPTY when none came in time (as Python's
  * queue.Empty); MPROC_EBUFSIZE when cap is too small: *len is set to the
  * size needed and the message stays first in the queue; MPROC_ECLOSED;
- * -EINVAL. Once a message longer than the ring has begun to arrive, the
+ * -EINVAL; MPROC_EPROTO when the shared ring was damaged (by a process
+ * writing where it must not). Once a message longer than the ring has begun to arrive, the
  * call waits for its end (its producer is sending it) and not for the
  * timeout. Thread safe.
  */
