@@ -182,6 +182,7 @@ static void test_join_timeout_and_terminate(void)
         CHECK_EQ(mproc_process_exitcode(p), -SIGTERM);
         CHECK_ERR(mproc_process_join(p, 0), MPROC_ECLOSED);
         CHECK_ERR(mproc_process_kill(p), MPROC_ECLOSED);
+        CHECK_ERR(mproc_process_is_alive(p), MPROC_ECLOSED); /* as Python */
         mproc_process_free(p);
     }
 }

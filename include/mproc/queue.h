@@ -141,7 +141,8 @@ MPROC_API int mproc_queue_get_alloc(mproc_queue *q, void **out, size_t *len,
  * the count, or -EINVAL for NULL.
  */
 MPROC_API long mproc_queue_qsize(const mproc_queue *q);
-/* 1 when qsize is 0, else 0 (a snapshot, as in Python). */
+/* 1 when qsize is 0, else 0 (a snapshot, as in Python); MPROC_ECLOSED
+ * after mproc_queue_close (Python raises there too). */
 MPROC_API int mproc_queue_empty(const mproc_queue *q);
 /* 1 when maxsize > 0 and qsize >= maxsize, else 0. (A ring out of bytes
  * does not count: whether a put fits depends on its size.) */
@@ -152,8 +153,9 @@ MPROC_API size_t mproc_queue_capacity(const mproc_queue *q);
 MPROC_API mproc_queue_type mproc_queue_get_type(const mproc_queue *q);
 
 /*
- * Python's close(): this handle will put and get no more; later calls on
- * it return MPROC_ECLOSED. Other handles and processes are not affected
+ * Python's close(): this handle will put and get no more; later puts,
+ * gets, empty and fileno on it return MPROC_ECLOSED (qsize, full, maxsize
+ * and capacity still answer, as Python's qsize and full do). Other handles and processes are not affected
  * and the messages stay in the queue. The fds stay open until free (so a
  * poll in progress is not disturbed). Idempotent; returns 0 or -EINVAL.
  */

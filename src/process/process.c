@@ -370,7 +370,10 @@ int mproc_process_is_alive(mproc_process *p)
         mproc__deadline now = mproc__deadline_from(0);
         return mproc__poll_fd(p->pidfd, POLLIN, &now, NULL) == 0;
     }
-    if (check_child(p) < 0)
+    int r = check_child(p);
+    if (r == MPROC_ECLOSED)
+        return r; /* Python: ValueError, the object is closed */
+    if (r < 0)
         return 0;
     return poll_done(p) == 0;
 }

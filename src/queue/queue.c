@@ -553,6 +553,8 @@ long mproc_queue_qsize(const mproc_queue *q)
 
 int mproc_queue_empty(const mproc_queue *q)
 {
+    if (q && atomic_load_explicit(&q->closed, memory_order_relaxed))
+        return MPROC_ECLOSED; /* Python: OSError, the handle is closed */
     return mproc_queue_qsize(q) == 0;
 }
 
