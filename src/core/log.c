@@ -82,6 +82,7 @@ void mproc_vlog(int level, const char *fmt, va_list ap)
     int fd = atomic_load(&log_fd);
     if (level < atomic_load(&log_level) || fd < 0 || !fmt)
         return;
+    mproc__self_init(); /* the process's name, even in its first line */
     char line[4096];
     const char *lname = mproc_log_level_name(level);
     int n;
