@@ -1079,6 +1079,12 @@ static void test_addresses_bad(void)
     CHECK_ERR(mproc_listener_new(&l, "::1:80", &none), MPROC_EADDR);
     CHECK_ERR(mproc_listener_new(&l, "[::1:80", &none), MPROC_EADDR);
     CHECK_ERR(mproc_listener_new(&l, "[]:80", &none), MPROC_EADDR);
+    /* A Windows pipe name binds no file named that here (CPython refuses
+     * the address family). */
+    CHECK_ERR(mproc_listener_new(&l, "\\\\.\\test", &none), MPROC_EADDR);
+    CHECK(access("\\\\.\\test", F_OK) < 0);
+    mproc_conn *cx = NULL;
+    CHECK_ERR(mproc_client(&cx, "\\\\.\\pipe\\x", &none), MPROC_EADDR);
     CHECK_ERR(mproc_listener_new(&l, "no-such-host.invalid:80", &none),
               MPROC_EADDR);
     char longp[200];

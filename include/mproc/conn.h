@@ -195,6 +195,9 @@ MPROC_API int mproc_conn_poll(mproc_conn *c, double timeout);
  *   "host:port", "1.2.3.4:port"             AF_INET (port 0: any free one)
  *   "[::1]:port", "[host]:port"             AF_INET6
  *   any other string without ':'            AF_UNIX path (as Python's str)
+ *   \\.\pipe\name (two backslashes first) refused with MPROC_EADDR: a
+ *                                           Windows named pipe, which
+ *                                           CPython refuses on Linux too
  *   NULL or ""                              (listener only) a fresh
  *                                           abstract name, as Python's
  *                                           arbitrary_address

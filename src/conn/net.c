@@ -109,6 +109,8 @@ static int inet_addr_of(struct sockaddr_storage *ss, socklen_t *len,
 static int addr_parse(const char *s, bool passive, struct sockaddr_storage *ss,
                       socklen_t *len)
 {
+    if (s[0] == '\\' && s[1] == '\\')
+        return MPROC_EADDR; /* a Windows named pipe: CPython refuses too */
     if (s[0] == '@')
         return unix_addr(ss, len, s + 1, strlen(s + 1), true);
     if (strncmp(s, "unix:", 5) == 0)
