@@ -1,5 +1,8 @@
 # Top-level driver. `make run` builds and runs the tour; `make check` builds
 # with ASan + UBSan and -Werror and runs every test through ctest.
+#
+# Builds are quiet: CMake's and make's output goes to build/<dir>.log and
+# is printed whole only when the build fails. `make V=1 ...` shows it all.
 JOBS ?= $(shell nproc)
 CMAKE ?= cmake
 REL := build/release
@@ -7,39 +10,65 @@ DBG := build/check
 SRC_C := $(shell find src -name "*.c")
 SRC_H := $(shell find src -name "*.h")
 
-.PHONY: all run check build bench lint format install clean
+.PHONY: all run check build bench lint format format-check install clean
+
+# $(call quietly,LOG,COMMANDS): runs the shell COMMANDS with all their
+# output in LOG; if they fail, prints LOG and fails.
+ifeq ($(V),1)
+quietly = $(2)
+else
+quietly = mkdir -p build && { $(2); } >$(1) 2>&1 || \
+    { cat $(1); echo "make: build failed; the output above is in $(1)" >&2; exit 1; }
+endif
 
 all: build
 
 build:
-	$(CMAKE) -S . -B $(REL) -DCMAKE_BUILD_TYPE=Release -DMPROC_TESTS=OFF >/dev/null
-	$(CMAKE) --build $(REL) -j$(JOBS)
+	@$(call quietly,$(REL).log, \
+	    $(CMAKE) -S . -B $(REL) -DCMAKE_BUILD_TYPE=Release -DMPROC_TESTS=OFF && \
+	    $(CMAKE) --build $(REL) -j$(JOBS))
 
 run: build
 	@bash examples/tour.sh $(REL)/examples
 
 check:
-	$(CMAKE) -S . -B $(DBG) -DCMAKE_BUILD_TYPE=Debug -DMPROC_SANITIZE=ON \
-	    -DMPROC_WERROR=ON -DMPROC_BENCH=OFF >/dev/null
-	$(CMAKE) --build $(DBG) -j$(JOBS)
-	cd $(DBG) && ctest --output-on-failure --timeout 900
+	@$(call quietly,$(DBG).log, \
+	    $(CMAKE) -S . -B $(DBG) -DCMAKE_BUILD_TYPE=Debug -DMPROC_SANITIZE=ON \
+	        -DMPROC_WERROR=ON -DMPROC_BENCH=OFF && \
+	    $(CMAKE) --build $(DBG) -j$(JOBS))
+	@cd $(DBG) && ctest --output-on-failure --timeout 900
 
 bench: build
 	@bash bench/run.sh $(REL)
 
+# Silent when clean. clang-tidy prints "N warnings generated." for every
+# file even with --quiet (warnings in system headers, suppressed): that line
+# is dropped, the rest is shown, and the exit status is clang-tidy's.
 lint:
-	$(CMAKE) -S . -B $(REL) -DCMAKE_BUILD_TYPE=Release >/dev/null
-	clang-tidy -p $(REL) --quiet --warnings-as-errors='*' $(SRC_C)
-	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
+	@$(CMAKE) -S . -B $(REL) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@clang-tidy -p $(REL) --quiet --warnings-as-errors='*' $(SRC_C) \
+	    >$(REL)/clang-tidy.log 2>&1; rc=$$?; \
+	    grep -vE '^[0-9]+ warnings? generated\.$$' $(REL)/clang-tidy.log; \
+	    exit $$rc
+	@cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	    --inline-suppr --suppress=missingIncludeSystem -D_GNU_SOURCE \
 	    -I include -I src src/
 
-format:
-	clang-format -i $(SRC_C) $(SRC_H) include/*.h include/mproc/*.h \
-	    tests/*.c tests/*.h examples/*.c bench/*.c
+FORMAT_FILES = $(SRC_C) $(SRC_H) include/*.h include/mproc/*.h \
+    tests/*.c tests/*.h examples/*.c bench/*.c
 
+format:
+	clang-format -i $(FORMAT_FILES)
+
+# The files `make format` rewrites, checked without rewriting: silent when
+# they are formatted, each difference and a failure otherwise.
+format-check:
+	@clang-format --dry-run --Werror $(FORMAT_FILES)
+
+# `make install PREFIX=/some/dir` installs there; without PREFIX, CMake's
+# default prefix (/usr/local).
 install: build
-	$(CMAKE) --install $(REL)
+	$(CMAKE) --install $(REL) $(if $(PREFIX),--prefix "$(PREFIX)")
 
 clean:
 	rm -rf build

@@ -100,13 +100,15 @@ int mproc__grow(void *arrp, size_t *cap, size_t need, size_t elem)
 {
     if (need <= *cap)
         return 0;
+    if (elem == 0)
+        return -EINVAL; /* realloc(p, 0) would free p */
     size_t n = *cap ? *cap : 8;
     while (n < need) {
         if (n > SIZE_MAX / 2)
             return -ENOMEM;
         n *= 2;
     }
-    if (elem && n > SIZE_MAX / elem)
+    if (n > SIZE_MAX / elem)
         return -ENOMEM;
     void *old, *p;
     memcpy(&old, arrp, sizeof old);

@@ -50,7 +50,8 @@ bool mproc__rd_str(mproc__reader *r, char *out, size_t cap);
 /*
  * Makes room for at least need elements of elem bytes in the array whose
  * pointer is at arrp (a T ** passed as void *), of capacity *cap: doubles,
- * starting at 8. Returns 0, or -ENOMEM leaving array and *cap as they were.
+ * starting at 8. Returns 0, or -ENOMEM (or -EINVAL for elem 0) leaving
+ * array and *cap as they were.
  * Use it through MPROC__GROW(array, cap, need).
  */
 int mproc__grow(void *arrp, size_t *cap, size_t need, size_t elem);

@@ -114,7 +114,8 @@ ssize_t mproc__recv_fds_flags(int sock, void *p, size_t n, int *fds,
  * or *w already differed: re-check either way), -ETIMEDOUT or -EINTR. */
 int mproc__futex_wait(uint32_t *w, uint32_t val, const struct timespec *rel);
 /* As futex_wait, until the absolute deadline d. */
-int mproc__futex_wait_until(uint32_t *w, uint32_t val, const mproc__deadline *d);
+int mproc__futex_wait_until(uint32_t *w, uint32_t val,
+                            const mproc__deadline *d);
 /* Wakes up to n sleepers on w (INT_MAX: all). */
 void mproc__futex_wake(uint32_t *w, int n);
 

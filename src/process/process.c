@@ -82,7 +82,6 @@ mproc_process *mproc_current_process(void)
     return &g_current;
 }
 
-
 /* ---- objects ------------------------------------------------------------ */
 
 int mproc_process_new(mproc_process **out, mproc_target target,
@@ -465,7 +464,9 @@ int mproc_active_children(mproc_process **out, size_t max)
             }
             alive++;
         }
-        process_unref(v[i]);
+        /* poll_done may drop the registry's reference, never this one
+         * (the analyzer cannot count atomic references). */
+        process_unref(v[i]); // NOLINT(clang-analyzer-unix.Malloc)
     }
     free(v);
     return alive;
@@ -493,7 +494,8 @@ int mproc_shutdown(void)
         for (int i = 0; i < n; i++) {
             mproc_info("calling join() for process %s", v[i]->name);
             mproc_process_join(v[i], -1);
-            mproc_process_free(v[i]);
+            /* Our reference from mproc_active_children: see above. */
+            mproc_process_free(v[i]); // NOLINT(clang-analyzer-unix.Malloc)
         }
     }
     mproc__run_shutdown_hooks();

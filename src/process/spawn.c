@@ -158,8 +158,8 @@ static void __attribute__((noreturn)) run_helper(const char *m)
 {
     mproc__coderef ref;
     void *entry = NULL;
-    if (sscanf(m, "helper:%" SCNx64 ":%" SCNx64 ":%" SCNx64, &ref.dev,
-               &ref.ino, &ref.off) == 3 &&
+    if (sscanf(m, "helper:%" SCNx64 ":%" SCNx64 ":%" SCNx64, &ref.dev, &ref.ino,
+               &ref.off) == 3 &&
         mproc__coderef_find(&ref, &entry) == 0) {
         void (*fn)(void);
         memcpy(&fn, &entry, sizeof fn);

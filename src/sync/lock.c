@@ -553,10 +553,10 @@ int mproc_cond_wait(mproc_cond *c, double timeout)
     int res;
     cond_unlock_all(s);
     for (;;) {
-        int fr = timeout == 0 ? -ETIMEDOUT : mproc__futex_wait_until(word, seen, &d);
-        int lr =
-            mtx_result(&s->mtx, &s->state, me,
-                       mproc__robust_lock(&s->mtx.m, MPROC__UNTIL, NULL));
+        int fr =
+            timeout == 0 ? -ETIMEDOUT : mproc__futex_wait_until(word, seen, &d);
+        int lr = mtx_result(&s->mtx, &s->state, me,
+                            mproc__robust_lock(&s->mtx.m, MPROC__UNTIL, NULL));
         if (lr < 0 && lr != -EOWNERDEAD)
             return lr; /* not held */
         s->mtx.count = saved;
