@@ -1516,8 +1516,7 @@ static void test_hostile_clients(void)
         bool failure; /* the listener answers #FAILURE# first */
     } cases[] = {
         {"\0\0\0\x05hello", 9, false, MPROC_EPROTO, true},
-        {"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27, false, MPROC_ETOOBIG,
-         true},
+        {"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27, false, MPROC_ETOOBIG, true},
         {"\0\0\x01\x01", 4, false, MPROC_ETOOBIG, true}, /* 257 > 256 */
         {"\0\0\0\x20"
          "abc",
@@ -1686,8 +1685,7 @@ static void test_slow_clients(void)
     /* Under MPROC_AUTH_NONE authenticate has nothing to do. */
     mproc_conn_opts none = {.auth = MPROC_AUTH_NONE};
     CHECK_OK(mproc_listener_new(&l, NULL, &none));
-    ca = (cli_arg){.addr = mproc_listener_address(l), .opts = none,
-                   .say = "x"};
+    ca = (cli_arg){.addr = mproc_listener_address(l), .opts = none, .say = "x"};
     CHECK_OK(pthread_create(&ct, NULL, cli_thread, &ca));
     h[0] = (hs_arg){l, NULL, 1};
     CHECK_OK(mproc_listener_accept_pending(l, &h[0].c, 5));

@@ -1478,7 +1478,8 @@ int ftruncate(int fd, off_t len)
 {
     if (g_die_in_ftruncate)
         raise(SIGKILL);
-    int (*real)(int, off_t) = (int (*)(int, off_t))dlsym(RTLD_NEXT, "ftruncate");
+    int (*real)(int, off_t) =
+        (int (*)(int, off_t))dlsym(RTLD_NEXT, "ftruncate");
     return real ? real(fd, len) : -1;
 }
 
@@ -1518,8 +1519,8 @@ static int tiny_devshm(void)
         int fails = 0;
         fails += mproc_shm_create(&s, NULL, 1 << 20, 0) != -ENOSPC;
         fails += mproc_shm_create(&s, "mproc_big", 1 << 20, 0) != -ENOSPC;
-        fails += mproc_shm_create(&s, NULL, 1 << 20, MPROC_SHM_NOTRACK) !=
-                 -ENOSPC;
+        fails +=
+            mproc_shm_create(&s, NULL, 1 << 20, MPROC_SHM_NOTRACK) != -ENOSPC;
         fails += access("/dev/shm/mproc_big", F_OK) == 0;
         /* What fits works, every byte of it. */
         if (mproc_shm_create(&s, NULL, 16 << 10, 0) != 0)
@@ -1562,7 +1563,8 @@ static void test_fsize_limit(void)
         mproc_queue_opts qo = {.type = MPROC_QUEUE, .capacity = 1 << 20};
         fails += mproc_queue_new_opts(&q, &qo) != -EFBIG;
         mproc_array *a = NULL;
-        fails += mproc_array_new(&a, MPROC_CTYPE_DOUBLE, 1 << 20, NULL) != -EFBIG;
+        fails +=
+            mproc_array_new(&a, MPROC_CTYPE_DOUBLE, 1 << 20, NULL) != -EFBIG;
         /* Small ones still work. */
         fails += mproc_shm_anonymous(&s, 4096) != 0;
         mproc_shm_free(s);

@@ -284,8 +284,8 @@ MPROC_API int mproc_listener_accept(mproc_listener *l, mproc_conn **out,
  * failure it frees c. Handshakes in different threads run concurrently.
  * Both are thread safe.
  */
-MPROC_API int mproc_listener_accept_pending(mproc_listener *l,
-                                            mproc_conn **out, double timeout);
+MPROC_API int mproc_listener_accept_pending(mproc_listener *l, mproc_conn **out,
+                                            double timeout);
 MPROC_API int mproc_listener_authenticate(mproc_listener *l, mproc_conn *c,
                                           double timeout);
 

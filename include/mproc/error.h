@@ -76,8 +76,8 @@ enum {
 
 /*
  * Returns a message for any code mproc returns (-errno, MPROC_E*, or a
- * MPROC_EUSER code), or for 0 ("success"). Unknown codes get "unknown error". Static storage; thread
- * safe; async-signal-safe.
+ * MPROC_EUSER code), or for 0 ("success"). Unknown codes get "unknown error".
+ * Static storage; thread safe; async-signal-safe.
  */
 MPROC_API const char *mproc_strerror(int code);
 

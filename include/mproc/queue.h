@@ -116,9 +116,9 @@ MPROC_API int mproc_queue_put_nowait(mproc_queue *q, const void *p, size_t n);
  * queue.Empty); MPROC_EBUFSIZE when cap is too small: *len is set to the
  * size needed and the message stays first in the queue; MPROC_ECLOSED;
  * -EINVAL; MPROC_EPROTO when the shared ring was damaged (by a process
- * writing where it must not). Once a message longer than the ring has begun to arrive, the
- * call waits for its end (its producer is sending it) and not for the
- * timeout. Thread safe.
+ * writing where it must not). Once a message longer than the ring has begun to
+ * arrive, the call waits for its end (its producer is sending it) and not for
+ * the timeout. Thread safe.
  */
 MPROC_API int mproc_queue_get(mproc_queue *q, void *buf, size_t cap,
                               size_t *len, double timeout);
@@ -155,9 +155,10 @@ MPROC_API mproc_queue_type mproc_queue_get_type(const mproc_queue *q);
 /*
  * Python's close(): this handle will put and get no more; later puts,
  * gets, empty and fileno on it return MPROC_ECLOSED (qsize, full, maxsize
- * and capacity still answer, as Python's qsize and full do). Other handles and processes are not affected
- * and the messages stay in the queue. The fds stay open until free (so a
- * poll in progress is not disturbed). Idempotent; returns 0 or -EINVAL.
+ * and capacity still answer, as Python's qsize and full do). Other handles and
+ * processes are not affected and the messages stay in the queue. The fds stay
+ * open until free (so a poll in progress is not disturbed). Idempotent; returns
+ * 0 or -EINVAL.
  */
 MPROC_API int mproc_queue_close(mproc_queue *q);
 

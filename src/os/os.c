@@ -209,7 +209,8 @@ int mproc__fd_reserve(int fd, size_t size)
 
 int mproc__memfd_new(const char *name, size_t size, bool sealable)
 {
-    int fd = memfd_create(name, MFD_CLOEXEC | (sealable ? MFD_ALLOW_SEALING : 0));
+    int fd =
+        memfd_create(name, MFD_CLOEXEC | (sealable ? MFD_ALLOW_SEALING : 0));
     if (fd < 0)
         return mproc__neg_errno();
     int r = mproc__fd_reserve(fd, size);
