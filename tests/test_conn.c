@@ -1079,6 +1079,12 @@ static void test_addresses_bad(void)
     CHECK_ERR(mproc_listener_new(&l, "::1:80", &none), MPROC_EADDR);
     CHECK_ERR(mproc_listener_new(&l, "[::1:80", &none), MPROC_EADDR);
     CHECK_ERR(mproc_listener_new(&l, "[]:80", &none), MPROC_EADDR);
+    /* A Windows pipe name binds no file named that here (CPython refuses
+     * the address family). */
+    CHECK_ERR(mproc_listener_new(&l, "\\\\.\\test", &none), MPROC_EADDR);
+    CHECK(access("\\\\.\\test", F_OK) < 0);
+    mproc_conn *cx = NULL;
+    CHECK_ERR(mproc_client(&cx, "\\\\.\\pipe\\x", &none), MPROC_EADDR);
     CHECK_ERR(mproc_listener_new(&l, "no-such-host.invalid:80", &none),
               MPROC_EADDR);
     char longp[200];
@@ -1507,19 +1513,20 @@ static void test_hostile_clients(void)
         size_t n;
         bool hold; /* keep the socket open (stall) */
         int want;
+        bool failure; /* the listener answers #FAILURE# first */
     } cases[] = {
-        {"\0\0\0\x05hello", 9, false, MPROC_EPROTO},
-        {"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27, false, MPROC_ETOOBIG},
-        {"\0\0\x01\x01", 4, false, MPROC_ETOOBIG}, /* 257 > 256 */
+        {"\0\0\0\x05hello", 9, false, MPROC_EPROTO, true},
+        {"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27, false, MPROC_ETOOBIG, true},
+        {"\0\0\x01\x01", 4, false, MPROC_ETOOBIG, true}, /* 257 > 256 */
         {"\0\0\0\x20"
          "abc",
-         7, false, MPROC_ETRUNC},
-        {"\x80\0\0\x01", 4, false, MPROC_EPROTO},
-        {"", 0, false, MPROC_EEOF},
-        {"", 0, true, -ETIMEDOUT},
+         7, false, MPROC_ETRUNC, false},
+        {"\x80\0\0\x01", 4, false, MPROC_EPROTO, true},
+        {"", 0, false, MPROC_EEOF, false},
+        {"", 0, true, -ETIMEDOUT, false},
         {"\0\0\0\x28"
          "abc",
-         7, true, -ETIMEDOUT},
+         7, true, -ETIMEDOUT, false},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         pid_t pid = fork();
@@ -1538,6 +1545,13 @@ static void test_hostile_clients(void)
                 mproc_test_exit(3);
             if (cases[i].n && write(fd, cases[i].bytes, cases[i].n) < 0)
                 mproc_test_exit(4);
+            if (cases[i].failure) {
+                /* Framing errors are refused like a wrong digest. */
+                char f[14] = {0};
+                if (shutdown(fd, SHUT_WR) < 0 || read(fd, f, 13) != 13 ||
+                    memcmp(f, "\0\0\0\x09#FAILURE#", 13) != 0)
+                    mproc_test_exit(5);
+            }
             if (cases[i].hold)
                 read(fd, ch, 1); /* until the listener gives up */
             mproc_test_exit(0);
@@ -1579,6 +1593,107 @@ static void test_hostile_clients(void)
     CHECK(mproc_test_now() - t0 < 2);
     pthread_join(th, NULL);
     CHECK_EQ(WTERMSIG(reap(pid)), SIGKILL);
+    mproc_listener_free(l);
+}
+
+/* A raw client that connects and then trickles its handshake, a byte a
+ * while. */
+static pid_t trickler(const char *addr)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        struct sockaddr_un un = {.sun_family = AF_UNIX};
+        memcpy(un.sun_path + 1, addr + 1, strlen(addr + 1));
+        socklen_t len =
+            (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(addr));
+        if (connect(fd, (struct sockaddr *)&un, len) < 0)
+            mproc_test_exit(2);
+        /* A 40-byte answer announced, then sent a byte every 100 ms. */
+        const char *msg = "\0\0\0\x28{sha256}0123456789abcdef0123456789abcdef";
+        for (size_t i = 0;; i = (i + 1) % 44) { /* until killed */
+            if (write(fd, msg + i, 1) < 0)
+                mproc_test_exit(0);
+            usleep(100000);
+        }
+    }
+    return pid;
+}
+
+typedef struct hs_arg {
+    mproc_listener *l;
+    mproc_conn *c;
+    int rc;
+} hs_arg;
+
+static void *hs_thread(void *arg)
+{
+    hs_arg *h = arg;
+    h->rc = mproc_listener_authenticate(h->l, h->c, 10);
+    if (h->rc == 0) {
+        char b[32];
+        size_t n = 0;
+        if (mproc_conn_recv_bytes_into(h->c, b, sizeof b, &n, 5) == 0)
+            mproc_conn_send_bytes(h->c, "served", 6);
+        mproc_conn_free(h->c);
+    }
+    return NULL;
+}
+
+/* Slow clients stall a server only as long as it lets them: with
+ * accept_pending + authenticate in threads, two clients trickling their
+ * handshakes (each would hold a plain accept for the 10 s handshake
+ * timeout) leave a good client served at once. */
+static void test_slow_clients(void)
+{
+    mproc_conn_opts key = {.auth = MPROC_AUTH_KEY,
+                           .authkey = "key",
+                           .authkey_len = 3,
+                           .timeout = 10};
+    mproc_listener *l;
+    CHECK_OK(mproc_listener_new(&l, NULL, &key));
+    const char *addr = mproc_listener_address(l);
+    pid_t slow[2] = {trickler(addr), trickler(addr)};
+    hs_arg h[3];
+    pthread_t th[3];
+    for (int i = 0; i < 2; i++) {
+        h[i] = (hs_arg){l, NULL, 1};
+        double t0 = mproc_test_now();
+        CHECK_OK(mproc_listener_accept_pending(l, &h[i].c, 5));
+        CHECK(mproc_test_now() - t0 < 1); /* no handshake waited for */
+        CHECK_OK(pthread_create(&th[i], NULL, hs_thread, &h[i]));
+    }
+    cli_arg ca = {.addr = addr, .opts = key, .say = "quick"};
+    ca.opts.timeout = 2; /* far below the slow clients' 10 s */
+    pthread_t ct;
+    CHECK_OK(pthread_create(&ct, NULL, cli_thread, &ca));
+    h[2] = (hs_arg){l, NULL, 1};
+    CHECK_OK(mproc_listener_accept_pending(l, &h[2].c, 5));
+    CHECK_OK(pthread_create(&th[2], NULL, hs_thread, &h[2]));
+    pthread_join(ct, NULL);
+    CHECK_OK(ca.rc);
+    pthread_join(th[2], NULL);
+    CHECK_OK(h[2].rc);
+    for (int i = 0; i < 2; i++) {
+        kill(slow[i], SIGKILL);
+        reap(slow[i]);
+        pthread_join(th[i], NULL);
+        CHECK(h[i].rc < 0); /* their handshakes failed, their conns freed */
+    }
+    CHECK_STR(ca.heard, "served");
+    mproc_listener_free(l);
+    /* Under MPROC_AUTH_NONE authenticate has nothing to do. */
+    mproc_conn_opts none = {.auth = MPROC_AUTH_NONE};
+    CHECK_OK(mproc_listener_new(&l, NULL, &none));
+    ca = (cli_arg){.addr = mproc_listener_address(l), .opts = none, .say = "x"};
+    CHECK_OK(pthread_create(&ct, NULL, cli_thread, &ca));
+    h[0] = (hs_arg){l, NULL, 1};
+    CHECK_OK(mproc_listener_accept_pending(l, &h[0].c, 5));
+    hs_thread(&h[0]);
+    CHECK_OK(h[0].rc);
+    pthread_join(ct, NULL);
+    CHECK_OK(ca.rc);
+    CHECK_ERR(mproc_listener_authenticate(NULL, NULL, 1), -EINVAL);
     mproc_listener_free(l);
 }
 
@@ -1727,6 +1842,7 @@ static const mproc_test tests[] = {
     {"many_clients", test_many_clients, 30},
     {"answer_forms", test_answer_forms, 20},
     {"deliver_forms", test_deliver_forms, 20},
+    {"slow_clients", test_slow_clients, 30},
     {"hostile_clients", test_hostile_clients, 60},
     {"hostile_servers", test_hostile_servers, 30},
     {"pass_to_child", test_pass_to_child, 60},

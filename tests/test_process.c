@@ -182,6 +182,7 @@ static void test_join_timeout_and_terminate(void)
         CHECK_EQ(mproc_process_exitcode(p), -SIGTERM);
         CHECK_ERR(mproc_process_join(p, 0), MPROC_ECLOSED);
         CHECK_ERR(mproc_process_kill(p), MPROC_ECLOSED);
+        CHECK_ERR(mproc_process_is_alive(p), MPROC_ECLOSED); /* as Python */
         mproc_process_free(p);
     }
 }
@@ -767,6 +768,57 @@ static void test_logging_reaches_children(void)
     CHECK_STR(mproc_log_level_name(MPROC_LOG_SUBDEBUG), "SUBDEBUG");
 }
 
+/* A log level set without a log fd is inherited under every method. */
+static int t_level(const mproc_args *a)
+{
+    (void)a;
+    return mproc_log_get_level();
+}
+
+static void test_log_level_inherited(void)
+{
+    CHECK_OK(mproc_log_to_fd(-1, 0));
+    CHECK_OK(mproc_log_set_level(MPROC_LOG_DEBUG));
+    for (int m = 0; m < 3; m++) {
+        mproc_process *p = run(t_level, NULL, mproc_test_methods[m]);
+        CHECK_EQ(join_code(p), MPROC_LOG_DEBUG);
+    }
+    CHECK_OK(mproc_log_set_level(MPROC_LOG_OFF));
+}
+
+/* The very first thing a program does is log: its name is there. This
+ * test binary re-run with MPROC_TEST_LOG_FIRST logs from a constructor,
+ * before main() and before any other call into mproc. */
+__attribute__((constructor)) static void log_first(void)
+{
+    if (!getenv("MPROC_TEST_LOG_FIRST"))
+        return;
+    mproc_log_to_fd(1, MPROC_LOG_INFO);
+    mproc_log(MPROC_LOG_WARNING, "first words");
+    mproc_test_exit(0);
+}
+
+static void test_log_first_line_named(void)
+{
+    int pp[2];
+    CHECK_OK(pipe2(pp, O_CLOEXEC));
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(pp[1], 1);
+        setenv("MPROC_TEST_LOG_FIRST", "1", 1);
+        execl("/proc/self/exe", "test_process", (char *)NULL);
+        mproc_test_exit(127);
+    }
+    close(pp[1]);
+    char buf[256];
+    slurp(pp[0], buf, sizeof buf);
+    close(pp[0]);
+    int st;
+    CHECK_EQ(waitpid(pid, &st, 0), pid);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK_STR(buf, "[WARNING/MainProcess] first words\n");
+}
+
 /* ---- affinity, nice, cpu counts -------------------------------------------
  */
 
@@ -956,6 +1008,8 @@ static const mproc_test tests[] = {
     {"free_running_then_reap", test_free_running_then_reap, 30},
     {"fork_child_siblings", test_fork_child_siblings, 30},
     {"threads_start_concurrently", test_threads_start_concurrently, 120},
+    {"log_level_inherited", test_log_level_inherited, 30},
+    {"log_first_line_named", test_log_first_line_named, 10},
     {"logging_reaches_children", test_logging_reaches_children, 30},
     {"affinity_and_nice", test_affinity_and_nice, 30},
     {"bad_input", test_bad_input, 30},

@@ -320,8 +320,16 @@ static void test_bad_args(void)
     CHECK_ERR(mproc_queue_put(q, "x", 1, 0), MPROC_ECLOSED);
     CHECK_ERR(mproc_queue_get(q, b, 4, &n, 0), MPROC_ECLOSED);
     CHECK_ERR(mproc_queue_fileno(q), MPROC_ECLOSED);
+    CHECK_ERR(mproc_queue_empty(q), MPROC_ECLOSED); /* Python: OSError */
     CHECK_EQ(mproc_queue_qsize(q), 1);
+    CHECK_EQ(mproc_queue_full(q), 0);
     (void)other;
+    mproc_queue_free(q);
+    /* SimpleQueue alike. */
+    q = mkq(MPROC_QUEUE_SIMPLE, 0, 4096);
+    CHECK_EQ(mproc_queue_empty(q), 1);
+    CHECK_OK(mproc_queue_close(q));
+    CHECK_ERR(mproc_queue_empty(q), MPROC_ECLOSED);
     mproc_queue_free(q);
 }
 

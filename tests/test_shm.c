@@ -13,11 +13,14 @@
 #include "harness.h"
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sched.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -1464,6 +1467,120 @@ static void test_tracker_stop_with_holders(void)
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
+/* ---- creation under attack ---------------------------------------------- */
+
+/* This program's ftruncate takes the place of libc's for libmproc too:
+ * when g_die_in_ftruncate is set it dies there by SIGKILL, as a creator
+ * killed by an operator or the OOM killer between making a segment and
+ * telling the tracker about it. */
+static volatile int g_die_in_ftruncate;
+
+int ftruncate(int fd, off_t len)
+{
+    if (g_die_in_ftruncate)
+        raise(SIGKILL);
+    int (*real)(int, off_t) =
+        (int (*)(int, off_t))dlsym(RTLD_NEXT, "ftruncate");
+    return real ? real(fd, len) : -1;
+}
+
+static void test_create_killed(void)
+{
+    for (int named = 0; named < 2; named++) {
+        char name[64];
+        snprintf(name, sizeof name, "mproc_killed_%d_%d", (int)getpid(), named);
+        pid_t pid = fork();
+        if (pid == 0) {
+            g_die_in_ftruncate = 1;
+            mproc_shm *s = NULL;
+            mproc_shm_create(&s, named ? name : NULL, 1 << 16, 0);
+            mproc_test_exit(0); /* not reached: killed in ftruncate */
+        }
+        int st;
+        CHECK_EQ(waitpid(pid, &st, 0), pid);
+        CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+        /* No name was ever visible, so none can leak (the harness also
+         * checks that no psm_ name appeared). */
+        CHECK(!shm_exists(name));
+    }
+}
+
+/* In a private mount namespace with a 64 KiB /dev/shm, a segment that
+ * does not fit is -ENOSPC at creation, never a SIGBUS at first touch.
+ * Runs in a grandchild; returns its exit status (77: cannot unshare). */
+static int tiny_devshm(void)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (unshare(CLONE_NEWNS) < 0 ||
+            mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+            mount("tmpfs", "/dev/shm", "tmpfs", 0, "size=64k") < 0)
+            mproc_test_exit(77);
+        mproc_shm *s = NULL;
+        int fails = 0;
+        fails += mproc_shm_create(&s, NULL, 1 << 20, 0) != -ENOSPC;
+        fails += mproc_shm_create(&s, "mproc_big", 1 << 20, 0) != -ENOSPC;
+        fails +=
+            mproc_shm_create(&s, NULL, 1 << 20, MPROC_SHM_NOTRACK) != -ENOSPC;
+        fails += access("/dev/shm/mproc_big", F_OK) == 0;
+        /* What fits works, every byte of it. */
+        if (mproc_shm_create(&s, NULL, 16 << 10, 0) != 0)
+            mproc_test_exit(2);
+        memset(mproc_shm_buf(s), 0x5a, 16 << 10);
+        mproc_shm_unlink(s);
+        mproc_shm_free(s);
+        mproc_shutdown();
+        mproc_test_exit(fails ? 1 : 0);
+    }
+    int st;
+    if (waitpid(pid, &st, 0) != pid)
+        return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static void test_devshm_full(void)
+{
+    int r = tiny_devshm();
+    if (r == 77)
+        SKIP("cannot make a private mount namespace (not root?)");
+    CHECK_EQ(r, 0);
+}
+
+/* Under RLIMIT_FSIZE every constructor backed by a memfd or a segment
+ * returns -EFBIG, and SIGXFSZ (default action: die) is never raised. */
+static void test_fsize_limit(void)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct rlimit rl = {32 << 10, 32 << 10};
+        struct sigaction old;
+        if (setrlimit(RLIMIT_FSIZE, &rl) < 0)
+            mproc_test_exit(3);
+        int fails = 0;
+        mproc_shm *s = NULL;
+        fails += mproc_shm_create(&s, NULL, 1 << 20, 0) != -EFBIG;
+        fails += mproc_shm_anonymous(&s, 1 << 20) != -EFBIG;
+        mproc_queue *q = NULL;
+        mproc_queue_opts qo = {.type = MPROC_QUEUE, .capacity = 1 << 20};
+        fails += mproc_queue_new_opts(&q, &qo) != -EFBIG;
+        mproc_array *a = NULL;
+        fails +=
+            mproc_array_new(&a, MPROC_CTYPE_DOUBLE, 1 << 20, NULL) != -EFBIG;
+        /* Small ones still work. */
+        fails += mproc_shm_anonymous(&s, 4096) != 0;
+        mproc_shm_free(s);
+        qo.capacity = 4096;
+        fails += mproc_queue_new_opts(&q, &qo) != 0;
+        mproc_queue_free(q);
+        /* The program's disposition of SIGXFSZ is its own. */
+        sigaction(SIGXFSZ, NULL, &old);
+        fails += old.sa_handler != SIG_DFL;
+        mproc_shutdown();
+        mproc_test_exit(fails ? 1 : 0);
+    }
+    reap_ok(pid);
+}
+
 static const mproc_test tests[] = {
     {"types", test_types, 10},
     {"conversions", test_conversions, 10},
@@ -1496,6 +1613,9 @@ static const mproc_test tests[] = {
     {"tracker_killed", test_tracker_killed, 20},
     {"tracker_tree", test_tracker_tree, 20},
     {"tracker_stop_with_holders", test_tracker_stop_with_holders, 20},
+    {"create_killed", test_create_killed, 20},
+    {"devshm_full", test_devshm_full, 20},
+    {"fsize_limit", test_fsize_limit, 20},
 };
 
 MPROC_TEST_MAIN(tests)

@@ -30,6 +30,10 @@
  *                 message is kept for the next call)
  *   MPROC_EAUTH   wrong authentication key (both sides see it)
  *   -EPIPE / -ECONNRESET the peer went away while sending
+ *   -ENOMEM or another -errno from a receive (it cannot go on mid-message)
+ * A handshake (listener accept, client connect, mproc_conn_deliver /
+ * answer) returns -ELIBACC when libcrypto (loaded at the first handshake)
+ * cannot be loaded.
  *
  * Threads: every function may be called from several threads; sends are
  * serialized with sends and receives with receives, so messages never
@@ -191,6 +195,9 @@ MPROC_API int mproc_conn_poll(mproc_conn *c, double timeout);
  *   "host:port", "1.2.3.4:port"             AF_INET (port 0: any free one)
  *   "[::1]:port", "[host]:port"             AF_INET6
  *   any other string without ':'            AF_UNIX path (as Python's str)
+ *   \\.\pipe\name (two backslashes first) refused with MPROC_EADDR: a
+ *                                           Windows named pipe, which
+ *                                           CPython refuses on Linux too
  *   NULL or ""                              (listener only) a fresh
  *                                           abstract name, as Python's
  *                                           arbitrary_address
@@ -254,6 +261,33 @@ MPROC_API int mproc_listener_new_sockaddr(mproc_listener **out,
  */
 MPROC_API int mproc_listener_accept(mproc_listener *l, mproc_conn **out,
                                     double timeout);
+
+/*
+ * A server that must not let one client hold up the others (a client that
+ * connects and then trickles its handshake bytes holds mproc_listener_accept
+ * for the whole handshake timeout) splits accept in two:
+ *
+ *   for (;;) {                       // the accepting thread
+ *       mproc_conn *c;
+ *       if (mproc_listener_accept_pending(l, &c, -1) == 0)
+ *           hand_to_a_thread(c);     // which runs:
+ *   }
+ *   if (mproc_listener_authenticate(l, c, 10.0) == 0) serve(c);
+ *
+ * accept_pending accepts one connection without any handshake: Returns 0
+ * and the connection in *out, -ETIMEDOUT (no client), -EMFILE,
+ * MPROC_ECLOSED, -EINVAL. Until authenticate has returned 0 on it, the
+ * connection must not be used for anything else.
+ * authenticate runs the listener's handshake (its key; nothing under
+ * MPROC_AUTH_NONE) on c, bounded by timeout seconds (< 0 forever), and
+ * returns what mproc_listener_accept returns for the handshake; on
+ * failure it frees c. Handshakes in different threads run concurrently.
+ * Both are thread safe.
+ */
+MPROC_API int mproc_listener_accept_pending(mproc_listener *l, mproc_conn **out,
+                                            double timeout);
+MPROC_API int mproc_listener_authenticate(mproc_listener *l, mproc_conn *c,
+                                          double timeout);
 
 /* The bound address as a string in the form above, with the real port
  * for port 0 ("127.0.0.1:41231"). Valid as long as l. */

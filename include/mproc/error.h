@@ -59,15 +59,32 @@ enum {
 };
 
 /*
- * Returns a message for any code mproc returns (-errno or MPROC_E*), or for
- * 0 ("success"). Unknown codes get "unknown error". Static storage; thread
- * safe; async-signal-safe.
+ * Codes of your own. A task that fails for a reason of your program's
+ * returns MPROC_EUSER(n), n from 0 to MPROC_EUSER_MAX; whoever reads the
+ * result gets the same code back, and MPROC_EUSER_VALUE(code) gives n.
+ * These never collide with -errno (-1 .. -4095) nor with mproc's own codes
+ * (-5001 .. -9999). (A task returning -1 reads as -EPERM: use
+ * MPROC_EUSER(1).) mproc_strerror() names them "user-defined failure",
+ * mproc_errname() "MPROC_EUSER".
+ */
+#define MPROC_EUSER_BASE (-0x10000000)
+#define MPROC_EUSER_MAX  0x0fffffff
+#define MPROC_EUSER(n)   (MPROC_EUSER_BASE - (int)(n))
+#define MPROC_IS_EUSER(code)                                                   \
+    ((code) <= MPROC_EUSER_BASE && (code) >= MPROC_EUSER_BASE - MPROC_EUSER_MAX)
+#define MPROC_EUSER_VALUE(code) (MPROC_EUSER_BASE - (code))
+
+/*
+ * Returns a message for any code mproc returns (-errno, MPROC_E*, or a
+ * MPROC_EUSER code), or for 0 ("success"). Unknown codes get "unknown error".
+ * Static storage; thread safe; async-signal-safe.
  */
 MPROC_API const char *mproc_strerror(int code);
 
 /*
  * Returns the symbolic name of a code: "ETIMEDOUT" for -ETIMEDOUT,
- * "MPROC_EAUTH" for MPROC_EAUTH, "OK" for 0, "UNKNOWN" otherwise.
+ * "MPROC_EAUTH" for MPROC_EAUTH, "MPROC_EUSER" for any MPROC_EUSER(n),
+ * "OK" for 0, "UNKNOWN" otherwise.
  * Static storage; thread safe; async-signal-safe.
  */
 MPROC_API const char *mproc_errname(int code);

@@ -35,7 +35,8 @@
  * Failures (the analog of an exception raised in a task):
  *  - a task returns a negative code (or calls mproc_out_fail with a code
  *    and a message): that task fails with that code; a positive return is
- *    MPROC_ETASK;
+ *    MPROC_ETASK. For failures of your own use MPROC_EUSER(n) (error.h),
+ *    which no errno or mproc code can be confused with;
  *  - a worker dies (segfault, abort, SIGKILL, exit) while holding tasks:
  *    only the task it was running (and results it had not yet sent) fail
  *    with MPROC_EWORKER, naming its pid and signal or exit code; tasks it
@@ -47,7 +48,11 @@
  *    every task fails with MPROC_EINIT and nothing is restarted;
  *  - terminate / free: unfinished tasks fail with MPROC_EPOOL.
  * Failure details (code, worker pid, exit code, message) are an
- * mproc_task_error.
+ * mproc_task_error. Every call that submits work (apply*, map*, starmap*,
+ * imap*, map_records) is refused with MPROC_EPOOL (closed or terminated),
+ * with the code that broke the pool (MPROC_EINIT, or a worker start error),
+ * or with MPROC_ERESOLVE when fn is not a function of a loaded object file.
+ * A task must not return INT32_MIN (the pool reads it as MPROC_ETASK).
  *
  * Threads: a pool, its futures, results and iterators may be used from any
  * thread. Callbacks, error callbacks and progress callbacks run on the
@@ -122,7 +127,8 @@ typedef int (*mproc_source_fn)(void *ctx, mproc_iov *item);
 typedef struct mproc_task_error {
     int code;          /* the task's code, MPROC_EWORKER, ... */
     pid_t worker;      /* pid of the worker that held it, 0 if none */
-    int exitcode;      /* MPROC_EWORKER: -signal or exit status, else 0 */
+    int exitcode;      /* MPROC_EWORKER, MPROC_ETASKTIMEOUT: the worker's
+                          -signal or exit status, else 0 */
     size_t index;      /* the task's index within its call */
     char message[256]; /* human-readable, never empty */
 } mproc_task_error;
@@ -184,7 +190,8 @@ MPROC_API int mproc_pool_close(mproc_pool *pool);
  * Kills the workers now (SIGKILL: a worker stuck in a system call or on a
  * full channel cannot delay it), fails unfinished tasks with MPROC_EPOOL,
  * reaps the workers and stops the pool's thread before returning. Called
- * from a callback it only starts this and returns. Returns 0. Idempotent.
+ * from a callback it only starts this and returns. Returns 0 (MPROC_EPOOL
+ * in a fork child, which does not own the pool). Idempotent.
  */
 MPROC_API int mproc_pool_terminate(mproc_pool *pool);
 
@@ -192,7 +199,7 @@ MPROC_API int mproc_pool_terminate(mproc_pool *pool);
  * Waits (timeout seconds, < 0 forever) until the workers have exited
  * after close or terminate. Returns 0, -ETIMEDOUT, -EINVAL when the pool
  * is still running (neither closed nor terminated), -EDEADLK from a
- * callback.
+ * callback, MPROC_EPOOL in a fork child.
  */
 MPROC_API int mproc_pool_join(mproc_pool *pool, double timeout);
 
@@ -321,7 +328,7 @@ MPROC_API size_t mproc_results_count(const mproc_results *r);
 
 /* Result i: on success stores its bytes (owned by r, aligned to 8) and
  * returns 0; returns the task's failure code (details from
- * mproc_results_error), or -ERANGE-like -ERANGE for a bad index. */
+ * mproc_results_error), or -ERANGE for a bad index or a NULL r. */
 MPROC_API int mproc_results_get(const mproc_results *r, size_t i,
                                 const void **data, size_t *len);
 
@@ -368,7 +375,9 @@ MPROC_API int mproc_pool_imap_source(mproc_pool *pool, mproc_task_fn fn,
 MPROC_API int mproc_imap_next(mproc_imap *it, double timeout, const void **data,
                               size_t *len, size_t *index);
 
-/* The failure behind the last negative return of next, NULL otherwise. */
+/* The failure behind the last negative return of next that was a task's
+ * failure (it stays until the next such failure; NULL only for a NULL
+ * iterator). Owned by it. */
 MPROC_API const mproc_task_error *mproc_imap_error(const mproc_imap *it);
 
 /* Stops the iteration (tasks not yet sent are dropped, running ones are

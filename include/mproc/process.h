@@ -129,7 +129,9 @@ MPROC_API int mproc_process_start(mproc_process *p);
  */
 MPROC_API int mproc_process_join(mproc_process *p, double timeout);
 
-/* 1 if started and not finished, else 0. Reaps a finished child. */
+/* 1 if started and not finished, else 0 (also before start, and for a
+ * sibling's object in a fork child). Reaps a finished child. MPROC_ECLOSED
+ * after close. */
 MPROC_API int mproc_process_is_alive(mproc_process *p);
 
 /* pid (0 before start). Still reported after the child was reaped. */

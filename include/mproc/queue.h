@@ -115,9 +115,10 @@ MPROC_API int mproc_queue_put_nowait(mproc_queue *q, const void *p, size_t n);
  * 0 never). Returns 0; MPROC_EEMPTY when none came in time (as Python's
  * queue.Empty); MPROC_EBUFSIZE when cap is too small: *len is set to the
  * size needed and the message stays first in the queue; MPROC_ECLOSED;
- * -EINVAL. Once a message longer than the ring has begun to arrive, the
- * call waits for its end (its producer is sending it) and not for the
- * timeout. Thread safe.
+ * -EINVAL; MPROC_EPROTO when the shared ring was damaged (by a process
+ * writing where it must not). Once a message longer than the ring has begun to
+ * arrive, the call waits for its end (its producer is sending it) and not for
+ * the timeout. Thread safe.
  */
 MPROC_API int mproc_queue_get(mproc_queue *q, void *buf, size_t cap,
                               size_t *len, double timeout);
@@ -140,7 +141,8 @@ MPROC_API int mproc_queue_get_alloc(mproc_queue *q, void **out, size_t *len,
  * the count, or -EINVAL for NULL.
  */
 MPROC_API long mproc_queue_qsize(const mproc_queue *q);
-/* 1 when qsize is 0, else 0 (a snapshot, as in Python). */
+/* 1 when qsize is 0, else 0 (a snapshot, as in Python); MPROC_ECLOSED
+ * after mproc_queue_close (Python raises there too). */
 MPROC_API int mproc_queue_empty(const mproc_queue *q);
 /* 1 when maxsize > 0 and qsize >= maxsize, else 0. (A ring out of bytes
  * does not count: whether a put fits depends on its size.) */
@@ -151,10 +153,12 @@ MPROC_API size_t mproc_queue_capacity(const mproc_queue *q);
 MPROC_API mproc_queue_type mproc_queue_get_type(const mproc_queue *q);
 
 /*
- * Python's close(): this handle will put and get no more; later calls on
- * it return MPROC_ECLOSED. Other handles and processes are not affected
- * and the messages stay in the queue. The fds stay open until free (so a
- * poll in progress is not disturbed). Idempotent; returns 0 or -EINVAL.
+ * Python's close(): this handle will put and get no more; later puts,
+ * gets, empty and fileno on it return MPROC_ECLOSED (qsize, full, maxsize
+ * and capacity still answer, as Python's qsize and full do). Other handles and
+ * processes are not affected and the messages stay in the queue. The fds stay
+ * open until free (so a poll in progress is not disturbed). Idempotent; returns
+ * 0 or -EINVAL.
  */
 MPROC_API int mproc_queue_close(mproc_queue *q);
 

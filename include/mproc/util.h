@@ -16,7 +16,8 @@ extern "C" {
  * has an fd for it: mproc_process_sentinel, connection filenos, queue
  * readiness fds; raw fds work too. On return ready[i] is 1 for each ready
  * fd, else 0 (ready may be NULL). Returns the number ready (0 on timeout),
- * or -EINVAL (bad arguments, a negative fd), -ENOMEM. EINTR is retried.
+ * or -EINVAL (bad arguments, a negative fd), -EBADF (an fd that is not
+ * open), -ENOMEM. EINTR is retried.
  */
 MPROC_API int mproc_wait(const int *fds, size_t n, double timeout, int *ready);
 

@@ -1,5 +1,5 @@
 /*
- * conn_auth.c - the authentication handshake of multiprocessing.connection,
+ * conn/auth.c - the authentication handshake of multiprocessing.connection,
  * byte for byte (see PROTOCOL.md §2).
  *
  * The challenger sends "#CHALLENGE#" + M, where M = "{sha256}" + 40 random
@@ -182,6 +182,11 @@ int mproc__conn_deliver(mproc_conn *c, const void *key, size_t keylen,
     void *resp = NULL;
     size_t rlen = 0;
     rc = mproc__conn_recv(c, &resp, &rlen, HANDSHAKE_MAX, dl);
+    if (rc == MPROC_EPROTO || rc == MPROC_ETOOBIG) {
+        /* Garbage or an over-long answer: refused like a wrong digest. */
+        (void)send_msg(c, FAILURE, strlen(FAILURE), dl);
+        return rc;
+    }
     if (rc < 0)
         return rc;
     rc = verify(key, keylen, msg + CHALLENGE_LEN, sizeof(msg) - CHALLENGE_LEN,

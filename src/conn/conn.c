@@ -1,5 +1,5 @@
 /*
- * conn.c - connections: CPython-compatible message framing over a stream
+ * conn/conn.c - connections: CPython-compatible message framing over a stream
  * socket or a pipe (multiprocessing.Connection), Pipe(), and connections
  * as arguments of a child process.
  *

@@ -1,10 +1,10 @@
 /*
- * conn_impl.h - what conn.c (framing), conn_auth.c (the HMAC handshake)
- * and conn_net.c (listeners, clients, addresses) share: the connection
+ * conn/conn_impl.h - what conn.c (framing), auth.c (the HMAC handshake)
+ * and net.c (listeners, clients, addresses) share: the connection
  * object and the deadline-taking send/receive they build on.
  */
-#ifndef MPROC_CONN_IMPL_H
-#define MPROC_CONN_IMPL_H
+#ifndef MPROC__CONN_IMPL_H
+#define MPROC__CONN_IMPL_H
 
 #include "core/core.h"
 #include "mproc/conn.h"
@@ -40,7 +40,7 @@ int mproc__conn_sendv(mproc_conn *c, const struct iovec *iov, int n,
 int mproc__conn_recv(mproc_conn *c, void **out, size_t *len, size_t maxlen,
                      const mproc__deadline *dl);
 
-/* The handshake halves with an absolute deadline (conn_auth.c). */
+/* The handshake halves with an absolute deadline (auth.c). */
 int mproc__conn_deliver(mproc_conn *c, const void *key, size_t keylen,
                         const mproc__deadline *dl);
 int mproc__conn_answer(mproc_conn *c, const void *key, size_t keylen,

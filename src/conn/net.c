@@ -1,5 +1,5 @@
 /*
- * conn_net.c - listeners and clients (multiprocessing.connection.Listener
+ * conn/net.c - listeners and clients (multiprocessing.connection.Listener
  * and Client): address strings, AF_UNIX paths and abstract names, TCP over
  * IPv4 and IPv6, and the authenticated accept/connect.
  *
@@ -109,6 +109,8 @@ static int inet_addr_of(struct sockaddr_storage *ss, socklen_t *len,
 static int addr_parse(const char *s, bool passive, struct sockaddr_storage *ss,
                       socklen_t *len)
 {
+    if (s[0] == '\\' && s[1] == '\\')
+        return MPROC_EADDR; /* a Windows named pipe: CPython refuses too */
     if (s[0] == '@')
         return unix_addr(ss, len, s + 1, strlen(s + 1), true);
     if (strncmp(s, "unix:", 5) == 0)
@@ -385,7 +387,45 @@ static int accept_fd(mproc_listener *l, const mproc__deadline *dl)
     }
 }
 
+static int accept_conn(mproc_listener *l, mproc_conn **out, double timeout,
+                       bool authenticate);
+
+/* The server's half of the handshake on an accepted connection; on failure
+ * the connection is freed. */
+static int handshake(mproc_listener *l, mproc_conn *c, double timeout)
+{
+    if (!l->auth)
+        return 0;
+    mproc__deadline hs = mproc__deadline_from(timeout);
+    int rc = mproc__conn_deliver(c, l->key, l->keylen, &hs);
+    if (rc == 0)
+        rc = mproc__conn_answer(c, l->key, l->keylen, &hs);
+    if (rc < 0)
+        mproc_conn_free(c);
+    return rc;
+}
+
+int mproc_listener_authenticate(mproc_listener *l, mproc_conn *c,
+                                double timeout)
+{
+    if (!l || !c)
+        return -EINVAL;
+    return handshake(l, c, timeout);
+}
+
+int mproc_listener_accept_pending(mproc_listener *l, mproc_conn **out,
+                                  double timeout)
+{
+    return accept_conn(l, out, timeout, false);
+}
+
 int mproc_listener_accept(mproc_listener *l, mproc_conn **out, double timeout)
+{
+    return accept_conn(l, out, timeout, true);
+}
+
+static int accept_conn(mproc_listener *l, mproc_conn **out, double timeout,
+                       bool authenticate)
 {
     if (!l || !out)
         return -EINVAL;
@@ -408,16 +448,8 @@ int mproc_listener_accept(mproc_listener *l, mproc_conn **out, double timeout)
         if (rc < 0)
             close(fd);
     }
-    if (rc == 0 && l->auth) {
-        mproc__deadline hs = mproc__deadline_from(l->hs_timeout);
-        rc = mproc__conn_deliver(c, l->key, l->keylen, &hs);
-        if (rc == 0)
-            rc = mproc__conn_answer(c, l->key, l->keylen, &hs);
-        if (rc < 0) {
-            mproc_conn_free(c);
-            c = NULL;
-        }
-    }
+    if (rc == 0 && authenticate && (rc = handshake(l, c, l->hs_timeout)) < 0)
+        c = NULL;
 
     pthread_mutex_lock(&l->lock);
     if (--l->accepters == 0 && l->closed)

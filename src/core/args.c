@@ -73,14 +73,8 @@ void mproc__args_free_imported(mproc_args *a)
 
 static arg *args_push(mproc_args *a)
 {
-    if (a->n == a->cap) {
-        size_t cap = a->cap ? a->cap * 2 : 4;
-        arg *v = realloc(a->v, cap * sizeof *v);
-        if (!v)
-            return NULL;
-        a->v = v;
-        a->cap = cap;
-    }
+    if (MPROC__GROW(a->v, a->cap, a->n + 1) < 0)
+        return NULL;
     arg *x = &a->v[a->n];
     memset(x, 0, sizeof *x);
     return x;

@@ -56,7 +56,7 @@ bool mproc__rd_str(mproc__reader *r, char *out, size_t cap);
  */
 int mproc__grow(void *arrp, size_t *cap, size_t need, size_t elem);
 #define MPROC__GROW(arr, cap, need)                                            \
-    mproc__grow(&(arr), &(cap), (need), sizeof *(arr))
+    mproc__grow(&(arr), &(cap), (need), sizeof(__typeof__(*(arr))))
 
 /* ---- code references that survive exec (resolve.c) -------------------- */
 

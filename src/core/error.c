@@ -1,6 +1,7 @@
 /*
- * error.c - names and messages for every code mproc returns: -errno values
- * through glibc's tables, mproc's own from MPROC_ERRNO_MAP.
+ * core/error.c - names and messages for every code mproc returns: -errno
+ * values through glibc's tables, mproc's own from MPROC_ERRNO_MAP, and the
+ * codes programs give their own failures (MPROC_EUSER).
  */
 #include "core/core.h"
 
@@ -29,6 +30,8 @@ const char *mproc_strerror(int code)
         if (d)
             return d;
     }
+    if (MPROC_IS_EUSER(code))
+        return "user-defined failure";
     return "unknown error";
 }
 
@@ -50,5 +53,7 @@ const char *mproc_errname(int code)
         if (n)
             return n;
     }
+    if (MPROC_IS_EUSER(code))
+        return "MPROC_EUSER";
     return "UNKNOWN";
 }

@@ -1,5 +1,5 @@
 /*
- * log.c - multiprocessing-style logging: "[LEVEL/ProcessName] message",
+ * core/log.c - multiprocessing-style logging: "[LEVEL/ProcessName] message",
  * off by default, one write(2) per line so concurrent processes never
  * interleave and a forked child can log without any lock.
  */
@@ -82,6 +82,7 @@ void mproc_vlog(int level, const char *fmt, va_list ap)
     int fd = atomic_load(&log_fd);
     if (level < atomic_load(&log_level) || fd < 0 || !fmt)
         return;
+    mproc__self_init(); /* the process's name, even in its first line */
     char line[4096];
     const char *lname = mproc_log_level_name(level);
     int n;

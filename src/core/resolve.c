@@ -1,5 +1,5 @@
 /*
- * resolve.c - code and data addresses that survive exec.
+ * core/resolve.c - code and data addresses that survive exec.
  *
  * A spawn or forkserver child is a fresh exec of the same program, so a
  * function pointer from the parent means nothing there: ASLR moves every

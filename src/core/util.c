@@ -1,5 +1,5 @@
 /*
- * util.c - waiting on many fds (multiprocessing.connection.wait), CPU
+ * core/util.c - waiting on many fds (multiprocessing.connection.wait), CPU
  * counts, CPU affinity and niceness.
  */
 #include "core/core.h"

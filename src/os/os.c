@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -189,12 +190,60 @@ int mproc__random(void *buf, size_t n)
     return 0;
 }
 
+/* -EFBIG when a file of size bytes would pass RLIMIT_FSIZE (the kernel
+ * would send SIGXFSZ, whose default action kills the process). */
+static int fsize_check(uint64_t size)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        size > (uint64_t)rl.rlim_cur)
+        return -EFBIG;
+    return 0;
+}
+
+int mproc__fd_reserve(int fd, size_t size)
+{
+    if (size > (size_t)INT64_MAX)
+        return -EFBIG;
+    int r = fsize_check(size);
+    if (r < 0)
+        return r;
+    if (ftruncate(fd, (off_t)size) < 0)
+        return mproc__neg_errno();
+    if (size == 0)
+        return 0;
+    /* tmpfs and memfds allocate their pages here (or fail): without it the
+     * first touch of a page that cannot be had raises SIGBUS. */
+    while ((r = fallocate(fd, 0, 0, (off_t)size)) < 0 && errno == EINTR)
+        ;
+    if (r < 0 && errno != EOPNOTSUPP)
+        return mproc__neg_errno();
+    return 0;
+}
+
+int mproc__memfd_new(const char *name, size_t size, bool sealable)
+{
+    int fd =
+        memfd_create(name, MFD_CLOEXEC | (sealable ? MFD_ALLOW_SEALING : 0));
+    if (fd < 0)
+        return mproc__neg_errno();
+    int r = mproc__fd_reserve(fd, size);
+    if (r < 0) {
+        close(fd);
+        return r;
+    }
+    return fd;
+}
+
 int mproc__memfd_with(const char *name, const void *data, size_t n)
 {
+    int r = fsize_check(n);
+    if (r < 0)
+        return r;
     int fd = memfd_create(name, MFD_CLOEXEC);
     if (fd < 0)
         return -errno;
-    int r = mproc__write_all(fd, data, n);
+    r = mproc__write_all(fd, data, n);
     if (r < 0) {
         close(fd);
         return r;

@@ -25,6 +25,13 @@
 
 #define MPROC__ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
+/* errno as a return code: -errno, or -EIO should a call have failed
+ * without setting it. Read it right after the failing call. */
+static inline int mproc__neg_errno(void)
+{
+    return errno > 0 ? -errno : -EIO;
+}
+
 /* ---- deadlines (os.c) ------------------------------------------------- */
 
 /* An absolute CLOCK_MONOTONIC deadline; infinite when timeout < 0. */
@@ -64,8 +71,21 @@ int mproc__read_all(int fd, void *p, size_t n);
 void mproc__close(int fd);
 /* Fill buf with n cryptographically random bytes. Returns 0 or -errno. */
 int mproc__random(void *buf, size_t n);
-/* memfd with the given name holding n bytes of data; returns fd or -errno. */
+/* memfd with the given name holding n bytes of data; returns fd or a
+ * negative code (-EFBIG past RLIMIT_FSIZE: never SIGXFSZ). */
 int mproc__memfd_with(const char *name, const void *data, size_t n);
+
+/*
+ * Gives a fresh memfd or tmpfs fd its size and reserves the memory behind
+ * it, so that a full tmpfs or an exhausted memory limit is an error here
+ * (-ENOSPC, -ENOMEM) and never a SIGBUS at the first touch of a page, and
+ * a size over RLIMIT_FSIZE is -EFBIG instead of a SIGXFSZ (the program's
+ * signal dispositions are left alone). Returns 0 or a negative code.
+ */
+int mproc__fd_reserve(int fd, size_t size);
+/* A memfd (close-on-exec; sealable when asked) of size bytes, reserved as
+ * by fd_reserve. Returns the fd or a negative code. */
+int mproc__memfd_new(const char *name, size_t size, bool sealable);
 
 /*
  * Ends this process at once, as _exit(code): no atexit handlers, no stdio

@@ -115,7 +115,9 @@ int mproc__boot_build(const mproc_process *p, mproc__boot *b, int status_w,
     mproc__buf_put(o, mproc__me.authkey, mproc__me.authkey_len);
     mproc__buf_u32(o, (uint32_t)getpid());
     mproc__buf_str(o, mproc__me.name);
-    mproc__buf_u32(o, log_on ? (uint32_t)mproc_log_get_level() : 0);
+    /* The level travels even without a log fd: a child that later logs
+     * somewhere inherits it, as a fork child does. */
+    mproc__buf_u32(o, (uint32_t)mproc_log_get_level());
     mproc__buf_u32(o, (uint32_t)mproc_get_start_method());
     int r = mproc__ref_write(o, (const void *)p->target);
     if (r < 0)
@@ -196,6 +198,8 @@ int mproc__child_run(const unsigned char *blob, size_t len, int *fds,
     mproc__me.pid = getpid();
     mproc__set_parent(h.ppid, h.pname, fds[0]);
     fds[0] = -1;
+    if (!(h.flags & BOOT_LOG))
+        (void)mproc_log_set_level(h.level);
     if (h.flags & BOOT_LOG) {
         mproc__log_restore(fds[h.nfixed - 1], h.level);
         fds[h.nfixed - 1] = -1;

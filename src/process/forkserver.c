@@ -333,14 +333,8 @@ static void serve(int conn, int ctl, int lsn, int sfd)
     blob = malloc(h.len ? h.len : 1);
     if (!blob || mproc__read_all(conn, blob, h.len) < 0)
         goto out_drop;
-    if (nkids == capkids) {
-        size_t cap = capkids ? capkids * 2 : 16;
-        struct fs_child *k = realloc(kids, cap * sizeof *k);
-        if (!k)
-            goto out_drop;
-        kids = k;
-        capkids = cap;
-    }
+    if (MPROC__GROW(kids, capkids, nkids + 1) < 0)
+        goto out_drop;
     /* Refuse what the child could not boot from (a target or an object
      * kind that cannot be found) before forking: the requester gets the
      * error from start() without waiting for the child. */

@@ -369,7 +369,10 @@ int mproc_process_is_alive(mproc_process *p)
         mproc__deadline now = mproc__deadline_from(0);
         return mproc__poll_fd(p->pidfd, POLLIN, &now, NULL) == 0;
     }
-    if (check_child(p) < 0)
+    int r = check_child(p);
+    if (r == MPROC_ECLOSED)
+        return r; /* Python: ValueError, the object is closed */
+    if (r < 0)
         return 0;
     return poll_done(p) == 0;
 }
@@ -437,23 +440,16 @@ int mproc_active_children(mproc_process **out, size_t max)
 {
     process_init();
     /* Snapshot under the lock with references, then reap outside it. */
-    size_t n = 0, cap = 16;
-    mproc_process **v = malloc(cap * sizeof(mproc_process *));
-    if (!v)
-        return -ENOMEM;
+    size_t n = 0, cap = 0;
+    mproc_process **v = NULL;
     mproc__lock();
     for (mproc_process *p = g_children; p; p = p->next) {
-        if (n == cap) {
-            mproc_process **w = realloc(v, 2 * cap * sizeof(mproc_process *));
-            if (!w) {
-                mproc__unlock();
-                for (size_t i = 0; i < n; i++)
-                    process_unref(v[i]);
-                free(v);
-                return -ENOMEM;
-            }
-            v = w;
-            cap *= 2;
+        if (MPROC__GROW(v, cap, n + 1) < 0) {
+            mproc__unlock();
+            for (size_t i = 0; i < n; i++)
+                process_unref(v[i]);
+            free(v);
+            return -ENOMEM;
         }
         atomic_fetch_add(&p->refs, 1);
         v[n++] = p;

@@ -1,440 +1,20 @@
 /*
- * queue.c - Queue, SimpleQueue and JoinableQueue: a multi-producer,
- * multi-consumer ring of bytes in a memfd shared by every process that
- * holds a handle.
- *
- * Layout of the memfd: one page of header, then the ring (a power of two
- * of bytes). A message is one or more frames; a frame is a 16-byte header
- * (payload length, flags, and the message's total length in a first
- * frame or the payload's offset in a later one) followed by the payload,
- * padded to 16 bytes. Frame headers never straddle the ring's end (both
- * are 16-aligned); a payload may, and is then copied in two parts.
- *
- * Producers take a process-shared robust mutex (plock) for a whole put;
- * consumers take another (clock) for a whole get, so one producer and one
- * consumer run in parallel and each message is copied once in and once
- * out. What other processes see is a single 64-bit committed word per
- * side, stored with one atomic store:
- *   ptail = tail position | OPEN | messages put << 34
- *   chead = head position        | first frames taken << 34
- * (positions modulo 2^34, counts modulo 2^30). A frame is written past
- * the committed tail and published by storing ptail, so a producer that
- * dies mid-copy leaves nothing visible; a consumer copies a frame out
- * before storing chead, so one that dies mid-copy leaves the frame to the
- * next consumer, which either takes the message (if its first frame was
- * not committed as taken) or skips the rest of it.
- *
- * A message larger than a quarter of the ring is streamed: its frames are
- * published one by one while the producer holds plock, and OPEN says a
- * message is unfinished. A producer that times out midway clears OPEN (the
- * message is withdrawn); one that dies leaves plock owner-dead, and whoever
- * takes plock next (a producer, or a consumer waiting for the rest of the
- * message) clears OPEN. A consumer in the middle of a message discards it
- * when OPEN is clear and no frame follows, or when the next frame starts a
- * new message.
- *
- * Waiting: the lock holder that needs data (or room) spins briefly, then
- * sleeps on a shared futex word with a bounded period (so a peer that died
- * between publishing and waking costs at most one period); the other side
- * wakes it only when it has announced itself, so the uncontended path makes
- * no system call. Processes waiting for the lock sleep in the robust mutex,
- * which the kernel hands on (owner-dead) when its holder dies, in bounded
- * steps too (see q_lock for the wake-up a dying waiter can swallow).
- *
- * Readiness fd: an eventfd, signalled only after someone asked for it;
- * see mproc_queue_fileno for the contract and note_empty for the protocol.
+ * queue/queue.c - Queue, SimpleQueue and JoinableQueue, the API: create,
+ * put, get, state, task_done/join, and sharing a queue with a child. The
+ * shared layout and its protocol are described in queue_impl.h; the
+ * machinery (waiting, locks, repair) is in ring.c.
  */
-#include "core/core.h"
+#include "queue/queue_impl.h"
 
 #include <fcntl.h>
 #include <limits.h>
 #include <sched.h>
-#include <stdalign.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
-
-#define Q_MAGIC   0x5150524du /* "MRPQ" */
-#define Q_VERSION 1u
-#define Q_HDR     4096u
-
-/* Committed words. */
-#define W_POS_MASK    ((UINT64_C(1) << 34) - 1)
-#define W_OPEN        UINT64_C(1)
-#define W_CNT_BITS    30
-#define W_CNT_MASK    ((UINT32_C(1) << W_CNT_BITS) - 1)
-#define Q_MAX_MAXSIZE ((size_t)1 << 26)
-
-/* Frames. */
-#define F_FIRST 1u
-#define F_LAST  2u
-#define F_MAGIC 0xf7a50000u
-#define F_HDR   16u
-
-/* Separation of words written by different sides: two cache lines, since
- * the adjacent-line prefetcher moves lines in pairs. */
-#define Q_LINE 128
-
-/* A sleeper re-checks at least this often (a waker may have died). */
-#define Q_PERIOD_NS 200000000L
-
-typedef struct qframe {
-    uint32_t len;   /* payload bytes in this frame */
-    uint32_t flags; /* F_MAGIC | F_FIRST | F_LAST */
-    uint64_t aux;   /* first frame: total length; else: payload offset */
-} qframe;
-
-/* The padding is the point: words written by different sides live on
- * different lines. */
-typedef struct qshm { // NOLINT(clang-analyzer-optin.performance.Padding)
-    uint32_t magic, version, type, pad0;
-    uint64_t capacity, maxsize, chunk, minchunk;
-
-    /* Producers: plock and their private cache (under plock). */
-    alignas(Q_LINE) pthread_mutex_t plock;
-    _Atomic uint64_t p_head_cache; /* a chead seen lately */
-    /* What consumers read: the committed tail. */
-    alignas(Q_LINE) _Atomic uint64_t ptail;
-    /* Flags and futex words, each on lines of its own: a flag is read on
-     * every commit by the other side and written only around sleeps. */
-    alignas(
-        Q_LINE) _Atomic uint32_t p_waiting; /* plock holder sleeps for room */
-    alignas(Q_LINE) _Atomic uint32_t space_seq;
-
-    /* Consumers, likewise. */
-    alignas(Q_LINE) pthread_mutex_t clock;
-    _Atomic uint64_t c_tail_cache; /* a ptail position seen lately */
-    alignas(Q_LINE) _Atomic uint64_t chead;
-    alignas(
-        Q_LINE) _Atomic uint32_t c_waiting; /* clock holder sleeps for data */
-    alignas(Q_LINE) _Atomic uint32_t data_seq;
-
-    /* JoinableQueue: messages marked done (mod 2^30), and its waiters. */
-    alignas(Q_LINE) _Atomic uint32_t done;
-    _Atomic uint32_t join_waiters;
-
-    /* Readiness fd. */
-    alignas(Q_LINE) _Atomic uint32_t armed;
-    _Atomic uint32_t fd_clear;
-} qshm;
-
-_Static_assert(sizeof(qshm) <= Q_HDR, "queue header exceeds a page");
-
-struct mproc_queue {
-    qshm *h;
-    unsigned char *ring;
-    size_t map_len;
-    uint64_t cap, mask;
-    int memfd, efd;
-    _Atomic int closed;
-};
-
-/* ---- small helpers ----------------------------------------------------- */
-
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
-static inline uint64_t w_pos(uint64_t w)
-{
-    return w & W_POS_MASK & ~UINT64_C(15);
-}
-static inline uint32_t w_cnt(uint64_t w)
-{
-    return (uint32_t)(w >> 34);
-}
-static inline uint64_t w_make(uint64_t pos, uint32_t cnt, bool open)
-{
-    return (pos & W_POS_MASK) | ((uint64_t)(cnt & W_CNT_MASK) << 34) |
-           (open ? W_OPEN : 0);
-}
-/* Bytes from a to b (positions modulo 2^34). */
-static inline uint64_t pos_diff(uint64_t b, uint64_t a)
-{
-    return (b - a) & W_POS_MASK;
-}
-static inline uint64_t round16(uint64_t n)
-{
-    return (n + 15) & ~UINT64_C(15);
-}
-
-/*
- * Before sleeping, a waiter spins (about 100 us of pause instructions),
- * then yields the CPU a few times (the other side may need it), then
- * sleeps on a futex. While spinning it looks at the shared word only every
- * SPIN_GAP pauses: looking less often lets the other side publish several
- * messages while that word stays in its cache, which matters more than
- * the latency of one look. No spinning on a single CPU. A producer also
- * prefetches the ring PREFETCH_AHEAD bytes ahead, for writing.
- */
-enum {
-    SPIN_PAUSES = 4000,
-    SPIN_GAP = 32,
-    SPIN_YIELDS = 4,
-    PREFETCH_AHEAD = 256
-};
-
-static int spin_budget(void)
-{
-    static _Atomic int budget = -1;
-    int b = atomic_load_explicit(&budget, memory_order_relaxed);
-    if (b < 0) {
-        cpu_set_t set;
-        int n = 2;
-        if (sched_getaffinity(0, sizeof set, &set) == 0)
-            n = CPU_COUNT(&set);
-        b = n > 1 ? SPIN_PAUSES / SPIN_GAP : 0;
-        atomic_store_explicit(&budget, b, memory_order_relaxed);
-    }
-    return b;
-}
-
-static inline void spin_pause(void)
-{
-    for (int k = 0; k < SPIN_GAP; k++)
-        cpu_relax();
-}
-
-/* Sleep period for one futex wait: the deadline's rest, capped. Returns
- * false when the deadline has passed. */
-static bool period_left(const mproc__deadline *d, struct timespec *ts)
-{
-    if (!d->infinite && !mproc__deadline_left(d, ts))
-        return false;
-    if (d->infinite || ts->tv_sec > 0 || ts->tv_nsec > Q_PERIOD_NS) {
-        ts->tv_sec = 0;
-        ts->tv_nsec = Q_PERIOD_NS;
-    }
-    return true;
-}
-
-/* Copies between the ring (at position pos) and flat memory. */
-static void ring_write(mproc_queue *q, uint64_t pos, const void *src, size_t n)
-{
-    size_t off = (size_t)(pos & q->mask);
-    size_t first = q->cap - off;
-    if (n <= first) {
-        memcpy(q->ring + off, src, n);
-    } else {
-        memcpy(q->ring + off, src, first);
-        memcpy(q->ring, (const unsigned char *)src + first, n - first);
-    }
-}
-
-static void ring_read(mproc_queue *q, uint64_t pos, void *dst, size_t n)
-{
-    size_t off = (size_t)(pos & q->mask);
-    size_t first = q->cap - off;
-    if (n <= first) {
-        memcpy(dst, q->ring + off, n);
-    } else {
-        memcpy(dst, q->ring + off, first);
-        memcpy((unsigned char *)dst + first, q->ring, n - first);
-    }
-}
-
-/* ---- readiness fd ------------------------------------------------------ */
-
-static void efd_signal(mproc_queue *q)
-{
-    uint64_t one = 1;
-    ssize_t r;
-    do {
-        r = write(q->efd, &one, sizeof one);
-    } while (r < 0 && errno == EINTR);
-}
-
-/* After a commit that made data visible (ptail stored seq_cst). */
-static inline void poll_notify(mproc_queue *q)
-{
-    qshm *h = q->h;
-    if (atomic_load_explicit(&h->armed, memory_order_relaxed) &&
-        atomic_load(&h->fd_clear) && atomic_exchange(&h->fd_clear, 0))
-        efd_signal(q);
-}
-
-/*
- * A consumer saw the queue empty: clear the fd, then look again. Either the
- * second look sees a message that came meanwhile (and the fd is set again),
- * or that message's producer, storing ptail before it reads fd_clear,
- * finds fd_clear set and signals.
- */
-static void note_empty(mproc_queue *q)
-{
-    qshm *h = q->h;
-    if (!atomic_load_explicit(&h->armed, memory_order_relaxed))
-        return;
-    atomic_store(&h->fd_clear, 1);
-    uint64_t v;
-    while (read(q->efd, &v, sizeof v) < 0 && errno == EINTR)
-        ;
-    uint64_t tail = w_pos(atomic_load(&h->ptail));
-    uint64_t head = w_pos(atomic_load(&h->chead));
-    if (tail != head && atomic_exchange(&h->fd_clear, 0))
-        efd_signal(q);
-}
-
-/* ---- locks and their repair ------------------------------------------- */
-
-enum { SIDE_P, SIDE_C };
-
-/*
- * The producer lock's previous holder died. Committed state is whole by
- * construction; what may be left is an unfinished streamed message (OPEN),
- * which is withdrawn, and the holder's sleeping flag.
- */
-static void repair_producer(mproc_queue *q)
-{
-    qshm *h = q->h;
-    atomic_store(&h->p_waiting, 0);
-    atomic_store(&h->p_head_cache, w_pos(atomic_load(&h->chead)));
-    uint64_t w = atomic_load(&h->ptail);
-    if (w & W_OPEN) {
-        atomic_store(&h->ptail, w & ~W_OPEN);
-        atomic_fetch_add(&h->data_seq, 1);
-        mproc__futex_wake((uint32_t *)&h->data_seq, INT_MAX);
-    }
-}
-
-/* The consumer lock's holder died: committed head is whole; frames of a
- * message it was taking are skipped by the next get. */
-static void repair_consumer(mproc_queue *q)
-{
-    qshm *h = q->h;
-    atomic_store(&h->c_waiting, 0);
-    atomic_store(&h->c_tail_cache, w_pos(atomic_load(&h->chead)));
-}
-
-/* Finishes taking a side's lock: rc is mproc__robust_lock's result. */
-static int locked(mproc_queue *q, int side, int rc)
-{
-    if (rc == 1) {
-        if (side == SIDE_P)
-            repair_producer(q);
-        else
-            repair_consumer(q);
-        return 0;
-    }
-    return rc;
-}
-
-/*
- * Takes one side's lock by the deadline. Returns 0, -ETIMEDOUT, or an
- * error. A holder that sleeps waiting for data/room makes the queue
- * empty/full for us, so an expired deadline is final then; a holder that is
- * busy copying will be done shortly, so we wait for it even past the
- * deadline (a nowait call must not fail merely because another process is
- * mid-copy).
- */
-static int q_lock(mproc_queue *q, int side, const mproc__deadline *d)
-{
-    qshm *h = q->h;
-    pthread_mutex_t *m = side == SIDE_P ? &h->plock : &h->clock;
-    _Atomic uint32_t *sleeping = side == SIDE_P ? &h->p_waiting : &h->c_waiting;
-    int rc = mproc__robust_lock(m, MPROC__TRY, NULL);
-    if (rc != -EBUSY)
-        return locked(q, side, rc);
-    /* Holds are short unless the holder sleeps: spin a while first. */
-    int spins = spin_budget();
-    for (int i = 0; i < spins; i++) {
-        if (atomic_load_explicit(sleeping, memory_order_relaxed))
-            break;
-        spin_pause();
-        rc = mproc__robust_lock(m, MPROC__TRY, NULL);
-        if (rc != -EBUSY)
-            return locked(q, side, rc);
-    }
-    /*
-     * Sleep in the mutex in bounded steps, never for good: a waiter that
-     * the kernel woke and that was killed before it took the lock swallows
-     * the wake-up meant for us (the robust futex protocol cannot pass it
-     * on once another process holds the lock), so we look again at least
-     * every period. While the holder is busy rather than asleep, look
-     * every 2 ms whether it went to sleep.
-     */
-    for (;;) {
-        bool holder_sleeps = atomic_load(sleeping) != 0;
-        bool expired = mproc__deadline_expired(d);
-        if (holder_sleeps && expired)
-            return -ETIMEDOUT;
-        struct timespec at = mproc__now();
-        at.tv_nsec += holder_sleeps ? Q_PERIOD_NS : 2000000L;
-        if (at.tv_nsec >= 1000000000L) {
-            at.tv_sec++;
-            at.tv_nsec -= 1000000000L;
-        }
-        if (!d->infinite && !expired &&
-            (d->at.tv_sec < at.tv_sec ||
-             (d->at.tv_sec == at.tv_sec && d->at.tv_nsec < at.tv_nsec)))
-            at = d->at;
-        mproc__deadline until = {at, false};
-        rc = mproc__robust_lock(m, MPROC__UNTIL, &until);
-        if (rc != -ETIMEDOUT)
-            return locked(q, side, rc);
-    }
-}
-
-static void q_unlock(mproc_queue *q, int side)
-{
-    pthread_mutex_unlock(side == SIDE_P ? &q->h->plock : &q->h->clock);
-}
-
-/* ---- creation, mapping ------------------------------------------------- */
-
-static size_t pow2_at_least(size_t n)
-{
-    size_t c = MPROC_QUEUE_MIN_CAPACITY;
-    while (c < n)
-        c <<= 1;
-    return c;
-}
-
-/* Maps an initialized memfd and checks its header. Takes neither fd. */
-static int q_map(int memfd, int efd, mproc_queue **out)
-{
-    struct stat st;
-    if (fstat(memfd, &st) < 0)
-        return -errno;
-    if (st.st_size < (off_t)Q_HDR + (off_t)MPROC_QUEUE_MIN_CAPACITY ||
-        st.st_size > (off_t)Q_HDR + (off_t)MPROC_QUEUE_MAX_CAPACITY)
-        return MPROC_EPROTO;
-    size_t len = (size_t)st.st_size;
-    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
-    if (p == MAP_FAILED)
-        return -errno;
-    qshm *h = p;
-    uint64_t cap = h->capacity;
-    if (atomic_load((_Atomic uint32_t *)&h->magic) != Q_MAGIC ||
-        h->version != Q_VERSION || cap + Q_HDR != len ||
-        (cap & (cap - 1)) != 0 || h->type > MPROC_QUEUE_JOINABLE) {
-        munmap(p, len);
-        return MPROC_EPROTO;
-    }
-    mproc_queue *q = calloc(1, sizeof *q);
-    if (!q) {
-        munmap(p, len);
-        return -ENOMEM;
-    }
-    q->h = h;
-    q->ring = (unsigned char *)p + Q_HDR;
-    q->map_len = len;
-    q->cap = cap;
-    q->mask = cap - 1;
-    q->memfd = memfd;
-    q->efd = efd;
-    *out = q;
-    return 0;
-}
 
 int mproc_queue_new_opts(mproc_queue **out, const mproc_queue_opts *opts)
 {
@@ -447,20 +27,16 @@ int mproc_queue_new_opts(mproc_queue **out, const mproc_queue_opts *opts)
     if (o.type > MPROC_QUEUE_JOINABLE || o.maxsize > Q_MAX_MAXSIZE ||
         o.capacity > MPROC_QUEUE_MAX_CAPACITY)
         return -EINVAL;
-    size_t cap =
-        pow2_at_least(o.capacity ? o.capacity : MPROC_QUEUE_DEFAULT_CAPACITY);
+    size_t cap = queue__pow2_at_least(
+        o.capacity ? o.capacity : MPROC_QUEUE_DEFAULT_CAPACITY);
     int rc;
-    int memfd = memfd_create("mproc-queue", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    int memfd = mproc__memfd_new("mproc-queue", Q_HDR + cap, true);
     if (memfd < 0)
-        return -errno;
+        return memfd;
     int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (efd < 0) {
         rc = -errno;
         goto out_memfd;
-    }
-    if (ftruncate(memfd, (off_t)(Q_HDR + cap)) < 0) {
-        rc = -errno;
-        goto out_efd;
     }
     /* Nobody may shrink the file under the others' mappings (SIGBUS). */
     fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
@@ -484,7 +60,7 @@ int mproc_queue_new_opts(mproc_queue **out, const mproc_queue_opts *opts)
     munmap(h, Q_HDR);
     if (rc)
         goto out_efd;
-    rc = q_map(memfd, efd, out);
+    rc = queue__map(memfd, efd, out);
     if (rc)
         goto out_efd;
     return 0;
@@ -542,7 +118,7 @@ static int wait_room(mproc_queue *q, uint64_t tail, uint32_t cnt, uint64_t need,
 {
     qshm *h = q->h;
     uint64_t maxsize = h->maxsize;
-    int spins = mproc__deadline_expired(d) ? 0 : spin_budget();
+    int spins = mproc__deadline_expired(d) ? 0 : queue__spin_budget();
     int yields = spins ? SPIN_YIELDS : 0;
     for (int i = 0;; i++) {
         uint32_t seq = atomic_load(&h->space_seq);
@@ -564,7 +140,7 @@ static int wait_room(mproc_queue *q, uint64_t tail, uint32_t cnt, uint64_t need,
             continue;
         }
         struct timespec ts;
-        if (!period_left(d, &ts))
+        if (!queue__period_left(d, &ts))
             return -ETIMEDOUT;
         /* Announce, then look once more: a consumer committing after our
          * look sees the flag and wakes us (both sides are seq_cst). */
@@ -648,9 +224,9 @@ static int put_locked(mproc_queue *q, const unsigned char *p, size_t n,
         __builtin_prefetch(q->ring + ((tail + PREFETCH_AHEAD) & q->mask), 1);
         __builtin_prefetch(q->ring + ((tail + PREFETCH_AHEAD + 64) & q->mask),
                            1);
-        ring_write(q, tail, &f, sizeof f);
+        queue__ring_write(q, tail, &f, sizeof f);
         if (want)
-            ring_write(q, tail + F_HDR, p + off, want);
+            queue__ring_write(q, tail + F_HDR, p + off, want);
         tail = (tail + F_HDR + round16(want)) & W_POS_MASK;
         if (first)
             cnt = (cnt + 1) & W_CNT_MASK;
@@ -680,11 +256,11 @@ int mproc_queue_put(mproc_queue *q, const void *p, size_t n, double timeout)
     if (n > MPROC_QUEUE_MAX_MESSAGE)
         return MPROC_ETOOBIG;
     mproc__deadline d = mproc__deadline_from(timeout);
-    int rc = q_lock(q, SIDE_P, &d);
+    int rc = queue__lock(q, SIDE_P, &d);
     if (rc)
         return rc == -ETIMEDOUT ? MPROC_EFULL : rc;
     rc = put_locked(q, p, n, &d);
-    q_unlock(q, SIDE_P);
+    queue__unlock(q, SIDE_P);
     if (rc == 0) {
         /* Orders the final ptail store before reading the consumers'
          * sleeping flag (the other half of the handshake is in
@@ -715,7 +291,7 @@ static int wait_data(mproc_queue *q, uint64_t head, bool mid_message,
     qshm *h = q->h;
     static const mproc__deadline forever = {{0, 0}, true};
     const mproc__deadline *dl = mid_message ? &forever : d;
-    int spins = mproc__deadline_expired(dl) ? 0 : spin_budget();
+    int spins = mproc__deadline_expired(dl) ? 0 : queue__spin_budget();
     int yields = spins ? SPIN_YIELDS : 0;
     bool noted = false;
     for (int i = 0;; i++) {
@@ -738,21 +314,21 @@ static int wait_data(mproc_queue *q, uint64_t head, bool mid_message,
             continue;
         }
         if (!noted && !mid_message) {
-            note_empty(q);
+            queue__note_empty(q);
             noted = true;
         }
         if (mid_message && i > spins + yields) {
             /* Is the producer of this message dead? Taking plock repairs
              * it (clearing OPEN) if so. */
             int rc = mproc__robust_lock(&h->plock, MPROC__TRY, NULL);
-            if (rc != -EBUSY && locked(q, SIDE_P, rc) == 0)
+            if (rc != -EBUSY && queue__locked(q, SIDE_P, rc) == 0)
                 pthread_mutex_unlock(&h->plock);
             tw = atomic_load(&h->ptail);
             if (w_pos(tw) == head && !(tw & W_OPEN))
                 return 1;
         }
         struct timespec ts;
-        if (!period_left(dl, &ts))
+        if (!queue__period_left(dl, &ts))
             return -ETIMEDOUT;
         atomic_store(&h->c_waiting, 1);
         tw = atomic_load(&h->ptail);
@@ -814,12 +390,12 @@ static bool withdrawn(mproc_queue *q, uint64_t pos)
     uint64_t tw = atomic_load_explicit(&h->ptail, memory_order_acquire);
     uint64_t tail = w_pos(tw);
     qframe f;
-    ring_read(q, pos, &f, sizeof f);
+    queue__ring_read(q, pos, &f, sizeof f);
     if (f.flags & F_LAST)
         return false;
     pos = (pos + F_HDR + round16(f.len)) & W_POS_MASK;
     while (pos != tail && pos_diff(tail, pos) <= q->cap) {
-        ring_read(q, pos, &f, sizeof f);
+        queue__ring_read(q, pos, &f, sizeof f);
         if (f.flags & F_FIRST)
             return true;
         if (f.flags & F_LAST)
@@ -857,7 +433,7 @@ static int get_locked(mproc_queue *q, sink *s, size_t *len,
         }
         uint64_t avail = pos_diff(tail, head);
         qframe f;
-        ring_read(q, head, &f, sizeof f);
+        queue__ring_read(q, head, &f, sizeof f);
         uint64_t fsz = F_HDR + round16(f.len);
         if ((f.flags & 0xffff0000u) != F_MAGIC || fsz > avail || f.len > q->cap)
             return MPROC_EPROTO;
@@ -881,11 +457,11 @@ static int get_locked(mproc_queue *q, sink *s, size_t *len,
                 count_withdrawn(h);
                 goto commit;
             }
-            ring_read(q, head + F_HDR, dst, f.len);
+            queue__ring_read(q, head + F_HDR, dst, f.len);
             got = f.len;
             have = true;
         } else if (have && f.aux == got && f.len <= total - got) {
-            ring_read(q, head + F_HDR, dst + got, f.len);
+            queue__ring_read(q, head + F_HDR, dst + got, f.len);
             got += f.len;
         } else {
             /* A piece of a message whose start another consumer took
@@ -917,11 +493,11 @@ static int q_get(mproc_queue *q, sink *s, size_t *len, double timeout)
     if (atomic_load_explicit(&q->closed, memory_order_relaxed))
         return MPROC_ECLOSED;
     mproc__deadline d = mproc__deadline_from(timeout);
-    int rc = q_lock(q, SIDE_C, &d);
+    int rc = queue__lock(q, SIDE_C, &d);
     if (rc)
         return rc == -ETIMEDOUT ? MPROC_EEMPTY : rc;
     rc = get_locked(q, s, len, &d);
-    q_unlock(q, SIDE_C);
+    queue__unlock(q, SIDE_C);
     if (rc == 0) {
         atomic_thread_fence(memory_order_seq_cst);
         wake_room(q->h);
@@ -977,6 +553,8 @@ long mproc_queue_qsize(const mproc_queue *q)
 
 int mproc_queue_empty(const mproc_queue *q)
 {
+    if (q && atomic_load_explicit(&q->closed, memory_order_relaxed))
+        return MPROC_ECLOSED; /* Python: OSError, the handle is closed */
     return mproc_queue_qsize(q) == 0;
 }
 
@@ -1014,7 +592,7 @@ int mproc_queue_fileno(mproc_queue *q)
         /* Producers that committed before seeing armed did not signal:
          * signal once for them (spurious readiness is allowed). */
         atomic_store(&h->fd_clear, 0);
-        efd_signal(q);
+        queue__efd_signal(q);
     }
     return q->efd;
 }
@@ -1054,7 +632,7 @@ int mproc_queue_join(mproc_queue *q, double timeout)
         if (((w_cnt(atomic_load(&h->ptail)) - dn) & W_CNT_MASK) == 0)
             return 0;
         struct timespec ts;
-        if (!period_left(&d, &ts))
+        if (!queue__period_left(&d, &ts))
             return -ETIMEDOUT;
         atomic_fetch_add(&h->join_waiters, 1);
         if (((w_cnt(atomic_load(&h->ptail)) - dn) & W_CNT_MASK) != 0)
@@ -1093,7 +671,7 @@ static int queue_import(mproc_import *im, void **out)
         rc = MPROC_EPROTO;
     mproc_queue *q = NULL;
     if (!rc)
-        rc = q_map(memfd, efd, &q);
+        rc = queue__map(memfd, efd, &q);
     if (rc) {
         close(memfd);
         close(efd);

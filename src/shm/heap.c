@@ -92,11 +92,6 @@ __attribute__((constructor)) static void heap_init(void)
 }
 
 /* -errno of the call that just failed (never 0, whatever errno says). */
-static int neg_errno(void)
-{
-    return errno > 0 ? -errno : -EIO;
-}
-
 static size_t units_for(size_t n)
 {
     return n == 0 ? 1 : (n + UNIT - 1) / UNIT;
@@ -203,24 +198,23 @@ static int arena_new(size_t size, bool dedicated, mproc__arena **out)
     if (!a)
         return -ENOMEM;
     int r;
-    int fd = memfd_create("mproc-heap", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    int fd = mproc__memfd_new("mproc-heap", size, true);
     if (fd < 0) {
-        r = neg_errno();
+        r = fd;
         goto out_free;
     }
-    if (ftruncate(fd, (off_t)size) < 0 ||
-        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
-        r = errno == EFBIG || errno == EINVAL ? -ENOMEM : neg_errno();
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+        r = mproc__neg_errno();
         goto out_close;
     }
     struct stat st;
     if (fstat(fd, &st) < 0) {
-        r = neg_errno();
+        r = mproc__neg_errno();
         goto out_close;
     }
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) {
-        r = neg_errno();
+        r = mproc__neg_errno();
         goto out_close;
     }
     struct arena_hdr *h = p;
@@ -378,7 +372,7 @@ static int arena_map(int fd, const struct stat *st, mproc__arena **out)
         return MPROC_EPROTO; /* could shrink under us: SIGBUS */
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED)
-        return neg_errno();
+        return mproc__neg_errno();
     struct arena_hdr *h = p;
     if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != ARENA_MAGIC ||
         h->size != size || h->units != size / UNIT ||
@@ -410,7 +404,7 @@ int mproc__heap_import(mproc_import *im, mproc__block *b)
     int r = mproc_import_bytes(im, v, sizeof v);
     struct stat st;
     if (r == 0)
-        r = fstat(fd, &st) < 0 ? neg_errno() : 0;
+        r = fstat(fd, &st) < 0 ? mproc__neg_errno() : 0;
     else if (r > 0)
         r = MPROC_EPROTO;
     if (r < 0) {

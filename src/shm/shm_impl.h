@@ -1,10 +1,13 @@
 /*
- * shm_impl.h - internals of the shared memory module: the shared heap
- * (heap.c), the lock seam Values and Arrays use (heap.c), and the segment
- * tracker (tracker.c).
+ * shm/shm_impl.h - internals of the shared memory module. Its files:
+ *   heap.c     the shared heap Values and Arrays live in, and their lock
+ *   ctype.c    element types, conversions and Python-style reprs
+ *   value.c    Value and Array
+ *   segment.c  SharedMemory (named segments and anonymous memfds)
+ *   tracker.c  the helper process that unlinks leaked segments
  */
-#ifndef MPROC_SHM_IMPL_H
-#define MPROC_SHM_IMPL_H
+#ifndef MPROC__SHM_IMPL_H
+#define MPROC__SHM_IMPL_H
 
 #include "process/process.h"
 #include "mproc/shm.h"
@@ -58,14 +61,50 @@ int mproc__vlock_acquire(void *storage, double timeout);
 /* 0 or MPROC_ENOTOWNER. */
 int mproc__vlock_release(void *storage);
 
+/* ---- element types (ctype.c) ------------------------------------------- */
+
+/* One element of a Value or Array in native form. */
+typedef union elem {
+    int8_t i8;
+    uint8_t u8;
+    int16_t i16;
+    uint16_t u16;
+    int32_t i32;
+    uint32_t u32;
+    int64_t i64;
+    uint64_t u64;
+    float f;
+    double d;
+    unsigned char raw[8];
+} elem;
+
+/* A growing string for Python-style reprs (formatting never fails: a
+ * full buffer truncates). */
+typedef struct sbuf {
+    char *p;
+    size_t cap, len;
+} sbuf;
+
+int shm__norm_type(int t);
+bool shm__is_float(int t);
+void shm__int_range(int t, int64_t *lo, uint64_t *hi);
+void shm__elem_int(int t, const elem *e, bool *neg, uint64_t *mag, int64_t *sv);
+void shm__elem_from_int(int t, elem *e, int64_t s, uint64_t u, bool use_u);
+double shm__elem_double(int t, const elem *e);
+void shm__sb_str(sbuf *b, const char *s);
+void shm__sb_bytes(sbuf *b, const unsigned char *p, size_t n);
+void shm__sb_elem(sbuf *b, int t, const elem *e);
+
 /* ---- tracker (tracker.c) ---------------------------------------------- */
 
 /* Registers a named segment created by this process (dev/ino identify it so
  * a later segment of the same name is never removed). Starts the tracker on
  * first use. Returns 0 or -errno. */
 int mproc__tracker_register(const char *name, dev_t dev, ino_t ino);
-/* Tells the tracker a segment was unlinked (no-op without a tracker). */
-void mproc__tracker_unregister(const char *name);
+/* Tells the tracker a segment was unlinked or never got its name: the
+ * entry for name and dev/ino, or with ino 0 every entry for name. No-op
+ * without a tracker. */
+void mproc__tracker_unregister(const char *name, dev_t dev, ino_t ino);
 /* Pid of the tracker this process talks to, 0 if none. */
 pid_t mproc__tracker_pid(void);
 

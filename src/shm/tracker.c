@@ -105,7 +105,7 @@ static int start_locked(void)
 {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-        return errno > 0 ? -errno : -EIO;
+        return mproc__neg_errno();
     pid_t pid = mproc__spawn_helper(tracker_entry, &sv[0], 1);
     close(sv[0]);
     if (pid < 0) {
@@ -163,12 +163,14 @@ int mproc__tracker_register(const char *name, dev_t dev, ino_t ino)
     return r;
 }
 
-void mproc__tracker_unregister(const char *name)
+void mproc__tracker_unregister(const char *name, dev_t dev, ino_t ino)
 {
     trk_msg m;
     memset(&m, 0, sizeof m);
     m.magic = TRK_MAGIC;
     m.op = TRK_UNREGISTER;
+    m.dev = (uint64_t)dev;
+    m.ino = (uint64_t)ino;
     snprintf(m.name, sizeof m.name, "%s", name);
     pthread_mutex_lock(&trk_mu);
     if (trk_fd >= 0)
@@ -258,10 +260,14 @@ typedef struct registry {
     size_t n, cap;
 } registry;
 
-static entry *reg_find(registry *g, const char *name)
+/* The entry for name and dev/ino; with ino 0, the first for name. */
+static entry *reg_find(registry *g, const char *name, uint64_t dev,
+                       uint64_t ino)
 {
     for (size_t i = 0; i < g->n; i++)
-        if (strcmp(g->v[i].name, name) == 0)
+        if (strcmp(g->v[i].name, name) == 0 &&
+            (ino == 0 ||
+             ((uint64_t)g->v[i].dev == dev && (uint64_t)g->v[i].ino == ino)))
             return &g->v[i];
     return NULL;
 }
@@ -276,24 +282,20 @@ static void reg_apply(registry *g, const trk_msg *m)
     char name[MPROC_SHM_NAME_MAX + 1];
     if (mproc__shm_check_name(m->name, name) < 0)
         return;
-    entry *e = reg_find(g, name);
+    /* A name may be registered more than once (a creator registers before
+     * the name is its own; see segment.c): entries are name + dev/ino. */
+    entry *e;
     if (m->op == TRK_UNREGISTER) {
-        if (e)
+        while ((e = reg_find(g, name, m->dev, m->ino)))
             reg_remove(g, e);
         return;
     }
-    if (m->op != TRK_REGISTER)
+    if (m->op != TRK_REGISTER || m->ino == 0)
         return;
+    e = reg_find(g, name, m->dev, m->ino);
     if (!e) {
-        if (g->n == g->cap) {
-            size_t cap = g->cap ? g->cap * 2 : 16;
-            entry *v =
-                cap <= TRK_MAX_ENTRIES ? realloc(g->v, cap * sizeof *v) : NULL;
-            if (!v)
-                return;
-            g->v = v;
-            g->cap = cap;
-        }
+        if (g->n >= TRK_MAX_ENTRIES || MPROC__GROW(g->v, g->cap, g->n + 1) < 0)
+            return;
         e = &g->v[g->n++];
     }
     snprintf(e->name, sizeof e->name, "%s", name);

@@ -1,5 +1,5 @@
 /*
- * sync_lock.c - Lock, RLock and Condition.
+ * sync/lock.c - Lock, RLock and Condition.
  *
  * All three stand on one robust mutex (mproc__mtx): a PROCESS_SHARED,
  * ROBUST pthread mutex, so that glibc and the kernel keep the robust list

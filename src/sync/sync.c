@@ -1,5 +1,5 @@
 /*
- * sync.c - what every sync primitive stands on: the identity of the
+ * sync/sync.c - what every sync primitive stands on: the identity of the
  * calling thread (owner tokens that fork children do not inherit), the
  * futex calls, code references for barrier actions, and the table of
  * shared mappings this process made for sync objects, through which they
@@ -167,14 +167,10 @@ int mproc__sync_map_new(const char *name, size_t size, void **obj)
     if (!r)
         return -ENOMEM;
     int err;
-    int fd = memfd_create(name, MFD_CLOEXEC);
+    int fd = mproc__memfd_new(name, len, false);
     if (fd < 0) {
-        err = -errno;
+        err = fd;
         goto out_free;
-    }
-    if (ftruncate(fd, (off_t)len) != 0) {
-        err = -errno;
-        goto out_close;
     }
     void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) {

@@ -1,10 +1,10 @@
 /*
- * sync_impl.h - internals shared by the sync module's files: the layouts of
- * the shared states, thread identity tokens, futex calls, and the table of
- * mappings this process made for sync objects (sync.c).
+ * sync/sync_impl.h - internals shared by the sync module's files: the layouts
+ * of the shared states, thread identity tokens, the robust mutex, and the table
+ * of mappings this process made for sync objects (sync.c).
  */
-#ifndef MPROC_SYNC_IMPL_H
-#define MPROC_SYNC_IMPL_H
+#ifndef MPROC__SYNC_IMPL_H
+#define MPROC__SYNC_IMPL_H
 
 #include "core/core.h"
 #include "mproc/sync.h"
@@ -26,7 +26,7 @@ typedef struct mproc__mtx {
     uint64_t owner; /* token of the holding thread, 0 when free */
     int32_t pid;    /* pid of the holder's process (for free) */
     uint32_t count; /* recursion depth (1 for a held Lock) */
-    /* The gate contended acquirers sleep on first (see sync_lock.c). */
+    /* The gate contended acquirers sleep on first (see lock.c). */
     uint32_t nsleep;   /* acquirers sleeping on seq (may overcount) */
     uint32_t seq;      /* futex word; bit 0: a wake-up is pending */
     pthread_mutex_t m; /* PROCESS_SHARED, ROBUST, ERRORCHECK */
@@ -118,7 +118,7 @@ uint64_t mproc__sync_layout(void);
 /* Code references (sync.c). write: 0 or MPROC_ERESOLVE. read: 0 and the
  * address in this process, or MPROC_ERESOLVE. */
 
-/* ---- robust mutex (sync_lock.c) --------------------------------------- */
+/* ---- robust mutex (lock.c) -------------------------------------------- */
 
 int mproc__mtx_init(mproc__mtx *m);
 /* 0, -EOWNERDEAD, -ETIMEDOUT, -ENOTRECOVERABLE, -EDEADLK,

@@ -1,5 +1,5 @@
 /*
- * sync_wait.c - Semaphore, BoundedSemaphore, Event and Barrier.
+ * sync/wait.c - Semaphore, BoundedSemaphore, Event and Barrier.
  *
  * Semaphore and Event are lock-free words with futex sleeps, so there is
  * nothing a dying process can leave locked: a dead semaphore holder only
