@@ -41,7 +41,8 @@ check:
 	@cd $(DBG) && ctest --output-on-failure --timeout 900
 
 # Line and branch coverage of src/ over the test suite: gcc --coverage in a
-# build of its own (Debug, no sanitizers), fresh counters, ctest, then gcovr:
+# build of its own made afresh (Debug, no sanitizers: no counters or notes
+# of an earlier run or of a deleted source), ctest, then gcovr:
 # a table of line coverage per file (least covered last) and the totals of
 # lines and branches; branches per file in $(COV)/branches.txt, annotated
 # sources in $(COV)/html/index.html. Fails when a test failed, after the
@@ -50,11 +51,11 @@ GCOVR = gcovr --root . --add-tracefile $(COV)/coverage.json
 coverage:
 	@command -v gcovr >/dev/null || \
 	    { echo "make coverage needs gcovr: apt-get install gcovr" >&2; exit 1; }
+	@rm -rf $(COV)
 	@$(call quietly,$(COV).log, \
 	    $(CMAKE) -S . -B $(COV) -DCMAKE_BUILD_TYPE=Debug -DMPROC_COVERAGE=ON \
 	        -DMPROC_EXAMPLES=OFF -DMPROC_BENCH=OFF && \
 	    $(CMAKE) --build $(COV) -j$(JOBS))
-	@find $(COV) -name '*.gcda' -delete
 	@cd $(COV) && ctest --output-on-failure --timeout 900; rc=$$?; \
 	    cd $(CURDIR) && mkdir -p $(COV)/html && \
 	    gcovr --root . --filter src/ -j $(JOBS) --json $(COV)/coverage.json \
