@@ -14,7 +14,7 @@ rank() { # folder/file -> "folder-rank file-rank"
   case $f in
     os/*) echo "0 0" ;;
     core/buf|core/error) echo "1 0" ;;
-    core/self|core/util) echo "1 1" ;;
+    core/self|core/util|core/finalize) echo "1 1" ;;
     core/resolve|core/log) echo "1 2" ;;
     core/args) echo "1 3" ;;
     process/process) echo "2 0" ;;

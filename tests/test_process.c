@@ -819,6 +819,138 @@ static void test_log_first_line_named(void)
     CHECK_STR(buf, "[WARNING/MainProcess] first words\n");
 }
 
+/* ---- finalizers ------------------------------------------------------------
+ */
+
+static char g_fin_path[256];
+
+/* Appends the letter arg points at to g_fin_path. */
+static void fin_note(void *arg)
+{
+    int fd = open(g_fin_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        (void)!write(fd, arg, 1);
+        close(fd);
+    }
+}
+
+static mproc_process *g_fin_kid;
+
+/* Notes whether the child g_fin_kid is still running. */
+static void fin_kid_state(void *arg)
+{
+    (void)arg;
+    fin_note(mproc_process_exitcode(g_fin_kid) == MPROC_EXITCODE_NONE ? "r"
+                                                                      : "j");
+}
+
+static int t_nap(const mproc_args *a)
+{
+    (void)a;
+    usleep(300000);
+    return 0;
+}
+
+/* Registers finalizers of mixed priorities with a child still running,
+ * then returns: they run at the child's exit in order. */
+static int t_finalizers(const mproc_args *a)
+{
+    snprintf(g_fin_path, sizeof g_fin_path, "%s", mproc_args_str(a, 0));
+    mproc_process *kid;
+    if (mproc_process_new(&kid, t_nap, NULL) || mproc_process_start(kid))
+        return 1;
+    g_fin_kid = kid;
+    mproc_finalize(fin_note, "A", 10);
+    mproc_finalize(fin_note, "B", 0);
+    mproc_finalize(fin_note, "C", -1);
+    mproc_finalize(fin_note, "D", 10);
+    mproc_finalize(fin_kid_state, NULL, 0);  /* before the join: "r" */
+    mproc_finalize(fin_kid_state, NULL, -5); /* after it: "j" */
+    int gone = mproc_finalize(fin_note, "X", 3);
+    if (mproc_finalize_cancel(gone) != 0 ||
+        mproc_finalize_cancel(gone) != -ENOENT)
+        return 2;
+    int now = mproc_finalize(fin_note, "N", 1);
+    if (mproc_finalize_now(now) != 0 || mproc_finalize_now(now) != -ENOENT)
+        return 3;
+    return 0;
+}
+
+static void slurp_file(const char *path, char *buf, size_t cap)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd < 0 ? 0 : read(fd, buf, cap - 1);
+    buf[n > 0 ? n : 0] = 0;
+    if (fd >= 0)
+        close(fd);
+}
+
+static void test_finalizers(void)
+{
+    /* The parent's own finalizer is not inherited by its children. */
+    snprintf(g_fin_path, sizeof g_fin_path, "/tmp/mproc-fin-%d", (int)getpid());
+    int mine = mproc_finalize(fin_note, "P", 0);
+    CHECK(mine > 0);
+    CHECK_ERR(mproc_finalize(NULL, NULL, 0), -EINVAL);
+    for (int m = 0; m < 3; m++) {
+        char path[64], got[64];
+        snprintf(path, sizeof path, "/tmp/mproc-fin-%d-%d", (int)getpid(), m);
+        unlink(path);
+        mproc_args *a = mproc_args_of("s", path);
+        mproc_process *p = run(t_finalizers, a, mproc_test_methods[m]);
+        mproc_args_free(a);
+        CHECK_EQ(join_code(p), 0);
+        slurp_file(path, got, sizeof got);
+        unlink(path);
+        /* N ran at once; then 10 (newest first), 0 (newest first), and
+         * after the child was joined -1, -5. */
+        CHECK_STR(got, "NDArBCj");
+    }
+    CHECK_OK(mproc_finalize_cancel(mine));
+}
+
+/* Pool workers that exit normally run their finalizers too. */
+static int fin_init(const mproc_args *a)
+{
+    snprintf(g_fin_path, sizeof g_fin_path, "%s", mproc_args_str(a, 0));
+    return mproc_finalize(fin_note, "W", 0) > 0 ? 0 : 1;
+}
+
+static int fin_task(const void *in, size_t len, mproc_out *out)
+{
+    return mproc_out_write(out, in, len);
+}
+
+static void test_finalizers_in_pool_workers(void)
+{
+    for (int m = 0; m < 3; m++) {
+        char path[64], got[64];
+        snprintf(path, sizeof path, "/tmp/mproc-finpool-%d-%d", (int)getpid(),
+                 m);
+        unlink(path);
+        mproc_args *a = mproc_args_of("s", path);
+        mproc_pool_opts o = {.processes = 2,
+                             .method = mproc_test_methods[m],
+                             .initializer = fin_init,
+                             .initargs = a};
+        mproc_pool *pool;
+        CHECK_OK(mproc_pool_new(&pool, &o));
+        int x = 7;
+        mproc_iov items[4] = {
+            {&x, sizeof x}, {&x, sizeof x}, {&x, sizeof x}, {&x, sizeof x}};
+        mproc_results *r = NULL;
+        CHECK_OK(mproc_pool_map(pool, fin_task, items, 4, NULL, &r));
+        mproc_results_free(r);
+        CHECK_OK(mproc_pool_close(pool));
+        CHECK_OK(mproc_pool_join(pool, 20));
+        mproc_pool_free(pool);
+        mproc_args_free(a);
+        slurp_file(path, got, sizeof got);
+        unlink(path);
+        CHECK_STR(got, "WW");
+    }
+}
+
 /* ---- affinity, nice, cpu counts -------------------------------------------
  */
 
@@ -1008,6 +1140,8 @@ static const mproc_test tests[] = {
     {"free_running_then_reap", test_free_running_then_reap, 30},
     {"fork_child_siblings", test_fork_child_siblings, 30},
     {"threads_start_concurrently", test_threads_start_concurrently, 120},
+    {"finalizers", test_finalizers, 30},
+    {"finalizers_in_pool_workers", test_finalizers_in_pool_workers, 60},
     {"log_level_inherited", test_log_level_inherited, 30},
     {"log_first_line_named", test_log_first_line_named, 10},
     {"logging_reaches_children", test_logging_reaches_children, 30},

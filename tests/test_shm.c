@@ -1249,6 +1249,39 @@ static void test_tracker_opt_out(void)
     CHECK_OK(mproc_shm_unlink_name(names[0]));
 }
 
+/* Attach with MPROC_SHM_TRACK (Python 3.13's track=True): a segment made
+ * without tracking is taken on by the attaching tree's tracker and
+ * removed once that tree is gone; attached without it, it stays. */
+static void test_attach_track(void)
+{
+    for (int track = 0; track < 2; track++) {
+        char name[64];
+        snprintf(name, sizeof name, "mproc_track_%d_%d", (int)getpid(), track);
+        pid_t pid = fork();
+        if (pid == 0) {
+            mproc_shm *s, *t;
+            if (mproc_shm_create(&s, name, 4096, MPROC_SHM_NOTRACK) < 0)
+                mproc_test_exit(2);
+            mproc_shm_free(s);
+            if (mproc_shm_attach(&t, name, track ? MPROC_SHM_TRACK : 0) < 0)
+                mproc_test_exit(3);
+            mproc_shm_free(t);
+            mproc_shutdown();
+            mproc_test_exit(0);
+        }
+        reap_ok(pid);
+        if (track) {
+            CHECK(wait_shm(name, false, 10));
+        } else {
+            usleep(200000);
+            CHECK(shm_exists(name));
+            CHECK_OK(mproc_shm_unlink_name(name));
+        }
+    }
+    mproc_shm *s;
+    CHECK_ERR(mproc_shm_attach(&s, "x", 0x100), -EINVAL);
+}
+
 /* gh-82300: an unrelated live process attached by name keeps the
  * segment; once it lets go, the tracker removes it. */
 static void test_tracker_keeps_used(void)
@@ -1614,6 +1647,7 @@ static const mproc_test tests[] = {
     {"tracker_tree", test_tracker_tree, 20},
     {"tracker_stop_with_holders", test_tracker_stop_with_holders, 20},
     {"create_killed", test_create_killed, 20},
+    {"attach_track", test_attach_track, 30},
     {"devshm_full", test_devshm_full, 20},
     {"fsize_limit", test_fsize_limit, 20},
 };

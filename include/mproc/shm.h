@@ -234,6 +234,7 @@ typedef struct mproc_shm mproc_shm;
 /* Flags for create/attach. */
 #define MPROC_SHM_NOTRACK  0x1 /* create: never unlinked by the tracker */
 #define MPROC_SHM_READONLY 0x2 /* attach: map read-only */
+#define MPROC_SHM_TRACK    0x4 /* attach: this tree's tracker cleans it up */
 
 /* Longest segment name (without the leading '/'). */
 #define MPROC_SHM_NAME_MAX 255
@@ -245,19 +246,26 @@ typedef struct mproc_shm mproc_shm;
  * as CPython does. Unless MPROC_SHM_NOTRACK, the segment is registered with
  * this process tree's tracker (started on first use), which unlinks it if
  * the program never does, once the tree has exited and nothing maps it.
+ * The memory is reserved at creation: a full /dev/shm is -ENOSPC here,
+ * never a SIGBUS later, and a size over RLIMIT_FSIZE is -EFBIG. The name
+ * appears only once the tracker knows it (the segment is made unnamed and
+ * linked into place), so a creator killed at any instant leaks nothing.
  * Returns 0 and stores the object, or -EINVAL (NULL out, size 0, bad name or
- * flags), -ENAMETOOLONG, -EEXIST (name taken), -ENOMEM, -EMFILE, -EACCES,
- * other -errno from shm_open/ftruncate/mmap. On failure nothing is left.
+ * flags), -ENAMETOOLONG, -EEXIST (name taken), -ENOMEM, -ENOSPC, -EFBIG,
+ * -EMFILE, -EACCES, other -errno. On failure nothing is left.
  */
 MPROC_API int mproc_shm_create(mproc_shm **out, const char *name, size_t size,
                                int flags);
 
 /*
  * Attaches to an existing named segment; its size is the segment's size.
- * flags: 0 or MPROC_SHM_READONLY. Attaching never registers the segment
- * with a tracker (the tracker of its creator sees the mapping and leaves
- * the segment alone while it exists). Returns 0, -EINVAL, -ENAMETOOLONG,
- * -ENOENT, -EACCES, -EMFILE, -ENOMEM, or -EINVAL for an empty segment.
+ * flags: MPROC_SHM_READONLY and/or MPROC_SHM_TRACK. By default attaching
+ * registers nothing (the tracker of its creator sees the mapping and
+ * leaves the segment alone while it exists); with MPROC_SHM_TRACK (Python
+ * 3.13's track=True) this tree's tracker takes the segment on: once the
+ * tree has exited and nothing maps it, it is unlinked. Returns 0, -EINVAL,
+ * -ENAMETOOLONG, -ENOENT, -EACCES, -EMFILE, -ENOMEM, or -EINVAL for an
+ * empty segment.
  */
 MPROC_API int mproc_shm_attach(mproc_shm **out, const char *name, int flags);
 

@@ -47,6 +47,33 @@ MPROC_API int mproc_nice_set(pid_t pid, int nice);
 /* Seconds on CLOCK_MONOTONIC; for deadlines and benchmarks. */
 MPROC_API double mproc_monotonic(void);
 
+/* ---- finalizers (multiprocessing.util.Finalize) ----------------------- */
+
+typedef void (*mproc_finalizer)(void *arg);
+
+/*
+ * Registers fn(arg) to run once when this process exits, as
+ * multiprocessing.util.Finalize with an exitpriority: at mproc_shutdown(),
+ * which runs at exit() of the main program (atexit), at the end of every
+ * child process under every start method and of every pool worker that
+ * exits normally. Higher priorities run first; equal priorities in the
+ * reverse order of registration. Those with priority >= 0 run before the
+ * process's remaining children are terminated (daemons) and joined, those
+ * below 0 after (as CPython). A process killed by a signal runs none.
+ * Children do not inherit their parent's finalizers (under fork too).
+ * Returns a handle > 0, or -EINVAL (fn NULL), -ENOMEM. Thread safe; fn
+ * runs on the thread that calls mproc_shutdown (or exit).
+ */
+MPROC_API int mproc_finalize(mproc_finalizer fn, void *arg, int priority);
+
+/* Unregisters the finalizer without running it. Returns 0, or -ENOENT
+ * (unknown handle, already run or cancelled). Thread safe. */
+MPROC_API int mproc_finalize_cancel(int handle);
+
+/* Runs the finalizer now (once) and unregisters it. Returns 0 or -ENOENT.
+ * Thread safe; fn runs on the calling thread. */
+MPROC_API int mproc_finalize_now(int handle);
+
 #ifdef __cplusplus
 }
 #endif

@@ -130,6 +130,14 @@ int mproc__at_shutdown(void (*fn)(void));
 /* Runs the registered hooks (mproc_shutdown). */
 void mproc__run_shutdown_hooks(void);
 
+/* ---- finalizers (finalize.c) ------------------------------------------ */
+
+/* Runs (and unregisters) every finalizer of priority >= min_priority,
+ * highest first; INT_MIN runs them all. mproc_shutdown's. */
+void mproc__run_finalizers(int min_priority);
+/* A new child: its parent's finalizers are not its own. */
+void mproc__forget_finalizers(void);
+
 /* ---- logging internals (log.c) ---------------------------------------- */
 
 int mproc__log_fd(void);

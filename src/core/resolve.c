@@ -14,6 +14,7 @@
 #include <dlfcn.h>
 #include <link.h>
 #include <stdio.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -206,7 +207,13 @@ int mproc__ref_write(mproc__buf *b, const void *addr)
     uint64_t dev = 0, ino = 0;
     if (file_id(&f, f.objname, &dev, &ino) < 0)
         return MPROC_ERESOLVE;
-    mproc__buf_str(b, f.objname);
+    /* A library dlopen'ed by a relative path is named absolutely: the
+     * reading side loads only absolute paths. */
+    char abs[PATH_MAX];
+    const char *name = f.objname;
+    if (name[0] && name[0] != '/' && realpath(name, abs))
+        name = abs;
+    mproc__buf_str(b, name);
     mproc__buf_u64(b, dev);
     mproc__buf_u64(b, ino);
     mproc__buf_u64(b, (uint64_t)((uintptr_t)addr - f.base));
@@ -227,7 +234,13 @@ int mproc__ref_read(mproc__reader *r, void **addr)
     dl_iterate_phdr(find_cb, &f);
     if (!f.found && name[0]) {
         /* Loaded by the parent at run time: load it here too. The handle
-         * is kept for the life of the process on purpose. */
+         * is kept for the life of the process on purpose. Only the very
+         * file named (an absolute path, the same device and inode): a
+         * description from a peer never makes us load anything else. */
+        uint64_t d0 = 0, i0 = 0;
+        if (name[0] != '/' || stat_id(name, &d0, &i0) < 0 || d0 != dev ||
+            i0 != ino)
+            return MPROC_ERESOLVE;
         void *h = dlopen(name, RTLD_NOW | RTLD_GLOBAL);
         if (!h)
             return MPROC_ERESOLVE;

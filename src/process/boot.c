@@ -58,6 +58,7 @@ void mproc__fork_child(const mproc_process *p, pid_t parent,
     mproc__me.counter = 0;
     mproc__me.daemon = p->daemon;
     mproc__me.is_child = 1;
+    mproc__forget_finalizers();
     mproc__set_parent(parent, parent_name, -1);
     mproc_debug("child process calling target");
     int code = p->target(p->args);

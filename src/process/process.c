@@ -11,6 +11,7 @@
 #include "process/process.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -475,6 +476,7 @@ int mproc_active_children(mproc_process **out, size_t max)
 int mproc_shutdown(void)
 {
     process_init();
+    mproc__run_finalizers(0);
     /* Python's exit work: terminate daemonic children, join the rest. */
     mproc_process *v[256];
     mproc__lock();
@@ -498,6 +500,7 @@ int mproc_shutdown(void)
             mproc_process_free(v[i]); // NOLINT(clang-analyzer-unix.Malloc)
         }
     }
+    mproc__run_finalizers(INT_MIN);
     mproc__run_shutdown_hooks();
     return 0;
 }

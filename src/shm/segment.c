@@ -216,7 +216,7 @@ int mproc_shm_attach(mproc_shm **out, const char *name, int flags)
     if (!out)
         return -EINVAL;
     *out = NULL;
-    if (flags & ~MPROC_SHM_READONLY)
+    if (flags & ~(MPROC_SHM_READONLY | MPROC_SHM_TRACK))
         return -EINVAL;
     mproc_shm *s = shm_alloc();
     if (!s)
@@ -237,6 +237,9 @@ int mproc_shm_attach(mproc_shm **out, const char *name, int flags)
         r = -EINVAL; /* Python: cannot mmap an empty file */
         goto out_free;
     }
+    if ((flags & MPROC_SHM_TRACK) &&
+        (r = mproc__tracker_register(s->name, st.st_dev, st.st_ino)) < 0)
+        goto out_free;
     r = shm_map(s, (size_t)st.st_size, ro);
     if (r < 0)
         goto out_free;
