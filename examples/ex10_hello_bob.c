@@ -1,6 +1,6 @@
 /*
- * ex10_hello_bob.c - seed 000 ("Multi Processing in Python"), the trivial
- * example: Process(target=f, args=('bob',)), start, join.
+ * ex10_hello_bob.c - "Multi Processing in Python", the trivial example:
+ * Process(target=f, args=('bob',)), start, join.
  *
  * Prints:
  *   hello bob

@@ -1,7 +1,7 @@
 /*
- * ex11_start_methods.c - seed 000 ("Multi Processing in Python"), the three
- * start methods: the hello bob example run under spawn, fork and
- * forkserver, chosen with set_start_method (mproc_set_start_method).
+ * ex11_start_methods.c - "Multi Processing in Python", the three start methods:
+ * the hello bob example run under spawn, fork and forkserver, chosen with
+ * set_start_method (mproc_set_start_method).
  *
  * spawn: a fresh exec of this program; main() does not run again and the
  * child inherits only what it is given. fork: a copy of the parent.

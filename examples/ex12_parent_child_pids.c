@@ -1,7 +1,7 @@
 /*
- * ex12_parent_child_pids.c - seed 001 (Sunny Solanki, "Multiprocessing"),
- * In [2]: test_func prints its argument, the parent's PID (os.getppid)
- * and its own (os.getpid).
+ * ex12_parent_child_pids.c - Sunny Solanki's "Multiprocessing in Python",
+ * In [2]: test_func prints its argument, the parent's PID (os.getppid) and its
+ * own (os.getpid).
  *
  * Prints (PIDs vary):
  *   Test first process creation

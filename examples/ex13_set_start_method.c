@@ -1,5 +1,5 @@
 /*
- * ex13_set_start_method.c - seed 001 (Sunny Solanki, "Multiprocessing"),
+ * ex13_set_start_method.c - Sunny Solanki's "Multiprocessing in Python",
  * In [3] and In [4]: test_func printing its argument, first under a start
  * method chosen for the whole program with set_start_method, then with
  * ctx = get_context('fork'); ctx.Process(...). mproc's get_context is the

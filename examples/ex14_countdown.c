@@ -1,7 +1,7 @@
 /*
- * ex14_countdown.c - seed 002 ("Python Language: The multiprocessing
- * module"), the two countdowns: p1 = Process(countdown, 10),
- * p2 = Process(countdown, 20), both started, then both joined.
+ * ex14_countdown.c - "Python Language: The multiprocessing module", the two
+ * countdowns: p1 = Process(countdown, 10), p2 = Process(countdown, 20), both
+ * started, then both joined.
  *
  * Prints the two countdowns, interleaved as the processes run:
  *   Count value 10

@@ -1,7 +1,7 @@
 /*
- * ex15_print_info.c - seed 003 ("Master Python Multiprocessing"), Example:
- * Identifying PID, Parent, and Child Processes. print_info runs once in the
- * main process and once in a child.
+ * ex15_print_info.c - "Master Python Multiprocessing", Example: Identifying
+ * PID, Parent, and Child Processes. print_info runs once in the main process
+ * and once in a child.
  *
  * Prints (PIDs vary; the child's parent is the main process):
  *   Main Process:

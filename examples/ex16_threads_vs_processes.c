@@ -1,7 +1,7 @@
 /*
- * ex16_threads_vs_processes.c - seed 003 ("Master Python Multiprocessing"),
- * Example: Threading vs Multiprocessing for CPU-bound task. Ten threads,
- * then ten processes, each counting to 10**7; the time each approach took.
+ * ex16_threads_vs_processes.c - "Master Python Multiprocessing", Example:
+ * Threading vs Multiprocessing for CPU-bound task. Ten threads, then ten
+ * processes, each counting to 10**7; the time each approach took.
  *
  * Prints (times vary):
  *   Threading took 0.0712

@@ -1,7 +1,7 @@
 /*
- * ex17_hello_world.c - seed 003 ("Master Python Multiprocessing"), Getting
- * Started with your First Multiprocessing Program: print_hello run by two
- * processes, both started, then both joined.
+ * ex17_hello_world.c - "Master Python Multiprocessing", Getting Started with
+ * your First Multiprocessing Program: print_hello run by two processes, both
+ * started, then both joined.
  *
  * Prints:
  *   Hello, world!

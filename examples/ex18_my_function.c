@@ -1,8 +1,8 @@
 /*
- * ex18_my_function.c - seed 003 ("Master Python Multiprocessing"), 1.1
- * Using Process Class, Example 1: Basic Usage. my_function("Process 1")
- * and my_function("Process 2") in two processes, then a last line once
- * both are joined.
+ * ex18_my_function.c - "Master Python Multiprocessing", 1.1 Using Process
+ * Class, Example 1: Basic Usage. my_function("Process 1") and
+ * my_function("Process 2") in two processes, then a last line once both are
+ * joined.
  *
  * Prints (the first two lines in either order):
  *   Hello from Process 1

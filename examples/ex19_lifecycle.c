@@ -1,7 +1,7 @@
 /*
- * ex19_lifecycle.c - seed 003 ("Master Python Multiprocessing"), Example 3:
- * Observing the Process Lifecycle. The child names itself with
- * current_process().name (mproc_process_name(mproc_current_process())).
+ * ex19_lifecycle.c - "Master Python Multiprocessing", Example 3: Observing the
+ * Process Lifecycle. The child names itself with current_process().name
+ * (mproc_process_name(mproc_current_process())).
  *
  * Prints:
  *   Process Process-1 is Created

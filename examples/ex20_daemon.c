@@ -1,7 +1,7 @@
 /*
- * ex20_daemon.c - seed 003 ("Master Python Multiprocessing"), Advanced
- * Topics, Example 1: Daemon Process. A daemonic child is terminated when
- * the main program finishes, so its last line never appears.
+ * ex20_daemon.c - "Master Python Multiprocessing", Advanced Topics, Example 1:
+ * Daemon Process. A daemonic child is terminated when the main program
+ * finishes, so its last line never appears.
  *
  * Prints:
  *   Starting Daemon

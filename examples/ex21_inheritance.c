@@ -1,7 +1,7 @@
 /*
- * ex21_inheritance.c - seed 003 ("Master Python Multiprocessing"), Advanced
- * Topics, Example 2: Inherited Resource. current_process().pid in the main
- * process and in a child.
+ * ex21_inheritance.c - "Master Python Multiprocessing", Advanced Topics,
+ * Example 2: Inherited Resource. current_process().pid in the main process and
+ * in a child.
  *
  * Prints (PIDs vary):
  *   Main Process ID: 1000

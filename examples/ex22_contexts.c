@@ -1,7 +1,7 @@
 /*
- * ex22_contexts.c - seed 003 ("Master Python Multiprocessing"), Advanced
- * Topics, Example 3: Using spawn and fork Contexts. The same worker under
- * each start method, chosen per process (get_context(context).Process).
+ * ex22_contexts.c - "Master Python Multiprocessing", Advanced Topics,
+ * Example 3: Using spawn and fork Contexts. The same worker under each start
+ * method, chosen per process (get_context(context).Process).
  *
  * Prints:
  *   Using spawn start method

@@ -1,8 +1,8 @@
 /*
- * ex23_exceptions.c - seed 003 ("Master Python Multiprocessing"), the two
- * exception examples. Error Handling, Example 1: the worker catches its own
- * error and prints it. Advanced Topics, Example 4: faulty_worker does not;
- * nothing reaches the parent but the exit code, which join() collects.
+ * ex23_exceptions.c - "Master Python Multiprocessing", the two exception
+ * examples. Error Handling, Example 1: the worker catches its own error and
+ * prints it. Advanced Topics, Example 4: faulty_worker does not; nothing
+ * reaches the parent but the exit code, which join() collects.
  *
  * C has no exceptions: an error is a return value. An uncaught Python
  * exception ends the child with exit code 1, so faulty_worker reports its

@@ -1,10 +1,10 @@
 /*
- * ex24_logging.c - seed 003 ("Master Python Multiprocessing"), the two
- * logging examples: Logging and Monitoring, Example 4 (five workers log
- * "<name> is executing." through get_logger) and Error Handling, Example 3
- * (log_to_stderr, level INFO, a worker logs "Worker Function" and prints
- * "Doing some work"). mproc_log_to_stderr(MPROC_LOG_INFO) is
- * log_to_stderr() + logger.setLevel(logging.INFO); children inherit it.
+ * ex24_logging.c - "Master Python Multiprocessing", the two logging examples:
+ * Logging and Monitoring, Example 4 (five workers log "<name> is executing."
+ * through get_logger) and Error Handling, Example 3 (log_to_stderr, level INFO,
+ * a worker logs "Worker Function" and prints "Doing some work").
+ * mproc_log_to_stderr(MPROC_LOG_INFO) is log_to_stderr() +
+ * logger.setLevel(logging.INFO); children inherit it.
  *
  * Prints (stderr lines prefixed [LEVEL/process name]; the library adds its
  * own INFO lines at exit, as multiprocessing's logger does):

@@ -1,7 +1,7 @@
 /*
- * ex25_terminate.c - seed 003 ("Master Python Multiprocessing"), Process
- * Control, Example 1: Terminating a Process. The worker would work for ten
- * seconds; after three the parent terminates it (SIGTERM) and joins it.
+ * ex25_terminate.c - "Master Python Multiprocessing", Process Control,
+ * Example 1: Terminating a Process. The worker would work for ten seconds;
+ * after three the parent terminates it (SIGTERM) and joins it.
  *
  * Prints:
  *   Working...

@@ -1,8 +1,8 @@
 /*
- * ex26_exit_codes.c - seed 003 ("Master Python Multiprocessing"), Process
- * Control, Example 2: Checking Process Exit Codes. A worker that returns 1,
- * and (beyond the tutorial) one that segfaults: a process killed by signal
- * N has exit code -N, as in Python.
+ * ex26_exit_codes.c - "Master Python Multiprocessing", Process Control,
+ * Example 2: Checking Process Exit Codes. A worker that returns 1, and (beyond
+ * the tutorial) one that segfaults: a process killed by signal N has exit code
+ * -N, as in Python.
  *
  * In mproc the target's return value is the exit code (Python's
  * sys.exit(code); Python ignores a target's return value).

@@ -1,9 +1,9 @@
 /*
- * ex27_affinity.c - seed 003 ("Master Python Multiprocessing"), Process
- * Control, Example 3: Setting CPU Affinity (Linux/Unix Specific). The
- * parent pins the child to CPUs {0, 2} (os.sched_setaffinity(p.pid, ...))
- * and reads the set back (os.sched_getaffinity). CPUs this machine does not
- * offer are dropped from the request.
+ * ex27_affinity.c - "Master Python Multiprocessing", Process Control,
+ * Example 3: Setting CPU Affinity (Linux/Unix Specific). The parent pins the
+ * child to CPUs {0, 2} (os.sched_setaffinity(p.pid, ...)) and reads the set
+ * back (os.sched_getaffinity). CPUs this machine does not offer are dropped
+ * from the request.
  *
  * Prints (PIDs and sets vary):
  *   Worker Function running on PID: 1001

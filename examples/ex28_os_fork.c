@@ -1,8 +1,8 @@
 /*
- * ex28_os_fork.c - seed 004 (multiprocessing tutorial: os.fork, Process,
- * Pool, subprocess, Queue), the os.fork example: fork() returns twice, 0 in
- * the child and the child's PID in the parent. Plain fork(), no mproc: what
- * the library's fork start method does underneath.
+ * ex28_os_fork.c - the os.fork tutorial (os.fork, Process, Pool, subprocess,
+ * Queue), the os.fork example: fork() returns twice, 0 in the child and the
+ * child's PID in the parent. Plain fork(), no mproc: what the library's fork
+ * start method does underneath.
  *
  * Prints (PIDs vary; the last two lines in either order):
  *   Process (876) start...

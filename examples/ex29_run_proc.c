@@ -1,7 +1,6 @@
 /*
- * ex29_run_proc.c - seed 004 (multiprocessing tutorial: os.fork, Process,
- * Pool, subprocess, Queue), the Process example: run_proc('test') in a
- * child, started and joined.
+ * ex29_run_proc.c - the os.fork tutorial (os.fork, Process, Pool, subprocess,
+ * Queue), the Process example: run_proc('test') in a child, started and joined.
  *
  * Prints (PIDs vary):
  *   Parent process 928.

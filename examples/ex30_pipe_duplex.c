@@ -1,7 +1,8 @@
 /*
- * ex30_pipe_duplex.c - seed 001 In [6] ("Pipe class creates 2 connections
- * which are duplex by default"): four messages cross one duplex Pipe, two
- * each way, and each side prints what it receives.
+ * ex30_pipe_duplex.c - Sunny Solanki's "Multiprocessing in Python", In [6]
+ * ("Pipe class creates 2 connections which are duplex by default"): four
+ * messages cross one duplex Pipe, two each way, and each side prints what it
+ * receives.
  *
  *   def test_func(conn):
  *       conn.send('Sending from connection held by subprocess ')

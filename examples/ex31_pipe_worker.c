@@ -1,8 +1,8 @@
 /*
- * ex31_pipe_worker.c - seed 003, 2.2 Using Pipe, Example 2 ("Using Pipe for
- * Bidirectional Communication"): the worker sends a greeting through its
- * end of the pipe and waits for the reply; the main process prints the
- * greeting, replies, and waits for the worker.
+ * ex31_pipe_worker.c - "Master Python Multiprocessing", 2.2 Using Pipe,
+ * Example 2 ("Using Pipe for Bidirectional Communication"): the worker sends a
+ * greeting through its end of the pipe and waits for the reply; the main
+ * process prints the greeting, replies, and waits for the worker.
  *
  *   def worker(conn):
  *       conn.send("Hello from the worker process")

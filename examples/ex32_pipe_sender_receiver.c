@@ -1,10 +1,10 @@
 /*
- * ex32_pipe_sender_receiver.c - seed 003, Performance Optimization, Example
- * 2 ("Using Pipe for Efficient Communication"): one process sends through
- * one end of a Pipe, another receives from the other end. The tutorial
- * lost the bodies of sender and receiver; as its text says, a Pipe is the
- * cheap point-to-point channel: the sender sends a few messages and hangs
- * up with an end marker, the receiver prints each until the marker.
+ * ex32_pipe_sender_receiver.c - "Master Python Multiprocessing", Performance
+ * Optimization, Example 2 ("Using Pipe for Efficient Communication"): one
+ * process sends through one end of a Pipe, another receives from the other end.
+ * The tutorial lost the bodies of sender and receiver; as its text says, a Pipe
+ * is the cheap point-to-point channel: the sender sends a few messages and
+ * hangs up with an end marker, the receiver prints each until the marker.
  *
  *   def sender(conn):
  *       for i in range(5): conn.send(f"Message {i}")

@@ -1,7 +1,7 @@
 /*
- * ex40_queue_to_parent.c - seed 001 ("How to exchange objects between
- * processes"): a Queue carries one message from the subprocess to the
- * parent, and one back.
+ * ex40_queue_to_parent.c - Sunny Solanki's "Multiprocessing in Python", "How to
+ * exchange objects between processes": a Queue carries one message from the
+ * subprocess to the parent, and one back.
  *
  *   def test_func(queue):
  *       queue.put('Sending from Subprocess to Parent Process')

@@ -1,6 +1,7 @@
 /*
- * ex41_queue_worker.c - seed 003 ("2.1 Using Queue"): the worker puts a
- * message into the queue; the main process gets it after the worker ends.
+ * ex41_queue_worker.c - "Master Python Multiprocessing", 2.1 Using Queue: the
+ * worker puts a message into the queue; the main process gets it after the
+ * worker ends.
  *
  *   def worker(q):
  *       q.put("Hello from the worker process")

@@ -1,7 +1,8 @@
 /*
- * ex42_queue_writer_reader.c - seed 004 (inter-process communication): one
- * process writes A, B, C into a Queue with random pauses, another reads
- * forever; the parent waits for the writer and terminates the reader.
+ * ex42_queue_writer_reader.c - the os.fork tutorial, inter-process
+ * communication: one process writes A, B, C into a Queue with random pauses,
+ * another reads forever; the parent waits for the writer and terminates the
+ * reader.
  *
  *   def write(q):
  *       print('Process to write: %s' % os.getpid())

@@ -1,8 +1,8 @@
 /*
- * ex50_semaphore.c - seed 003, 3.2 Semaphores, Example 2: "Using Semaphore
- * for Resource Control". Semaphore(3) lets at most three of ten processes
- * use the resource at once; each holds it for a moment (the tutorial's
- * "Simulate the actual usage" line was lost; 0.2 s here).
+ * ex50_semaphore.c - "Master Python Multiprocessing", 3.2 Semaphores,
+ * Example 2: "Using Semaphore for Resource Control". Semaphore(3) lets at most
+ * three of ten processes use the resource at once; each holds it for a moment
+ * (the tutorial's "Simulate the actual usage" line was lost; 0.2 s here).
  *
  *   sem = Semaphore(3)
  *   def limited_resource(id):

@@ -1,7 +1,7 @@
 /*
- * ex51_lock_printer.c - seed 003, 3.1 Locks, Example 1: "Using Lock to
- * Synchronize Processes". Three printer processes share one Lock, so only
- * one of them prints at a time.
+ * ex51_lock_printer.c - "Master Python Multiprocessing", 3.1 Locks, Example 1:
+ * "Using Lock to Synchronize Processes". Three printer processes share one
+ * Lock, so only one of them prints at a time.
  *
  *   def printer(item, lock):
  *       lock.acquire()

@@ -1,9 +1,10 @@
 /*
- * ex52_lock_timeout.c - seed 003, Best Practices, 1. Avoiding Deadlocks,
- * Example 1: "Using Timeout to Avoid Deadlocks". Two workers need the same
- * lock; worker_1 takes it and gets stuck in its critical section. worker_2
- * acquires with a timeout instead of waiting forever, and when that times
- * out the program reports the likely deadlock and stops worker_1.
+ * ex52_lock_timeout.c - "Master Python Multiprocessing", Best Practices,
+ * 1. Avoiding Deadlocks, Example 1: "Using Timeout to Avoid Deadlocks". Two
+ * workers need the same lock; worker_1 takes it and gets stuck in its critical
+ * section. worker_2 acquires with a timeout instead of waiting forever, and
+ * when that times out the program reports the likely deadlock and stops
+ * worker_1.
  *
  *   lock = Lock()
  *   def worker_1():
@@ -16,8 +17,9 @@
  *   except TimeoutError:
  *       print("Potential deadlock detected, terminating program")
  *
- * (The seed lost the lines between; they are rendered as the text says.)
- * worker_2's failed acquire is reported to the parent as its exit code.
+ * (The tutorial's text lost the lines between; they are rendered as the
+ * text says.) worker_2's failed acquire is reported to the parent as its exit
+ * code.
  *
  * Prints:
  *   Potential deadlock detected, terminating program

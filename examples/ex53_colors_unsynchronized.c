@@ -1,9 +1,10 @@
 /*
- * ex53_colors_unsynchronized.c - seed 001 (Sunny Solanki), "Process
- * Synchronization", In [7]: three processes, 'Red', 'Green' and 'Blue',
- * print their value without synchronization, so their lines interleave.
- * The seed lost the body of test_func and the output; here each process
- * prints its value three times, pausing between lines as a slow task would.
+ * ex53_colors_unsynchronized.c - Sunny Solanki's "Multiprocessing in Python",
+ * "Process Synchronization", In [7]: three processes, 'Red', 'Green' and
+ * 'Blue', print their value without synchronization, so their lines interleave.
+ * The tutorial's text lost the body of test_func and the output; here each
+ * process prints its value three times, pausing between lines as a slow task
+ * would.
  *
  *   def test_func(shared_value):
  *       for _ in range(3):

@@ -1,8 +1,8 @@
 /*
- * ex54_colors_lock.c - seed 001 (Sunny Solanki), "Process
- * Synchronization", In [8]: the same three processes as ex53, now sharing
- * a Lock: each prints all its lines while holding it, so a color's lines
- * stay together. The seed kept only the error branch of test_func:
+ * ex54_colors_lock.c - Sunny Solanki's "Multiprocessing in Python", "Process
+ * Synchronization", In [8]: the same three processes as ex53, now sharing a
+ * Lock: each prints all its lines while holding it, so a color's lines stay
+ * together. The tutorial's text kept only the error branch of test_func:
  *
  *   def test_func(lock, shared_value):
  *       try:

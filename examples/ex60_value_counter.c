@@ -1,6 +1,6 @@
 /*
- * ex60_value_counter.c - seed 003 ("Using Value for a Shared Counter"): ten
- * processes add one to a shared counter.
+ * ex60_value_counter.c - "Master Python Multiprocessing", "Using Value for a
+ * Shared Counter": ten processes add one to a shared counter.
  *
  *   def increment(shared_counter):
  *       with shared_counter.get_lock():

@@ -1,7 +1,7 @@
 /*
- * ex62_value_array.c - seed 001 ("Sharing state between processes"): a
- * float Value is squared and an int Array cubed in a child; the parent
- * prints both before and after joining it.
+ * ex62_value_array.c - Sunny Solanki's "Multiprocessing in Python", "Sharing
+ * state between processes": a float Value is squared and an int Array cubed in
+ * a child; the parent prints both before and after joining it.
  *
  *   def test_func(shared_value, shared_array):
  *       shared_value.value = shared_value.value * shared_value.value

@@ -1,6 +1,6 @@
 /*
- * ex63_array_squares.c - seed 003 ("Using Array for Shared Data"): five
- * processes each square one element of a shared Array.
+ * ex63_array_squares.c - "Master Python Multiprocessing", "Using Array for
+ * Shared Data": five processes each square one element of a shared Array.
  *
  *   def square(i, numbers):
  *       numbers[i] = numbers[i] ** 2

@@ -1,7 +1,6 @@
 /*
- * ex70_pool_squares.c - seed 003 ("Master Python Multiprocessing"),
- * 1.2 Using Pool, Example 2: square each of [1, 2, 3, 4, 5] with
- * Pool().map and print the list.
+ * ex70_pool_squares.c - "Master Python Multiprocessing", 1.2 Using Pool,
+ * Example 2: square each of [1, 2, 3, 4, 5] with Pool().map and print the list.
  *
  *   def square(x): return x * x
  *   with Pool() as pool:

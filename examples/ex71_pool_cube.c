@@ -1,7 +1,7 @@
 /*
- * ex71_pool_cube.c - seed 001 ("Multiprocessing in Python", In [11]):
- * Pool(processes=5) with map, imap_unordered, apply_async + get(timeout=1),
- * the PIDs of 8 async tasks, and a task that does not finish in time.
+ * ex71_pool_cube.c - Sunny Solanki's "Multiprocessing in Python", In [11]:
+ * Pool(processes=5) with map, imap_unordered, apply_async + get(timeout=1), the
+ * PIDs of 8 async tasks, and a task that does not finish in time.
  *
  * Prints (pids, the address and the unordered order vary):
  *   [1, 8, 27, 64]

@@ -1,6 +1,6 @@
 /*
- * ex72_long_time_task.c - seed 004 (processes and threads tutorial):
- * Pool(4) and five apply_async tasks of random length; close(), join().
+ * ex72_long_time_task.c - the os.fork tutorial: Pool(4) and five apply_async
+ * tasks of random length; close(), join().
  *
  * Prints (pids, order and times vary):
  *   Parent process 669.

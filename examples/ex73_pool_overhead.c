@@ -1,8 +1,8 @@
 /*
- * ex73_pool_overhead.c - seed 003 ("Master Python Multiprocessing"),
- * Performance Considerations, Example 1: Overhead Measurement. Squares
- * 1000 numbers with a serial loop, then with Pool(processes=4).map
- * (including starting and stopping the pool), and prints both times.
+ * ex73_pool_overhead.c - "Master Python Multiprocessing", Performance
+ * Considerations, Example 1: Overhead Measurement. Squares 1000 numbers with a
+ * serial loop, then with Pool(processes=4).map (including starting and stopping
+ * the pool), and prints both times.
  *
  * Prints (times vary):
  *   Single-threaded time: 1.21e-06

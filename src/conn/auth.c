@@ -1,12 +1,13 @@
 /*
  * conn/auth.c - the authentication handshake of multiprocessing.connection,
- * byte for byte (see PROTOCOL.md §2).
+ * byte for byte (both of CPython's forms are described in docs/wire.md).
  *
  * The challenger sends "#CHALLENGE#" + M, where M = "{sha256}" + 40 random
  * bytes, and expects "{name}" + HMAC-name(key, M) for an allowed name, or a
  * raw 16-byte HMAC-MD5(key, M) from a 3.6-3.11 peer; it answers "#WELCOME#"
- * or "#FAILURE#". The responder MACs a challenge of 16 or 20 bytes with raw
- * MD5 (the old form) and a "{name}" one with that digest. Every handshake
+ * or "#FAILURE#". The responder MACs a 20-byte challenge with raw MD5 (the
+ * old form), a longer "{name}" one with that digest, and refuses anything
+ * shorter. Every handshake
  * read is limited to 256 bytes and the whole exchange to a deadline, so a
  * peer that never speaks (no key on its side) cannot hang us. Digests come
  * from OpenSSL; the comparison is constant-time (CRYPTO_memcmp).
