@@ -264,7 +264,7 @@ int main(int argc, char **argv)
         pyscript = py ? bench_py_script("bench_pool", "pool_bench.py") : NULL;
         with_py = pyscript != NULL;
     }
-    int ncpu = mproc_process_cpu_count();
+    int ncpu = mproc_cpu_count_usable();
     bench_start(rounds, with_py);
 
     unsigned *in = malloc(N_MAP * sizeof *in),

@@ -50,7 +50,7 @@ static int run(int locked, int64_t *result)
 {
     mproc_value *counter;
     int r = locked ? mproc_value_new(&counter, 'i')
-                   : mproc_rawvalue_new(&counter, 'i');
+                   : mproc_value_new_raw(&counter, 'i');
     if (r < 0)
         return r;
     int gate[2];

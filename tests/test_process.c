@@ -957,7 +957,7 @@ static void test_finalizers_in_pool_workers(void)
 static void test_affinity_and_nice(void)
 {
     CHECK(mproc_cpu_count() >= 1);
-    int n = mproc_process_cpu_count();
+    int n = mproc_cpu_count_usable();
     CHECK(n >= 1 && n <= mproc_cpu_count());
     int cpus[64];
     int k = mproc_affinity_get(0, cpus, 64);

@@ -21,7 +21,7 @@
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static mproc_queue *mkq(mproc_queue_type t, size_t maxsize, size_t cap)
+static mproc_queue *mkq(mproc_queue_variant t, size_t maxsize, size_t cap)
 {
     mproc_queue_opts o = {t, maxsize, cap};
     mproc_queue *q = NULL;
@@ -98,7 +98,7 @@ static void test_fifo_and_state(void)
     CHECK_OK(mproc_queue_new(&q, 3));
     CHECK_EQ(mproc_queue_maxsize(q), 3);
     CHECK_EQ(mproc_queue_capacity(q), MPROC_QUEUE_DEFAULT_CAPACITY);
-    CHECK_EQ(mproc_queue_get_type(q), MPROC_QUEUE);
+    CHECK_EQ(mproc_queue_type(q), MPROC_QUEUE);
     CHECK_EQ(mproc_queue_qsize(q), 0);
     CHECK_EQ(mproc_queue_empty(q), 1);
     CHECK_EQ(mproc_queue_full(q), 0);
@@ -266,7 +266,7 @@ static void test_bytes_bound(void)
     /* maxsize 0: the ring's bytes bound the queue. 100-byte messages take
      * 128 bytes each, so 32 fill 4 KiB. */
     mproc_queue *q = mkq(MPROC_QUEUE_SIMPLE, 0, 4096);
-    CHECK_EQ(mproc_queue_get_type(q), MPROC_QUEUE_SIMPLE);
+    CHECK_EQ(mproc_queue_type(q), MPROC_QUEUE_SIMPLE);
     unsigned char m[100] = {0};
     int k = 0;
     while (mproc_queue_put_nowait(q, m, sizeof m) == 0)
@@ -287,7 +287,7 @@ static void test_bad_args(void)
     mproc_queue_opts o = {MPROC_QUEUE, 0, MPROC_QUEUE_MAX_CAPACITY + 1};
     CHECK_ERR(mproc_queue_new_opts(&q, &o), -EINVAL);
     CHECK(q == NULL);
-    o = (mproc_queue_opts){(mproc_queue_type)7, 0, 0};
+    o = (mproc_queue_opts){(mproc_queue_variant)7, 0, 0};
     CHECK_ERR(mproc_queue_new_opts(&q, &o), -EINVAL);
     CHECK_ERR(mproc_queue_new(&q, (size_t)1 << 40), -EINVAL);
     CHECK_ERR(mproc_queue_new(NULL, 0), -EINVAL);
@@ -431,8 +431,8 @@ static void test_hostile_memory(void)
 static void test_joinable(void)
 {
     mproc_queue *q;
-    CHECK_OK(mproc_joinable_queue_new(&q, 0));
-    CHECK_EQ(mproc_queue_get_type(q), MPROC_QUEUE_JOINABLE);
+    CHECK_OK(mproc_queue_new_joinable(&q, 0));
+    CHECK_EQ(mproc_queue_type(q), MPROC_QUEUE_JOINABLE);
     CHECK_OK(mproc_queue_join(q, 0));
     CHECK_ERR(mproc_queue_task_done(q), MPROC_ETASKDONE);
     for (int i = 0; i < 5; i++)
@@ -1004,7 +1004,7 @@ static void test_start_methods(void)
     for (int m = 0; m < 3; m++) {
         mproc_queue *in, *out;
         CHECK_OK(mproc_queue_new(&in, 0));
-        CHECK_OK(mproc_joinable_queue_new(&out, 10));
+        CHECK_OK(mproc_queue_new_joinable(&out, 10));
         mproc_args *a = mproc_args_new();
         CHECK_OK(mproc_args_add_queue(a, in));
         CHECK_OK(mproc_args_add_queue(a, out));
@@ -1047,6 +1047,34 @@ static void test_start_methods(void)
     }
 }
 
+/* The names before the renaming (docs/style.md) still build and are the
+ * same functions, unless MPROC_NO_DEPRECATED is defined. */
+static void test_former_names(void)
+{
+#ifndef MPROC_NO_DEPRECATED
+    mproc_queue *q;
+    CHECK_OK(mproc_simple_queue_new(&q));
+    CHECK_EQ(mproc_queue_get_type(q), MPROC_QUEUE_SIMPLE);
+    mproc_queue_free(q);
+    CHECK_OK(mproc_joinable_queue_new(&q, 3));
+    CHECK_EQ(mproc_queue_type(q), MPROC_QUEUE_JOINABLE);
+    mproc_queue_free(q);
+    mproc_value *v;
+    CHECK_OK(mproc_rawvalue_new(&v, MPROC_CTYPE_INT32));
+    CHECK_EQ(mproc_value_has_lock(v), 0);
+    mproc_value_free(v);
+    mproc_array *a;
+    CHECK_OK(mproc_rawarray_new(&a, MPROC_CTYPE_UINT8, 4, NULL));
+    CHECK_EQ(mproc_array_has_lock(a), 0);
+    mproc_array_free(a);
+    mproc_shm *s;
+    CHECK_OK(mproc_shm_anonymous(&s, 4096));
+    CHECK(mproc_shm_name(s) == NULL);
+    mproc_shm_free(s);
+    CHECK_EQ(mproc_process_cpu_count(), mproc_cpu_count_usable());
+#endif
+}
+
 static const mproc_test tests[] = {
     {"fifo_and_state", test_fifo_and_state, 20},
     {"sizes_in_process", test_sizes_in_process, 20},
@@ -1066,6 +1094,7 @@ static const mproc_test tests[] = {
     {"kill_loop", test_kill_loop, 90},
     {"kill_loop_bounded", test_kill_loop_bounded, 60},
     {"start_methods", test_start_methods, 60},
+    {"former_names", test_former_names, 20},
 };
 
 MPROC_TEST_MAIN(tests)

@@ -117,7 +117,7 @@ static void test_types(void)
     CHECK_ERR(mproc_value_new(&v, 'x'), -EINVAL);
     CHECK(v == NULL);
     CHECK_ERR(mproc_value_new(NULL, 'i'), -EINVAL);
-    CHECK_ERR(mproc_rawvalue_new(&v, 0), -EINVAL);
+    CHECK_ERR(mproc_value_new_raw(&v, 0), -EINVAL);
     mproc_value_free(NULL);
 }
 
@@ -154,7 +154,7 @@ static void test_conversions(void)
     fmt_value(v, "18446744073709551615");
     mproc_value_free(v);
 
-    CHECK_OK(mproc_rawvalue_new(&v, MPROC_CTYPE_FLOAT));
+    CHECK_OK(mproc_value_new_raw(&v, MPROC_CTYPE_FLOAT));
     CHECK_EQ(mproc_value_has_lock(v), 0);
     CHECK_OK(mproc_value_set_double(v, 3.14));
     fmt_value(v, "3.140000104904175"); /* Python: Value('f', 3.14).value */
@@ -272,7 +272,7 @@ static void test_lock(void)
     mproc_value_free(keep);
 
     mproc_value *raw, *v;
-    CHECK_OK(mproc_rawvalue_new(&raw, 'i'));
+    CHECK_OK(mproc_value_new_raw(&raw, 'i'));
     CHECK_ERR(mproc_value_acquire(raw, -1), -ENOLCK);
     CHECK_ERR(mproc_value_release(raw), -ENOLCK);
     CHECK(mproc_value_get_lock(raw) == NULL);
@@ -477,7 +477,7 @@ static void test_counter_locked(void)
 static void test_counter_unlocked(void)
 {
     mproc_value *v;
-    CHECK_OK(mproc_rawvalue_new(&v, 'i'));
+    CHECK_OK(mproc_value_new_raw(&v, 'i'));
     pid_t pids[NPROC];
     gate g;
     gate_init(&g);
@@ -603,7 +603,7 @@ static void test_array(void)
     mproc_array_free(a);
 
     /* raw, char, double, empty */
-    CHECK_OK(mproc_rawarray_new(&a, 'c', 6, "hi 'x'"));
+    CHECK_OK(mproc_array_new_raw(&a, 'c', 6, "hi 'x'"));
     CHECK_EQ(mproc_array_has_lock(a), 0);
     CHECK_ERR(mproc_array_acquire(a, 0), -ENOLCK);
     CHECK_OK(mproc_array_format(a, 0, 6, buf, sizeof buf));
@@ -680,7 +680,7 @@ static void test_heap_reuse(void)
     static mproc_value *v[N];
     for (int i = 0; i < N; i++) {
         CHECK_OK(i % 2 ? mproc_value_new(&v[i], 'd')
-                       : mproc_rawvalue_new(&v[i], 'q'));
+                       : mproc_value_new_raw(&v[i], 'q'));
         CHECK_OK(mproc_value_set_i64(v[i], i));
     }
     /* 2000 values: one arena, one fd, one mapping. */
@@ -695,7 +695,7 @@ static void test_heap_reuse(void)
     for (int i = 0; i < N; i += 2)
         mproc_value_free(v[i]);
     for (int i = 0; i < N; i += 2)
-        CHECK_OK(mproc_rawvalue_new(&v[i], 'q'));
+        CHECK_OK(mproc_value_new_raw(&v[i], 'q'));
     CHECK_EQ(count_heap_maps(), 1);
     /* A big array gets a mapping of its own, and gives it back. */
     mproc_array *big;
@@ -737,7 +737,7 @@ static int churn(uint64_t seed, int rounds, unsigned char tag)
             live[s] = NULL;
         } else {
             size_t n = 1 + rng(&seed) % 700;
-            if (mproc_rawarray_new(&live[s], 'B', n, NULL) < 0)
+            if (mproc_array_new_raw(&live[s], 'B', n, NULL) < 0)
                 return -1;
             memset(mproc_array_ptr(live[s]), tag, n);
         }
@@ -816,7 +816,7 @@ static void test_heap_kill_stress(void)
         CHECK(WIFSIGNALED(st));
         /* Still usable, at once. */
         mproc_value *v;
-        CHECK_OK(mproc_rawvalue_new(&v, 'i'));
+        CHECK_OK(mproc_value_new_raw(&v, 'i'));
         mproc_value_free(v);
     }
     CHECK_EQ(churn(3, 2000, 0x22), 0);
@@ -898,9 +898,9 @@ static void test_objects_methods(void)
         CHECK_OK(mproc_value_set_double(v, 3.14));
         int32_t init[5] = {0, 1, 2, 3, 4};
         CHECK_OK(mproc_array_new(&arr, 'i', 5, init));
-        CHECK_OK(mproc_rawvalue_new(&v2, 'q'));
+        CHECK_OK(mproc_value_new_raw(&v2, 'q'));
         CHECK_OK(mproc_shm_create(&named, NULL, 4096, 0));
-        CHECK_OK(mproc_shm_anonymous(&anon, 100));
+        CHECK_OK(mproc_shm_new_anonymous(&anon, 100));
         strcpy(mproc_shm_buf(named), "from parent");
         strcpy(mproc_shm_buf(anon), "anon parent");
         mproc_args *a = mproc_args_new();
@@ -1019,7 +1019,7 @@ static void test_shm_basics(void)
     CHECK_ERR(mproc_shm_unlink_name(mine), -ENOENT);
 
     /* anonymous */
-    CHECK_OK(mproc_shm_anonymous(&s, 3));
+    CHECK_OK(mproc_shm_new_anonymous(&s, 3));
     CHECK(mproc_shm_name(s) == NULL);
     CHECK_ERR(mproc_shm_unlink(s), -EINVAL);
     CHECK(ftruncate(mproc_shm_fd(s), 1 << 20) < 0); /* sealed */
@@ -1105,8 +1105,8 @@ static void test_shm_bad_input(void)
     CHECK_ERR(mproc_shm_attach(&s, "mproc_no_such_segment", 0), -ENOENT);
     CHECK_ERR(mproc_shm_attach(&s, "x", 0x10), -EINVAL);
     CHECK_ERR(mproc_shm_attach(NULL, "x", 0), -EINVAL);
-    CHECK_ERR(mproc_shm_anonymous(&s, 0), -EINVAL);
-    CHECK_ERR(mproc_shm_anonymous(NULL, 1), -EINVAL);
+    CHECK_ERR(mproc_shm_new_anonymous(&s, 0), -EINVAL);
+    CHECK_ERR(mproc_shm_new_anonymous(NULL, 1), -EINVAL);
     CHECK_ERR(mproc_shm_unlink(NULL), -EINVAL);
     CHECK_ERR(mproc_shm_unlink_name(""), -EINVAL);
     CHECK_ERR(mproc_shm_close(NULL), -EINVAL);
@@ -1152,7 +1152,7 @@ static void test_fd_exhaustion(void)
     CHECK_ERR(mproc_value_new(&v, 'i'), -EMFILE);
     CHECK(v == NULL);
     mproc_shm *s = NULL;
-    CHECK_ERR(mproc_shm_anonymous(&s, 10), -EMFILE);
+    CHECK_ERR(mproc_shm_new_anonymous(&s, 10), -EMFILE);
     CHECK_ERR(mproc_shm_create(&s, NULL, 10, MPROC_SHM_NOTRACK), -EMFILE);
     CHECK(s == NULL);
     for (int i = 0; i < nh; i++)
@@ -1592,7 +1592,7 @@ static void test_fsize_limit(void)
         int fails = 0;
         mproc_shm *s = NULL;
         fails += mproc_shm_create(&s, NULL, 1 << 20, 0) != -EFBIG;
-        fails += mproc_shm_anonymous(&s, 1 << 20) != -EFBIG;
+        fails += mproc_shm_new_anonymous(&s, 1 << 20) != -EFBIG;
         mproc_queue *q = NULL;
         mproc_queue_opts qo = {.type = MPROC_QUEUE, .capacity = 1 << 20};
         fails += mproc_queue_new_opts(&q, &qo) != -EFBIG;
@@ -1600,7 +1600,7 @@ static void test_fsize_limit(void)
         fails +=
             mproc_array_new(&a, MPROC_CTYPE_DOUBLE, 1 << 20, NULL) != -EFBIG;
         /* Small ones still work. */
-        fails += mproc_shm_anonymous(&s, 4096) != 0;
+        fails += mproc_shm_new_anonymous(&s, 4096) != 0;
         mproc_shm_free(s);
         qo.capacity = 4096;
         fails += mproc_queue_new_opts(&q, &qo) != 0;

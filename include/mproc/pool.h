@@ -152,7 +152,7 @@ MPROC_API int mproc_out_fail(mproc_out *out, int code, const char *fmt, ...)
 /* ---- pools ------------------------------------------------------------ */
 
 typedef struct mproc_pool_opts {
-    int processes;              /* 0: mproc_process_cpu_count() */
+    int processes;              /* 0: mproc_cpu_count_usable() */
     mproc_init_fn initializer;  /* NULL: none */
     const mproc_args *initargs; /* copied; objects borrowed for the pool's
                                    life (replacement workers need them) */

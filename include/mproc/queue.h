@@ -55,14 +55,16 @@ typedef struct mproc_queue mproc_queue;
 #define MPROC_QUEUE_MIN_CAPACITY     ((size_t)4096)
 #define MPROC_QUEUE_MAX_CAPACITY     ((size_t)1 << 30)
 
-typedef enum mproc_queue_type {
+/* Which of Python's three queue classes a queue behaves as; the
+ * constructors mproc_queue_new, _new_simple and _new_joinable. */
+typedef enum mproc_queue_variant {
     MPROC_QUEUE = 0,          /* multiprocessing.Queue */
     MPROC_QUEUE_SIMPLE = 1,   /* multiprocessing.SimpleQueue */
     MPROC_QUEUE_JOINABLE = 2, /* multiprocessing.JoinableQueue */
-} mproc_queue_type;
+} mproc_queue_variant;
 
 typedef struct mproc_queue_opts {
-    mproc_queue_type type;
+    mproc_queue_variant type; /* what mproc_queue_type() returns */
     /* Most messages in the queue at once; 0 = no bound but the bytes. At
      * most 2^26. */
     size_t maxsize;
@@ -73,16 +75,16 @@ typedef struct mproc_queue_opts {
 } mproc_queue_opts;
 
 /*
- * Creates a queue. mproc_queue_new: Queue(maxsize); mproc_simple_queue_new:
- * SimpleQueue(); mproc_joinable_queue_new: JoinableQueue(maxsize);
+ * Creates a queue. mproc_queue_new: Queue(maxsize); mproc_queue_new_simple:
+ * SimpleQueue(); mproc_queue_new_joinable: JoinableQueue(maxsize);
  * _new_opts: any of them with a chosen capacity (opts NULL = defaults).
  * Returns 0 and stores the handle in *out, or -EINVAL (NULL out, maxsize
  * or capacity out of range), -ENOMEM, -EMFILE and other -errno from
  * memfd_create/eventfd/mmap. Nothing is left behind on failure.
  */
 MPROC_API int mproc_queue_new(mproc_queue **out, size_t maxsize);
-MPROC_API int mproc_simple_queue_new(mproc_queue **out);
-MPROC_API int mproc_joinable_queue_new(mproc_queue **out, size_t maxsize);
+MPROC_API int mproc_queue_new_simple(mproc_queue **out);
+MPROC_API int mproc_queue_new_joinable(mproc_queue **out, size_t maxsize);
 MPROC_API int mproc_queue_new_opts(mproc_queue **out,
                                    const mproc_queue_opts *opts);
 
@@ -147,10 +149,10 @@ MPROC_API int mproc_queue_empty(const mproc_queue *q);
 /* 1 when maxsize > 0 and qsize >= maxsize, else 0. (A ring out of bytes
  * does not count: whether a put fits depends on its size.) */
 MPROC_API int mproc_queue_full(const mproc_queue *q);
-/* maxsize as created, and the ring's capacity in bytes. */
+/* maxsize as created, the ring's capacity in bytes, the variant. */
 MPROC_API size_t mproc_queue_maxsize(const mproc_queue *q);
 MPROC_API size_t mproc_queue_capacity(const mproc_queue *q);
-MPROC_API mproc_queue_type mproc_queue_get_type(const mproc_queue *q);
+MPROC_API mproc_queue_variant mproc_queue_type(const mproc_queue *q);
 
 /*
  * Python's close(): this handle will put and get no more; later puts,
@@ -198,6 +200,14 @@ MPROC_API extern const mproc_kind mproc_queue_kind;
 MPROC_API int mproc_args_add_queue(mproc_args *a, mproc_queue *q);
 /* Argument i as a queue, or NULL when it is not one. Owned by the args. */
 MPROC_API mproc_queue *mproc_args_queue(const mproc_args *a, size_t i);
+
+#ifndef MPROC_NO_DEPRECATED
+/* Former names (docs/style.md), kept as aliases for now; define
+ * MPROC_NO_DEPRECATED to check that a program no longer uses them. */
+#define mproc_simple_queue_new   mproc_queue_new_simple
+#define mproc_joinable_queue_new mproc_queue_new_joinable
+#define mproc_queue_get_type     mproc_queue_type
+#endif
 
 #ifdef __cplusplus
 }

@@ -92,7 +92,7 @@ typedef struct mproc_value mproc_value;
  * Never blocks beyond the heap's own short lock.
  */
 MPROC_API int mproc_value_new(mproc_value **out, int type);
-MPROC_API int mproc_rawvalue_new(mproc_value **out, int type);
+MPROC_API int mproc_value_new_raw(mproc_value **out, int type);
 
 /* Drops this process's reference; the creator's free returns the memory
  * to the heap (other processes that still use it must be done with it, as
@@ -178,8 +178,8 @@ typedef struct mproc_array mproc_array;
  */
 MPROC_API int mproc_array_new(mproc_array **out, int type, size_t n,
                               const void *init);
-MPROC_API int mproc_rawarray_new(mproc_array **out, int type, size_t n,
-                                 const void *init);
+MPROC_API int mproc_array_new_raw(mproc_array **out, int type, size_t n,
+                                  const void *init);
 
 /* As mproc_value_free. NULL ok. */
 MPROC_API void mproc_array_free(mproc_array *a);
@@ -275,7 +275,7 @@ MPROC_API int mproc_shm_attach(mproc_shm **out, const char *name, int flags);
  * its fd. Children get it as an argument. Returns 0, -EINVAL (size 0),
  * -ENOMEM, -EMFILE.
  */
-MPROC_API int mproc_shm_anonymous(mproc_shm **out, size_t size);
+MPROC_API int mproc_shm_new_anonymous(mproc_shm **out, size_t size);
 
 /* Name without the leading '/' (NULL for anonymous or NULL s). Valid until
  * free. */
@@ -332,6 +332,14 @@ MPROC_API int mproc_args_add_shm(mproc_args *a, mproc_shm *s);
 MPROC_API mproc_value *mproc_args_value(const mproc_args *a, size_t i);
 MPROC_API mproc_array *mproc_args_array(const mproc_args *a, size_t i);
 MPROC_API mproc_shm *mproc_args_shm(const mproc_args *a, size_t i);
+
+#ifndef MPROC_NO_DEPRECATED
+/* Former names (docs/style.md), kept as aliases for now; define
+ * MPROC_NO_DEPRECATED to check that a program no longer uses them. */
+#define mproc_rawvalue_new  mproc_value_new_raw
+#define mproc_rawarray_new  mproc_array_new_raw
+#define mproc_shm_anonymous mproc_shm_new_anonymous
+#endif
 
 #ifdef __cplusplus
 }

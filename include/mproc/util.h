@@ -26,7 +26,7 @@ MPROC_API int mproc_cpu_count(void);
 
 /* Number of CPUs this process may run on (os.process_cpu_count, honours
  * affinity); at least 1. */
-MPROC_API int mproc_process_cpu_count(void);
+MPROC_API int mproc_cpu_count_usable(void);
 
 /*
  * CPU affinity of process pid (0 = the caller), as os.sched_getaffinity:
@@ -73,6 +73,12 @@ MPROC_API int mproc_finalize_cancel(int handle);
 /* Runs the finalizer now (once) and unregisters it. Returns 0 or -ENOENT.
  * Thread safe; fn runs on the calling thread. */
 MPROC_API int mproc_finalize_now(int handle);
+
+#ifndef MPROC_NO_DEPRECATED
+/* Former names (docs/style.md), kept as aliases for now; define
+ * MPROC_NO_DEPRECATED to check that a program no longer uses them. */
+#define mproc_process_cpu_count mproc_cpu_count_usable
+#endif
 
 #ifdef __cplusplus
 }

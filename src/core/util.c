@@ -131,7 +131,7 @@ out_free:
     return r;
 }
 
-int mproc_process_cpu_count(void)
+int mproc_cpu_count_usable(void)
 {
     int n = mproc_affinity_get(0, NULL, 0);
     return n < 1 ? mproc_cpu_count() : n;

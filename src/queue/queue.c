@@ -77,13 +77,13 @@ int mproc_queue_new(mproc_queue **out, size_t maxsize)
     return mproc_queue_new_opts(out, &o);
 }
 
-int mproc_simple_queue_new(mproc_queue **out)
+int mproc_queue_new_simple(mproc_queue **out)
 {
     mproc_queue_opts o = {MPROC_QUEUE_SIMPLE, 0, 0};
     return mproc_queue_new_opts(out, &o);
 }
 
-int mproc_joinable_queue_new(mproc_queue **out, size_t maxsize)
+int mproc_queue_new_joinable(mproc_queue **out, size_t maxsize)
 {
     mproc_queue_opts o = {MPROC_QUEUE_JOINABLE, maxsize, 0};
     return mproc_queue_new_opts(out, &o);
@@ -575,9 +575,9 @@ size_t mproc_queue_capacity(const mproc_queue *q)
     return q ? (size_t)q->cap : 0;
 }
 
-mproc_queue_type mproc_queue_get_type(const mproc_queue *q)
+mproc_queue_variant mproc_queue_type(const mproc_queue *q)
 {
-    return q ? (mproc_queue_type)q->h->type : MPROC_QUEUE;
+    return q ? (mproc_queue_variant)q->h->type : MPROC_QUEUE;
 }
 
 int mproc_queue_fileno(mproc_queue *q)

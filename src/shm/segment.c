@@ -250,7 +250,7 @@ out_free:
     return r;
 }
 
-int mproc_shm_anonymous(mproc_shm **out, size_t size)
+int mproc_shm_new_anonymous(mproc_shm **out, size_t size)
 {
     if (!out)
         return -EINVAL;

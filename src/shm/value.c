@@ -428,7 +428,7 @@ int mproc_value_new(mproc_value **out, int type)
     return obj_new((shobj **)out, sizeof(mproc_value), type, 1, true, NULL);
 }
 
-int mproc_rawvalue_new(mproc_value **out, int type)
+int mproc_value_new_raw(mproc_value **out, int type)
 {
     return obj_new((shobj **)out, sizeof(mproc_value), type, 1, false, NULL);
 }
@@ -553,7 +553,7 @@ int mproc_array_new(mproc_array **out, int type, size_t n, const void *init)
     return obj_new((shobj **)out, sizeof(mproc_array), type, n, true, init);
 }
 
-int mproc_rawarray_new(mproc_array **out, int type, size_t n, const void *init)
+int mproc_array_new_raw(mproc_array **out, int type, size_t n, const void *init)
 {
     return obj_new((shobj **)out, sizeof(mproc_array), type, n, false, init);
 }
