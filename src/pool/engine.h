@@ -1,0 +1,378 @@
+/*
+ * pool/engine.h - what the parent side of the pool shares between its
+ * files: the pool, its worker slots, jobs and the segments of task indices
+ * that queue and travel, the lock every one of them lives under, and the
+ * functions one file calls in another.
+ *
+ * A pool is N worker slots, a queue of pending task ranges, and one thread
+ * (the pool's thread) that owns the workers: it starts and replaces them,
+ * packs pending tasks into messages for idle workers, reads results, kills
+ * workers whose task is overdue, notices dead workers (their pidfd) and
+ * runs callbacks. Callers only queue work and wait on a condition variable.
+ *
+ * Every call is a job (struct mproc_future): apply (one task), map (n
+ * tasks, results in an array), imap (a window of tasks refilled as the
+ * consumer reads) and range (the records map: chunks of an index range over
+ * shared memory). A pending entry or an in-flight entry is a segment: a job
+ * and a range of its task indices. Each worker's in-flight segments carry
+ * the per-worker sequence numbers of their tasks, which results come back
+ * in order against and which the worker's board slot names when it dies.
+ *
+ * Locking: one mutex (core->mu) guards the pool and every job. The core
+ * outlives the pool while futures reference it. The pool's thread drops the
+ * mutex while it sleeps, starts a process, and runs user callbacks. A
+ * second one (in_mu) guards apply_async's inbox and the function table.
+ *
+ * Where things are: pool.c (create, close, terminate, join, free),
+ * engine.c (the pool's thread and the worker slots), dispatch.c (the
+ * pending queue and packing messages), results.c (results, failures and
+ * dead workers), job.c (the job model), progress.c (callbacks and the
+ * progress bar), future.c (apply, futures, map), imap.c, records.c.
+ */
+#ifndef MPROC_POOL_ENGINE_H
+#define MPROC_POOL_ENGINE_H
+
+#include "pool/pool_impl.h"
+
+#include <pthread.h>
+
+#define RSLOT_PENDING INT32_MIN
+
+enum { J_APPLY = 1, J_MAP, J_IMAP, J_RANGE };
+
+enum { P_RUN = 0, P_CLOSE, P_TERM };
+
+enum { W_EMPTY = 0, W_STARTING, W_LIVE, W_EXITING };
+
+enum { EV_WAKE = 0, EV_CHAN = 1, EV_SENT = 2 };
+
+enum { D_DONE = 1, D_PROGRESS = 2 };
+
+typedef struct pool__core {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    _Atomic size_t refs; /* the pool and every job */
+    int waiters;
+} pool__core;
+
+typedef struct pool__msgbuf {
+    size_t refs;
+    size_t len;
+    bool mapped;
+    unsigned char *p;
+} pool__msgbuf;
+
+typedef struct pool__errrec {
+    size_t refs;
+    mproc_task_error e;
+} pool__errrec;
+
+typedef struct pool__rslot {
+    void *ptr; /* msgbuf (status 0) or errrec */
+    size_t len;
+    uint32_t off;
+    int32_t status;
+} pool__rslot;
+
+typedef struct mproc_future pool__job;
+
+struct mproc_results {
+    pool__job *j;
+};
+
+struct mproc_imap {
+    pool__job *j;
+};
+
+struct mproc_future {
+    pool__core *core;
+    mproc_pool *pool; /* NULL once finished */
+    size_t refs;
+    int type, fkind;
+    uint32_t fnid;
+    /* input */
+    const mproc_iov *items;
+    mproc_args *const *argv;
+    unsigned char *own;
+    size_t ownlen;
+    mproc_args *ownargs;
+    mproc_source_fn src;
+    void *ctx;
+    mproc_iov *win;
+    /* range */
+    uint64_t in_id, out_id;
+    size_t in_off, out_off, in_size, out_size;
+    /* progress of the job */
+    size_t n, chunk, submitted, done, inflight, nfailed;
+    bool input_end, finished, ready, cancelled, live;
+    int status;
+    size_t first_fail;
+    pool__errrec *first_err;
+    /* results */
+    pool__rslot *slots;
+    size_t nslots;
+    pool__rslot slot1;       /* the slot of a single task */
+    unsigned char small[32]; /* a small input, copied here */
+    /* imap consumer */
+    size_t window, next_out, taken;
+    size_t *ring;
+    size_t rhead, rcount;
+    uint8_t *occupied;
+    long held;
+    int stream_err;
+    bool unordered;
+    mproc_task_error last_err;
+    /* options */
+    double timeout;
+    mproc_callback cb, ecb;
+    void *cbarg;
+    mproc_progress_fn progress;
+    void *parg;
+    bool bar, dirty;
+    double bar_start, bar_last;
+    pool__job *prev, *next;
+    pool__job *inext; /* in the pool's inbox */
+    struct mproc_results res;
+    struct mproc_imap it;
+};
+
+typedef struct pool__seg {
+    pool__job *j;
+    size_t start, count;
+    uint64_t first_seq;
+} pool__seg;
+
+typedef struct pool__deque {
+    pool__seg *v;
+    size_t cap, head, n;
+} pool__deque;
+
+typedef struct pool__fnent {
+    const void *addr;
+    int kind;
+    mproc__buf ref;
+} pool__fnent;
+
+typedef struct pool__shmbuf {
+    uint64_t id;
+    unsigned char *p;
+    size_t len;
+    int fd;
+} pool__shmbuf;
+
+typedef struct pool__wslot {
+    mproc_process *proc;
+    pid_t pid;
+    int chan, sentinel;
+    int state;
+    uint32_t gen;
+    pool__deque q;
+    uint64_t msg_end[POOL__INFLIGHT];
+    uint32_t msg_count[POOL__INFLIGHT];
+    uint64_t msg_start; /* when the front message started (ns) */
+    uint64_t task_ns;   /* time per task of its last message */
+    int mh, mn;
+    bool full, killed;
+    uint64_t next_seq, next_result, timeout_seq;
+    uint64_t assigned;
+    uint8_t *known;
+    size_t nknown;
+    uint64_t bufs[POOL__FDCACHE];
+    size_t nbufs, buf_next;
+    uint64_t rpos;
+    bool seen_ready; /* it passed its initializer (board or results) */
+    int ool[16];
+    size_t nool;
+    pool__wcfg cfg;
+} pool__wslot;
+
+typedef struct pool__deferred {
+    pool__job *j;
+    int what;
+    size_t done, total;
+} pool__deferred;
+
+struct mproc_pool {
+    pool__core *core;
+    mproc_pool_opts opts;
+    mproc_args *initargs;
+    pool__wslot *w;
+    pool__slot *board;
+    size_t board_len, ring_off;
+    pthread_t thread;
+    /* apply_async queues here, under its own lock, so that submitting
+     * never waits for the pool's thread (which holds core->mu while it
+     * packs and unpacks messages). in_mu also guards the function table. */
+    pthread_mutex_t in_mu;
+    pool__job *in_head, *in_tail;
+    pool__deque pending;
+    size_t npending, open_streams;
+    pool__fnent *fns;
+    size_t nfns, capfns, lastfn;
+    pool__job *jobs; /* live ones */
+    pool__shmbuf *shm;
+    size_t nshm, capshm;
+    uint64_t next_id;
+    pool__shmbuf scratch[2];
+    unsigned char *sbuf, *rbuf;
+    pool__deferred *dq;
+    size_t ndq, capdq;
+    struct dirty_ent {
+        pool__job *j;
+    } * dirty;
+    size_t ndirty, capdirty;
+    uint64_t retry_at, last_poll;
+    pid_t owner;
+    int nproc;
+    int board_fd;
+    int ep, evfd;
+    int start_err;
+    int state;  /* P_*; stored atomically (accepts() reads it unlocked) */
+    int broken; /* 0 or the code every task fails with; stored atomically */
+    int nlive, rr;
+    int start_failures;
+    unsigned nstarted;
+    bool thread_started, thread_done, joined, started;
+    _Atomic bool sleeping; /* the pool's thread waits in epoll_wait */
+    _Atomic bool in_any;
+    bool in_closed;
+    bool scratch_busy;
+    char broken_msg[256];
+};
+
+static inline void pool__lock(pool__core *c)
+{
+    pthread_mutex_lock(&c->mu);
+}
+
+static inline void pool__unlock(pool__core *c)
+{
+    pthread_mutex_unlock(&c->mu);
+}
+
+static inline void pool__broadcast(pool__core *c)
+{
+    if (c->waiters > 0)
+        pthread_cond_broadcast(&c->cv);
+}
+
+/* Waits on the core's condition until d; returns false when it passed. */
+static inline bool pool__wait_until(pool__core *c, const mproc__deadline *d)
+{
+    int r;
+    c->waiters++;
+    if (d->infinite)
+        r = pthread_cond_wait(&c->cv, &c->mu);
+    else
+        r = pthread_cond_timedwait(&c->cv, &c->mu, &d->at);
+    c->waiters--;
+    return r != ETIMEDOUT;
+}
+
+static inline pool__seg *pool__dq_at(pool__deque *d, size_t i)
+{
+    return &d->v[(d->head + i) % d->cap];
+}
+
+static inline void pool__dq_pop_front(pool__deque *d)
+{
+    d->head = (d->head + 1) % d->cap;
+    d->n--;
+}
+
+static inline uint64_t pool__ev_data(int kind, int i, uint32_t gen)
+{
+    return ((uint64_t)gen << 32) | ((uint64_t)kind << 24) | (uint64_t)i;
+}
+
+/* ---- pool.c ------------------------------------------------------------- */
+
+/* getpid(), cached (and forgotten in fork children). */
+pid_t pool__my_pid(void);
+/* Drops a reference; call with c->mu held; unlocks it. */
+void pool__core_unref_unlock(pool__core *c);
+
+/* ---- job.c -------------------------------------------------------------- */
+
+void pool__msgbuf_unref(pool__msgbuf *b);
+void pool__errrec_unref(pool__errrec *e);
+void pool__slot_release(pool__rslot *s);
+/* Needs no lock: the job is private until queued. */
+pool__job *pool__job_new(mproc_pool *p, int type, int fkind);
+/* Drops a reference with the core locked (core stays locked). */
+void pool__job_unref_locked(pool__job *j);
+/* Drops a reference from outside (takes and releases the lock). */
+void pool__job_unref(pool__job *j);
+/* Frees a job that never left its submitter. */
+void pool__job_discard(pool__job *j);
+void pool__apply_opts(mproc_pool *p, pool__job *j, const mproc_call_opts *o);
+/* Allocates result slots, all pending (one task's is in the job). */
+bool pool__alloc_slots(pool__job *j, size_t n);
+void pool__live_link(mproc_pool *p, pool__job *j);
+/* Links j into the live list, taking the pool's reference. */
+void pool__live_add(mproc_pool *p, pool__job *j);
+/* All results are in (or the job was cancelled and nothing is in flight):
+ * leave the live list; callbacks run on the pool's thread, then ready. */
+void pool__check_finished(mproc_pool *p, pool__job *j);
+/* Whether new calls are taken; needs no lock. */
+int pool__accepts(mproc_pool *p);
+size_t pool__auto_chunk(mproc_pool *p, size_t n);
+/* Queues all n tasks of a non-imap job. Lock held. */
+int pool__submit(mproc_pool *p, pool__job *j);
+void pool__copy_error(pool__job *j, mproc_task_error *err);
+
+/* ---- progress.c --------------------------------------------------------- */
+
+/* The job whose callback runs on this thread: it reads as ready. */
+extern _Thread_local pool__job *pool__cb_job;
+bool pool__push_deferred(mproc_pool *p, pool__job *j, int what, size_t done,
+                         size_t total);
+void pool__mark_dirty(mproc_pool *p, pool__job *j);
+void pool__flush_dirty(mproc_pool *p);
+/* Runs callbacks outside the lock. */
+void pool__run_deferred(mproc_pool *p);
+
+/* ---- dispatch.c --------------------------------------------------------- */
+
+bool pool__dq_push_back(pool__deque *d, pool__seg s);
+bool pool__dq_push_front(pool__deque *d, pool__seg s);
+/* A function's id (the table is guarded by in_mu). */
+int pool__fn_id(mproc_pool *p, const void *addr, int kind, uint32_t *id);
+void pool__dispatch(mproc_pool *p);
+
+/* ---- results.c ---------------------------------------------------------- */
+
+pool__errrec *pool__errrec_new(int code, pid_t worker, int exitcode,
+                               size_t index, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+/* Task idx (count records for a range, else count tasks) failed with e
+ * (one reference consumed; e may be NULL when out of memory). */
+void pool__deliver_fail(mproc_pool *p, pool__job *j, size_t idx, size_t count,
+                        pool__errrec *e, int code, bool inflight);
+/* Fails every task of a pending segment. */
+void pool__fail_seg(mproc_pool *p, const pool__seg *s, int code,
+                    const char *msg);
+/* Reads whatever the worker has sent and produced (results outlive its
+ * death: they are in the ring). */
+void pool__drain(mproc_pool *p, int i, int max);
+/* A worker is gone: reap it, fail what it was running, hand back what it
+ * never started. */
+void pool__worker_gone(mproc_pool *p, int i);
+/* Fails every pending task and every task in flight with code. */
+void pool__fail_all(mproc_pool *p, int code, const char *msg);
+void pool__break_pool(mproc_pool *p, int code, const char *msg);
+
+/* ---- engine.c ----------------------------------------------------------- */
+
+void pool__wake(mproc_pool *p);
+void pool__kill_and_reap_all(mproc_pool *p, bool graceful);
+/* Takes the jobs apply_async queued (core->mu held). */
+void pool__drain_inbox(mproc_pool *p, int code);
+/* The pool's thread. */
+void *pool__main(void *arg);
+
+/* ---- records.c ---------------------------------------------------------- */
+
+int pool__shm_fd(mproc_pool *p, uint64_t id);
+
+#endif

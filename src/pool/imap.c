@@ -1,0 +1,294 @@
+/*
+ * pool/imap.c - imap, imap_unordered and imap_source: a window of tasks
+ * kept in flight and refilled as the consumer takes results, in order or
+ * as they come; a source's items are copied into the window as it is
+ * read (outside the lock).
+ */
+#include "pool/engine.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void end_stream(mproc_pool *p, pool__job *j, int err)
+{
+    if (j->input_end)
+        return;
+    j->input_end = true;
+    j->stream_err = err;
+    p->open_streams--;
+    pool__check_finished(p, j);
+}
+
+/* Tops the window up (lock held; dropped while a source runs). */
+static void refill(pool__job *j)
+{
+    bool added = false;
+    mproc_pool *p;
+    while (!j->input_end && !j->cancelled && (p = j->pool) != NULL) {
+        if (p->state == P_TERM || p->broken)
+            break;
+        if (j->submitted - j->taken >= j->window)
+            break;
+        size_t idx = j->submitted, s = idx % j->window;
+        if (j->occupied[s])
+            break;
+        j->occupied[s] = 1;
+        if (j->src) {
+            mproc_iov iov = {0};
+            pool__unlock(j->core);
+            int r = j->src(j->ctx, &iov);
+            void *copy = NULL;
+            if (r > 0 && iov.len) {
+                copy = malloc(iov.len);
+                if (copy)
+                    memcpy(copy, iov.data, iov.len);
+                else
+                    r = -ENOMEM;
+            }
+            pool__lock(j->core);
+            if (j->input_end || j->cancelled || !j->pool) {
+                j->occupied[s] = 0;
+                free(copy);
+                break;
+            }
+            if (r <= 0) {
+                j->occupied[s] = 0;
+                free(copy);
+                end_stream(p, j, r);
+                break;
+            }
+            j->win[s].data = copy;
+            j->win[s].len = iov.len;
+        }
+        bool merged = false;
+        if (p->pending.n > 0) {
+            pool__seg *b = pool__dq_at(&p->pending, p->pending.n - 1);
+            if (b->j == j && b->start + b->count == idx) {
+                b->count++;
+                merged = true;
+            }
+        }
+        if (!merged &&
+            !pool__dq_push_back(&p->pending, (pool__seg){j, idx, 1, 0})) {
+            j->occupied[s] = 0;
+            end_stream(p, j, -ENOMEM);
+            break;
+        }
+        j->submitted++;
+        p->npending++;
+        added = true;
+        if (!j->src && j->submitted == j->n)
+            end_stream(p, j, 0);
+    }
+    if (added && j->pool)
+        pool__wake(j->pool);
+}
+
+static int imap_common(mproc_pool *p, mproc_task_fn fn, const mproc_iov *items,
+                       size_t n, mproc_source_fn src, void *ctx, int unordered,
+                       const mproc_call_opts *opts, mproc_imap **out)
+{
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (!p || !fn || (!src && n && !items))
+        return -EINVAL;
+    pool__lock(p->core);
+    int r = pool__accepts(p);
+    if (r < 0)
+        goto out_unlock;
+    r = -ENOMEM;
+    pool__job *j = pool__job_new(p, J_IMAP, FK_BYTES);
+    if (!j)
+        goto out_unlock;
+    j->items = items;
+    j->n = src ? 0 : n;
+    j->src = src;
+    j->ctx = ctx;
+    j->unordered = unordered != 0;
+    r = pool__fn_id(p, (const void *)fn, FK_BYTES, &j->fnid);
+    if (r < 0)
+        goto out_job;
+    r = -ENOMEM;
+    j->chunk = opts ? opts->chunksize : 0;
+    size_t w = opts && opts->window ? opts->window : 0;
+    if (!w) {
+        size_t c = j->chunk ? j->chunk : 64;
+        w = 8 * (size_t)p->nproc * c;
+        if (w < 1024)
+            w = 1024;
+    }
+    if (!src && n && w > n)
+        w = n;
+    j->window = w;
+    j->occupied = calloc(w, 1);
+    j->ring = malloc(w * sizeof *j->ring);
+    if (src)
+        j->win = calloc(w, sizeof *j->win);
+    if (!j->occupied || !j->ring || (src && !j->win) ||
+        !pool__alloc_slots(j, w))
+        goto out_job;
+    pool__apply_opts(p, j, opts);
+    pool__live_add(p, j);
+    p->open_streams++;
+    if (!src && n == 0)
+        end_stream(p, j, 0);
+    refill(j);
+    *out = &j->it;
+    pool__unlock(p->core);
+    return 0;
+out_job:
+    pool__job_unref_locked(j);
+out_unlock:
+    pool__unlock(p->core);
+    return r;
+}
+
+int mproc_pool_imap(mproc_pool *p, mproc_task_fn fn, const mproc_iov *items,
+                    size_t n, const mproc_call_opts *opts, mproc_imap **out)
+{
+    return imap_common(p, fn, items, n, NULL, NULL, 0, opts, out);
+}
+
+int mproc_pool_imap_unordered(mproc_pool *p, mproc_task_fn fn,
+                              const mproc_iov *items, size_t n,
+                              const mproc_call_opts *opts, mproc_imap **out)
+{
+    return imap_common(p, fn, items, n, NULL, NULL, 1, opts, out);
+}
+
+int mproc_pool_imap_source(mproc_pool *p, mproc_task_fn fn,
+                           mproc_source_fn next, void *ctx, int unordered,
+                           const mproc_call_opts *opts, mproc_imap **out)
+{
+    if (!next)
+        return -EINVAL;
+    return imap_common(p, fn, NULL, 0, next, ctx, unordered, opts, out);
+}
+
+static void release_held(pool__job *j)
+{
+    if (j->held >= 0) {
+        pool__slot_release(&j->slots[j->held]);
+        j->occupied[j->held] = 0;
+        j->held = -1;
+    }
+}
+
+int mproc_imap_next(mproc_imap *it, double timeout, const void **data,
+                    size_t *len, size_t *index)
+{
+    if (data)
+        *data = NULL;
+    if (len)
+        *len = 0;
+    if (!it)
+        return -EINVAL;
+    pool__job *j = it->j;
+    mproc__deadline d = mproc__deadline_from(timeout);
+    pool__lock(j->core);
+    release_held(j);
+    int r;
+    for (;;) {
+        refill(j);
+        long k = -1;
+        if (!j->unordered) {
+            if (j->next_out < j->submitted &&
+                j->slots[j->next_out % j->window].status != RSLOT_PENDING)
+                k = (long)j->next_out++;
+        } else if (j->rcount > 0) {
+            k = (long)j->ring[j->rhead];
+            j->rhead = (j->rhead + 1) % j->window;
+            j->rcount--;
+        }
+        if (k >= 0) {
+            size_t s = (size_t)k % j->window;
+            pool__rslot *sl = &j->slots[s];
+            j->taken++;
+            j->held = (long)s;
+            if (index)
+                *index = (size_t)k;
+            if (sl->status == 0) {
+                pool__msgbuf *b = sl->ptr;
+                if (data)
+                    *data =
+                        b ? (const void *)(b->p + sl->off) : (const void *)"";
+                if (len)
+                    *len = sl->len;
+                r = 1;
+            } else {
+                r = sl->status;
+                if (sl->ptr)
+                    j->last_err = ((pool__errrec *)sl->ptr)->e;
+                else {
+                    memset(&j->last_err, 0, sizeof j->last_err);
+                    j->last_err.code = r;
+                    snprintf(j->last_err.message, sizeof j->last_err.message,
+                             "%s", mproc_strerror(r));
+                }
+                j->last_err.index = (size_t)k;
+            }
+            break;
+        }
+        if (j->input_end && j->taken == j->submitted) {
+            r = j->stream_err;
+            if (r < 0) {
+                memset(&j->last_err, 0, sizeof j->last_err);
+                j->last_err.code = r;
+                snprintf(j->last_err.message, sizeof j->last_err.message,
+                         "input stopped: %s", mproc_strerror(r));
+            }
+            break;
+        }
+        if (!pool__wait_until(j->core, &d)) {
+            r = -ETIMEDOUT;
+            /* One last look: a result may have come with the timeout. */
+            if (!j->unordered ? (j->next_out < j->submitted &&
+                                 j->slots[j->next_out % j->window].status !=
+                                     RSLOT_PENDING)
+                              : j->rcount > 0)
+                continue;
+            break;
+        }
+    }
+    pool__unlock(j->core);
+    return r;
+}
+
+const mproc_task_error *mproc_imap_error(const mproc_imap *it)
+{
+    return it ? &it->j->last_err : NULL;
+}
+
+void mproc_imap_free(mproc_imap *it)
+{
+    if (!it)
+        return;
+    pool__job *j = it->j;
+    pool__lock(j->core);
+    j->cancelled = true;
+    release_held(j);
+    mproc_pool *p = j->pool;
+    if (p) {
+        /* Drop its tasks that were not sent yet. */
+        pool__deque *q = &p->pending;
+        size_t keep = 0;
+        for (size_t i = 0; i < q->n; i++) {
+            pool__seg s = *pool__dq_at(q, i);
+            if (s.j == j) {
+                p->npending -= s.count;
+                continue;
+            }
+            *pool__dq_at(q, keep++) = s;
+        }
+        q->n = keep;
+        if (!j->input_end)
+            end_stream(p, j, 0);
+        else
+            pool__check_finished(p, j);
+        pool__wake(p);
+    }
+    pool__unlock(j->core);
+    pool__job_unref(j);
+}
