@@ -128,21 +128,25 @@ static int send_fndef(mproc_pool *p, pool__wslot *w, uint32_t id)
 /* Bytes of task idx of j (FK_BYTES). */
 static void task_bytes(pool__job *j, size_t idx, const void **d, size_t *len)
 {
+    const mproc_iov *v;
     if (j->type == J_APPLY) {
-        *d = j->own;
-        *len = j->ownlen;
-    } else if (j->win) {
-        *d = j->win[idx % j->window].data;
-        *len = j->win[idx % j->window].len;
-    } else {
-        *d = j->items[idx].data;
-        *len = j->items[idx].len;
+        *d = j->apply.own;
+        *len = j->apply.ownlen;
+        return;
     }
+    if (j->type == J_MAP)
+        v = &j->map.items[idx];
+    else if (j->imap.win)
+        v = &j->imap.win[idx % j->imap.window];
+    else
+        v = &j->imap.items[idx];
+    *d = v->data;
+    *len = v->len;
 }
 
 static const mproc_args *task_args(pool__job *j, size_t idx)
 {
-    return j->type == J_APPLY ? j->ownargs : j->argv[idx];
+    return j->type == J_APPLY ? j->apply.args : j->map.argv[idx];
 }
 
 static bool knows_buf(pool__wslot *w, uint64_t id)
@@ -181,24 +185,24 @@ static int send_range(mproc_pool *p, pool__wslot *w, pool__seg *f, size_t k)
                    .first_seq = w->next_seq,
                    .fnid = j->fnid,
                    .code = j->timeout > 0};
-    pool__range rg = {.in_id = j->in_id,
-                      .in_off = j->in_off,
-                      .in_size = j->in_size,
-                      .out_id = j->out_id,
-                      .out_off = j->out_off,
-                      .out_size = j->out_size,
+    pool__range rg = {.in_id = j->range.in_id,
+                      .in_off = j->range.in_off,
+                      .in_size = j->range.in_size,
+                      .out_id = j->range.out_id,
+                      .out_off = j->range.out_off,
+                      .out_size = j->range.out_size,
                       .start = f->start,
                       .count = k};
     int fds[2];
     size_t nfds = 0;
-    bool need_in = j->in_size && !knows_buf(w, j->in_id);
-    bool need_out = !knows_buf(w, j->out_id);
+    bool need_in = j->range.in_size && !knows_buf(w, j->range.in_id);
+    bool need_out = !knows_buf(w, j->range.out_id);
     if (need_in) {
-        fds[nfds++] = pool__shm_fd(p, j->in_id);
+        fds[nfds++] = pool__shm_fd(p, j->range.in_id);
         rg.flags |= 1;
     }
-    if (need_out && !(need_in && j->out_id == j->in_id)) {
-        fds[nfds++] = pool__shm_fd(p, j->out_id);
+    if (need_out && !(need_in && j->range.out_id == j->range.in_id)) {
+        fds[nfds++] = pool__shm_fd(p, j->range.out_id);
         rg.flags |= 2;
     }
     memcpy(p->sbuf, &h, sizeof h);
@@ -210,9 +214,9 @@ static int send_range(mproc_pool *p, pool__wslot *w, pool__seg *f, size_t k)
         return 0;
     }
     if (rg.flags & 1)
-        learn_buf(w, j->in_id);
+        learn_buf(w, j->range.in_id);
     if (rg.flags & 2)
-        learn_buf(w, j->out_id);
+        learn_buf(w, j->range.out_id);
     pool__seg s = {j, f->start, k, w->next_seq};
     if (!pool__dq_push_back(&w->q, s)) {
         /* Cannot track it: the result would be dropped; fail it now. */

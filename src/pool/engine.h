@@ -36,18 +36,17 @@
 
 #include <pthread.h>
 
-#define RSLOT_PENDING INT32_MIN
+enum { J_APPLY = 1, J_MAP, J_IMAP, J_RANGE };        /* job types */
+enum { P_RUN = 0, P_CLOSE, P_TERM };                 /* pool states */
+enum { W_EMPTY = 0, W_STARTING, W_LIVE, W_EXITING }; /* worker slot states */
+enum {
+    EV_WAKE = 0,
+    EV_CHAN = 1,
+    EV_SENT = 2
+};                                   /* epoll: eventfd, channel, pidfd */
+enum { D_DONE = 1, D_PROGRESS = 2 }; /* deferred entries */
 
-enum { J_APPLY = 1, J_MAP, J_IMAP, J_RANGE };
-
-enum { P_RUN = 0, P_CLOSE, P_TERM };
-
-enum { W_EMPTY = 0, W_STARTING, W_LIVE, W_EXITING };
-
-enum { EV_WAKE = 0, EV_CHAN = 1, EV_SENT = 2 };
-
-enum { D_DONE = 1, D_PROGRESS = 2 };
-
+/* The lock and condition every job and the pool live under. */
 typedef struct pool__core {
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -55,6 +54,8 @@ typedef struct pool__core {
     int waiters;
 } pool__core;
 
+/* Results copied out of a ring (or one mapped out-of-line result); the
+ * result slots that point into it hold a reference each. */
 typedef struct pool__msgbuf {
     size_t refs;
     size_t len;
@@ -62,10 +63,16 @@ typedef struct pool__msgbuf {
     unsigned char *p;
 } pool__msgbuf;
 
+/* A task's failure, shared by the slots of every task it failed. */
 typedef struct pool__errrec {
     size_t refs;
     mproc_task_error e;
 } pool__errrec;
+
+/* The result of one task: RSLOT_PENDING until it comes, then 0 (bytes at
+ * off in a msgbuf) or the failure code (an errrec, or NULL when out of
+ * memory). */
+#define RSLOT_PENDING INT32_MIN
 
 typedef struct pool__rslot {
     void *ptr; /* msgbuf (status 0) or errrec */
@@ -84,75 +91,113 @@ struct mproc_imap {
     pool__job *j;
 };
 
+/*
+ * A job: one call. The fields at the top are every job's; the union holds
+ * what one type alone uses, under its name: j->apply, j->map, j->imap,
+ * j->range. All of it is guarded by core->mu once the job is queued.
+ */
 struct mproc_future {
     pool__core *core;
     mproc_pool *pool; /* NULL once finished */
-    size_t refs;
-    int type, fkind;
-    uint32_t fnid;
-    /* input */
-    const mproc_iov *items;
-    mproc_args *const *argv;
-    unsigned char *own;
-    size_t ownlen;
-    mproc_args *ownargs;
-    mproc_source_fn src;
-    void *ctx;
-    mproc_iov *win;
-    /* range */
-    uint64_t in_id, out_id;
-    size_t in_off, out_off, in_size, out_size;
-    /* progress of the job */
-    size_t n, chunk, submitted, done, inflight, nfailed;
-    bool input_end, finished, ready, cancelled, live;
-    int status;
+    size_t refs;      /* the caller's, the pool's until ready, deferred's */
+    int type;         /* J_*: which member of the union is in use */
+    int fkind;        /* FK_*: how its function is called */
+    uint32_t fnid;    /* the function's id in the pool's table */
+
+    /* Progress. n counts tasks (records for J_RANGE; 0 for an imap over a
+     * source, which counts imap.submitted); chunk is tasks (records) per
+     * message, 0 to let the pool choose. */
+    size_t n, chunk, done, inflight, nfailed;
+    bool finished;  /* every result is in: out of the live list */
+    bool ready;     /* callbacks ran: waiters may return */
+    bool cancelled; /* an imap freed early: results are dropped */
+    bool live;      /* in the pool's list of live jobs */
+    int status;     /* 0, or the code of the first failure by index */
     size_t first_fail;
     pool__errrec *first_err;
-    /* results */
+    mproc_task_error last_err; /* handed out by future_error, imap_error */
+
+    /* Result slots: one per task (map), one per window place (imap), or
+     * slot1 (one task); none for J_RANGE. */
     pool__rslot *slots;
     size_t nslots;
-    pool__rslot slot1;       /* the slot of a single task */
-    unsigned char small[32]; /* a small input, copied here */
-    /* imap consumer */
-    size_t window, next_out, taken;
-    size_t *ring;
-    size_t rhead, rcount;
-    uint8_t *occupied;
-    long held;
-    int stream_err;
-    bool unordered;
-    mproc_task_error last_err;
-    /* options */
-    double timeout;
+    pool__rslot slot1;
+
+    /* Options. */
+    double timeout; /* per task, seconds; 0: none */
     mproc_callback cb, ecb;
     void *cbarg;
     mproc_progress_fn progress;
     void *parg;
-    bool bar, dirty;
+    bool bar;   /* draw a progress bar */
+    bool dirty; /* in the pool's list of jobs to report on */
     double bar_start, bar_last;
-    pool__job *prev, *next;
-    pool__job *inext; /* in the pool's inbox */
-    struct mproc_results res;
-    struct mproc_imap it;
+
+    pool__job *prev, *next; /* the pool's live jobs */
+    pool__job *inext;       /* in the pool's inbox (apply) */
+
+    union {
+        /* J_APPLY: its input, the job's own copy. */
+        struct {
+            unsigned char *own; /* small, or allocated */
+            size_t ownlen;
+            mproc_args *args; /* FK_ARGS */
+            unsigned char small[32];
+        } apply;
+        /* J_MAP: the caller's inputs, borrowed until the call returns. */
+        struct {
+            const mproc_iov *items;  /* FK_BYTES */
+            mproc_args *const *argv; /* FK_ARGS */
+            struct mproc_results res;
+        } map;
+        /* J_IMAP: a window of tasks, refilled as the consumer reads. Task
+         * i lives in window place i % window until its result is taken. */
+        struct {
+            const mproc_iov *items; /* the caller's, or NULL with src */
+            mproc_source_fn src;
+            void *ctx;
+            mproc_iov *win; /* src's items, copied, one per place */
+            size_t window;
+            size_t submitted, next_out, taken;
+            size_t *ring; /* unordered: indices in arrival order */
+            size_t rhead, rcount;
+            uint8_t *occupied; /* the places in use */
+            long held;         /* the place the consumer holds, or -1 */
+            int stream_err;    /* why the input ended (< 0: an error) */
+            bool input_end;
+            bool unordered;
+            struct mproc_imap it;
+        } imap;
+        /* J_RANGE: the arrays as shared buffers (by id) and offsets. */
+        struct {
+            uint64_t in_id, out_id;
+            size_t in_off, out_off, in_size, out_size;
+        } range;
+    };
 };
 
+/* Tasks start to start + count of j; in flight, their first sequence
+ * number at the worker (a J_RANGE segment is one task of count records). */
 typedef struct pool__seg {
     pool__job *j;
     size_t start, count;
     uint64_t first_seq;
 } pool__seg;
 
+/* A ring of segments. */
 typedef struct pool__deque {
     pool__seg *v;
     size_t cap, head, n;
 } pool__deque;
 
+/* A task function: its address, kind and the reference workers get. */
 typedef struct pool__fnent {
     const void *addr;
     int kind;
     mproc__buf ref;
 } pool__fnent;
 
+/* A memfd shared with workers (by id). */
 typedef struct pool__shmbuf {
     uint64_t id;
     unsigned char *p;
@@ -160,35 +205,40 @@ typedef struct pool__shmbuf {
     int fd;
 } pool__shmbuf;
 
+/* The parent's side of a worker. */
 typedef struct pool__wslot {
     mproc_process *proc;
     pid_t pid;
     int chan, sentinel;
-    int state;
-    uint32_t gen;
-    pool__deque q;
+    int state;     /* W_* */
+    uint32_t gen;  /* tells this process's epoll events from a predecessor's */
+    pool__deque q; /* its in-flight segments, in sequence order */
+    /* Its messages in flight (a ring of mn from mh): each one's end
+     * sequence number and task count. */
     uint64_t msg_end[POOL__INFLIGHT];
     uint32_t msg_count[POOL__INFLIGHT];
     uint64_t msg_start; /* when the front message started (ns) */
     uint64_t task_ns;   /* time per task of its last message */
     int mh, mn;
-    bool full, killed;
+    bool full;   /* a send would block: wait for results */
+    bool killed; /* we killed it (timeout, corrupt ring) */
     uint64_t next_seq, next_result, timeout_seq;
-    uint64_t assigned;
-    uint8_t *known;
+    uint64_t assigned; /* tasks sent (maxtasksperchild) */
+    uint8_t *known;    /* function ids it was sent */
     size_t nknown;
-    uint64_t bufs[POOL__FDCACHE];
+    uint64_t bufs[POOL__FDCACHE]; /* shared buffers it has mapped */
     size_t nbufs, buf_next;
-    uint64_t rpos;
+    uint64_t rpos;   /* ring bytes consumed */
     bool seen_ready; /* it passed its initializer (board or results) */
-    int ool[16];
+    int ool[16];     /* memfds of out-of-line results, not yet read */
     size_t nool;
     pool__wcfg cfg;
 } pool__wslot;
 
+/* A callback to run outside the lock. */
 typedef struct pool__deferred {
     pool__job *j;
-    int what;
+    int what; /* D_* */
     size_t done, total;
 } pool__deferred;
 
@@ -217,9 +267,7 @@ struct mproc_pool {
     unsigned char *sbuf, *rbuf;
     pool__deferred *dq;
     size_t ndq, capdq;
-    struct dirty_ent {
-        pool__job *j;
-    } * dirty;
+    pool__job **dirty;
     size_t ndirty, capdirty;
     uint64_t retry_at, last_poll;
     pid_t owner;

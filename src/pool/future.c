@@ -36,15 +36,16 @@ static int apply_common(mproc_pool *p, const void *fn, int kind, const void *in,
     j->fnid = fnid;
     pool__alloc_slots(j, 1); /* the job's own slot: cannot fail */
     if (kind == FK_ARGS) {
-        j->ownargs = mproc__args_copy(args);
-        if (!j->ownargs)
+        j->apply.args = mproc__args_copy(args);
+        if (!j->apply.args)
             goto out_nomem;
     } else if (len) {
-        j->own = len <= sizeof j->small ? j->small : malloc(len);
-        if (!j->own)
+        j->apply.own =
+            len <= sizeof j->apply.small ? j->apply.small : malloc(len);
+        if (!j->apply.own)
             goto out_nomem;
-        memcpy(j->own, in, len);
-        j->ownlen = len;
+        memcpy(j->apply.own, in, len);
+        j->apply.ownlen = len;
     }
     pool__apply_opts(p, j, opts);
     j->refs = out ? 2 : 1; /* the caller's, and the pool's until done */
@@ -211,7 +212,7 @@ mproc_results *mproc_future_results(mproc_future *f)
 {
     if (!f || f->type != J_MAP || !mproc_future_ready(f))
         return NULL;
-    return &f->res;
+    return &f->map.res;
 }
 
 void mproc_future_free(mproc_future *f)
@@ -236,8 +237,8 @@ static int map_common(mproc_pool *p, const void *fn, int kind,
     if (!j)
         goto out_unlock;
     j->n = n;
-    j->items = items;
-    j->argv = argv;
+    j->map.items = items;
+    j->map.argv = argv;
     r = pool__fn_id(p, fn, kind, &j->fnid);
     if (r < 0)
         goto out_job;
@@ -265,7 +266,7 @@ static int map_wait(pool__job *j, mproc_results **out)
     mproc_future_wait(j, -1);
     int r = j->status;
     if (out)
-        *out = &j->res;
+        *out = &j->map.res;
     else
         pool__job_unref(j);
     return r;

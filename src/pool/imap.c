@@ -12,10 +12,10 @@
 
 static void end_stream(mproc_pool *p, pool__job *j, int err)
 {
-    if (j->input_end)
+    if (j->imap.input_end)
         return;
-    j->input_end = true;
-    j->stream_err = err;
+    j->imap.input_end = true;
+    j->imap.stream_err = err;
     p->open_streams--;
     pool__check_finished(p, j);
 }
@@ -25,19 +25,19 @@ static void refill(pool__job *j)
 {
     bool added = false;
     mproc_pool *p;
-    while (!j->input_end && !j->cancelled && (p = j->pool) != NULL) {
+    while (!j->imap.input_end && !j->cancelled && (p = j->pool) != NULL) {
         if (p->state == P_TERM || p->broken)
             break;
-        if (j->submitted - j->taken >= j->window)
+        if (j->imap.submitted - j->imap.taken >= j->imap.window)
             break;
-        size_t idx = j->submitted, s = idx % j->window;
-        if (j->occupied[s])
+        size_t idx = j->imap.submitted, s = idx % j->imap.window;
+        if (j->imap.occupied[s])
             break;
-        j->occupied[s] = 1;
-        if (j->src) {
+        j->imap.occupied[s] = 1;
+        if (j->imap.src) {
             mproc_iov iov = {0};
             pool__unlock(j->core);
-            int r = j->src(j->ctx, &iov);
+            int r = j->imap.src(j->imap.ctx, &iov);
             void *copy = NULL;
             if (r > 0 && iov.len) {
                 copy = malloc(iov.len);
@@ -47,19 +47,19 @@ static void refill(pool__job *j)
                     r = -ENOMEM;
             }
             pool__lock(j->core);
-            if (j->input_end || j->cancelled || !j->pool) {
-                j->occupied[s] = 0;
+            if (j->imap.input_end || j->cancelled || !j->pool) {
+                j->imap.occupied[s] = 0;
                 free(copy);
                 break;
             }
             if (r <= 0) {
-                j->occupied[s] = 0;
+                j->imap.occupied[s] = 0;
                 free(copy);
                 end_stream(p, j, r);
                 break;
             }
-            j->win[s].data = copy;
-            j->win[s].len = iov.len;
+            j->imap.win[s].data = copy;
+            j->imap.win[s].len = iov.len;
         }
         bool merged = false;
         if (p->pending.n > 0) {
@@ -71,14 +71,14 @@ static void refill(pool__job *j)
         }
         if (!merged &&
             !pool__dq_push_back(&p->pending, (pool__seg){j, idx, 1, 0})) {
-            j->occupied[s] = 0;
+            j->imap.occupied[s] = 0;
             end_stream(p, j, -ENOMEM);
             break;
         }
-        j->submitted++;
+        j->imap.submitted++;
         p->npending++;
         added = true;
-        if (!j->src && j->submitted == j->n)
+        if (!j->imap.src && j->imap.submitted == j->n)
             end_stream(p, j, 0);
     }
     if (added && j->pool)
@@ -102,11 +102,11 @@ static int imap_common(mproc_pool *p, mproc_task_fn fn, const mproc_iov *items,
     pool__job *j = pool__job_new(p, J_IMAP, FK_BYTES);
     if (!j)
         goto out_unlock;
-    j->items = items;
+    j->imap.items = items;
     j->n = src ? 0 : n;
-    j->src = src;
-    j->ctx = ctx;
-    j->unordered = unordered != 0;
+    j->imap.src = src;
+    j->imap.ctx = ctx;
+    j->imap.unordered = unordered != 0;
     r = pool__fn_id(p, (const void *)fn, FK_BYTES, &j->fnid);
     if (r < 0)
         goto out_job;
@@ -121,12 +121,12 @@ static int imap_common(mproc_pool *p, mproc_task_fn fn, const mproc_iov *items,
     }
     if (!src && n && w > n)
         w = n;
-    j->window = w;
-    j->occupied = calloc(w, 1);
-    j->ring = malloc(w * sizeof *j->ring);
+    j->imap.window = w;
+    j->imap.occupied = calloc(w, 1);
+    j->imap.ring = malloc(w * sizeof *j->imap.ring);
     if (src)
-        j->win = calloc(w, sizeof *j->win);
-    if (!j->occupied || !j->ring || (src && !j->win) ||
+        j->imap.win = calloc(w, sizeof *j->imap.win);
+    if (!j->imap.occupied || !j->imap.ring || (src && !j->imap.win) ||
         !pool__alloc_slots(j, w))
         goto out_job;
     pool__apply_opts(p, j, opts);
@@ -135,7 +135,7 @@ static int imap_common(mproc_pool *p, mproc_task_fn fn, const mproc_iov *items,
     if (!src && n == 0)
         end_stream(p, j, 0);
     refill(j);
-    *out = &j->it;
+    *out = &j->imap.it;
     pool__unlock(p->core);
     return 0;
 out_job:
@@ -169,10 +169,10 @@ int mproc_pool_imap_source(mproc_pool *p, mproc_task_fn fn,
 
 static void release_held(pool__job *j)
 {
-    if (j->held >= 0) {
-        pool__slot_release(&j->slots[j->held]);
-        j->occupied[j->held] = 0;
-        j->held = -1;
+    if (j->imap.held >= 0) {
+        pool__slot_release(&j->slots[j->imap.held]);
+        j->imap.occupied[j->imap.held] = 0;
+        j->imap.held = -1;
     }
 }
 
@@ -193,20 +193,21 @@ int mproc_imap_next(mproc_imap *it, double timeout, const void **data,
     for (;;) {
         refill(j);
         long k = -1;
-        if (!j->unordered) {
-            if (j->next_out < j->submitted &&
-                j->slots[j->next_out % j->window].status != RSLOT_PENDING)
-                k = (long)j->next_out++;
-        } else if (j->rcount > 0) {
-            k = (long)j->ring[j->rhead];
-            j->rhead = (j->rhead + 1) % j->window;
-            j->rcount--;
+        if (!j->imap.unordered) {
+            if (j->imap.next_out < j->imap.submitted &&
+                j->slots[j->imap.next_out % j->imap.window].status !=
+                    RSLOT_PENDING)
+                k = (long)j->imap.next_out++;
+        } else if (j->imap.rcount > 0) {
+            k = (long)j->imap.ring[j->imap.rhead];
+            j->imap.rhead = (j->imap.rhead + 1) % j->imap.window;
+            j->imap.rcount--;
         }
         if (k >= 0) {
-            size_t s = (size_t)k % j->window;
+            size_t s = (size_t)k % j->imap.window;
             pool__rslot *sl = &j->slots[s];
-            j->taken++;
-            j->held = (long)s;
+            j->imap.taken++;
+            j->imap.held = (long)s;
             if (index)
                 *index = (size_t)k;
             if (sl->status == 0) {
@@ -231,8 +232,8 @@ int mproc_imap_next(mproc_imap *it, double timeout, const void **data,
             }
             break;
         }
-        if (j->input_end && j->taken == j->submitted) {
-            r = j->stream_err;
+        if (j->imap.input_end && j->imap.taken == j->imap.submitted) {
+            r = j->imap.stream_err;
             if (r < 0) {
                 memset(&j->last_err, 0, sizeof j->last_err);
                 j->last_err.code = r;
@@ -244,10 +245,11 @@ int mproc_imap_next(mproc_imap *it, double timeout, const void **data,
         if (!pool__wait_until(j->core, &d)) {
             r = -ETIMEDOUT;
             /* One last look: a result may have come with the timeout. */
-            if (!j->unordered ? (j->next_out < j->submitted &&
-                                 j->slots[j->next_out % j->window].status !=
-                                     RSLOT_PENDING)
-                              : j->rcount > 0)
+            if (!j->imap.unordered
+                    ? (j->imap.next_out < j->imap.submitted &&
+                       j->slots[j->imap.next_out % j->imap.window].status !=
+                           RSLOT_PENDING)
+                    : j->imap.rcount > 0)
                 continue;
             break;
         }
@@ -283,7 +285,7 @@ void mproc_imap_free(mproc_imap *it)
             *pool__dq_at(q, keep++) = s;
         }
         q->n = keep;
-        if (!j->input_end)
+        if (!j->imap.input_end)
             end_stream(p, j, 0);
         else
             pool__check_finished(p, j);

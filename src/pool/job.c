@@ -43,22 +43,24 @@ static void job_free(pool__job *j)
         pool__slot_release(&j->slots[i]);
     if (j->slots != &j->slot1)
         free(j->slots);
-    if (j->win) {
-        for (size_t i = 0; i < j->window; i++)
-            free((void *)j->win[i].data);
-        free(j->win);
+    if (j->type == J_IMAP) {
+        if (j->imap.win) {
+            for (size_t i = 0; i < j->imap.window; i++)
+                free((void *)j->imap.win[i].data);
+            free(j->imap.win);
+        }
+        free(j->imap.ring);
+        free(j->imap.occupied);
+    } else if (j->type == J_APPLY) {
+        if (j->apply.own != j->apply.small)
+            free(j->apply.own);
+        mproc_args_free(j->apply.args);
     }
-    free(j->ring);
-    free(j->occupied);
-    if (j->own != j->small)
-        free(j->own);
-    mproc_args_free(j->ownargs);
     pool__errrec_unref(j->first_err);
     free(j);
 }
 
-/* Drops a reference with the core locked (core stays locked). Returns
- * true when the job was freed. */
+/* Drops a reference with the core locked (core stays locked). */
 void pool__job_unref_locked(pool__job *j)
 {
     if (--j->refs == 0) {
@@ -89,10 +91,13 @@ pool__job *pool__job_new(mproc_pool *p, int type, int fkind)
     j->refs = 1;
     j->type = type;
     j->fkind = fkind;
-    j->held = -1;
     atomic_fetch_add(&j->core->refs, 1);
-    j->res.j = j;
-    j->it.j = j;
+    if (type == J_MAP) {
+        j->map.res.j = j;
+    } else if (type == J_IMAP) {
+        j->imap.held = -1;
+        j->imap.it.j = j;
+    }
     j->timeout = p->opts.task_timeout;
     return j;
 }
@@ -176,8 +181,8 @@ void pool__check_finished(mproc_pool *p, pool__job *j)
     if (j->finished)
         return;
     if (j->type == J_IMAP) {
-        if (!j->input_end || j->inflight > 0 ||
-            (!j->cancelled && j->done < j->submitted))
+        if (!j->imap.input_end || j->inflight > 0 ||
+            (!j->cancelled && j->done < j->imap.submitted))
             return;
     } else if (j->done < j->n) {
         return;

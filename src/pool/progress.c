@@ -32,17 +32,11 @@ void pool__mark_dirty(mproc_pool *p, pool__job *j)
 {
     if (j->dirty || (!j->progress && !j->bar))
         return;
-    if (p->ndirty == p->capdirty) {
-        size_t cap = p->capdirty ? p->capdirty * 2 : 16;
-        struct dirty_ent *v = realloc(p->dirty, cap * sizeof *v);
-        if (!v)
-            return;
-        p->dirty = v;
-        p->capdirty = cap;
-    }
+    if (MPROC__GROW(p->dirty, p->capdirty, p->ndirty + 1) < 0)
+        return;
     j->dirty = true;
     j->refs++;
-    p->dirty[p->ndirty++].j = j;
+    p->dirty[p->ndirty++] = j;
 }
 
 static void fmt_secs(char *b, size_t n, double s)
@@ -74,7 +68,8 @@ static void bar_draw(pool__job *j, bool final)
     else
         snprintf(rs, sizeof rs, "%.1f/s", rate);
     int n;
-    size_t total = j->type == J_IMAP ? (j->input_end ? j->submitted : 0) : j->n;
+    size_t total =
+        j->type == J_IMAP ? (j->imap.input_end ? j->imap.submitted : 0) : j->n;
     if (total > 0) {
         double frac = (double)j->done / (double)total;
         char bar[31];
@@ -102,12 +97,13 @@ static void bar_draw(pool__job *j, bool final)
 void pool__flush_dirty(mproc_pool *p)
 {
     for (size_t k = 0; k < p->ndirty; k++) {
-        pool__job *j = p->dirty[k].j;
+        pool__job *j = p->dirty[k];
         j->dirty = false;
         if (!j->cancelled && j->bar)
             bar_draw(j, j->finished);
-        size_t total =
-            j->type == J_IMAP ? (j->input_end ? j->submitted : 0) : j->n;
+        size_t total = j->type == J_IMAP
+                           ? (j->imap.input_end ? j->imap.submitted : 0)
+                           : j->n;
         if (!j->cancelled && j->progress &&
             pool__push_deferred(p, j, D_PROGRESS, j->done, total))
             continue; /* the deferred entry keeps the reference */

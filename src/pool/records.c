@@ -166,16 +166,16 @@ int mproc_pool_map_records(mproc_pool *p, mproc_records_fn fn, const void *in,
     }
     j->fnid = fnid;
     j->n = n;
-    j->in_size = in_size;
-    j->out_size = out_size;
+    j->range.in_size = in_size;
+    j->range.out_size = out_size;
     if (in_size) {
         pool__shmbuf *b = si ? si : &p->scratch[0];
-        j->in_id = b->id;
-        j->in_off = si ? (size_t)((const unsigned char *)in - si->p) : 0;
+        j->range.in_id = b->id;
+        j->range.in_off = si ? (size_t)((const unsigned char *)in - si->p) : 0;
     }
     pool__shmbuf *ob = so ? so : &p->scratch[1];
-    j->out_id = ob->id;
-    j->out_off = so ? (size_t)((unsigned char *)out - so->p) : 0;
+    j->range.out_id = ob->id;
+    j->range.out_off = so ? (size_t)((unsigned char *)out - so->p) : 0;
     j->chunk =
         opts && opts->chunksize ? opts->chunksize : pool__auto_chunk(p, n);
     pool__apply_opts(p, j, opts);

@@ -69,18 +69,19 @@ void pool__deliver_fail(mproc_pool *p, pool__job *j, size_t idx, size_t count,
         } else if (j->type == J_IMAP) {
             for (size_t k = 0; k < count; k++) {
                 size_t i = idx + k;
-                pool__rslot *s = &j->slots[i % j->window];
+                pool__rslot *s = &j->slots[i % j->imap.window];
                 pool__slot_release(s);
                 s->status = code;
                 s->ptr = e;
                 if (e)
                     e->refs++;
-                if (j->win) {
-                    free((void *)j->win[i % j->window].data);
-                    j->win[i % j->window].data = NULL;
+                if (j->imap.win) {
+                    free((void *)j->imap.win[i % j->imap.window].data);
+                    j->imap.win[i % j->imap.window].data = NULL;
                 }
-                if (j->unordered)
-                    j->ring[(j->rhead + j->rcount++) % j->window] = i;
+                if (j->imap.unordered)
+                    j->imap.ring[(j->imap.rhead + j->imap.rcount++) %
+                                 j->imap.window] = i;
             }
         }
         pool__broadcast(j->core);
@@ -102,13 +103,15 @@ static void deliver_ok(mproc_pool *p, pool__job *j, size_t idx, size_t count,
         else if (j->type == J_APPLY)
             s = &j->slots[0];
         else if (j->type == J_IMAP) {
-            s = &j->slots[idx % j->window];
-            if (j->win) {
-                free((void *)j->win[idx % j->window].data);
-                j->win[idx % j->window].data = NULL;
+            s = &j->slots[idx % j->imap.window];
+            if (j->imap.win) {
+                free((void *)j->imap.win[idx % j->imap.window].data);
+                j->imap.win[idx % j->imap.window].data = NULL;
             }
-            if (j->unordered)
-                j->ring[(j->rhead + j->rcount++) % j->window] = idx;
+            if (j->imap.unordered)
+                j->imap
+                    .ring[(j->imap.rhead + j->imap.rcount++) % j->imap.window] =
+                    idx;
         }
         if (s) {
             pool__slot_release(s);
@@ -602,9 +605,9 @@ void pool__fail_all(mproc_pool *p, int code, const char *msg)
     /* Streams end: imap iterators report the error after their results. */
     for (pool__job *j = p->jobs, *nx; j; j = nx) {
         nx = j->next;
-        if (j->type == J_IMAP && !j->input_end) {
-            j->input_end = true;
-            j->stream_err = code;
+        if (j->type == J_IMAP && !j->imap.input_end) {
+            j->imap.input_end = true;
+            j->imap.stream_err = code;
             p->open_streams--;
             pool__broadcast(p->core);
             pool__check_finished(p, j);
