@@ -13,20 +13,18 @@
 #include <string.h>
 #include <unistd.h>
 
+/* Makes room for one more segment. The ring is kept in order across a
+ * realloc: the part that had wrapped round to the start moves to just past
+ * the old end (the capacity at least doubled, so it fits). */
 static bool dq_reserve(pool__deque *d)
 {
     if (d->n < d->cap)
         return true;
-    size_t cap = d->cap ? d->cap * 2 : 16;
-    pool__seg *v = malloc(cap * sizeof *v);
-    if (!v)
+    size_t old = d->cap;
+    if (MPROC__GROW(d->v, d->cap, d->n + 1) < 0)
         return false;
-    for (size_t i = 0; i < d->n && d->cap; i++)
-        v[i] = d->v[(d->head + i) % d->cap];
-    free(d->v);
-    d->v = v;
-    d->cap = cap;
-    d->head = 0;
+    if (d->head + d->n > old)
+        memcpy(d->v + old, d->v, (d->head + d->n - old) * sizeof *d->v);
     return true;
 }
 
@@ -62,14 +60,8 @@ static int fn_id_locked(mproc_pool *p, const void *addr, int kind, uint32_t *id)
             *id = (uint32_t)(p->lastfn = i);
             return 0;
         }
-    if (p->nfns == p->capfns) {
-        size_t cap = p->capfns ? p->capfns * 2 : 8;
-        pool__fnent *v = realloc(p->fns, cap * sizeof *v);
-        if (!v)
-            return -ENOMEM;
-        p->fns = v;
-        p->capfns = cap;
-    }
+    if (MPROC__GROW(p->fns, p->capfns, p->nfns + 1) < 0)
+        return -ENOMEM;
     pool__fnent *f = &p->fns[p->nfns];
     memset(f, 0, sizeof *f);
     int r = mproc__ref_write(&f->ref, addr);
@@ -103,15 +95,10 @@ static bool worker_knows_fn(pool__wslot *w, uint32_t id)
 
 static int send_fndef(mproc_pool *p, pool__wslot *w, uint32_t id)
 {
-    if (id >= w->nknown) {
-        size_t cap = id + 16;
-        uint8_t *k = realloc(w->known, cap);
-        if (!k)
-            return -ENOMEM;
-        memset(k + w->nknown, 0, cap - w->nknown);
-        w->known = k;
-        w->nknown = cap;
-    }
+    size_t had = w->nknown;
+    if (MPROC__GROW(w->known, w->nknown, (size_t)id + 1) < 0)
+        return -ENOMEM;
+    memset(w->known + had, 0, w->nknown - had);
     pthread_mutex_lock(&p->in_mu); /* the table may grow meanwhile */
     pool__fnent *f = &p->fns[id];
     size_t len = f->ref.len;
@@ -175,10 +162,36 @@ static void push_msg(pool__wslot *w, uint64_t end_seq, size_t count)
     w->mn++;
 }
 
-/* Sends one chunk of a records job to w. Returns 1 sent, 0 not. */
-static int send_range(mproc_pool *p, pool__wslot *w, pool__seg *f, size_t k)
+/* Moves the first k tasks of the front pending segment to w's in-flight
+ * queue, as sent under the next nseq sequence numbers. */
+static void move_front(mproc_pool *p, pool__wslot *w, size_t k, uint64_t nseq)
 {
+    pool__seg *f = pool__dq_at(&p->pending, 0);
+    pool__seg t = {f->j, f->start, k, w->next_seq};
+    if (!pool__dq_push_back(&w->q, t)) {
+        /* Cannot track it: the result would be dropped; fail it now. */
+        pool__errrec *e =
+            pool__errrec_new(-ENOMEM, 0, 0, f->start, "out of memory");
+        pool__deliver_fail(p, f->j, f->start, k, e, -ENOMEM, false);
+    } else {
+        f->j->inflight += k;
+    }
+    w->next_seq += nseq;
+    f->start += k;
+    f->count -= k;
+    p->npending -= k;
+    if (f->count == 0)
+        pool__dq_pop_front(&p->pending);
+}
+
+/* Sends the next chunk of the records job at the front of the pending
+ * queue to w: one task of up to chunk records. The fds of buffers the
+ * worker has not mapped yet ride along. Returns 1 sent, 0 not. */
+static int send_range(mproc_pool *p, pool__wslot *w)
+{
+    pool__seg *f = pool__dq_at(&p->pending, 0);
     pool__job *j = f->j;
+    size_t k = f->count < j->chunk ? f->count : j->chunk;
     pool__hdr h = {.type = PM_RANGE,
                    .kind = FK_RECORDS,
                    .count = 1,
@@ -217,56 +230,31 @@ static int send_range(mproc_pool *p, pool__wslot *w, pool__seg *f, size_t k)
         learn_buf(w, j->range.in_id);
     if (rg.flags & 2)
         learn_buf(w, j->range.out_id);
-    pool__seg s = {j, f->start, k, w->next_seq};
-    if (!pool__dq_push_back(&w->q, s)) {
-        /* Cannot track it: the result would be dropped; fail it now. */
-        pool__errrec *e =
-            pool__errrec_new(-ENOMEM, 0, 0, f->start, "out of memory");
-        pool__deliver_fail(p, j, f->start, k, e, -ENOMEM, false);
-    } else {
-        j->inflight += k;
-    }
-    w->next_seq++;
+    move_front(p, w, k, 1);
     w->assigned++;
     push_msg(w, w->next_seq, 1);
-    f->start += k;
-    f->count -= k;
-    p->npending -= k;
-    if (f->count == 0)
-        pool__dq_pop_front(&p->pending);
     return 1;
 }
 
-/* Packs tasks from the front of the pending queue into one message for w.
- * Returns 1 when a message was sent, 0 when nothing was. */
-static int send_batch(mproc_pool *p, pool__wslot *w)
+/* A PM_TASKS message being packed into p->sbuf. */
+typedef struct batch {
+    const pool__job *j0; /* the front job: every task shares its function */
+    size_t pos;          /* bytes packed, the header's included */
+    size_t nitems;
+    bool timed; /* a task has a timeout: the worker stamps start times */
+    int fds[POOL__MAX_FDS];
+    size_t nfds;
+    int memfds[POOL__MAX_FDS]; /* the ones we made: closed once sent */
+    size_t nmemfds;
+    mproc__buf args; /* one task's argument list, exported */
+} batch;
+
+/* Chunk policy: how many tasks the next message to w carries. A job's
+ * own chunksize, or (apply, imap without one) a share of all that is
+ * pending: half of it spread over the live workers, from 1 to 4096. Never
+ * more than w may still take under maxtasksperchild. */
+static size_t batch_target(mproc_pool *p, pool__wslot *w, const pool__job *j0)
 {
-    while (p->pending.n > 0) {
-        pool__seg *f = pool__dq_at(&p->pending, 0);
-        if (!f->j->cancelled && f->count > 0)
-            break;
-        p->npending -= f->count;
-        pool__job *cj = f->j;
-        pool__dq_pop_front(&p->pending);
-        pool__check_finished(p, cj);
-    }
-    if (p->pending.n == 0)
-        return 0;
-    pool__seg *f = pool__dq_at(&p->pending, 0);
-    pool__job *j0 = f->j;
-    if (!worker_knows_fn(w, j0->fnid)) {
-        if (send_fndef(p, w, j0->fnid) < 0) {
-            w->full = true;
-            return 0;
-        }
-    }
-    uint64_t allow = UINT64_MAX;
-    if (p->opts.maxtasksperchild)
-        allow = p->opts.maxtasksperchild - w->assigned;
-    if (j0->type == J_RANGE) {
-        size_t k = f->count < j0->chunk ? f->count : j0->chunk;
-        return send_range(p, w, f, k);
-    }
     size_t target;
     if (j0->type == J_APPLY || j0->chunk == 0) {
         size_t share = (p->npending + 2 * (size_t)p->nlive - 1) /
@@ -275,141 +263,205 @@ static int send_batch(mproc_pool *p, pool__wslot *w)
     } else {
         target = j0->chunk;
     }
-    if (target > allow)
-        target = (size_t)allow;
-    int fds[POOL__MAX_FDS] = {0};
-    int closefds[POOL__MAX_FDS];
-    size_t nfds = 0, nclose = 0, nitems = 0;
-    size_t pos = sizeof(pool__hdr);
-    mproc__buf ab = {0};
-    int rc = 0;
+    if (p->opts.maxtasksperchild &&
+        target > p->opts.maxtasksperchild - w->assigned)
+        target = (size_t)(p->opts.maxtasksperchild - w->assigned);
+    return target;
+}
+
+/* Exports the argument list of task off of s into b->args (its fds after
+ * b's). Returns 1 done, 0 when the message must end before this task, or
+ * -1 when the task can never be sent: then it failed alone. */
+static int export_args(mproc_pool *p, batch *b, pool__seg *s, size_t off,
+                       size_t *kfds)
+{
+    pool__job *j = s->j;
+    size_t idx = s->start + off, before = b->nfds;
+    b->args.len = 0;
+    b->args.oom = false;
+    int r = mproc__args_export(task_args(j, idx), &b->args, b->fds, &b->nfds,
+                               POOL__MAX_FDS - 1);
+    if (r == 0 && !b->args.oom) {
+        *kfds = b->nfds - before;
+        return 1;
+    }
+    b->nfds = before;
+    if (b->nitems > 0 || off > 0)
+        return 0; /* it is handled when it reaches the front */
+    /* The task cannot be sent at all: fail it alone. */
+    pool__seg one = {j, idx, 1, 0};
+    s->start++;
+    s->count--;
+    if (s->count == 0)
+        pool__dq_pop_front(&p->pending);
+    p->npending--;
+    pool__fail_seg(p, &one, r < 0 ? r : -ENOMEM,
+                   "cannot send the task's arguments");
+    return -1;
+}
+
+/* Item encoding: the item header and its len bytes, padded to 8. */
+static void put_inline(mproc_pool *p, batch *b, pool__item it, const void *d,
+                       size_t len)
+{
+    unsigned char *at = p->sbuf + b->pos;
+    memcpy(at, &it, sizeof it);
+    if (len)
+        memcpy(at + sizeof it, d, len);
+    memset(at + sizeof it + len, 0, pool__pad8(len) - len);
+}
+
+/* An out-of-line item: the bytes go into a memfd passed with the message,
+ * the item says POOL__OOL_LEN and their size. Returns 0 or -1. */
+static int put_ool(mproc_pool *p, batch *b, pool__item it, const void *d,
+                   size_t len)
+{
+    int mfd = mproc__memfd_with("mproc-pool-task", d, len);
+    if (mfd < 0)
+        return -1;
+    b->fds[b->nfds++] = mfd;
+    b->memfds[b->nmemfds++] = mfd;
+    it.len = POOL__OOL_LEN;
+    uint64_t size = len;
+    memcpy(p->sbuf + b->pos, &it, sizeof it);
+    memcpy(p->sbuf + b->pos + sizeof it, &size, 8);
+    return 0;
+}
+
+/* Packs task off of pending segment s. Returns 1 packed, 2 packed out of
+ * line (the message ends with it), 0 when it does not fit (the message
+ * ends before it), -1 when nothing can be sent now. */
+static int pack_task(mproc_pool *p, batch *b, pool__seg *s, size_t off)
+{
+    pool__job *j = s->j;
+    const void *d;
+    size_t len, kfds = 0;
+    if (j->fkind == FK_ARGS) {
+        int r = export_args(p, b, s, off, &kfds);
+        if (r <= 0)
+            return r;
+        d = b->args.p;
+        len = b->args.len;
+    } else {
+        task_bytes(j, s->start + off, &d, &len);
+    }
+    bool ool = len > POOL__OOL_MIN;
+    size_t need = sizeof(pool__item) + (ool ? 8 : pool__pad8(len));
+    if (b->nitems > 0 && (b->pos + need > POOL__BATCH_MAX ||
+                          b->nfds + (ool ? 1 : 0) > POOL__MAX_FDS)) {
+        b->nfds -= kfds;
+        return 0;
+    }
+    pool__item it = {.a = (int32_t)kfds, .len = (uint32_t)len};
+    if (!ool) {
+        put_inline(p, b, it, d, len);
+    } else if (put_ool(p, b, it, d, len) < 0) {
+        b->nfds -= kfds;
+        return b->nitems > 0 ? 0 : -1;
+    }
+    b->pos += need;
+    b->nitems++;
+    b->timed |= j->timeout > 0;
+    return ool ? 2 : 1;
+}
+
+/* Packs up to target tasks from the front of the pending queue: tasks of
+ * the front job's function, across segments, until one of another
+ * function or kind, a cancelled job, a records job, a full message, or an
+ * out-of-line item. Returns 0, or -1 when the first task could not be
+ * packed. */
+static int pack_tasks(mproc_pool *p, batch *b, size_t target)
+{
     size_t qi = 0, off = 0; /* cursor in the pending queue */
-    bool timed = false;
-    while (nitems < target && qi < p->pending.n) {
+    while (b->nitems < target && qi < p->pending.n) {
         pool__seg *s = pool__dq_at(&p->pending, qi);
         pool__job *j = s->j;
-        if (j->cancelled || j->fnid != j0->fnid || j->fkind != j0->fkind ||
-            j->type == J_RANGE)
+        if (j->cancelled || j->fnid != b->j0->fnid ||
+            j->fkind != b->j0->fkind || j->type == J_RANGE)
             break;
         if (off == s->count) {
             qi++;
             off = 0;
             continue;
         }
-        size_t idx = s->start + off;
-        const void *d;
-        size_t len;
-        size_t kfds = 0;
-        if (j->fkind == FK_ARGS) {
-            ab.len = 0;
-            ab.oom = false;
-            size_t before = nfds;
-            int r = mproc__args_export(task_args(j, idx), &ab, fds, &nfds,
-                                       POOL__MAX_FDS - 1);
-            if (r < 0 || ab.oom) {
-                nfds = before;
-                if (nitems > 0)
-                    break;
-                /* The task cannot be sent at all: fail it alone. */
-                pool__seg one = {j, idx, 1, 0};
-                if (off == 0) {
-                    s->start++;
-                    s->count--;
-                    if (s->count == 0)
-                        pool__dq_pop_front(&p->pending);
-                } else {
-                    break; /* handled when it reaches the front */
-                }
-                p->npending--;
-                pool__fail_seg(p, &one, r < 0 ? r : -ENOMEM,
-                               "cannot send the task's arguments");
-                rc = -1;
-                goto out;
-            }
-            kfds = nfds - before;
-            d = ab.p;
-            len = ab.len;
-        } else {
-            task_bytes(j, idx, &d, &len);
-        }
-        bool ool = len > POOL__OOL_MIN;
-        size_t need = sizeof(pool__item) + (ool ? 8 : pool__pad8(len));
-        if (nitems > 0 && (pos + need > POOL__BATCH_MAX ||
-                           nfds + (ool ? 1 : 0) > POOL__MAX_FDS)) {
-            nfds -= kfds;
+        int r = pack_task(p, b, s, off);
+        if (r < 0)
+            return -1;
+        if (r == 0)
             break;
-        }
-        pool__item it = {.a = (int32_t)kfds, .len = (uint32_t)len};
-        if (ool) {
-            int mfd = mproc__memfd_with("mproc-pool-task", d, len);
-            if (mfd < 0) {
-                nfds -= kfds;
-                if (nitems > 0)
-                    break;
-                rc = -1;
-                goto out;
-            }
-            fds[nfds++] = mfd;
-            closefds[nclose++] = mfd;
-            it.len = POOL__OOL_LEN;
-            uint64_t size = len;
-            memcpy(p->sbuf + pos, &it, sizeof it);
-            memcpy(p->sbuf + pos + sizeof it, &size, 8);
-        } else {
-            memcpy(p->sbuf + pos, &it, sizeof it);
-            if (len)
-                memcpy(p->sbuf + pos + sizeof it, d, len);
-            memset(p->sbuf + pos + sizeof it + len, 0, pool__pad8(len) - len);
-        }
-        pos += need;
-        nitems++;
         off++;
-        timed |= j->timeout > 0;
-        if (ool)
+        if (r == 2)
             break;
     }
-    if (nitems == 0)
-        goto out;
+    return 0;
+}
+
+/* Sends the packed message; on success moves its tasks from the pending
+ * queue to w's. Returns 1 sent, 0 not (w's socket is full). */
+static int send_tasks(mproc_pool *p, pool__wslot *w, const batch *b)
+{
     pool__hdr h = {.type = PM_TASKS,
-                   .kind = (uint8_t)j0->fkind,
-                   .nfds = (uint16_t)nfds,
-                   .count = (uint32_t)nitems,
+                   .kind = (uint8_t)b->j0->fkind,
+                   .nfds = (uint16_t)b->nfds,
+                   .count = (uint32_t)b->nitems,
                    .first_seq = w->next_seq,
-                   .fnid = j0->fnid,
-                   .code = timed};
+                   .fnid = b->j0->fnid,
+                   .code = b->timed};
     memcpy(p->sbuf, &h, sizeof h);
-    if (mproc__pool_send(w->chan, p->sbuf, pos, fds, nfds, false) < 0) {
+    if (mproc__pool_send(w->chan, p->sbuf, b->pos, b->fds, b->nfds, false) <
+        0) {
         w->full = true;
-        goto out;
+        return 0;
     }
-    /* Move the sent tasks from the pending queue to the worker's. */
-    size_t left = nitems;
-    while (left > 0) {
-        pool__seg *s = pool__dq_at(&p->pending, 0);
-        size_t k = s->count < left ? s->count : left;
-        pool__seg t = {s->j, s->start, k, w->next_seq};
-        if (!pool__dq_push_back(&w->q, t)) {
-            pool__errrec *e =
-                pool__errrec_new(-ENOMEM, 0, 0, s->start, "out of memory");
-            pool__deliver_fail(p, s->j, s->start, k, e, -ENOMEM, false);
-        } else {
-            s->j->inflight += k;
-        }
-        w->next_seq += k;
-        s->start += k;
-        s->count -= k;
+    for (size_t left = b->nitems; left > 0;) {
+        size_t count = pool__dq_at(&p->pending, 0)->count;
+        size_t k = count < left ? count : left;
+        move_front(p, w, k, k);
         left -= k;
-        if (s->count == 0)
-            pool__dq_pop_front(&p->pending);
     }
-    p->npending -= nitems;
-    w->assigned += nitems;
-    push_msg(w, w->next_seq, nitems);
-    rc = 1;
-out:
-    for (size_t i = 0; i < nclose; i++)
-        close(closefds[i]);
-    mproc__buf_free(&ab);
+    w->assigned += b->nitems;
+    push_msg(w, w->next_seq, b->nitems);
+    return 1;
+}
+
+/* Drops cancelled and emptied segments from the front of the pending
+ * queue; returns the first one left (NULL: none). */
+static pool__seg *pending_front(mproc_pool *p)
+{
+    while (p->pending.n > 0) {
+        pool__seg *f = pool__dq_at(&p->pending, 0);
+        if (!f->j->cancelled && f->count > 0)
+            return f;
+        p->npending -= f->count;
+        pool__job *cj = f->j;
+        pool__dq_pop_front(&p->pending);
+        pool__check_finished(p, cj);
+    }
+    return NULL;
+}
+
+/* Sends w one message from the front of the pending queue (its function
+ * first, if w does not know it). Returns 1 when a message was sent, 0 when
+ * nothing was, -1 when a task failed instead of going. */
+static int send_batch(mproc_pool *p, pool__wslot *w)
+{
+    pool__seg *f = pending_front(p);
+    if (!f)
+        return 0;
+    pool__job *j0 = f->j;
+    if (!worker_knows_fn(w, j0->fnid) && send_fndef(p, w, j0->fnid) < 0) {
+        w->full = true;
+        return 0;
+    }
+    if (j0->type == J_RANGE)
+        return send_range(p, w);
+    batch b = {.j0 = j0, .pos = sizeof(pool__hdr)};
+    int rc = pack_tasks(p, &b, batch_target(p, w, j0));
+    if (rc == 0 && b.nitems > 0)
+        rc = send_tasks(p, w, &b);
+    for (size_t i = 0; i < b.nmemfds; i++)
+        close(b.memfds[i]);
+    mproc__buf_free(&b.args);
     return rc;
 }
 

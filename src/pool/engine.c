@@ -23,17 +23,12 @@ void pool__wake(mproc_pool *p)
     }
 }
 
-static int start_worker(mproc_pool *p, int i)
+/* A new process for slot i: its board slot and the parent's view of its
+ * ring start afresh (memfds a predecessor sent and we never read are
+ * closed). */
+static void reset_slot(mproc_pool *p, int i)
 {
     pool__wslot *w = &p->w[i];
-    int sv[2];
-    mproc_process *proc = NULL;
-    mproc_args *a = NULL;
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-        return -errno;
-    int sz = 4 * POOL__MSG_MAX;
-    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
-    setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
     pool__slot *s = &p->board[i];
     atomic_store(&s->state, SLOT_STARTING);
     atomic_store(&s->pid, 0);
@@ -48,39 +43,42 @@ static int start_worker(mproc_pool *p, int i)
     for (size_t k = 0; k < w->nool; k++)
         close(w->ool[k]);
     w->nool = 0;
-    w->cfg = (pool__wcfg){.chan = sv[1],
-                          .peer = sv[0],
-                          .board_fd = p->board_fd,
-                          .board = p->board,
-                          .board_len = p->board_len,
-                          .ring_off = p->ring_off,
-                          .slot = (uint32_t)i,
-                          .owner = p->owner,
-                          .init = p->opts.initializer,
-                          .initargs = p->initargs};
+}
+
+/* Creates the process of slot w (its configuration in w->cfg) and starts
+ * it, dropping the lock meanwhile. Returns 0 with *out set, or -errno
+ * (then *out is the process to free, or NULL). */
+static int spawn_worker(mproc_pool *p, pool__wslot *w, mproc_process **out)
+{
     int r = -ENOMEM;
-    a = mproc_args_new();
+    mproc_args *a = mproc_args_new();
     if (!a || mproc_args_add_object(a, &mproc__pool_wkind, &w->cfg) < 0)
-        goto out_close;
-    r = mproc_process_new(&proc, mproc__pool_worker_main, a);
+        goto out;
+    r = mproc_process_new(out, mproc__pool_worker_main, a);
     if (r < 0)
-        goto out_close;
+        goto out;
     char name[64];
     snprintf(name, sizeof name, "PoolWorker-%u", ++p->nstarted);
-    mproc_process_set_name(proc, name);
-    mproc_process_set_daemon(proc, 1);
-    mproc_process_set_start_method(proc, p->opts.method);
+    mproc_process_set_name(*out, name);
+    mproc_process_set_daemon(*out, 1);
+    mproc_process_set_start_method(*out, p->opts.method);
     w->state = W_STARTING;
     pool__unlock(p->core);
-    r = mproc_process_start(proc);
+    r = mproc_process_start(*out);
     pool__lock(p->core);
-    close(sv[1]);
-    sv[1] = -1;
-    if (r < 0)
-        goto out_close;
+out:
+    mproc_args_free(a);
+    return r;
+}
+
+/* Slot i's process started: watch its channel and pidfd, and count from
+ * the start. */
+static void go_live(mproc_pool *p, int i, mproc_process *proc, int chan)
+{
+    pool__wslot *w = &p->w[i];
     w->proc = proc;
     w->pid = mproc_process_pid(proc);
-    w->chan = sv[0];
+    w->chan = chan;
     w->sentinel = mproc_process_sentinel(proc);
     w->gen++;
     struct epoll_event ev = {.events = EPOLLIN,
@@ -103,16 +101,56 @@ static int start_worker(mproc_pool *p, int i)
     w->nbufs = w->buf_next = 0;
     w->state = W_LIVE;
     p->nlive++;
-    mproc_args_free(a);
     mproc_debug("pool: started worker %d", (int)w->pid);
+}
+
+/* Starts a worker in empty slot i (the lock is dropped meanwhile).
+ * Returns 0 or -errno. */
+static int start_worker(mproc_pool *p, int i)
+{
+    pool__wslot *w = &p->w[i];
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        return -errno;
+    int sz = 4 * POOL__MSG_MAX;
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+    setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+    reset_slot(p, i);
+    w->cfg = (pool__wcfg){.chan = sv[1],
+                          .peer = sv[0],
+                          .board_fd = p->board_fd,
+                          .board = p->board,
+                          .board_len = p->board_len,
+                          .ring_off = p->ring_off,
+                          .slot = (uint32_t)i,
+                          .owner = p->owner,
+                          .init = p->opts.initializer,
+                          .initargs = p->initargs};
+    mproc_process *proc = NULL;
+    int r = spawn_worker(p, w, &proc);
+    close(sv[1]); /* the worker's end: it has its own now */
+    if (r < 0) {
+        w->state = W_EMPTY;
+        mproc_process_free(proc);
+        close(sv[0]);
+        return r;
+    }
+    go_live(p, i, proc, sv[0]);
     return 0;
-out_close:
+}
+
+void pool__forget_worker(mproc_pool *p, pool__wslot *w)
+{
+    epoll_ctl(p->ep, EPOLL_CTL_DEL, w->chan, NULL);
+    if (w->sentinel >= 0)
+        epoll_ctl(p->ep, EPOLL_CTL_DEL, w->sentinel, NULL);
+    close(w->chan);
+    w->chan = -1;
+    mproc_process_free(w->proc);
+    w->proc = NULL;
+    w->sentinel = -1;
     w->state = W_EMPTY;
-    mproc_process_free(proc);
-    mproc_args_free(a);
-    mproc__close(sv[0]);
-    mproc__close(sv[1]);
-    return r;
+    p->nlive--;
 }
 
 /* Stops every worker and reaps it. Workers already on their way out (and,
@@ -150,16 +188,7 @@ void pool__kill_and_reap_all(mproc_pool *p, bool graceful)
                 mproc_process_kill(w->proc);
         }
         mproc_process_join(w->proc, -1);
-        epoll_ctl(p->ep, EPOLL_CTL_DEL, w->chan, NULL);
-        if (w->sentinel >= 0)
-            epoll_ctl(p->ep, EPOLL_CTL_DEL, w->sentinel, NULL);
-        close(w->chan);
-        w->chan = -1;
-        mproc_process_free(w->proc);
-        w->proc = NULL;
-        w->sentinel = -1;
-        w->state = W_EMPTY;
-        p->nlive--;
+        pool__forget_worker(p, w);
     }
 }
 
@@ -222,6 +251,30 @@ static void replace(mproc_pool *p)
     }
 }
 
+/* The shortest timeout among w's queued tasks (0: none has one): it
+ * bounds how long a not yet started one may run before we look again. */
+static double shortest_timeout(pool__wslot *w)
+{
+    double tmin = 0;
+    for (size_t k = 0; k < w->q.n; k++) {
+        double t = pool__dq_at(&w->q, k)->j->timeout;
+        if (t > 0 && (tmin == 0 || t < tmin))
+            tmin = t;
+    }
+    return tmin;
+}
+
+/* The job whose task has sequence number seq at w (NULL: none). */
+static pool__job *job_of(pool__wslot *w, uint64_t seq)
+{
+    for (size_t k = 0; k < w->q.n; k++) {
+        pool__seg *sg = pool__dq_at(&w->q, k);
+        if (seq >= sg->first_seq && seq < sg->first_seq + pool__seg_nseq(sg))
+            return sg->j;
+    }
+    return NULL;
+}
+
 /* Kills workers whose task is overdue; returns ns until the next check
  * (UINT64_MAX: none needed). */
 static uint64_t check_timeouts(mproc_pool *p)
@@ -237,14 +290,7 @@ static uint64_t check_timeouts(mproc_pool *p)
             atomic_load_explicit(&s->cur_start, memory_order_relaxed);
         uint64_t done =
             atomic_load_explicit(&s->done_seq, memory_order_acquire);
-        double tmin = 0;
-        /* The shortest timeout among its queued tasks bounds how long a
-         * not yet started one may run before we look again. */
-        for (size_t k = 0; k < w->q.n; k++) {
-            double t = pool__dq_at(&w->q, k)->j->timeout;
-            if (t > 0 && (tmin == 0 || t < tmin))
-                tmin = t;
-        }
+        double tmin = shortest_timeout(w);
         if (tmin == 0)
             continue;
         uint64_t tmin_ns = (uint64_t)(tmin * 1e9);
@@ -252,15 +298,7 @@ static uint64_t check_timeouts(mproc_pool *p)
             next = tmin_ns;
         if (cur <= done || cur < w->next_result)
             continue;
-        pool__job *j = NULL;
-        for (size_t k = 0; k < w->q.n; k++) {
-            pool__seg *sg = pool__dq_at(&w->q, k);
-            size_t nseq = sg->j->type == J_RANGE ? 1 : sg->count;
-            if (cur >= sg->first_seq && cur < sg->first_seq + nseq) {
-                j = sg->j;
-                break;
-            }
-        }
+        pool__job *j = job_of(w, cur);
         if (!j || j->timeout <= 0)
             continue;
         uint64_t deadline = start + (uint64_t)(j->timeout * 1e9);
@@ -351,10 +389,10 @@ static void close_inbox(mproc_pool *p)
     pool__drain_inbox(p, p->broken ? p->broken : MPROC_EPOOL);
 }
 
-void *pool__main(void *arg)
+/* Starts the first workers and tells mproc_pool_new how that went.
+ * Returns 0, or the error that ended the pool before it began. */
+static int start_all(mproc_pool *p)
 {
-    mproc_pool *p = arg;
-    pool__lock(p->core);
     for (int i = 0; i < p->nproc; i++) {
         int r = start_worker(p, i);
         if (r < 0) {
@@ -368,9 +406,86 @@ void *pool__main(void *arg)
         pool__kill_and_reap_all(p, true);
         __atomic_store_n(&p->state, P_TERM, __ATOMIC_RELEASE);
         close_inbox(p);
-        goto out;
     }
+    return p->start_err;
+}
+
+/* After close: once nothing is left to run and no worker lives, the last
+ * callbacks run and the thread ends (returns true). */
+static bool closed_and_done(mproc_pool *p)
+{
+    pool__flush_dirty(p);
+    pool__run_deferred(p);
+    if (p->nlive == 0 && !need_workers(p) && p->ndq == 0 &&
+        !atomic_load(&p->in_any)) {
+        close_inbox(p); /* fails what raced with close() */
+        pool__flush_dirty(p);
+        pool__run_deferred(p);
+        return true;
+    }
+    return false;
+}
+
+/* How long the pool's thread may sleep, in ms (-1: until woken): until
+ * the next task deadline, a progress bar's tick, a worker restart. */
+static int sleep_ms(mproc_pool *p)
+{
+    uint64_t next = check_timeouts(p);
+    for (pool__job *j = p->jobs; j; j = j->next)
+        if (j->bar && next > 100000000ull)
+            next = 100000000ull;
+    if (p->retry_at && need_workers(p)) {
+        uint64_t now = pool__now_ns();
+        uint64_t d = p->retry_at > now ? p->retry_at - now : 0;
+        if (d < next)
+            next = d;
+    }
+    /* Results are in the rings before the workers say so (they tell
+     * only at the end of a message): look every 2 ms while tasks are
+     * out, so a quick result is never held up by a slow neighbour. */
+    for (int i = 0; i < p->nproc; i++)
+        if (p->w[i].state == W_LIVE && p->w[i].q.n > 0 && next > 2000000ull)
+            next = 2000000ull;
+    return next == UINT64_MAX ? -1 : (int)((next + 999999) / 1000000);
+}
+
+/* Sleeps in epoll_wait (the lock dropped) for up to ms, then handles what
+ * woke it, looks into the rings of busy workers every 2 ms, and checks
+ * timeouts and progress bars. */
+static void sleep_and_handle(mproc_pool *p, int ms)
+{
     struct epoll_event ev[64];
+    /* Announce the sleep, then look at the inbox once more: a
+     * submitter either sees us sleeping (and writes the eventfd) or
+     * we see its job. */
+    atomic_store(&p->sleeping, true);
+    if (atomic_load(&p->in_any)) {
+        atomic_store(&p->sleeping, false);
+        return;
+    }
+    pool__unlock(p->core);
+    int n = epoll_wait(p->ep, ev, 64, ms);
+    pool__lock(p->core);
+    atomic_store(&p->sleeping, false);
+    if (n > 0)
+        handle_events(p, ev, n);
+    uint64_t t = pool__coarse_ns();
+    if (t - p->last_poll >= 2000000ull) {
+        p->last_poll = t;
+        for (int i = 0; i < p->nproc && !p->broken; i++)
+            if (p->w[i].state == W_LIVE && p->w[i].q.n > 0)
+                pool__drain(p, i, 16);
+    }
+    check_timeouts(p);
+    for (pool__job *j = p->jobs; j; j = j->next)
+        if (j->bar && !j->dirty)
+            pool__mark_dirty(p, j);
+}
+
+/* The loop of the pool's thread, until the pool is terminated or closed
+ * and done. */
+static void run(mproc_pool *p)
+{
     for (;;) {
         pool__drain_inbox(p, 0);
         if (p->state == P_TERM) {
@@ -379,21 +494,14 @@ void *pool__main(void *arg)
                 pool_terminate_now(p);
             pool__flush_dirty(p);
             pool__run_deferred(p);
-            break;
+            return;
         }
         replace(p);
         pool__dispatch(p);
         retire(p);
         if (p->state == P_CLOSE && p->nlive == 0 && !need_workers(p)) {
-            pool__flush_dirty(p);
-            pool__run_deferred(p);
-            if (p->nlive == 0 && !need_workers(p) && p->ndq == 0 &&
-                !atomic_load(&p->in_any)) {
-                close_inbox(p); /* fails what raced with close() */
-                pool__flush_dirty(p);
-                pool__run_deferred(p);
-                break;
-            }
+            if (closed_and_done(p))
+                return;
             continue;
         }
         pool__flush_dirty(p);
@@ -401,54 +509,21 @@ void *pool__main(void *arg)
             pool__run_deferred(p);
             continue;
         }
-        uint64_t next = check_timeouts(p);
-        for (pool__job *j = p->jobs; j; j = j->next)
-            if (j->bar && next > 100000000ull)
-                next = 100000000ull;
-        if (p->retry_at && need_workers(p)) {
-            uint64_t now = pool__now_ns();
-            uint64_t d = p->retry_at > now ? p->retry_at - now : 0;
-            if (d < next)
-                next = d;
-        }
-        /* Results are in the rings before the workers say so (they tell
-         * only at the end of a message): look every 2 ms while tasks are
-         * out, so a quick result is never held up by a slow neighbour. */
-        for (int i = 0; i < p->nproc; i++)
-            if (p->w[i].state == W_LIVE && p->w[i].q.n > 0 && next > 2000000ull)
-                next = 2000000ull;
-        int ms = next == UINT64_MAX ? -1 : (int)((next + 999999) / 1000000);
+        int ms = sleep_ms(p);
         /* replace() may have dropped the lock: a terminate or close that
          * came meanwhile found us awake and did not signal. */
         if (p->state == P_TERM || p->ndq > 0)
             continue;
-        /* Announce the sleep, then look at the inbox once more: a
-         * submitter either sees us sleeping (and writes the eventfd) or
-         * we see its job. */
-        atomic_store(&p->sleeping, true);
-        if (atomic_load(&p->in_any)) {
-            atomic_store(&p->sleeping, false);
-            continue;
-        }
-        pool__unlock(p->core);
-        int n = epoll_wait(p->ep, ev, 64, ms);
-        pool__lock(p->core);
-        atomic_store(&p->sleeping, false);
-        if (n > 0)
-            handle_events(p, ev, n);
-        uint64_t t = pool__coarse_ns();
-        if (t - p->last_poll >= 2000000ull) {
-            p->last_poll = t;
-            for (int i = 0; i < p->nproc && !p->broken; i++)
-                if (p->w[i].state == W_LIVE && p->w[i].q.n > 0)
-                    pool__drain(p, i, 16);
-        }
-        check_timeouts(p);
-        for (pool__job *j = p->jobs; j; j = j->next)
-            if (j->bar && !j->dirty)
-                pool__mark_dirty(p, j);
+        sleep_and_handle(p, ms);
     }
-out:
+}
+
+void *pool__main(void *arg)
+{
+    mproc_pool *p = arg;
+    pool__lock(p->core);
+    if (start_all(p) == 0)
+        run(p);
     p->thread_done = true;
     pthread_cond_broadcast(&p->core->cv);
     pool__unlock(p->core);

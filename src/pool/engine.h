@@ -25,9 +25,12 @@
  *
  * Where things are: pool.c (create, close, terminate, join, free),
  * engine.c (the pool's thread and the worker slots), dispatch.c (the
- * pending queue and packing messages), results.c (results, failures and
- * dead workers), job.c (the job model), progress.c (callbacks and the
- * progress bar), future.c (apply, futures, map), imap.c, records.c.
+ * pending queue, the function table, packing messages), results.c (taking
+ * results out of the rings and delivering them), failure.c (dead workers,
+ * a broken pool), job.c (the job model), progress.c (callbacks and the
+ * progress bar), future.c (apply, futures, map), imap.c, records.c (the
+ * records map and shared buffers). The worker's side is worker.c; what
+ * travels between the two is in pool_impl.h.
  */
 #ifndef MPROC_POOL_ENGINE_H
 #define MPROC_POOL_ENGINE_H
@@ -36,15 +39,16 @@
 
 #include <pthread.h>
 
-enum { J_APPLY = 1, J_MAP, J_IMAP, J_RANGE };        /* job types */
-enum { P_RUN = 0, P_CLOSE, P_TERM };                 /* pool states */
-enum { W_EMPTY = 0, W_STARTING, W_LIVE, W_EXITING }; /* worker slot states */
-enum {
-    EV_WAKE = 0,
-    EV_CHAN = 1,
-    EV_SENT = 2
-};                                   /* epoll: eventfd, channel, pidfd */
-enum { D_DONE = 1, D_PROGRESS = 2 }; /* deferred entries */
+/* Job types. */
+enum { J_APPLY = 1, J_MAP, J_IMAP, J_RANGE };
+/* Pool states: running, closed (finishing what it has), terminated. */
+enum { P_RUN = 0, P_CLOSE, P_TERM };
+/* Worker slot states. */
+enum { W_EMPTY = 0, W_STARTING, W_LIVE, W_EXITING };
+/* What an epoll event is about: the eventfd, a channel, a pidfd. */
+enum { EV_WAKE = 0, EV_CHAN = 1, EV_SENT = 2 };
+/* Deferred entries: a finished job's callback, a progress report. */
+enum { D_DONE = 1, D_PROGRESS = 2 };
 
 /* The lock and condition every job and the pool live under. */
 typedef struct pool__core {
@@ -288,6 +292,8 @@ struct mproc_pool {
     char broken_msg[256];
 };
 
+/* ---- the lock, the deque, segments -------------------------------------- */
+
 static inline void pool__lock(pool__core *c)
 {
     pthread_mutex_lock(&c->mu);
@@ -298,6 +304,7 @@ static inline void pool__unlock(pool__core *c)
     pthread_mutex_unlock(&c->mu);
 }
 
+/* Wakes everyone waiting on the core (when anyone is). */
 static inline void pool__broadcast(pool__core *c)
 {
     if (c->waiters > 0)
@@ -317,6 +324,7 @@ static inline bool pool__wait_until(pool__core *c, const mproc__deadline *d)
     return r != ETIMEDOUT;
 }
 
+/* Segment i from the front. */
 static inline pool__seg *pool__dq_at(pool__deque *d, size_t i)
 {
     return &d->v[(d->head + i) % d->cap];
@@ -328,6 +336,27 @@ static inline void pool__dq_pop_front(pool__deque *d)
     d->n--;
 }
 
+/* Sequence numbers a segment takes at its worker: one for a records
+ * chunk, one per task otherwise. */
+static inline size_t pool__seg_nseq(const pool__seg *s)
+{
+    return s->j->type == J_RANGE ? 1 : s->count;
+}
+
+/* What sequence number first_seq + o of s stands for: task *idx, and the
+ * returned count of them (a records chunk's records, else 1). */
+static inline size_t pool__seg_task(const pool__seg *s, uint64_t o, size_t *idx)
+{
+    if (s->j->type == J_RANGE) {
+        *idx = s->start;
+        return s->count;
+    }
+    *idx = s->start + (size_t)o;
+    return 1;
+}
+
+/* An epoll event's data: what it is about, the worker slot, and the
+ * slot's generation (events of a process already replaced are stale). */
 static inline uint64_t pool__ev_data(int kind, int i, uint32_t gen)
 {
     return ((uint64_t)gen << 32) | ((uint64_t)kind << 24) | (uint64_t)i;
@@ -340,87 +369,126 @@ pid_t pool__my_pid(void);
 /* Drops a reference; call with c->mu held; unlocks it. */
 void pool__core_unref_unlock(pool__core *c);
 
+/* ---- engine.c ----------------------------------------------------------- */
+
+/* The pool's thread. */
+void *pool__main(void *arg);
+/* Wakes the pool's thread if it sleeps. */
+void pool__wake(mproc_pool *p);
+/* Takes the jobs apply_async queued (core->mu held). With code non-zero,
+ * or when the pool cannot run them, they fail. */
+void pool__drain_inbox(mproc_pool *p, int code);
+/* Takes a reaped worker's slot out of the epoll set and empties it. */
+void pool__forget_worker(mproc_pool *p, pool__wslot *w);
+/* Stops every worker and reaps it (graceful: asking first). */
+void pool__kill_and_reap_all(mproc_pool *p, bool graceful);
+
+/* ---- dispatch.c --------------------------------------------------------- */
+
+/* Both return false when out of memory. */
+bool pool__dq_push_back(pool__deque *d, pool__seg s);
+bool pool__dq_push_front(pool__deque *d, pool__seg s);
+/* A function's id in the pool's table (guarded by in_mu; no core lock
+ * needed). Returns 0 or -errno. */
+int pool__fn_id(mproc_pool *p, const void *addr, int kind, uint32_t *id);
+/* Sends pending tasks to every worker with room. */
+void pool__dispatch(mproc_pool *p);
+
+/* ---- results.c ---------------------------------------------------------- */
+
+/* A failure record (one reference); fmt "" means the code's text. */
+pool__errrec *pool__errrec_new(int code, pid_t worker, int exitcode,
+                               size_t index, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+/* Task idx (count records for a range, else count tasks) failed with e
+ * (one reference consumed; e may be NULL when out of memory). inflight:
+ * the tasks were counted as in flight. */
+void pool__deliver_fail(mproc_pool *p, pool__job *j, size_t idx, size_t count,
+                        pool__errrec *e, int code, bool inflight);
+/* Fails every task of a pending segment. */
+void pool__fail_seg(mproc_pool *p, const pool__seg *s, int code,
+                    const char *msg);
+/* Reads up to max messages worker i sent, then every result in its ring
+ * (results outlive its death: they are in the ring). */
+void pool__drain(mproc_pool *p, int i, int max);
+
+/* ---- failure.c ---------------------------------------------------------- */
+
+/* A worker is gone: reap it, fail what it was running, hand back what it
+ * never started. */
+void pool__worker_gone(mproc_pool *p, int i);
+/* Fails every pending task and every task in flight with code. */
+void pool__fail_all(mproc_pool *p, int code, const char *msg);
+/* Every task fails with code from now on: stops the workers, fails what
+ * is queued and in flight, and terminates the pool. */
+void pool__break_pool(mproc_pool *p, int code, const char *msg);
+
 /* ---- job.c -------------------------------------------------------------- */
 
 void pool__msgbuf_unref(pool__msgbuf *b);
 void pool__errrec_unref(pool__errrec *e);
+/* Drops what a result slot holds; it is pending again. */
 void pool__slot_release(pool__rslot *s);
+/* The bytes of a successful result ("" when it has none). */
+void pool__slot_bytes(const pool__rslot *s, const void **data, size_t *len);
 /* Needs no lock: the job is private until queued. */
 pool__job *pool__job_new(mproc_pool *p, int type, int fkind);
+/* A new job of the given type calling fn, when the pool takes calls.
+ * Needs no lock. Returns 0 or -errno. */
+int pool__job_start(mproc_pool *p, int type, const void *fn, int kind,
+                    pool__job **out);
 /* Drops a reference with the core locked (core stays locked). */
 void pool__job_unref_locked(pool__job *j);
 /* Drops a reference from outside (takes and releases the lock). */
 void pool__job_unref(pool__job *j);
 /* Frees a job that never left its submitter. */
 void pool__job_discard(pool__job *j);
-void pool__apply_opts(mproc_pool *p, pool__job *j, const mproc_call_opts *o);
+/* Takes a call's options (timeout, callbacks, progress). */
+void pool__apply_opts(pool__job *j, const mproc_call_opts *o);
 /* Allocates result slots, all pending (one task's is in the job). */
 bool pool__alloc_slots(pool__job *j, size_t n);
+/* Links j into the pool's live jobs (its reference already counted). */
 void pool__live_link(mproc_pool *p, pool__job *j);
 /* Links j into the live list, taking the pool's reference. */
 void pool__live_add(mproc_pool *p, pool__job *j);
 /* All results are in (or the job was cancelled and nothing is in flight):
  * leave the live list; callbacks run on the pool's thread, then ready. */
 void pool__check_finished(mproc_pool *p, pool__job *j);
-/* Whether new calls are taken; needs no lock. */
+/* Whether new calls are taken (0, or why not); needs no lock. */
 int pool__accepts(mproc_pool *p);
+/* The default chunk of n tasks: four per worker. */
 size_t pool__auto_chunk(mproc_pool *p, size_t n);
 /* Queues all n tasks of a non-imap job. Lock held. */
 int pool__submit(mproc_pool *p, pool__job *j);
-void pool__copy_error(pool__job *j, mproc_task_error *err);
+/* e is a failure with no record of its own: code, the task index, and
+ * the code's text after prefix. */
+void pool__error_text(mproc_task_error *e, int code, size_t index,
+                      const char *prefix);
+/* *err (when not NULL) is the job's first failure. */
+void pool__copy_error(const pool__job *j, mproc_task_error *err);
 
 /* ---- progress.c --------------------------------------------------------- */
 
 /* The job whose callback runs on this thread: it reads as ready. */
 extern _Thread_local pool__job *pool__cb_job;
+/* Queues a callback to run outside the lock (false: out of memory). */
 bool pool__push_deferred(mproc_pool *p, pool__job *j, int what, size_t done,
                          size_t total);
+/* j made progress: report it (bar, progress callback) before sleeping. */
 void pool__mark_dirty(mproc_pool *p, pool__job *j);
+/* Draws the bars of jobs that made progress, queues their callbacks. */
 void pool__flush_dirty(mproc_pool *p);
 /* Runs callbacks outside the lock. */
 void pool__run_deferred(mproc_pool *p);
 
-/* ---- dispatch.c --------------------------------------------------------- */
+/* ---- imap.c ------------------------------------------------------------- */
 
-bool pool__dq_push_back(pool__deque *d, pool__seg s);
-bool pool__dq_push_front(pool__deque *d, pool__seg s);
-/* A function's id (the table is guarded by in_mu). */
-int pool__fn_id(mproc_pool *p, const void *addr, int kind, uint32_t *id);
-void pool__dispatch(mproc_pool *p);
-
-/* ---- results.c ---------------------------------------------------------- */
-
-pool__errrec *pool__errrec_new(int code, pid_t worker, int exitcode,
-                               size_t index, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-/* Task idx (count records for a range, else count tasks) failed with e
- * (one reference consumed; e may be NULL when out of memory). */
-void pool__deliver_fail(mproc_pool *p, pool__job *j, size_t idx, size_t count,
-                        pool__errrec *e, int code, bool inflight);
-/* Fails every task of a pending segment. */
-void pool__fail_seg(mproc_pool *p, const pool__seg *s, int code,
-                    const char *msg);
-/* Reads whatever the worker has sent and produced (results outlive its
- * death: they are in the ring). */
-void pool__drain(mproc_pool *p, int i, int max);
-/* A worker is gone: reap it, fail what it was running, hand back what it
- * never started. */
-void pool__worker_gone(mproc_pool *p, int i);
-/* Fails every pending task and every task in flight with code. */
-void pool__fail_all(mproc_pool *p, int code, const char *msg);
-void pool__break_pool(mproc_pool *p, int code, const char *msg);
-
-/* ---- engine.c ----------------------------------------------------------- */
-
-void pool__wake(mproc_pool *p);
-void pool__kill_and_reap_all(mproc_pool *p, bool graceful);
-/* Takes the jobs apply_async queued (core->mu held). */
-void pool__drain_inbox(mproc_pool *p, int code);
-/* The pool's thread. */
-void *pool__main(void *arg);
+/* The input of imap job j ended (err < 0: with that error). */
+void pool__end_stream(mproc_pool *p, pool__job *j, int err);
 
 /* ---- records.c ---------------------------------------------------------- */
 
+/* The memfd of shared buffer id (-1: none). */
 int pool__shm_fd(mproc_pool *p, uint64_t id);
 
 #endif

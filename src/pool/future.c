@@ -15,44 +15,32 @@ static bool is_ready(const pool__job *j)
     return j->ready || j == pool__cb_job;
 }
 
-static int apply_common(mproc_pool *p, const void *fn, int kind, const void *in,
-                        size_t len, const mproc_args *args,
-                        const mproc_call_opts *opts, mproc_future **out)
+/* The job's own copy of its task's input. */
+static bool own_input(pool__job *j, const void *in, size_t len,
+                      const mproc_args *args)
 {
-    if (out)
-        *out = NULL;
-    if (!p || !fn || (!in && len))
-        return -EINVAL;
-    int r = pool__accepts(p);
-    uint32_t fnid = 0;
-    if (r == 0)
-        r = pool__fn_id(p, fn, kind, &fnid);
-    if (r < 0)
-        return r;
-    pool__job *j = pool__job_new(p, J_APPLY, kind);
-    if (!j)
-        return -ENOMEM;
-    j->n = 1;
-    j->fnid = fnid;
-    pool__alloc_slots(j, 1); /* the job's own slot: cannot fail */
-    if (kind == FK_ARGS) {
+    if (j->fkind == FK_ARGS) {
         j->apply.args = mproc__args_copy(args);
-        if (!j->apply.args)
-            goto out_nomem;
-    } else if (len) {
+        return j->apply.args != NULL;
+    }
+    if (len) {
         j->apply.own =
             len <= sizeof j->apply.small ? j->apply.small : malloc(len);
         if (!j->apply.own)
-            goto out_nomem;
+            return false;
         memcpy(j->apply.own, in, len);
         j->apply.ownlen = len;
     }
-    pool__apply_opts(p, j, opts);
-    j->refs = out ? 2 : 1; /* the caller's, and the pool's until done */
+    return true;
+}
+
+/* Queues j in the pool's inbox (under in_mu alone: never waiting for the
+ * pool's thread). Returns 0, or MPROC_EPOOL once the pool is closing. */
+static int inbox_push(mproc_pool *p, pool__job *j)
+{
     pthread_mutex_lock(&p->in_mu);
     if (p->in_closed) {
         pthread_mutex_unlock(&p->in_mu);
-        pool__job_discard(j);
         return MPROC_EPOOL;
     }
     j->inext = NULL;
@@ -63,13 +51,38 @@ static int apply_common(mproc_pool *p, const void *fn, int kind, const void *in,
     p->in_tail = j;
     atomic_store(&p->in_any, true);
     pthread_mutex_unlock(&p->in_mu);
+    return 0;
+}
+
+static int apply_common(mproc_pool *p, const void *fn, int kind, const void *in,
+                        size_t len, const mproc_args *args,
+                        const mproc_call_opts *opts, mproc_future **out)
+{
+    if (out)
+        *out = NULL;
+    if (!p || !fn || (!in && len))
+        return -EINVAL;
+    pool__job *j;
+    int r = pool__job_start(p, J_APPLY, fn, kind, &j);
+    if (r < 0)
+        return r;
+    j->n = 1;
+    pool__alloc_slots(j, 1); /* the job's own slot: cannot fail */
+    if (!own_input(j, in, len, args)) {
+        pool__job_discard(j);
+        return -ENOMEM;
+    }
+    pool__apply_opts(j, opts);
+    j->refs = out ? 2 : 1; /* the caller's, and the pool's until done */
+    r = inbox_push(p, j);
+    if (r < 0) {
+        pool__job_discard(j);
+        return r;
+    }
     pool__wake(p);
     if (out)
         *out = j;
     return 0;
-out_nomem:
-    pool__job_discard(j);
-    return -ENOMEM;
 }
 
 int mproc_pool_apply_async(mproc_pool *p, mproc_task_fn fn, const void *in,
@@ -101,9 +114,7 @@ int mproc_pool_apply(mproc_pool *p, mproc_task_fn fn, const void *in,
     int r = mproc_pool_apply_async(p, fn, in, len, NULL, &f);
     if (r < 0) {
         if (err) {
-            err->code = r;
-            snprintf(err->message, sizeof err->message, "%s",
-                     mproc_strerror(r));
+            pool__error_text(err, r, 0, "");
             if (p) {
                 pool__lock(p->core);
                 if (p->broken && r == p->broken)
@@ -162,14 +173,8 @@ int mproc_future_get(mproc_future *f, double timeout, const void **data,
         return r;
     /* Ready futures do not change any more. */
     r = f->status;
-    if (r == 0 && f->type == J_APPLY) {
-        pool__rslot *s = &f->slots[0];
-        pool__msgbuf *b = s->ptr;
-        if (data)
-            *data = b ? (const void *)(b->p + s->off) : (const void *)"";
-        if (len)
-            *len = s->len;
-    }
+    if (r == 0 && f->type == J_APPLY)
+        pool__slot_bytes(&f->slots[0], data, len);
     return r;
 }
 
@@ -229,25 +234,19 @@ static int map_common(mproc_pool *p, const void *fn, int kind,
     if (!p || !fn || (n && !items && !argv))
         return -EINVAL;
     pool__lock(p->core);
-    int r = pool__accepts(p);
+    pool__job *j;
+    int r = pool__job_start(p, J_MAP, fn, kind, &j);
     if (r < 0)
-        goto out_unlock;
-    r = -ENOMEM;
-    pool__job *j = pool__job_new(p, J_MAP, kind);
-    if (!j)
         goto out_unlock;
     j->n = n;
     j->map.items = items;
     j->map.argv = argv;
-    r = pool__fn_id(p, fn, kind, &j->fnid);
-    if (r < 0)
-        goto out_job;
     r = -ENOMEM;
     if (!pool__alloc_slots(j, n))
         goto out_job;
     j->chunk =
         opts && opts->chunksize ? opts->chunksize : pool__auto_chunk(p, n);
-    pool__apply_opts(p, j, opts);
+    pool__apply_opts(j, opts);
     r = pool__submit(p, j);
     if (r < 0)
         goto out_job;
@@ -328,11 +327,7 @@ int mproc_results_get(const mproc_results *r, size_t i, const void **data,
     const pool__rslot *s = &r->j->slots[i];
     if (s->status != 0)
         return s->status == RSLOT_PENDING ? MPROC_EPOOL : s->status;
-    const pool__msgbuf *b = s->ptr;
-    if (data)
-        *data = b ? (const void *)(b->p + s->off) : (const void *)"";
-    if (len)
-        *len = s->len;
+    pool__slot_bytes(s, data, len);
     return 0;
 }
 

@@ -37,6 +37,15 @@ void pool__slot_release(pool__rslot *s)
     s->status = RSLOT_PENDING;
 }
 
+void pool__slot_bytes(const pool__rslot *s, const void **data, size_t *len)
+{
+    const pool__msgbuf *b = s->ptr;
+    if (data)
+        *data = b ? (const void *)(b->p + s->off) : (const void *)"";
+    if (len)
+        *len = s->len;
+}
+
 static void job_free(pool__job *j)
 {
     for (size_t i = 0; i < j->nslots; i++)
@@ -110,7 +119,27 @@ void pool__job_discard(pool__job *j)
     atomic_fetch_sub(&c->refs, 1); /* the pool holds one: never the last */
 }
 
-void pool__apply_opts(mproc_pool *p, pool__job *j, const mproc_call_opts *o)
+/* A new job of the given type calling fn, when the pool takes calls.
+ * Needs no lock. Returns 0 or -errno. */
+int pool__job_start(mproc_pool *p, int type, const void *fn, int kind,
+                    pool__job **out)
+{
+    int r = pool__accepts(p);
+    if (r < 0)
+        return r;
+    pool__job *j = pool__job_new(p, type, kind);
+    if (!j)
+        return -ENOMEM;
+    r = pool__fn_id(p, fn, kind, &j->fnid);
+    if (r < 0) {
+        pool__job_discard(j);
+        return r;
+    }
+    *out = j;
+    return 0;
+}
+
+void pool__apply_opts(pool__job *j, const mproc_call_opts *o)
 {
     if (!o)
         return;
@@ -124,18 +153,17 @@ void pool__apply_opts(mproc_pool *p, pool__job *j, const mproc_call_opts *o)
     j->progress = o->progress;
     j->parg = o->progress_arg;
     j->bar = o->progress_bar == 2 || (o->progress_bar == 1 && isatty(2));
-    (void)p;
 }
 
 /* Allocates result slots, all pending (one task's is in the job). */
 bool pool__alloc_slots(pool__job *j, size_t n)
 {
-    j->nslots = n;
     if (n == 0)
         return true;
     j->slots = n == 1 ? &j->slot1 : malloc(n * sizeof *j->slots);
     if (!j->slots)
         return false;
+    j->nslots = n;
     for (size_t i = 0; i < n; i++) {
         j->slots[i].ptr = NULL;
         j->slots[i].status = RSLOT_PENDING;
@@ -241,17 +269,22 @@ int pool__submit(mproc_pool *p, pool__job *j)
     return 0;
 }
 
-void pool__copy_error(pool__job *j, mproc_task_error *err)
+void pool__error_text(mproc_task_error *e, int code, size_t index,
+                      const char *prefix)
+{
+    memset(e, 0, sizeof *e);
+    e->code = code;
+    e->index = index;
+    snprintf(e->message, sizeof e->message, "%s%s", prefix,
+             mproc_strerror(code));
+}
+
+void pool__copy_error(const pool__job *j, mproc_task_error *err)
 {
     if (!err)
         return;
     if (j->first_err)
         *err = j->first_err->e;
-    else {
-        memset(err, 0, sizeof *err);
-        err->code = j->status;
-        err->index = j->first_fail;
-        snprintf(err->message, sizeof err->message, "%s",
-                 mproc_strerror(j->status));
-    }
+    else
+        pool__error_text(err, j->status, j->first_fail, "");
 }

@@ -107,81 +107,86 @@ static void free_resources(mproc_pool *p)
     pthread_mutex_destroy(&p->in_mu);
 }
 
-int mproc_pool_new(mproc_pool **out, const mproc_pool_opts *opts)
+/* The options as the pool keeps them (processes 0: one per CPU). */
+static int check_opts(const mproc_pool_opts *opts, mproc_pool_opts *o)
 {
-    if (!out)
-        return -EINVAL;
-    *out = NULL;
-    mproc_pool_opts o = {0};
+    *o = (mproc_pool_opts){0};
     if (opts)
-        o = *opts;
-    if (o.processes < 0 || o.processes > 0xffff)
+        *o = *opts;
+    if (o->processes < 0 || o->processes > 0xffff)
         return -EINVAL;
-    if (o.method != MPROC_START_DEFAULT && !mproc_start_method_name(o.method))
+    if (o->method != MPROC_START_DEFAULT && !mproc_start_method_name(o->method))
         return -EINVAL;
-    if (o.processes == 0)
-        o.processes = mproc_process_cpu_count();
+    if (o->processes == 0)
+        o->processes = mproc_process_cpu_count();
     if (mproc_process_daemon(mproc_current_process()))
         return MPROC_EDAEMON;
-    mproc_pool *p = calloc(1, sizeof *p);
-    if (!p)
-        return -ENOMEM;
-    int r = -ENOMEM;
-    p->board_fd = p->ep = p->evfd = -1;
-    p->owner = pool__my_pid();
-    p->nproc = o.processes;
-    p->opts = o;
-    p->opts.initargs = NULL;
-    pthread_mutex_init(&p->in_mu, NULL);
+    return 0;
+}
+
+/* The core, the worker slots, the message buffers, a copy of initargs. */
+static int alloc_parts(mproc_pool *p, const mproc_args *initargs)
+{
     p->core = core_new();
     p->w = calloc((size_t)p->nproc, sizeof *p->w);
     p->sbuf = malloc(POOL__MSG_MAX);
     p->rbuf = malloc(POOL__MSG_MAX);
-    if (o.initargs)
-        p->initargs = mproc__args_copy(o.initargs);
-    if (!p->core || !p->w || !p->sbuf || !p->rbuf ||
-        (o.initargs && !p->initargs))
-        goto out_free;
+    if (initargs)
+        p->initargs = mproc__args_copy(initargs);
+    if (!p->core || !p->w || !p->sbuf || !p->rbuf || (initargs && !p->initargs))
+        return -ENOMEM;
     for (int i = 0; i < p->nproc; i++)
         p->w[i].chan = p->w[i].sentinel = -1;
+    return 0;
+}
+
+/* The board: a slot per worker, then (page-aligned) a ring per worker. */
+static int make_board(mproc_pool *p)
+{
     long pg = sysconf(_SC_PAGESIZE);
     p->ring_off = ((size_t)p->nproc * sizeof(pool__slot) + (size_t)pg - 1) &
                   ~((size_t)pg - 1);
     p->board_len = p->ring_off + (size_t)p->nproc * POOL__RING;
     p->board_fd = memfd_create("mproc-pool-board", MFD_CLOEXEC);
-    if (p->board_fd < 0 || ftruncate(p->board_fd, (off_t)p->board_len) < 0) {
-        r = -errno;
-        goto out_free;
-    }
+    if (p->board_fd < 0 || ftruncate(p->board_fd, (off_t)p->board_len) < 0)
+        return -errno;
     void *m = mmap(NULL, p->board_len, PROT_READ | PROT_WRITE, MAP_SHARED,
                    p->board_fd, 0);
-    if (m == MAP_FAILED) {
-        r = -errno;
-        goto out_free;
-    }
+    if (m == MAP_FAILED)
+        return -errno;
     p->board = m;
+    return 0;
+}
+
+/* The epoll set the pool's thread sleeps in, with the eventfd that wakes
+ * it (workers' channels and pidfds join as they start). */
+static int make_events(mproc_pool *p)
+{
     p->ep = epoll_create1(EPOLL_CLOEXEC);
     p->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (p->ep < 0 || p->evfd < 0) {
-        r = -errno;
-        goto out_free;
-    }
+    if (p->ep < 0 || p->evfd < 0)
+        return -errno;
     struct epoll_event ev = {.events = EPOLLIN,
                              .data.u64 = pool__ev_data(EV_WAKE, 0, 0)};
-    if (epoll_ctl(p->ep, EPOLL_CTL_ADD, p->evfd, &ev) < 0) {
-        r = -errno;
-        goto out_free;
-    }
+    if (epoll_ctl(p->ep, EPOLL_CTL_ADD, p->evfd, &ev) < 0)
+        return -errno;
+    return 0;
+}
+
+/* Starts the pool's thread and waits until it started the workers.
+ * Returns 0, or -errno with the thread gone. */
+static int start_thread(mproc_pool *p)
+{
     /* The pool's thread takes no signals: they belong to the program. */
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     pool__lock(p->core);
-    r = -pthread_create(&p->thread, NULL, pool__main, p);
+    int r = -pthread_create(&p->thread, NULL, pool__main, p);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (r < 0) {
         pool__unlock(p->core);
-        goto out_free;
+        return r;
     }
     p->thread_started = true;
     mproc__deadline forever = mproc__deadline_from(-1);
@@ -189,21 +194,48 @@ int mproc_pool_new(mproc_pool **out, const mproc_pool_opts *opts)
         pool__wait_until(p->core, &forever);
     r = p->start_err;
     pool__unlock(p->core);
-    if (r < 0) {
+    if (r < 0)
         pthread_join(p->thread, NULL);
-        goto out_free;
+    return r;
+}
+
+int mproc_pool_new(mproc_pool **out, const mproc_pool_opts *opts)
+{
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    mproc_pool_opts o;
+    int r = check_opts(opts, &o);
+    if (r < 0)
+        return r;
+    mproc_pool *p = calloc(1, sizeof *p);
+    if (!p)
+        return -ENOMEM;
+    p->board_fd = p->ep = p->evfd = -1;
+    p->owner = pool__my_pid();
+    p->nproc = o.processes;
+    p->opts = o;
+    p->opts.initargs = NULL;
+    pthread_mutex_init(&p->in_mu, NULL);
+    r = alloc_parts(p, o.initargs);
+    if (r == 0)
+        r = make_board(p);
+    if (r == 0)
+        r = make_events(p);
+    if (r == 0)
+        r = start_thread(p);
+    if (r < 0) {
+        free_resources(p);
+        if (p->core) {
+            pool__lock(p->core);
+            pool__core_unref_unlock(p->core);
+        }
+        free(p);
+        return r;
     }
     mproc_debug("pool: created with %d workers", p->nproc);
     *out = p;
     return 0;
-out_free:
-    free_resources(p);
-    if (p->core) {
-        pool__lock(p->core);
-        pool__core_unref_unlock(p->core);
-    }
-    free(p);
-    return r;
 }
 
 int mproc_pool_close(mproc_pool *p)

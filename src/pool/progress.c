@@ -16,14 +16,8 @@ _Thread_local pool__job *pool__cb_job;
 bool pool__push_deferred(mproc_pool *p, pool__job *j, int what, size_t done,
                          size_t total)
 {
-    if (p->ndq == p->capdq) {
-        size_t cap = p->capdq ? p->capdq * 2 : 32;
-        pool__deferred *v = realloc(p->dq, cap * sizeof *v);
-        if (!v)
-            return false;
-        p->dq = v;
-        p->capdq = cap;
-    }
+    if (MPROC__GROW(p->dq, p->capdq, p->ndq + 1) < 0)
+        return false;
     p->dq[p->ndq++] = (pool__deferred){j, what, done, total};
     return true;
 }

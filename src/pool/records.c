@@ -57,14 +57,8 @@ void *mproc_pool_shm_alloc(mproc_pool *p, size_t size)
         return NULL;
     pool__lock(p->core);
     void *r = NULL;
-    if (p->nshm == p->capshm) {
-        size_t cap = p->capshm ? p->capshm * 2 : 8;
-        pool__shmbuf *v = realloc(p->shm, cap * sizeof *v);
-        if (!v)
-            goto out;
-        p->shm = v;
-        p->capshm = cap;
-    }
+    if (MPROC__GROW(p->shm, p->capshm, p->nshm + 1) < 0)
+        goto out;
     pool__shmbuf s = {0};
     if (shm_create(p, size, &s) < 0)
         goto out;
@@ -120,6 +114,46 @@ int pool__shm_fd(mproc_pool *p, uint64_t id)
     return -1;
 }
 
+/* The scratch buffers are one call's at a time: waits until they are
+ * free, takes them, and makes them hold in_len and out_len bytes (0: that
+ * one is not needed). Returns 0, or -errno with them free again. */
+static int take_scratch(mproc_pool *p, size_t in_len, size_t out_len)
+{
+    mproc__deadline forever = mproc__deadline_from(-1);
+    while (p->scratch_busy)
+        pool__wait_until(p->core, &forever);
+    p->scratch_busy = true;
+    int r = 0;
+    if ((in_len && (r = scratch_get(p, 0, in_len)) < 0) ||
+        (out_len && (r = scratch_get(p, 1, out_len)) < 0)) {
+        p->scratch_busy = false;
+        pool__broadcast(p->core);
+    }
+    return r;
+}
+
+static void give_scratch(mproc_pool *p)
+{
+    p->scratch_busy = false;
+    pool__broadcast(p->core);
+}
+
+/* Names j's arrays for the workers: the shared buffer each lies in (si,
+ * so), or else the scratch buffer its bytes go through. */
+static void place_arrays(mproc_pool *p, pool__job *j, const void *in,
+                         const pool__shmbuf *si, void *out,
+                         const pool__shmbuf *so)
+{
+    if (j->range.in_size) {
+        const pool__shmbuf *b = si ? si : &p->scratch[0];
+        j->range.in_id = b->id;
+        j->range.in_off = si ? (size_t)((const unsigned char *)in - si->p) : 0;
+    }
+    const pool__shmbuf *ob = so ? so : &p->scratch[1];
+    j->range.out_id = ob->id;
+    j->range.out_off = so ? (size_t)((unsigned char *)out - so->p) : 0;
+}
+
 int mproc_pool_map_records(mproc_pool *p, mproc_records_fn fn, const void *in,
                            size_t in_size, void *out, size_t out_size, size_t n,
                            const mproc_call_opts *opts, mproc_task_error *err)
@@ -132,53 +166,30 @@ int mproc_pool_map_records(mproc_pool *p, mproc_records_fn fn, const void *in,
         return -EINVAL;
     size_t in_len = n * in_size, out_len = n * out_size;
     pool__lock(p->core);
-    int r = pool__accepts(p);
+    pool__job *j = NULL;
+    int r = n == 0
+                ? pool__accepts(p)
+                : pool__job_start(p, J_RANGE, (const void *)fn, FK_RECORDS, &j);
     if (r < 0 || n == 0) {
-        pool__unlock(p->core);
-        return r;
-    }
-    uint32_t fnid;
-    r = pool__fn_id(p, (const void *)fn, FK_RECORDS, &fnid);
-    if (r < 0) {
         pool__unlock(p->core);
         return r;
     }
     pool__shmbuf *si = in_size ? shm_find(p, in, in_len) : NULL;
     pool__shmbuf *so = shm_find(p, out, out_len);
     bool use_scratch = (in_size && !si) || !so;
-    if (use_scratch) {
-        mproc__deadline forever = mproc__deadline_from(-1);
-        while (p->scratch_busy)
-            pool__wait_until(p->core, &forever);
-        p->scratch_busy = true;
-        if ((in_size && !si && (r = scratch_get(p, 0, in_len)) < 0) ||
-            (!so && (r = scratch_get(p, 1, out_len)) < 0)) {
-            p->scratch_busy = false;
-            pool__broadcast(p->core);
-            pool__unlock(p->core);
-            return r;
-        }
+    if (use_scratch && (r = take_scratch(p, in_size && !si ? in_len : 0,
+                                         so ? 0 : out_len)) < 0) {
+        pool__job_unref_locked(j);
+        pool__unlock(p->core);
+        return r;
     }
-    pool__job *j = pool__job_new(p, J_RANGE, FK_RECORDS);
-    if (!j) {
-        r = -ENOMEM;
-        goto out_scratch;
-    }
-    j->fnid = fnid;
     j->n = n;
     j->range.in_size = in_size;
     j->range.out_size = out_size;
-    if (in_size) {
-        pool__shmbuf *b = si ? si : &p->scratch[0];
-        j->range.in_id = b->id;
-        j->range.in_off = si ? (size_t)((const unsigned char *)in - si->p) : 0;
-    }
-    pool__shmbuf *ob = so ? so : &p->scratch[1];
-    j->range.out_id = ob->id;
-    j->range.out_off = so ? (size_t)((unsigned char *)out - so->p) : 0;
+    place_arrays(p, j, in, si, out, so);
     j->chunk =
         opts && opts->chunksize ? opts->chunksize : pool__auto_chunk(p, n);
-    pool__apply_opts(p, j, opts);
+    pool__apply_opts(j, opts);
     unsigned char *scr_in = p->scratch[0].p, *scr_out = p->scratch[1].p;
     if (in_size && !si) {
         pool__unlock(p->core);
@@ -201,11 +212,8 @@ int mproc_pool_map_records(mproc_pool *p, mproc_records_fn fn, const void *in,
         pool__lock(p->core);
     }
     pool__job_unref_locked(j);
-out_scratch:
-    if (use_scratch) {
-        p->scratch_busy = false;
-        pool__broadcast(p->core);
-    }
+    if (use_scratch)
+        give_scratch(p);
     pool__unlock(p->core);
     return r;
 }
