@@ -9,7 +9,6 @@
  */
 #include "pool/engine.h"
 
-#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 

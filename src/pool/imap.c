@@ -6,7 +6,6 @@
  */
 #include "pool/engine.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 

@@ -218,14 +218,16 @@ void pool__check_finished(mproc_pool *p, pool__job *j)
     j->finished = true;
     live_remove(p, j);
     j->pool = NULL;
+    /* The final report first: it holds a reference of its own, and the
+     * pool's may be dropped just below. */
+    if (j->bar || j->progress)
+        pool__mark_dirty(p, j);
     if (!pool__push_deferred(p, j, D_DONE, j->done, j->n)) {
         /* Out of memory: no callbacks; still make it ready. */
         j->ready = true;
         pool__broadcast(j->core);
         pool__job_unref_locked(j);
     }
-    if (j->bar || j->progress)
-        pool__mark_dirty(p, j);
 }
 
 /* Whether new calls are taken; needs no lock (state and broken are

@@ -26,6 +26,7 @@ void pool__mark_dirty(mproc_pool *p, pool__job *j)
 {
     if (j->dirty || (!j->progress && !j->bar))
         return;
+    /* NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers */
     if (MPROC__GROW(p->dirty, p->capdirty, p->ndirty + 1) < 0)
         return;
     j->dirty = true;
