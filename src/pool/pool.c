@@ -147,9 +147,9 @@ static int make_board(mproc_pool *p)
     p->ring_off = ((size_t)p->nproc * sizeof(pool__slot) + (size_t)pg - 1) &
                   ~((size_t)pg - 1);
     p->board_len = p->ring_off + (size_t)p->nproc * POOL__RING;
-    p->board_fd = memfd_create("mproc-pool-board", MFD_CLOEXEC);
-    if (p->board_fd < 0 || ftruncate(p->board_fd, (off_t)p->board_len) < 0)
-        return -errno;
+    p->board_fd = mproc__memfd_new("mproc-pool-board", p->board_len, false);
+    if (p->board_fd < 0)
+        return p->board_fd;
     void *m = mmap(NULL, p->board_len, PROT_READ | PROT_WRITE, MAP_SHARED,
                    p->board_fd, 0);
     if (m == MAP_FAILED)

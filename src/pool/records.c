@@ -17,14 +17,9 @@ static int shm_create(mproc_pool *p, size_t size, pool__shmbuf *out)
     size = (size + (size_t)pg - 1) & ~((size_t)pg - 1);
     if (size == 0)
         size = (size_t)pg;
-    int fd = memfd_create("mproc-pool-shm", MFD_CLOEXEC);
+    int fd = mproc__memfd_new("mproc-pool-shm", size, false);
     if (fd < 0)
-        return -errno;
-    if (ftruncate(fd, (off_t)size) < 0) {
-        int e = -errno;
-        close(fd);
-        return e;
-    }
+        return fd;
     void *m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (m == MAP_FAILED) {
         int e = -errno;
