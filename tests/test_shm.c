@@ -1599,6 +1599,9 @@ static void test_fsize_limit(void)
         mproc_array *a = NULL;
         fails +=
             mproc_array_new(&a, MPROC_CTYPE_DOUBLE, 1 << 20, NULL) != -EFBIG;
+        mproc_pool *pool = NULL;
+        mproc_pool_opts po = {.processes = 1};
+        fails += mproc_pool_new(&pool, &po) != -EFBIG; /* its board */
         /* Small ones still work. */
         fails += mproc_shm_new_anonymous(&s, 4096) != 0;
         mproc_shm_free(s);

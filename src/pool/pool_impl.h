@@ -1,6 +1,6 @@
 /*
- * pool_impl.h - what the two halves of the pool share: the parent side
- * (pool.c) and the worker loop (pool_worker.c).
+ * pool/pool_impl.h - what the two halves of the pool share: the parent
+ * side (engine.h and the files around it) and the worker loop (worker.c).
  *
  * Transport. Each worker has its own SOCK_SEQPACKET socketpair with the
  * parent: messages keep their boundaries, stay below POOL__MSG_MAX bytes,
@@ -121,7 +121,7 @@ typedef struct pool__wcfg {
 
 extern const mproc_kind mproc__pool_wkind;
 
-/* The worker process target (pool_worker.c). */
+/* The worker process target (worker.c). */
 int mproc__pool_worker_main(const mproc_args *args);
 
 static inline size_t pool__pad8(size_t n)
@@ -129,7 +129,6 @@ static inline size_t pool__pad8(size_t n)
     return (n + 7) & ~(size_t)7;
 }
 
-/* Futex on a word in shared memory (not private: several processes). */
 /* The coarse clock (a few ns, one tick of resolution) stamps tasks: the
  * worker reads it around every task, and task timeouts compare with it. */
 static inline uint64_t pool__coarse_ns(void)

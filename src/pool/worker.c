@@ -1,16 +1,17 @@
 /*
- * pool_worker.c - the worker side of the pool: the loop a worker process
+ * pool/worker.c - the worker side of the pool: the loop a worker process
  * runs, the mproc_out a task writes its result to, and the shareable kind
  * that carries a worker's channel, board and initializer to it under every
  * start method.
  *
  * A worker reads one message at a time from its channel, runs its tasks in
- * order and sends their results back, many per message. Before a task it
- * publishes the task's sequence number and start time in its board slot;
- * after it, the sequence number as done. It flushes results when a message
- * is finished, when the results buffer fills, and when a millisecond has
- * passed since the last flush, so a crash loses little. It exits on
- * PM_EXIT, at end of file, or when the pool's owner dies.
+ * order and writes each result into its ring on the board as the task
+ * returns. Before a task it publishes the task's sequence number and start
+ * time in its board slot; after it, the sequence number as done. It tells
+ * the parent there are results (WM_NOTIFY) when a message is finished or
+ * when it must wait for room in the ring; the parent also looks into the
+ * ring on its own every 2 ms while tasks are out. It exits on PM_EXIT, at
+ * end of file, or when the pool's owner dies.
  */
 #include "pool/pool_impl.h"
 
@@ -45,32 +46,23 @@ ssize_t mproc__pool_recv(int sock, void *p, size_t n, int *fds, size_t *nfds,
 
 /* ---- mproc_out ---------------------------------------------------------- */
 
+/* A task's result: its bytes (b.oom: a write failed for want of memory,
+ * and the task fails) or, after mproc_out_fail, its code and message. */
 struct mproc_out {
-    unsigned char *p;
-    size_t len, cap;
+    mproc__buf b;
     int code; /* set by mproc_out_fail */
-    bool oom;
     char msg[256];
 };
 
+/* Room for n more bytes. A write that does not fit marks the result as
+ * out of memory; later ones that fit still succeed. */
 static bool out_reserve(mproc_out *o, size_t n)
 {
-    if (n > SIZE_MAX / 2 - o->len) {
-        o->oom = true;
+    if (n > SIZE_MAX / 2 - o->b.len ||
+        MPROC__GROW(o->b.p, o->b.cap, o->b.len + n) < 0) {
+        o->b.oom = true;
         return false;
     }
-    if (o->len + n <= o->cap)
-        return true;
-    size_t cap = o->cap ? o->cap : 256;
-    while (cap < o->len + n)
-        cap *= 2;
-    unsigned char *p = realloc(o->p, cap);
-    if (!p) {
-        o->oom = true;
-        return false;
-    }
-    o->p = p;
-    o->cap = cap;
     return true;
 }
 
@@ -81,8 +73,8 @@ int mproc_out_write(mproc_out *out, const void *p, size_t n)
     if (!out_reserve(out, n))
         return -ENOMEM;
     if (n)
-        memcpy(out->p + out->len, p, n);
-    out->len += n;
+        memcpy(out->b.p + out->b.len, p, n);
+    out->b.len += n;
     return 0;
 }
 
@@ -90,8 +82,8 @@ void *mproc_out_alloc(mproc_out *out, size_t n)
 {
     if (!out || !out_reserve(out, n ? n : 1))
         return NULL;
-    void *r = out->p + out->len;
-    out->len += n;
+    void *r = out->b.p + out->b.len;
+    out->b.len += n;
     return r;
 }
 
@@ -169,12 +161,53 @@ static void wcfg_free(void *obj)
     free(c);
 }
 
+/* The fixed part of the description: the board's layout (which must hold
+ * this worker's slot and ring) and the initializer. */
+static int read_head(mproc__reader *rd, pool__wcfg *c)
+{
+    c->slot = mproc__rd_u32(rd);
+    c->owner = (pid_t)mproc__rd_u32(rd);
+    c->board_len = (size_t)mproc__rd_u64(rd);
+    c->ring_off = (size_t)mproc__rd_u64(rd);
+    uint32_t has_init = mproc__rd_u32(rd);
+    if (rd->bad || c->board_len < (c->slot + 1) * sizeof(pool__slot) ||
+        c->ring_off > c->board_len ||
+        (c->board_len - c->ring_off) / POOL__RING < c->slot + 1)
+        return MPROC_EPROTO;
+    if (has_init) {
+        void *a = NULL;
+        int r = mproc__ref_read(rd, &a);
+        if (r < 0)
+            return r;
+        c->init = (mproc_init_fn)a;
+    }
+    return 0;
+}
+
+/* Layout: args bytes, then u32 nfds. args_import needs the fds first, so
+ * collect every remaining fd of the description (they are all the
+ * argument list's) before importing. Returns how many. */
+static size_t take_arg_fds(mproc_import *im, int *fds)
+{
+    size_t n = 0;
+    for (;;) {
+        int fd = mproc_import_fd(im);
+        if (fd < 0)
+            break;
+        if (n == MPROC_ARGS_MAX_FDS) {
+            close(fd);
+            continue;
+        }
+        fds[n++] = fd;
+    }
+    return n;
+}
+
 static int wcfg_import(mproc_import *im, void **out)
 {
     pool__wcfg *c = calloc(1, sizeof *c);
     unsigned char *blob = NULL;
     int argfds[MPROC_ARGS_MAX_FDS];
-    size_t nargfds = 0;
     int r = -ENOMEM;
     if (!c)
         return -ENOMEM;
@@ -194,38 +227,11 @@ static int wcfg_import(mproc_import *im, void **out)
     if (r < 0)
         goto out_fail;
     mproc__reader rd = {.p = blob, .len = (size_t)len};
-    c->slot = mproc__rd_u32(&rd);
-    c->owner = (pid_t)mproc__rd_u32(&rd);
-    c->board_len = (size_t)mproc__rd_u64(&rd);
-    c->ring_off = (size_t)mproc__rd_u64(&rd);
-    uint32_t has_init = mproc__rd_u32(&rd);
-    r = MPROC_EPROTO;
-    if (rd.bad || c->board_len < (c->slot + 1) * sizeof(pool__slot) ||
-        c->ring_off > c->board_len ||
-        (c->board_len - c->ring_off) / POOL__RING < c->slot + 1)
+    r = read_head(&rd, c);
+    if (r < 0)
         goto out_fail;
-    if (has_init) {
-        void *a = NULL;
-        r = mproc__ref_read(&rd, &a);
-        if (r < 0)
-            goto out_fail;
-        c->init = (mproc_init_fn)a;
-    }
-    /* Layout: args bytes, then u32 nfds. args_import needs the fds first,
-     * so collect every remaining fd of the description (they are all the
-     * argument list's) before importing. */
-    for (;;) {
-        int fd = mproc_import_fd(im);
-        if (fd < 0)
-            break;
-        if (nargfds == MPROC_ARGS_MAX_FDS) {
-            close(fd);
-            continue;
-        }
-        argfds[nargfds++] = fd;
-    }
-    r = mproc__args_import(&rd, argfds, nargfds, &c->initargs);
-    nargfds = 0; /* consumed */
+    size_t nargfds = take_arg_fds(im, argfds);
+    r = mproc__args_import(&rd, argfds, nargfds, &c->initargs); /* consumed */
     if (r < 0)
         goto out_fail;
     (void)mproc__rd_u32(&rd);
@@ -244,8 +250,6 @@ static int wcfg_import(mproc_import *im, void **out)
     *out = c;
     return 0;
 out_fail:
-    for (size_t i = 0; i < nargfds; i++)
-        close(argfds[i]);
     free(blob);
     wcfg_free(c);
     return r;
@@ -419,7 +423,7 @@ static void finish_task(worker *w, uint64_t seq, int rc)
             snprintf(o->msg, sizeof o->msg, "task failed: %s (%s)",
                      mproc_errname(rc), mproc_strerror(rc));
     }
-    if (code == 0 && o->oom) {
+    if (code == 0 && o->b.oom) {
         code = -ENOMEM;
         snprintf(o->msg, sizeof o->msg, "task result: out of memory");
     }
@@ -429,7 +433,7 @@ static void finish_task(worker *w, uint64_t seq, int rc)
                      mproc_strerror(code));
         add_result(w, seq, code, o->msg, strlen(o->msg));
     } else {
-        add_result(w, seq, 0, o->p, o->len);
+        add_result(w, seq, 0, o->b.p, o->b.len);
     }
     atomic_store_explicit(&w->slot->done_seq, seq, memory_order_release);
     /* No notice per task: the parent looks into the ring every 2 ms while
@@ -439,9 +443,9 @@ static void finish_task(worker *w, uint64_t seq, int rc)
 static void begin_task(worker *w, uint64_t seq, bool timed)
 {
     mproc_out *o = &w->out;
-    o->len = 0;
+    o->b.len = 0;
+    o->b.oom = false;
     o->code = 0;
-    o->oom = false;
     o->msg[0] = 0;
     /* Only tasks with a timeout need their start time. */
     if (timed)
@@ -456,17 +460,12 @@ static void do_fndef(worker *w, const pool__hdr *h, size_t n)
     void *addr = NULL;
     if (mproc__ref_read(&rd, &addr) < 0)
         addr = NULL; /* tasks using it fail with MPROC_ERESOLVE */
-    if (h->fnid >= w->nfns) {
-        size_t cap = h->fnid + 16;
-        wfn *f = realloc(w->fns, cap * sizeof *f);
-        if (!f) {
-            w->broken = true;
-            return;
-        }
-        memset(f + w->nfns, 0, (cap - w->nfns) * sizeof *f);
-        w->fns = f;
-        w->nfns = cap;
+    size_t had = w->nfns;
+    if (MPROC__GROW(w->fns, w->nfns, (size_t)h->fnid + 1) < 0) {
+        w->broken = true;
+        return;
     }
+    memset(w->fns + had, 0, (w->nfns - had) * sizeof *w->fns);
     w->fns[h->fnid].addr = addr;
 }
 
@@ -644,6 +643,76 @@ static int worker_init(worker *w)
     return 0;
 }
 
+/* Handles one message from the parent (its fds are consumed). */
+static void handle(worker *w, size_t n, int *fds, size_t nfds)
+{
+    pool__hdr h;
+    memcpy(&h, w->in, sizeof h);
+    switch (h.type) {
+    case PM_FNDEF:
+        do_fndef(w, &h, n);
+        break;
+    case PM_TASKS:
+        do_tasks(w, &h, n, fds, nfds);
+        nfds = 0;
+        flush(w);
+        break;
+    case PM_RANGE:
+        do_range(w, &h, n, fds, nfds);
+        nfds = 0;
+        break;
+    case PM_EXIT:
+        flush(w);
+        w->broken = true;
+        break;
+    default:
+        break;
+    }
+    for (size_t i = 0; i < nfds; i++)
+        close(fds[i]);
+}
+
+/* Nothing to read: tells the parent about the results so far, then sleeps
+ * until a message comes. Returns false when the owner died (or the channel
+ * or poll failed). */
+static bool wait_input(worker *w)
+{
+    if (flush(w) < 0)
+        return false;
+    struct pollfd p[2] = {{.fd = w->chan, .events = POLLIN},
+                          {.fd = w->parent_fd, .events = POLLIN}};
+    int r = poll(p, 2, -1);
+    if (r < 0 && errno != EINTR)
+        return false;
+    if (r > 0 && (p[1].revents & POLLIN) && !(p[0].revents & POLLIN))
+        return false; /* the owner died and sent nothing more */
+    return true;
+}
+
+/* Runs messages until PM_EXIT, end of file, or the owner's death. */
+static void serve(worker *w)
+{
+    while (!w->broken) {
+        int fds[POOL__MAX_FDS] = {0};
+        size_t nfds = POOL__MAX_FDS;
+        ssize_t n =
+            mproc__pool_recv(w->chan, w->in, POOL__MSG_MAX, fds, &nfds, false);
+        if (n == -EAGAIN) {
+            if (!wait_input(w))
+                break;
+            continue;
+        }
+        if (n <= 0 || (size_t)n < sizeof(pool__hdr)) {
+            for (size_t i = 0; i < nfds; i++)
+                close(fds[i]);
+            if (n == MPROC_EPROTO)
+                continue;
+            break; /* end of file or a broken channel */
+        }
+        handle(w, (size_t)n, fds, nfds);
+    }
+}
+
 int mproc__pool_worker_main(const mproc_args *args)
 {
     pool__wcfg *c = mproc_args_object(args, 0, &mproc__pool_wkind);
@@ -666,69 +735,17 @@ int mproc__pool_worker_main(const mproc_args *args)
     w.wpos = atomic_load(&w.slot->wpos);
     w.rpos = atomic_load(&w.slot->rpos);
     w.in = malloc(POOL__MSG_MAX);
-    if (!w.in) {
+    if (!w.in)
         code = 71;
-        goto out;
-    }
-    if (worker_init(&w) < 0) {
+    else if (worker_init(&w) < 0)
         code = 1;
-        goto out;
-    }
-    while (!w.broken) {
-        int fds[POOL__MAX_FDS] = {0};
-        size_t nfds = POOL__MAX_FDS;
-        ssize_t n =
-            mproc__pool_recv(w.chan, w.in, POOL__MSG_MAX, fds, &nfds, false);
-        if (n == -EAGAIN) {
-            if (flush(&w) < 0)
-                break;
-            struct pollfd p[2] = {{.fd = w.chan, .events = POLLIN},
-                                  {.fd = w.parent_fd, .events = POLLIN}};
-            int r = poll(p, 2, -1);
-            if (r < 0 && errno != EINTR)
-                break;
-            if (r > 0 && (p[1].revents & POLLIN) && !(p[0].revents & POLLIN))
-                break; /* the owner died and sent nothing more */
-            continue;
-        }
-        if (n <= 0 || (size_t)n < sizeof(pool__hdr)) {
-            for (size_t i = 0; i < nfds; i++)
-                close(fds[i]);
-            if (n == MPROC_EPROTO)
-                continue;
-            break; /* end of file or a broken channel */
-        }
-        pool__hdr h;
-        memcpy(&h, w.in, sizeof h);
-        switch (h.type) {
-        case PM_FNDEF:
-            do_fndef(&w, &h, (size_t)n);
-            break;
-        case PM_TASKS:
-            do_tasks(&w, &h, (size_t)n, fds, nfds);
-            nfds = 0;
-            flush(&w);
-            break;
-        case PM_RANGE:
-            do_range(&w, &h, (size_t)n, fds, nfds);
-            nfds = 0;
-            break;
-        case PM_EXIT:
-            flush(&w);
-            w.broken = true;
-            break;
-        default:
-            break;
-        }
-        for (size_t i = 0; i < nfds; i++)
-            close(fds[i]);
-    }
-out:
+    else
+        serve(&w);
     flush(&w);
     for (size_t i = 0; i < w.nmaps; i++)
         if (w.maps[i].p)
             munmap(w.maps[i].p, w.maps[i].len);
-    free(w.out.p);
+    mproc__buf_free(&w.out.b);
     free(w.fns);
     free(w.in);
     mproc__close(w.parent_fd);
