@@ -717,6 +717,76 @@ static void test_terminate_stuck(void)
     mproc_imap_free(m);
 }
 
+/* An initializer slow enough for the test to SIGKILL its worker in it. */
+static int init_slow(const mproc_args *a)
+{
+    (void)a;
+    usleep(150000);
+    return 0;
+}
+
+/* Kills every worker of the pool once (those still starting). */
+static int kill_workers(mproc_pool *p)
+{
+    pid_t pids[8];
+    int n = mproc_pool_pids(p, pids, 8);
+    for (int i = 0; i < n; i++)
+        kill(pids[i], SIGKILL);
+    return n;
+}
+
+/* Workers SIGKILLed while starting (in the initializer, as an OOM killer
+ * or an operator might) are replaced: the pool keeps working; only an
+ * initializer that reports failure, or a run of deaths, breaks it. */
+static void test_killed_while_starting(void)
+{
+    for (int m = 0; m < 3; m++) {
+        mproc_pool_opts o = {.processes = 2,
+                             .initializer = init_slow,
+                             .method = mproc_test_methods[m]};
+        mproc_pool *p;
+        CHECK_OK(mproc_pool_new(&p, &o));
+        int64_t v[40];
+        mproc_iov it[40];
+        make_items(v, it, 40);
+        mproc_future *f;
+        CHECK_OK(mproc_pool_map_async(p, t_square, it, 40, NULL, &f));
+        int killed = 0;
+        for (int round = 0; round < 3; round++) { /* 6 deaths < 10 */
+            usleep(60000); /* replacements are in their initializer */
+            killed += kill_workers(p);
+        }
+        CHECK(killed >= 3);
+        CHECK_OK(mproc_future_wait(f, 30));
+        mproc_results *r = mproc_future_results(f);
+        CHECK_EQ(mproc_results_failed(r), 0);
+        for (size_t i = 0; i < 40; i++)
+            CHECK_EQ(res_i64(r, i), v[i] * v[i]);
+        mproc_future_free(f);
+        mproc_pool_free(p);
+    }
+    /* Every new worker killed while starting: the budget runs out and the
+     * pool gives up with a clear error instead of looping. */
+    mproc_pool_opts o = {.processes = 1, .initializer = init_slow};
+    mproc_pool *p;
+    CHECK_OK(mproc_pool_new(&p, &o));
+    mproc_future *f;
+    int64_t x = 3;
+    CHECK_OK(mproc_pool_apply_async(p, t_square, &x, 8, NULL, &f));
+    double t0 = mproc_test_now();
+    while (mproc_future_ready(f) == 0 && mproc_test_now() - t0 < 30) {
+        usleep(20000);
+        kill_workers(p);
+    }
+    CHECK_ERR(mproc_future_wait(f, 0), 0);
+    CHECK_ERR(mproc_future_successful(f), 0);
+    const mproc_task_error *e = mproc_future_error(f);
+    CHECK(e && e->code == MPROC_EINIT);
+    CHECK(strstr(e->message, "10 pool workers in a row died while starting"));
+    mproc_future_free(f);
+    mproc_pool_free(p);
+}
+
 static void test_initializer_fails(void)
 {
     mproc_init_fn inits[] = {init_fail, init_crash};
@@ -735,6 +805,11 @@ static void test_initializer_fails(void)
             CHECK(mproc_test_now() - t0 < 10);
             CHECK(err.message[0]);
             if (k == 0 && !strstr(err.message, "returned -42"))
+                mproc_test_fail(__FILE__, __LINE__, "message: %s", err.message);
+            /* A crashing initializer: replaced until the budget is spent,
+             * then the pool gives up and says why. */
+            if (k == 1 && (!strstr(err.message, "10 pool workers in a row") ||
+                           !strstr(err.message, "in its initializer")))
                 mproc_test_fail(__FILE__, __LINE__, "message: %s", err.message);
             /* not restarted: the pool stays broken, and says so */
             mproc_future *f;
@@ -1099,6 +1174,7 @@ static const mproc_test tests[] = {
     {"callbacks_once", test_callbacks_once, 30},
     {"terminate_stuck", test_terminate_stuck, 30},
     {"initializer_fails", test_initializer_fails, 60},
+    {"killed_while_starting", test_killed_while_starting, 90},
     {"records_shm", test_records_shm, 30},
     {"progress", test_progress, 30},
     {"fd_exhaustion", test_fd_exhaustion, 60},

@@ -49,6 +49,7 @@ extern "C" {
     X(ETASKTIMEOUT, -5062, "task timed out; its worker was killed")            \
     X(EINIT, -5063, "worker initializer failed")                               \
     X(EPOOL, -5064, "pool is not running")                                     \
+    X(ESTARTUP, -5065, "pool workers keep dying while starting")               \
     X(EPICKLE, -5080, "unsupported or unsafe pickle data")                     \
     X(EREMOTE, -5081, "remote error")
 

@@ -44,8 +44,11 @@
  *    starts;
  *  - a task runs past its timeout: its worker is killed and replaced, the
  *    task fails with MPROC_ETASKTIMEOUT;
- *  - the initializer fails (returns non-zero or crashes): the pool breaks,
- *    every task fails with MPROC_EINIT and nothing is restarted;
+ *  - the initializer returns non-zero: the pool breaks, every task fails
+ *    with MPROC_EINIT and nothing is restarted;
+ *  - a worker dies while starting (killed, or its initializer crashes):
+ *    it is replaced; after 10 such deaths in a row the pool breaks with
+ *    MPROC_EINIT (the last died in its initializer) or MPROC_ESTARTUP;
  *  - terminate / free: unfinished tasks fail with MPROC_EPOOL.
  * Failure details (code, worker pid, exit code, message) are an
  * mproc_task_error. Every call that submits work (apply*, map*, starmap*,

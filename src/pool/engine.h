@@ -283,6 +283,7 @@ struct mproc_pool {
     int broken; /* 0 or the code every task fails with; stored atomically */
     int nlive, rr;
     int start_failures;
+    int startup_deaths; /* workers in a row that died before ready */
     unsigned nstarted;
     bool thread_started, thread_done, joined, started;
     _Atomic bool sleeping; /* the pool's thread waits in epoll_wait */

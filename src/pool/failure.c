@@ -3,8 +3,9 @@
  * worker is reaped; its board slot tells which task it was running, so
  * the tasks up to that one fail (timed out, or killed with it) and the
  * ones it never started go back to the front of the pending queue for
- * another worker. A worker that dies in its initializer, an initializer
- * that fails, or workers that cannot be started break the pool: every
+ * another worker. A worker that dies while starting is replaced, up to
+ * POOL__STARTUP_DEATHS in a row; those, an initializer that reports
+ * failure, or workers that cannot be started break the pool: every
  * worker is stopped and every task, pending or in flight, fails.
  */
 #include "pool/engine.h"
@@ -55,12 +56,25 @@ static void reap(mproc_pool *p, int i, death *d)
     mproc_debug("pool: worker %d %s", (int)d->pid, d->how);
 }
 
-/* It died in its initializer: the pool breaks. */
-static void died_in_init(mproc_pool *p, pool__wslot *w, const death *d)
+/*
+ * It died while starting (before its initializer, in it, or right after:
+ * it never said it was ready). An OOM killer or an operator may do that to
+ * any worker, so it is replaced and what it held goes to others; only
+ * POOL__STARTUP_DEATHS in a row (no worker became ready in between) break
+ * the pool, with MPROC_EINIT when the last one died inside the
+ * initializer, else MPROC_ESTARTUP. Returns true when the pool broke.
+ */
+static bool died_starting(mproc_pool *p, pool__wslot *w, const death *d)
 {
+    if (++p->startup_deaths < POOL__STARTUP_DEATHS)
+        return false;
+    bool in_init = d->state == SLOT_INIT && p->opts.initializer;
     char msg[256];
-    snprintf(msg, sizeof msg, "worker %d %s during its initializer",
-             (int)d->pid, d->how);
+    snprintf(msg, sizeof msg,
+             "%d pool workers in a row died while starting; the last, "
+             "worker %d, %s %s",
+             p->startup_deaths, (int)d->pid, d->how,
+             in_init ? "in its initializer" : "before it was ready");
     /* Hand its tasks back first: break_pool fails them all. */
     for (size_t k = w->q.n; k-- > 0;) {
         pool__seg sg = *pool__dq_at(&w->q, k);
@@ -69,7 +83,8 @@ static void died_in_init(mproc_pool *p, pool__wslot *w, const death *d)
         p->npending += sg.count;
     }
     w->q.n = 0;
-    pool__break_pool(p, MPROC_EINIT, msg);
+    pool__break_pool(p, in_init ? MPROC_EINIT : MPROC_ESTARTUP, msg);
+    return true;
 }
 
 /* Task o of in-flight segment sg, sequence number seq, died with w. */
@@ -154,13 +169,12 @@ void pool__worker_gone(mproc_pool *p, int i)
         return; /* break_pool reaped it with the others */
     death d;
     reap(p, i, &d);
-    /* Died in its initializer: it never said it was ready and never sent
-     * a result (the board alone could have been overwritten). */
+    /* Died starting: it never said it was ready and never sent a result
+     * (the board alone could have been overwritten). Then it ran no task,
+     * and everything it held is requeued below. */
     if (d.state != SLOT_READY && !w->seen_ready && d.wstate != W_EXITING &&
-        !p->broken) {
-        died_in_init(p, w, &d);
+        died_starting(p, w, &d))
         return;
-    }
     size_t ks, ko;
     fail_started(p, w, &d, &ks, &ko);
     requeue(p, w, ks, ko);

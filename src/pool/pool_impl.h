@@ -41,6 +41,8 @@
 #define POOL__INFLIGHT  2           /* messages queued per worker */
 #define POOL__OOL_LEN   0xffffffffu /* item len meaning "out of line" */
 #define POOL__FDCACHE   8           /* shared buffers a worker keeps mapped */
+/* Workers in a row that may die while starting before the pool gives up. */
+#define POOL__STARTUP_DEATHS 10
 
 /* Parent -> worker message types. */
 enum { PM_FNDEF = 1, PM_TASKS = 2, PM_RANGE = 3, PM_EXIT = 4 };

@@ -428,12 +428,14 @@ static void consume(mproc_pool *p, int i)
 {
     pool__wslot *w = &p->w[i];
     pool__slot *s = &p->board[i];
-    if (!w->seen_ready && atomic_load(&s->state) == SLOT_READY)
-        w->seen_ready = true;
     uint64_t wpos = atomic_load_explicit(&s->wpos, memory_order_acquire);
     uint64_t rpos = w->rpos;
-    if (wpos != rpos)
-        w->seen_ready = true; /* results come after the initializer */
+    /* Results come after the initializer, and so does READY. */
+    if (!w->seen_ready &&
+        (wpos != rpos || atomic_load(&s->state) == SLOT_READY)) {
+        w->seen_ready = true;
+        p->startup_deaths = 0;
+    }
     if (wpos == rpos) {
         /* Nothing new. Our position is ours: if the board says otherwise
          * it was overwritten; put it right, or the worker may wait. */

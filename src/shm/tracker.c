@@ -137,15 +137,21 @@ static int send_locked(const trk_msg *m)
     return n == (ssize_t)sizeof *m ? 0 : n < 0 && errno > 0 ? -errno : -EIO;
 }
 
-int mproc__tracker_register(const char *name, dev_t dev, ino_t ino)
+static trk_msg make_msg(uint32_t op, const char *name, dev_t dev, ino_t ino)
 {
     trk_msg m;
     memset(&m, 0, sizeof m);
     m.magic = TRK_MAGIC;
-    m.op = TRK_REGISTER;
+    m.op = op;
     m.dev = (uint64_t)dev;
     m.ino = (uint64_t)ino;
     snprintf(m.name, sizeof m.name, "%s", name);
+    return m;
+}
+
+int mproc__tracker_register(const char *name, dev_t dev, ino_t ino)
+{
+    trk_msg m = make_msg(TRK_REGISTER, name, dev, ino);
     pthread_mutex_lock(&trk_mu);
     int r = trk_fd < 0 ? start_locked() : 0;
     if (r == 0) {
@@ -165,13 +171,7 @@ int mproc__tracker_register(const char *name, dev_t dev, ino_t ino)
 
 void mproc__tracker_unregister(const char *name, dev_t dev, ino_t ino)
 {
-    trk_msg m;
-    memset(&m, 0, sizeof m);
-    m.magic = TRK_MAGIC;
-    m.op = TRK_UNREGISTER;
-    m.dev = (uint64_t)dev;
-    m.ino = (uint64_t)ino;
-    snprintf(m.name, sizeof m.name, "%s", name);
+    trk_msg m = make_msg(TRK_UNREGISTER, name, dev, ino);
     pthread_mutex_lock(&trk_mu);
     if (trk_fd >= 0)
         send_locked(&m);
