@@ -7,10 +7,10 @@
  * raw 16-byte HMAC-MD5(key, M) from a 3.6-3.11 peer; it answers "#WELCOME#"
  * or "#FAILURE#". The responder MACs a 20-byte challenge with raw MD5 (the
  * old form), a longer "{name}" one with that digest, and refuses anything
- * shorter. Every handshake
- * read is limited to 256 bytes and the whole exchange to a deadline, so a
- * peer that never speaks (no key on its side) cannot hang us. Digests come
- * from OpenSSL; the comparison is constant-time (CRYPTO_memcmp).
+ * shorter. Every handshake read is limited to 256 bytes and the whole
+ * exchange to a deadline, so a peer that never speaks (no key on its side)
+ * cannot hang us. Digests come from OpenSSL; the comparison is constant-time
+ * (CRYPTO_memcmp).
  */
 #include "conn/conn_impl.h"
 
