@@ -118,7 +118,7 @@ static int check_opts(const mproc_pool_opts *opts, mproc_pool_opts *o)
     if (o->method != MPROC_START_DEFAULT && !mproc_start_method_name(o->method))
         return -EINVAL;
     if (o->processes == 0)
-        o->processes = mproc_process_cpu_count();
+        o->processes = mproc_cpu_count_usable();
     if (mproc_process_daemon(mproc_current_process()))
         return MPROC_EDAEMON;
     return 0;
