@@ -11,7 +11,7 @@ COV := build/coverage
 SRC_C := $(shell find src -name "*.c")
 SRC_H := $(shell find src -name "*.h")
 
-.PHONY: all run check build bench lint format format-check coverage install \
+.PHONY: all run check build bench lint format format-check coverage fuzz install \
     clean
 
 # $(call quietly,LOG,COMMANDS): runs the shell COMMANDS with all their
@@ -48,6 +48,13 @@ check:
 # sources in $(COV)/html/index.html. Fails when a test failed, after the
 # report.
 GCOVR = gcovr --root . --add-tracefile $(COV)/coverage.json
+# libFuzzer targets (fuzz/), built with clang in a tree of their own, each
+# replayed on its in-tree corpus and then fuzzed FUZZ_SECONDS seconds.
+# `make check` runs the same for 3 seconds each (the fuzz_smoke test).
+FUZZ_SECONDS ?= 600
+fuzz:
+	@bash tests/fuzz_smoke.sh $(CURDIR) $(CURDIR)/build/fuzz $(FUZZ_SECONDS)
+
 coverage:
 	@command -v gcovr >/dev/null || \
 	    { echo "make coverage needs gcovr: apt-get install gcovr" >&2; exit 1; }
@@ -85,7 +92,7 @@ lint:
 	    -I include -I src src/
 
 FORMAT_FILES = $(SRC_C) $(SRC_H) include/*.h include/mproc/*.h \
-    tests/*.c tests/*.h examples/*.c bench/*.c
+    tests/*.c tests/*.h examples/*.c bench/*.c fuzz/*.c fuzz/*.h
 
 format:
 	clang-format -i $(FORMAT_FILES)
