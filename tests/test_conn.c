@@ -1817,7 +1817,137 @@ static void test_pass_to_child(void)
     mproc_conn_free(b);
 }
 
+/* ---- objects to a running process -------------------------------------- */
+
+/* A running child: takes an fd, then an argument list of objects, over its
+ * connection, and uses them. */
+static int t_take(const mproc_args *a)
+{
+    mproc_conn *c = mproc_args_conn(a, 0);
+    int fd = -1;
+    if (mproc_conn_recv_handle(c, &fd, 10) < 0)
+        return 10;
+    char buf[32] = {0};
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    close(fd);
+    if (n != 7 || mproc_conn_send_bytes(c, buf, (size_t)n) < 0)
+        return 11;
+    mproc_args *got = NULL;
+    if (mproc_conn_recv_args(c, &got, 10) < 0)
+        return 12;
+    mproc_queue *q = mproc_args_queue(got, 1);
+    mproc_conn *back = mproc_args_conn(got, 2);
+    int rc = 0;
+    if (mproc_args_int(got, 0) != 42 || !q || !back ||
+        mproc_queue_put(q, "via queue", 9, 10) < 0 ||
+        mproc_conn_send_bytes(back, "via conn", 8) < 0)
+        rc = 13;
+    mproc_args_free(got); /* releases the objects it rebuilt */
+    return rc;
+}
+
+static void test_objects_to_running_child(void)
+{
+    for (int m = 0; m < 3; m++) {
+        mproc_conn *a, *b;
+        CHECK_OK(mproc_pipe(&a, &b, 1));
+        mproc_args *args = mproc_args_new();
+        CHECK_OK(mproc_args_add_conn(args, b));
+        mproc_process *p;
+        CHECK_OK(mproc_process_new(&p, t_take, args));
+        mproc_args_free(args);
+        CHECK_OK(mproc_process_set_start_method(p, mproc_test_methods[m]));
+        CHECK_OK(mproc_process_start(p));
+        mproc_conn_free(b);
+        /* An fd, as Python's send_handle. */
+        int mfd = memfd_create("handle", MFD_CLOEXEC);
+        CHECK_EQ(write(mfd, "an fd!\n", 7), 7);
+        CHECK_OK(mproc_conn_send_handle(a, mfd, 10));
+        close(mfd);
+        recv_str(a, "an fd!\n");
+        /* Objects made after the child started. */
+        mproc_queue *q;
+        CHECK_OK(mproc_queue_new(&q, 0));
+        mproc_conn *r, *w;
+        CHECK_OK(mproc_pipe(&r, &w, 0));
+        mproc_args *objs = mproc_args_new();
+        CHECK_OK(mproc_args_add_int(objs, 42));
+        CHECK_OK(mproc_args_add_queue(objs, q));
+        CHECK_OK(mproc_args_add_conn(objs, w));
+        CHECK_OK(mproc_conn_send_args(a, objs, 10));
+        mproc_args_free(objs);
+        mproc_conn_free(w);
+        char buf[16];
+        size_t n;
+        CHECK_OK(mproc_queue_get(q, buf, sizeof buf, &n, 10));
+        CHECK(n == 9 && memcmp(buf, "via queue", 9) == 0);
+        recv_str(r, "via conn");
+        CHECK_OK(mproc_process_join(p, 10));
+        CHECK_EQ(mproc_process_exitcode(p), 0);
+        mproc_process_free(p);
+        mproc_queue_free(q);
+        mproc_conn_free(r);
+        mproc_conn_free(a);
+    }
+}
+
+/* A hostile or confused peer: fds that do not match the count byte, a
+ * count with no fd, a list that is not one, and a plain pipe. Nothing is
+ * kept, nothing leaks (the harness counts fds). */
+static void test_handles_hostile(void)
+{
+    mproc_conn *c;
+    int raw;
+    socketpair_raw(&c, &raw);
+    int two[2];
+    CHECK_OK(pipe2(two, O_CLOEXEC));
+    int fd = -1;
+    /* two fds, count 2: recv_handle wants one */
+    struct iovec iov = {"\x02", 1};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    union {
+        char b[CMSG_SPACE(2 * sizeof(int))];
+        struct cmsghdr al;
+    } u;
+    memset(&u, 0, sizeof u);
+    mh.msg_control = u.b;
+    mh.msg_controllen = CMSG_SPACE(2 * sizeof(int));
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(2 * sizeof(int));
+    memcpy(CMSG_DATA(cm), two, sizeof two);
+    CHECK_EQ(sendmsg(raw, &mh, 0), 1);
+    CHECK_ERR(mproc_conn_recv_handle(c, &fd, 1), MPROC_EPROTO);
+    /* a count byte of 1 with no fd */
+    raw_write(raw, "\x01", 1);
+    CHECK_ERR(mproc_conn_recv_handle(c, &fd, 1), MPROC_EPROTO);
+    /* a count of 0 and then garbage where the list should be */
+    raw_write(raw, "\x00", 1);
+    raw_frame(raw, "not a list", 10);
+    mproc_args *a = NULL;
+    CHECK_ERR(mproc_conn_recv_args(c, &a, 1), MPROC_EPROTO);
+    CHECK(a == NULL);
+    /* nothing came: a timeout, and the connection is still usable */
+    CHECK_ERR(mproc_conn_recv_handle(c, &fd, 0.05), -ETIMEDOUT);
+    close(two[0]);
+    close(two[1]);
+    close(raw);
+    CHECK_ERR(mproc_conn_recv_handle(c, &fd, 1), MPROC_EEOF);
+    mproc_conn_free(c);
+    /* a pipe cannot carry fds */
+    mproc_conn *pr, *pw;
+    CHECK_OK(mproc_pipe(&pr, &pw, 0));
+    CHECK_ERR(mproc_conn_send_handle(pw, 0, 1), -ENOTSOCK);
+    CHECK_ERR(mproc_conn_recv_handle(pr, &fd, 1), -ENOTSOCK);
+    CHECK_ERR(mproc_conn_send_handle(NULL, 0, 1), -EINVAL);
+    mproc_conn_free(pr);
+    mproc_conn_free(pw);
+}
+
 static const mproc_test tests[] = {
+    {"objects_to_running_child", test_objects_to_running_child, 60},
+    {"handles_hostile", test_handles_hostile, 20},
     {"pipe_duplex", test_pipe_duplex, 20},
     {"pipe_simplex", test_pipe_simplex, 20},
     {"bad_args_and_close", test_bad_args_and_close, 10},

@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 
 static const char *versions[] = {"3.6", "3.8", "3.11", "3.12", "3.13"};
@@ -221,6 +222,50 @@ static void test_py_client_mproc_listener(void)
     CHECK(ran > 0);
 }
 
+/* ---- fds both ways: send_handle / recv_handle --------------------------- */
+
+/* An fd to CPython's recv_handle and one back from its send_handle. */
+static void test_handles_with_python(void)
+{
+    if (!have_any())
+        SKIP("no CPython in $MPROC_PYTHON_DIR (default ~/.pyenv/versions)");
+    mproc_conn_opts k = key_opts(key_raw, 20);
+    int ran = 0;
+    for (size_t v = 0; v < NVERSIONS; v++) {
+        const char *python = mproc_test_python(versions[v]);
+        if (!python)
+            continue;
+        ran++;
+        mproc_listener *l;
+        CHECK_OK(mproc_listener_new(&l, NULL, &k));
+        py p = py_start(python, "connect", mproc_listener_address(l), key_hex,
+                        "handle");
+        mproc_conn *c;
+        CHECK_OK(mproc_listener_accept(l, &c, 30));
+        int mfd = memfd_create("handle", MFD_CLOEXEC);
+        CHECK(mfd >= 0);
+        CHECK_EQ(write(mfd, "from C", 6), 6);
+        CHECK_OK(mproc_conn_send_handle(c, mfd, 20));
+        close(mfd);
+        void *m;
+        size_t n;
+        CHECK_OK(mproc_conn_recv_bytes(c, &m, &n, 0, 20));
+        CHECK(n == 6 && memcmp(m, "from C", 6) == 0);
+        free(m);
+        int fd = -1;
+        CHECK_OK(mproc_conn_recv_handle(c, &fd, 20));
+        char buf[32] = {0};
+        CHECK_EQ(read(fd, buf, sizeof buf - 1), 11);
+        CHECK_STR(buf, "from Python");
+        CHECK(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+        close(fd);
+        mproc_conn_free(c);
+        CHECK_EQ(py_wait(&p, 30), 0);
+        mproc_listener_free(l);
+    }
+    CHECK(ran > 0);
+}
+
 /* ---- an mproc Client against a Python Listener -------------------------- */
 
 static void test_mproc_client_py_listener(void)
@@ -375,6 +420,7 @@ static const mproc_test tests[] = {
     {"mproc_client_py_listener", test_mproc_client_py_listener, 120},
     {"wrong_key", test_wrong_key, 120},
     {"empty_and_process_key", test_empty_and_process_key, 60},
+    {"handles_with_python", test_handles_with_python, 300},
 };
 
 MPROC_TEST_MAIN(tests)

@@ -329,6 +329,52 @@ MPROC_API int mproc_conn_deliver_challenge(mproc_conn *c, const void *key,
 MPROC_API int mproc_conn_answer_challenge(mproc_conn *c, const void *key,
                                           size_t keylen, double timeout);
 
+/* ---- objects to a running process ------------------------------------- */
+
+/*
+ * Sends a duplicate of fd to the process at the other end of c (a Unix
+ * socket connection: a Pipe, or a Listener/Client on an AF_UNIX address),
+ * as CPython's multiprocessing.reduction.send_handle does, byte for byte:
+ * a Python peer takes it with recv_handle(conn). fd stays the caller's.
+ * Blocks up to timeout seconds (< 0 forever). Returns 0, -ENOTSOCK (not a
+ * socket), MPROC_ECLOSED, -EBADF (not writable), -ETIMEDOUT, -EPIPE,
+ * -EINVAL, -errno. Thread safe (serialized with other sends).
+ */
+MPROC_API int mproc_conn_send_handle(mproc_conn *c, int fd, double timeout);
+
+/*
+ * Receives an fd sent by send_handle (ours or CPython's), close-on-exec,
+ * into *fd (the caller's to close). Returns 0, -ETIMEDOUT, MPROC_EEOF,
+ * MPROC_EPROTO (no fd, or more fds than one, came: none is kept), -EBUSY
+ * (a message is half received on c), -ENOTSOCK, MPROC_ECLOSED, -EINVAL,
+ * -errno. Thread safe (serialized with other receives).
+ */
+MPROC_API int mproc_conn_recv_handle(mproc_conn *c, int *fd, double timeout);
+
+/*
+ * Sends an argument list to the process at the other end of c (a Unix
+ * socket connection), objects included: connections, queues, locks and
+ * the other sync objects, Values, Arrays, SharedMemory, anything with an
+ * mproc_kind. The receiver gets the same objects as a child started with
+ * them would (shared, not copied), under whatever start method it was
+ * started. The objects stay the caller's. Returns 0, -ENOTSOCK, -ETIMEDOUT
+ * (nothing was sent), -ENOMEM, MPROC_ERESOLVE (an object's kind is not in
+ * a loaded object file), MPROC_ECLOSED, -errno. Thread safe.
+ */
+MPROC_API int mproc_conn_send_args(mproc_conn *c, const mproc_args *a,
+                                   double timeout);
+
+/*
+ * Receives a list sent by send_args into *out (free it with
+ * mproc_args_free, which releases the objects it rebuilt). Returns 0,
+ * -ETIMEDOUT (nothing came), MPROC_EEOF, MPROC_ETRUNC (the fds came but
+ * not their list within 10 s: the connection is out of step), MPROC_EPROTO
+ * (a malformed list; every fd that came is closed), MPROC_ERESOLVE, -EBUSY,
+ * -ENOTSOCK, -ENOMEM, -errno. Thread safe.
+ */
+MPROC_API int mproc_conn_recv_args(mproc_conn *c, mproc_args **out,
+                                   double timeout);
+
 /* ---- connections as arguments of a process --------------------------- */
 
 /*

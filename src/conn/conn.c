@@ -270,8 +270,23 @@ static int send_locked(mproc_conn *c, struct iovec *iov, int n, uint64_t total,
     return rc;
 }
 
+static int conn_sendv(mproc_conn *c, const struct iovec *uiov, int uiovcnt,
+                      const mproc__deadline *dl, bool have_wlock);
+
 int mproc__conn_sendv(mproc_conn *c, const struct iovec *uiov, int uiovcnt,
                       const mproc__deadline *dl)
+{
+    return conn_sendv(c, uiov, uiovcnt, dl, false);
+}
+
+int mproc__conn_sendv_locked(mproc_conn *c, const struct iovec *uiov,
+                             int uiovcnt, const mproc__deadline *dl)
+{
+    return conn_sendv(c, uiov, uiovcnt, dl, true);
+}
+
+static int conn_sendv(mproc_conn *c, const struct iovec *uiov, int uiovcnt,
+                      const mproc__deadline *dl, bool have_wlock)
 {
     if (!c || uiovcnt < 0 || uiovcnt > CONN_MAX_IOV || (uiovcnt && !uiov))
         return -EINVAL;
@@ -302,7 +317,8 @@ int mproc__conn_sendv(mproc_conn *c, const struct iovec *uiov, int uiovcnt,
             iov[n++] = uiov[i];
     total += iov[0].iov_len;
 
-    pthread_mutex_lock(&c->wlock);
+    if (!have_wlock)
+        pthread_mutex_lock(&c->wlock);
     int rc;
     if (c->fd < 0)
         rc = MPROC_ECLOSED;
@@ -336,7 +352,8 @@ int mproc__conn_sendv(mproc_conn *c, const struct iovec *uiov, int uiovcnt,
             pthread_sigmask(SIG_SETMASK, &old, NULL);
         }
     }
-    pthread_mutex_unlock(&c->wlock);
+    if (!have_wlock)
+        pthread_mutex_unlock(&c->wlock);
     return rc;
 }
 
@@ -500,6 +517,14 @@ int mproc__conn_recv(mproc_conn *c, void **out, size_t *len, size_t maxlen,
                      const mproc__deadline *dl)
 {
     pthread_mutex_lock(&c->rlock);
+    int rc = mproc__conn_recv_locked(c, out, len, maxlen, dl);
+    pthread_mutex_unlock(&c->rlock);
+    return rc;
+}
+
+int mproc__conn_recv_locked(mproc_conn *c, void **out, size_t *len,
+                            size_t maxlen, const mproc__deadline *dl)
+{
     int rc = recv_begin(c);
     if (rc == 0)
         rc = read_header(c, dl);
@@ -514,7 +539,6 @@ int mproc__conn_recv(mproc_conn *c, void **out, size_t *len, size_t maxlen,
         c->part = NULL;
         rx_reset(c);
     }
-    pthread_mutex_unlock(&c->rlock);
     return rc;
 }
 

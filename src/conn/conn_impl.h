@@ -40,6 +40,12 @@ int mproc__conn_sendv(mproc_conn *c, const struct iovec *iov, int n,
 int mproc__conn_recv(mproc_conn *c, void **out, size_t *len, size_t maxlen,
                      const mproc__deadline *dl);
 
+/* The same with the connection's send / receive lock already held. */
+int mproc__conn_sendv_locked(mproc_conn *c, const struct iovec *iov, int n,
+                             const mproc__deadline *dl);
+int mproc__conn_recv_locked(mproc_conn *c, void **out, size_t *len,
+                            size_t maxlen, const mproc__deadline *dl);
+
 /* The handshake halves with an absolute deadline (auth.c). */
 int mproc__conn_deliver(mproc_conn *c, const void *key, size_t keylen,
                         const mproc__deadline *dl);

@@ -79,8 +79,8 @@ int mproc__robust_lock(pthread_mutex_t *m, int how, const mproc__deadline *d)
 {
     int r;
     if (how == MPROC__TRY)
-        r = pthread_mutex_trylock(m);
-    else if (!d || d->infinite)
+        return mproc__robust_trylock(m);
+    if (!d || d->infinite)
         r = pthread_mutex_lock(m);
     else
         r = lock_until(m, &d->at);

@@ -153,4 +153,19 @@ enum { MPROC__TRY = 0, MPROC__UNTIL = 1 };
  */
 int mproc__robust_lock(pthread_mutex_t *m, int how, const mproc__deadline *d);
 
+/* mproc__robust_lock(m, MPROC__TRY, NULL), inline for the hot paths of
+ * locks and queues (an uncontended lock is a few nanoseconds: a call into
+ * another file would be a tenth of it). */
+static inline int mproc__robust_trylock(pthread_mutex_t *m)
+{
+    int r = pthread_mutex_trylock(m);
+    if (__builtin_expect(r == 0, 1))
+        return 0;
+    if (r == EOWNERDEAD) {
+        pthread_mutex_consistent(m);
+        return 1;
+    }
+    return -r;
+}
+
 #endif

@@ -55,6 +55,7 @@
 
 #include <stdalign.h>
 #include <stdatomic.h>
+#include <string.h>
 
 #define Q_MAGIC   0x5150524du /* "MRPQ" */
 #define Q_VERSION 1u
@@ -200,17 +201,13 @@ int queue__spin_budget(void);
 /* Sleep period for one futex wait: the deadline's rest, capped at
  * Q_PERIOD_NS. Returns false when the deadline has passed. */
 bool queue__period_left(const mproc__deadline *d, struct timespec *ts);
-/* Copies between the ring (at position pos) and flat memory. */
-void queue__ring_write(mproc_queue *q, uint64_t pos, const void *src, size_t n);
-void queue__ring_read(mproc_queue *q, uint64_t pos, void *dst, size_t n);
 /* Sets the readiness eventfd. */
 void queue__efd_signal(mproc_queue *q);
 /* A consumer saw the queue empty: clears the readiness fd race-free. */
 void queue__note_empty(mproc_queue *q);
-/* Takes one side's lock by the deadline, repairing what a dead holder left.
- * Returns 0, -ETIMEDOUT, -ENOTRECOVERABLE or -errno. */
-int queue__lock(mproc_queue *q, int side, const mproc__deadline *d);
-void queue__unlock(mproc_queue *q, int side);
+/* queue__lock's way when the lock is not free at once: spin, then sleep in
+ * the mutex in bounded steps. */
+int queue__lock_slow(mproc_queue *q, int side, const mproc__deadline *d);
 /* Finishes taking a side's lock: rc is mproc__robust_lock's result (1:
  * the holder died; what it left is repaired here). Returns 0 or rc. */
 int queue__locked(mproc_queue *q, int side, int rc);
@@ -229,6 +226,53 @@ static inline void poll_notify(mproc_queue *q)
     if (atomic_load_explicit(&h->armed, memory_order_relaxed) &&
         atomic_load(&h->fd_clear) && atomic_exchange(&h->fd_clear, 0))
         queue__efd_signal(q);
+}
+
+/* Copies between the ring (at position pos) and flat memory (inline: a
+ * 64-byte message is a handful of instructions). */
+static inline void queue__ring_write(mproc_queue *q, uint64_t pos,
+                                     const void *src, size_t n)
+{
+    size_t off = (size_t)(pos & q->mask);
+    size_t first = q->cap - off;
+    if (n <= first) {
+        memcpy(q->ring + off, src, n);
+    } else {
+        memcpy(q->ring + off, src, first);
+        memcpy(q->ring, (const unsigned char *)src + first, n - first);
+    }
+}
+
+static inline void queue__ring_read(mproc_queue *q, uint64_t pos, void *dst,
+                                    size_t n)
+{
+    size_t off = (size_t)(pos & q->mask);
+    size_t first = q->cap - off;
+    if (n <= first) {
+        memcpy(dst, q->ring + off, n);
+    } else {
+        memcpy(dst, q->ring + off, first);
+        memcpy((unsigned char *)dst + first, q->ring, n - first);
+    }
+}
+
+/* Takes one side's lock by the deadline, repairing what a dead holder left.
+ * Returns 0, -ETIMEDOUT, -ENOTRECOVERABLE or -errno. */
+static inline int queue__lock(mproc_queue *q, int side,
+                              const mproc__deadline *d)
+{
+    pthread_mutex_t *m = side == SIDE_P ? &q->h->plock : &q->h->clock;
+    int rc = mproc__robust_trylock(m);
+    if (__builtin_expect(rc == 0, 1))
+        return 0;
+    if (rc != -EBUSY)
+        return queue__locked(q, side, rc);
+    return queue__lock_slow(q, side, d);
+}
+
+static inline void queue__unlock(mproc_queue *q, int side)
+{
+    pthread_mutex_unlock(side == SIDE_P ? &q->h->plock : &q->h->clock);
 }
 
 #endif

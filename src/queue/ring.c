@@ -43,30 +43,6 @@ bool queue__period_left(const mproc__deadline *d, struct timespec *ts)
 }
 
 /* Copies between the ring (at position pos) and flat memory. */
-void queue__ring_write(mproc_queue *q, uint64_t pos, const void *src, size_t n)
-{
-    size_t off = (size_t)(pos & q->mask);
-    size_t first = q->cap - off;
-    if (n <= first) {
-        memcpy(q->ring + off, src, n);
-    } else {
-        memcpy(q->ring + off, src, first);
-        memcpy(q->ring, (const unsigned char *)src + first, n - first);
-    }
-}
-
-void queue__ring_read(mproc_queue *q, uint64_t pos, void *dst, size_t n)
-{
-    size_t off = (size_t)(pos & q->mask);
-    size_t first = q->cap - off;
-    if (n <= first) {
-        memcpy(dst, q->ring + off, n);
-    } else {
-        memcpy(dst, q->ring + off, first);
-        memcpy((unsigned char *)dst + first, q->ring, n - first);
-    }
-}
-
 /* ---- readiness fd ------------------------------------------------------ */
 
 void queue__efd_signal(mproc_queue *q)
@@ -149,21 +125,19 @@ int queue__locked(mproc_queue *q, int side, int rc)
  * deadline (a nowait call must not fail merely because another process is
  * mid-copy).
  */
-int queue__lock(mproc_queue *q, int side, const mproc__deadline *d)
+int queue__lock_slow(mproc_queue *q, int side, const mproc__deadline *d)
 {
     qshm *h = q->h;
     pthread_mutex_t *m = side == SIDE_P ? &h->plock : &h->clock;
     _Atomic uint32_t *sleeping = side == SIDE_P ? &h->p_waiting : &h->c_waiting;
-    int rc = mproc__robust_lock(m, MPROC__TRY, NULL);
-    if (rc != -EBUSY)
-        return queue__locked(q, side, rc);
+    int rc;
     /* Holds are short unless the holder sleeps: spin a while first. */
     int spins = queue__spin_budget();
     for (int i = 0; i < spins; i++) {
         if (atomic_load_explicit(sleeping, memory_order_relaxed))
             break;
         spin_pause();
-        rc = mproc__robust_lock(m, MPROC__TRY, NULL);
+        rc = mproc__robust_trylock(m);
         if (rc != -EBUSY)
             return queue__locked(q, side, rc);
     }
@@ -195,11 +169,6 @@ int queue__lock(mproc_queue *q, int side, const mproc__deadline *d)
         if (rc != -ETIMEDOUT)
             return queue__locked(q, side, rc);
     }
-}
-
-void queue__unlock(mproc_queue *q, int side)
-{
-    pthread_mutex_unlock(side == SIDE_P ? &q->h->plock : &q->h->clock);
 }
 
 /* ---- creation, mapping ------------------------------------------------- */

@@ -114,7 +114,7 @@ static int mtx_gate(mproc__mtx *m, const mproc__deadline *d)
     __atomic_add_fetch(&m->nsleep, 1, __ATOMIC_SEQ_CST);
     for (;;) {
         uint32_t v = __atomic_load_n(&m->seq, __ATOMIC_SEQ_CST);
-        r = mproc__robust_lock(&m->m, MPROC__TRY, NULL);
+        r = mproc__robust_trylock(&m->m);
         if (r != -EBUSY) {
             if (v & 1) /* take the pending wake-up: unlocks wake again */
                 __atomic_compare_exchange_n(&m->seq, &v, v + 1, false,
@@ -159,7 +159,7 @@ int mproc__mtx_acquire(mproc__mtx *m, uint32_t *st, bool recursive,
             ;
         return -ETIMEDOUT;
     }
-    int r = mproc__robust_lock(&m->m, MPROC__TRY, NULL);
+    int r = mproc__robust_trylock(&m->m);
     if (r == -EBUSY && timeout != 0) {
         mproc__deadline d = mproc__deadline_from(timeout);
         r = mtx_gate(m, &d);
@@ -214,7 +214,7 @@ static int mtx_destroy(mproc__mtx *m)
         mtx_drop(m);
         pthread_mutex_unlock(&m->m);
     }
-    int r = mproc__robust_lock(&m->m, MPROC__TRY, NULL);
+    int r = mproc__robust_trylock(&m->m);
     if (r == -EBUSY)
         return -EBUSY;
     if (r >= 0)

@@ -8,6 +8,9 @@ Usage: python conn_peer.py ROLE ADDRESS KEY SCENARIO
   SCENARIO  echo     send every message back until EOF, then exit 0
             bye      send b'bye' and close
             waiteof  expect EOF as the first thing read
+            handle   recv_handle an fd, send back what it reads, then
+                     send_handle the read end of a pipe holding
+                     b'from Python', and wait for EOF
 A listener prints its address (in mproc's string form) on stdout first.
 Exit codes: 0 ok, 3 AuthenticationError, 5 EOFError (peer hung up),
 4 anything else (with a traceback on stderr).
@@ -52,6 +55,22 @@ def run(conn, scenario):
         conn.send_bytes(b'bye')
         conn.close()
         return 0
+    if scenario == 'handle':
+        from multiprocessing import reduction
+        fd = reduction.recv_handle(conn)
+        data = os.pread(fd, 100, 0)
+        os.close(fd)
+        conn.send_bytes(data)
+        r, w = os.pipe()
+        os.write(w, b'from Python')
+        os.close(w)
+        reduction.send_handle(conn, r, os.getpid())
+        os.close(r)
+        try:
+            conn.recv_bytes()
+        except EOFError:
+            return 0
+        return 1
     if scenario == 'waiteof':
         try:
             conn.recv_bytes()
