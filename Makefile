@@ -11,7 +11,7 @@ COV := build/coverage
 SRC_C := $(shell find src -name "*.c")
 SRC_H := $(shell find src -name "*.h")
 
-.PHONY: all run check build bench lint format format-check coverage fuzz install \
+.PHONY: all run check build bench lint format format-check coverage fuzz soak install \
     clean
 
 # $(call quietly,LOG,COMMANDS): runs the shell COMMANDS with all their
@@ -54,6 +54,17 @@ GCOVR = gcovr --root . --add-tracefile $(COV)/coverage.json
 FUZZ_SECONDS ?= 600
 fuzz:
 	@bash tests/fuzz_smoke.sh $(CURDIR) $(CURDIR)/build/fuzz $(FUZZ_SECONDS)
+
+# The chaos test (tests/test_chaos.c: random SIGKILLs of pool workers,
+# queue producers and consumers, lock holders) for SOAK_SECONDS per part
+# instead of the 2 s `make check` gives it.
+SOAK_SECONDS ?= 300
+soak:
+	@$(call quietly,$(DBG).log, \
+	    $(CMAKE) -S . -B $(DBG) -DCMAKE_BUILD_TYPE=Debug -DMPROC_SANITIZE=ON \
+	        -DMPROC_WERROR=ON -DMPROC_BENCH=OFF && \
+	    $(CMAKE) --build $(DBG) -j$(JOBS))
+	@MPROC_CHAOS_SECONDS=$(SOAK_SECONDS) $(DBG)/tests/test_chaos
 
 coverage:
 	@command -v gcovr >/dev/null || \

@@ -201,7 +201,7 @@ static int fsize_check(uint64_t size)
     return 0;
 }
 
-int mproc__fd_reserve(int fd, size_t size)
+int mproc__fd_reserve(int fd, size_t size, bool allocate)
 {
     if (size > (size_t)INT64_MAX)
         return -EFBIG;
@@ -210,7 +210,7 @@ int mproc__fd_reserve(int fd, size_t size)
         return r;
     if (ftruncate(fd, (off_t)size) < 0)
         return mproc__neg_errno();
-    if (size == 0)
+    if (size == 0 || !allocate)
         return 0;
     /* tmpfs and memfds allocate their pages here (or fail): without it the
      * first touch of a page that cannot be had raises SIGBUS. */
@@ -227,7 +227,7 @@ int mproc__memfd_new(const char *name, size_t size, bool sealable)
         memfd_create(name, MFD_CLOEXEC | (sealable ? MFD_ALLOW_SEALING : 0));
     if (fd < 0)
         return mproc__neg_errno();
-    int r = mproc__fd_reserve(fd, size);
+    int r = mproc__fd_reserve(fd, size, false);
     if (r < 0) {
         close(fd);
         return r;

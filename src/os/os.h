@@ -76,15 +76,20 @@ int mproc__random(void *buf, size_t n);
 int mproc__memfd_with(const char *name, const void *data, size_t n);
 
 /*
- * Gives a fresh memfd or tmpfs fd its size and reserves the memory behind
- * it, so that a full tmpfs or an exhausted memory limit is an error here
- * (-ENOSPC, -ENOMEM) and never a SIGBUS at the first touch of a page, and
- * a size over RLIMIT_FSIZE is -EFBIG instead of a SIGXFSZ (the program's
- * signal dispositions are left alone). Returns 0 or a negative code.
+ * Gives a fresh memfd or tmpfs fd its size: a size over RLIMIT_FSIZE is
+ * -EFBIG instead of a SIGXFSZ (the program's signal dispositions are left
+ * alone). With allocate, also reserves the pages, so that a full tmpfs
+ * (a /dev/shm of limited size) is -ENOSPC here and never a SIGBUS at the
+ * first touch of a page. Returns 0 or a negative code.
  */
-int mproc__fd_reserve(int fd, size_t size);
-/* A memfd (close-on-exec; sealable when asked) of size bytes, reserved as
- * by fd_reserve. Returns the fd or a negative code. */
+int mproc__fd_reserve(int fd, size_t size, bool allocate);
+/*
+ * A memfd (close-on-exec; sealable when asked) of size bytes, sized as by
+ * fd_reserve without allocating: memfds live on the kernel's internal shm
+ * mount, which has no size limit to run into; the memory itself is the
+ * only limit, as for any anonymous memory. Returns the fd or a negative
+ * code.
+ */
 int mproc__memfd_new(const char *name, size_t size, bool sealable);
 
 /*

@@ -134,7 +134,7 @@ static int create_linked(mproc_shm *s, const char *name, size_t size,
                    ? -EOPNOTSUPP
                    : mproc__neg_errno();
     struct stat st;
-    int r = mproc__fd_reserve(fd, size);
+    int r = mproc__fd_reserve(fd, size, true);
     if (r == 0 && fstat(fd, &st) < 0)
         r = mproc__neg_errno();
     for (int tries = 0; r == 0 && tries < 100; tries++) {
@@ -169,7 +169,7 @@ static int create_named(mproc_shm *s, const char *name, size_t size,
         return r;
     s->fd = r;
     struct stat st;
-    r = mproc__fd_reserve(s->fd, size);
+    r = mproc__fd_reserve(s->fd, size, true);
     if (r == 0 && fstat(s->fd, &st) < 0)
         r = mproc__neg_errno();
     if (r == 0 && !notrack)
