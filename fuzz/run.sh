@@ -17,6 +17,7 @@ for exe in "$build"/fuzz/fuzz_*; do
   work=$build/corpus/$name
   mkdir -p "$work"
   log=$build/$name.log
+  [ -d "$seeds" ] || seeds=$work # no corpus in the tree yet
   if ! "$exe" -runs=0 "$seeds" >"$log" 2>&1; then
     echo "fuzz $name: the in-tree corpus fails (see $log)"; fail=1; continue
   fi
