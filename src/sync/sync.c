@@ -625,7 +625,7 @@ static int cond_export(const void *obj, mproc_export *ex)
 
 static int cond_import(mproc_import *im, void **out)
 {
-    void *obj;
+    void *obj = NULL;
     int err = mproc__sync_import(im, MPROC__SYNC_COND, sizeof(mproc_cond), &obj);
     if (err < 0)
         return err;
