@@ -116,11 +116,12 @@ static int raw_spawn(int n)
     return 0;
 }
 
-static int mproc_run(mproc_start_method m, int n)
+/* n starts + joins of target under m. */
+static int mproc_run_target(mproc_target target, mproc_start_method m, int n)
 {
     for (int i = 0; i < n; i++) {
         mproc_process *p;
-        int r = mproc_process_new(&p, noop, NULL);
+        int r = mproc_process_new(&p, target, NULL);
         if (r < 0)
             return r;
         r = mproc_process_set_start_method(p, m);
@@ -135,6 +136,11 @@ static int mproc_run(mproc_start_method m, int n)
             return r;
     }
     return 0;
+}
+
+static int mproc_run(mproc_start_method m, int n)
+{
+    return mproc_run_target(noop, m, n);
 }
 
 /* ---- the fork server's preload --------------------------------------- */
@@ -159,37 +165,14 @@ static double preload_round(bool preload, int n)
     const char *libs[] = {MPROC_BENCH_PRELOAD};
     int r = mproc_set_forkserver_preload(libs, preload ? 1 : 0);
     mproc_shutdown(); /* the next start brings up a server with the list */
-    for (int i = 0; i < 2 && r == 0; i++) { /* the new server, untimed */
-        mproc_process *p;
-        r = mproc_process_new(&p, preload_target, NULL);
-        if (r == 0)
-            r = mproc_process_set_start_method(p, MPROC_START_FORKSERVER);
-        if (r == 0)
-            r = mproc_process_start(p);
-        if (r == 0)
-            r = mproc_process_join(p, -1);
-        if (r == 0 && mproc_process_exitcode(p) != 0)
-            r = -ECHILD;
-        mproc_process_free(p);
-    }
+    if (r == 0)       /* the new server, untimed */
+        r = mproc_run_target(preload_target, MPROC_START_FORKSERVER, 2);
     if (r < 0)
         return r;
     double t0 = now_us();
-    for (int i = 0; i < n; i++) {
-        mproc_process *p;
-        r = mproc_process_new(&p, preload_target, NULL);
-        if (r == 0)
-            r = mproc_process_set_start_method(p, MPROC_START_FORKSERVER);
-        if (r == 0)
-            r = mproc_process_start(p);
-        if (r == 0)
-            r = mproc_process_join(p, -1);
-        if (r == 0 && mproc_process_exitcode(p) != 0)
-            r = -ECHILD;
-        mproc_process_free(p);
-        if (r < 0)
-            return r;
-    }
+    r = mproc_run_target(preload_target, MPROC_START_FORKSERVER, n);
+    if (r < 0)
+        return r;
     return (now_us() - t0) / n;
 }
 

@@ -626,7 +626,8 @@ static void test_forkserver_killed(void)
     reap_adopted();
 }
 
-/* ---- set_executable, set_forkserver_preload ------------------------------- */
+/* ---- set_executable, set_forkserver_preload -------------------------------
+ */
 
 static int t_seven(const mproc_args *a)
 {
@@ -708,8 +709,7 @@ static void test_set_executable(void)
         CHECK_OK(mproc_set_executable(link2));
         CHECK_EQ(join_code(run(t_seven, NULL, MPROC_START_SPAWN)), 7);
         a = mproc_args_of("s", link2);
-        CHECK_EQ(join_code(run(mproc_testlib_exe_is, a, MPROC_START_SPAWN)),
-                 0);
+        CHECK_EQ(join_code(run(mproc_testlib_exe_is, a, MPROC_START_SPAWN)), 0);
         mproc_args_free(a);
         CHECK_EQ(unlink(link2), 0);
     } else {
@@ -746,9 +746,9 @@ static int t_preloaded(const mproc_args *a)
         return 1;
     const int *pid = dlsym(h, "mproc_testpreload_ctor_pid");
     const int *runs = dlsym(h, "mproc_testpreload_ctor_runs");
-    int r = !pid || !runs          ? 2
-            : *runs != 1           ? 3
-            : *pid == (int)getpid() ? 4
+    int r = !pid || !runs            ? 2
+            : *runs != 1             ? 3
+            : *pid == (int)getpid()  ? 4
             : *pid != (int)getppid() ? 5
                                      : 0;
     dlclose(h);

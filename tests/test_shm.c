@@ -966,7 +966,8 @@ static void test_squares_methods(void)
     }
 }
 
-/* ---- values made as Python makes them -------------------------------------- */
+/* ---- values made as Python makes them --------------------------------------
+ */
 
 /* Value('i', 5), Value('d', 2.5): the initial value in the same call, with
  * the setters' conversions; nothing is left when it does not fit. */
@@ -1081,7 +1082,8 @@ static void test_value_struct(void)
     mproc_value_free(v);
 
     /* Arrays of structs: slices copy elements whole. */
-    point ps[4] = {{1, 0, 0, "a"}, {2, 0, 0, "b"}, {3, 0, 0, "c"}, {4, 0, 0, "d"}};
+    point ps[4] = {
+        {1, 0, 0, "a"}, {2, 0, 0, "b"}, {3, 0, 0, "c"}, {4, 0, 0, "d"}};
     mproc_array_opts ao = {
         .type = MPROC_CTYPE_STRUCT, .size = sizeof(point), .n = 4, .init = ps};
     mproc_array *a;
@@ -1392,7 +1394,8 @@ static int t_shared_lock(const mproc_args *args)
     if (mproc_value_get_lock(a) != r || mproc_value_get_lock(b) != r ||
         mproc_array_get_lock(arr) != r)
         return 2;
-    if (mproc_value_has_lock(view) || mproc_value_ptr(view) != mproc_value_ptr(a))
+    if (mproc_value_has_lock(view) ||
+        mproc_value_ptr(view) != mproc_value_ptr(a))
         return 3;
     if (mproc_value_acquire(a, 5) != 0 || mproc_rlock_count(r) != 1)
         return 4;

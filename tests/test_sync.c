@@ -273,6 +273,15 @@ static void test_lock_exact_counter(void)
     shared_teardown();
 }
 
+/* Marks *flag, then waits to be killed holding whatever it took. */
+static int hold_until_killed(int32_t *flag)
+{
+    inc(flag);
+    for (;;)
+        pause();
+    return 0;
+}
+
 static int c_hold_forever(int which)
 {
     int r = which == 0   ? mproc_lock_acquire(&sh->lock, -1)
@@ -280,12 +289,7 @@ static int c_hold_forever(int which)
                          : mproc_cond_acquire(&sh->cond, -1);
     if (which == 1 && r == 0)
         r = mproc_rlock_acquire(&sh->rlock, -1); /* count 2 */
-    if (r != 0)
-        return 30;
-    inc(&sh->flag);
-    for (;;)
-        pause();
-    return 0;
+    return r != 0 ? 30 : hold_until_killed(&sh->flag);
 }
 
 /* SIGKILL the holder: the next acquirer gets EOWNERDEAD and may repair;
@@ -697,18 +701,19 @@ static int c_cond_waiter(int timeout_ms)
     return r == 0 ? 0 : r == -ETIMEDOUT ? 1 : 72;
 }
 
-static int32_t locked_read(const int32_t *p)
+/* *p read with c's lock held. */
+static int32_t locked_read(mproc_cond *c, const int32_t *p)
 {
-    CHECK_OK(mproc_cond_acquire(&sh->cond, -1));
+    CHECK_OK(mproc_cond_acquire(c, -1));
     int32_t v = *p;
-    CHECK_OK(mproc_cond_release(&sh->cond));
+    CHECK_OK(mproc_cond_release(c));
     return v;
 }
 
-static void await_locked(const int32_t *p, int32_t v)
+static void await_locked(mproc_cond *c, const int32_t *p, int32_t v)
 {
     double t0 = mproc_test_now();
-    while (locked_read(p) < v) {
+    while (locked_read(c, p) < v) {
         CHECK(mproc_test_now() - t0 < 10);
         usleep(1000);
     }
@@ -723,7 +728,7 @@ static void test_cond_notify_exact(void)
     pid_t p[W];
     for (int i = 0; i < W; i++)
         p[i] = fork_child(c_cond_waiter, -1);
-    await_locked(&sh->waiting, W);
+    await_locked(&sh->cond, &sh->waiting, W);
     int expect = 0;
     const unsigned steps[] = {1, 1, 3, 1, 2};
     for (size_t s = 0; s < sizeof steps / sizeof steps[0]; s++) {
@@ -731,9 +736,9 @@ static void test_cond_notify_exact(void)
         CHECK_EQ(mproc_cond_notify(&sh->cond, steps[s]), steps[s]);
         CHECK_OK(mproc_cond_release(&sh->cond));
         expect += (int)steps[s];
-        await_locked(&sh->woken, expect);
+        await_locked(&sh->cond, &sh->woken, expect);
         msleep(100); /* would anyone else wake? */
-        CHECK_EQ(locked_read(&sh->woken), expect);
+        CHECK_EQ(locked_read(&sh->cond, &sh->woken), expect);
     }
     CHECK_OK(mproc_cond_acquire(&sh->cond, -1));
     CHECK_EQ(mproc_cond_notify_all(&sh->cond), W - expect);
@@ -870,7 +875,7 @@ static void test_cond_lock_owner_killed(void)
     shared_setup();
     CHECK_OK(mproc_cond_init(&sh->cond, MPROC_COND_RLOCK));
     pid_t w = fork_child(c_cond_waiter, -1);
-    await_locked(&sh->waiting, 1);
+    await_locked(&sh->cond, &sh->waiting, 1);
     pid_t h = fork_child(c_hold_forever, 2);
     await_at_least(&sh->flag, 1);
     kill_reap(h);
@@ -883,7 +888,7 @@ static void test_cond_lock_owner_killed(void)
     sh->waiting = 0;
     sh->woken = 0;
     w = fork_child(c_cond_waiter, -1);
-    await_locked(&sh->waiting, 1);
+    await_locked(&sh->cond, &sh->waiting, 1);
     CHECK_OK(mproc_cond_acquire(&sh->cond, -1));
     CHECK_EQ(mproc_cond_notify(&sh->cond, 1), 1);
     CHECK_OK(mproc_cond_release(&sh->cond));
@@ -901,7 +906,7 @@ static void test_cond_waiter_killed(void)
     pid_t w[3];
     for (int i = 0; i < 3; i++)
         w[i] = fork_child(c_cond_waiter, -1);
-    await_locked(&sh->waiting, 3);
+    await_locked(&sh->cond, &sh->waiting, 3);
     kill_reap(w[1]);
     CHECK_OK(mproc_cond_acquire(&sh->cond, -1));
     CHECK_EQ(mproc_cond_notify_all(&sh->cond), 3); /* dead one included */
@@ -910,7 +915,7 @@ static void test_cond_waiter_killed(void)
     CHECK_EQ(reap(w[2]), 0);
     CHECK_EQ(sh->woken, 2);
     pid_t x = fork_child(c_cond_waiter, -1);
-    await_locked(&sh->waiting, 4);
+    await_locked(&sh->cond, &sh->waiting, 4);
     CHECK_OK(mproc_cond_acquire(&sh->cond, -1));
     CHECK_EQ(mproc_cond_notify(&sh->cond, 1), 1);
     CHECK_OK(mproc_cond_release(&sh->cond));
@@ -950,23 +955,6 @@ static int c_cv_waiter(int which)
     if (r == 0 || r == -EOWNERDEAD)
         mproc_lock_release(&cv->lock); /* the same lock */
     return 0;
-}
-
-static int32_t cv_read(const int32_t *p)
-{
-    CHECK_OK(mproc_lock_acquire(&cv->lock, -1));
-    int32_t v = *p;
-    CHECK_OK(mproc_lock_release(&cv->lock));
-    return v;
-}
-
-static void cv_await(const int32_t *p, int32_t v)
-{
-    double t0 = mproc_test_now();
-    while (cv_read(p) < v) {
-        CHECK(mproc_test_now() - t0 < 10);
-        usleep(1000);
-    }
 }
 
 static int c_rlock_then_notify(int unused)
@@ -1026,15 +1014,15 @@ static void test_cond_shared_lock(void)
     /* A waiter on each condition; while they wait the lock is free. */
     pid_t w0 = fork_child(c_cv_waiter, 0);
     pid_t w1 = fork_child(c_cv_waiter, 1);
-    cv_await(&cv->waiting[0], 1);
-    cv_await(&cv->waiting[1], 1);
+    await_locked(&cv->c2, &cv->waiting[0], 1);
+    await_locked(&cv->c2, &cv->waiting[1], 1);
     CHECK_OK(mproc_lock_acquire(&cv->lock, 5));
     CHECK_EQ(mproc_cond_notify_all(&cv->c2), 1); /* c2's waiter only */
     CHECK_OK(mproc_lock_release(&cv->lock));
-    cv_await(&cv->woken[1], 1);
+    await_locked(&cv->c2, &cv->woken[1], 1);
     CHECK_EQ(reap(w1), 0);
     msleep(50);
-    CHECK_EQ(cv_read(&cv->woken[0]), 0);
+    CHECK_EQ(locked_read(&cv->c2, &cv->woken[0]), 0);
     CHECK_OK(mproc_cond_acquire(&cv->c2, -1));
     CHECK_EQ(mproc_cond_notify(&cv->c1, 1), 1); /* holding it through c2 */
     CHECK_OK(mproc_cond_release(&cv->c1));
@@ -1082,18 +1070,28 @@ static void test_cond_shared_lock(void)
     CHECK_OK(mproc_lock_release(l));
     mproc_lock_free(l);
     munmap(cv, sizeof *cv);
+
+    /* Condition(v.get_lock()): on a Value's own lock. */
+    mproc_value *v;
+    CHECK_OK(mproc_value_new(&v, 'i'));
+    CHECK_OK(mproc_cond_new_with_rlock(&c, mproc_value_get_lock(v)));
+    CHECK_OK(mproc_value_acquire(v, -1));
+    CHECK_OK(mproc_value_acquire(v, -1));
+    CHECK_ERR(mproc_cond_wait(c, 0.01), -ETIMEDOUT);
+    CHECK_EQ(mproc_rlock_count(mproc_value_get_lock(v)), 2);
+    CHECK_OK(mproc_value_set_i64(v, 3));
+    CHECK_OK(mproc_value_release(v)); /* released as it was taken */
+    CHECK_OK(mproc_value_release(v));
+    CHECK_ERR(mproc_cond_release(c), MPROC_ENOTOWNER);
+    mproc_cond_free(c);
+    mproc_value_free(v);
 }
 
 static int c_cv_hold_forever(int through_c1)
 {
     int r = through_c1 ? mproc_cond_acquire(&cv->c1, -1)
                        : mproc_lock_acquire(&cv->lock, -1);
-    if (r != 0)
-        return 30;
-    inc(&cv->flag);
-    for (;;)
-        pause();
-    return 0;
+    return r != 0 ? 30 : hold_until_killed(&cv->flag);
 }
 
 /* A holder of the shared lock SIGKILLed: the next acquirer, whichever way
@@ -1110,8 +1108,8 @@ static void test_cond_shared_lock_owner_killed(void)
     CHECK_OK(mproc_cond_init_with_lock(&cv->c2, &cv->lock));
     pid_t w0 = fork_child(c_cv_waiter, 0);
     pid_t w1 = fork_child(c_cv_waiter, 1);
-    cv_await(&cv->waiting[0], 1);
-    cv_await(&cv->waiting[1], 1);
+    await_locked(&cv->c2, &cv->waiting[0], 1);
+    await_locked(&cv->c2, &cv->waiting[1], 1);
     pid_t h = fork_child(c_cv_hold_forever, 1); /* through c1 */
     await_at_least(&cv->flag, 1);
     CHECK_ERR(mproc_cond_acquire(&cv->c2, 0), -ETIMEDOUT);
@@ -1129,7 +1127,7 @@ static void test_cond_shared_lock_owner_killed(void)
     CHECK_OK(mproc_lock_acquire(&cv->lock, 0));
     CHECK_OK(mproc_lock_release(&cv->lock));
     msleep(50);
-    CHECK_EQ(cv_read(&cv->woken[0]), 0);
+    CHECK_EQ(locked_read(&cv->c2, &cv->woken[0]), 0);
     CHECK_OK(mproc_cond_acquire(&cv->c1, 5));
     CHECK_OK(mproc_cond_release(&cv->c1));
     CHECK_EQ(reap(w0), 0);
@@ -1139,7 +1137,7 @@ static void test_cond_shared_lock_owner_killed(void)
     memset(cv->waiting, 0, sizeof cv->waiting);
     memset(cv->woken, 0, sizeof cv->woken);
     w0 = fork_child(c_cv_waiter, 0);
-    cv_await(&cv->waiting[0], 1);
+    await_locked(&cv->c2, &cv->waiting[0], 1);
     CHECK_OK(mproc_lock_acquire(&cv->lock, -1));
     CHECK_EQ(mproc_cond_notify(&cv->c1, 1), 1);
     CHECK_OK(mproc_lock_release(&cv->lock));

@@ -243,8 +243,7 @@ MPROC_API int mproc_set_executable(const char *path);
  * -EINVAL (NULL names with n > 0, a NULL or empty name, one of PATH_MAX
  * bytes or more), -ENOMEM. Thread safe.
  */
-MPROC_API int mproc_set_forkserver_preload(const char *const *names,
-                                           size_t n);
+MPROC_API int mproc_set_forkserver_preload(const char *const *names, size_t n);
 
 /* "fork", "spawn", "forkserver" (NULL for others) and back (-EINVAL). */
 MPROC_API const char *mproc_start_method_name(mproc_start_method method);

@@ -59,10 +59,10 @@ int mproc_set_executable(const char *path)
         if (!abs)
             return errno == ENOMEM ? -ENOMEM : -errno;
         struct stat st;
-        int r = stat(abs, &st) < 0         ? -errno
-                : !S_ISREG(st.st_mode)     ? -EACCES
-                : access(abs, X_OK) < 0    ? -errno
-                                           : 0;
+        int r = stat(abs, &st) < 0      ? -errno
+                : !S_ISREG(st.st_mode)  ? -EACCES
+                : access(abs, X_OK) < 0 ? -errno
+                                        : 0;
         if (r < 0) {
             free(abs);
             return r;

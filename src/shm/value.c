@@ -84,16 +84,15 @@ static int obj_new(shobj **out, size_t handle_size, const obj_spec *sp)
     if (!out)
         return -EINVAL;
     *out = NULL;
-    int t = sp->type == MPROC_CTYPE_STRUCT ? sp->type
-                                           : shm__norm_type(sp->type);
+    int t =
+        sp->type == MPROC_CTYPE_STRUCT ? sp->type : shm__norm_type(sp->type);
     size_t es = t ? elem_size(t, sp->size) : 0;
-    if (!es || (sp->lock && sp->rlock) ||
-        (sp->raw && (sp->lock || sp->rlock)))
+    if (!es || (sp->lock && sp->rlock) || (sp->raw && (sp->lock || sp->rlock)))
         return -EINVAL;
     if ((sp->lock && mproc_lock_locked(sp->lock) < 0) ||
         (sp->rlock && mproc_rlock_locked(sp->rlock) < 0))
         return -EINVAL; /* not an initialized Lock / RLock */
-    int lk = sp->raw    ? LK_NONE
+    int lk = sp->raw     ? LK_NONE
              : sp->lock  ? LK_LOCK
              : sp->rlock ? LK_RLOCK
                          : LK_OWN;
@@ -922,9 +921,9 @@ static int obj_import(mproc_import *im, void **out, size_t handle_size)
                                        : 0;
     size_t hdr = v[1] == LK_OWN ? MPROC__VLOCK_SIZE : 0;
     size_t es = t && v[3] <= SIZE_MAX / 4 ? elem_size(t, (size_t)v[3]) : 0;
-    if (r == 0 && (es == 0 || es != v[3] || v[1] > LK_RLOCK ||
-                   v[2] > (SIZE_MAX / 4 - hdr) / es ||
-                   o->blk.len != hdr + v[2] * es))
+    if (r == 0 &&
+        (es == 0 || es != v[3] || v[1] > LK_RLOCK ||
+         v[2] > (SIZE_MAX / 4 - hdr) / es || o->blk.len != hdr + v[2] * es))
         r = MPROC_EPROTO;
     o->lk = (int)v[1];
     if (r == 0 && o->lk == LK_LOCK)

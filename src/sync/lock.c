@@ -739,9 +739,8 @@ int mproc_cond_wait(mproc_cond *c, double timeout)
     for (;;) {
         int fr =
             timeout == 0 ? -ETIMEDOUT : mproc__futex_wait_until(word, seen, &d);
-        int lr =
-            mtx_result(lk.mtx, lk.st, me,
-                       mproc__robust_lock(&lk.mtx->m, MPROC__UNTIL, NULL));
+        int lr = mtx_result(lk.mtx, lk.st, me,
+                            mproc__robust_lock(&lk.mtx->m, MPROC__UNTIL, NULL));
         if (lr < 0 && lr != -EOWNERDEAD)
             return lr; /* not held */
         lk.mtx->count = saved;

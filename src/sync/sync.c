@@ -254,8 +254,8 @@ static int maps_each(bool (*fn)(const struct mapping *, void *), void *arg)
         if (sscanf(line, "%lx-%lx %7s %llx %x:%x %lu", &lo, &hi, perms, &off,
                    &maj, &mnr, &ino) != 7)
             continue;
-        struct mapping m = {lo, hi, off, makedev(maj, mnr), ino,
-                            perms[3] == 's'};
+        struct mapping m = {
+            lo, hi, off, makedev(maj, mnr), ino, perms[3] == 's'};
         found = fn(&m, arg);
     }
     free(line);
@@ -498,7 +498,8 @@ out_close:
     return err;
 }
 
-/* ---- links ---------------------------------------------------------------- */
+/* ---- links ----------------------------------------------------------------
+ */
 
 struct link {
     const void *cond;
@@ -510,8 +511,8 @@ struct link {
 
 static struct link *g_links;
 
-int mproc__sync_link_add(const void *cond, void *lock, bool owned,
-                         uint64_t dev, uint64_t ino, uint64_t off)
+int mproc__sync_link_add(const void *cond, void *lock, bool owned, uint64_t dev,
+                         uint64_t ino, uint64_t off)
 {
     struct link *l = calloc(1, sizeof *l);
     if (!l)
@@ -626,9 +627,10 @@ static int cond_export(const void *obj, mproc_export *ex)
 static int cond_import(mproc_import *im, void **out)
 {
     void *obj = NULL;
-    int err = mproc__sync_import(im, MPROC__SYNC_COND, sizeof(mproc_cond), &obj);
-    if (err < 0)
-        return err;
+    int err =
+        mproc__sync_import(im, MPROC__SYNC_COND, sizeof(mproc_cond), &obj);
+    if (err < 0 || !obj)
+        return err < 0 ? err : -EIO;
     uint32_t ext = 0;
     err = mproc_import_bytes(im, &ext, sizeof ext);
     mproc__cond_state *s = obj;

@@ -180,8 +180,7 @@ int mproc__sync_import(mproc_import *im, uint32_t magic, size_t size,
 int mproc__sync_identify(const void *p, size_t size, uint64_t *dev,
                          uint64_t *ino, uint64_t *off);
 /* Where this process maps offset off of that file (size bytes), or NULL. */
-void *mproc__sync_locate(uint64_t dev, uint64_t ino, uint64_t off,
-                         size_t size);
+void *mproc__sync_locate(uint64_t dev, uint64_t ino, uint64_t off, size_t size);
 
 /* ---- links: a condition's lock in this process (sync.c) -------------------
  * For processes of another layout than a condition's creator: cond -> the
@@ -189,8 +188,8 @@ void *mproc__sync_locate(uint64_t dev, uint64_t ino, uint64_t off,
  * (a link whose identity no longer matches the condition's is not used).
  * An import adds an owned link (the lock imported with the condition);
  * a lookup through the file identity adds a borrowed one. */
-int mproc__sync_link_add(const void *cond, void *lock, bool owned,
-                         uint64_t dev, uint64_t ino, uint64_t off);
+int mproc__sync_link_add(const void *cond, void *lock, bool owned, uint64_t dev,
+                         uint64_t ino, uint64_t off);
 void *mproc__sync_link_find(const void *cond, uint64_t dev, uint64_t ino,
                             uint64_t off);
 /* owned: drops one owned link of cond and returns its lock, for the caller
