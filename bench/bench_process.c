@@ -15,6 +15,13 @@
  * rotating) and each figure is the median over rounds of the round's mean
  * in microseconds per start + join. Targets are reported, never asserted.
  *
+ * Then the fork server's preload (issue 9, section 3): forkserver start +
+ * join of a target that loads a library whose constructor does real work
+ * (preload_lib.c, as a plugin: dlopen + dlsym + call), with the library in
+ * mproc_set_forkserver_preload (the server loads it once, each child
+ * starts with it) and without (each child loads it and runs the
+ * constructor). The server is restarted between the two (untimed).
+ *
  * Usage: bench_process [-r rounds] [-n ops] [-s spawn_ops] [-P]
  *   -n  ops per round for fork-like contenders (default 200)
  *   -s  ops per round for spawn-like contenders (default 60)
@@ -27,6 +34,7 @@
 
 #include "bench_util.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <libgen.h>
 #include <spawn.h>
@@ -108,11 +116,12 @@ static int raw_spawn(int n)
     return 0;
 }
 
-static int mproc_run(mproc_start_method m, int n)
+/* n starts + joins of target under m. */
+static int mproc_run_target(mproc_target target, mproc_start_method m, int n)
 {
     for (int i = 0; i < n; i++) {
         mproc_process *p;
-        int r = mproc_process_new(&p, noop, NULL);
+        int r = mproc_process_new(&p, target, NULL);
         if (r < 0)
             return r;
         r = mproc_process_set_start_method(p, m);
@@ -126,6 +135,71 @@ static int mproc_run(mproc_start_method m, int n)
         if (r < 0)
             return r;
     }
+    return 0;
+}
+
+static int mproc_run(mproc_start_method m, int n)
+{
+    return mproc_run_target(noop, m, n);
+}
+
+/* ---- the fork server's preload --------------------------------------- */
+
+/* The target: loads the plugin and runs its entry. */
+static int preload_target(const mproc_args *args)
+{
+    void *h = dlopen(MPROC_BENCH_PRELOAD, RTLD_NOW);
+    void *sym = h ? dlsym(h, "bench_preload_target") : NULL;
+    if (!sym)
+        return 2;
+    mproc_target fn;
+    memcpy(&fn, &sym, sizeof sym);
+    return fn(args);
+}
+
+/* n forkserver starts + joins of the library's target; with the library
+ * preloaded by a server started anew, or not. Returns us per op, or a
+ * negative code. */
+static double preload_round(bool preload, int n)
+{
+    const char *libs[] = {MPROC_BENCH_PRELOAD};
+    int r = mproc_set_forkserver_preload(libs, preload ? 1 : 0);
+    mproc_shutdown(); /* the next start brings up a server with the list */
+    if (r == 0)       /* the new server, untimed */
+        r = mproc_run_target(preload_target, MPROC_START_FORKSERVER, 2);
+    if (r < 0)
+        return r;
+    double t0 = now_us();
+    r = mproc_run_target(preload_target, MPROC_START_FORKSERVER, n);
+    if (r < 0)
+        return r;
+    return (now_us() - t0) / n;
+}
+
+static int preload_bench(int rounds, int n)
+{
+    double with[MAX_ROUNDS], without[MAX_ROUNDS];
+    for (int round = 0; round < rounds; round++) {
+        for (int k = 0; k < 2; k++) {
+            bool pre = (round + k) % 2;
+            double us = preload_round(pre, n);
+            if (us < 0)
+                return (int)us;
+            (pre ? with : without)[round] = us;
+        }
+    }
+    mproc_set_forkserver_preload(NULL, 0);
+    double a = bench_median(without, rounds), b = bench_median(with, rounds);
+    printf("forkserver start+join of a target that loads a library whose "
+           "constructor sieves 2^23 (median of %d interleaved rounds, %d "
+           "ops/round)\n",
+           rounds, n);
+    printf("  without preload  %9.1f us  (each child dlopens it, constructor "
+           "included)\n",
+           a);
+    printf("  preloaded        %9.1f us  (the server loaded it once)   "
+           "%6.1fx faster\n",
+           b, a / b);
     return 0;
 }
 
@@ -297,6 +371,11 @@ int main(int argc, char **argv)
         report("fork", C_FORK, C_PY_FORK, true, 20);
         report("spawn", C_SPAWN, C_PY_SPAWN, true, 20);
         report("forkserver", C_FORKSERVER, C_PY_FORKSERVER, true, 20);
+    }
+    int r = preload_bench(rounds, nslow);
+    if (r < 0) {
+        fprintf(stderr, "bench_process: preload: %s\n", mproc_strerror(r));
+        return 1;
     }
     return 0;
 }

@@ -8,12 +8,14 @@
 #include "testlib.h"
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
@@ -624,6 +626,172 @@ static void test_forkserver_killed(void)
     reap_adopted();
 }
 
+/* ---- set_executable, set_forkserver_preload -------------------------------
+ */
+
+static int t_seven(const mproc_args *a)
+{
+    (void)a;
+    return 7;
+}
+
+static void copy_file(const char *from, const char *to)
+{
+    int in = open(from, O_RDONLY | O_CLOEXEC);
+    int out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0755);
+    CHECK(in >= 0 && out >= 0);
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(in, buf, sizeof buf)) > 0)
+        CHECK_EQ(write(out, buf, (size_t)n), n);
+    CHECK_EQ(n, 0);
+    close(in);
+    close(out);
+}
+
+/* Spawn children exec the program set_executable names; fork and the fork
+ * server are not concerned; a program that cannot boot the child fails
+ * start cleanly. */
+static void test_set_executable(void)
+{
+    char self[4096], dir[] = "/tmp/mproc-exe-XXXXXX", copy[4200], link2[4200];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    CHECK(n > 0);
+    self[n] = 0;
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(copy, sizeof copy, "%s/copy", dir);
+    copy_file(self, copy);
+    char plain[4200];
+    snprintf(plain, sizeof plain, "%s/plain", dir);
+    int pf = open(plain, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    CHECK(pf >= 0);
+    close(pf);
+
+    CHECK_ERR(mproc_set_executable(""), -EINVAL);
+    CHECK_ERR(mproc_set_executable("/nonexistent/program"), -ENOENT);
+    CHECK_ERR(mproc_set_executable(dir), -EACCES); /* a directory */
+    if (geteuid() != 0 || access(plain, X_OK) != 0)
+        CHECK_ERR(mproc_set_executable(plain), -EACCES);
+
+    /* Another program: targets in shared libraries both load resolve. */
+    CHECK_OK(mproc_set_executable(copy));
+    mproc_args *a = mproc_args_of("s", copy);
+    CHECK_EQ(join_code(run(mproc_testlib_exe_is, a, MPROC_START_SPAWN)), 0);
+    mproc_args_free(a);
+    a = mproc_args_of("i", 1);
+    CHECK_EQ(join_code(run(mproc_testlib_target, a, MPROC_START_SPAWN)), 41);
+    mproc_args_free(a);
+    /* ... but a function of this executable is not in that program. */
+    int fds0 = mproc_test_count_fds();
+    mproc_process *p;
+    CHECK_OK(mproc_process_new(&p, t_seven, NULL));
+    CHECK_OK(mproc_process_set_start_method(p, MPROC_START_SPAWN));
+    CHECK_ERR(mproc_process_start(p), MPROC_ERESOLVE);
+    mproc_process_free(p);
+    CHECK_EQ(mproc_active_children(NULL, 0), 0);
+    CHECK_EQ(mproc_test_count_fds(), fds0);
+    /* Fork and forkserver children are this program still. */
+    a = mproc_args_of("s", self);
+    CHECK_EQ(join_code(run(mproc_testlib_exe_is, a, MPROC_START_FORK)), 0);
+    CHECK_EQ(join_code(run(mproc_testlib_exe_is, a, MPROC_START_FORKSERVER)),
+             0);
+    CHECK_EQ(join_code(run(t_seven, NULL, MPROC_START_FORKSERVER)), 7);
+    mproc_args_free(a);
+
+    /* This very program under another name: everything resolves. */
+    snprintf(link2, sizeof link2, "%s/link", dir);
+    bool linked = link(self, link2) == 0;
+    if (!linked) { /* another file system: next to the program */
+        snprintf(link2, sizeof link2, "%s.mproc-link-%d", self, (int)getpid());
+        linked = link(self, link2) == 0;
+    }
+    if (linked) {
+        CHECK_OK(mproc_set_executable(link2));
+        CHECK_EQ(join_code(run(t_seven, NULL, MPROC_START_SPAWN)), 7);
+        a = mproc_args_of("s", link2);
+        CHECK_EQ(join_code(run(mproc_testlib_exe_is, a, MPROC_START_SPAWN)), 0);
+        mproc_args_free(a);
+        CHECK_EQ(unlink(link2), 0);
+    } else {
+        printf("     (no hard link possible: that part skipped)\n");
+    }
+
+    /* Not an mproc program: it exits without booting. */
+    fds0 = mproc_test_count_fds(); /* the fork server's are open now */
+    CHECK_OK(mproc_set_executable("/bin/true"));
+    CHECK_OK(mproc_process_new(&p, t_seven, NULL));
+    CHECK_OK(mproc_process_set_start_method(p, MPROC_START_SPAWN));
+    CHECK_ERR(mproc_process_start(p), MPROC_EBOOTSTRAP);
+    CHECK_EQ(mproc_process_pid(p), 0);
+    mproc_process_free(p);
+    CHECK_EQ(mproc_active_children(NULL, 0), 0);
+    CHECK_EQ(mproc_test_count_fds(), fds0);
+
+    /* NULL: back to this program. */
+    CHECK_OK(mproc_set_executable(NULL));
+    CHECK_EQ(join_code(run(t_seven, NULL, MPROC_START_SPAWN)), 7);
+    CHECK_EQ(unlink(copy), 0);
+    CHECK_EQ(unlink(plain), 0);
+    CHECK_EQ(rmdir(dir), 0);
+}
+
+/* 0 when libmproc_testpreload is loaded here and its constructor ran
+ * once, in this process's parent (the fork server); 1 when it is not
+ * loaded. */
+static int t_preloaded(const mproc_args *a)
+{
+    (void)a;
+    void *h = dlopen(MPROC_TESTPRELOAD, RTLD_NOW | RTLD_NOLOAD);
+    if (!h)
+        return 1;
+    const int *pid = dlsym(h, "mproc_testpreload_ctor_pid");
+    const int *runs = dlsym(h, "mproc_testpreload_ctor_runs");
+    int r = !pid || !runs            ? 2
+            : *runs != 1             ? 3
+            : *pid == (int)getpid()  ? 4
+            : *pid != (int)getppid() ? 5
+                                     : 0;
+    dlclose(h);
+    return r;
+}
+
+static void test_forkserver_preload(void)
+{
+    const char *bad[] = {"libmproc-no-such-library.so", NULL};
+    CHECK_ERR(mproc_set_forkserver_preload(NULL, 1), -EINVAL);
+    CHECK_ERR(mproc_set_forkserver_preload(bad, 2), -EINVAL);
+    const char *empty[] = {""};
+    CHECK_ERR(mproc_set_forkserver_preload(empty, 1), -EINVAL);
+    CHECK_OK(mproc_set_forkserver_preload(NULL, 0));
+    CHECK_EQ(join_code(run(t_preloaded, NULL, MPROC_START_FORKSERVER)), 1);
+
+    /* Set while a server runs: the next server loads them. One does not
+     * exist: skipped with a DEBUG line. */
+    const char *names[] = {"libmproc-no-such-library.so", MPROC_TESTPRELOAD};
+    CHECK_OK(mproc_set_forkserver_preload(names, 2));
+    CHECK_EQ(join_code(run(t_preloaded, NULL, MPROC_START_FORKSERVER)), 1);
+    mproc_shutdown(); /* stops the server */
+    int pp[2];
+    CHECK_OK(pipe2(pp, O_CLOEXEC));
+    CHECK_OK(mproc_log_to_fd(pp[1], MPROC_LOG_DEBUG));
+    for (int i = 0; i < 3; i++) /* each child warm, the constructor once */
+        CHECK_EQ(join_code(run(t_preloaded, NULL, MPROC_START_FORKSERVER)), 0);
+    CHECK_EQ(join_code(run(t_preloaded, NULL, MPROC_START_SPAWN)), 1);
+    CHECK_EQ(join_code(run(t_preloaded, NULL, MPROC_START_FORK)), 1);
+    CHECK_OK(mproc_log_to_fd(-1, 0));
+    close(pp[1]);
+    mproc_shutdown(); /* the server lets go of the log pipe */
+    char buf[8192];
+    slurp(pp[0], buf, sizeof buf);
+    close(pp[0]);
+    CHECK(strstr(buf, "[DEBUG/ForkServer] fork server preload of "
+                      "libmproc-no-such-library.so failed, ignored"));
+
+    /* Cleared: the next server loads nothing. */
+    CHECK_OK(mproc_set_forkserver_preload(names, 0));
+    CHECK_EQ(join_code(run(t_preloaded, NULL, MPROC_START_FORKSERVER)), 1);
+}
+
 /* ---- waiting, active children ---------------------------------------------
  */
 
@@ -1136,6 +1304,8 @@ static const mproc_test tests[] = {
     {"daemon_may_not_have_children", test_daemon_may_not_have_children, 30},
     {"forkserver_1000_starts", test_forkserver_1000_starts, 180},
     {"forkserver_killed", test_forkserver_killed, 60},
+    {"set_executable", test_set_executable, 60},
+    {"forkserver_preload", test_forkserver_preload, 60},
     {"wait_sentinels", test_wait_sentinels, 60},
     {"free_running_then_reap", test_free_running_then_reap, 30},
     {"fork_child_siblings", test_fork_child_siblings, 30},

@@ -966,6 +966,517 @@ static void test_squares_methods(void)
     }
 }
 
+/* ---- values made as Python makes them --------------------------------------
+ */
+
+/* Value('i', 5), Value('d', 2.5): the initial value in the same call, with
+ * the setters' conversions; nothing is left when it does not fit. */
+static void test_value_initial(void)
+{
+    mproc_value *v = NULL;
+    int64_t i;
+    double d;
+    CHECK_OK(mproc_value_new_i64(&v, 'i', -5));
+    CHECK_EQ(mproc_value_has_lock(v), 1);
+    CHECK_OK(mproc_value_get_i64(v, &i));
+    CHECK_EQ(i, -5);
+    mproc_value_free(v);
+    CHECK_OK(mproc_value_new_i64(&v, 'd', 7));
+    fmt_value(v, "7.0");
+    mproc_value_free(v);
+    CHECK_OK(mproc_value_new_double(&v, 'd', 2.5));
+    CHECK_OK(mproc_value_get_double(v, &d));
+    CHECK(d == 2.5);
+    mproc_value_free(v);
+    CHECK_OK(mproc_value_new_double(&v, 'Q', 3.0));
+    fmt_value(v, "3");
+    mproc_value_free(v);
+    v = (mproc_value *)&v; /* must be reset */
+    CHECK_ERR(mproc_value_new_i64(&v, 'b', 300), -ERANGE);
+    CHECK(v == NULL);
+    CHECK_ERR(mproc_value_new_double(&v, 'i', 1.5), MPROC_ETYPE);
+    CHECK(v == NULL);
+    CHECK_ERR(mproc_value_new_i64(&v, 'x', 1), -EINVAL);
+    CHECK_ERR(mproc_value_new_double(NULL, 'd', 1), -EINVAL);
+    /* opts.init: native bytes, any type */
+    uint64_t big = UINT64_MAX - 1;
+    mproc_value_opts o = {.type = 'Q', .init = &big, .raw = 1};
+    CHECK_OK(mproc_value_new_opts(&v, &o));
+    CHECK_EQ(mproc_value_has_lock(v), 0);
+    fmt_value(v, "18446744073709551614");
+    mproc_value_free(v);
+    CHECK_ERR(mproc_value_new_opts(&v, NULL), -EINVAL);
+    CHECK_ERR(mproc_value_new_opts(NULL, &o), -EINVAL);
+    o = (mproc_value_opts){.type = 'i', .size = 8};
+    CHECK_ERR(mproc_value_new_opts(&v, &o), -EINVAL); /* not int32's size */
+    o.size = 4;
+    CHECK_OK(mproc_value_new_opts(&v, &o));
+    CHECK_EQ(mproc_value_size(v), 4);
+    mproc_value_free(v);
+}
+
+typedef struct point {
+    int32_t id;
+    double x, y;
+    char tag[20];
+} point;
+
+/* Value(MyStructure) and Array(MyStructure, n): a struct of the caller's
+ * layout, copied whole under the lock; readers never see half of a
+ * concurrent set. */
+static void test_value_struct(void)
+{
+    CHECK_STR(mproc_ctype_name(MPROC_CTYPE_STRUCT), "struct");
+    CHECK_EQ(mproc_ctype_size(MPROC_CTYPE_STRUCT), 0);
+    point p0 = {7, 1.5, -2.5, "origin"}, p;
+    mproc_value *v;
+    CHECK_OK(mproc_value_new_struct(&v, sizeof(point), &p0));
+    CHECK_EQ(mproc_value_type(v), MPROC_CTYPE_STRUCT);
+    CHECK_EQ(mproc_value_size(v), sizeof(point));
+    CHECK_EQ(mproc_value_has_lock(v), 1);
+    CHECK_EQ((uintptr_t)mproc_value_ptr(v) % 64, 0);
+    CHECK_EQ((uintptr_t)mproc_value_ptr(v) % 64, 0);
+    CHECK_OK(mproc_value_get(v, &p));
+    CHECK(memcmp(&p, &p0, sizeof p) == 0);
+    int64_t i;
+    double d;
+    char buf[32];
+    CHECK_ERR(mproc_value_get_i64(v, &i), MPROC_ETYPE);
+    CHECK_ERR(mproc_value_set_i64(v, 1), MPROC_ETYPE);
+    CHECK_ERR(mproc_value_get_double(v, &d), MPROC_ETYPE);
+    CHECK_ERR(mproc_value_set_u64(v, 1), MPROC_ETYPE);
+    CHECK_ERR(mproc_value_format(v, buf, sizeof buf), MPROC_ETYPE);
+    mproc_value *z;
+    CHECK_OK(mproc_value_new_struct(&z, 3, NULL));
+    CHECK_OK(mproc_value_get(z, buf));
+    CHECK(buf[0] == 0 && buf[1] == 0 && buf[2] == 0);
+    mproc_value_free(z);
+    CHECK_ERR(mproc_value_new_struct(&z, 0, NULL), -EINVAL);
+    CHECK_ERR(mproc_value_new_struct(&z, SIZE_MAX, NULL), -ENOMEM);
+
+    /* A writer sets whole structs whose fields agree; readers check. */
+    pid_t pid = fork();
+    if (pid == 0) {
+        for (int32_t k = 1; k <= 200000; k++) {
+            point w = {k, k, -k, ""};
+            memset(w.tag, 'a' + k % 26, sizeof w.tag);
+            if (mproc_value_set(v, &w) < 0)
+                mproc_test_exit(1);
+        }
+        mproc_test_exit(0);
+    }
+    int torn = 0, seen = 0;
+    do { /* until the writer's last */
+        CHECK_OK(mproc_value_get(v, &p));
+        if (p.id == 7)
+            continue; /* not written yet */
+        seen++;
+        torn += p.x != p.id || p.y != -p.id || p.tag[0] != p.tag[19] ||
+                p.tag[0] != 'a' + p.id % 26;
+    } while (p.id != 200000);
+    CHECK(seen > 0);
+    reap_ok(pid);
+    CHECK_EQ(torn, 0);
+    CHECK_OK(mproc_value_get(v, &p));
+    CHECK_EQ(p.id, 200000);
+    mproc_value_free(v);
+
+    /* Arrays of structs: slices copy elements whole. */
+    point ps[4] = {
+        {1, 0, 0, "a"}, {2, 0, 0, "b"}, {3, 0, 0, "c"}, {4, 0, 0, "d"}};
+    mproc_array_opts ao = {
+        .type = MPROC_CTYPE_STRUCT, .size = sizeof(point), .n = 4, .init = ps};
+    mproc_array *a;
+    CHECK_OK(mproc_array_new_opts(&a, &ao));
+    CHECK_EQ(mproc_array_itemsize(a), sizeof(point));
+    CHECK_EQ(mproc_array_len(a), 4);
+    point two[2] = {{20, 1, 1, "x"}, {30, 2, 2, "y"}}, back[4];
+    CHECK_EQ(mproc_array_set_slice(a, 1, 3, two), 2);
+    CHECK_EQ(mproc_array_get_slice(a, 0, 4, back), 4);
+    CHECK(back[0].id == 1 && back[1].id == 20 && back[2].id == 30 &&
+          back[3].id == 4 && strcmp(back[2].tag, "y") == 0);
+    CHECK_ERR(mproc_array_get_i64(a, 0, &i), MPROC_ETYPE);
+    CHECK_ERR(mproc_array_format(a, 0, 1, buf, sizeof buf), MPROC_ETYPE);
+    mproc_array_free(a);
+    ao.size = 0;
+    CHECK_ERR(mproc_array_new_opts(&a, &ao), -EINVAL);
+    ao = (mproc_array_opts){.type = 'i', .n = 3, .raw = 1};
+    CHECK_OK(mproc_array_new_opts(&a, &ao));
+    CHECK_EQ(mproc_array_has_lock(a), 0);
+    CHECK_EQ(mproc_array_itemsize(a), 4);
+    mproc_array_free(a);
+}
+
+/* v.get_obj(): the same memory without the lock. */
+static void test_value_get_obj(void)
+{
+    mproc_value *v, *raw;
+    CHECK_OK(mproc_value_new_i64(&v, 'q', 1));
+    mproc_value *o = mproc_value_get_obj(v);
+    CHECK(o != NULL && o != v);
+    CHECK_EQ(mproc_value_has_lock(o), 0);
+    CHECK(mproc_value_get_obj(o) == o);
+    CHECK(mproc_value_get_lock(o) == NULL);
+    CHECK_ERR(mproc_value_acquire(o, 0), -ENOLCK);
+    CHECK(mproc_value_ptr(o) == mproc_value_ptr(v));
+    CHECK_EQ(mproc_value_type(o), 'q');
+    /* While the Value's lock is held, the raw object does not wait. */
+    CHECK_OK(mproc_value_acquire(v, -1));
+    pid_t pid = fork();
+    if (pid == 0) {
+        int64_t x = 0;
+        if (mproc_value_acquire(v, 0) != -ETIMEDOUT)
+            mproc_test_exit(1);
+        if (mproc_value_get_i64(o, &x) < 0 || x != 1 ||
+            mproc_value_set_i64(o, 42) < 0)
+            mproc_test_exit(2);
+        mproc_test_exit(0);
+    }
+    reap_ok(pid);
+    CHECK_OK(mproc_value_release(v));
+    int64_t x;
+    CHECK_OK(mproc_value_get_i64(v, &x));
+    CHECK_EQ(x, 42);
+    mproc_value_free(o); /* owned by v: nothing happens */
+    CHECK_OK(mproc_value_get_i64(o, &x));
+    CHECK_OK(mproc_value_set_i64(v, 43));
+    CHECK_OK(mproc_value_new_raw(&raw, 'i'));
+    CHECK(mproc_value_get_obj(raw) == raw);
+    CHECK(mproc_value_get_obj(NULL) == NULL);
+    mproc_value_free(raw);
+    mproc_value_free(v);
+
+    mproc_array *a;
+    int16_t init[3] = {1, 2, 3};
+    CHECK_OK(mproc_array_new(&a, 'h', 3, init));
+    mproc_array *ao = mproc_array_get_obj(a);
+    CHECK(ao != a && mproc_array_has_lock(ao) == 0);
+    CHECK_EQ(mproc_array_len(ao), 3);
+    CHECK_OK(mproc_array_acquire(a, -1));
+    pid = fork();
+    if (pid == 0)
+        mproc_test_exit(mproc_array_set_i64(ao, 2, 30) == 0 ? 0 : 1);
+    reap_ok(pid);
+    CHECK_OK(mproc_array_release(a));
+    char buf[32];
+    CHECK_OK(mproc_array_format(a, 0, 3, buf, sizeof buf));
+    CHECK_STR(buf, "[1, 2, 30]");
+    mproc_array_free(a);
+}
+
+/* Value('i', lock=shared): one caller's lock guards several objects, taken
+ * through any of them or directly. */
+static void test_value_shared_lock(void)
+{
+    mproc_rlock *r;
+    mproc_lock *l;
+    CHECK_OK(mproc_rlock_new(&r));
+    CHECK_OK(mproc_lock_new(&l));
+    mproc_value *a, *b, *c, *bad = NULL;
+    mproc_array *arr;
+    mproc_value_opts o = {.type = 'i', .rlock = r};
+    CHECK_OK(mproc_value_new_opts(&a, &o));
+    o.type = 'q';
+    CHECK_OK(mproc_value_new_opts(&b, &o));
+    mproc_array_opts ao = {.type = 'd', .n = 3, .rlock = r};
+    CHECK_OK(mproc_array_new_opts(&arr, &ao));
+    o = (mproc_value_opts){.type = 'i', .lock = l};
+    CHECK_OK(mproc_value_new_opts(&c, &o));
+    /* Bad locks. */
+    o.rlock = r;
+    CHECK_ERR(mproc_value_new_opts(&bad, &o), -EINVAL); /* both */
+    o = (mproc_value_opts){.type = 'i', .lock = l, .raw = 1};
+    CHECK_ERR(mproc_value_new_opts(&bad, &o), -EINVAL); /* raw and a lock */
+    mproc_lock zero;
+    memset(&zero, 0, sizeof zero);
+    o = (mproc_value_opts){.type = 'i', .lock = &zero};
+    CHECK_ERR(mproc_value_new_opts(&bad, &o), -EINVAL); /* not a lock */
+    o = (mproc_value_opts){.type = 'i', .rlock = (mproc_rlock *)l};
+    CHECK_ERR(mproc_value_new_opts(&bad, &o), -EINVAL); /* not an RLock */
+    CHECK(bad == NULL);
+
+    CHECK(mproc_value_get_lock(a) == r);
+    CHECK(mproc_value_get_lock(b) == r);
+    CHECK(mproc_array_get_lock(arr) == r);
+    CHECK(mproc_value_get_lock(c) == NULL); /* a plain Lock */
+    CHECK_EQ(mproc_value_has_lock(c), 1);
+    /* Held through a: b and arr are held too, here and for others. */
+    CHECK_OK(mproc_value_acquire(a, -1));
+    CHECK_EQ(mproc_rlock_count(r), 1);
+    CHECK_OK(mproc_value_set_i64(b, 5));
+    CHECK_OK(mproc_array_set_double(arr, 2, 0.5));
+    pid_t pid = fork();
+    if (pid == 0)
+        mproc_test_exit(mproc_value_acquire(b, 0) == -ETIMEDOUT &&
+                                mproc_array_acquire(arr, 0.01) == -ETIMEDOUT
+                            ? 0
+                            : 1);
+    reap_ok(pid);
+    CHECK_OK(mproc_array_acquire(arr, 0)); /* recursive: count 2 */
+    CHECK_EQ(mproc_rlock_count(r), 2);
+    CHECK_OK(mproc_rlock_release(r));
+    CHECK_OK(mproc_value_release(b));
+    CHECK_EQ(mproc_rlock_locked(r), 0);
+    CHECK_ERR(mproc_value_release(a), MPROC_ENOTOWNER);
+    /* A plain Lock: not recursive, and taken directly it covers c. */
+    CHECK_OK(mproc_lock_acquire(l, -1));
+    CHECK_OK(mproc_value_set_i64(c, 9)); /* no deadlock: we hold it */
+    CHECK_ERR(mproc_value_acquire(c, -1), -EDEADLK);
+    CHECK_ERR(mproc_value_acquire(c, 0), -ETIMEDOUT);
+    CHECK_OK(mproc_value_release(c));
+    CHECK_EQ(mproc_lock_locked(l), 0);
+    int64_t x;
+    CHECK_OK(mproc_value_get_i64(c, &x));
+    CHECK_EQ(x, 9);
+
+    /* An invariant across two Values holds for every holder of the lock:
+     * writers move units from b to a through a, a reader checks the sum
+     * through b, others count through the lock itself. */
+    CHECK_OK(mproc_value_set_i64(a, 0));
+    CHECK_OK(mproc_value_set_i64(b, 0));
+    pid_t pids[4];
+    for (int k = 0; k < 4; k++) {
+        pids[k] = fork();
+        if (pids[k] == 0) {
+            int bad_sums = 0;
+            for (int n = 0; n < 3000; n++) {
+                int64_t xa = 0, xb = 0;
+                if (k < 2) {
+                    mproc_value_acquire(a, -1);
+                    mproc_value_get_i64(a, &xa);
+                    mproc_value_set_i64(a, xa + 1);
+                    mproc_value_get_i64(b, &xb);
+                    mproc_value_set_i64(b, xb - 1);
+                    mproc_value_release(a);
+                } else if (k == 2) {
+                    mproc_value_acquire(b, -1);
+                    mproc_value_get_i64(a, &xa);
+                    mproc_value_get_i64(b, &xb);
+                    bad_sums += xa + xb != 0;
+                    mproc_value_release(b);
+                } else {
+                    mproc_lock_acquire(l, -1);
+                    mproc_value_get_i64(c, &xa);
+                    mproc_value_set_i64(c, xa + 1);
+                    mproc_lock_release(l);
+                }
+            }
+            mproc_test_exit(bad_sums ? 1 : 0);
+        }
+    }
+    for (int n = 0; n < 3000; n++) { /* and the parent, through c */
+        CHECK_OK(mproc_value_acquire(c, -1));
+        CHECK_OK(mproc_value_get_i64(c, &x));
+        CHECK_OK(mproc_value_set_i64(c, x + 1));
+        CHECK_OK(mproc_value_release(c));
+    }
+    for (int k = 0; k < 4; k++)
+        reap_ok(pids[k]);
+    CHECK_OK(mproc_value_get_i64(a, &x));
+    CHECK_EQ(x, 6000);
+    CHECK_OK(mproc_value_get_i64(b, &x));
+    CHECK_EQ(x, -6000);
+    CHECK_OK(mproc_value_get_i64(c, &x));
+    CHECK_EQ(x, 9 + 6000);
+
+    /* Freeing the objects leaves the caller's locks alone, even held. */
+    CHECK_OK(mproc_value_acquire(a, -1));
+    mproc_value_free(a);
+    CHECK_EQ(mproc_rlock_count(r), 1);
+    CHECK_OK(mproc_rlock_release(r));
+    mproc_value_free(b);
+    mproc_array_free(arr);
+    mproc_value_free(c);
+    CHECK_OK(mproc_lock_acquire(l, 0));
+    CHECK_OK(mproc_lock_release(l));
+    mproc_rlock_free(r);
+    mproc_lock_free(l);
+}
+
+/* A process killed holding a caller's lock: the owner-dead state is the
+ * caller's. Accessors report it without touching the data or the lock's
+ * state; the next acquire gets the lock with -EOWNERDEAD to repair. */
+static void test_value_shared_lock_holder_killed(void)
+{
+    for (int kind = 0; kind < 2; kind++) { /* Lock, then RLock */
+        mproc_lock *l = NULL;
+        mproc_rlock *r = NULL;
+        mproc_value *a, *b;
+        mproc_value_opts o = {.type = 'i'};
+        if (kind == 0) {
+            CHECK_OK(mproc_lock_new(&l));
+            o.lock = l;
+        } else {
+            CHECK_OK(mproc_rlock_new(&r));
+            o.rlock = r;
+        }
+        CHECK_OK(mproc_value_new_opts(&a, &o));
+        CHECK_OK(mproc_value_new_opts(&b, &o));
+        int go[2];
+        CHECK(pipe(go) == 0);
+        pid_t pid = fork();
+        if (pid == 0) {
+            mproc_value_acquire(a, -1);
+            mproc_value_set_i64(a, 1); /* half of a transfer */
+            char ch = 1;
+            if (write(go[1], &ch, 1) != 1)
+                mproc_test_exit(2);
+            pause();
+            mproc_test_exit(0);
+        }
+        char ch;
+        CHECK_EQ(read(go[0], &ch, 1), 1);
+        kill(pid, SIGKILL);
+        reap(pid);
+        int64_t x = 77;
+        CHECK_ERR(mproc_value_get_i64(b, &x), -EOWNERDEAD);
+        CHECK_EQ(x, 77); /* not read */
+        CHECK_ERR(mproc_value_set_i64(a, 5), -EOWNERDEAD);
+        CHECK_EQ(*(int32_t *)mproc_value_ptr(a), 1); /* not written */
+        CHECK(kind ? mproc_rlock_locked(r) == 0 : mproc_lock_locked(l) == 0);
+        /* The repairer learns of it, holds the lock, and repairs. */
+        if (kind == 0)
+            CHECK_ERR(mproc_lock_acquire(l, 1), -EOWNERDEAD);
+        else
+            CHECK_ERR(mproc_value_acquire(b, 1), -EOWNERDEAD);
+        CHECK_OK(mproc_value_set_i64(b, -1)); /* we hold it: done */
+        if (kind == 0) {
+            CHECK_OK(mproc_lock_consistent(l));
+            CHECK_OK(mproc_lock_release(l));
+        } else {
+            CHECK_OK(mproc_rlock_consistent(mproc_value_get_lock(b)));
+            CHECK_OK(mproc_value_release(b));
+        }
+        CHECK_OK(mproc_value_get_i64(b, &x));
+        CHECK_EQ(x, -1);
+        CHECK_OK(mproc_value_acquire(a, 0));
+        CHECK_OK(mproc_value_release(a));
+        /* Released without repair: unrecoverable for every object. */
+        pid = fork();
+        if (pid == 0) {
+            mproc_value_acquire(b, -1);
+            char c2 = 1;
+            if (write(go[1], &c2, 1) != 1)
+                mproc_test_exit(2);
+            pause();
+            mproc_test_exit(0);
+        }
+        CHECK_EQ(read(go[0], &ch, 1), 1);
+        kill(pid, SIGKILL);
+        reap(pid);
+        CHECK_ERR(mproc_value_acquire(a, 1), -EOWNERDEAD);
+        CHECK_OK(mproc_value_release(a));
+        CHECK_ERR(mproc_value_get_i64(b, &x), -ENOTRECOVERABLE);
+        CHECK_ERR(mproc_value_acquire(a, 0), -ENOTRECOVERABLE);
+        close(go[0]);
+        close(go[1]);
+        mproc_value_free(a);
+        mproc_value_free(b);
+        mproc_lock_free(l);
+        mproc_rlock_free(r);
+    }
+}
+
+/* args: a, b (on rlock), the rlock, arr (on rlock), c (on lock), the lock,
+ * get_obj(a), a struct Value. The parent holds the lock at start. */
+static int t_shared_lock(const mproc_args *args)
+{
+    mproc_value *a = mproc_args_value(args, 0), *b = mproc_args_value(args, 1);
+    mproc_rlock *r = mproc_args_rlock(args, 2);
+    mproc_array *arr = mproc_args_array(args, 3);
+    mproc_value *c = mproc_args_value(args, 4);
+    mproc_lock *l = mproc_args_lock(args, 5);
+    mproc_value *view = mproc_args_value(args, 6);
+    mproc_value *st = mproc_args_value(args, 7);
+    if (!a || !b || !r || !arr || !c || !l || !view || !st)
+        return 1;
+    /* One lock in this process, whichever way it came. */
+    if (mproc_value_get_lock(a) != r || mproc_value_get_lock(b) != r ||
+        mproc_array_get_lock(arr) != r)
+        return 2;
+    if (mproc_value_has_lock(view) ||
+        mproc_value_ptr(view) != mproc_value_ptr(a))
+        return 3;
+    if (mproc_value_acquire(a, 5) != 0 || mproc_rlock_count(r) != 1)
+        return 4;
+    int64_t x;
+    mproc_value_get_i64(a, &x);
+    mproc_value_set_i64(a, x + 1);
+    mproc_value_get_i64(b, &x);
+    mproc_value_set_i64(b, x - 1);
+    mproc_array_set_double(arr, 0, 1.25);
+    mproc_value_release(a);
+    /* The parent holds the Lock: the same lock here. */
+    if (mproc_value_acquire(c, 0) != -ETIMEDOUT ||
+        mproc_lock_acquire(l, 0) != -ETIMEDOUT)
+        return 5;
+    if (mproc_value_set_i64(c, 5) != 0) /* waits for the parent */
+        return 6;
+    point p;
+    if (mproc_value_get(st, &p) != 0 || p.id != 3 || strcmp(p.tag, "pt") != 0)
+        return 7;
+    p.id = 4;
+    return mproc_value_set(st, &p) == 0 ? 0 : 8;
+}
+
+static void test_value_shared_lock_methods(void)
+{
+    for (int m = 0; m < 3; m++) {
+        mproc_rlock *r;
+        mproc_lock *l;
+        CHECK_OK(mproc_rlock_new(&r));
+        CHECK_OK(mproc_lock_new(&l));
+        mproc_value *a, *b, *c, *st;
+        mproc_array *arr;
+        mproc_value_opts o = {.type = 'i', .rlock = r};
+        CHECK_OK(mproc_value_new_opts(&a, &o));
+        CHECK_OK(mproc_value_new_opts(&b, &o));
+        mproc_array_opts ao = {.type = 'd', .n = 2, .rlock = r};
+        CHECK_OK(mproc_array_new_opts(&arr, &ao));
+        o = (mproc_value_opts){.type = 'q', .lock = l};
+        CHECK_OK(mproc_value_new_opts(&c, &o));
+        point p0 = {3, 0, 0, "pt"};
+        CHECK_OK(mproc_value_new_struct(&st, sizeof p0, &p0));
+        mproc_args *args = mproc_args_new();
+        CHECK_OK(mproc_args_add_value(args, a));
+        CHECK_OK(mproc_args_add_value(args, b));
+        CHECK_OK(mproc_args_add_rlock(args, r));
+        CHECK_OK(mproc_args_add_array(args, arr));
+        CHECK_OK(mproc_args_add_value(args, c));
+        CHECK_OK(mproc_args_add_lock(args, l));
+        CHECK_OK(mproc_args_add_value(args, mproc_value_get_obj(a)));
+        CHECK_OK(mproc_args_add_value(args, st));
+        CHECK_OK(mproc_lock_acquire(l, -1));
+        mproc_process *p = run(t_shared_lock, args, mproc_test_methods[m]);
+        mproc_args_free(args);
+        usleep(20000);
+        int64_t x;
+        CHECK_OK(mproc_value_get_i64(c, &x)); /* we hold it: no wait */
+        CHECK_EQ(x, 0);
+        CHECK_OK(mproc_lock_release(l)); /* lets the child's set through */
+        CHECK_EQ(join_code(p), 0);
+        CHECK_OK(mproc_value_get_i64(c, &x));
+        CHECK_EQ(x, 5);
+        CHECK_OK(mproc_value_get_i64(a, &x));
+        CHECK_EQ(x, 1);
+        CHECK_OK(mproc_value_get_i64(b, &x));
+        CHECK_EQ(x, -1);
+        double d;
+        CHECK_OK(mproc_array_get_double(arr, 0, &d));
+        CHECK(d == 1.25);
+        point pb;
+        CHECK_OK(mproc_value_get(st, &pb));
+        CHECK_EQ(pb.id, 4);
+        mproc_value_free(a);
+        mproc_value_free(b);
+        mproc_value_free(c);
+        mproc_value_free(st);
+        mproc_array_free(arr);
+        mproc_rlock_free(r);
+        mproc_lock_free(l);
+    }
+}
+
 /* ---- SharedMemory ----------------------------------------------------------
  */
 
@@ -1634,6 +2145,13 @@ static const mproc_test tests[] = {
     {"free_in_child", test_free_in_child, 10},
     {"objects_methods", test_objects_methods, 60},
     {"squares_methods", test_squares_methods, 60},
+    {"value_initial", test_value_initial, 10},
+    {"value_struct", test_value_struct, 30},
+    {"value_get_obj", test_value_get_obj, 10},
+    {"value_shared_lock", test_value_shared_lock, 60},
+    {"value_shared_lock_holder_killed", test_value_shared_lock_holder_killed,
+     20},
+    {"value_shared_lock_methods", test_value_shared_lock_methods, 60},
     {"shm_basics", test_shm_basics, 20},
     {"shm_unlink_while_attached", test_shm_unlink_while_attached, 10},
     {"shm_readonly", test_shm_readonly, 10},

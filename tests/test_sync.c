@@ -273,6 +273,15 @@ static void test_lock_exact_counter(void)
     shared_teardown();
 }
 
+/* Marks *flag, then waits to be killed holding whatever it took. */
+static int hold_until_killed(int32_t *flag)
+{
+    inc(flag);
+    for (;;)
+        pause();
+    return 0;
+}
+
 static int c_hold_forever(int which)
 {
     int r = which == 0   ? mproc_lock_acquire(&sh->lock, -1)
@@ -280,12 +289,7 @@ static int c_hold_forever(int which)
                          : mproc_cond_acquire(&sh->cond, -1);
     if (which == 1 && r == 0)
         r = mproc_rlock_acquire(&sh->rlock, -1); /* count 2 */
-    if (r != 0)
-        return 30;
-    inc(&sh->flag);
-    for (;;)
-        pause();
-    return 0;
+    return r != 0 ? 30 : hold_until_killed(&sh->flag);
 }
 
 /* SIGKILL the holder: the next acquirer gets EOWNERDEAD and may repair;
@@ -697,18 +701,19 @@ static int c_cond_waiter(int timeout_ms)
     return r == 0 ? 0 : r == -ETIMEDOUT ? 1 : 72;
 }
 
-static int32_t locked_read(const int32_t *p)
+/* *p read with c's lock held. */
+static int32_t locked_read(mproc_cond *c, const int32_t *p)
 {
-    CHECK_OK(mproc_cond_acquire(&sh->cond, -1));
+    CHECK_OK(mproc_cond_acquire(c, -1));
     int32_t v = *p;
-    CHECK_OK(mproc_cond_release(&sh->cond));
+    CHECK_OK(mproc_cond_release(c));
     return v;
 }
 
-static void await_locked(const int32_t *p, int32_t v)
+static void await_locked(mproc_cond *c, const int32_t *p, int32_t v)
 {
     double t0 = mproc_test_now();
-    while (locked_read(p) < v) {
+    while (locked_read(c, p) < v) {
         CHECK(mproc_test_now() - t0 < 10);
         usleep(1000);
     }
@@ -723,7 +728,7 @@ static void test_cond_notify_exact(void)
     pid_t p[W];
     for (int i = 0; i < W; i++)
         p[i] = fork_child(c_cond_waiter, -1);
-    await_locked(&sh->waiting, W);
+    await_locked(&sh->cond, &sh->waiting, W);
     int expect = 0;
     const unsigned steps[] = {1, 1, 3, 1, 2};
     for (size_t s = 0; s < sizeof steps / sizeof steps[0]; s++) {
@@ -731,9 +736,9 @@ static void test_cond_notify_exact(void)
         CHECK_EQ(mproc_cond_notify(&sh->cond, steps[s]), steps[s]);
         CHECK_OK(mproc_cond_release(&sh->cond));
         expect += (int)steps[s];
-        await_locked(&sh->woken, expect);
+        await_locked(&sh->cond, &sh->woken, expect);
         msleep(100); /* would anyone else wake? */
-        CHECK_EQ(locked_read(&sh->woken), expect);
+        CHECK_EQ(locked_read(&sh->cond, &sh->woken), expect);
     }
     CHECK_OK(mproc_cond_acquire(&sh->cond, -1));
     CHECK_EQ(mproc_cond_notify_all(&sh->cond), W - expect);
@@ -870,7 +875,7 @@ static void test_cond_lock_owner_killed(void)
     shared_setup();
     CHECK_OK(mproc_cond_init(&sh->cond, MPROC_COND_RLOCK));
     pid_t w = fork_child(c_cond_waiter, -1);
-    await_locked(&sh->waiting, 1);
+    await_locked(&sh->cond, &sh->waiting, 1);
     pid_t h = fork_child(c_hold_forever, 2);
     await_at_least(&sh->flag, 1);
     kill_reap(h);
@@ -883,7 +888,7 @@ static void test_cond_lock_owner_killed(void)
     sh->waiting = 0;
     sh->woken = 0;
     w = fork_child(c_cond_waiter, -1);
-    await_locked(&sh->waiting, 1);
+    await_locked(&sh->cond, &sh->waiting, 1);
     CHECK_OK(mproc_cond_acquire(&sh->cond, -1));
     CHECK_EQ(mproc_cond_notify(&sh->cond, 1), 1);
     CHECK_OK(mproc_cond_release(&sh->cond));
@@ -901,7 +906,7 @@ static void test_cond_waiter_killed(void)
     pid_t w[3];
     for (int i = 0; i < 3; i++)
         w[i] = fork_child(c_cond_waiter, -1);
-    await_locked(&sh->waiting, 3);
+    await_locked(&sh->cond, &sh->waiting, 3);
     kill_reap(w[1]);
     CHECK_OK(mproc_cond_acquire(&sh->cond, -1));
     CHECK_EQ(mproc_cond_notify_all(&sh->cond), 3); /* dead one included */
@@ -910,13 +915,349 @@ static void test_cond_waiter_killed(void)
     CHECK_EQ(reap(w[2]), 0);
     CHECK_EQ(sh->woken, 2);
     pid_t x = fork_child(c_cond_waiter, -1);
-    await_locked(&sh->waiting, 4);
+    await_locked(&sh->cond, &sh->waiting, 4);
     CHECK_OK(mproc_cond_acquire(&sh->cond, -1));
     CHECK_EQ(mproc_cond_notify(&sh->cond, 1), 1);
     CHECK_OK(mproc_cond_release(&sh->cond));
     CHECK_EQ(reap(x), 0);
     CHECK_OK(mproc_cond_destroy(&sh->cond));
     shared_teardown();
+}
+
+/* ---- Condition on a caller's lock ------------------------------------- */
+
+/* Lives in anonymous shared memory, for fork children. */
+typedef struct shared_cv {
+    mproc_lock lock;
+    mproc_rlock rlock;
+    mproc_cond c1, c2; /* both on lock */
+    mproc_cond rc;     /* on rlock */
+    int32_t waiting[2], woken[2], results[2];
+    int32_t flag;
+} shared_cv;
+
+static shared_cv *cv;
+
+/* Waits on c1 (which 0) or c2 (1) until flag says so; records the result
+ * and that the lock was held on return. */
+static int c_cv_waiter(int which)
+{
+    mproc_cond *c = which ? &cv->c2 : &cv->c1;
+    if (mproc_cond_acquire(c, -1) != 0)
+        return 40;
+    cv->waiting[which]++;
+    int r = mproc_cond_wait(c, -1);
+    cv->results[which] = r;
+    if (r == 0 || r == -EOWNERDEAD)
+        cv->woken[which]++;
+    if (r == 0 && mproc_lock_owned(&cv->lock) != 1)
+        return 41;
+    if (r == 0 || r == -EOWNERDEAD)
+        mproc_lock_release(&cv->lock); /* the same lock */
+    return 0;
+}
+
+static int c_rlock_then_notify(int unused)
+{
+    (void)unused;
+    /* Only possible if the parent's wait let go of all three levels. */
+    if (mproc_rlock_acquire(&cv->rlock, 5) != 0)
+        return 50;
+    cv->flag = 1;
+    int n = mproc_cond_notify(&cv->rc, 1);
+    mproc_rlock_release(&cv->rlock);
+    return n == 1 ? 0 : 51;
+}
+
+/* Python's Condition(lock): acquire/release are the lock's, a wait lets
+ * the lock go and takes it back, several conditions share one lock and a
+ * notify reaches only its own condition's waiters. */
+static void test_cond_shared_lock(void)
+{
+    cv = mmap(NULL, sizeof *cv, PROT_READ | PROT_WRITE,
+              MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(cv != MAP_FAILED);
+    CHECK_OK(mproc_lock_init(&cv->lock));
+    CHECK_OK(mproc_rlock_init(&cv->rlock));
+    /* Bad arguments. */
+    mproc_cond *c = NULL;
+    CHECK_ERR(mproc_cond_init_with_lock(NULL, &cv->lock), -EINVAL);
+    CHECK_ERR(mproc_cond_init_with_lock(&cv->c1, NULL), -EINVAL);
+    CHECK_ERR(mproc_cond_init_with_lock(&cv->c1, (mproc_lock *)&cv->rlock),
+              -EINVAL);
+    CHECK_ERR(mproc_cond_init_with_rlock(&cv->c1, (mproc_rlock *)&cv->lock),
+              -EINVAL);
+    CHECK_ERR(mproc_cond_new_with_lock(&c, (mproc_lock *)&cv->rlock), -EINVAL);
+    CHECK_ERR(mproc_cond_new_with_rlock(NULL, &cv->rlock), -EINVAL);
+    CHECK(c == NULL);
+    CHECK_ERR(mproc_cond_acquire(&cv->c1, 0), -EINVAL); /* not initialized */
+
+    CHECK_OK(mproc_cond_init_with_lock(&cv->c1, &cv->lock));
+    CHECK_OK(mproc_cond_init_with_lock(&cv->c2, &cv->lock));
+    CHECK_OK(mproc_cond_init_with_rlock(&cv->rc, &cv->rlock));
+    CHECK_ERR(mproc_cond_wait(&cv->c1, 0), MPROC_ENOTOWNER);
+    CHECK_ERR(mproc_cond_notify(&cv->c2, 1), MPROC_ENOTOWNER);
+    /* One lock, whichever way it is taken. */
+    CHECK_OK(mproc_cond_acquire(&cv->c1, -1));
+    CHECK_EQ(mproc_lock_owned(&cv->lock), 1);
+    CHECK_ERR(mproc_cond_acquire(&cv->c2, -1), -EDEADLK); /* a plain Lock */
+    CHECK_ERR(mproc_lock_acquire(&cv->lock, 0), -ETIMEDOUT);
+    CHECK_EQ(mproc_cond_notify_all(&cv->c2), 0);
+    CHECK_OK(mproc_cond_release(&cv->c2));
+    CHECK_EQ(mproc_lock_locked(&cv->lock), 0);
+    CHECK_ERR(mproc_cond_release(&cv->c1), MPROC_ENOTOWNER);
+    CHECK_OK(mproc_lock_acquire(&cv->lock, -1));
+    CHECK_ERR(mproc_cond_wait(&cv->c1, 0.05), -ETIMEDOUT);
+    CHECK_EQ(mproc_lock_owned(&cv->lock), 1); /* taken back */
+    CHECK_OK(mproc_lock_release(&cv->lock));
+
+    /* A waiter on each condition; while they wait the lock is free. */
+    pid_t w0 = fork_child(c_cv_waiter, 0);
+    pid_t w1 = fork_child(c_cv_waiter, 1);
+    await_locked(&cv->c2, &cv->waiting[0], 1);
+    await_locked(&cv->c2, &cv->waiting[1], 1);
+    CHECK_OK(mproc_lock_acquire(&cv->lock, 5));
+    CHECK_EQ(mproc_cond_notify_all(&cv->c2), 1); /* c2's waiter only */
+    CHECK_OK(mproc_lock_release(&cv->lock));
+    await_locked(&cv->c2, &cv->woken[1], 1);
+    CHECK_EQ(reap(w1), 0);
+    msleep(50);
+    CHECK_EQ(locked_read(&cv->c2, &cv->woken[0]), 0);
+    CHECK_OK(mproc_cond_acquire(&cv->c2, -1));
+    CHECK_EQ(mproc_cond_notify(&cv->c1, 1), 1); /* holding it through c2 */
+    CHECK_OK(mproc_cond_release(&cv->c1));
+    CHECK_EQ(reap(w0), 0);
+    CHECK_EQ(cv->results[0], 0);
+    CHECK_EQ(cv->results[1], 0);
+
+    /* On an RLock a wait lets go of every level and restores them. */
+    CHECK_OK(mproc_cond_acquire(&cv->rc, -1));
+    CHECK_OK(mproc_rlock_acquire(&cv->rlock, -1));
+    CHECK_OK(mproc_cond_acquire(&cv->rc, -1));
+    CHECK_EQ(mproc_rlock_count(&cv->rlock), 3);
+    pid_t n = fork_child(c_rlock_then_notify, 0);
+    double t0 = mproc_test_now();
+    while (!cv->flag && mproc_test_now() - t0 < 10)
+        CHECK(mproc_cond_wait(&cv->rc, 10) >= 0);
+    CHECK_EQ(cv->flag, 1);
+    CHECK_EQ(mproc_rlock_count(&cv->rlock), 3);
+    CHECK_EQ(reap(n), 0);
+    for (int i = 0; i < 3; i++)
+        CHECK_OK(mproc_rlock_release(&cv->rlock));
+    CHECK_EQ(mproc_rlock_locked(&cv->rlock), 0);
+
+    /* Destroying a condition leaves its lock alone, held or not. */
+    CHECK_OK(mproc_lock_acquire(&cv->lock, -1));
+    CHECK_OK(mproc_cond_destroy(&cv->c1));
+    CHECK_EQ(mproc_lock_owned(&cv->lock), 1);
+    CHECK_ERR(mproc_cond_acquire(&cv->c1, 0), -EINVAL);
+    CHECK_OK(mproc_cond_notify(&cv->c2, 1));
+    CHECK_OK(mproc_lock_release(&cv->lock));
+    CHECK_OK(mproc_cond_destroy(&cv->c2));
+    CHECK_OK(mproc_cond_destroy(&cv->rc));
+    CHECK_OK(mproc_lock_destroy(&cv->lock));
+    CHECK_OK(mproc_rlock_destroy(&cv->rlock));
+
+    /* _new: a mapping of its own for the condition, the lock borrowed. */
+    mproc_lock *l;
+    CHECK_OK(mproc_lock_new(&l));
+    CHECK_OK(mproc_cond_new_with_lock(&c, l));
+    CHECK_OK(mproc_lock_acquire(l, -1));
+    CHECK_ERR(mproc_cond_wait(c, 0), -ETIMEDOUT);
+    CHECK_OK(mproc_cond_release(c));
+    mproc_cond_free(c);
+    CHECK_OK(mproc_lock_acquire(l, 0)); /* untouched by the free */
+    CHECK_OK(mproc_lock_release(l));
+    mproc_lock_free(l);
+    munmap(cv, sizeof *cv);
+
+    /* Condition(v.get_lock()): on a Value's own lock. */
+    mproc_value *v;
+    CHECK_OK(mproc_value_new(&v, 'i'));
+    CHECK_OK(mproc_cond_new_with_rlock(&c, mproc_value_get_lock(v)));
+    CHECK_OK(mproc_value_acquire(v, -1));
+    CHECK_OK(mproc_value_acquire(v, -1));
+    CHECK_ERR(mproc_cond_wait(c, 0.01), -ETIMEDOUT);
+    CHECK_EQ(mproc_rlock_count(mproc_value_get_lock(v)), 2);
+    CHECK_OK(mproc_value_set_i64(v, 3));
+    CHECK_OK(mproc_value_release(v)); /* released as it was taken */
+    CHECK_OK(mproc_value_release(v));
+    CHECK_ERR(mproc_cond_release(c), MPROC_ENOTOWNER);
+    mproc_cond_free(c);
+    mproc_value_free(v);
+}
+
+static int c_cv_hold_forever(int through_c1)
+{
+    int r = through_c1 ? mproc_cond_acquire(&cv->c1, -1)
+                       : mproc_lock_acquire(&cv->lock, -1);
+    return r != 0 ? 30 : hold_until_killed(&cv->flag);
+}
+
+/* A holder of the shared lock SIGKILLed: the next acquirer, whichever way
+ * it comes, gets -EOWNERDEAD; consistent through any of them repairs the
+ * lock; each condition wakes its waiters (a spurious wake-up) at its next
+ * use. Released without repair, the lock is unrecoverable for all. */
+static void test_cond_shared_lock_owner_killed(void)
+{
+    cv = mmap(NULL, sizeof *cv, PROT_READ | PROT_WRITE,
+              MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(cv != MAP_FAILED);
+    CHECK_OK(mproc_lock_init(&cv->lock));
+    CHECK_OK(mproc_cond_init_with_lock(&cv->c1, &cv->lock));
+    CHECK_OK(mproc_cond_init_with_lock(&cv->c2, &cv->lock));
+    pid_t w0 = fork_child(c_cv_waiter, 0);
+    pid_t w1 = fork_child(c_cv_waiter, 1);
+    await_locked(&cv->c2, &cv->waiting[0], 1);
+    await_locked(&cv->c2, &cv->waiting[1], 1);
+    pid_t h = fork_child(c_cv_hold_forever, 1); /* through c1 */
+    await_at_least(&cv->flag, 1);
+    CHECK_ERR(mproc_cond_acquire(&cv->c2, 0), -ETIMEDOUT);
+    kill_reap(h);
+    /* The next acquirer, through c2, learns of it and holds the lock. */
+    CHECK_ERR(mproc_cond_acquire(&cv->c2, 5), -EOWNERDEAD);
+    CHECK_EQ(mproc_lock_owned(&cv->lock), 1);
+    CHECK_OK(mproc_cond_consistent(&cv->c2));
+    CHECK_ERR(mproc_lock_consistent(&cv->lock), -EINVAL); /* done */
+    CHECK_OK(mproc_cond_release(&cv->c2));
+    /* c2 caught up at that acquire: its waiter is woken. */
+    CHECK_EQ(reap(w1), 0);
+    CHECK_EQ(cv->results[1], 0);
+    /* c1's waiter wakes at c1's next use, here a plain acquire. */
+    CHECK_OK(mproc_lock_acquire(&cv->lock, 0));
+    CHECK_OK(mproc_lock_release(&cv->lock));
+    msleep(50);
+    CHECK_EQ(locked_read(&cv->c2, &cv->woken[0]), 0);
+    CHECK_OK(mproc_cond_acquire(&cv->c1, 5));
+    CHECK_OK(mproc_cond_release(&cv->c1));
+    CHECK_EQ(reap(w0), 0);
+    CHECK_EQ(cv->results[0], 0);
+
+    /* Business as usual afterwards. */
+    memset(cv->waiting, 0, sizeof cv->waiting);
+    memset(cv->woken, 0, sizeof cv->woken);
+    w0 = fork_child(c_cv_waiter, 0);
+    await_locked(&cv->c2, &cv->waiting[0], 1);
+    CHECK_OK(mproc_lock_acquire(&cv->lock, -1));
+    CHECK_EQ(mproc_cond_notify(&cv->c1, 1), 1);
+    CHECK_OK(mproc_lock_release(&cv->lock));
+    CHECK_EQ(reap(w0), 0);
+
+    /* Killed holding it through the bare lock; not repaired this time. */
+    cv->flag = 0;
+    h = fork_child(c_cv_hold_forever, 0);
+    await_at_least(&cv->flag, 1);
+    kill_reap(h);
+    CHECK_ERR(mproc_lock_acquire(&cv->lock, 5), -EOWNERDEAD);
+    CHECK_OK(mproc_lock_release(&cv->lock));
+    CHECK_ERR(mproc_cond_acquire(&cv->c1, 0), -ENOTRECOVERABLE);
+    CHECK_ERR(mproc_cond_acquire(&cv->c2, -1), -ENOTRECOVERABLE);
+    CHECK_ERR(mproc_lock_acquire(&cv->lock, 0), -ENOTRECOVERABLE);
+    CHECK_OK(mproc_cond_destroy(&cv->c1));
+    CHECK_OK(mproc_cond_destroy(&cv->c2));
+    CHECK_OK(mproc_lock_destroy(&cv->lock));
+    munmap(cv, sizeof *cv);
+}
+
+/* args: cond on a Lock, that Lock, the cond again, a sem, a SharedMemory
+ * segment holding an RLock at offset 0 and a condition on it at 128. */
+static int t_cond_shared(const mproc_args *a)
+{
+    mproc_cond *c = mproc_args_cond(a, 0);
+    mproc_lock *l = mproc_args_lock(a, 1);
+    mproc_cond *c_again = mproc_args_cond(a, 2);
+    mproc_sem *s = mproc_args_sem(a, 3);
+    mproc_shm *seg = mproc_args_shm(a, 4);
+    if (!c || !l || !c_again || !s || !seg)
+        return 1;
+    /* The lock that came with the condition is the lock argument. */
+    if (mproc_cond_acquire(c, 10) != 0 || mproc_lock_owned(l) != 1 ||
+        mproc_lock_acquire(l, 0) != -ETIMEDOUT)
+        return 2;
+    if (mproc_sem_release(s) != 0)
+        return 3;
+    /* The parent takes the lock while we wait, then notifies. */
+    int r = mproc_cond_wait(c_again, 10);
+    if (r != 0 || mproc_lock_owned(l) != 1)
+        return 4;
+    if (mproc_lock_release(l) != 0)
+        return 5;
+    /* A condition found in shared memory: its lock is located there. */
+    unsigned char *m = mproc_shm_buf(seg);
+    mproc_rlock *rl = (mproc_rlock *)m;
+    mproc_cond *rc = (mproc_cond *)(m + 128);
+    if (mproc_cond_acquire(rc, 10) != 0 || mproc_rlock_count(rl) != 1)
+        return 6;
+    if (mproc_sem_release(s) != 0)
+        return 7;
+    r = mproc_cond_wait(rc, 10);
+    if (r != 0 || mproc_rlock_count(rl) != 1)
+        return 8;
+    return mproc_cond_release(rc) == 0 ? 0 : 9;
+}
+
+static void test_cond_shared_lock_methods(void)
+{
+    mproc_lock *l;
+    mproc_cond *c;
+    mproc_sem *s;
+    mproc_shm *seg;
+    CHECK_OK(mproc_lock_new(&l));
+    CHECK_OK(mproc_cond_new_with_lock(&c, l));
+    CHECK_OK(mproc_sem_new(&s, 0));
+    CHECK_OK(mproc_shm_new_anonymous(&seg, 4096));
+    unsigned char *m = mproc_shm_buf(seg);
+    mproc_rlock *rl = (mproc_rlock *)m;
+    mproc_cond *rc = (mproc_cond *)(m + 128);
+    CHECK_OK(mproc_rlock_init(rl));
+    CHECK_OK(mproc_cond_init_with_rlock(rc, rl));
+    for (int i = 0; i < 3; i++) {
+        mproc_args *a = mproc_args_new();
+        CHECK_OK(mproc_args_add_cond(a, c));
+        CHECK_OK(mproc_args_add_lock(a, l));
+        CHECK_OK(mproc_args_add_cond(a, c));
+        CHECK_OK(mproc_args_add_sem(a, s));
+        CHECK_OK(mproc_args_add_shm(a, seg));
+        mproc_process *p;
+        CHECK_OK(mproc_process_new(&p, t_cond_shared, a));
+        CHECK_OK(mproc_process_set_start_method(p, mproc_test_methods[i]));
+        CHECK_OK(mproc_process_start(p));
+        mproc_args_free(a);
+        CHECK_OK(mproc_sem_acquire(s, 10));
+        CHECK_OK(mproc_lock_acquire(l, 10)); /* the child's wait let go */
+        CHECK_EQ(mproc_cond_notify(c, 1), 1);
+        CHECK_OK(mproc_lock_release(l));
+        CHECK_OK(mproc_sem_acquire(s, 10));
+        CHECK_OK(mproc_rlock_acquire(rl, 10));
+        CHECK_EQ(mproc_cond_notify_all(rc), 1);
+        CHECK_OK(mproc_rlock_release(rl));
+        CHECK_OK(mproc_process_join(p, 20));
+        CHECK_EQ(mproc_process_exitcode(p), 0);
+        mproc_process_free(p);
+    }
+    /* A lock in private memory: fork children only. */
+    mproc_lock *priv = malloc(sizeof *priv);
+    mproc_cond *pc;
+    CHECK_OK(mproc_lock_init(priv));
+    CHECK_OK(mproc_cond_new_with_lock(&pc, priv));
+    mproc_args *a = mproc_args_new();
+    CHECK_OK(mproc_args_add_cond(a, pc));
+    mproc_process *p;
+    CHECK_OK(mproc_process_new(&p, t_cond_shared, a));
+    CHECK_OK(mproc_process_set_start_method(p, MPROC_START_SPAWN));
+    CHECK_ERR(mproc_process_start(p), -EINVAL);
+    mproc_process_free(p);
+    mproc_args_free(a);
+    mproc_cond_free(pc);
+    CHECK_OK(mproc_lock_destroy(priv));
+    free(priv);
+
+    CHECK_OK(mproc_cond_destroy(rc));
+    CHECK_OK(mproc_rlock_destroy(rl));
+    mproc_shm_free(seg);
+    mproc_cond_free(c);
+    mproc_lock_free(l);
+    mproc_sem_free(s);
 }
 
 /* ---- Barrier ---------------------------------------------------------- */
@@ -1423,6 +1764,9 @@ static const mproc_test tests[] = {
     {"cond_wait_and_errors", test_cond_wait_and_errors, 20},
     {"cond_lock_owner_killed", test_cond_lock_owner_killed, 20},
     {"cond_waiter_killed", test_cond_waiter_killed, 20},
+    {"cond_shared_lock", test_cond_shared_lock, 20},
+    {"cond_shared_lock_owner_killed", test_cond_shared_lock_owner_killed, 20},
+    {"cond_shared_lock_methods", test_cond_shared_lock_methods, 60},
     {"barrier_rounds", test_barrier_rounds, 30},
     {"barrier_abort_reset", test_barrier_abort_reset, 20},
     {"barrier_timeout", test_barrier_timeout, 20},

@@ -2,6 +2,9 @@
  * found again in the new process by object file and offset. */
 #include "testlib.h"
 
+#include <string.h>
+#include <unistd.h>
+
 static int offset = 40; /* data in the library: relocations must be right */
 
 int mproc_testlib_target(const mproc_args *args)
@@ -22,4 +25,16 @@ __attribute__((constructor)) static void testlib_init(void)
 int mproc_testlib_ctor_ran(const mproc_args *args)
 {
     return ctor_ran ? 0 : 1;
+}
+
+/* Exits 0 when this process runs the program args[0] names. */
+int mproc_testlib_exe_is(const mproc_args *args)
+{
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+        return 2;
+    exe[n] = 0;
+    const char *want = mproc_args_str(args, 0);
+    return want && strcmp(exe, want) == 0 ? 0 : 1;
 }

@@ -6,4 +6,7 @@
 int mproc_testlib_target(const mproc_args *args);
 /* Exits 0 when the library's constructor ran before the target. */
 int mproc_testlib_ctor_ran(const mproc_args *args);
+/* Exits 0 when the process runs the program named by args[0] (a string),
+ * as /proc/self/exe says. */
+int mproc_testlib_exe_is(const mproc_args *args);
 #endif

@@ -205,6 +205,46 @@ MPROC_API int mproc_set_authkey(const void *key, size_t len);
 MPROC_API int mproc_set_start_method(mproc_start_method method);
 MPROC_API mproc_start_method mproc_get_start_method(void);
 
+/*
+ * Python's set_executable: the program spawn children run instead of this
+ * one (/proc/self/exe). It must be a program in which the child can boot:
+ * this very program under another name (a hard link, a symlink), or one
+ * linked with libmproc.so (or static with libmproc.a) in which the target
+ * and the kinds of the objects passed resolve, i.e. they live in shared
+ * libraries both programs load (a function of this program's executable is
+ * found only in the same executable file). A child whose program cannot
+ * boot fails mproc_process_start with MPROC_ERESOLVE (target or kind not
+ * found) or MPROC_EBOOTSTRAP (it exited without booting: not an mproc
+ * program); a program that ignores MPROC_SPAWN and never exits keeps start
+ * waiting. Such a program boots where libmproc takes over unguarded (see
+ * docs/process.md): its mproc_main() is not waited for. Only the spawn
+ * method uses it; fork children, the fork server (and so its children) and
+ * the shared memory tracker are this program. Spawn children themselves
+ * start with the default. path is resolved now (relative to the current
+ * directory, symlinks followed) and copied; NULL returns to the default.
+ * Returns 0, -EINVAL (""), -ENOENT, -EACCES (not an executable regular
+ * file), -ENAMETOOLONG, -ENOMEM. Thread safe; affects starts that follow.
+ */
+MPROC_API int mproc_set_executable(const char *path);
+
+/*
+ * Python's set_forkserver_preload: shared libraries (names as dlopen takes
+ * them: "libfoo.so.1" searched as the loader searches, or a path) that the
+ * fork server dlopens (RTLD_NOW | RTLD_GLOBAL) once when it starts, so
+ * that each of its children starts with them loaded and their
+ * constructors run instead of loading them itself (a target that lives in
+ * such a library, or code the target dlopens). A library that fails to
+ * load is skipped with a DEBUG log line (when logging is on), as CPython
+ * skips a module that fails to import; one that crashes while loading
+ * takes the server down (starts then fail with MPROC_EFORKSERVER). The
+ * names are copied; n = 0 clears the list. Takes effect when the fork
+ * server next starts (the first forkserver start, or after
+ * mproc_shutdown()); a running server keeps what it loaded. Returns 0,
+ * -EINVAL (NULL names with n > 0, a NULL or empty name, one of PATH_MAX
+ * bytes or more), -ENOMEM. Thread safe.
+ */
+MPROC_API int mproc_set_forkserver_preload(const char *const *names, size_t n);
+
 /* "fork", "spawn", "forkserver" (NULL for others) and back (-EINVAL). */
 MPROC_API const char *mproc_start_method_name(mproc_start_method method);
 MPROC_API int mproc_start_method_parse(const char *name,

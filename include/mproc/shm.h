@@ -35,7 +35,9 @@
  * mproc_shm_kind, or the helpers mproc_args_add_value / mproc_args_value and
  * so on. Under fork the child uses the very same object; under spawn and
  * forkserver it re-maps the same memory (an arena is mapped once per child
- * however many objects live in it).
+ * however many objects live in it). An object made with a caller's lock
+ * carries that lock: parent and child lock the same lock (mapped once per
+ * child, and the very object the child gets if the lock is also passed).
  *
  * Lifetimes: _free in the process that created the object gives its memory
  * back to the heap (Value/Array) or unmaps it (SharedMemory; the name stays
@@ -70,14 +72,20 @@ typedef enum mproc_ctype {
     MPROC_CTYPE_INT64 = 'q',
     MPROC_CTYPE_UINT64 = 'Q',
     MPROC_CTYPE_FLOAT = 'f',
-    MPROC_CTYPE_DOUBLE = 'd'
+    MPROC_CTYPE_DOUBLE = 'd',
+    /* A struct of the caller's layout (Python's Value(MyStructure)): its
+     * size is given per object; it is copied whole, never converted.
+     * 'T' as in PEP 3118's struct format. */
+    MPROC_CTYPE_STRUCT = 'T'
 } mproc_ctype;
 
 /* Size in bytes of one element of type (a typecode or an mproc_ctype), or
- * 0 when type is not one of them. */
+ * 0 when type is not one of them (and for MPROC_CTYPE_STRUCT, whose size
+ * is each object's own: mproc_value_size, mproc_array_itemsize). */
 MPROC_API size_t mproc_ctype_size(int type);
 
-/* Name of a type ("int32", "double", "char"...), or NULL. Static storage. */
+/* Name of a type ("int32", "double", "char", "struct"...), or NULL. Static
+ * storage. */
 MPROC_API const char *mproc_ctype_name(int type);
 
 /* ---- Value / RawValue ----------------------------------------------- */
@@ -94,16 +102,82 @@ typedef struct mproc_value mproc_value;
 MPROC_API int mproc_value_new(mproc_value **out, int type);
 MPROC_API int mproc_value_new_raw(mproc_value **out, int type);
 
+/*
+ * A Value with its initial value in one call (Value('i', 5), Value('d',
+ * 2.5)): as mproc_value_new, then mproc_value_set_i64 / _set_double, with
+ * their conversions and errors (-ERANGE when x does not fit the type,
+ * MPROC_ETYPE for a non-integral double into an integer type); nothing is
+ * left behind when they fail.
+ */
+MPROC_API int mproc_value_new_i64(mproc_value **out, int type, int64_t x);
+MPROC_API int mproc_value_new_double(mproc_value **out, int type, double x);
+
+/*
+ * A Value holding a struct of the caller's layout (Python's
+ * Value(MyStructure)): size bytes (sizeof the struct, at least 1), copied
+ * from init (NULL: zeroed), with a lock of its own. mproc_value_get / _set
+ * copy it whole under the lock; the typed accessors and format return
+ * MPROC_ETYPE. Its storage is 64-byte aligned. Returns as mproc_value_new.
+ * The struct should hold plain data: pointers in it mean nothing in
+ * another process.
+ */
+MPROC_API int mproc_value_new_struct(mproc_value **out, size_t size,
+                                     const void *init);
+
+/*
+ * Everything Python's Value(typecode_or_type, value, lock=...) offers, in
+ * one call. Zero-initialize and set what you need:
+ *   mproc_value_opts o = {.type = 'i', .lock = shared};
+ *   mproc_value_new_opts(&v, &o);          // Value('i', 0, lock=shared)
+ */
+typedef struct mproc_value_opts {
+    int type;         /* an mproc_ctype, or MPROC_CTYPE_STRUCT */
+    size_t size;      /* MPROC_CTYPE_STRUCT: its size in bytes (>= 1);
+                       * otherwise 0 (or the type's own size) */
+    const void *init; /* the initial value, size bytes in native form;
+                       * NULL: zeroed */
+    int raw;          /* nonzero: no lock at all (RawValue) */
+    /* The lock to guard it with, instead of one of its own (Python's
+     * lock=some_lock): a caller's Lock or RLock, at most one of the two,
+     * borrowed (it must outlive the Value), and possibly shared by several
+     * Values and Arrays. See "Locks" below. */
+    mproc_lock *lock;
+    mproc_rlock *rlock;
+} mproc_value_opts;
+
+/* Creates a Value as opts says. Returns 0, -EINVAL (NULL out or opts, an
+ * unknown type, a size that does not fit the type, raw together with a
+ * lock, both lock and rlock, a lock that is not an initialized Lock /
+ * RLock), -ENOMEM, -EMFILE/-ENFILE. */
+MPROC_API int mproc_value_new_opts(mproc_value **out,
+                                   const mproc_value_opts *opts);
+
 /* Drops this process's reference; the creator's free returns the memory
  * to the heap (other processes that still use it must be done with it, as
  * in Python). NULL ok. */
 MPROC_API void mproc_value_free(mproc_value *v);
 
-/* The type (an mproc_ctype), or -EINVAL for NULL. */
+/* The type (an mproc_ctype, MPROC_CTYPE_STRUCT for a struct), or -EINVAL
+ * for NULL. */
 MPROC_API int mproc_value_type(const mproc_value *v);
 
-/* 1 for Value (has a lock), 0 for RawValue or NULL. */
+/* Size of the value in bytes (a struct's size, or the type's), 0 for
+ * NULL. */
+MPROC_API size_t mproc_value_size(const mproc_value *v);
+
+/* 1 for Value (has a lock, its own or a caller's), 0 for RawValue, for
+ * mproc_value_get_obj's view, or NULL. */
 MPROC_API int mproc_value_has_lock(const mproc_value *v);
+
+/*
+ * Python's v.get_obj(): the raw object behind a synchronized Value, the
+ * same shared memory with no lock (its accessors are the single atomic
+ * loads and stores of a RawValue). Owned by v and valid until v is freed;
+ * mproc_value_free on it does nothing. It can be passed to children (they
+ * get a RawValue). For a RawValue (or the view itself) returns v. NULL for
+ * NULL.
+ */
+MPROC_API mproc_value *mproc_value_get_obj(const mproc_value *v);
 
 /*
  * Typed accessors. A locked value takes its lock for the access (so they
@@ -115,8 +189,9 @@ MPROC_API int mproc_value_has_lock(const mproc_value *v);
  *    -ERANGE.
  *  - double: get works for every type; set for float/double only, and for
  *    integer types when x is integral and fits.
- * Return 0, -EINVAL (NULL), MPROC_ETYPE (accessor does not fit the type),
- * -ERANGE.
+ * Return 0, -EINVAL (NULL), MPROC_ETYPE (accessor does not fit the type;
+ * always for a struct), -ERANGE, and on a caller's lock -EOWNERDEAD /
+ * -ENOTRECOVERABLE (see "Locks" below).
  */
 MPROC_API int mproc_value_get_i64(mproc_value *v, int64_t *out);
 MPROC_API int mproc_value_set_i64(mproc_value *v, int64_t x);
@@ -125,8 +200,9 @@ MPROC_API int mproc_value_set_u64(mproc_value *v, uint64_t x);
 MPROC_API int mproc_value_get_double(mproc_value *v, double *out);
 MPROC_API int mproc_value_set_double(mproc_value *v, double x);
 
-/* Copies the value in its native representation (mproc_ctype_size bytes)
- * to dst / from src, under the lock. Return 0 or -EINVAL. */
+/* Copies the value in its native representation (mproc_value_size bytes:
+ * a struct whole) to dst / from src, under the lock. Return 0 or -EINVAL,
+ * and on a caller's lock -EOWNERDEAD / -ENOTRECOVERABLE. */
 MPROC_API int mproc_value_get(mproc_value *v, void *dst);
 MPROC_API int mproc_value_set(mproc_value *v, const void *src);
 
@@ -142,6 +218,23 @@ MPROC_API void *mproc_value_ptr(const mproc_value *v);
  * is usable again); -ETIMEDOUT; -ENOLCK for a RawValue; -EINVAL.
  * release: 0, MPROC_ENOTOWNER when the calling thread does not hold it,
  * -ENOLCK, -EINVAL. Each successful acquire needs one release.
+ *
+ * Locks. With a caller's lock (mproc_value_opts.lock / .rlock) acquire and
+ * release are that lock's own acquire and release, with its rules: a Lock
+ * is not recursive (-EDEADLK for a second acquire with timeout < 0), and
+ * an owner-dead state is the caller's to clear: -EOWNERDEAD leaves the
+ * lock held and not yet consistent (repair, then mproc_lock_consistent or
+ * mproc_rlock_consistent); released without that it becomes
+ * -ENOTRECOVERABLE for everyone. The accessors (get/set, typed, slices,
+ * format) take the caller's lock for the access unless the calling thread
+ * already holds it (through acquire on any object sharing it, or the lock
+ * taken directly), so
+ *   mproc_lock_acquire(shared, -1);  a += 1; b -= 1;  (get/set on each)
+ *   mproc_lock_release(shared);
+ * works as Python's `with shared:` block. An accessor that finds the
+ * caller's lock owner-dead does not do the access, returns -EOWNERDEAD and
+ * leaves the lock as it was (not held, still owner-dead), so that whoever
+ * repairs the data learns of it at their acquire.
  */
 MPROC_API int mproc_value_acquire(mproc_value *v, double timeout);
 MPROC_API int mproc_value_release(mproc_value *v);
@@ -149,10 +242,12 @@ MPROC_API int mproc_value_release(mproc_value *v);
 /*
  * Python's get_lock() as an object: the value's RLock itself (mproc/sync.h),
  * the same lock acquire/release take, for code that wants the mproc_rlock_*
- * functions. It lives in the value's shared memory and is valid until free.
- * Taken through mproc_rlock_acquire, an owner-dead state must be cleared
- * with mproc_rlock_consistent (mproc_value_acquire does that itself).
- * NULL for a RawValue or NULL v.
+ * functions: its own (in the value's shared memory, valid until free), or
+ * the caller's RLock it was made with. Taken through mproc_rlock_acquire, an
+ * owner-dead state of its own lock must be cleared with
+ * mproc_rlock_consistent (mproc_value_acquire does that itself). NULL for
+ * a RawValue, a Value made with a caller's plain Lock (the caller has it;
+ * acquire/release take it), or NULL v.
  */
 MPROC_API mproc_rlock *mproc_value_get_lock(const mproc_value *v);
 
@@ -181,13 +276,41 @@ MPROC_API int mproc_array_new(mproc_array **out, int type, size_t n,
 MPROC_API int mproc_array_new_raw(mproc_array **out, int type, size_t n,
                                   const void *init);
 
+/*
+ * Python's Array(typecode_or_type, size_or_initializer, lock=...): n
+ * elements of type, or of a struct of size bytes (MPROC_CTYPE_STRUCT), with
+ * a lock of its own, none (raw), or a caller's Lock / RLock, as
+ * mproc_value_opts. init holds n elements (n * size bytes for structs).
+ * Struct elements are copied with the slices; the typed accessors and
+ * format return MPROC_ETYPE for them.
+ */
+typedef struct mproc_array_opts {
+    int type;
+    size_t size; /* MPROC_CTYPE_STRUCT: bytes per element; else 0 */
+    size_t n;    /* number of elements (0 allowed) */
+    const void *init;
+    int raw;
+    mproc_lock *lock;
+    mproc_rlock *rlock;
+} mproc_array_opts;
+
+/* Returns 0 or the errors of mproc_value_new_opts. */
+MPROC_API int mproc_array_new_opts(mproc_array **out,
+                                   const mproc_array_opts *opts);
+
 /* As mproc_value_free. NULL ok. */
 MPROC_API void mproc_array_free(mproc_array *a);
 
-/* Type, number of elements, 1 if it has a lock (0 for NULL). */
+/* Type, number of elements, bytes per element, 1 if it has a lock (0 for
+ * NULL). */
 MPROC_API int mproc_array_type(const mproc_array *a);
 MPROC_API size_t mproc_array_len(const mproc_array *a);
+MPROC_API size_t mproc_array_itemsize(const mproc_array *a);
 MPROC_API int mproc_array_has_lock(const mproc_array *a);
+
+/* get_obj(): the unlocked view of the same memory, as mproc_value_get_obj.
+ */
+MPROC_API mproc_array *mproc_array_get_obj(const mproc_array *a);
 
 /* Element accessors: as the Value ones, plus -ERANGE when i >= len. */
 MPROC_API int mproc_array_get_i64(mproc_array *a, size_t i, int64_t *out);

@@ -246,12 +246,46 @@ typedef int (*mproc_cond_pred)(void *arg);
 MPROC_API int mproc_cond_init(mproc_cond *c, mproc_cond_lock_type type);
 
 /* Destroys (releasing the lock if the caller holds it). 0, -EBUSY (held by
- * another thread), -EINVAL. Waiters must be gone. */
+ * another thread), -EINVAL. Waiters must be gone. A condition built on a
+ * caller's lock leaves that lock as it is (held or not) and returns 0. */
 MPROC_API int mproc_cond_destroy(mproc_cond *c);
 
 /* Create in / free an own shared mapping (see mproc_lock_new/free). */
 MPROC_API int mproc_cond_new(mproc_cond **out, mproc_cond_lock_type type);
 MPROC_API void mproc_cond_free(mproc_cond *c);
+
+/*
+ * A Condition built on an existing Lock or RLock (Python's
+ * Condition(lock)): the condition's acquire/release/consistent are that
+ * lock's, and its waits release the lock (every recursion level of an
+ * RLock) and take it back. Several conditions may share one lock; the
+ * lock may still be used on its own (mproc_lock_acquire...) and holding
+ * it that way is holding it for the conditions too. The lock stays the
+ * caller's: it is borrowed, must stay valid (and mapped) as long as the
+ * condition is used, and destroying or freeing the condition leaves it
+ * untouched.
+ *
+ * Owner death: a holder of the lock that dies hands the next acquirer
+ * -EOWNERDEAD, whichever way it acquires (through any of the conditions
+ * or the lock itself); mproc_X_consistent on the lock or on any of its
+ * conditions clears it. Each condition on the lock then wakes all its
+ * waiters once, at its next operation (acquire, wait or notify), since
+ * the dead holder may have been in the middle of a notify.
+ *
+ * Passing to children: the condition carries its lock (mproc_cond_kind);
+ * in a spawn or forkserver child the lock is mapped with it (and is the
+ * very object the child gets when the lock is also passed as an argument).
+ * A condition reached otherwise (in shared memory a child attached) finds
+ * its lock when the process maps the memory holding it.
+ *
+ * init: c is caller storage as for mproc_cond_init. Return 0, -EINVAL (NULL,
+ * or lock is not an initialized Lock / RLock), -ENOMEM, -EMFILE (new: the
+ * condition's mapping, or reading /proc/self/maps to place the lock).
+ */
+MPROC_API int mproc_cond_init_with_lock(mproc_cond *c, mproc_lock *lock);
+MPROC_API int mproc_cond_init_with_rlock(mproc_cond *c, mproc_rlock *lock);
+MPROC_API int mproc_cond_new_with_lock(mproc_cond **out, mproc_lock *lock);
+MPROC_API int mproc_cond_new_with_rlock(mproc_cond **out, mproc_rlock *lock);
 
 /* The condition's lock: as mproc_lock_/mproc_rlock_ acquire, release and
  * consistent. After -EOWNERDEAD every current waiter is woken (a

@@ -10,10 +10,15 @@
  * boot description with its fds (SCM_RIGHTS); the server forks, answers
  * with the child's pid and a pidfd for it, and when the child ends writes
  * its exit code (int32, Python's convention) on the same connection.
+ * At its start the server dlopens the libraries of
+ * mproc_set_forkserver_preload, so that every child starts with them
+ * loaded and initialized (CPython's preloaded modules).
  */
 #include "process/process.h"
 
+#include <dlfcn.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -21,6 +26,7 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -49,6 +55,61 @@ static struct {
 
 static void server_entry(void);
 static void fs_stop(void);
+
+/* mproc_set_forkserver_preload's names for the next server, each as
+ * mproc__buf_str writes it. fs_mu. */
+static mproc__buf fs_preload;
+static uint32_t fs_npreload;
+
+/* The server's configuration, in a memfd at its fd 5: magic, the log
+ * level for the preloads (MPROC_LOG_OFF: none; else the log fd is its fd
+ * 6, which the server closes once they are done: nothing else it does is
+ * logged, and a log pipe must see its end of file when the program is
+ * done with it), the number of libraries to preload, their names. */
+#define FS_CONFIG_MAGIC 0x6366706d /* "mpfc" */
+#define FS_CONFIG_FD    5
+#define FS_LOG_FD       6
+
+int mproc_set_forkserver_preload(const char *const *names, size_t n)
+{
+    if ((n && !names) || n > UINT32_MAX)
+        return -EINVAL;
+    mproc__buf b = {0};
+    for (size_t i = 0; i < n; i++) {
+        if (!names[i] || !names[i][0] || strlen(names[i]) >= PATH_MAX) {
+            mproc__buf_free(&b);
+            return -EINVAL;
+        }
+        mproc__buf_str(&b, names[i]);
+    }
+    if (b.oom) {
+        mproc__buf_free(&b);
+        return -ENOMEM;
+    }
+    pthread_mutex_lock(&fs_mu);
+    mproc__buf old = fs_preload;
+    fs_preload = b;
+    fs_npreload = (uint32_t)n;
+    pthread_mutex_unlock(&fs_mu);
+    mproc__buf_free(&old);
+    return 0;
+}
+
+/* The configuration memfd for a new server. fs_mu held. */
+static int fs_config(int *logfd)
+{
+    mproc__buf c = {0};
+    int lfd = mproc__log_fd(), level = mproc_log_get_level();
+    bool log = lfd >= 0 && level < MPROC_LOG_OFF && fs_npreload > 0;
+    mproc__buf_u32(&c, FS_CONFIG_MAGIC);
+    mproc__buf_u32(&c, (uint32_t)(log ? level : MPROC_LOG_OFF));
+    mproc__buf_u32(&c, fs_npreload);
+    mproc__buf_put(&c, fs_preload.p, fs_preload.len);
+    int fd = c.oom ? -ENOMEM : mproc__memfd_with("mproc-fs-config", c.p, c.len);
+    mproc__buf_free(&c);
+    *logfd = log ? lfd : -1;
+    return fd;
+}
 
 /* pthread_atfork child handler, registered with the first server. */
 static void fs_forget(void)
@@ -98,8 +159,15 @@ static int fs_launch(void)
         r = -errno;
         goto out_close;
     }
-    int give[2] = {ctl[0], lsn};
-    pid_t pid = mproc__spawn_helper(server_entry, give, 2);
+    int logfd;
+    int cfg = fs_config(&logfd);
+    if (cfg < 0) {
+        r = cfg;
+        goto out_close;
+    }
+    int give[4] = {ctl[0], lsn, cfg, logfd};
+    pid_t pid = mproc__spawn_helper(server_entry, give, logfd >= 0 ? 4 : 3);
+    close(cfg);
     if (pid < 0) {
         r = pid;
         goto out_close;
@@ -310,6 +378,47 @@ static void reap_all(void)
         report_exit(pid, status);
 }
 
+/* Reads the configuration (fd 5) and loads the preloads. A library
+ * that cannot be loaded is skipped with a DEBUG line, as CPython's fork
+ * server skips a module that fails to import. */
+static void server_configure(void)
+{
+    int fd = FS_CONFIG_FD;
+    struct stat st;
+    unsigned char *blob = NULL;
+    if (fstat(fd, &st) == 0 && st.st_size > 0 && st.st_size < (1 << 26))
+        blob = malloc((size_t)st.st_size);
+    if (blob && pread(fd, blob, (size_t)st.st_size, 0) != st.st_size) {
+        free(blob);
+        blob = NULL;
+    }
+    close(fd);
+    if (!blob)
+        return;
+    mproc__reader rd = {blob, (size_t)st.st_size, 0, false};
+    uint32_t magic = mproc__rd_u32(&rd);
+    uint32_t level = mproc__rd_u32(&rd);
+    uint32_t n = mproc__rd_u32(&rd);
+    bool log = !rd.bad && magic == FS_CONFIG_MAGIC && level < MPROC_LOG_OFF;
+    if (log)
+        mproc__log_restore(FS_LOG_FD, (int)level);
+    char name[PATH_MAX];
+    for (uint32_t i = 0; !rd.bad && magic == FS_CONFIG_MAGIC && i < n; i++) {
+        if (!mproc__rd_str(&rd, name, sizeof name))
+            break;
+        if (dlopen(name, RTLD_NOW | RTLD_GLOBAL))
+            mproc_log(MPROC_LOG_SUBDEBUG, "fork server preloaded %s", name);
+        else
+            mproc_debug("fork server preload of %s failed, ignored: %s", name,
+                        dlerror());
+    }
+    free(blob);
+    if (log) {
+        mproc__log_restore(-1, MPROC_LOG_OFF);
+        close(FS_LOG_FD);
+    }
+}
+
 /* Serves one request on conn; keeps conn for the exit code on success. */
 static void serve(int conn, int ctl, int lsn, int sfd)
 {
@@ -394,15 +503,17 @@ out_drop:
 }
 
 /* The server's main loop, entered in the spawned helper with the control
- * pipe at fd 3 and the listening socket at fd 4. Never returns. */
+ * pipe at fd 3, the listening socket at fd 4, its configuration at fd 5
+ * (and the log fd at 6). Never returns. */
 static void __attribute__((noreturn)) server_entry(void)
 {
     int ctl = 3, lsn = 4;
     mproc__self_init();
     mproc_set_current_name("ForkServer");
-    mproc__ref_warm();
     fcntl(ctl, F_SETFD, FD_CLOEXEC);
     fcntl(lsn, F_SETFD, FD_CLOEXEC);
+    server_configure();
+    mproc__ref_warm(); /* the preloaded libraries' identities too */
     sigset_t chld;
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);

@@ -2,7 +2,9 @@
  * process/spawn.c - the spawn start method's two halves.
  *
  * Parent: posix_spawn of /proc/self/exe (the very binary that runs, even if
- * its file was replaced since) with MPROC_SPAWN=<mode> in the environment
+ * its file was replaced since), or for children of the spawn method the
+ * program mproc_set_executable named, with MPROC_SPAWN=<mode> in the
+ * environment
  * and exactly the given fds, renumbered to 3, 4, ...; every other fd is
  * closed in the child. glibc's posix_spawn uses CLONE_VFORK, so the cost
  * does not grow with the parent's size, and reports exec failure itself.
@@ -30,6 +32,7 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -42,7 +45,40 @@ extern char **environ;
 
 #define SPAWN_ENV "MPROC_SPAWN"
 
-static pid_t spawn_exe(const int *fds, size_t nfds, const char *mode)
+/* mproc_set_executable's program (an absolute path), or NULL for
+ * /proc/self/exe. Under the library lock, which fork children get fresh. */
+static char *g_exe;
+
+int mproc_set_executable(const char *path)
+{
+    char *abs = NULL;
+    if (path) {
+        if (!*path)
+            return -EINVAL;
+        abs = realpath(path, NULL); /* a later chdir must not change it */
+        if (!abs)
+            return errno == ENOMEM ? -ENOMEM : -errno;
+        struct stat st;
+        int r = stat(abs, &st) < 0      ? -errno
+                : !S_ISREG(st.st_mode)  ? -EACCES
+                : access(abs, X_OK) < 0 ? -errno
+                                        : 0;
+        if (r < 0) {
+            free(abs);
+            return r;
+        }
+    }
+    mproc__lock();
+    char *old = g_exe;
+    g_exe = abs;
+    mproc__unlock();
+    free(old);
+    return 0;
+}
+
+/* exe: the program to run, NULL for this very one. */
+static pid_t spawn_exe(const int *fds, size_t nfds, const char *mode,
+                       const char *exe)
 {
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t at;
@@ -88,9 +124,9 @@ static pid_t spawn_exe(const int *fds, size_t nfds, const char *mode)
 
     char arg1[64];
     snprintf(arg1, sizeof arg1, "--mproc-%s", mode);
-    char *argv[] = {program_invocation_name, arg1, NULL};
+    char *argv[] = {exe ? (char *)exe : program_invocation_name, arg1, NULL};
     pid_t pid;
-    r = posix_spawn(&pid, "/proc/self/exe", &fa, &at, argv, envp);
+    r = posix_spawn(&pid, exe ? exe : "/proc/self/exe", &fa, &at, argv, envp);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&at);
     free(envp);
@@ -105,9 +141,18 @@ pid_t mproc__spawn_child(const int *fds, size_t nfds)
     char mode[48];
     if (nfds < 1)
         return -EINVAL;
+    char exe[PATH_MAX];
+    mproc__lock();
+    bool other = g_exe && strlen(g_exe) < sizeof exe;
+    if (other)
+        memcpy(exe, g_exe, strlen(g_exe) + 1);
+    mproc__unlock();
+    /* Whether another program calls mproc_main() is not known here: it
+     * boots where its libmproc takes over unguarded (entry.c, or the
+     * constructor). */
     snprintf(mode, sizeof mode, "child:%zu%s", nfds - 1,
-             g_main_guard ? ":main" : "");
-    return spawn_exe(fds, nfds, mode);
+             g_main_guard && !other ? ":main" : "");
+    return spawn_exe(fds, nfds, mode, other ? exe : NULL);
 }
 
 pid_t mproc__spawn_helper(void (*entry)(void), const int *fds, size_t nfds)
@@ -119,7 +164,7 @@ pid_t mproc__spawn_helper(void (*entry)(void), const int *fds, size_t nfds)
         return r;
     snprintf(mode, sizeof mode, "helper:%" PRIx64 ":%" PRIx64 ":%" PRIx64 "%s",
              ref.dev, ref.ino, ref.off, g_main_guard ? ":main" : "");
-    return spawn_exe(fds, nfds, mode);
+    return spawn_exe(fds, nfds, mode, NULL); /* helpers: always this one */
 }
 
 /* ---- the child ---------------------------------------------------------- */

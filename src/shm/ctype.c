@@ -62,6 +62,8 @@ size_t mproc_ctype_size(int type)
 
 const char *mproc_ctype_name(int type)
 {
+    if (type == MPROC_CTYPE_STRUCT)
+        return "struct";
     switch (shm__norm_type(type)) {
     case 'c':
         return "char";

@@ -45,6 +45,7 @@ int mproc__mtx_init(mproc__mtx *m)
     m->count = 0;
     m->nsleep = 0;
     m->seq = 0;
+    m->deaths = 0;
     return mproc__robust_init(&m->m, true);
 }
 
@@ -81,14 +82,16 @@ static int mtx_result(mproc__mtx *m, uint32_t *st, const mproc__sync_self *me,
 {
     if (r < 0) /* not taken */
         return r == -EBUSY ? -ETIMEDOUT : r;
-    if (__atomic_load_n(st, __ATOMIC_RELAXED) == MPROC__MTX_NOTRECOVERABLE) {
+    uint32_t was = __atomic_load_n(st, __ATOMIC_RELAXED);
+    if (was == MPROC__MTX_NOTRECOVERABLE) {
         pthread_mutex_unlock(&m->m);
         gate_wake(m);
         return -ENOTRECOVERABLE;
     }
     mtx_take(m, me, 1);
-    if (r == 0)
-        return 0;
+    if (r == 0) /* still owner-dead: handed on by mproc__lock_hand_on */
+        return was == MPROC__MTX_INCONSISTENT ? -EOWNERDEAD : 0;
+    m->deaths++;
     __atomic_store_n(st, MPROC__MTX_INCONSISTENT, __ATOMIC_RELAXED);
     return -EOWNERDEAD;
 }
@@ -232,6 +235,33 @@ static mproc__lock_state *lock_state(const void *p, uint32_t magic)
     if (!s || __atomic_load_n(&s->magic, __ATOMIC_ACQUIRE) != magic)
         return NULL;
     return (mproc__lock_state *)s;
+}
+
+/* A Lock or an RLock, and which. */
+static mproc__lock_state *any_lock_state(const void *p)
+{
+    const mproc__lock_state *s = p;
+    uint32_t m = s ? __atomic_load_n(&s->magic, __ATOMIC_ACQUIRE) : 0;
+    if (m != MPROC__SYNC_LOCK && m != MPROC__SYNC_RLOCK)
+        return NULL;
+    return (mproc__lock_state *)s;
+}
+
+int mproc__lock_hand_on(void *l)
+{
+    mproc__lock_state *s = any_lock_state(l);
+    if (!s)
+        return -EINVAL;
+    if (!mproc__mtx_owned(&s->mtx))
+        return MPROC_ENOTOWNER;
+    if (s->mtx.count > 1) {
+        s->mtx.count--;
+        return 0;
+    }
+    mtx_drop(&s->mtx);
+    int r = pthread_mutex_unlock(&s->mtx.m);
+    gate_wake(&s->mtx);
+    return r ? -r : 0;
 }
 
 static int lock_init(void *p, uint32_t magic)
@@ -423,6 +453,59 @@ static mproc__cond_state *cond_state(const void *p)
     return (mproc__cond_state *)s;
 }
 
+/* The lock a condition's operations go through: the condition's own mtx,
+ * or that of the caller's Lock or RLock it was built on. */
+typedef struct cond_lk {
+    mproc__mtx *mtx;
+    uint32_t *st;
+    bool recursive;
+} cond_lk;
+
+void *mproc__cond_ext_lock(const void *cond)
+{
+    const mproc__cond_state *s = cond_state(cond);
+    if (!s || !s->ext)
+        return NULL;
+    void *l;
+    if (s->layout == mproc__sync_layout()) {
+        l = (void *)(uintptr_t)s->lock_ptr; /* the creator, a fork child */
+    } else {
+        l = mproc__sync_link_find(s, s->lock_dev, s->lock_ino, s->lock_off);
+        if (!l) {
+            l = mproc__sync_locate(s->lock_dev, s->lock_ino, s->lock_off,
+                                   MPROC_LOCK_SIZE);
+            /* Remembered for next time; without memory, found again. */
+            if (l)
+                (void)mproc__sync_link_add(s, l, false, s->lock_dev,
+                                           s->lock_ino, s->lock_off);
+        }
+    }
+    const mproc__lock_state *ls = l;
+    if (!ls || __atomic_load_n(&ls->magic, __ATOMIC_ACQUIRE) != s->ext)
+        return NULL;
+    return l;
+}
+
+static mproc__cond_state *cond_bind(const void *c, cond_lk *lk)
+{
+    mproc__cond_state *s = cond_state(c);
+    if (!s)
+        return NULL;
+    if (!s->ext) {
+        lk->mtx = &s->mtx;
+        lk->st = &s->state;
+        lk->recursive = s->recursive;
+        return s;
+    }
+    mproc__lock_state *ls = mproc__cond_ext_lock(s);
+    if (!ls)
+        return NULL;
+    lk->mtx = &ls->mtx;
+    lk->st = &ls->state;
+    lk->recursive = s->ext == MPROC__SYNC_RLOCK;
+    return s;
+}
+
 static void cond_bump(mproc__cond_state *s, uint32_t group, int n)
 {
     uint32_t *w = &s->seq[group & 1];
@@ -444,20 +527,70 @@ static void cond_repair(mproc__cond_state *s)
     cond_bump(s, 1, INT_MAX);
 }
 
+/* With the lock held: repairs the counts if a holder of the lock died
+ * since this condition last looked. On a shared lock the death may have
+ * been seen by another condition's or the lock's own acquire. */
+static void cond_catch_up(mproc__cond_state *s, const cond_lk *lk)
+{
+    if (s->deaths != lk->mtx->deaths) {
+        cond_repair(s);
+        s->deaths = lk->mtx->deaths;
+    }
+}
+
+static void cond_setup(mproc__cond_state *s)
+{
+    memset(s, 0, sizeof(mproc_cond));
+    s->g1 = 0;
+    s->g2 = 1;
+}
+
 int mproc_cond_init(mproc_cond *c, mproc_cond_lock_type type)
 {
     mproc__cond_state *s = (mproc__cond_state *)c;
     if (!s || (type != MPROC_COND_RLOCK && type != MPROC_COND_LOCK))
         return -EINVAL;
-    memset(s, 0, sizeof(mproc_cond));
+    cond_setup(s);
     int err = mproc__mtx_init(&s->mtx);
     if (err < 0)
         return err;
     s->recursive = type == MPROC_COND_RLOCK;
-    s->g1 = 0;
-    s->g2 = 1;
     __atomic_store_n(&s->magic, MPROC__SYNC_COND, __ATOMIC_RELEASE);
     return 0;
+}
+
+static int cond_init_on(mproc_cond *c, void *lock, uint32_t magic)
+{
+    mproc__cond_state *s = (mproc__cond_state *)c;
+    mproc__lock_state *ls = lock_state(lock, magic);
+    if (!s || !ls)
+        return -EINVAL;
+    uint64_t dev = 0, ino = 0, off = 0;
+    int err = mproc__sync_identify(lock, MPROC_LOCK_SIZE, &dev, &ino, &off);
+    if (err < 0 && err != -EINVAL)
+        return err; /* -EINVAL: private memory, for this layout only */
+    cond_setup(s);
+    s->ext = magic;
+    s->recursive = magic == MPROC__SYNC_RLOCK;
+    s->deaths = __atomic_load_n(&ls->mtx.deaths, __ATOMIC_RELAXED);
+    s->layout = mproc__sync_layout();
+    s->lock_ptr = (uint64_t)(uintptr_t)lock;
+    s->lock_dev = dev;
+    s->lock_ino = ino;
+    s->lock_off = off;
+    (void)mproc__sync_link_drop(s, false); /* a former condition's here */
+    __atomic_store_n(&s->magic, MPROC__SYNC_COND, __ATOMIC_RELEASE);
+    return 0;
+}
+
+int mproc_cond_init_with_lock(mproc_cond *c, mproc_lock *lock)
+{
+    return cond_init_on(c, lock, MPROC__SYNC_LOCK);
+}
+
+int mproc_cond_init_with_rlock(mproc_cond *c, mproc_rlock *lock)
+{
+    return cond_init_on(c, lock, MPROC__SYNC_RLOCK);
 }
 
 int mproc_cond_destroy(mproc_cond *c)
@@ -465,13 +598,19 @@ int mproc_cond_destroy(mproc_cond *c)
     mproc__cond_state *s = cond_state(c);
     if (!s)
         return -EINVAL;
+    if (s->ext) { /* the lock is the caller's: left as it is */
+        __atomic_store_n(&s->magic, 0, __ATOMIC_RELEASE);
+        (void)mproc__sync_link_drop(s, false);
+        return 0;
+    }
     int err = mtx_destroy(&s->mtx);
     if (err == 0)
         __atomic_store_n(&s->magic, 0, __ATOMIC_RELEASE);
     return err;
 }
 
-int mproc_cond_new(mproc_cond **out, mproc_cond_lock_type type)
+static int cond_new(mproc_cond **out, int (*init)(void *c, void *arg),
+                    void *arg)
 {
     if (!out)
         return -EINVAL;
@@ -479,7 +618,7 @@ int mproc_cond_new(mproc_cond **out, mproc_cond_lock_type type)
     int err = mproc__sync_map_new("mproc-cond", sizeof(mproc_cond), &p);
     if (err < 0)
         return err;
-    err = mproc_cond_init(p, type);
+    err = init(p, arg);
     if (err < 0) {
         mproc__sync_map_free(p, false);
         return err;
@@ -488,82 +627,126 @@ int mproc_cond_new(mproc_cond **out, mproc_cond_lock_type type)
     return 0;
 }
 
+static int init_own(void *c, void *type)
+{
+    return mproc_cond_init(c, *(mproc_cond_lock_type *)type);
+}
+
+static int init_on_lock(void *c, void *lock)
+{
+    return cond_init_on(c, lock, MPROC__SYNC_LOCK);
+}
+
+static int init_on_rlock(void *c, void *lock)
+{
+    return cond_init_on(c, lock, MPROC__SYNC_RLOCK);
+}
+
+int mproc_cond_new(mproc_cond **out, mproc_cond_lock_type type)
+{
+    if (type != MPROC_COND_RLOCK && type != MPROC_COND_LOCK)
+        return -EINVAL;
+    return cond_new(out, init_own, &type);
+}
+
+int mproc_cond_new_with_lock(mproc_cond **out, mproc_lock *lock)
+{
+    if (!lock_state(lock, MPROC__SYNC_LOCK))
+        return -EINVAL;
+    return cond_new(out, init_on_lock, lock);
+}
+
+int mproc_cond_new_with_rlock(mproc_cond **out, mproc_rlock *lock)
+{
+    if (!lock_state(lock, MPROC__SYNC_RLOCK))
+        return -EINVAL;
+    return cond_new(out, init_on_rlock, lock);
+}
+
 void mproc_cond_free(mproc_cond *c)
 {
     if (!c)
         return;
+    /* A lock imported with the condition goes with it (one per import). */
+    void *lock = mproc__sync_link_drop(c, true);
+    if (lock) {
+        mproc__lock_state *ls = any_lock_state(lock);
+        mproc__sync_map_free(lock, ls && mproc__mtx_held_here(&ls->mtx));
+    }
+    (void)mproc__sync_link_drop(c, false);
     mproc__cond_state *s = cond_state(c);
-    mproc__sync_map_free(c, s && mproc__mtx_held_here(&s->mtx));
+    mproc__sync_map_free(c, s && !s->ext && mproc__mtx_held_here(&s->mtx));
 }
 
 int mproc_cond_acquire(mproc_cond *c, double timeout)
 {
-    mproc__cond_state *s = cond_state(c);
+    cond_lk lk;
+    mproc__cond_state *s = cond_bind(c, &lk);
     if (!s)
         return -EINVAL;
-    int r = mproc__mtx_acquire(&s->mtx, &s->state, s->recursive, timeout);
-    if (r == -EOWNERDEAD)
-        cond_repair(s);
+    int r = mproc__mtx_acquire(lk.mtx, lk.st, lk.recursive, timeout);
+    if (r == 0 || r == -EOWNERDEAD)
+        cond_catch_up(s, &lk);
     return r;
 }
 
 int mproc_cond_release(mproc_cond *c)
 {
-    mproc__cond_state *s = cond_state(c);
-    if (!s)
+    cond_lk lk;
+    if (!cond_bind(c, &lk))
         return -EINVAL;
-    return mproc__mtx_release(&s->mtx, &s->state);
+    return mproc__mtx_release(lk.mtx, lk.st);
 }
 
 int mproc_cond_consistent(mproc_cond *c)
 {
-    mproc__cond_state *s = cond_state(c);
-    if (!s)
+    cond_lk lk;
+    if (!cond_bind(c, &lk))
         return -EINVAL;
-    return mtx_consistent(&s->mtx, &s->state);
+    return mtx_consistent(lk.mtx, lk.st);
 }
 
-/* Unlocks the condition's mutex entirely, whatever its recursion count.
+/* Unlocks the condition's lock entirely, whatever its recursion count.
  * Like a release, this makes an inconsistent lock unrecoverable. */
-static void cond_unlock_all(mproc__cond_state *s)
+static void cond_unlock_all(const cond_lk *lk)
 {
-    if (__atomic_load_n(&s->state, __ATOMIC_RELAXED) == MPROC__MTX_INCONSISTENT)
-        __atomic_store_n(&s->state, MPROC__MTX_NOTRECOVERABLE,
-                         __ATOMIC_RELAXED);
-    mtx_drop(&s->mtx);
-    pthread_mutex_unlock(&s->mtx.m);
-    gate_wake(&s->mtx);
+    if (__atomic_load_n(lk->st, __ATOMIC_RELAXED) == MPROC__MTX_INCONSISTENT)
+        __atomic_store_n(lk->st, MPROC__MTX_NOTRECOVERABLE, __ATOMIC_RELAXED);
+    mtx_drop(lk->mtx);
+    pthread_mutex_unlock(&lk->mtx->m);
+    gate_wake(lk->mtx);
 }
 
 int mproc_cond_wait(mproc_cond *c, double timeout)
 {
-    mproc__cond_state *s = cond_state(c);
+    cond_lk lk;
+    mproc__cond_state *s = cond_bind(c, &lk);
     if (!s)
         return -EINVAL;
     const mproc__sync_self *me = mproc__sync_me();
-    if (__atomic_load_n(&s->mtx.owner, __ATOMIC_RELAXED) != me->token)
+    if (__atomic_load_n(&lk.mtx->owner, __ATOMIC_RELAXED) != me->token)
         return MPROC_ENOTOWNER;
+    cond_catch_up(s, &lk);
     mproc__deadline d = mproc__deadline_from(timeout);
-    uint32_t saved = s->mtx.count;
+    uint32_t saved = lk.mtx->count;
     uint32_t w = s->g2;
     s->g2_size++;
     uint32_t *word = &s->seq[w & 1];
     uint32_t seen = __atomic_load_n(word, __ATOMIC_ACQUIRE);
     bool ownerdead = false;
     int res;
-    cond_unlock_all(s);
+    cond_unlock_all(&lk);
     for (;;) {
         int fr =
             timeout == 0 ? -ETIMEDOUT : mproc__futex_wait_until(word, seen, &d);
-        int lr = mtx_result(&s->mtx, &s->state, me,
-                            mproc__robust_lock(&s->mtx.m, MPROC__UNTIL, NULL));
+        int lr = mtx_result(lk.mtx, lk.st, me,
+                            mproc__robust_lock(&lk.mtx->m, MPROC__UNTIL, NULL));
         if (lr < 0 && lr != -EOWNERDEAD)
             return lr; /* not held */
-        s->mtx.count = saved;
-        if (lr == -EOWNERDEAD) {
+        lk.mtx->count = saved;
+        if (lr == -EOWNERDEAD)
             ownerdead = true;
-            cond_repair(s); /* counts us as woken too */
-        }
+        cond_catch_up(s, &lk); /* after a death: counts us as woken too */
         bool timed_out = fr == -ETIMEDOUT || mproc__deadline_expired(&d);
         if (before(w, s->g1)) {
             res = 0; /* our group was retired: all its members woken */
@@ -584,7 +767,7 @@ int mproc_cond_wait(mproc_cond *c, double timeout)
             break;
         }
         seen = __atomic_load_n(word, __ATOMIC_ACQUIRE);
-        cond_unlock_all(s);
+        cond_unlock_all(&lk);
     }
     return ownerdead ? -EOWNERDEAD : res;
 }
@@ -592,10 +775,10 @@ int mproc_cond_wait(mproc_cond *c, double timeout)
 int mproc_cond_wait_for(mproc_cond *c, mproc_cond_pred pred, void *arg,
                         double timeout)
 {
-    mproc__cond_state *s = cond_state(c);
-    if (!s || !pred)
+    cond_lk lk;
+    if (!cond_bind(c, &lk) || !pred)
         return -EINVAL;
-    if (!mproc__mtx_owned(&s->mtx))
+    if (!mproc__mtx_owned(lk.mtx))
         return MPROC_ENOTOWNER;
     mproc__deadline d = mproc__deadline_from(timeout);
     while (!pred(arg)) {
@@ -617,11 +800,13 @@ int mproc_cond_wait_for(mproc_cond *c, mproc_cond_pred pred, void *arg,
 
 static int cond_notify(mproc_cond *c, uint32_t n)
 {
-    mproc__cond_state *s = cond_state(c);
+    cond_lk lk;
+    mproc__cond_state *s = cond_bind(c, &lk);
     if (!s)
         return -EINVAL;
-    if (!mproc__mtx_owned(&s->mtx))
+    if (!mproc__mtx_owned(lk.mtx))
         return MPROC_ENOTOWNER;
+    cond_catch_up(s, &lk);
     uint32_t sel = 0;
     while (n > 0) {
         if (s->g1_rem > 0) {

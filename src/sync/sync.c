@@ -141,6 +141,8 @@ struct reg {
     void *base; /* mapping */
     size_t len;
     uint64_t foff; /* file offset of base */
+    uint64_t dev, ino;
+    unsigned refs; /* imports of obj here, plus its creation */
     int fd;
     struct reg *next;
 };
@@ -172,6 +174,11 @@ int mproc__sync_map_new(const char *name, size_t size, void **obj)
         err = fd;
         goto out_free;
     }
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        err = -errno;
+        goto out_close;
+    }
     void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) {
         err = -errno;
@@ -180,6 +187,9 @@ int mproc__sync_map_new(const char *name, size_t size, void **obj)
     r->obj = p;
     r->base = p;
     r->len = len;
+    r->dev = st.st_dev;
+    r->ino = st.st_ino;
+    r->refs = 1;
     r->fd = fd;
     reg_add(r);
     *obj = p;
@@ -199,13 +209,16 @@ bool mproc__sync_map_free(void *obj, bool keep_mapped)
     for (struct reg **pp = &g_regs; *pp; pp = &(*pp)->next) {
         if ((*pp)->obj == obj) {
             r = *pp;
-            *pp = r->next;
+            if (--r->refs == 0)
+                *pp = r->next;
             break;
         }
     }
     pthread_mutex_unlock(&g_reg_mu);
     if (!r)
         return false;
+    if (r->refs > 0)
+        return true; /* imported more than once: still in use here */
     mproc__close(r->fd);
     if (!keep_mapped)
         munmap(r->base, r->len);
@@ -213,36 +226,137 @@ bool mproc__sync_map_free(void *obj, bool keep_mapped)
     return true;
 }
 
-/* Finds the mapping holding [p, p+size) in /proc/self/maps and an fd of
- * this process open on the same file. Returns the fd (borrowed) and the
- * file offset of p, or -EINVAL when there is none. */
-static int find_backing_fd(const void *p, size_t size, uint64_t *foff)
+/* ---- /proc/self/maps ----------------------------------------------------- */
+
+/* One line of /proc/self/maps. */
+struct mapping {
+    uintptr_t lo, hi;
+    uint64_t off; /* file offset of lo */
+    uint64_t dev, ino;
+    bool shared;
+};
+
+/* Calls fn on each mapping until it returns true. Returns 1 when fn did,
+ * 0 when none matched, or -errno. */
+static int maps_each(bool (*fn)(const struct mapping *, void *), void *arg)
 {
     FILE *f = fopen("/proc/self/maps", "re");
     if (!f)
         return -errno;
     char *line = NULL;
     size_t cap = 0;
-    bool found = false;
-    unsigned long lo = 0, hi = 0, ino = 0;
-    unsigned long long off = 0;
-    unsigned maj = 0, mnr = 0;
-    char perms[8];
-    uintptr_t a = (uintptr_t)p;
-    while (getline(&line, &cap, f) > 0) {
+    int found = 0;
+    while (!found && getline(&line, &cap, f) > 0) {
+        unsigned long lo = 0, hi = 0, ino = 0;
+        unsigned long long off = 0;
+        unsigned maj = 0, mnr = 0;
+        char perms[8];
         if (sscanf(line, "%lx-%lx %7s %llx %x:%x %lu", &lo, &hi, perms, &off,
                    &maj, &mnr, &ino) != 7)
             continue;
-        if (a >= lo && a < hi) {
-            found = a + size <= hi && perms[3] == 's' && ino != 0;
-            break;
-        }
+        struct mapping m = {
+            lo, hi, off, makedev(maj, mnr), ino, perms[3] == 's'};
+        found = fn(&m, arg);
     }
     free(line);
     fclose(f);
-    if (!found)
-        return -EINVAL;
+    return found;
+}
 
+struct place {
+    uintptr_t a; /* in: address; out (locate) */
+    size_t size;
+    uint64_t dev, ino, off; /* out (identify); in (locate) */
+};
+
+static bool identify_cb(const struct mapping *m, void *arg)
+{
+    struct place *pl = arg;
+    if (pl->a < m->lo || pl->a >= m->hi)
+        return false;
+    if (pl->a + pl->size > m->hi || !m->shared || m->ino == 0)
+        pl->ino = 0;
+    else {
+        pl->dev = m->dev;
+        pl->ino = m->ino;
+        pl->off = m->off + (pl->a - m->lo);
+    }
+    return true;
+}
+
+static bool locate_cb(const struct mapping *m, void *arg)
+{
+    struct place *pl = arg;
+    if (!m->shared || m->dev != pl->dev || m->ino != pl->ino ||
+        pl->off < m->off || pl->off - m->off + pl->size > m->hi - m->lo)
+        return false;
+    pl->a = m->lo + (uintptr_t)(pl->off - m->off);
+    return true;
+}
+
+/* The table's mapping holding [p, p+size). g_reg_mu held. */
+static struct reg *reg_holding(const void *p, size_t size)
+{
+    uintptr_t a = (uintptr_t)p;
+    for (struct reg *r = g_regs; r; r = r->next) {
+        uintptr_t b = (uintptr_t)r->base;
+        if (a >= b && a + size <= b + r->len)
+            return r;
+    }
+    return NULL;
+}
+
+int mproc__sync_identify(const void *p, size_t size, uint64_t *dev,
+                         uint64_t *ino, uint64_t *off)
+{
+    pthread_mutex_lock(&g_reg_mu);
+    struct reg *r = reg_holding(p, size);
+    if (r) {
+        *dev = r->dev;
+        *ino = r->ino;
+        *off = r->foff + (uint64_t)((uintptr_t)p - (uintptr_t)r->base);
+    }
+    pthread_mutex_unlock(&g_reg_mu);
+    if (r)
+        return 0;
+    struct place pl = {.a = (uintptr_t)p, .size = size};
+    int found = maps_each(identify_cb, &pl);
+    if (found < 0)
+        return found;
+    if (!found || pl.ino == 0)
+        return -EINVAL;
+    *dev = pl.dev;
+    *ino = pl.ino;
+    *off = pl.off;
+    return 0;
+}
+
+void *mproc__sync_locate(uint64_t dev, uint64_t ino, uint64_t off, size_t size)
+{
+    if (ino == 0)
+        return NULL;
+    void *p = NULL;
+    pthread_mutex_lock(&g_reg_mu);
+    for (struct reg *r = g_regs; r && !p; r = r->next)
+        if (r->dev == dev && r->ino == ino && off >= r->foff &&
+            off - r->foff + size <= r->len)
+            p = (unsigned char *)r->base + (off - r->foff);
+    pthread_mutex_unlock(&g_reg_mu);
+    if (p)
+        return p;
+    struct place pl = {.size = size, .dev = dev, .ino = ino, .off = off};
+    return maps_each(locate_cb, &pl) == 1 ? (void *)pl.a : NULL;
+}
+
+/* An fd of this process open on the file behind the mapping holding
+ * [p, p+size), and the file offset of p. Returns the fd (borrowed) or
+ * -EINVAL when there is none. */
+static int find_backing_fd(const void *p, size_t size, uint64_t *foff)
+{
+    uint64_t dev, ino, off;
+    int err = mproc__sync_identify(p, size, &dev, &ino, &off);
+    if (err < 0)
+        return err;
     DIR *d = opendir("/proc/self/fd");
     if (!d)
         return -errno;
@@ -255,15 +369,14 @@ static int find_backing_fd(const void *p, size_t size, uint64_t *foff)
         if (*end || end == de->d_name || n == dirfd(d) ||
             fstat((int)n, &st) != 0)
             continue;
-        if (st.st_ino == ino && major(st.st_dev) == maj &&
-            minor(st.st_dev) == mnr) {
+        if (st.st_ino == ino && st.st_dev == dev) {
             fd = (int)n;
             break;
         }
     }
     closedir(d);
     if (fd >= 0)
-        *foff = off + (a - lo);
+        *foff = off;
     return fd;
 }
 
@@ -272,13 +385,10 @@ int mproc__sync_export(const void *obj, size_t size, mproc_export *ex)
     int fd = -1;
     uint64_t foff = 0;
     pthread_mutex_lock(&g_reg_mu);
-    for (struct reg *r = g_regs; r; r = r->next) {
-        uintptr_t b = (uintptr_t)r->base, a = (uintptr_t)obj;
-        if (a >= b && a + size <= b + r->len) {
-            fd = r->fd;
-            foff = r->foff + (a - b);
-            break;
-        }
+    struct reg *r = reg_holding(obj, size);
+    if (r) {
+        fd = r->fd;
+        foff = r->foff + (uint64_t)((uintptr_t)obj - (uintptr_t)r->base);
     }
     pthread_mutex_unlock(&g_reg_mu);
     if (fd < 0) {
@@ -296,6 +406,24 @@ int mproc__sync_export(const void *obj, size_t size, mproc_export *ex)
     if (err < 0)
         return err;
     return mproc_export_bytes(ex, desc, sizeof desc);
+}
+
+/* An object of the table at file offset foff of dev/ino: counted once
+ * more and returned, or NULL. */
+static void *reg_reuse(uint64_t dev, uint64_t ino, uint64_t foff)
+{
+    void *obj = NULL;
+    pthread_mutex_lock(&g_reg_mu);
+    for (struct reg *r = g_regs; r; r = r->next)
+        if (r->obj && r->dev == dev && r->ino == ino &&
+            r->foff + (uint64_t)((uintptr_t)r->obj - (uintptr_t)r->base) ==
+                foff) {
+            r->refs++;
+            obj = r->obj;
+            break;
+        }
+    pthread_mutex_unlock(&g_reg_mu);
+    return obj;
 }
 
 int mproc__sync_import(mproc_import *im, uint32_t magic, size_t size,
@@ -321,6 +449,17 @@ int mproc__sync_import(mproc_import *im, uint32_t magic, size_t size,
     if (fstat(fd, &st) != 0 || foff > (uint64_t)st.st_size ||
         size > (uint64_t)st.st_size - foff)
         goto out_close;
+    void *obj = reg_reuse(st.st_dev, st.st_ino, foff);
+    if (obj) {
+        if (__atomic_load_n((uint32_t *)obj, __ATOMIC_ACQUIRE) != magic) {
+            mproc__sync_map_free(obj, false);
+            err = MPROC_ETYPE;
+            goto out_close;
+        }
+        mproc__close(fd); /* mapped here already */
+        *out = obj;
+        return 0;
+    }
     uint64_t pg = foff & ~(uint64_t)(page_size() - 1);
     size_t delta = (size_t)(foff - pg);
     size_t len = (delta + size + page_size() - 1) & ~(page_size() - 1);
@@ -334,7 +473,7 @@ int mproc__sync_import(mproc_import *im, uint32_t magic, size_t size,
         err = -errno;
         goto out_free;
     }
-    void *obj = (unsigned char *)p + delta;
+    obj = (unsigned char *)p + delta;
     if (__atomic_load_n((uint32_t *)obj, __ATOMIC_ACQUIRE) != magic) {
         err = MPROC_ETYPE; /* destroyed meanwhile, or not that object */
         munmap(p, len);
@@ -344,6 +483,9 @@ int mproc__sync_import(mproc_import *im, uint32_t magic, size_t size,
     r->base = p;
     r->len = len;
     r->foff = pg;
+    r->dev = st.st_dev;
+    r->ino = st.st_ino;
+    r->refs = 1;
     r->fd = fd;
     reg_add(r);
     *out = obj;
@@ -354,6 +496,73 @@ out_free:
 out_close:
     mproc__close(fd);
     return err;
+}
+
+/* ---- links ----------------------------------------------------------------
+ */
+
+struct link {
+    const void *cond;
+    void *lock;
+    bool owned;
+    uint64_t dev, ino, off; /* the lock's identity when linked */
+    struct link *next;
+};
+
+static struct link *g_links;
+
+int mproc__sync_link_add(const void *cond, void *lock, bool owned, uint64_t dev,
+                         uint64_t ino, uint64_t off)
+{
+    struct link *l = calloc(1, sizeof *l);
+    if (!l)
+        return -ENOMEM;
+    l->cond = cond;
+    l->lock = lock;
+    l->owned = owned;
+    l->dev = dev;
+    l->ino = ino;
+    l->off = off;
+    pthread_mutex_lock(&g_reg_mu);
+    l->next = g_links;
+    g_links = l;
+    pthread_mutex_unlock(&g_reg_mu);
+    return 0;
+}
+
+void *mproc__sync_link_find(const void *cond, uint64_t dev, uint64_t ino,
+                            uint64_t off)
+{
+    void *lock = NULL;
+    pthread_mutex_lock(&g_reg_mu);
+    for (struct link *l = g_links; l; l = l->next)
+        if (l->cond == cond && l->dev == dev && l->ino == ino &&
+            l->off == off) {
+            lock = l->lock;
+            break;
+        }
+    pthread_mutex_unlock(&g_reg_mu);
+    return lock;
+}
+
+void *mproc__sync_link_drop(const void *cond, bool owned)
+{
+    void *lock = NULL;
+    pthread_mutex_lock(&g_reg_mu);
+    for (struct link **pp = &g_links; *pp;) {
+        struct link *l = *pp;
+        if (l->cond != cond || l->owned != owned) {
+            pp = &l->next;
+            continue;
+        }
+        *pp = l->next;
+        lock = l->lock;
+        free(l);
+        if (owned)
+            break; /* one import undone */
+    }
+    pthread_mutex_unlock(&g_reg_mu);
+    return owned ? lock : NULL;
 }
 
 /* ---- kinds ------------------------------------------------------------ */
@@ -370,6 +579,9 @@ out_close:
     {                                                                          \
         return mproc__sync_import(im, (MAGIC), (SIZE), out);                   \
     }                                                                          \
+    SYNC_KIND_REST(type)
+
+#define SYNC_KIND_REST(type)                                                   \
     static void type##_kfree(void *obj)                                        \
     {                                                                          \
         mproc_##type##_free(obj);                                              \
@@ -390,6 +602,56 @@ out_close:
 SYNC_KIND(lock, MPROC__SYNC_LOCK, sizeof(mproc_lock))
 SYNC_KIND(rlock, MPROC__SYNC_RLOCK, sizeof(mproc_rlock))
 SYNC_KIND(sem, MPROC__SYNC_SEM, sizeof(mproc_sem))
-SYNC_KIND(cond, MPROC__SYNC_COND, sizeof(mproc_cond))
+
+/* A Condition on a caller's lock travels with that lock: the condition,
+ * the lock's magic (0 for a condition with its own), then the lock. The
+ * importer links the two (mproc__sync_link_add) and frees the lock with
+ * the condition. */
+static int cond_export(const void *obj, mproc_export *ex)
+{
+    const mproc__cond_state *s = obj;
+    if (!s || __atomic_load_n(&s->magic, __ATOMIC_RELAXED) != MPROC__SYNC_COND)
+        return -EINVAL;
+    int err = mproc__sync_export(obj, sizeof(mproc_cond), ex);
+    uint32_t ext = s->ext;
+    if (err == 0)
+        err = mproc_export_bytes(ex, &ext, sizeof ext);
+    if (err < 0 || !ext)
+        return err;
+    const void *lock = mproc__cond_ext_lock(obj);
+    if (!lock)
+        return -EINVAL;
+    return mproc__sync_export(lock, MPROC_LOCK_SIZE, ex);
+}
+
+static int cond_import(mproc_import *im, void **out)
+{
+    void *obj = NULL;
+    int err =
+        mproc__sync_import(im, MPROC__SYNC_COND, sizeof(mproc_cond), &obj);
+    if (err < 0 || !obj)
+        return err < 0 ? err : -EIO;
+    uint32_t ext = 0;
+    err = mproc_import_bytes(im, &ext, sizeof ext);
+    mproc__cond_state *s = obj;
+    if (err == 0 && ext != s->ext)
+        err = MPROC_EPROTO;
+    void *lock = NULL;
+    if (err == 0 && ext)
+        err = mproc__sync_import(im, ext, MPROC_LOCK_SIZE, &lock);
+    if (err == 0 && ext)
+        err = mproc__sync_link_add(obj, lock, true, s->lock_dev, s->lock_ino,
+                                   s->lock_off);
+    if (err < 0) {
+        if (lock)
+            mproc__sync_map_free(lock, false);
+        mproc__sync_map_free(obj, false);
+        return err;
+    }
+    *out = obj;
+    return 0;
+}
+
+SYNC_KIND_REST(cond)
 SYNC_KIND(event, MPROC__SYNC_EVENT, sizeof(mproc_event))
 SYNC_KIND(barrier, MPROC__SYNC_BARRIER, sizeof(mproc_barrier))

@@ -29,6 +29,7 @@ typedef struct mproc__mtx {
     /* The gate contended acquirers sleep on first (see lock.c). */
     uint32_t nsleep;   /* acquirers sleeping on seq (may overcount) */
     uint32_t seq;      /* futex word; bit 0: a wake-up is pending */
+    uint32_t deaths;   /* holders that died holding it (under the lock) */
     pthread_mutex_t m; /* PROCESS_SHARED, ROBUST, ERRORCHECK */
 } mproc__mtx;
 
@@ -77,6 +78,20 @@ typedef struct mproc__cond_state {
     uint32_t g1_tok;  /* grants to g1 not yet claimed */
     uint32_t g2_size; /* waiters in g2 */
     uint32_t seq[2];  /* futex words, bumped by each grant */
+    /* The lock's mtx.deaths this condition has caught up with: a holder
+     * that died may have been in the middle of changing the counts. */
+    uint32_t deaths;
+    /* A condition on a caller's Lock or RLock (Python's Condition(lock)):
+     * ext is that lock's magic (0: the condition's own mtx). The lock is
+     * found at lock_ptr by processes of the address-space layout `layout`
+     * (its creator and their fork children), elsewhere through the
+     * process's links (an import) or its file identity (a mapping of the
+     * same file: lock_dev, lock_ino, lock_off; all 0 when it lives in
+     * private memory). */
+    uint32_t ext;
+    uint64_t layout;
+    uint64_t lock_ptr;
+    uint64_t lock_dev, lock_ino, lock_off;
 } mproc__cond_state;
 
 typedef struct mproc__barrier_state {
@@ -130,6 +145,18 @@ bool mproc__mtx_owned(const mproc__mtx *m);
 /* Whether some thread of this process holds it. */
 bool mproc__mtx_held_here(const mproc__mtx *m);
 
+/* The caller's lock a Condition is built on, as this process maps it
+ * (NULL for a condition with its own lock, or when this process cannot
+ * find it). */
+void *mproc__cond_ext_lock(const void *cond);
+
+/* Releases a Lock or RLock (l) the calling thread took with -EOWNERDEAD
+ * without making it unrecoverable: it stays in the owner-dead state and
+ * the next acquirer gets -EOWNERDEAD in turn. For callers that cannot
+ * repair what the lock protects (a Value's accessors on a caller's lock).
+ * Returns 0, MPROC_ENOTOWNER, -EINVAL. */
+int mproc__lock_hand_on(void *l);
+
 /* ---- mappings of _new and imported objects (sync.c) -------------------- */
 
 /* Creates a memfd mapping for one state of size bytes; returns the zeroed
@@ -141,8 +168,33 @@ bool mproc__sync_map_free(void *obj, bool keep_mapped);
 /* Export: the fd of the mapping holding obj (from the table, or found
  * through /proc/self/maps and the open fds) plus magic and offset. */
 int mproc__sync_export(const void *obj, size_t size, mproc_export *ex);
-/* Import: maps the state described, checks its magic. */
+/* Import: maps the state described, checks its magic. An object this
+ * process already maps through the table (imported before, or its own) is
+ * not mapped again: the same pointer comes back, counted, and each import
+ * is undone by one mproc__sync_map_free. */
 int mproc__sync_import(mproc_import *im, uint32_t magic, size_t size,
                        void **out);
+
+/* The file behind the shared mapping holding [p, p+size): device, inode
+ * and the offset of p. Returns 0 or -EINVAL (private memory). */
+int mproc__sync_identify(const void *p, size_t size, uint64_t *dev,
+                         uint64_t *ino, uint64_t *off);
+/* Where this process maps offset off of that file (size bytes), or NULL. */
+void *mproc__sync_locate(uint64_t dev, uint64_t ino, uint64_t off, size_t size);
+
+/* ---- links: a condition's lock in this process (sync.c) -------------------
+ * For processes of another layout than a condition's creator: cond -> the
+ * lock as this process maps it, with the lock's file identity at the time
+ * (a link whose identity no longer matches the condition's is not used).
+ * An import adds an owned link (the lock imported with the condition);
+ * a lookup through the file identity adds a borrowed one. */
+int mproc__sync_link_add(const void *cond, void *lock, bool owned, uint64_t dev,
+                         uint64_t ino, uint64_t off);
+void *mproc__sync_link_find(const void *cond, uint64_t dev, uint64_t ino,
+                            uint64_t off);
+/* owned: drops one owned link of cond and returns its lock, for the caller
+ * to free (NULL when there is none). !owned: drops every borrowed link of
+ * cond; returns NULL. */
+void *mproc__sync_link_drop(const void *cond, bool owned);
 
 #endif
