@@ -31,7 +31,7 @@
 #else
 #define CONN_ALLOC_STEP ((uint64_t)16 << 20)
 #endif
-#define CONN_MAX_IOV    64
+#define CONN_MAX_IOV 64
 
 /* mproc__deadline_from without the clock read when waiting forever, the
  * common case on the hot path. */
