@@ -9,6 +9,7 @@
 #include <glob.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -69,6 +70,18 @@ int mproc_test_count_fds(void)
             n++;
     closedir(d);
     return n - 1;
+}
+
+bool mproc_test_no_pidfd(void)
+{
+    const char *e = getenv("MPROC_NO_PIDFD");
+    if (e && e[0] && strcmp(e, "0") != 0)
+        return true;
+    int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+    if (fd < 0)
+        return errno == ENOSYS || errno == EPERM;
+    close(fd);
+    return false;
 }
 
 const char *mproc_test_python(const char *version)

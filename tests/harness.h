@@ -113,4 +113,8 @@ double mproc_test_now(void);
 /* Number of open fds of this process. */
 int mproc_test_count_fds(void);
 
+/* True when mproc runs without pidfds here: MPROC_NO_PIDFD is set (the
+ * ctest entries *_nopidfd, make valgrind), or the kernel has none. */
+bool mproc_test_no_pidfd(void);
+
 #endif

@@ -972,6 +972,43 @@ static void test_terminate_full_ring(void)
 
 /* The pool's owner is SIGKILLed: its workers go away by themselves. We
  * are their subreaper, so they come back to us to be reaped. */
+/* How many pidfds the worker holds: its watch on the pool's owner. */
+static int t_count_pidfds(const void *in, size_t len, mproc_out *out)
+{
+    (void)in;
+    (void)len;
+    int64_t n = 0;
+    for (int fd = 0; fd < 1024; fd++) {
+        char path[64], link[64] = "";
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        if (readlink(path, link, sizeof link - 1) > 0 &&
+            strcmp(link, "anon_inode:[pidfd]") == 0)
+            n++;
+    }
+    return mproc_out_write(out, &n, sizeof n);
+}
+
+/* A worker watches its owner through a pidfd, or without pidfds through
+ * a pipe only the owner can write (test_owner_killed: either way it ends
+ * with the owner). */
+static void test_worker_watches_owner(void)
+{
+    for (int m = 0; m < 3; m++) {
+        mproc_pool *p;
+        mproc_pool_opts o = {.processes = 1, .method = mproc_test_methods[m]};
+        CHECK_OK(mproc_pool_new(&p, &o));
+        void *res = NULL;
+        size_t n = 0;
+        CHECK_OK(mproc_pool_apply(p, t_count_pidfds, NULL, 0, &res, &n, NULL));
+        CHECK_EQ(n, sizeof(int64_t));
+        int64_t k;
+        memcpy(&k, res, sizeof k);
+        free(res);
+        CHECK_EQ(k, mproc_test_no_pidfd() ? 0 : 1);
+        mproc_pool_free(p);
+    }
+}
+
 static void test_owner_killed(void)
 {
     CHECK(prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);
@@ -1180,6 +1217,7 @@ static const mproc_test tests[] = {
     {"fd_exhaustion", test_fd_exhaustion, 60},
     {"callback_submits", test_callback_submits, 30},
     {"terminate_full_ring", test_terminate_full_ring, 30},
+    {"worker_watches_owner", test_worker_watches_owner, 30},
     {"owner_killed", test_owner_killed, 40},
     {"hostile_board", test_hostile_board, 60},
 };

@@ -13,6 +13,11 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sched.h>
+#include <stddef.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -440,18 +445,23 @@ static void test_no_fd_leaks_into_children(void)
         close(pp[0]);
         CHECK_EQ(join_code(p), 0);
         /* 0-2 and the parent's pidfd; under forkserver also the socket
-         * on which the child reports its exit code. Nothing else. */
+         * on which the child reports its exit code. Nothing else. Without
+         * pidfds, two pipes instead: the read end it watches its parent
+         * by, the write end its own sentinel reads end of file by. */
         CHECK(strncmp(buf, "0=std;1=std;2=std;", 18) == 0);
-        int pidfds = 0, sockets = 0, others = 0;
+        int pidfds = 0, pipes = 0, sockets = 0, others = 0;
         for (char *e = strchr(buf + 18, '='); e; e = strchr(e + 1, '=')) {
             if (strncmp(e, "=anon_inode:[pidfd];", 20) == 0)
                 pidfds++;
+            else if (strncmp(e, "=pipe:[", 7) == 0)
+                pipes++;
             else if (strncmp(e, "=socket:[", 9) == 0)
                 sockets++;
             else
                 others++;
         }
-        CHECK_EQ(pidfds, 1);
+        CHECK_EQ(pidfds, mproc_test_no_pidfd() ? 0 : 1);
+        CHECK_EQ(pipes, mproc_test_no_pidfd() ? 2 : 0);
         CHECK_EQ(sockets, mproc_test_methods[m] == MPROC_START_FORKSERVER);
         CHECK_EQ(others, 0);
     }
@@ -482,15 +492,38 @@ static int t_daemon_parent(const mproc_args *a)
     return 0;    /* normal exit: the daemon must be terminated */
 }
 
+/* Is pid a zombie, or no process at all? (Without pidfds.) */
+static bool ended(pid_t pid)
+{
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return true;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = 0;
+    const char *st = strrchr(buf, ')');
+    return !st || st[1] == 0 || st[2] == 'Z' || st[2] == 'X';
+}
+
 static bool wait_gone(pid_t pid, double timeout)
 {
     int fd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (fd < 0)
+    if (fd < 0 && errno != ENOSYS)
         return errno == ESRCH;
-    struct pollfd p = {fd, POLLIN, 0};
-    int r = poll(&p, 1, (int)(timeout * 1000));
-    close(fd);
-    return r == 1;
+    if (fd >= 0) {
+        struct pollfd p = {fd, POLLIN, 0};
+        int r = poll(&p, 1, (int)(timeout * 1000));
+        close(fd);
+        return r == 1;
+    }
+    /* No pidfds (valgrind): look every few milliseconds. */
+    for (double t0 = mproc_test_now(); mproc_test_now() - t0 < timeout;
+         usleep(5000))
+        if (ended(pid))
+            return true;
+    return ended(pid);
 }
 
 static void reap_adopted(void)
@@ -604,16 +637,23 @@ static pid_t find_server(void)
 static void test_forkserver_killed(void)
 {
     prctl(PR_SET_CHILD_SUBREAPER, 1); /* orphans come to us */
-    mproc_args *a = mproc_args_of("d", 0.5);
+    mproc_args *a = mproc_args_of("d", 0.5), *forever = mproc_args_of("d", 30.);
     CHECK_EQ(join_code(run(t_return, NULL, MPROC_START_FORKSERVER)), 0);
     pid_t server = find_server();
     CHECK(server > 0);
     mproc_process *p = run(t_sleep, a, MPROC_START_FORKSERVER);
+    mproc_process *q = run(t_sleep, forever, MPROC_START_FORKSERVER);
+    mproc_args_free(forever);
     CHECK_OK(kill(server, SIGKILL));
     CHECK_ERR(mproc_process_join(p, 0.1), -ETIMEDOUT);
     CHECK_EQ(mproc_process_is_alive(p), 1);
     /* The child reports its own code when its target returns. */
     CHECK_EQ(join_code(p), 3);
+    /* An orphan can still be stopped (its server is gone, so no one
+     * reports how it ended: 255). */
+    CHECK_EQ(mproc_process_is_alive(q), 1);
+    CHECK_OK(mproc_process_kill(q));
+    CHECK_EQ(join_code(q), 255);
     for (int i = 0; i < 3; i++) {
         mproc_args *b = mproc_args_of("i", 5 + i);
         CHECK_EQ(join_code(run(t_return, b, MPROC_START_FORKSERVER)), 5 + i);
@@ -851,7 +891,18 @@ static int t_touch_sibling(const mproc_args *a)
         mproc_process_is_alive(g_sibling) != 0 ||
         mproc_active_children(NULL, 0) != 0)
         return 1;
-    mproc_process_free(g_sibling); /* the child's copy: touches nothing */
+    /* Fds of our own, on the lowest free numbers (which fds the parent
+     * kept for the sibling, closed in us at fork, may have had). */
+    int mine[8];
+    for (int i = 0; i < 8; i++)
+        mine[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    /* The child's copy: touches nothing of others'. */
+    if (mproc_process_close(g_sibling) != 0)
+        return 3;
+    mproc_process_free(g_sibling);
+    for (int i = 0; i < 8; i++)
+        if (mine[i] < 0 || fcntl(mine[i], F_GETFD) < 0)
+            return 2;
     return 0;
 }
 
@@ -1286,6 +1337,384 @@ static void test_fd_exhaustion(void)
     }
 }
 
+/* ---- without pidfds
+ * ----------------------------------------------------------
+ *
+ * Where there are none (valgrind, kernels before 5.3) the library falls
+ * back to pipes and pids. The ctest entries *_nopidfd run every test of
+ * this program so (MPROC_NO_PIDFD=1); the tests below hold either way.
+ */
+
+/* Reads exactly n bytes from fd within timeout seconds; false if not. */
+static bool read_within(int fd, void *buf, size_t n, double timeout)
+{
+    size_t got = 0;
+    double t0 = mproc_test_now();
+    while (got < n) {
+        int ms = (int)((timeout - (mproc_test_now() - t0)) * 1000);
+        struct pollfd p = {fd, POLLIN, 0};
+        if (ms <= 0 || poll(&p, 1, ms) != 1)
+            return false;
+        ssize_t r = read(fd, (char *)buf + got, n - got);
+        if (r <= 0)
+            return false;
+        got += (size_t)r;
+    }
+    return true;
+}
+
+/* Starts fn(tpipe, x) under m; stores the read end of the tpipe's pipe,
+ * which reads what the child says. */
+static mproc_process *run_said(mproc_target fn, mproc_start_method m, int x,
+                               int *rd)
+{
+    int pp[2];
+    CHECK_OK(pipe2(pp, O_CLOEXEC));
+    tpipe tp = {pp[1]};
+    mproc_args *a = mproc_args_of("oi", &tpipe_kind, &tp, x);
+    mproc_process *p = run(fn, a, m);
+    mproc_args_free(a);
+    close(pp[1]);
+    *rd = pp[0];
+    return p;
+}
+
+/* Makes pidfd_open and pidfd_send_signal fail with ENOSYS for this
+ * process and all it starts, as a kernel without them would. */
+static int deny_pidfds(void)
+{
+#ifdef __x86_64__
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_pidfd_open, 2, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_pidfd_send_signal, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+    };
+    struct sock_fprog prog = {(unsigned short)(sizeof f / sizeof f[0]), f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0)
+        return -errno;
+    return 0;
+#else
+    return -ENOTSUP;
+#endif
+}
+
+/* Reports whether its parent looks alive, by is_alive and its sentinel. */
+static int t_parent_alive(const mproc_args *a)
+{
+    mproc_process *par = mproc_parent_process();
+    int fd = par ? mproc_process_sentinel(par) : -1;
+    int ready = 0;
+    if (fd < 0 || mproc_wait(&fd, 1, 0, &ready) != 0)
+        return 2;
+    return mproc_process_is_alive(par) == 1 ? 0 : 3;
+}
+
+/* On a kernel without pidfds, found by the library itself (no
+ * MPROC_NO_PIDFD): every start method still starts, joins, waits on
+ * sentinels and kills, and children still see their parent. */
+static void test_kernel_without_pidfds(void)
+{
+    int r = deny_pidfds();
+    if (r < 0)
+        SKIP("no seccomp filter here");
+    CHECK(mproc_test_no_pidfd());
+    for (int m = 0; m < 3; m++) {
+        mproc_start_method sm = mproc_test_methods[m];
+        mproc_args *a = mproc_args_of("i", 7 + m);
+        CHECK_EQ(join_code(run(t_return, a, sm)), 7 + m);
+        mproc_args_free(a);
+        CHECK_EQ(join_code(run(t_parent_alive, NULL, sm)), 0);
+        a = mproc_args_of("d", 30.0);
+        mproc_process *p = run(t_sleep, a, sm);
+        mproc_args_free(a);
+        int fd = mproc_process_sentinel(p), ready = 0;
+        CHECK(fd >= 0);
+        CHECK_EQ(mproc_wait(&fd, 1, 0.05, &ready), 0);
+        CHECK_OK(mproc_process_kill(p));
+        CHECK_EQ(mproc_wait(&fd, 1, 10, &ready), 1);
+        CHECK_EQ(mproc_process_is_alive(p), 0);
+        CHECK_EQ(join_code(p), -SIGKILL);
+    }
+}
+
+/* Forks (plainly, as a library might) a grandchild that outlives us and
+ * reports its pid. */
+static int t_leave_grandchild(const mproc_args *a)
+{
+    pid_t g = fork();
+    if (g == 0) {
+        for (;;)
+            pause();
+    }
+    say(a, 0, "%08d", (int)g);
+    return 4;
+}
+
+/* A child's sentinel tells that the child ended even when a grandchild it
+ * forked lives on (without pidfds: the grandchild must not keep the
+ * child's end of the sentinel pipe). */
+static void test_sentinel_despite_grandchild(void)
+{
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    for (int m = 0; m < 3; m++) {
+        int rd;
+        mproc_process *p =
+            run_said(t_leave_grandchild, mproc_test_methods[m], 0, &rd);
+        char buf[9] = "";
+        CHECK(read_within(rd, buf, 8, 20));
+        close(rd);
+        pid_t g = atoi(buf);
+        CHECK(g > 0);
+        int fd = mproc_process_sentinel(p), ready = 0;
+        CHECK_EQ(mproc_wait(&fd, 1, 10, &ready), 1);
+        CHECK_EQ(join_code(p), 4);
+        CHECK(kill(g, 0) == 0); /* still there, and adopted by us */
+        kill(g, SIGKILL);
+        CHECK_EQ(waitpid(g, NULL, 0), g);
+    }
+}
+
+/* Waits for its parent's sentinel, then says how that went. */
+static int t_watch_parent(const mproc_args *a)
+{
+    mproc_process *par = mproc_parent_process();
+    int fd = par ? mproc_process_sentinel(par) : -1, ready = 0;
+    if (fd < 0 || mproc_process_is_alive(par) != 1)
+        return 2;
+    say(a, 0, "w");
+    bool gone =
+        mproc_wait(&fd, 1, 30, &ready) == 1 && mproc_process_is_alive(par) == 0;
+    say(a, 0, "%s", gone ? "gone" : "stuck");
+    return 0;
+}
+
+/* A parent that starts a watcher under method m and then a long sleeper
+ * by fork, reports both pids, and waits to be killed. */
+static int t_watched_parent(const mproc_args *a)
+{
+    tpipe *t = mproc_args_object(a, 0, &tpipe_kind);
+    mproc_process *w, *s;
+    mproc_args *sa = mproc_args_of("d", 30.0);
+    if (!t || mproc_process_new(&w, t_watch_parent, a) < 0 ||
+        mproc_process_set_start_method(
+            w, (mproc_start_method)mproc_args_int(a, 1)) < 0 ||
+        mproc_process_start(w) < 0 || mproc_process_new(&s, t_sleep, sa) < 0 ||
+        mproc_process_set_start_method(s, MPROC_START_FORK) < 0 ||
+        mproc_process_start(s) < 0)
+        return 1;
+    say(a, 0, "%08d%08d", (int)mproc_process_pid(w), (int)mproc_process_pid(s));
+    pause();
+    return 0;
+}
+
+/* A child sees its parent die (parent_process' sentinel and is_alive)
+ * even while a sibling forked after it lives on (without pidfds: the
+ * sibling must not keep the parent's end of the child's pipe). */
+static void test_parent_death_seen_past_siblings(void)
+{
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    for (int m = 0; m < 3; m++) {
+        int rd;
+        mproc_process *p = run_said(t_watched_parent, MPROC_START_FORK,
+                                    (int)mproc_test_methods[m], &rd);
+        /* "w" (the watcher runs) and the two pids, in either order. */
+        char buf[32] = "";
+        CHECK(read_within(rd, buf, 1 + 16, 20));
+        char *pids = buf[0] == 'w' ? buf + 1 : buf;
+        CHECK(buf[0] == 'w' || buf[16] == 'w');
+        pids[16] = 0;
+        pid_t s = atoi(pids + 8);
+        pids[8] = 0;
+        pid_t w = atoi(pids);
+        CHECK(w > 0 && s > 0);
+        CHECK_OK(mproc_process_kill(p));
+        CHECK_EQ(join_code(p), -SIGKILL);
+        memset(buf, 0, sizeof buf);
+        CHECK(read_within(rd, buf, 4, 10));
+        CHECK_STR(buf, "gone");
+        close(rd);
+        CHECK(wait_gone(w, 10));
+        kill(s, SIGKILL);
+        reap_adopted();
+    }
+}
+
+static int t_exec_sleep(const mproc_args *a)
+{
+    execl("/bin/sh", "sh", "-c", mproc_args_str(a, 0), (char *)NULL);
+    return 127;
+}
+
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* A target that execs another program: the process lives on as that
+ * program, join waits for it (without burning the CPU) and reports its
+ * exit code, under every method. (Without pidfds its sentinel pipe reads
+ * end of file at the exec: is_alive and join look past that.) */
+static void test_target_execs(void)
+{
+    mproc_args *a = mproc_args_of("s", "sleep 1; exit 5"),
+               *forever = mproc_args_of("s", "exec sleep 30");
+    for (int m = 0; m < 3; m++) {
+        double t0 = mproc_test_now();
+        mproc_process *p = run(t_exec_sleep, a, mproc_test_methods[m]);
+        usleep(100000);
+        CHECK_EQ(mproc_process_is_alive(p), 1);
+        double c0 = cpu_seconds();
+        CHECK_OK(mproc_process_join(p, 20));
+        double wall = mproc_test_now() - t0, cpu = cpu_seconds() - c0;
+        CHECK(wall >= 0.95);
+        CHECK(cpu < 0.25);
+        CHECK_EQ(join_code(p), 5);
+        /* And it can be stopped. */
+        p = run(t_exec_sleep, forever, mproc_test_methods[m]);
+        usleep(100000);
+        CHECK_EQ(mproc_process_is_alive(p), 1);
+        CHECK_OK(mproc_process_terminate(p));
+        CHECK_OK(mproc_process_join(p, 10));
+        CHECK_EQ(join_code(p), -SIGTERM);
+    }
+    mproc_args_free(a);
+    mproc_args_free(forever);
+}
+
+/* A helper in the pid namespace: forks a pausing child on request ('f':
+ * answers its pid) and says whether it still runs ('a': 1 or 0). */
+static void pid_helper(int in, int out)
+{
+    pid_t v = 0;
+    char c;
+    while (read(in, &c, 1) == 1) {
+        int32_t ans = 0;
+        if (c == 'f') {
+            v = fork();
+            if (v == 0) {
+                for (;;)
+                    pause();
+            }
+            ans = v;
+        } else if (c == 'a') {
+            int st;
+            ans = v > 0 && waitpid(v, &st, WNOHANG) == 0;
+        }
+        if (write(out, &ans, sizeof ans) != sizeof ans)
+            break;
+    }
+    if (v > 0) {
+        kill(v, SIGKILL);
+        waitpid(v, NULL, 0);
+    }
+    mproc_test_exit(0);
+}
+
+static int32_t ask(int fd[2], char c)
+{
+    int32_t ans = -1;
+    if (write(fd[1], &c, 1) != 1 || read(fd[0], &ans, sizeof ans) != sizeof ans)
+        return -1;
+    return ans;
+}
+
+/* As init of a pid namespace of our own: a child of method m ends and is
+ * reaped by someone else than its process object (under fork and spawn
+ * by a stray waitpid, as a careless library might; under forkserver by
+ * the server, with our object not joined yet). Its pid is then handed to
+ * a process of the helper's; a kill through the object must not touch
+ * that process. Returns 0, 77 when the pid could not be handed on, or a
+ * failure code. */
+static int recycled_pid_case(mproc_start_method m, int hf[2])
+{
+    mproc_process *p;
+    if (mproc_process_new(&p, t_return, NULL) < 0 ||
+        mproc_process_set_start_method(p, m) < 0 || mproc_process_start(p) < 0)
+        return 10;
+    pid_t pid = mproc_process_pid(p);
+    if (m == MPROC_START_FORKSERVER) {
+        for (int i = 0; i < 2000 && kill(pid, 0) == 0; i++)
+            usleep(5000);
+    } else if (waitpid(pid, NULL, 0) != pid) {
+        return 11;
+    }
+    int fd = open("/proc/sys/kernel/ns_last_pid", O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || dprintf(fd, "%d", (int)pid - 1) < 0) {
+        mproc_test_exit(77);
+    }
+    close(fd);
+    int32_t v = ask(hf, 'f');
+    int code = 0;
+    if (v != pid)
+        code = 77;
+    else if (mproc_process_kill(p) < 0)
+        code = 12;
+    else if (usleep(50000), ask(hf, 'a') != 1)
+        code = 13; /* the process that got the pid was hit */
+    if (mproc_process_join(p, 10) < 0)
+        code = code ? code : 14;
+    mproc_process_free(p);
+    return code;
+}
+
+/* A signal through a process object never reaches a process that was
+ * given the child's pid after the child was reaped, even by someone else.
+ * (Needs to be root, for a pid namespace in which pids can be chosen.) */
+static void test_signals_never_hit_recycled_pid(void)
+{
+    for (int m = 0; m < 3; m++) {
+        /* A namespace per method: its first process is its init, and it
+         * ends with it. */
+        pid_t x = fork();
+        CHECK(x >= 0);
+        if (x == 0) {
+            if (unshare(CLONE_NEWPID) < 0)
+                mproc_test_exit(78);
+            pid_t init = fork();
+            if (init == 0) {
+                int to[2], from[2];
+                if (pipe2(to, O_CLOEXEC) < 0 || pipe2(from, O_CLOEXEC) < 0)
+                    mproc_test_exit(2);
+                pid_t h = fork();
+                if (h == 0) {
+                    close(to[1]);
+                    close(from[0]);
+                    pid_helper(to[0], from[1]);
+                }
+                close(to[0]);
+                close(from[1]);
+                int hf[2] = {from[0], to[1]};
+                int code = recycled_pid_case(mproc_test_methods[m], hf);
+                close(to[1]);
+                waitpid(h, NULL, 0);
+                mproc_shutdown();
+                mproc_test_exit(code);
+            }
+            int st = 0;
+            if (init < 0 || waitpid(init, &st, 0) != init || !WIFEXITED(st))
+                mproc_test_exit(3);
+            mproc_test_exit(WEXITSTATUS(st));
+        }
+        int st = 0;
+        CHECK_EQ(waitpid(x, &st, 0), x);
+        CHECK(WIFEXITED(st));
+        if (WEXITSTATUS(st) == 78)
+            SKIP("no pid namespace of our own (not root?)");
+        if (WEXITSTATUS(st) == 77)
+            SKIP("the pid could not be handed on");
+        CHECK_EQ(WEXITSTATUS(st), 0);
+    }
+}
+
 static const mproc_test tests[] = {
     {"exit_codes", test_exit_codes, 60},
     {"join_timeout_and_terminate", test_join_timeout_and_terminate, 60},
@@ -1320,6 +1749,12 @@ static const mproc_test tests[] = {
     {"unresolvable_target", test_unresolvable_target, 30},
     {"fd_exhaustion", test_fd_exhaustion, 60},
     {"import_failure", test_import_failure, 30},
+    {"kernel_without_pidfds", test_kernel_without_pidfds, 60},
+    {"sentinel_despite_grandchild", test_sentinel_despite_grandchild, 60},
+    {"parent_death_seen_past_siblings", test_parent_death_seen_past_siblings,
+     60},
+    {"target_execs", test_target_execs, 60},
+    {"signals_never_hit_recycled_pid", test_signals_never_hit_recycled_pid, 60},
 };
 
 MPROC_TEST_MAIN(tests)

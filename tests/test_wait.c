@@ -43,6 +43,13 @@ static void test_wait_mixed(void)
         char buf[8];
         size_t len = 0;
         CHECK(fds[0] >= 0 && fds[1] >= 0 && fds[2] >= 0);
+        /* The sentinel is a pidfd; without pidfds, a pipe's read end. */
+        char path[64], link[64] = "";
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fds[0]);
+        CHECK(readlink(path, link, sizeof link - 1) > 0);
+        const char *kind =
+            mproc_test_no_pidfd() ? "pipe:[" : "anon_inode:[pidfd]";
+        CHECK(strncmp(link, kind, strlen(kind)) == 0);
         /* A queue's fd may be spuriously ready ("may have data"); a get
          * that finds the queue empty rearms it. */
         CHECK_ERR(mproc_queue_get_nowait(q, buf, sizeof buf, &len),

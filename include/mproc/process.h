@@ -142,19 +142,30 @@ MPROC_API int mproc_process_exitcode(mproc_process *p);
 
 /*
  * Send SIGTERM / SIGKILL / any signal. Race-free: a pidfd is used, so a
- * recycled pid is never signalled. Returns 0, MPROC_ENOTSTARTED,
- * MPROC_EREAPED (already finished and reaped), MPROC_ECLOSED, -errno.
- * Signalling a process that has exited but is not yet reaped succeeds.
+ * recycled pid is never signalled. Without pidfds (valgrind, kernels
+ * before 5.3: docs/process.md) the pid of a child not yet reaped, which
+ * is still its own, or under forkserver a request to the fork server,
+ * its parent. Returns 0, MPROC_ENOTSTARTED, MPROC_EREAPED (already
+ * finished and reaped), MPROC_ECLOSED, -errno. Signalling a process that
+ * has exited but is not yet reaped succeeds. Blocks for a round trip to
+ * the fork server in that one case.
  */
 MPROC_API int mproc_process_terminate(mproc_process *p);
 MPROC_API int mproc_process_kill(mproc_process *p);
 MPROC_API int mproc_process_signal(mproc_process *p, int sig);
 
 /*
- * A file descriptor that becomes readable when the process ends (a pidfd,
- * under every start method). Owned by p; valid until close/free. Use with
- * poll/epoll or mproc_wait, then join or exitcode to reap. Returns
- * MPROC_ENOTSTARTED or MPROC_ECLOSED when there is none.
+ * A file descriptor that becomes readable when the process ends: a pidfd,
+ * under every start method; without pidfds the read end of a pipe whose
+ * write end only the process holds, which reads end of file (POLLHUP)
+ * when it ends, or when it execs or closes fds it did not open (join and
+ * is_alive still tell the truth then). Owned by p; valid until close/free.
+ * Use with poll/epoll or mproc_wait, then join or exitcode to reap.
+ * Returns MPROC_ENOTSTARTED or MPROC_ECLOSED when there is none.
+ *
+ * On mproc_parent_process(): readable once the parent has ended; owned by
+ * the library. A fork child opens it when first asked, and gets -ESRCH if
+ * its parent had ended by then.
  */
 MPROC_API int mproc_process_sentinel(const mproc_process *p);
 
@@ -173,8 +184,9 @@ MPROC_API int mproc_process_close(mproc_process *p);
 MPROC_API mproc_process *mproc_current_process(void);
 
 /*
- * The parent as a process object (name, pid; is_alive works through a
- * pidfd), or NULL in the main process. Owned by the library.
+ * The parent as a process object (name, pid; is_alive and sentinel work
+ * through a pidfd, or without pidfds a pipe only the parent can write),
+ * or NULL in the main process. Owned by the library.
  */
 MPROC_API mproc_process *mproc_parent_process(void);
 

@@ -1,7 +1,8 @@
 /*
  * os/os.c - the thin layer over Linux: deadlines on CLOCK_MONOTONIC, poll with
- * EINTR retries, pidfds, exact reads and writes, memfds, random bytes and
- * fd passing. Everything above talks to the kernel through here.
+ * EINTR retries, pidfds (and whether there are any: valgrind and old kernels
+ * have none), exact reads and writes, memfds, random bytes and fd passing.
+ * Everything above talks to the kernel through here.
  */
 #include "os/os.h"
 
@@ -9,6 +10,8 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -16,6 +19,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 struct timespec mproc__now(void)
@@ -105,14 +109,70 @@ int mproc__poll_fd(int fd, short events, const mproc__deadline *d,
     }
 }
 
+/* ---- pidfds, or none ------------------------------------------------- */
+
+enum { PIDFD_UNKNOWN, PIDFD_YES, PIDFD_NO };
+static _Atomic int g_pidfd = PIDFD_UNKNOWN;
+
+/* MPROC_NO_PIDFD, the debugging switch: any value but "" and "0". */
+static void pidfd_env(void)
+{
+    const char *e = getenv("MPROC_NO_PIDFD");
+    if (e && e[0] && strcmp(e, "0") != 0)
+        atomic_store(&g_pidfd, PIDFD_NO);
+}
+
+/* Read at load, while no other thread can be changing the environment.
+ * (In a static program another constructor may need the answer before
+ * this one runs: mproc__have_pidfd reads it then.) */
+__attribute__((constructor)) static void pidfd_init(void)
+{
+    pidfd_env();
+}
+
+/* Asks the kernel, on this very process: PIDFD_YES, PIDFD_NO, or
+ * PIDFD_UNKNOWN when the probe itself could not run (no free fd). */
+static int pidfd_probe(void)
+{
+    long fd = syscall(SYS_pidfd_open, getpid(), 0);
+    if (fd < 0)
+        return errno == ENOSYS || errno == EPERM ? PIDFD_NO : PIDFD_UNKNOWN;
+    /* pidfd_open came in 5.3, waitid(P_PIDFD) in 5.4: on ourselves it
+     * fails with ECHILD where it is known, EINVAL where not. */
+    siginfo_t si;
+    int r = waitid((idtype_t)P_PIDFD, (id_t)fd, &si, WEXITED | WNOHANG);
+    int e = errno;
+    close((int)fd);
+    return r < 0 && (e == EINVAL || e == ENOSYS) ? PIDFD_NO : PIDFD_YES;
+}
+
+bool mproc__have_pidfd(void)
+{
+    int s = atomic_load(&g_pidfd);
+    if (s == PIDFD_UNKNOWN) {
+        pidfd_env();
+        s = atomic_load(&g_pidfd);
+    }
+    if (s == PIDFD_UNKNOWN) {
+        s = pidfd_probe();
+        if (s != PIDFD_UNKNOWN)
+            atomic_store(&g_pidfd, s);
+    }
+    return s != PIDFD_NO;
+}
+
 int mproc__pidfd_open(pid_t pid)
 {
+    if (!mproc__have_pidfd())
+        return -ENOSYS;
     long r = syscall(SYS_pidfd_open, pid, 0);
     return r < 0 ? -errno : (int)r;
 }
 
 int mproc__pidfd_send_signal(int pidfd, int sig)
 {
+    if (!mproc__have_pidfd())
+        return -ENOSYS;
     long r = syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
     return r < 0 ? -errno : 0;
 }

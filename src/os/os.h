@@ -61,6 +61,18 @@ int mproc__poll_fd(int fd, short events, const mproc__deadline *d,
 
 /* ---- fds and syscalls (os.c) ------------------------------------------ */
 
+/*
+ * Whether this process uses pidfds (pidfd_open, pidfd_send_signal,
+ * waitid(P_PIDFD)). Decided once, at the first call: false when the
+ * environment has MPROC_NO_PIDFD set to anything but "" or "0" (read at
+ * library load, or then), or when a probe finds the kernel (or valgrind,
+ * or a seccomp filter) without them: ENOSYS, EPERM, or a waitid that does
+ * not know P_PIDFD. The layers above then take their pid-based paths.
+ * Thread safe; a fork child inherits the answer.
+ */
+bool mproc__have_pidfd(void);
+/* pidfd_open(pid, 0) / pidfd_send_signal(pidfd, sig, NULL, 0): the fd or
+ * 0, else -errno; -ENOSYS without pidfds (mproc__have_pidfd false). */
 int mproc__pidfd_open(pid_t pid);
 int mproc__pidfd_send_signal(int pidfd, int sig);
 /* Writes/reads exactly n bytes, retrying EINTR and short counts. Returns 0,

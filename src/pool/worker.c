@@ -684,7 +684,9 @@ static bool wait_input(worker *w)
     int r = poll(p, 2, -1);
     if (r < 0 && errno != EINTR)
         return false;
-    if (r > 0 && (p[1].revents & POLLIN) && !(p[0].revents & POLLIN))
+    /* (A pipe sentinel reads end of file as POLLHUP alone.) */
+    if (r > 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR)) &&
+        !(p[0].revents & POLLIN))
         return false; /* the owner died and sent nothing more */
     return true;
 }
@@ -727,7 +729,11 @@ int mproc__pool_worker_main(const mproc_args *args)
         close(c->peer);
     w.slot = c->board + c->slot;
     int code = 0;
-    w.parent_fd = mproc__pidfd_open(c->owner);
+    /* The pool's owner started us: its sentinel as our parent (a pidfd,
+     * or its life pipe where there are no pidfds; the library's). */
+    mproc_process *owner = mproc_parent_process();
+    if (owner && mproc_process_pid(owner) == c->owner)
+        w.parent_fd = mproc_process_sentinel(owner);
     if (w.parent_fd < 0)
         return 0; /* the pool's owner is gone already */
     w.ring =
@@ -748,6 +754,5 @@ int mproc__pool_worker_main(const mproc_args *args)
     mproc__buf_free(&w.out.b);
     free(w.fns);
     free(w.in);
-    mproc__close(w.parent_fd);
     return code;
 }

@@ -44,7 +44,7 @@ static void child_finish(void)
 }
 
 void mproc__fork_child(const mproc_process *p, pid_t parent,
-                       const char *parent_name)
+                       const char *parent_name, int parent_fd)
 {
     if (p->daemon) {
         prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -59,7 +59,7 @@ void mproc__fork_child(const mproc_process *p, pid_t parent,
     mproc__me.daemon = p->daemon;
     mproc__me.is_child = 1;
     mproc__forget_finalizers();
-    mproc__set_parent(parent, parent_name, -1);
+    mproc__set_parent(parent, parent_name, parent_fd);
     mproc_debug("child process calling target");
     int code = p->target(p->args);
     mproc_debug("process exiting with exitcode %d", code);
@@ -85,26 +85,32 @@ void mproc__exit_child(int code)
 }
 
 /* Flags in the boot description. */
-enum { BOOT_STATUS = 1, BOOT_LOG = 2 };
+enum { BOOT_STATUS = 1, BOOT_LOG = 2, BOOT_SENTINEL = 4 };
 
 /*
  * The description a spawn or forkserver child boots from. Fixed fd slots
- * first: the parent's pidfd, then the status pipe (spawn only: the fork
- * server validates before forking instead), then the log fd when logging
- * is on; the objects' fds follow.
+ * first: the parent's sentinel (a pidfd on it, or a pipe's read end whose
+ * write end the parent holds), then a
+ * pipe's write end when there is one: the status pipe (spawn only: the
+ * fork server validates before forking instead), and without pidfds the
+ * child's sentinel (BOOT_SENTINEL: it keeps it open for life); then the
+ * log fd when logging is on; the objects' fds follow.
  */
-int mproc__boot_build(const mproc_process *p, mproc__boot *b, int status_w,
-                      int self_pidfd)
+int mproc__boot_build(const mproc_process *p, mproc__boot *b, int pipe_w,
+                      unsigned pipe_use, int self_fd)
 {
     mproc__buf *o = &b->blob;
     int logfd = mproc__log_fd();
     bool log_on = logfd >= 0 && mproc_log_get_level() < MPROC_LOG_OFF;
-    uint32_t flags =
-        (status_w >= 0 ? BOOT_STATUS : 0) | (log_on ? BOOT_LOG : 0);
+    if (pipe_w < 0)
+        pipe_use = 0;
+    uint32_t flags = (pipe_use & MPROC__PIPE_STATUS ? BOOT_STATUS : 0) |
+                     (pipe_use & MPROC__PIPE_SENTINEL ? BOOT_SENTINEL : 0) |
+                     (log_on ? BOOT_LOG : 0);
     b->nfds = 0;
-    b->fds[b->nfds++] = self_pidfd;
-    if (status_w >= 0)
-        b->fds[b->nfds++] = status_w;
+    b->fds[b->nfds++] = self_fd;
+    if (pipe_use)
+        b->fds[b->nfds++] = pipe_w;
     if (log_on)
         b->fds[b->nfds++] = logfd;
     mproc__buf_u32(o, 0x6d70726f); /* "mpro" */
@@ -157,7 +163,8 @@ static int read_head(mproc__reader *r, boot_head *h, size_t nfds)
     mproc__rd_str(r, h->pname, sizeof h->pname);
     h->level = (int)mproc__rd_u32(r);
     h->method = mproc__rd_u32(r);
-    h->nfixed = 1 + !!(h->flags & BOOT_STATUS) + !!(h->flags & BOOT_LOG);
+    h->nfixed = 1 + !!(h->flags & (BOOT_STATUS | BOOT_SENTINEL)) +
+                !!(h->flags & BOOT_LOG);
     return r->bad || nfds < h->nfixed ? MPROC_EPROTO : 0;
 }
 
@@ -178,16 +185,27 @@ int mproc__child_run(const unsigned char *blob, size_t len, int *fds,
                      size_t nfds, pid_t expected_ppid)
 {
     mproc__reader r = {.p = blob, .len = len};
-    int status_w = -1;
+    int pipe_w = -1, status_w = -1;
+    bool keep_pipe = false;
     mproc_args *args = NULL;
     boot_head h;
     mproc__self_init();
     int rc = read_head(&r, &h, nfds);
     if (rc < 0)
         goto out_report;
-    if (h.flags & BOOT_STATUS) {
-        status_w = fds[1];
+    if (h.flags & (BOOT_STATUS | BOOT_SENTINEL)) {
+        pipe_w = fds[1];
         fds[1] = -1;
+    }
+    if (h.flags & BOOT_STATUS)
+        status_w = pipe_w;
+    if (h.flags & BOOT_SENTINEL) {
+        /* Our sentinel's write end, open until we end: not to be
+         * inherited by our own fork children. */
+        rc = mproc__guard_fd(pipe_w);
+        if (rc < 0)
+            goto out_report;
+        keep_pipe = true;
     }
     memcpy(mproc__me.name, h.name, sizeof h.name);
     memcpy(mproc__me.identity, h.identity, sizeof h.identity);
@@ -226,7 +244,8 @@ int mproc__child_run(const unsigned char *blob, size_t len, int *fds,
     if (status_w >= 0) {
         int32_t ok = 0;
         (void)mproc__write_all(status_w, &ok, sizeof ok);
-        close(status_w);
+        if (!keep_pipe)
+            close(status_w);
     }
     mproc_debug("child process calling target");
     int code = ((mproc_target)target)(args);
@@ -240,8 +259,11 @@ out_report:
     if (status_w >= 0) {
         int32_t err = rc;
         (void)mproc__write_all(status_w, &err, sizeof err);
-        close(status_w);
     }
+    if (keep_pipe)
+        mproc__unguard_close(pipe_w);
+    else
+        mproc__close(pipe_w);
     for (size_t i = 0; i < nfds; i++)
         mproc__close(fds[i]);
     return 255;

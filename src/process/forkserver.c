@@ -13,6 +13,11 @@
  * At its start the server dlopens the libraries of
  * mproc_set_forkserver_preload, so that every child starts with them
  * loaded and initialized (CPython's preloaded modules).
+ *
+ * Without pidfds (valgrind, old kernels) the answer carries no pidfd: the
+ * child's sentinel is a pipe the requester made (process.h), and signals
+ * to the child go through the server (a request of their own), the one
+ * process that knows whether the pid is still the child's.
  */
 #include "process/process.h"
 
@@ -32,23 +37,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* Request header, sent with the fds attached. */
-struct fs_req {
-    uint32_t magic;
-    uint32_t nfds;
-    uint64_t len;
-};
-
-#define FS_MAGIC 0x6d706673 /* "mpfs" */
-
 static pthread_mutex_t fs_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct {
     bool running;
     pid_t owner;
     pid_t pid;
-    int pidfd;
-    int self; /* pidfd on the owner, for its children's parent_process */
-    int ctl;  /* write end of the control pipe */
+    int pidfd; /* on the server; -1 without pidfds */
+    int self;  /* pidfd on the owner, for its children's parent_process */
+    int ctl;   /* write end of the control pipe */
     struct sockaddr_un addr;
     socklen_t addrlen;
 } fs = {.pidfd = -1, .self = -1, .ctl = -1};
@@ -172,9 +168,14 @@ static int fs_launch(void)
         r = pid;
         goto out_close;
     }
-    int pidfd = mproc__pidfd_open(pid);
-    int self = pidfd < 0 ? -1 : mproc__pidfd_open(getpid());
-    if (pidfd < 0 || self < 0) {
+    /* Without pidfds the server is watched by its pid (our child, which
+     * only we reap), and each child gets a pipe to watch its owner by. */
+    int pidfd = -1, self = -1;
+    if (mproc__have_pidfd()) {
+        pidfd = mproc__pidfd_open(pid);
+        self = pidfd < 0 ? -1 : mproc__pidfd_open(getpid());
+    }
+    if (mproc__have_pidfd() && (pidfd < 0 || self < 0)) {
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
         r = pidfd < 0 ? pidfd : self;
@@ -200,9 +201,20 @@ out_close:
     return r;
 }
 
-/* True when our server has exited (its pidfd is readable). fs_mu held. */
+/* True when our server has exited (its pidfd is readable, or a look at
+ * our child that reaps nothing finds it ended). fs_mu held. */
 static bool server_dead(void)
 {
+    if (fs.pidfd < 0) {
+        siginfo_t si;
+        memset(&si, 0, sizeof si);
+        int r;
+        while ((r = waitid(P_PID, (id_t)fs.pid, &si,
+                           WEXITED | WNOHANG | WNOWAIT)) < 0 &&
+               errno == EINTR)
+            ;
+        return r < 0 || si.si_pid != 0;
+    }
     mproc__deadline now = mproc__deadline_from(0);
     return mproc__poll_fd(fs.pidfd, POLLIN, &now, NULL) == 1;
 }
@@ -212,8 +224,9 @@ static void fs_reap(void)
 {
     siginfo_t si;
     mproc__close(fs.ctl);
-    while (waitid((idtype_t)P_PIDFD, (id_t)fs.pidfd, &si, WEXITED) < 0 &&
-           errno == EINTR)
+    idtype_t idt = fs.pidfd >= 0 ? (idtype_t)P_PIDFD : P_PID;
+    id_t id = fs.pidfd >= 0 ? (id_t)fs.pidfd : (id_t)fs.pid;
+    while (waitid(idt, id, &si, WEXITED) < 0 && errno == EINTR)
         ;
     mproc__close(fs.pidfd);
     mproc__close(fs.self);
@@ -240,7 +253,7 @@ static int fs_ensure(void)
         fs_reap(); /* killed under us: start a new one */
     if (fs.running && fs.owner != getpid() && !server_reachable())
         fs.running = false; /* the parent's server is gone: have our own */
-    if (fs.running && fs.self < 0) {
+    if (fs.running && fs.self < 0 && mproc__have_pidfd()) {
         /* A fork child using its parent's server needs its own pidfd. */
         int self = mproc__pidfd_open(getpid());
         if (self < 0)
@@ -252,6 +265,8 @@ static int fs_ensure(void)
 
 int mproc__forkserver_parent_pidfd(void)
 {
+    if (!mproc__have_pidfd())
+        return -ENOSYS;
     pthread_mutex_lock(&fs_mu);
     int r = fs_ensure();
     if (r == 0)
@@ -260,9 +275,8 @@ int mproc__forkserver_parent_pidfd(void)
     return r;
 }
 
-int mproc__forkserver_start(const void *blob, size_t len, const int *fds,
-                            size_t nfds, pid_t *pid, int *pidfd, int *conn,
-                            int *early)
+int mproc__forkserver_start(mproc_process *p, const void *blob, size_t len,
+                            const int *fds, size_t nfds, int *pidfd, int *conn)
 {
     if (nfds > 250)
         return -EMFILE;
@@ -271,6 +285,7 @@ int mproc__forkserver_start(const void *blob, size_t len, const int *fds,
     struct sockaddr_un addr = fs.addr;
     socklen_t alen = fs.addrlen;
     pthread_mutex_unlock(&fs_mu);
+    int *early = &p->early;
     if (r < 0)
         return r;
     int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -283,19 +298,21 @@ int mproc__forkserver_start(const void *blob, size_t len, const int *fds,
         r = MPROC_EFORKSERVER;
         goto out_close;
     }
-    struct fs_req h = {FS_MAGIC, (uint32_t)nfds, len};
+    struct mproc__fs_req h = {MPROC__FS_START, (uint32_t)nfds, len};
     struct iovec iov[2] = {{&h, sizeof h}, {(void *)blob, len}};
     r = mproc__sendv_fds(s, iov, 2, fds, nfds, 0);
     if (r < 0) {
         r = MPROC_EFORKSERVER;
         goto out_close;
     }
-    /* Messages are 8 bytes, {tag, value}: 'P' pid (a pidfd attached) or
-     * 'E' error from the server; 'C' (from the child) or 'S' (from the
-     * server) carry the exit code and may overtake 'P' when the child is
-     * quick. The kernel never merges a message carrying fds with another
-     * in one read. */
+    /* Messages are 8 bytes, {tag, value}: 'P' pid (a pidfd attached, where
+     * there are pidfds) or 'E' error from the server; 'C' (from the child)
+     * or 'S' (from the server) carry the exit code and may overtake 'P'
+     * when the child is quick. The kernel never merges a message carrying
+     * fds with another in one read. */
+    size_t want = mproc__have_pidfd() ? 1 : 0;
     *early = INT32_MIN;
+    *pidfd = -1;
     for (;;) {
         int32_t msg[2];
         int got[1];
@@ -311,9 +328,12 @@ int mproc__forkserver_start(const void *blob, size_t len, const int *fds,
             r = MPROC_EFORKSERVER;
             goto out_close;
         }
-        if (msg[0] == 'P' && ngot == 1 && msg[1] > 0) {
-            *pid = msg[1];
-            *pidfd = got[0];
+        if (msg[0] == 'P' && ngot == want && msg[1] > 0) {
+            p->pid = msg[1];
+            p->server = addr;
+            p->server_len = alen;
+            if (want)
+                *pidfd = got[0];
             *conn = s;
             return 0;
         }
@@ -419,6 +439,24 @@ static void server_configure(void)
     }
 }
 
+/* A request to signal one of our children: {pid, sig}. Answered with
+ * {'K', 0 or -errno}; -ESRCH once it is reaped (its pid may be another
+ * process's by now: never signalled). A child that has ended but is not
+ * reaped yet still holds its pid, so the signal is harmless then. */
+static void serve_kill(int conn)
+{
+    int32_t body[2];
+    if (mproc__read_all(conn, body, sizeof body) < 0)
+        return;
+    int32_t reply[2] = {'K', -ESRCH};
+    for (size_t i = 0; i < nkids; i++)
+        if (kids[i].pid == body[0] && body[0] > 0) {
+            reply[1] = kill(body[0], body[1]) < 0 ? -errno : 0;
+            break;
+        }
+    (void)send(conn, reply, sizeof reply, MSG_NOSIGNAL);
+}
+
 /* Serves one request on conn; keeps conn for the exit code on success. */
 static void serve(int conn, int ctl, int lsn, int sfd)
 {
@@ -431,12 +469,17 @@ static void serve(int conn, int ctl, int lsn, int sfd)
         close(conn);
         return;
     }
-    struct fs_req h;
+    struct mproc__fs_req h;
     int fds[256];
     size_t nfds = 256;
     int r = mproc__recv_fds(conn, &h, sizeof h, fds, &nfds);
     unsigned char *blob = NULL;
-    if (r != (int)sizeof h || h.magic != FS_MAGIC || h.nfds != nfds ||
+    if (r == (int)sizeof h && h.magic == MPROC__FS_KILL && nfds == 0 &&
+        h.len == 8) {
+        serve_kill(conn);
+        goto out_drop;
+    }
+    if (r != (int)sizeof h || h.magic != MPROC__FS_START || h.nfds != nfds ||
         h.len > (1u << 30))
         goto out_drop;
     blob = malloc(h.len ? h.len : 1);
@@ -472,11 +515,12 @@ static void serve(int conn, int ctl, int lsn, int sfd)
         mproc__exit_child(mproc__child_run(blob, h.len, fds, nfds, server));
     }
     int32_t reply[2] = {'P', pid < 0 ? -errno : pid};
-    int pfd = pid > 0 ? mproc__pidfd_open(pid) : -1;
+    bool pidfd = mproc__have_pidfd();
+    int pfd = pid > 0 && pidfd ? mproc__pidfd_open(pid) : -1;
     for (size_t i = 0; i < nfds; i++)
         close(fds[i]);
     nfds = 0;
-    if (pid < 0 || pfd < 0) {
+    if (pid < 0 || (pidfd && pfd < 0)) {
         if (pid > 0) {
             kill(pid, SIGKILL);
             waitpid(pid, NULL, 0);
@@ -486,8 +530,8 @@ static void serve(int conn, int ctl, int lsn, int sfd)
         (void)mproc__send_fds(conn, reply, sizeof reply, NULL, 0);
         goto out_drop;
     }
-    (void)mproc__send_fds(conn, reply, sizeof reply, &pfd, 1);
-    close(pfd);
+    (void)mproc__send_fds(conn, reply, sizeof reply, &pfd, pfd >= 0);
+    mproc__close(pfd);
     free(blob);
     /* Even if the reply failed the child runs; its code has nowhere to go
      * and the connection closes when it is reaped. */

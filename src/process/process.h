@@ -19,13 +19,15 @@
 
 #include "core/core.h"
 
+#include <sys/un.h>
+
 /* ---- process objects (process.c) -------------------------------------- */
 
 enum { MPROC__ST_NEW, MPROC__ST_RUNNING, MPROC__ST_DONE };
 enum { MPROC__P_CHILD, MPROC__P_CURRENT, MPROC__P_PARENT };
 
 struct mproc_process {
-    pthread_mutex_t mu; /* state, pidfd, conn, exitcode */
+    pthread_mutex_t mu; /* state, sentinel, conn, exitcode */
     _Atomic int refs;
     int role;
     mproc_target target;
@@ -38,17 +40,52 @@ struct mproc_process {
     bool closed;
     pid_t pid;
     pid_t owner; /* pid of the process that started it */
-    int pidfd;
+    /* Readable once the process has ended: a pidfd, or where there are
+     * none (mproc__have_pidfd) the read end of a pipe whose write end
+     * only that process holds. For the parent object: -1 until known. */
+    int sentinel;
+    bool pidfd;   /* sentinel is a pidfd */
+    bool lingers; /* a sentinel pipe read end of file, the child lived on */
+    /* Without pidfds: the write end of the pipe the child watches us by
+     * (its parent's sentinel), guarded; closed once the child is reaped. */
+    int life_w;
     int conn;  /* forkserver: exit status arrives here */
     int early; /* forkserver: exit code that came with the pid, or MIN */
+    /* forkserver: the address of the server that forked it */
+    struct sockaddr_un server;
+    socklen_t server_len;
     int exitcode;
     struct mproc_process *next; /* registry link, under the library lock */
 };
 
 /* Adds a started child to the registry (active_children, shutdown). */
 void mproc__registry_add(mproc_process *p);
-/* Sets the parent process object (pidfd may be -1: opened lazily). */
-void mproc__set_parent(pid_t pid, const char *name, int pidfd);
+/* Sets the parent process object: sentinel is an fd readable once the
+ * parent has ended (a pidfd on it, or without pidfds the read end of a
+ * pipe whose write end the parent holds, mproc_process.life_w), or -1 for
+ * a pidfd opened when first needed. Takes ownership of sentinel. */
+void mproc__set_parent(pid_t pid, const char *name, int sentinel);
+
+/*
+ * Sentinel pipes, for where there are no pidfds. A process's sentinel is
+ * then the read end of a pipe whose write end that process alone holds,
+ * so that it reads end of file once the process has ended. "Alone" needs
+ * care, as every fork copies every fd: the write ends a process holds for
+ * others are "guarded", closed in every fork child (atfork), except the
+ * one that a start by fork hands to its child (mproc__fork_mark).
+ */
+
+/* pipe2(O_CLOEXEC) with the write end guarded, atomically with respect to
+ * fork. Returns 0 or -errno. */
+int mproc__guarded_pipe(int fds[2]);
+/* Guards an fd this process holds (its own sentinel's write end, in a
+ * spawn or forkserver child). Returns 0 or -ENOMEM. */
+int mproc__guard_fd(int fd);
+/* Unguards and closes fd (if >= 0), atomically with respect to fork. */
+void mproc__unguard_close(int fd);
+/* In the thread about to fork a child: the guarded fd the child keeps
+ * (-1 for none). Reset with -1 after the fork, in parent and child. */
+void mproc__fork_mark(int keep);
 
 /* ---- booting a child (boot.c) ----------------------------------------- */
 
@@ -61,12 +98,20 @@ typedef struct mproc__boot {
     size_t nfds;
 } mproc__boot;
 
+/* What the child does with the pipe handed to it (mproc__boot_build). */
+enum {
+    MPROC__PIPE_STATUS = 1,  /* reports on it that it booted (spawn) */
+    MPROC__PIPE_SENTINEL = 2 /* keeps it open for life: its sentinel */
+};
+
 /* Builds p's boot description into b. The fixed fd slots come first: the
- * parent's pidfd (self_pidfd), the status pipe's write end (status_w, or -1
- * for none), the log fd when logging is on. Returns 0 or a negative code;
- * b->blob.oom is for the caller to check. fds are borrowed. */
-int mproc__boot_build(const mproc_process *p, mproc__boot *b, int status_w,
-                      int self_pidfd);
+ * parent's sentinel for the child (self_fd: a pidfd on this process, or
+ * the read end of p->life_w's pipe), a pipe's write end (pipe_w, used as
+ * pipe_use says; -1 for none), the log fd when logging is on. Returns 0
+ * or a negative code; b->blob.oom is for the caller to check. fds are
+ * borrowed. */
+int mproc__boot_build(const mproc_process *p, mproc__boot *b, int pipe_w,
+                      unsigned pipe_use, int self_fd);
 /* The child side, shared by spawn and forkserver children: parses blob,
  * resolves target and args, reports to the status pipe, runs the target.
  * Returns the exit code to exit with. Takes ownership of fds. */
@@ -76,9 +121,11 @@ int mproc__child_run(const unsigned char *blob, size_t len, int *fds,
  * on it: the fork server's test before it forks. */
 int mproc__boot_validate(const unsigned char *blob, size_t len, size_t nfds);
 /* A fork child's whole life: becomes p's process, runs the target, exits.
- * parent / parent_name: the process that forked it. */
+ * parent / parent_name: the process that forked it; parent_fd: its
+ * sentinel (owned), or -1 for a pidfd opened when first needed. */
 void mproc__fork_child(const mproc_process *p, pid_t parent,
-                       const char *parent_name) __attribute__((noreturn));
+                       const char *parent_name, int parent_fd)
+    __attribute__((noreturn));
 /* Fork server children: the socket on which to report the exit code. */
 void mproc__set_report_fd(int fd);
 /* Ends a forked child: reports the code (fork server children), then
@@ -106,16 +153,30 @@ int mproc__spawn_main(int argc, char **argv, char **envp);
 
 /* ---- fork server (forkserver.c) --------------------------------------- */
 
+/* A request to the fork server opens with this header (fds attached).
+ * MPROC__FS_START: len bytes of boot description follow, nfds fds came
+ * with the header; answered on the same connection (forkserver.c).
+ * MPROC__FS_KILL: {int32 pid, int32 sig} follow, no fds: the server sends
+ * sig to its child pid unless it has reaped it, and answers {'K', 0 or
+ * -errno} (-ESRCH once reaped). */
+struct mproc__fs_req {
+    uint32_t magic;
+    uint32_t nfds;
+    uint64_t len;
+};
+#define MPROC__FS_START 0x6d706673 /* "mpfs" */
+#define MPROC__FS_KILL  0x6d70666b /* "mpfk" */
+
 /* Asks the fork server (starting it if needed) to run the child described
- * by blob + fds. On success stores the child's pid, a pidfd, the
- * connection on which its exit status will arrive, and in *early the exit
- * code if it already arrived (INT32_MIN otherwise). */
-int mproc__forkserver_start(const void *blob, size_t len, const int *fds,
-                            size_t nfds, pid_t *pid, int *pidfd, int *conn,
-                            int *early);
+ * by blob + fds. On success stores the child's pid, a pidfd (-1 where
+ * there are no pidfds), the connection on which its exit status will
+ * arrive, in *early the exit code if it already arrived (INT32_MIN
+ * otherwise), and the server's address in p->server. */
+int mproc__forkserver_start(mproc_process *p, const void *blob, size_t len,
+                            const int *fds, size_t nfds, int *pidfd, int *conn);
 /* A pidfd on this process, owned by the fork server state (borrowed):
  * handed to forkserver children as their parent. Starts the server if
- * needed. Returns the fd or a negative code. */
+ * needed. Returns the fd or a negative code (-ENOSYS without pidfds). */
 int mproc__forkserver_parent_pidfd(void);
 
 #endif

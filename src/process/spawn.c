@@ -43,7 +43,8 @@
 
 extern char **environ;
 
-#define SPAWN_ENV "MPROC_SPAWN"
+#define SPAWN_ENV   "MPROC_SPAWN"
+#define NOPIDFD_ENV "MPROC_NO_PIDFD"
 
 /* mproc_set_executable's program (an absolute path), or NULL for
  * /proc/self/exe. Under the library lock, which fork children get fresh. */
@@ -98,16 +99,21 @@ static pid_t spawn_exe(const int *fds, size_t nfds, const char *mode,
     size_t nenv = 0;
     for (char **e = environ; e && *e; e++)
         nenv++;
-    char **envp = malloc((nenv + 2) * sizeof *envp);
+    char **envp = malloc((nenv + 3) * sizeof *envp);
     char modevar[64];
     if (!envp)
         return -ENOMEM;
     size_t k = 0;
     for (char **e = environ; e && *e; e++)
-        if (strncmp(*e, SPAWN_ENV "=", sizeof SPAWN_ENV) != 0)
+        if (strncmp(*e, SPAWN_ENV "=", sizeof SPAWN_ENV) != 0 &&
+            strncmp(*e, NOPIDFD_ENV "=", sizeof NOPIDFD_ENV) != 0)
             envp[k++] = *e;
     snprintf(modevar, sizeof modevar, SPAWN_ENV "=%s", mode);
     envp[k++] = modevar;
+    /* The child does as we do (a fork server must answer as we expect),
+     * and without pidfds does not probe for them again. */
+    if (!mproc__have_pidfd())
+        envp[k++] = NOPIDFD_ENV "=1";
     envp[k] = NULL;
 
     posix_spawn_file_actions_init(&fa);

@@ -5,6 +5,11 @@
  * memfd and a status pipe on which it reports that it booted; under
  * forkserver the fork server validates the description, forks, and sends
  * back the pid and later the exit code.
+ *
+ * The child's sentinel is a pidfd, and so is the child's view of us. Where
+ * there are none, each is a pipe (process.h): the child holds the write end
+ * of its sentinel (under spawn the status pipe, which the child then keeps
+ * open), we hold the write end of its view of us (p->life_w).
  */
 #include "process/process.h"
 
@@ -22,19 +27,40 @@ static int start_fork(mproc_process *p)
     char parent_name[MPROC__NAME_MAX];
     snprintf(parent_name, sizeof parent_name, "%s", mproc__me.name);
     pid_t parent = getpid();
+    bool pidfd = mproc__have_pidfd();
+    int sp[2] = {-1, -1}, lp[2] = {-1, -1};
+    if (!pidfd) {
+        /* The child's sentinel (sp) and its view of us (lp). */
+        int r = mproc__guarded_pipe(sp);
+        if (r == 0 && (r = mproc__guarded_pipe(lp)) < 0) {
+            close(sp[0]);
+            mproc__unguard_close(sp[1]);
+        }
+        if (r < 0)
+            return r;
+    }
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
+    mproc__fork_mark(sp[1]);
     pid_t pid = fork();
-    if (pid == 0) {
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-        mproc__fork_child(p, parent, parent_name);
-    }
     int e = errno;
+    mproc__fork_mark(-1);
+    if (pid == 0) {
+        /* (lp[1] is guarded: gone already.) */
+        mproc__close(sp[0]);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        mproc__fork_child(p, parent, parent_name, lp[0]);
+    }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (pid < 0)
+    mproc__unguard_close(sp[1]);
+    mproc__close(lp[0]);
+    if (pid < 0) {
+        mproc__close(sp[0]);
+        mproc__unguard_close(lp[1]);
         return -e;
-    int fd = mproc__pidfd_open(pid);
+    }
+    int fd = pidfd ? mproc__pidfd_open(pid) : sp[0];
     if (fd < 0) {
         /* Still unreaped, so the pid cannot have been recycled. */
         kill(pid, SIGKILL);
@@ -42,28 +68,39 @@ static int start_fork(mproc_process *p)
         return fd;
     }
     p->pid = pid;
-    p->pidfd = fd;
+    p->sentinel = fd;
+    p->pidfd = pidfd;
+    p->life_w = lp[1];
     return 0;
 }
 
 static int start_exec(mproc_process *p, mproc_start_method m)
 {
-    int sp[2];
+    int sp[2] = {-1, -1}, lp[2] = {-1, -1};
     mproc__boot b;
     memset(&b, 0, sizeof b);
     /* The child's view of us: a pidfd so parent_process() is race-free
-     * even under forkserver, where we are not its real parent. */
+     * even under forkserver, where we are not its real parent; without
+     * pidfds a pipe whose write end we keep (lp). */
     bool spawn = m == MPROC_START_SPAWN;
-    int spid =
-        spawn ? mproc__pidfd_open(getpid()) : mproc__forkserver_parent_pidfd();
-    sp[0] = sp[1] = -1;
-    if (spid < 0)
-        return spid;
-    if (spawn && pipe2(sp, O_CLOEXEC) < 0) {
-        close(spid);
-        return -errno;
-    }
-    int r = mproc__boot_build(p, &b, sp[1], spid);
+    bool pidfd = mproc__have_pidfd();
+    int r = 0, spid = -1;
+    if (!pidfd)
+        r = mproc__guarded_pipe(lp);
+    else
+        r = spawn ? mproc__pidfd_open(getpid())
+                  : mproc__forkserver_parent_pidfd();
+    if (r < 0)
+        return r;
+    spid = pidfd ? r : lp[0];
+    bool own_spid = spawn || !pidfd;
+    /* Spawn: the status pipe (and without pidfds the sentinel, kept open
+     * by the child); forkserver without pidfds: the sentinel pipe. */
+    unsigned use =
+        (spawn ? MPROC__PIPE_STATUS : 0) | (pidfd ? 0 : MPROC__PIPE_SENTINEL);
+    if (use && (r = mproc__guarded_pipe(sp)) < 0)
+        goto out_close;
+    r = mproc__boot_build(p, &b, sp[1], use, spid);
     if (r < 0)
         goto out_close;
     if (b.blob.oom) {
@@ -71,7 +108,7 @@ static int start_exec(mproc_process *p, mproc_start_method m)
         goto out_close;
     }
     pid_t pid;
-    int pidfd = -1, conn = -1;
+    int pidfd_fd = -1, conn = -1;
     if (m == MPROC_START_SPAWN) {
         int memfd = mproc__memfd_with("mproc-boot", b.blob.p, b.blob.len);
         if (memfd < 0) {
@@ -88,26 +125,27 @@ static int start_exec(mproc_process *p, mproc_start_method m)
             r = pid;
             goto out_close;
         }
-        pidfd = mproc__pidfd_open(pid);
-        if (pidfd < 0) {
+        if (pidfd && (pidfd_fd = mproc__pidfd_open(pid)) < 0) {
             kill(pid, SIGKILL);
             waitpid(pid, NULL, 0);
-            r = pidfd;
+            r = pidfd_fd;
             goto out_close;
         }
     } else {
         /* The server validates the description before it forks and
          * answers with an error instead of a pid: no status round trip. */
-        r = mproc__forkserver_start(b.blob.p, b.blob.len, b.fds, b.nfds, &pid,
-                                    &pidfd, &conn, &p->early);
+        r = mproc__forkserver_start(p, b.blob.p, b.blob.len, b.fds, b.nfds,
+                                    &pidfd_fd, &conn);
         if (r < 0)
             goto out_close;
-        p->pid = pid;
+        p->sentinel = pidfd ? pidfd_fd : sp[0];
         p->pidfd = pidfd;
         p->conn = conn;
+        p->life_w = lp[1];
+        sp[0] = lp[1] = -1;
         goto out_close;
     }
-    close(sp[1]);
+    mproc__unguard_close(sp[1]);
     sp[1] = -1;
     int32_t status = 0;
     r = mproc__read_all(sp[0], &status, sizeof status);
@@ -119,21 +157,28 @@ static int start_exec(mproc_process *p, mproc_start_method m)
          * them. */
         r = r < 0 ? MPROC_EBOOTSTRAP : status;
         siginfo_t si;
-        while (waitid((idtype_t)P_PIDFD, (id_t)pidfd, &si, WEXITED) < 0 &&
-               errno == EINTR)
+        idtype_t idt = pidfd ? (idtype_t)P_PIDFD : P_PID;
+        id_t id = pidfd ? (id_t)pidfd_fd : (id_t)pid;
+        while (waitid(idt, id, &si, WEXITED) < 0 && errno == EINTR)
             ;
-        mproc__close(pidfd);
+        mproc__close(pidfd_fd);
         goto out_close;
     }
     p->pid = pid;
+    p->sentinel = pidfd ? pidfd_fd : sp[0];
     p->pidfd = pidfd;
     p->conn = conn;
+    p->life_w = lp[1];
+    if (!pidfd)
+        sp[0] = -1; /* the child keeps the write end open: our sentinel */
+    lp[1] = -1;
     r = 0;
 out_close:
     mproc__close(sp[0]);
-    mproc__close(sp[1]);
-    if (spawn)
-        close(spid);
+    mproc__unguard_close(sp[1]);
+    mproc__unguard_close(lp[1]);
+    if (own_spid)
+        mproc__close(spid);
     mproc__buf_free(&b.blob);
     return r;
 }

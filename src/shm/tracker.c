@@ -87,17 +87,28 @@ __attribute__((constructor)) static void trk_init(void)
  * Returns true when it was reaped (or is not ours to wait for). */
 static bool reap_tracker(pid_t pid, double timeout)
 {
+    mproc__deadline d = mproc__deadline_from(timeout);
     int pfd = mproc__pidfd_open(pid);
     if (pfd >= 0) {
-        mproc__deadline d = mproc__deadline_from(timeout);
         mproc__poll_fd(pfd, POLLIN, &d, NULL);
         close(pfd);
     }
     int st;
     pid_t r;
-    do
+    long nap_us = 500;
+    for (;;) {
         r = waitpid(pid, &st, WNOHANG);
-    while (r < 0 && errno == EINTR);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r != 0 || pfd >= 0 || mproc__deadline_expired(&d))
+            break;
+        /* No pidfd to wait on (valgrind, an old kernel): look again soon.
+         * Our own unreaped child: its pid is its own. */
+        struct timespec ts = {0, nap_us * 1000};
+        nanosleep(&ts, NULL);
+        if (nap_us < 20000)
+            nap_us *= 2;
+    }
     return r != 0; /* reaped, or -ECHILD: someone else reaped it */
 }
 
@@ -483,6 +494,8 @@ static void __attribute__((noreturn)) tracker_entry(void)
         }
         struct pollfd pf[TRK_MAX_WATCH];
         size_t np = 0;
+        /* Without pidfds (valgrind, old kernels) none opens: the rescans
+         * alone find the users gone, within a second. */
         for (size_t i = 0; i < nusers; i++) {
             int pfd = mproc__pidfd_open(users[i]);
             if (pfd >= 0)
