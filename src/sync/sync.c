@@ -154,8 +154,19 @@ static size_t page_size(void)
     return (size_t)sysconf(_SC_PAGESIZE);
 }
 
-static void reg_add(struct reg *r)
+/* Fills r for a mapping of fd (base p, len bytes from file offset foff,
+ * the object at obj) and registers it. */
+static void reg_add(struct reg *r, void *obj, void *p, size_t len,
+                    uint64_t foff, const struct stat *st, int fd)
 {
+    r->obj = obj;
+    r->base = p;
+    r->len = len;
+    r->foff = foff;
+    r->dev = st->st_dev;
+    r->ino = st->st_ino;
+    r->refs = 1;
+    r->fd = fd;
     pthread_mutex_lock(&g_reg_mu);
     r->next = g_regs;
     g_regs = r;
@@ -184,14 +195,7 @@ int mproc__sync_map_new(const char *name, size_t size, void **obj)
         err = -errno;
         goto out_close;
     }
-    r->obj = p;
-    r->base = p;
-    r->len = len;
-    r->dev = st.st_dev;
-    r->ino = st.st_ino;
-    r->refs = 1;
-    r->fd = fd;
-    reg_add(r);
+    reg_add(r, p, p, len, 0, &st, fd);
     *obj = p;
     return 0;
 
@@ -479,15 +483,7 @@ int mproc__sync_import(mproc_import *im, uint32_t magic, size_t size,
         munmap(p, len);
         goto out_free;
     }
-    r->obj = obj;
-    r->base = p;
-    r->len = len;
-    r->foff = pg;
-    r->dev = st.st_dev;
-    r->ino = st.st_ino;
-    r->refs = 1;
-    r->fd = fd;
-    reg_add(r);
+    reg_add(r, obj, p, len, pg, &st, fd);
     *out = obj;
     return 0;
 
