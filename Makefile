@@ -8,11 +8,13 @@ CMAKE ?= cmake
 REL := build/release
 DBG := build/check
 COV := build/coverage
+VG := build/valgrind
+TSAN := build/tsan
 SRC_C := $(shell find src -name "*.c")
 SRC_H := $(shell find src -name "*.h")
 
 .PHONY: all run check build bench lint format format-check coverage fuzz soak install \
-    clean
+    valgrind tsan clean
 
 # $(call quietly,LOG,COMMANDS): runs the shell COMMANDS with all their
 # output in LOG; if they fail, prints LOG and fails.
@@ -39,6 +41,31 @@ check:
 	        -DMPROC_WERROR=ON -DMPROC_BENCH=OFF && \
 	    $(CMAKE) --build $(DBG) -j$(JOBS))
 	@cd $(DBG) && ctest --output-on-failure --timeout 900
+
+# The test programs under valgrind's memcheck, every process of them (spawn
+# and fork-server children, the fork server, the tracker), in a Debug build
+# of their own without sanitizers: fails on any error memcheck reports
+# (options and why in tests/CMakeLists.txt, suppressions with their reasons
+# in tests/valgrind.supp). valgrind knows no pidfds, so this is also the
+# pid-based path for real. Not in make check: minutes, not seconds.
+valgrind:
+	@command -v valgrind >/dev/null || \
+	    { echo "make valgrind needs valgrind: apt-get install valgrind" >&2; exit 1; }
+	@$(call quietly,$(VG).log, \
+	    $(CMAKE) -S . -B $(VG) -DCMAKE_BUILD_TYPE=Debug -DMPROC_VALGRIND=ON \
+	        -DMPROC_WERROR=ON -DMPROC_EXAMPLES=OFF -DMPROC_BENCH=OFF && \
+	    $(CMAKE) --build $(VG) -j$(JOBS))
+	@cd $(VG) && ctest --output-on-failure --timeout 3600
+
+# The test programs built with ThreadSanitizer, in a build of their own;
+# fails on any report (exit code 66). Cases TSan cannot follow are skipped
+# there and say why (SKIP_UNDER_TSAN in tests/harness.h).
+tsan:
+	@$(call quietly,$(TSAN).log, \
+	    $(CMAKE) -S . -B $(TSAN) -DCMAKE_BUILD_TYPE=Debug -DMPROC_TSAN=ON \
+	        -DMPROC_WERROR=ON -DMPROC_EXAMPLES=OFF -DMPROC_BENCH=OFF && \
+	    $(CMAKE) --build $(TSAN) -j$(JOBS))
+	@cd $(TSAN) && ctest --output-on-failure --timeout 1800
 
 # Line and branch coverage of src/ over the test suite: gcc --coverage in a
 # build of its own made afresh (Debug, no sanitizers: no counters or notes

@@ -72,16 +72,48 @@ int mproc_test_count_fds(void)
     return n - 1;
 }
 
+bool mproc_test_under_valgrind(void)
+{
+    const char *pre = getenv("LD_PRELOAD");
+    return pre && strstr(pre, "vgpreload");
+}
+
+#if defined(__SANITIZE_THREAD__)
+#define HARNESS_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define HARNESS_TSAN 1
+#endif
+#endif
+
+bool mproc_test_under_tsan(void)
+{
+#ifdef HARNESS_TSAN
+    return true;
+#else
+    return false;
+#endif
+}
+
+double mproc_test_time_scale(void)
+{
+    return mproc_test_under_valgrind() ? 10 : mproc_test_under_tsan() ? 3 : 1;
+}
+
 bool mproc_test_no_pidfd(void)
 {
+    static int known; /* 1 with pidfds, 2 without (asked once: valgrind
+                       * warns at each call it does not know) */
     const char *e = getenv("MPROC_NO_PIDFD");
     if (e && e[0] && strcmp(e, "0") != 0)
         return true;
-    int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
-    if (fd < 0)
-        return errno == ENOSYS || errno == EPERM;
-    close(fd);
-    return false;
+    if (!known) {
+        int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+        known = fd < 0 && (errno == ENOSYS || errno == EPERM) ? 2 : 1;
+        if (fd >= 0)
+            close(fd);
+    }
+    return known == 2;
 }
 
 const char *mproc_test_python(const char *version)
@@ -186,7 +218,8 @@ static void run_case(const mproc_test *t)
 
 static int run_one(const mproc_test *t)
 {
-    double timeout = t->timeout > 0 ? t->timeout : 30;
+    double timeout =
+        (t->timeout > 0 ? t->timeout : 30) * mproc_test_time_scale();
     double t0 = mproc_test_now();
     fflush(NULL);
     pid_t pid = fork();

@@ -16,6 +16,11 @@
  *   MPROC_TEST_MAIN(tests)
  *
  * Run one case with `./test_foo NAME` (substring match), list with -l.
+ *
+ * Under valgrind (make valgrind) and ThreadSanitizer (make tsan) every
+ * case gets mproc_test_time_scale() times its timeout, and a case that
+ * cannot run there says so first thing with SKIP_UNDER_VALGRIND(why) or
+ * SKIP_UNDER_TSAN(why): it is then reported as skipped, with the reason.
  */
 #ifndef MPROC_TEST_HARNESS_H
 #define MPROC_TEST_HARNESS_H
@@ -90,6 +95,27 @@ void mproc_test_skip(const char *why) __attribute__((noreturn));
     } while (0)
 
 #define SKIP(why) mproc_test_skip(why)
+
+/* True when this program runs under valgrind (its preload is in the
+ * environment) / was built with ThreadSanitizer. */
+bool mproc_test_under_valgrind(void);
+bool mproc_test_under_tsan(void);
+/* How many times slower code runs here: 1, 3 under TSan, 10 under
+ * valgrind. Case timeouts are multiplied by it; a test multiplies the
+ * time limits it sets its own code (a handshake's timeout, say) too. */
+double mproc_test_time_scale(void);
+
+#define SKIP_UNDER_VALGRIND(why)                                               \
+    do {                                                                       \
+        if (mproc_test_under_valgrind())                                       \
+            SKIP("under valgrind: " why);                                      \
+    } while (0)
+
+#define SKIP_UNDER_TSAN(why)                                                   \
+    do {                                                                       \
+        if (mproc_test_under_tsan())                                           \
+            SKIP("under ThreadSanitizer: " why);                               \
+    } while (0)
 
 /* _exit(code) for a test's own forked children: in a coverage build
  * (MPROC_COVERAGE) it writes the counters first, which _exit would lose. */

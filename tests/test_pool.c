@@ -740,6 +740,8 @@ static int kill_workers(mproc_pool *p)
  * initializer that reports failure, or a run of deaths, breaks it. */
 static void test_killed_while_starting(void)
 {
+    SKIP_UNDER_VALGRIND("its kills are timed to land in 150 ms initializers, "
+                        "which workers take longer than that to reach there");
     for (int m = 0; m < 3; m++) {
         mproc_pool_opts o = {.processes = 2,
                              .initializer = init_slow,
@@ -900,6 +902,8 @@ static void test_progress(void)
 
 static void test_fd_exhaustion(void)
 {
+    SKIP_UNDER_VALGRIND("it emulates RLIMIT_NOFILE only in part: some "
+                        "calls get fds past a lowered limit");
     struct rlimit old, lim;
     getrlimit(RLIMIT_NOFILE, &old);
     int base = mproc_test_count_fds();

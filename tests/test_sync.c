@@ -1449,12 +1449,34 @@ static void test_barrier_action_failures(void)
 
 /* A waiter killed while waiting counts as arrived: the others complete
  * the generation; nobody is stranded. */
+/* Waits until pid sleeps on a futex: a barrier waiter that counted itself
+ * in has also let the barrier's mutex go then (killed before that, it
+ * would break the barrier, as it should). */
+static void await_futex_sleep(pid_t pid)
+{
+    char path[64], buf[64];
+    snprintf(path, sizeof path, "/proc/%d/wchan", (int)pid);
+    double t0 = mproc_test_now();
+    for (;;) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        ssize_t n = fd < 0 ? 0 : read(fd, buf, sizeof buf - 1);
+        if (fd >= 0)
+            close(fd);
+        buf[n > 0 ? n : 0] = 0;
+        if (strstr(buf, "futex"))
+            return;
+        CHECK(mproc_test_now() - t0 < 10);
+        usleep(1000);
+    }
+}
+
 static void test_barrier_waiter_killed(void)
 {
     shared_setup();
     CHECK_OK(mproc_barrier_init(&sh->bar, 3, count_action, -1));
     pid_t dead = fork_child(c_barrier_wait, -1);
     await_n_waiting(1);
+    await_futex_sleep(dead);
     kill_reap(dead);
     CHECK_EQ(mproc_barrier_n_waiting(&sh->bar), 1);
     pid_t w = fork_child(c_barrier_wait, -1);

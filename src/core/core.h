@@ -118,6 +118,15 @@ void mproc__lock(void);
 void mproc__unlock(void);
 /* Makes sure the authkey and names are initialized. Thread safe. */
 void mproc__self_init(void);
+/*
+ * Registers the library lock's fork handlers (once): a module whose own
+ * prepare handler takes a lock calls this before its pthread_atfork. Then
+ * every fork takes the library lock last, after the modules' locks, the
+ * order in which the rest of the code nests them (a module holding its
+ * lock calls into core, never the other way); taken first, it would
+ * deadlock against a thread holding a module's lock. Thread safe.
+ */
+void mproc__atfork_register(void);
 
 /*
  * Work that mproc_shutdown() does for a module above the process layer

@@ -40,9 +40,23 @@ static void atfork_parent(void)
 
 static void atfork_child(void)
 {
-    /* Not reusing a lock another thread of the parent may have held. */
-    pthread_mutex_init(&g_lock, NULL);
+    /* The forking thread took it in prepare: no other thread of the
+     * parent holds it, and this one lets it go (as ThreadSanitizer, which
+     * does not take a re-initialization for a release, can follow). */
+    pthread_mutex_unlock(&g_lock);
     mproc__me.pid = getpid();
+}
+
+static pthread_once_t g_fork_once = PTHREAD_ONCE_INIT;
+
+static void fork_hooks(void)
+{
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+void mproc__atfork_register(void)
+{
+    pthread_once(&g_fork_once, fork_hooks);
 }
 
 static void self_init_once(void)
@@ -54,7 +68,7 @@ static void self_init_once(void)
             mproc__me.authkey_len = 32;
     }
     mproc__me.pid = getpid();
-    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+    mproc__atfork_register();
 }
 
 void mproc__self_init(void)

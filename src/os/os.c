@@ -113,10 +113,14 @@ int mproc__poll_fd(int fd, short events, const mproc__deadline *d,
 
 enum { PIDFD_UNKNOWN, PIDFD_YES, PIDFD_NO };
 static _Atomic int g_pidfd = PIDFD_UNKNOWN;
+static _Atomic bool g_env_read;
 
-/* MPROC_NO_PIDFD, the debugging switch: any value but "" and "0". */
+/* MPROC_NO_PIDFD, the debugging switch: any value but "" and "0". Read
+ * once. */
 static void pidfd_env(void)
 {
+    if (atomic_exchange(&g_env_read, true))
+        return;
     const char *e = getenv("MPROC_NO_PIDFD");
     if (e && e[0] && strcmp(e, "0") != 0)
         atomic_store(&g_pidfd, PIDFD_NO);

@@ -112,11 +112,13 @@ struct mproc_future {
      * source, which counts imap.submitted); chunk is tasks (records) per
      * message, 0 to let the pool choose. */
     size_t n, chunk, done, inflight, nfailed;
-    bool finished;  /* every result is in: out of the live list */
-    bool ready;     /* callbacks ran: waiters may return */
-    bool cancelled; /* an imap freed early: results are dropped */
-    bool live;      /* in the pool's list of live jobs */
-    int status;     /* 0, or the code of the first failure by index */
+    bool finished; /* every result is in: out of the live list */
+    bool ready;    /* callbacks ran: waiters may return */
+    /* an imap freed early: results are dropped (read by the pool's
+     * thread outside the lock: atomic) */
+    _Atomic bool cancelled;
+    bool live;  /* in the pool's list of live jobs */
+    int status; /* 0, or the code of the first failure by index */
     size_t first_fail;
     pool__errrec *first_err;
     mproc_task_error last_err; /* handed out by future_error, imap_error */

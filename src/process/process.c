@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -454,13 +455,17 @@ static int reap_locked(mproc_process *p)
      * ready sentinel to mean that is_alive() says 0. */
     mproc__deadline grace = mproc__deadline_from(p->lingers ? 0 : 0.2);
     long nap_us = 20;
-    for (;;) {
+    for (int tries = 0;; tries++) {
         r = p->conn >= 0 ? reap_forkserver_pipe(p) : reap_own(p);
         if (r != 0)
             return r;
         if (mproc__deadline_expired(&grace)) {
             p->lingers = true;
             return 0;
+        }
+        if (tries < 64) { /* the usual microseconds: no timer slack */
+            sched_yield();
+            continue;
         }
         struct timespec ts = {0, nap_us * 1000};
         nanosleep(&ts, NULL);

@@ -3,15 +3,20 @@
  *
  * Parent: posix_spawn of /proc/self/exe (the very binary that runs, even if
  * its file was replaced since), or for children of the spawn method the
- * program mproc_set_executable named, with MPROC_SPAWN=<mode> in the
- * environment
- * and exactly the given fds, renumbered to 3, 4, ...; every other fd is
- * closed in the child. glibc's posix_spawn uses CLONE_VFORK, so the cost
- * does not grow with the parent's size, and reports exec failure itself.
- * The mode is "child:<nfds>" (boot a process object from the description
- * in fd 3) or "helper:<code reference>" (run a helper's entry: the fork
- * server, the shared memory tracker), each followed by ":main" when the
- * program guards its main() with mproc_main().
+ * program mproc_set_executable named, with MPROC_SPAWN=<exe fd>:<mode> in
+ * the environment and exactly the given fds, renumbered to 3, 4, ...;
+ * every other fd is closed in the child. glibc's posix_spawn uses
+ * CLONE_VFORK, so the cost does not grow with the parent's size, and
+ * reports exec failure itself. The mode is "child:<nfds>" (boot a process
+ * object from the description in fd 3) or "helper:<code reference>" (run a
+ * helper's entry: the fork server, the shared memory tracker), each
+ * followed by ":main" when the program guards its main() with mproc_main().
+ *
+ * The binary is exec'd as /proc/self/fd/<exe fd>, an fd the child opens on
+ * the program (/proc/self/exe for this one) just before, and closes first
+ * thing once it runs: valgrind cannot exec /proc/self/exe itself, which
+ * names valgrind's own binary there, but hands the program's binary to an
+ * open of it.
  *
  * Child: the spawned program must not run main(). Where it takes over,
  * in order of preference:
@@ -100,7 +105,7 @@ static pid_t spawn_exe(const int *fds, size_t nfds, const char *mode,
     for (char **e = environ; e && *e; e++)
         nenv++;
     char **envp = malloc((nenv + 3) * sizeof *envp);
-    char modevar[64];
+    char modevar[160];
     if (!envp)
         return -ENOMEM;
     size_t k = 0;
@@ -108,7 +113,7 @@ static pid_t spawn_exe(const int *fds, size_t nfds, const char *mode,
         if (strncmp(*e, SPAWN_ENV "=", sizeof SPAWN_ENV) != 0 &&
             strncmp(*e, NOPIDFD_ENV "=", sizeof NOPIDFD_ENV) != 0)
             envp[k++] = *e;
-    snprintf(modevar, sizeof modevar, SPAWN_ENV "=%s", mode);
+    snprintf(modevar, sizeof modevar, SPAWN_ENV "=%d:%s", 3 + (int)nfds, mode);
     envp[k++] = modevar;
     /* The child does as we do (a fork server must answer as we expect),
      * and without pidfds does not probe for them again. */
@@ -122,7 +127,12 @@ static pid_t spawn_exe(const int *fds, size_t nfds, const char *mode,
         posix_spawn_file_actions_adddup2(&fa, fds[i], base + (int)i);
     for (size_t i = 0; i < nfds; i++)
         posix_spawn_file_actions_adddup2(&fa, base + (int)i, 3 + (int)i);
-    posix_spawn_file_actions_addclosefrom_np(&fa, 3 + (int)nfds);
+    int exefd = 3 + (int)nfds;
+    posix_spawn_file_actions_addclosefrom_np(&fa, exefd);
+    posix_spawn_file_actions_addopen(&fa, exefd, exe ? exe : "/proc/self/exe",
+                                     O_PATH, 0);
+    char exepath[32];
+    snprintf(exepath, sizeof exepath, "/proc/self/fd/%d", exefd);
     sigset_t none;
     sigemptyset(&none);
     posix_spawnattr_setsigmask(&at, &none);
@@ -132,7 +142,7 @@ static pid_t spawn_exe(const int *fds, size_t nfds, const char *mode,
     snprintf(arg1, sizeof arg1, "--mproc-%s", mode);
     char *argv[] = {exe ? (char *)exe : program_invocation_name, arg1, NULL};
     pid_t pid;
-    r = posix_spawn(&pid, exe ? exe : "/proc/self/exe", &fa, &at, argv, envp);
+    r = posix_spawn(&pid, exepath, &fa, &at, argv, envp);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&at);
     free(envp);
@@ -226,6 +236,13 @@ static int spawn_boot(void)
     char m[128];
     snprintf(m, sizeof m, "%s", mode ? mode : "");
     unsetenv(SPAWN_ENV);
+    /* "<exe fd>:": the fd our binary was exec'd through; no one's now. */
+    char *rest;
+    long exe = strtol(m, &rest, 10);
+    if (rest != m && *rest == ':' && exe >= 3 && exe < INT32_MAX) {
+        close((int)exe);
+        memmove(m, rest + 1, strlen(rest + 1) + 1);
+    }
     if (strncmp(m, "helper:", 7) == 0)
         run_helper(m);
     unsigned long n = 0;

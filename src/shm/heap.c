@@ -88,6 +88,7 @@ __attribute__((constructor)) static void heap_init(void)
 {
     /* Never fork with the list half-edited; the child keeps the list: its
      * inherited objects still reference those mappings. */
+    mproc__atfork_register(); /* first: see there */
     pthread_atfork(heap_prepare, heap_parent, heap_parent);
 }
 

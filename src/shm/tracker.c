@@ -79,6 +79,7 @@ static void tracker_stop(void);
 
 __attribute__((constructor)) static void trk_init(void)
 {
+    mproc__atfork_register(); /* first: see there */
     pthread_atfork(trk_prepare, trk_release, trk_release);
     (void)mproc__at_shutdown(tracker_stop);
 }

@@ -98,6 +98,7 @@ __attribute__((constructor)) static void sync_setup(void)
             munmap(p, (size_t)sysconf(_SC_PAGESIZE));
     }
     g_layout = random64() | 1;
+    mproc__atfork_register(); /* first: see there */
     pthread_atfork(reg_prepare, reg_parent, reg_child);
 }
 
