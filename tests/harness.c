@@ -19,6 +19,16 @@ const mproc_start_method mproc_test_methods[3] = {
 static const char *current_test = "?";
 int mproc_test_main_ran;
 
+mproc_process *mproc_test_start(mproc_target fn, const mproc_args *args,
+                                mproc_start_method m)
+{
+    mproc_process *p = NULL;
+    CHECK_OK(mproc_process_new(&p, fn, args));
+    CHECK_OK(mproc_process_set_start_method(p, m));
+    CHECK_OK(mproc_process_start(p));
+    return p;
+}
+
 #ifdef MPROC_COVERAGE
 void __gcov_dump(void); /* libgcov's; see mproc__exit in src/os/os.c */
 #endif

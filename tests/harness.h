@@ -128,6 +128,11 @@ extern int mproc_test_main_ran;
 /* Start methods to loop over in tests that must hold under all three. */
 extern const mproc_start_method mproc_test_methods[3];
 
+/* A new process running fn(args) started under method m (args copied;
+ * every step CHECKed). The caller joins and frees it. */
+mproc_process *mproc_test_start(mproc_target fn, const mproc_args *args,
+                                mproc_start_method m);
+
 /* Path of an installed CPython ("3.11" -> DIR/3.11.x/bin/python, where
  * DIR is $MPROC_PYTHON_DIR, by default ~/.pyenv/versions), or NULL.
  * Static storage. */

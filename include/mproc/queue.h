@@ -10,11 +10,15 @@
  *   mproc_queue_free(q);
  *
  * A queue is a ring of bytes in shared memory (a memfd mapped MAP_SHARED)
- * that any number of processes put to and get from. Messages are byte
- * strings of 0..MPROC_QUEUE_MAX_MESSAGE bytes, delivered whole and in FIFO
- * order; a message larger than the ring is streamed through it in pieces.
- * The queue is bounded by bytes (its capacity) and, when maxsize > 0, by
- * the number of messages. Blocking uses futexes, so an idle waiter costs
+ * that any number of processes put to and get from, with an overflow
+ * behind it. Messages are byte strings of 0..MPROC_QUEUE_MAX_MESSAGE
+ * bytes, delivered whole and in FIFO order. As in Python, a queue is
+ * unbounded unless maxsize > 0 bounds the number of messages: what the
+ * ring cannot hold waits in the overflow, shared memory (part of the same
+ * memfd) that grows as messages wait and goes back to the system as they
+ * are taken, so a put never waits for bytes. (Given both maxsize > 0 and
+ * an explicit capacity, a queue is bounded by the ring's bytes too, and
+ * has no overflow.) Blocking uses futexes, so an idle waiter costs
  * nothing; mproc_queue_fileno gives an fd for poll, epoll or mproc_wait.
  *
  * Passing a queue to a child: it is inherited under fork and is a
@@ -31,10 +35,14 @@
  * the parent was inside a queue call, as with any lock); freeing them in
  * the child touches nothing the other processes use.
  *
- * Differences from Python: messages are bytes (no pickling); put blocks
- * when the ring is out of bytes even with maxsize 0; there is no feeder
- * thread, so a put returns once the message is in the queue and
- * join_thread/cancel_join_thread have no counterpart.
+ * Differences from Python: messages are bytes (no pickling); there is no
+ * feeder thread, so a put returns once the message is in the queue (in
+ * shared memory: the putting process may exit at once), and
+ * join_thread/cancel_join_thread have no counterpart; the overflow holds
+ * up to 128 GiB (less under a low RLIMIT_FSIZE), where Python's queue is
+ * bounded by the putting process's memory; a put that finds the ring full
+ * while a consumer is taking messages may wait for it a moment (at most
+ * 20 ms, never past its timeout) rather than go to the overflow.
  */
 #ifndef MPROC_QUEUE_H
 #define MPROC_QUEUE_H
@@ -65,12 +73,15 @@ typedef enum mproc_queue_variant {
 
 typedef struct mproc_queue_opts {
     mproc_queue_variant type; /* what mproc_queue_type() returns */
-    /* Most messages in the queue at once; 0 = no bound but the bytes. At
-     * most 2^26. */
+    /* Most messages in the queue at once; 0 = no bound (Python's
+     * maxsize <= 0). At most 2^26. */
     size_t maxsize;
     /* Ring size in bytes, rounded up to a power of two within
      * [MPROC_QUEUE_MIN_CAPACITY, MPROC_QUEUE_MAX_CAPACITY]; 0 = default.
-     * Each message takes its length rounded up to 16 plus 16 bytes. */
+     * Each message takes its length rounded up to 16 plus 16 bytes. With
+     * maxsize 0 or capacity 0, what the ring cannot hold goes to the
+     * overflow; with both maxsize > 0 and capacity > 0, the ring's bytes
+     * bound the queue too (a put waits for room; no overflow). */
     size_t capacity;
 } mproc_queue_opts;
 
@@ -78,9 +89,14 @@ typedef struct mproc_queue_opts {
  * Creates a queue. mproc_queue_new: Queue(maxsize); mproc_queue_new_simple:
  * SimpleQueue(); mproc_queue_new_joinable: JoinableQueue(maxsize);
  * _new_opts: any of them with a chosen capacity (opts NULL = defaults).
- * Returns 0 and stores the handle in *out, or -EINVAL (NULL out, maxsize
- * or capacity out of range), -ENOMEM, -EMFILE and other -errno from
- * memfd_create/eventfd/mmap. Nothing is left behind on failure.
+ * The memfd is sized once, here: ring plus 128 GiB of overflow, sparse (no
+ * memory until messages wait there); under RLIMIT_FSIZE (ulimit -f) the
+ * overflow is as large as the limit allows, and when that is less than
+ * 64 KiB the queue has none and is bounded by its ring. Returns 0 and
+ * stores the handle in *out, or -EINVAL (NULL out, maxsize or capacity out
+ * of range), -EFBIG (not even the ring fits under RLIMIT_FSIZE), -ENOMEM,
+ * -EMFILE and other -errno from memfd_create/eventfd/mmap. Nothing is left
+ * behind on failure.
  */
 MPROC_API int mproc_queue_new(mproc_queue **out, size_t maxsize);
 MPROC_API int mproc_queue_new_simple(mproc_queue **out);
@@ -89,22 +105,34 @@ MPROC_API int mproc_queue_new_opts(mproc_queue **out,
                                    const mproc_queue_opts *opts);
 
 /*
- * Releases this handle (unmaps, closes its fds). The queue itself lives on
- * while any process holds a handle. Messages still in it stay there. Must
- * not be called while another thread is inside a call on q. NULL ok.
+ * Releases this handle (unmaps the ring and any window it has on the
+ * overflow, closes its fds). The queue itself, overflow included, lives on
+ * while any process holds a handle, and goes with the last one (nothing is
+ * named, nothing outlives the process tree). Messages still in it stay
+ * there. Must not be called while another thread is inside a call on q.
+ * NULL ok.
  */
 MPROC_API void mproc_queue_free(mproc_queue *q);
 
 /*
- * Puts a copy of p[0..n) (p may be NULL when n is 0). Blocks until there
- * is room (bytes and, with maxsize, count) for up to timeout seconds
- * (< 0 forever, 0 never). Returns 0; MPROC_EFULL when no room came in
- * time (as Python's queue.Full; nothing was delivered); MPROC_ETOOBIG
+ * Puts a copy of p[0..n) (p may be NULL when n is 0). With maxsize > 0,
+ * blocks until the count allows one more message, for up to timeout
+ * seconds (< 0 forever, 0 never). Never waits for bytes: what the ring
+ * has no room for goes to the overflow (a put that finds the ring full
+ * while a consumer is taking messages may first wait up to 20 ms for it,
+ * never past the timeout). Returns 0; MPROC_EFULL when the count bound
+ * left no room in time (as Python's queue.Full; nothing was delivered);
+ * -ENOSPC or -ENOMEM when the overflow cannot take it: full (128 GiB, or
+ * less under RLIMIT_FSIZE), or no memory to be had for it (nothing was
+ * delivered; the queue goes on); MPROC_ETOOBIG
  * (n > MPROC_QUEUE_MAX_MESSAGE); MPROC_ECLOSED after mproc_queue_close;
- * -EINVAL. A message larger than the ring is streamed and needs a
- * consumer to make progress; if the time runs out midway the message is
- * withdrawn (consumers discard the part they saw) and MPROC_EFULL
- * returned. Thread safe; cancellation points: none.
+ * -EINVAL. A message larger than the ring goes through it in pieces while
+ * a consumer takes them, its rest to the overflow if they stop.
+ * A queue bounded by bytes (maxsize and capacity given) also waits for
+ * room in the ring, and streams a message larger than the ring through it
+ * (it needs a consumer to make progress); if the time runs out midway the
+ * message is withdrawn (consumers discard the part they saw) and
+ * MPROC_EFULL returned. Thread safe; cancellation points: none.
  */
 MPROC_API int mproc_queue_put(mproc_queue *q, const void *p, size_t n,
                               double timeout);
@@ -117,10 +145,11 @@ MPROC_API int mproc_queue_put_nowait(mproc_queue *q, const void *p, size_t n);
  * 0 never). Returns 0; MPROC_EEMPTY when none came in time (as Python's
  * queue.Empty); MPROC_EBUFSIZE when cap is too small: *len is set to the
  * size needed and the message stays first in the queue; MPROC_ECLOSED;
- * -EINVAL; MPROC_EPROTO when the shared ring was damaged (by a process
- * writing where it must not). Once a message longer than the ring has begun to
- * arrive, the call waits for its end (its producer is sending it) and not for
- * the timeout. Thread safe.
+ * -EINVAL; MPROC_EPROTO when the shared ring or overflow was damaged (by
+ * a process writing where it must not); -ENOMEM (rarely: a window on the
+ * overflow could not be mapped; the message stays). Once a message longer
+ * than the ring has begun to arrive, the call waits for its end (its
+ * producer is sending it) and not for the timeout. Thread safe.
  */
 MPROC_API int mproc_queue_get(mproc_queue *q, void *buf, size_t cap,
                               size_t *len, double timeout);
@@ -138,18 +167,20 @@ MPROC_API int mproc_queue_get_alloc(mproc_queue *q, void **out, size_t *len,
                                     double timeout);
 
 /*
- * Number of messages in the queue (a snapshot: others may change it at
- * once; a message being streamed counts from its first piece). Returns
- * the count, or -EINVAL for NULL.
+ * Number of messages in the queue, ring and overflow (a snapshot: others
+ * may change it at once; a message being streamed counts from its first
+ * piece). Returns the count, or -EINVAL for NULL.
  */
 MPROC_API long mproc_queue_qsize(const mproc_queue *q);
 /* 1 when qsize is 0, else 0 (a snapshot, as in Python); MPROC_ECLOSED
  * after mproc_queue_close (Python raises there too). */
 MPROC_API int mproc_queue_empty(const mproc_queue *q);
 /* 1 when maxsize > 0 and qsize >= maxsize, else 0. (A ring out of bytes
- * does not count: whether a put fits depends on its size.) */
+ * does not count: the overflow takes the message, or, bounded by bytes,
+ * whether a put fits depends on its size.) */
 MPROC_API int mproc_queue_full(const mproc_queue *q);
-/* maxsize as created, the ring's capacity in bytes, the variant. */
+/* maxsize as created, the ring's capacity in bytes (the overflow is not
+ * counted), the variant. */
 MPROC_API size_t mproc_queue_maxsize(const mproc_queue *q);
 MPROC_API size_t mproc_queue_capacity(const mproc_queue *q);
 MPROC_API mproc_queue_variant mproc_queue_type(const mproc_queue *q);

@@ -185,4 +185,16 @@ static inline int mproc__robust_trylock(pthread_mutex_t *m)
     return -r;
 }
 
+/*
+ * True while a thread (of any process) holds the robust mutex *m: glibc
+ * keeps the owner's TID in its futex word (the robust-futex ABI), and the
+ * kernel clears it when the owner dies. A snapshot, for heuristics only
+ * (a queue's producer asks whether a consumer is inside a get).
+ */
+static inline bool mproc__robust_held(pthread_mutex_t *m)
+{
+    return (__atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED) &
+            0x3fffffff /* FUTEX_TID_MASK */) != 0;
+}
+
 #endif

@@ -8,13 +8,25 @@
 
 #include <fcntl.h>
 #include <limits.h>
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+/* Overflow bytes for a new queue with a ring of cap bytes: Q_LOG_MAX, or
+ * what RLIMIT_FSIZE leaves room for (the memfd is sized once, here); 0
+ * when not even Q_LOG_MIN fits. */
+static uint64_t overflow_size(uint64_t cap)
+{
+    struct rlimit rl;
+    uint64_t limit = UINT64_MAX;
+    if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        limit = (uint64_t)rl.rlim_cur;
+    return queue__log_size_for(queue__log_off(cap), limit);
+}
 
 int mproc_queue_new_opts(mproc_queue **out, const mproc_queue_opts *opts)
 {
@@ -29,8 +41,13 @@ int mproc_queue_new_opts(mproc_queue **out, const mproc_queue_opts *opts)
         return -EINVAL;
     size_t cap = queue__pow2_at_least(
         o.capacity ? o.capacity : MPROC_QUEUE_DEFAULT_CAPACITY);
+    /* Bounded by bytes only when asked for both bounds (or when
+     * RLIMIT_FSIZE leaves no room for an overflow); else an overflow takes
+     * what the ring cannot. */
+    uint64_t logsz = o.maxsize && o.capacity ? 0 : overflow_size(cap);
+    size_t size = logsz ? (size_t)(queue__log_off(cap) + logsz) : Q_HDR + cap;
     int rc;
-    int memfd = mproc__memfd_new("mproc-queue", Q_HDR + cap, true);
+    int memfd = mproc__memfd_new("mproc-queue", size, true);
     if (memfd < 0)
         return memfd;
     int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -51,6 +68,7 @@ int mproc_queue_new_opts(mproc_queue **out, const mproc_queue_opts *opts)
     h->maxsize = o.maxsize;
     h->chunk = cap / 4 - F_HDR;
     h->minchunk = cap / 16;
+    h->log_size = logsz;
     atomic_store(&h->fd_clear, 1);
     rc = mproc__robust_init(&h->plock, false);
     if (!rc)
@@ -93,6 +111,8 @@ void mproc_queue_free(mproc_queue *q)
 {
     if (!q)
         return;
+    queue__log_unview(q, SIDE_P);
+    queue__log_unview(q, SIDE_C);
     munmap(q->h, q->map_len);
     mproc__close(q->memfd);
     mproc__close(q->efd);
@@ -127,18 +147,11 @@ static int wait_room(mproc_queue *q, uint64_t tail, uint32_t cnt, uint64_t need,
                               memory_order_relaxed);
         bool ok = q->cap - pos_diff(tail, w_pos(hw)) >= need;
         if (ok && first && maxsize)
-            ok = ((cnt - w_cnt(hw)) & W_CNT_MASK) < maxsize;
+            ok = ((cnt - queue__taken_count(h, hw)) & W_CNT_MASK) < maxsize;
         if (ok)
             return 0;
-        if (i < spins) {
-            spin_pause();
+        if (spin_or_yield(i, spins, yields))
             continue;
-        }
-        if (i < spins + yields) {
-            /* The other side may be waiting for our CPU. */
-            sched_yield();
-            continue;
-        }
         struct timespec ts;
         if (!queue__period_left(d, &ts))
             return -ETIMEDOUT;
@@ -148,31 +161,37 @@ static int wait_room(mproc_queue *q, uint64_t tail, uint32_t cnt, uint64_t need,
         hw = atomic_load(&h->chead);
         ok = q->cap - pos_diff(tail, w_pos(hw)) >= need;
         if (ok && first && maxsize)
-            ok = ((cnt - w_cnt(hw)) & W_CNT_MASK) < maxsize;
+            ok = ((cnt - queue__taken_count(h, hw)) & W_CNT_MASK) < maxsize;
         if (!ok)
             mproc__futex_wait((uint32_t *)&h->space_seq, seq, &ts);
         atomic_store(&h->p_waiting, 0);
     }
 }
 
-/* After a commit by a consumer (chead stored seq_cst). */
-static inline void wake_room(qshm *h)
+/* Under plock, the fast path's look: does the cached head show need bytes
+ * free at tail and, when first, does the count bound allow one more? */
+static inline bool room_cached(mproc_queue *q, uint64_t tail, uint32_t cnt,
+                               uint64_t need, bool first)
 {
-    if (atomic_load(&h->p_waiting)) {
-        atomic_fetch_add(&h->space_seq, 1);
-        mproc__futex_wake((uint32_t *)&h->space_seq, INT_MAX);
+    qshm *h = q->h;
+    uint64_t head =
+        atomic_load_explicit(&h->p_head_cache, memory_order_relaxed);
+    bool ok = ring_free(q->cap, tail, head) >= need;
+    if (ok && first && h->maxsize) {
+        uint64_t hw = atomic_load_explicit(&h->chead, memory_order_acquire);
+        ok = ((cnt - queue__taken_count(h, hw)) & W_CNT_MASK) < h->maxsize;
     }
+    return ok;
 }
 
-/* After a commit by a producer (ptail stored seq_cst). */
-static inline void wake_data(qshm *h)
-{
-    if (atomic_load(&h->c_waiting)) {
-        atomic_fetch_add(&h->data_seq, 1);
-        mproc__futex_wake((uint32_t *)&h->data_seq, INT_MAX);
-    }
-}
-
+/*
+ * Under plock. A queue with an overflow (unbounded by bytes): the message
+ * goes in the ring as one frame when the ring has room for it now
+ * (keeping room for a LINK), else through queue__put_spill (an open run, a
+ * ring out of room, a message too large for the ring). A queue bounded by
+ * bytes waits for room, and streams a message larger than a quarter of
+ * the ring in frames.
+ */
 static int put_locked(mproc_queue *q, const unsigned char *p, size_t n,
                       const mproc__deadline *d)
 {
@@ -180,6 +199,29 @@ static int put_locked(mproc_queue *q, const unsigned char *p, size_t n,
     uint64_t w = atomic_load_explicit(&h->ptail, memory_order_relaxed);
     uint64_t tail = w_pos(w);
     uint32_t cnt = w_cnt(w);
+    if (q->log_size) {
+        /* Fast path: the cached head shows room for the frame and a LINK. */
+        if (__builtin_expect(
+                !(w & W_SPILL) && n <= q->ring_max &&
+                    room_cached(q, tail, cnt, 2 * F_HDR + round16(n), true),
+                1)) {
+            tail = queue__ring_frame(q, tail, F_FIRST | F_LAST, n, p, n);
+            /* Fenced after the unlock (see mproc_queue_put). */
+            atomic_store_explicit(&h->ptail, w_make(tail, cnt + 1, 0),
+                                  memory_order_release);
+            if (__builtin_expect(q->view[SIDE_P].base != NULL, 0))
+                queue__log_unview(q, SIDE_P); /* a run it wrote is closed */
+            return 0;
+        }
+        if (h->maxsize) {
+            if (w & W_SPILL)
+                cnt = w_cnt(atomic_load(&h->p_log));
+            int rc = wait_room(q, tail, cnt, 0, true, d);
+            if (rc)
+                return rc;
+        }
+        return queue__put_spill(q, p, n, d);
+    }
     uint64_t chunk = h->chunk, minchunk = h->minchunk;
     size_t off = 0;
     bool first = true;
@@ -188,57 +230,39 @@ static int put_locked(mproc_queue *q, const unsigned char *p, size_t n,
         size_t want = n - off < chunk ? n - off : (size_t)chunk;
         size_t least = want < minchunk ? want : (size_t)minchunk;
         /* Fast path: the cached head shows room for the whole frame. */
-        uint64_t head =
-            atomic_load_explicit(&h->p_head_cache, memory_order_relaxed);
-        uint64_t used = pos_diff(tail, head);
-        uint64_t free_b = used <= q->cap ? q->cap - used : 0;
-        bool ok = free_b >= F_HDR + round16(want);
-        if (ok && first && h->maxsize) {
-            uint64_t hw = atomic_load_explicit(&h->chead, memory_order_acquire);
-            ok = ((cnt - w_cnt(hw)) & W_CNT_MASK) < h->maxsize;
-        }
-        if (!ok) {
+        if (!room_cached(q, tail, cnt, F_HDR + round16(want), first)) {
             int rc = wait_room(q, tail, cnt, F_HDR + round16(least), first, d);
             if (rc) {
                 if (!first) {
                     /* Withdraw the unfinished message. */
-                    atomic_store(&h->ptail, w_make(tail, cnt, false));
+                    atomic_store(&h->ptail, w_make(tail, cnt, 0));
                     atomic_fetch_add(&h->data_seq, 1);
                     mproc__futex_wake((uint32_t *)&h->data_seq, INT_MAX);
                 }
                 return rc;
             }
-            head = atomic_load_explicit(&h->p_head_cache, memory_order_relaxed);
-            free_b = q->cap - pos_diff(tail, head);
-            uint64_t fit = (free_b - F_HDR) & ~UINT64_C(15);
+            uint64_t head =
+                atomic_load_explicit(&h->p_head_cache, memory_order_relaxed);
+            uint64_t fit =
+                (ring_free(q->cap, tail, head) - F_HDR) & ~UINT64_C(15);
             if (want > fit)
                 want = (size_t)fit;
         }
         bool last = off + want == n;
-        qframe f = {(uint32_t)want,
-                    F_MAGIC | (first ? F_FIRST : 0) | (last ? F_LAST : 0),
-                    first ? (uint64_t)n : (uint64_t)off};
-        /* Ask for the next lines now, so that the consumer's copies of
-         * them are invalidated while we copy, not while the commit's
-         * barrier waits for our stores. */
-        __builtin_prefetch(q->ring + ((tail + PREFETCH_AHEAD) & q->mask), 1);
-        __builtin_prefetch(q->ring + ((tail + PREFETCH_AHEAD + 64) & q->mask),
-                           1);
-        queue__ring_write(q, tail, &f, sizeof f);
-        if (want)
-            queue__ring_write(q, tail + F_HDR, p + off, want);
-        tail = (tail + F_HDR + round16(want)) & W_POS_MASK;
+        tail = queue__ring_frame(
+            q, tail, (first ? F_FIRST : 0) | (last ? F_LAST : 0),
+            first ? (uint64_t)n : (uint64_t)off, p + off, want);
         if (first)
             cnt = (cnt + 1) & W_CNT_MASK;
         /* Publish: one atomic store makes the frame visible. */
         if (last) {
             /* The last commit is fenced after the unlock (see
              * mproc_queue_put): one full barrier less per message. */
-            atomic_store_explicit(&h->ptail, w_make(tail, cnt, false),
+            atomic_store_explicit(&h->ptail, w_make(tail, cnt, 0),
                                   memory_order_release);
         } else {
-            atomic_store(&h->ptail, w_make(tail, cnt, true));
-            wake_data(h);
+            atomic_store(&h->ptail, w_make(tail, cnt, W_OPEN));
+            queue__wake_data(h);
             poll_notify(q);
         }
         off += want;
@@ -266,7 +290,7 @@ int mproc_queue_put(mproc_queue *q, const void *p, size_t n, double timeout)
          * sleeping flag (the other half of the handshake is in
          * wait_data): either we see the flag or the sleeper sees ptail. */
         atomic_thread_fence(memory_order_seq_cst);
-        wake_data(q->h);
+        queue__wake_data(q->h);
         poll_notify(q);
     }
     return rc == -ETIMEDOUT ? MPROC_EFULL : rc;
@@ -280,109 +304,11 @@ int mproc_queue_put_nowait(mproc_queue *q, const void *p, size_t n)
 /* ---- get ---------------------------------------------------------------- */
 
 /*
- * Under clock: waits until the committed tail passes `head`. With
- * mid_message the deadline is ignored (the producer is sending the rest)
- * and a withdrawn or orphaned message is reported as 1. Returns 0 (data),
- * 1 (message withdrawn), -ETIMEDOUT.
- */
-static int wait_data(mproc_queue *q, uint64_t head, bool mid_message,
-                     const mproc__deadline *d)
-{
-    qshm *h = q->h;
-    static const mproc__deadline forever = {{0, 0}, true};
-    const mproc__deadline *dl = mid_message ? &forever : d;
-    int spins = mproc__deadline_expired(dl) ? 0 : queue__spin_budget();
-    int yields = spins ? SPIN_YIELDS : 0;
-    bool noted = false;
-    for (int i = 0;; i++) {
-        uint32_t seq = atomic_load(&h->data_seq);
-        uint64_t tw = atomic_load_explicit(&h->ptail, memory_order_acquire);
-        if (w_pos(tw) != head) {
-            atomic_store_explicit(&h->c_tail_cache, w_pos(tw),
-                                  memory_order_relaxed);
-            return 0;
-        }
-        if (mid_message && !(tw & W_OPEN))
-            return 1;
-        if (i < spins) {
-            spin_pause();
-            continue;
-        }
-        if (i < spins + yields) {
-            /* The other side may be waiting for our CPU. */
-            sched_yield();
-            continue;
-        }
-        if (!noted && !mid_message) {
-            queue__note_empty(q);
-            noted = true;
-        }
-        if (mid_message && i > spins + yields) {
-            /* Is the producer of this message dead? Taking plock repairs
-             * it (clearing OPEN) if so. */
-            int rc = mproc__robust_lock(&h->plock, MPROC__TRY, NULL);
-            if (rc != -EBUSY && queue__locked(q, SIDE_P, rc) == 0)
-                pthread_mutex_unlock(&h->plock);
-            tw = atomic_load(&h->ptail);
-            if (w_pos(tw) == head && !(tw & W_OPEN))
-                return 1;
-        }
-        struct timespec ts;
-        if (!queue__period_left(dl, &ts))
-            return -ETIMEDOUT;
-        atomic_store(&h->c_waiting, 1);
-        tw = atomic_load(&h->ptail);
-        if (w_pos(tw) == head && (!mid_message || (tw & W_OPEN)))
-            mproc__futex_wait((uint32_t *)&h->data_seq, seq, &ts);
-        atomic_store(&h->c_waiting, 0);
-    }
-}
-
-/* Where a get puts the message. */
-typedef struct sink {
-    unsigned char *buf; /* caller's buffer, or NULL to allocate */
-    size_t cap;
-    unsigned char *mem; /* allocated */
-} sink;
-
-static void count_withdrawn(qshm *h)
-{
-    if (h->type != MPROC_QUEUE_JOINABLE)
-        return;
-    atomic_fetch_add(&h->done, 1);
-    /* done is kept modulo 2^30 by the readers' masks. */
-    if (atomic_load(&h->join_waiters)) {
-        mproc__futex_wake((uint32_t *)&h->done, INT_MAX);
-    }
-}
-
-/* Makes room in the sink for a message of total bytes and sets *dst.
- * Returns 0, MPROC_EBUFSIZE or -ENOMEM. */
-static int sink_ready(sink *s, uint64_t total, unsigned char **dst)
-{
-    if (s->buf) {
-        if (total > s->cap)
-            return MPROC_EBUFSIZE;
-        *dst = s->buf;
-        return 0;
-    }
-    size_t need = total ? (size_t)total : 1;
-    if (!s->mem || s->cap < need) {
-        unsigned char *m = realloc(s->mem, need);
-        if (!m)
-            return -ENOMEM;
-        s->mem = m;
-        s->cap = need;
-    }
-    *dst = s->mem;
-    return 0;
-}
-
-/*
  * Under clock: true when the message whose first frame is at pos can never
  * be completed (its producer withdrew it or died): a new message starts
  * before its last frame, or nothing follows and no message is open. Such a
- * message is skipped instead of failing a get with EBUFSIZE or ENOMEM.
+ * message is skipped instead of failing a get with EBUFSIZE or ENOMEM. (A
+ * stream whose rest went to the overflow is followed by the LINK to it.)
  */
 static bool withdrawn(mproc_queue *q, uint64_t pos)
 {
@@ -398,8 +324,8 @@ static bool withdrawn(mproc_queue *q, uint64_t pos)
         queue__ring_read(q, pos, &f, sizeof f);
         if (f.flags & F_FIRST)
             return true;
-        if (f.flags & F_LAST)
-            return false;
+        if (f.flags & (F_LAST | F_LINK))
+            return false; /* a LINK here carries the rest: it is whole */
         pos = (pos + F_HDR + round16(f.len)) & W_POS_MASK;
     }
     return !(tw & W_OPEN);
@@ -409,24 +335,29 @@ static int get_locked(mproc_queue *q, sink *s, size_t *len,
                       const mproc__deadline *d)
 {
     qshm *h = q->h;
+    qmsg m = {false, 0, 0, NULL};
     uint64_t w = atomic_load_explicit(&h->chead, memory_order_relaxed);
+    if (__builtin_expect((w & W_INLOG) || q->view[SIDE_C].base != NULL, 0)) {
+        /* In an overflow run (or a window of one still mapped). */
+        int rc = queue__get_log(q, s, &m, len, d);
+        if (rc != 1)
+            return rc;
+        w = atomic_load_explicit(&h->chead, memory_order_relaxed);
+    }
     uint64_t head = w_pos(w);
     uint32_t cnt = w_cnt(w);
-    bool have = false;
-    uint64_t total = 0, got = 0;
-    unsigned char *dst = NULL;
 
     for (;;) {
         uint64_t tail =
             atomic_load_explicit(&h->c_tail_cache, memory_order_relaxed);
         if (pos_diff(tail, head) == 0 || pos_diff(tail, head) > q->cap) {
-            int rc = wait_data(q, head, have, d);
+            int rc = queue__wait_data(q, head, NULL, m.have, d);
             if (rc < 0)
                 return rc;
             if (rc == 1) {
                 /* The rest of this message will never come. */
-                have = false;
-                count_withdrawn(h);
+                m.have = false;
+                queue__count_withdrawn(h);
                 continue;
             }
             tail = atomic_load_explicit(&h->c_tail_cache, memory_order_relaxed);
@@ -437,51 +368,63 @@ static int get_locked(mproc_queue *q, sink *s, size_t *len,
         uint64_t fsz = F_HDR + round16(f.len);
         if ((f.flags & 0xffff0000u) != F_MAGIC || fsz > avail || f.len > q->cap)
             return MPROC_EPROTO;
+        if (__builtin_expect(f.flags & (F_LINK | F_SEGEND), 0)) {
+            /* The next messages (or the rest of m) are in the overflow. */
+            if (f.flags != (F_MAGIC | F_LINK))
+                return MPROC_EPROTO;
+            int rc = queue__log_enter(q, head, cnt, f.aux, s, &m, len, d);
+            if (rc != 1)
+                return rc;
+            w = atomic_load_explicit(&h->chead, memory_order_relaxed);
+            head = w_pos(w);
+            cnt = w_cnt(w);
+            continue;
+        }
         if (f.flags & F_FIRST) {
-            if (have)
-                count_withdrawn(h); /* started again: the old one died */
+            if (m.have)
+                queue__count_withdrawn(h); /* started again: the old one died */
             if (f.aux > MPROC_QUEUE_MAX_MESSAGE || f.len > f.aux ||
                 ((f.flags & F_LAST) && f.len != f.aux))
                 return MPROC_EPROTO;
-            total = f.aux;
-            have = false;
-            int rc = sink_ready(s, total, &dst);
+            m.total = f.aux;
+            m.have = false;
+            int rc = queue__sink_ready(s, m.total, &m.dst);
             if (rc && !withdrawn(q, head)) {
                 if (rc == MPROC_EBUFSIZE)
-                    *len = (size_t)total;
+                    *len = (size_t)m.total;
                 return rc;
             }
             cnt = (cnt + 1) & W_CNT_MASK;
             if (rc) {
                 /* Withdrawn anyway: skip it rather than fail on it. */
-                count_withdrawn(h);
+                queue__count_withdrawn(h);
                 goto commit;
             }
-            queue__ring_read(q, head + F_HDR, dst, f.len);
-            got = f.len;
-            have = true;
-        } else if (have && f.aux == got && f.len <= total - got) {
-            queue__ring_read(q, head + F_HDR, dst + got, f.len);
-            got += f.len;
+            queue__ring_read(q, head + F_HDR, m.dst, f.len);
+            m.got = f.len;
+            m.have = true;
+        } else if (m.have && f.aux == m.got && f.len <= m.total - m.got) {
+            queue__ring_read(q, head + F_HDR, m.dst + m.got, f.len);
+            m.got += f.len;
         } else {
             /* A piece of a message whose start another consumer took
              * before it died, or of one that was withdrawn: skip. */
-            if (have)
-                count_withdrawn(h);
-            have = false;
+            if (m.have)
+                queue__count_withdrawn(h);
+            m.have = false;
         }
     commit:
         head = (head + fsz) & W_POS_MASK;
-        if (have && (f.flags & F_LAST) && got == total) {
+        if (m.have && (f.flags & F_LAST) && m.got == m.total) {
             /* Fenced and woken after the unlock, as in put. */
-            atomic_store_explicit(&h->chead, w_make(head, cnt, false),
+            atomic_store_explicit(&h->chead, w_make(head, cnt, 0),
                                   memory_order_release);
-            *len = (size_t)total;
+            *len = (size_t)m.total;
             return 0;
         }
-        atomic_store(&h->chead, w_make(head, cnt, false));
-        wake_room(h);
-        if (have && (f.flags & F_LAST))
+        atomic_store(&h->chead, w_make(head, cnt, 0));
+        queue__wake_room(h);
+        if (m.have && (f.flags & F_LAST))
             return MPROC_EPROTO;
     }
 }
@@ -500,7 +443,7 @@ static int q_get(mproc_queue *q, sink *s, size_t *len, double timeout)
     queue__unlock(q, SIDE_C);
     if (rc == 0) {
         atomic_thread_fence(memory_order_seq_cst);
-        wake_room(q->h);
+        queue__wake_room(q->h);
     }
     if (rc == -ETIMEDOUT)
         rc = MPROC_EEMPTY;
@@ -544,10 +487,10 @@ long mproc_queue_qsize(const mproc_queue *q)
 {
     if (!q)
         return -EINVAL;
-    /* chead first: a consumer counts a message only after the producer
+    /* Taken first: a consumer counts a message only after the producer
      * did, so the difference never goes below zero. */
-    uint32_t c = w_cnt(atomic_load(&q->h->chead));
-    uint32_t p = w_cnt(atomic_load(&q->h->ptail));
+    uint32_t c = queue__taken_count(q->h, atomic_load(&q->h->chead));
+    uint32_t p = queue__put_count(q->h);
     return (long)((p - c) & W_CNT_MASK);
 }
 
@@ -608,7 +551,7 @@ int mproc_queue_task_done(mproc_queue *q)
         return MPROC_ETYPE;
     uint32_t dn = atomic_load(&h->done);
     for (;;) {
-        uint32_t put = w_cnt(atomic_load(&h->ptail));
+        uint32_t put = queue__put_count(h);
         if (((put - dn) & W_CNT_MASK) == 0)
             return MPROC_ETASKDONE;
         if (atomic_compare_exchange_weak(&h->done, &dn, dn + 1))
@@ -629,13 +572,13 @@ int mproc_queue_join(mproc_queue *q, double timeout)
     mproc__deadline d = mproc__deadline_from(timeout);
     for (;;) {
         uint32_t dn = atomic_load(&h->done);
-        if (((w_cnt(atomic_load(&h->ptail)) - dn) & W_CNT_MASK) == 0)
+        if (((queue__put_count(h) - dn) & W_CNT_MASK) == 0)
             return 0;
         struct timespec ts;
         if (!queue__period_left(&d, &ts))
             return -ETIMEDOUT;
         atomic_fetch_add(&h->join_waiters, 1);
-        if (((w_cnt(atomic_load(&h->ptail)) - dn) & W_CNT_MASK) != 0)
+        if (((queue__put_count(h) - dn) & W_CNT_MASK) != 0)
             mproc__futex_wait((uint32_t *)&h->done, dn, &ts);
         atomic_fetch_sub(&h->join_waiters, 1);
     }

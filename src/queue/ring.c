@@ -42,7 +42,6 @@ bool queue__period_left(const mproc__deadline *d, struct timespec *ts)
     return true;
 }
 
-/* Copies between the ring (at position pos) and flat memory. */
 /* ---- readiness fd ------------------------------------------------------ */
 
 void queue__efd_signal(mproc_queue *q)
@@ -69,10 +68,67 @@ void queue__note_empty(mproc_queue *q)
     uint64_t v;
     while (read(q->efd, &v, sizeof v) < 0 && errno == EINTR)
         ;
-    uint64_t tail = w_pos(atomic_load(&h->ptail));
-    uint64_t head = w_pos(atomic_load(&h->chead));
-    if (tail != head && atomic_exchange(&h->fd_clear, 0))
+    /* Counts rather than positions: they cover the overflow too. */
+    uint32_t taken = queue__taken_count(h, atomic_load(&h->chead));
+    if (queue__put_count(h) != taken && atomic_exchange(&h->fd_clear, 0))
         queue__efd_signal(q);
+}
+
+/* ---- waiting for data --------------------------------------------------- */
+
+/* Has a producer published what the waiter looks for (see wait_data)? */
+static bool data_came(qshm *h, uint64_t tw, uint64_t head, const uint64_t *log)
+{
+    if (log)
+        return tw != log[0] || atomic_load(&h->p_log) != log[1];
+    return w_pos(tw) != head;
+}
+
+int queue__wait_data(mproc_queue *q, uint64_t head, const uint64_t *log,
+                     bool mid_message, const mproc__deadline *d)
+{
+    qshm *h = q->h;
+    static const mproc__deadline forever = {{0, 0}, true};
+    const mproc__deadline *dl = mid_message ? &forever : d;
+    int spins = mproc__deadline_expired(dl) ? 0 : queue__spin_budget();
+    int yields = spins ? SPIN_YIELDS : 0;
+    bool noted = false;
+    for (int i = 0;; i++) {
+        uint32_t seq = atomic_load(&h->data_seq);
+        uint64_t tw = atomic_load_explicit(&h->ptail, memory_order_acquire);
+        if (data_came(h, tw, head, log)) {
+            if (!log)
+                atomic_store_explicit(&h->c_tail_cache, w_pos(tw),
+                                      memory_order_relaxed);
+            return 0;
+        }
+        if (mid_message && !(tw & W_OPEN))
+            return 1;
+        if (spin_or_yield(i, spins, yields))
+            continue;
+        if (!noted && !mid_message) {
+            queue__note_empty(q);
+            noted = true;
+        }
+        if (mid_message && i > spins + yields) {
+            /* Is the producer of this message dead? Taking plock repairs
+             * it (clearing OPEN) if so. */
+            int rc = mproc__robust_lock(&h->plock, MPROC__TRY, NULL);
+            if (rc != -EBUSY && queue__locked(q, SIDE_P, rc) == 0)
+                pthread_mutex_unlock(&h->plock);
+            tw = atomic_load(&h->ptail);
+            if (w_pos(tw) == head && !(tw & W_OPEN))
+                return 1;
+        }
+        struct timespec ts;
+        if (!queue__period_left(dl, &ts))
+            return -ETIMEDOUT;
+        atomic_store(&h->c_waiting, 1);
+        tw = atomic_load(&h->ptail);
+        if (!data_came(h, tw, head, log) && (!mid_message || (tw & W_OPEN)))
+            mproc__futex_wait((uint32_t *)&h->data_seq, seq, &ts);
+        atomic_store(&h->c_waiting, 0);
+    }
 }
 
 /* ---- locks and their repair ------------------------------------------- */
@@ -150,7 +206,8 @@ int queue__lock_slow(mproc_queue *q, int side, const mproc__deadline *d)
      * every 2 ms whether it went to sleep.
      */
     for (;;) {
-        bool holder_sleeps = atomic_load(sleeping) != 0;
+        /* (A producer waiting briefly for consumers sets 2: it is busy.) */
+        bool holder_sleeps = atomic_load(sleeping) == 1;
         bool expired = mproc__deadline_expired(d);
         if (holder_sleeps && expired)
             return -ETIMEDOUT;
@@ -181,39 +238,52 @@ size_t queue__pow2_at_least(size_t n)
     return c;
 }
 
-/* Maps an initialized memfd and checks its header. Takes neither fd. */
+/* Maps an initialized memfd and checks its header. Takes neither fd. Only
+ * the header and the ring are mapped; the overflow, through windows. */
 int queue__map(int memfd, int efd, mproc_queue **out)
 {
     struct stat st;
     if (fstat(memfd, &st) < 0)
         return -errno;
-    if (st.st_size < (off_t)Q_HDR + (off_t)MPROC_QUEUE_MIN_CAPACITY ||
-        st.st_size > (off_t)Q_HDR + (off_t)MPROC_QUEUE_MAX_CAPACITY)
+    qshm hd;
+    ssize_t got;
+    do
+        got = pread(memfd, &hd, sizeof hd, 0);
+    while (got < 0 && errno == EINTR);
+    if (got < 0)
+        return -errno;
+    uint64_t cap = hd.capacity, logsz = hd.log_size;
+    if (got != (ssize_t)sizeof hd || hd.magic != Q_MAGIC ||
+        hd.version != Q_VERSION || (cap & (cap - 1)) != 0 ||
+        cap < MPROC_QUEUE_MIN_CAPACITY || cap > MPROC_QUEUE_MAX_CAPACITY ||
+        (logsz & (logsz - 1)) != 0 || (logsz && logsz < Q_LOG_MIN) ||
+        logsz > Q_LOG_MAX || hd.type > MPROC_QUEUE_JOINABLE)
         return MPROC_EPROTO;
-    size_t len = (size_t)st.st_size;
+    uint64_t logoff = queue__log_off(cap);
+    if ((uint64_t)st.st_size != (logsz ? logoff + logsz : Q_HDR + cap))
+        return MPROC_EPROTO;
+    size_t len = Q_HDR + (size_t)cap;
     void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
     if (p == MAP_FAILED)
         return -errno;
-    qshm *h = p;
-    uint64_t cap = h->capacity;
-    if (atomic_load((_Atomic uint32_t *)&h->magic) != Q_MAGIC ||
-        h->version != Q_VERSION || cap + Q_HDR != len ||
-        (cap & (cap - 1)) != 0 || h->type > MPROC_QUEUE_JOINABLE) {
-        munmap(p, len);
-        return MPROC_EPROTO;
-    }
     mproc_queue *q = calloc(1, sizeof *q);
     if (!q) {
         munmap(p, len);
         return -ENOMEM;
     }
-    q->h = h;
+    q->h = p;
     q->ring = (unsigned char *)p + Q_HDR;
     q->map_len = len;
     q->cap = cap;
     q->mask = cap - 1;
     q->memfd = memfd;
     q->efd = efd;
+    q->log_size = logsz;
+    q->log_off = logoff;
+    /* A frame in the ring leaves room for a LINK, and one that closes a
+     * run for the SEGEND before it too. */
+    q->ring_max = logsz ? cap - 4 * F_HDR : 0;
+    q->win = logsz < Q_LOG_WINDOW ? logsz : Q_LOG_WINDOW;
     *out = q;
     return 0;
 }
