@@ -565,6 +565,8 @@ int queue__get_log(mproc_queue *q, sink *s, qmsg *m, size_t *len,
             queue__log_unview(q, SIDE_C);
             return 1;
         }
+        if (!q->log_size)
+            return MPROC_EPROTO; /* no overflow to be in */
         uint64_t link = w_pos(w);
         uint64_t cw = atomic_load_explicit(&h->c_log, memory_order_relaxed);
         uint64_t pos = l_pos(cw);
