@@ -563,14 +563,17 @@ static void test_hostile_memory(void)
     static const struct {
         size_t off;
         uint32_t val;
+        size_t maxsize; /* with the 4 KiB ring: > 0, bounded by bytes */
     } pokes[] = {
-        {0, 0xffffff00u},  /* payload length far beyond the data */
-        {4, 0x12345678u},  /* flags without the frame magic */
-        {8, 0xffffffffu},  /* total length beyond the maximum (low) */
-        {12, 0x7fffffffu}, /* total length beyond the maximum (high) */
+        {0, 0xffffff00u, 0},  /* payload length far beyond the data */
+        {4, 0x12345678u, 0},  /* flags without the frame magic */
+        {8, 0xffffffffu, 0},  /* total length beyond the maximum (low) */
+        {12, 0x7fffffffu, 0}, /* total length beyond the maximum (high) */
+        {4, 0xf7a50008u, 0},  /* a SEGEND that follows no LINK */
+        {4, 0xf7a50004u, 9},  /* a LINK in a queue with no overflow */
     };
     for (size_t i = 0; i < sizeof pokes / sizeof pokes[0]; i++) {
-        mproc_queue *q = mkq(MPROC_QUEUE, 0, 4096);
+        mproc_queue *q = mkq(MPROC_QUEUE, pokes[i].maxsize, 4096);
         size_t len;
         unsigned char *m = map_ring_of(q, &len);
         CHECK_OK(mproc_queue_put(q, "abcdef", 6, 0));

@@ -126,11 +126,11 @@ MPROC_API void mproc_queue_free(mproc_queue *q);
  * less under RLIMIT_FSIZE), or no memory to be had for it (nothing was
  * delivered; the queue goes on); MPROC_ETOOBIG
  * (n > MPROC_QUEUE_MAX_MESSAGE); MPROC_ECLOSED after mproc_queue_close;
- * -EINVAL. A message larger than the ring goes through it in pieces while
- * a consumer takes them, its rest to the overflow if they stop.
- * A queue bounded by bytes (maxsize and capacity given) also waits for
- * room in the ring, and streams a message larger than the ring through it
- * (it needs a consumer to make progress); if the time runs out midway the
+ * -EINVAL. A message larger than a quarter of the ring goes through it in
+ * pieces while a consumer takes them, its rest to the overflow if they
+ * stop. A queue bounded by bytes (maxsize and capacity given) also waits
+ * for room in the ring, and streams such a message through it (it needs a
+ * consumer to make progress); if the time runs out midway the
  * message is withdrawn (consumers discard the part they saw) and
  * MPROC_EFULL returned. Thread safe; cancellation points: none.
  */

@@ -25,13 +25,14 @@
 /*
  * The overflow is slower than the ring (its pages are allocated as it
  * grows and given back as it shrinks), so a producer that finds the ring
- * full waits a moment while consumers are taking messages: while chead or
- * c_log moved within the time a consumer needs to copy about what the
- * producer waits to write (at 1 GB/s, and never less than SPILL_IDLE_NS)
- * it spins; then it yields the CPU SPIN_YIELDS times (a consumer may be
- * waiting for it); then, while a consumer is inside a get (holds clock),
- * it sleeps until a consumer commits; else it spills. The waits of one
- * put last SPILL_MAX_NS in all at most, and never go past the caller's
+ * full waits a moment while consumers are at work: while one is inside a
+ * get (holds clock), or chead or c_log moved within the time a consumer
+ * needs to copy about what the producer waits to write (at 1 GB/s, and
+ * never less than SPILL_IDLE_NS). It spins (as any waiter: about
+ * 100 us), yields the CPU SPIN_YIELDS times (a consumer may be waiting
+ * for it), then sleeps until a consumer commits. Once consumers are not
+ * at work it yields SPIN_YIELDS times and spills. The waits of one put
+ * last SPILL_MAX_NS in all at most, and never go past the caller's
  * deadline (so there is none with timeout 0).
  */
 enum { SPILL_IDLE_NS = 3000, SPILL_MAX_NS = 20000000 };
@@ -225,7 +226,7 @@ static uint64_t now_ns(void)
 typedef struct cwait {
     const mproc__deadline *d; /* the caller's */
     uint64_t idle, start, moved, head, log;
-    int yields;
+    int spins, yields; /* left of this wait's first phases */
 } cwait;
 
 /* Before a wait for about `wants` bytes of room. */
@@ -233,6 +234,7 @@ static void cwait_for(cwait *w, uint64_t wants)
 {
     w->idle = wants > SPILL_IDLE_NS ? wants : SPILL_IDLE_NS;
     w->moved = 0;
+    w->spins = queue__spin_budget();
     w->yields = SPIN_YIELDS;
 }
 
@@ -252,24 +254,24 @@ static bool cwait_step(mproc_queue *q, cwait *w)
         w->moved = t;
         w->head = hw;
         w->log = cl;
-        w->yields = SPIN_YIELDS;
     }
     if (t - w->start > SPILL_MAX_NS)
         return false;
-    if (t - w->moved < w->idle && queue__spin_budget() > 0) {
+    bool active = t - w->moved < w->idle || mproc__robust_held(&h->clock);
+    if (active && w->spins > 0) {
+        w->spins--;
         spin_pause();
         return true;
     }
-    bool inside = mproc__robust_held(&h->clock);
-    if (w->yields > 0 || !inside) {
-        /* The consumer may be waiting for our CPU. */
-        if (w->yields-- == 0)
+    if (w->yields > 0 || !active) {
+        /* A consumer may be waiting for our CPU. */
+        if (w->yields-- <= 0)
             return false;
         sched_yield();
         return true;
     }
-    /* A consumer is inside a get and does not move: sleep until one
-     * commits (p_waiting 2: a producer waiting for plock keeps waiting). */
+    /* Consumers are at work: sleep until one commits (p_waiting 2: a
+     * producer waiting for plock keeps waiting). */
     uint32_t seq = atomic_load(&h->space_seq);
     atomic_store(&h->p_waiting, 2);
     if (atomic_load(&h->chead) == hw && atomic_load(&h->c_log) == cl) {
@@ -339,11 +341,11 @@ static int log_open(mproc_queue *q, uint64_t tail, uint32_t put, uint32_t flags,
 }
 
 /*
- * Under plock, ring mode at tail: a message larger than the ring goes
- * through it in frames (of up to a quarter of it) while a consumer takes
- * them, as in a queue bounded by bytes; if consumers stop taking them,
- * the rest goes to the overflow in one frame, behind a LINK (the
- * consumer that has the start follows it there).
+ * Under plock, ring mode at tail: a message larger than a quarter of the
+ * ring goes through it in frames (of up to a quarter of it) while a
+ * consumer takes them, as in a queue bounded by bytes; if consumers stop
+ * taking them, the rest goes to the overflow in one frame, behind a LINK
+ * (the consumer that has the start follows it there).
  */
 static int put_stream(mproc_queue *q, uint64_t tail, uint32_t cnt,
                       const unsigned char *p, size_t n, cwait *w)
@@ -443,7 +445,7 @@ int queue__put_spill(mproc_queue *q, const unsigned char *p, size_t n,
     uint32_t cnt = w_cnt(w);
     uint64_t fsz = F_HDR + round16(n);
     bool fits = n <= q->ring_max;
-    cwait cw = {d, 0, 0, 0, 0, 0, 0}; /* one budget for the whole put */
+    cwait cw = {d, 0, 0, 0, 0, 0, 0, 0}; /* one budget for the whole put */
     if (w & W_SPILL) {
         /* A run is open: the message goes on in it, unless consumers took
          * all of it or emptied half the ring, when the run is closed
@@ -563,6 +565,8 @@ int queue__get_log(mproc_queue *q, sink *s, qmsg *m, size_t *len,
             queue__log_unview(q, SIDE_C);
             return 1;
         }
+        if (!q->log_size)
+            return MPROC_EPROTO; /* no overflow to be in */
         uint64_t link = w_pos(w);
         uint64_t cw = atomic_load_explicit(&h->c_log, memory_order_relaxed);
         uint64_t pos = l_pos(cw);

@@ -37,12 +37,13 @@
  * when OPEN is clear and no frame follows, or when the next frame starts a
  * new message.
  *
- * Unbounded by bytes (every other queue; overflow.c): a message goes in
- * the ring as one frame when it fits there now (the ring always keeps 16
- * bytes free for a LINK), else in the overflow; one larger than the ring
- * is streamed through it as above while a consumer takes its pieces, and
- * if consumers stop taking them its rest goes to the overflow in one
- * frame (the consumer that has its start follows the LINK to it). A
+ * Unbounded by bytes (every other queue; overflow.c): a message of up to
+ * a quarter of the ring goes in the ring as one frame when it fits there
+ * now (the ring always keeps 16 bytes free for a LINK), else in the
+ * overflow; a larger one is streamed through the ring as above while a
+ * consumer takes its pieces, and if consumers stop taking them its rest
+ * goes to the overflow in one frame (the consumer that has its start
+ * follows the LINK to it). A
  * producer that finds the ring full first waits a moment while consumers
  * visibly take messages (the overflow is slower: its pages come and go),
  * never long (see SPILL_IDLE_NS in overflow.c). The overflow is one FIFO

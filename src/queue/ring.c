@@ -280,9 +280,9 @@ int queue__map(int memfd, int efd, mproc_queue **out)
     q->efd = efd;
     q->log_size = logsz;
     q->log_off = logoff;
-    /* A frame in the ring leaves room for a LINK, and one that closes a
-     * run for the SEGEND before it too. */
-    q->ring_max = logsz ? cap - 4 * F_HDR : 0;
+    /* As in a queue bounded by bytes, a message larger than a quarter of
+     * the ring is streamed through it in frames. */
+    q->ring_max = logsz ? cap / 4 - F_HDR : 0;
     q->win = logsz < Q_LOG_WINDOW ? logsz : Q_LOG_WINDOW;
     *out = q;
     return 0;
