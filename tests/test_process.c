@@ -725,13 +725,18 @@ static void test_set_executable(void)
     a = mproc_args_of("i", 1);
     CHECK_EQ(join_code(run(mproc_testlib_target, a, MPROC_START_SPAWN)), 41);
     mproc_args_free(a);
-    /* ... but a function of this executable is not in that program. */
+    /* ... but a function of this executable is not in that program.
+     * Not under valgrind: there a stat of /proc/self/exe finds valgrind's
+     * tool binary in every program (only readlink of it is emulated), so
+     * the two programs look like one. */
     int fds0 = mproc_test_count_fds();
     mproc_process *p;
-    CHECK_OK(mproc_process_new(&p, t_seven, NULL));
-    CHECK_OK(mproc_process_set_start_method(p, MPROC_START_SPAWN));
-    CHECK_ERR(mproc_process_start(p), MPROC_ERESOLVE);
-    mproc_process_free(p);
+    if (!mproc_test_under_valgrind()) {
+        CHECK_OK(mproc_process_new(&p, t_seven, NULL));
+        CHECK_OK(mproc_process_set_start_method(p, MPROC_START_SPAWN));
+        CHECK_ERR(mproc_process_start(p), MPROC_ERESOLVE);
+        mproc_process_free(p);
+    }
     CHECK_EQ(mproc_active_children(NULL, 0), 0);
     CHECK_EQ(mproc_test_count_fds(), fds0);
     /* Fork and forkserver children are this program still. */

@@ -1028,7 +1028,12 @@ static void test_value_struct(void)
 {
     CHECK_STR(mproc_ctype_name(MPROC_CTYPE_STRUCT), "struct");
     CHECK_EQ(mproc_ctype_size(MPROC_CTYPE_STRUCT), 0);
-    point p0 = {7, 1.5, -2.5, "origin"}, p;
+    point p0, p; /* padding zeroed too: the copies are compared whole */
+    memset(&p0, 0, sizeof p0);
+    p0.id = 7;
+    p0.x = 1.5;
+    p0.y = -2.5;
+    strcpy(p0.tag, "origin");
     mproc_value *v;
     CHECK_OK(mproc_value_new_struct(&v, sizeof(point), &p0));
     CHECK_EQ(mproc_value_type(v), MPROC_CTYPE_STRUCT);
@@ -1410,6 +1415,7 @@ static int t_shared_lock(const mproc_args *args)
     if (mproc_value_acquire(c, 0) != -ETIMEDOUT ||
         mproc_lock_acquire(l, 0) != -ETIMEDOUT)
         return 5;
+    mproc_array_set_double(arr, 1, 1);  /* checked: the parent may let go */
     if (mproc_value_set_i64(c, 5) != 0) /* waits for the parent */
         return 6;
     point p;
@@ -1449,7 +1455,13 @@ static void test_value_shared_lock_methods(void)
         CHECK_OK(mproc_lock_acquire(l, -1));
         mproc_process *p = run(t_shared_lock, args, mproc_test_methods[m]);
         mproc_args_free(args);
-        usleep(20000);
+        double seen = 0;
+        for (int i = 0; i < 30000 && seen == 0; i++) {
+            CHECK_OK(mproc_array_get_double(arr, 1, &seen));
+            if (seen == 0)
+                usleep(1000);
+        }
+        CHECK_EQ(seen, 1);
         int64_t x;
         CHECK_OK(mproc_value_get_i64(c, &x)); /* we hold it: no wait */
         CHECK_EQ(x, 0);
