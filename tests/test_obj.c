@@ -16,6 +16,7 @@
 
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -899,6 +900,62 @@ static void test_truncation_and_flips(void)
     mproc_obj_unref(small);
 }
 
+/* Decoded leaves share memory blocks: one kept alive outlives the rest,
+ * and values dropped in other threads at once free each block once. */
+typedef struct dropper {
+    mproc_obj *l;
+    long sum;
+} dropper;
+
+static void *drop_thread(void *arg)
+{
+    dropper *d = arg;
+    for (size_t i = 0; i < mproc_obj_len(d->l); i++) {
+        int64_t v;
+        if (mproc_obj_int_value(mproc_obj_item(d->l, i), &v) == 0)
+            d->sum += v;
+    }
+    mproc_obj_unref(d->l);
+    return NULL;
+}
+
+static void test_shared_blocks(void)
+{
+    mproc_obj *l = mproc_obj_list_new();
+    for (int i = 0; i < 50000; i++) {
+        CHECK_OK(mproc_obj_list_append(l, mproc_obj_int(i)));
+        if (i % 7 == 0)
+            CHECK_OK(mproc_obj_list_append(l, mproc_obj_str_c("seven")));
+    }
+    void *b;
+    size_t n;
+    CHECK_OK(mproc_pickle_dumps(l, 4, &b, &n));
+    mproc_obj_unref(l);
+    for (int round = 0; round < 20; round++) {
+        mproc_obj *o;
+        char err[200];
+        CHECK_OK(mproc_pickle_loads(b, n, NULL, &o, err, sizeof err));
+        mproc_obj *keep = mproc_obj_ref(mproc_obj_item(o, 2)); /* 1 */
+        mproc_obj *last =
+            mproc_obj_ref(mproc_obj_item(o, mproc_obj_len(o) - 1));
+        dropper d1 = {mproc_obj_ref(o), 0}, d2 = {o, 0};
+        pthread_t t1, t2;
+        CHECK(pthread_create(&t1, NULL, drop_thread, &d1) == 0);
+        CHECK(pthread_create(&t2, NULL, drop_thread, &d2) == 0);
+        pthread_join(t1, NULL);
+        pthread_join(t2, NULL);
+        CHECK(d1.sum == d2.sum && d1.sum == 49999L * 50000 / 2);
+        int64_t v;
+        CHECK_OK(mproc_obj_int_value(keep, &v)); /* its block still there */
+        CHECK_EQ(v, 1);
+        CHECK_OK(mproc_obj_int_value(last, &v));
+        CHECK_EQ(v, 49999);
+        mproc_obj_unref(last);
+        mproc_obj_unref(keep);
+    }
+    free(b);
+}
+
 /* ---- against CPython -------------------------------------------------- */
 
 static const char *peer_script(void)
@@ -1063,6 +1120,7 @@ static const mproc_test tests[] = {
     {"hostile", test_hostile, 10},
     {"bombs", test_bombs, 60},
     {"truncation_and_flips", test_truncation_and_flips, 60},
+    {"shared_blocks", test_shared_blocks, 60},
     {"cpython_property", test_cpython_property, 120},
 };
 

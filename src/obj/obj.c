@@ -1,6 +1,7 @@
 /*
- * obj/obj.c - the value model: allocation and reference counts (freeing
- * iteratively, however deep the value), constructors for every type,
+ * obj/obj.c - the value model: allocation (one malloc each, or carved from
+ * a decoder's slab) and reference counts (freeing iteratively, however
+ * deep the value), constructors for every type,
  * UTF-8 checking, the builders of tuples, lists, dicts and sets (the
  * insertion-ordered hash table dicts and sets share) and the accessors.
  */
@@ -15,6 +16,185 @@ static mproc_obj true_obj = {
     .refs = MPROC__OBJ_STATIC, .type = MPROC_OBJ_BOOL, .u.b = true};
 static mproc_obj false_obj = {
     .refs = MPROC__OBJ_STATIC, .type = MPROC_OBJ_BOOL, .u.b = false};
+
+/* Puts c on the list at *todo when its count reaches 0. A count of 1 is
+ * ours alone (nobody else can add to it): no atomic operation needed. */
+static void drop_to(mproc_obj *c, mproc_obj **todo)
+{
+    if (!c || c->refs == MPROC__OBJ_STATIC)
+        return;
+    if (__atomic_load_n(&c->refs, __ATOMIC_ACQUIRE) == 1 ||
+        __atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        c->next = *todo;
+        *todo = c;
+    }
+}
+
+/* ---- slabs ------------------------------------------------------------ */
+
+#define SLAB_BYTES   ((size_t)64 << 10)
+#define SLAB_HEADER  ((sizeof(mproc__slab) + 15) & ~(size_t)15)
+#define SLAB_MAX_OBJ ((size_t)1 << 10)
+
+/* A few free blocks kept for the next decode (fresh memory from the
+ * kernel costs a page fault per 4 KiB): lock-free slots, so threads and
+ * fork need no care. */
+#define SLAB_CACHE 128
+static mproc__slab *slab_cache[SLAB_CACHE];
+
+static mproc__slab *slab_new(void)
+{
+    for (int i = 0; i < SLAB_CACHE; i++) {
+        mproc__slab *s = __atomic_exchange_n(&slab_cache[i], NULL,
+                                             __ATOMIC_ACQUIRE);
+        if (s)
+            return s;
+    }
+    return malloc(SLAB_BYTES);
+}
+
+static void slab_put(mproc__slab *s, size_t n)
+{
+    if (!s || !n || __atomic_sub_fetch(&s->live, n, __ATOMIC_ACQ_REL) != 0)
+        return;
+    for (int i = 0; i < SLAB_CACHE; i++) {
+        mproc__slab *none = NULL;
+        if (__atomic_compare_exchange_n(&slab_cache[i], &none, s, false,
+                                        __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+            return;
+    }
+    free(s);
+}
+
+void mproc__slab_done(mproc__slab *s)
+{
+    slab_put(s, 1);
+}
+
+mproc_obj *mproc__slab_alloc(mproc__slab **sp, mproc_obj_type type,
+                             size_t extra)
+{
+    if (!sp || extra > SLAB_MAX_OBJ)
+        return mproc__obj_alloc(type, extra);
+    /* Only the part of the union the type uses; str and bytes data follow
+     * the whole object (o + 1). */
+    size_t body = type == MPROC_OBJ_INT     ? offsetof(mproc_obj, u) +
+                                              sizeof(((mproc_obj *)0)->u.i)
+                  : type == MPROC_OBJ_FLOAT ? offsetof(mproc_obj, u) +
+                                                  sizeof(double)
+                                            : sizeof(mproc_obj) + extra;
+    size_t need = (body + 15) & ~(size_t)15;
+    mproc__slab *s = *sp;
+    if (!s || SLAB_BYTES - s->used < need) {
+        mproc__slab *n = slab_new();
+        if (!n)
+            return NULL;
+        mproc__slab_done(s);
+        n->live = 1; /* the filler's */
+        n->used = SLAB_HEADER;
+        *sp = s = n;
+    }
+    mproc_obj *o = (mproc_obj *)((char *)s + s->used);
+    /* Fixed sizes: the compiler writes them out (no memset call). */
+    memset(o, 0, offsetof(mproc_obj, u));
+    if (type == MPROC_OBJ_INT)
+        memset(&o->u.i, 0, sizeof o->u.i);
+    else if (type == MPROC_OBJ_FLOAT)
+        o->u.f = 0;
+    else
+        memset(&o->u, 0, sizeof o->u);
+    o->refs = 1;
+    o->type = (uint8_t)type;
+    o->in_slab = 1;
+    o->height = (uint32_t)s->used;
+    s->used += need;
+    /* Not yet seen by another thread: the filler counts plainly. */
+    s->live++;
+    return o;
+}
+
+/* Frees dropped values, a block's worth of slab values at once. */
+typedef struct freer {
+    mproc__slab *slab;
+    size_t n;
+} freer;
+
+static void free_one(freer *f, mproc_obj *c)
+{
+    if (!c->in_slab) {
+        free(c);
+        return;
+    }
+    mproc__slab *s = (mproc__slab *)((char *)c - c->height);
+    if (s != f->slab) {
+        slab_put(f->slab, f->n);
+        f->slab = s;
+        f->n = 0;
+    }
+    f->n++;
+}
+
+/* A value nothing else holds and that holds nothing (a number, str,
+ * bytes) is freed at once; others go on the list. */
+static void drop_leaf_or_to(mproc_obj *c, mproc_obj **todo, freer *f)
+{
+    if (c && c->type >= MPROC_OBJ_INT && c->type <= MPROC_OBJ_BYTES &&
+        __atomic_load_n(&c->refs, __ATOMIC_ACQUIRE) == 1) {
+        if (c->type == MPROC_OBJ_INT)
+            free(c->u.i.big);
+        free_one(f, c);
+        return;
+    }
+    drop_to(c, todo);
+}
+
+static void release_contents(mproc_obj *o, mproc_obj **todo, freer *f)
+{
+    switch ((mproc_obj_type)o->type) {
+    case MPROC_OBJ_INT:
+        free(o->u.i.big);
+        break;
+    case MPROC_OBJ_BYTEARRAY:
+        free(o->u.s.p);
+        break;
+    case MPROC_OBJ_TUPLE:
+    case MPROC_OBJ_LIST:
+        for (size_t i = 0; i < o->u.seq.n; i++)
+            drop_leaf_or_to(o->u.seq.items[i], todo, f);
+        free(o->u.seq.items);
+        break;
+    case MPROC_OBJ_DICT:
+    case MPROC_OBJ_SET:
+    case MPROC_OBJ_FROZENSET:
+        for (size_t i = 0; i < o->u.t.n; i++) {
+            drop_leaf_or_to(o->u.t.e[i].key, todo, f);
+            drop_leaf_or_to(o->u.t.e[i].value, todo, f);
+        }
+        free(o->u.t.e);
+        free(o->u.t.idx);
+        break;
+    case MPROC_OBJ_REDUCE:
+        free(o->u.red.module);
+        free(o->u.red.name);
+        drop_to(o->u.red.args, todo);
+        drop_to(o->u.red.state, todo);
+        break;
+    default:
+        break;
+    }
+}
+
+static void free_all(mproc_obj *todo)
+{
+    freer f = {NULL, 0};
+    while (todo) {
+        mproc_obj *c = todo;
+        todo = c->next;
+        release_contents(c, &todo, &f);
+        free_one(&f, c);
+    }
+    slab_put(f.slab, f.n);
+}
 
 mproc_obj *mproc__obj_alloc(mproc_obj_type type, size_t extra)
 {
@@ -36,69 +216,19 @@ mproc_obj *mproc_obj_ref(mproc_obj *o)
     return o;
 }
 
-/* Puts what o holds on the list at *todo (those whose count reaches 0). */
-static void drop_to(mproc_obj *c, mproc_obj **todo)
-{
-    if (!c || c->refs == MPROC__OBJ_STATIC)
-        return;
-    if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) == 0) {
-        c->next = *todo;
-        *todo = c;
-    }
-}
-
-static void release_contents(mproc_obj *o, mproc_obj **todo)
-{
-    switch ((mproc_obj_type)o->type) {
-    case MPROC_OBJ_INT:
-        free(o->u.i.big);
-        break;
-    case MPROC_OBJ_BYTEARRAY:
-        free(o->u.s.p);
-        break;
-    case MPROC_OBJ_TUPLE:
-    case MPROC_OBJ_LIST:
-        for (size_t i = 0; i < o->u.seq.n; i++)
-            drop_to(o->u.seq.items[i], todo);
-        free(o->u.seq.items);
-        break;
-    case MPROC_OBJ_DICT:
-    case MPROC_OBJ_SET:
-    case MPROC_OBJ_FROZENSET:
-        for (size_t i = 0; i < o->u.t.n; i++) {
-            drop_to(o->u.t.e[i].key, todo);
-            drop_to(o->u.t.e[i].value, todo);
-        }
-        free(o->u.t.e);
-        free(o->u.t.idx);
-        break;
-    case MPROC_OBJ_REDUCE:
-        free(o->u.red.module);
-        free(o->u.red.name);
-        drop_to(o->u.red.args, todo);
-        drop_to(o->u.red.state, todo);
-        break;
-    default:
-        break;
-    }
-}
-
 void mproc_obj_unref(mproc_obj *o)
 {
     mproc_obj *todo = NULL;
     drop_to(o, &todo);
-    while (todo) {
-        mproc_obj *c = todo;
-        todo = c->next;
-        release_contents(c, &todo);
-        free(c);
-    }
+    free_all(todo);
 }
 
 void mproc__obj_clear(mproc_obj *o)
 {
     mproc_obj *todo = NULL;
-    release_contents(o, &todo);
+    freer f = {NULL, 0};
+    release_contents(o, &todo, &f);
+    slab_put(f.slab, f.n);
     switch ((mproc_obj_type)o->type) {
     case MPROC_OBJ_INT:
         o->u.i.big = NULL;
@@ -122,12 +252,7 @@ void mproc__obj_clear(mproc_obj *o)
     default:
         break;
     }
-    while (todo) {
-        mproc_obj *c = todo;
-        todo = c->next;
-        release_contents(c, &todo);
-        free(c);
-    }
+    free_all(todo);
 }
 
 /* ---- scalars ---------------------------------------------------------- */
@@ -196,17 +321,7 @@ mproc_obj *mproc_obj_float(double v)
 /* Bytes data lives right after the object. */
 static mproc_obj *inline_bytes(mproc_obj_type type, const void *b, size_t n)
 {
-    if (n == SIZE_MAX)
-        return NULL;
-    mproc_obj *o = mproc__obj_alloc(type, n + 1);
-    if (!o)
-        return NULL;
-    o->u.s.p = (char *)(o + 1);
-    if (n)
-        memcpy(o->u.s.p, b, n);
-    o->u.s.p[n] = 0;
-    o->u.s.n = n;
-    return o;
+    return mproc__slab_bytes(NULL, type, b, n);
 }
 
 int mproc__utf8_check(const unsigned char *s, size_t n)
@@ -304,6 +419,22 @@ void mproc__utf8_put(mproc__buf *b, uint32_t cp)
         n = 4;
     }
     mproc__buf_put(b, u, n);
+}
+
+mproc_obj *mproc__slab_bytes(mproc__slab **slab, mproc_obj_type type,
+                             const void *p, size_t n)
+{
+    if (n == SIZE_MAX)
+        return NULL;
+    mproc_obj *o = mproc__slab_alloc(slab, type, n + 1);
+    if (!o)
+        return NULL;
+    o->u.s.p = (char *)(o + 1);
+    if (n)
+        memcpy(o->u.s.p, p, n);
+    o->u.s.p[n] = 0;
+    o->u.s.n = n;
+    return o;
 }
 
 mproc_obj *mproc__str_trusted(const char *s, size_t n)
@@ -563,6 +694,22 @@ long mproc__table_find(const mproc__table *t, const mproc_obj *key,
     }
 }
 
+int mproc__table_reserve(mproc__table *t, size_t more)
+{
+    if (more >= UINT32_MAX - 1 - t->n)
+        return -ENOMEM;
+    size_t need = t->n + more;
+    int r = need > t->cap ? MPROC__GROW(t->e, t->cap, need) : 0;
+    if (r == 0 && (t->idx || need > SCAN_MAX) &&
+        need * 3 > (t->idx ? t->mask + 1 : 0) * 2) {
+        size_t slots = 16;
+        while (slots * 2 < need * 3)
+            slots *= 2;
+        r = reindex(t, slots * 2);
+    }
+    return r;
+}
+
 int mproc__table_put(mproc__table *t, mproc_obj *key, mproc_obj *value,
                      int64_t hash, int depth)
 {
@@ -574,18 +721,7 @@ int mproc__table_put(mproc__table *t, mproc_obj *key, mproc_obj *value,
         mproc_obj_unref(old);
         return 0;
     }
-    int r = (int)at;
-    if (at == -1 && t->n >= UINT32_MAX - 1)
-        r = -ENOMEM;
-    else if (at == -1)
-        r = t->n + 1 > t->cap ? MPROC__GROW(t->e, t->cap, t->n + 1) : 0;
-    if (r == 0 && (t->idx || t->n + 1 > SCAN_MAX) &&
-        (t->n + 1) * 3 > (t->idx ? t->mask + 1 : 0) * 2) {
-        size_t slots = 16;
-        while (slots * 2 < (t->n + 1) * 3)
-            slots *= 2;
-        r = reindex(t, slots * 2);
-    }
+    int r = at == -1 ? mproc__table_reserve(t, 1) : (int)at;
     if (r < 0) {
         mproc_obj_unref(key);
         mproc_obj_unref(value);
@@ -624,6 +760,16 @@ int mproc_obj_dict_set(mproc_obj *d, mproc_obj *key, mproc_obj *value)
     return mproc__table_put(&d->u.t, key, value, h, 0);
 }
 
+int mproc__set_put(mproc__table *t, mproc_obj *item, int64_t hash)
+{
+    long at = mproc__table_find(t, item, hash, 0);
+    if (at != -1) {
+        mproc_obj_unref(item);
+        return at >= 0 ? 0 : (int)at;
+    }
+    return mproc__table_put(t, item, NULL, hash, 0);
+}
+
 int mproc_obj_set_add(mproc_obj *s, mproc_obj *item)
 {
     int r = !s || (s->type != MPROC_OBJ_SET && s->type != MPROC_OBJ_FROZENSET)
@@ -637,16 +783,7 @@ int mproc_obj_set_add(mproc_obj *s, mproc_obj *item)
         mproc_obj_unref(item);
         return r;
     }
-    long at = mproc__table_find(&s->u.t, item, h, 0);
-    if (at >= 0) {
-        mproc_obj_unref(item);
-        return 0;
-    }
-    if (at < -1) {
-        mproc_obj_unref(item);
-        return (int)at;
-    }
-    return mproc__table_put(&s->u.t, item, NULL, h, 0);
+    return mproc__set_put(&s->u.t, item, h);
 }
 
 int mproc_obj_dict_del(mproc_obj *d, const mproc_obj *key)

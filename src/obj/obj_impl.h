@@ -33,7 +33,8 @@ struct mproc_obj {
     uint8_t type;
     uint8_t newobj;  /* reduce values */
     uint8_t mark;    /* pickle_load's cycle walk */
-    uint32_t height; /* pickle_load's cycle walk */
+    uint8_t in_slab; /* allocated in a slab (below), at offset height */
+    uint32_t height; /* containers: pickle_load's cycle walk */
     mproc_obj *next; /* free list while freeing; pickle_load's list */
     union {
         bool b;
@@ -63,6 +64,31 @@ struct mproc_obj {
 
 /* ---- obj.c ----------------------------------------------------------- */
 
+/*
+ * A block that a decoder carves small leaf values (ints, floats, short
+ * str and bytes) out of, instead of one malloc each. live counts the
+ * values in it plus one while the decoder still fills it; the last value
+ * dropped frees the block. A leaf value in a slab has in_slab set and its
+ * offset from the block in height (leaves have no other use for it).
+ */
+typedef struct mproc__slab {
+    size_t live;
+    size_t used;
+} mproc__slab;
+
+/* A value of type carved from *slab (a new block when it is full or
+ * NULL; values too big, or slab NULL, get a malloc of their own). The caller, which
+ * owns the block's extra count, ends with mproc__slab_done. The value's
+ * count is 1; NULL when out of memory. */
+mproc_obj *mproc__slab_alloc(mproc__slab **slab, mproc_obj_type type,
+                             size_t extra);
+/* Drops the filler's count on a block (NULL ok). */
+void mproc__slab_done(mproc__slab *slab);
+/* A str or bytes from validated bytes, carved from *slab (or slab NULL:
+ * a malloc of its own). */
+mproc_obj *mproc__slab_bytes(mproc__slab **slab, mproc_obj_type type,
+                             const void *p, size_t n);
+
 /* A new object of a type, zeroed, one reference; extra bytes follow it
  * (str and bytes data). NULL when out of memory. */
 mproc_obj *mproc__obj_alloc(mproc_obj_type type, size_t extra);
@@ -81,6 +107,11 @@ mproc_obj *mproc__tuple_take(mproc_obj **items, size_t n);
  * MPROC_ETYPE. hash is the key's. */
 long mproc__table_find(const mproc__table *t, const mproc_obj *key,
                        int64_t hash, int depth);
+/* Adds item (stolen) of that hash to a set's table unless an equal one
+ * is there: 0, -ENOMEM or -ELOOP. */
+int mproc__set_put(mproc__table *t, mproc_obj *item, int64_t hash);
+/* Makes room for more items without growing again: 0 or -ENOMEM. */
+int mproc__table_reserve(mproc__table *t, size_t more);
 /* Adds (key, value) with hash, both stolen, replacing the value of an
  * equal key. 0, -ENOMEM, -ELOOP. */
 int mproc__table_put(mproc__table *t, mproc_obj *key, mproc_obj *value,

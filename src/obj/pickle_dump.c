@@ -95,22 +95,31 @@ static void dump_small_int(mproc__buf *b, int64_t v)
     }
 }
 
-static int dump_str(dumper *d, const char *s, size_t n)
+/* The opcode and length of n bytes of str or bytes, then the bytes: the
+ * one-byte length form (op1, 0 when the protocol has none), the 4-byte
+ * form, or from protocol 4 the 8-byte one; -EOVERFLOW beyond. */
+static int dump_sized(dumper *d, const void *p, size_t n, unsigned char op1,
+                      unsigned char op4, unsigned char op8)
 {
     mproc__buf *b = d->b;
-    if (d->proto >= 4 && n < 256) {
-        op_u8(b, 0x8c, (unsigned char)n);
+    if (op1 && n < 256) {
+        op_u8(b, op1, (unsigned char)n);
     } else if (n <= UINT32_MAX) {
-        op(b, 'X');
+        op(b, op4);
         le(b, n, 4);
     } else if (d->proto >= 4) {
-        op(b, 0x8d);
+        op(b, op8);
         le(b, n, 8);
     } else {
         return -EOVERFLOW;
     }
-    raw(b, s, n);
+    raw(b, p, n);
     return 0;
+}
+
+static int dump_str(dumper *d, const char *s, size_t n)
+{
+    return dump_sized(d, s, n, d->proto >= 4 ? 0x8c : 0, 'X', 0x8d);
 }
 
 /* bytes as the str of the code points 0-255 (latin-1), for protocol 2. */
@@ -150,9 +159,33 @@ static void dump_global(dumper *d, const char *module, const char *name)
 
 static int dump(dumper *d, const mproc_obj *o, int depth);
 
+/* The common case written straight: an int of 0 to 65535 (what
+ * dump_small_int writes for it, without a bounds check per byte). */
+static bool dump_fast_int(mproc__buf *b, const mproc_obj *o)
+{
+    if (o->type != MPROC_OBJ_INT || o->u.i.big || o->u.i.v < 0 ||
+        o->u.i.v > 65535 || !room(b, 3))
+        return false;
+    unsigned char *p = b->p + b->len;
+    unsigned v = (unsigned)o->u.i.v;
+    if (v < 256) {
+        p[0] = 'K';
+        p[1] = (unsigned char)v;
+        b->len += 2;
+    } else {
+        p[0] = 'M';
+        p[1] = (unsigned char)v;
+        p[2] = (unsigned char)(v >> 8);
+        b->len += 3;
+    }
+    return true;
+}
+
 static int dump_items(dumper *d, mproc_obj *const *items, size_t n, int depth)
 {
     for (size_t i = 0; i < n; i++) {
+        if (dump_fast_int(d->b, items[i]))
+            continue;
         int r = dump(d, items[i], depth + 1);
         if (r < 0)
             return r;
@@ -259,18 +292,9 @@ static int dump_bytes(dumper *d, const mproc_obj *o)
         dump_global(d, "builtins", "bytearray");
     int r = 0;
     if (d->proto >= 3) {
-        if (n < 256) {
-            op_u8(b, 'C', (unsigned char)n);
-        } else if (n <= UINT32_MAX) {
-            op(b, 'B');
-            le(b, n, 4);
-        } else if (d->proto >= 4) {
-            op(b, 0x8e);
-            le(b, n, 8);
-        } else {
-            return -EOVERFLOW;
-        }
-        raw(b, p, n);
+        r = dump_sized(d, p, n, 'C', 'B', 0x8e);
+        if (r < 0)
+            return r;
         if (o->type == MPROC_OBJ_BYTEARRAY) {
             op(b, 0x85);
             op(b, 'R');

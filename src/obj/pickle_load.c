@@ -40,6 +40,9 @@ typedef struct loader {
     mproc_obj **memo;
     size_t memocap, memo_count;
     mproc_obj *made; /* changeable containers, one reference each */
+    mproc__slab *slab; /* where small leaf values are carved from */
+    size_t containers;  /* pushed (an upper bound of those made) */
+    bool shared;        /* a container was pushed again (GET, DUP) */
     size_t bytes, max_bytes, max_memo, max_depth;
     char *err;
     size_t errcap;
@@ -147,11 +150,24 @@ static size_t fence(const loader *L)
     return L->mn ? L->marks[L->mn - 1] : 0;
 }
 
+/* A reference more to a value of this decode: nothing decoded is seen by
+ * another thread before loads returns, so a plain increment does. */
+static mproc_obj *own(mproc_obj *o)
+{
+    if (o->refs != MPROC__OBJ_STATIC)
+        o->refs++;
+    return o;
+}
+
+static bool has_children(const mproc_obj *o);
+
 /* Pushes o (stolen); NULL is out of memory. */
 static int push(loader *L, mproc_obj *o)
 {
     if (!o)
         return nomem(L);
+    if (o->type >= MPROC_OBJ_TUPLE)
+        L->containers++;
     if (L->sn == L->scap) {
         if (charge(L, (L->scap ? L->scap : 8) * sizeof(mproc_obj *)) < 0 ||
             MPROC__GROW(L->stack, L->scap, L->sn + 1) < 0) {
@@ -202,7 +218,7 @@ static void drop_from(loader *L, size_t k)
 static void made(loader *L, mproc_obj *o)
 {
     o->next = L->made;
-    L->made = mproc_obj_ref(o);
+    L->made = own(o);
 }
 
 static int memo_put(loader *L, uint64_t i)
@@ -230,7 +246,7 @@ static int memo_put(loader *L, uint64_t i)
         mproc_obj_unref(L->memo[i]);
     else
         L->memo_count++;
-    L->memo[i] = mproc_obj_ref(o);
+    L->memo[i] = own(o);
     return 0;
 }
 
@@ -238,7 +254,9 @@ static int memo_get(loader *L, uint64_t i)
 {
     if (i >= L->memocap || !L->memo[i])
         return fail(L, "memo key %llu not found", (unsigned long long)i);
-    return push(L, mproc_obj_ref(L->memo[i]));
+    if (has_children(L->memo[i]))
+        L->shared = true;
+    return push(L, own(L->memo[i]));
 }
 
 /* ---- globals: the allow-list ------------------------------------------ */
@@ -332,21 +350,14 @@ static int add_to_set(loader *L, mproc_obj *s, mproc_obj *item)
         mproc_obj_unref(item);
         return r;
     }
-    long at = mproc__table_find(&s->u.t, item, h, 0);
-    if (at >= 0) {
-        mproc_obj_unref(item);
-        return 0;
-    }
-    if (at < -1) {
-        mproc_obj_unref(item);
-        return fail(L, "set item nested too deep");
-    }
     if (charge(L, ENTRY_COST) < 0) {
         mproc_obj_unref(item);
         return L->status;
     }
-    r = mproc__table_put(&s->u.t, item, NULL, h, 0);
-    return r == -ENOMEM ? nomem(L) : r < 0 ? fail(L, "set item too deep") : 0;
+    r = mproc__set_put(&s->u.t, item, h);
+    return r == -ENOMEM ? nomem(L)
+           : r < 0      ? fail(L, "set item nested too deep")
+                        : 0;
 }
 
 static int set_item(loader *L, mproc_obj *d, mproc_obj *k, mproc_obj *v)
@@ -596,8 +607,8 @@ static int hexval(int c)
 /* STRING: a quoted Python 2 str literal, escapes decoded, as bytes. */
 static int load_string(loader *L)
 {
-    const unsigned char *s;
-    size_t n;
+    const unsigned char *s = NULL;
+    size_t n = 0;
     if (take_long_line(L, &s, &n) < 0)
         return L->status;
     while (n && (s[n - 1] == '\r' || s[n - 1] == ' '))
@@ -649,8 +660,8 @@ static int load_string(loader *L)
  * after an odd run of backslashes). */
 static int load_unicode(loader *L)
 {
-    const unsigned char *s;
-    size_t n;
+    const unsigned char *s = NULL;
+    size_t n = 0;
     if (take_long_line(L, &s, &n) < 0)
         return L->status;
     mproc__buf b = {0};
@@ -700,7 +711,7 @@ static int load_unicode(loader *L)
 static int line_uint(loader *L, uint64_t *v)
 {
     char buf[32];
-    size_t n;
+    size_t n = 0;
     if (take_line(L, buf, sizeof buf, &n) < 0)
         return L->status;
     if (n == 0 || strspn(buf, "0123456789") != n || n > 18)
@@ -712,8 +723,8 @@ static int line_uint(loader *L, uint64_t *v)
 /* INT and LONG text: decimal, "00"/"01" for False/True, LONG's 'L'. */
 static int load_int_text(loader *L, bool is_long)
 {
-    const unsigned char *s;
-    size_t n;
+    const unsigned char *s = NULL;
+    size_t n = 0;
     if (take_long_line(L, &s, &n) < 0)
         return L->status;
     if (!is_long && n == 2 && s[0] == '0' && (s[1] == '0' || s[1] == '1'))
@@ -758,13 +769,18 @@ static int load_str(loader *L, size_t n)
         return L->status;
     if (mproc__utf8_check(s, n) < 0)
         return fail(L, "str that is not UTF-8");
-    return push(L, mproc__str_trusted((const char *)s, n));
+    return push(L, mproc__slab_bytes(&L->slab, MPROC_OBJ_STR, s, n));
 }
 
 static int load_bytes(loader *L, mproc_obj_type type, size_t n)
 {
     const unsigned char *s = take(L, n);
     mproc_obj *o = NULL;
+    if (s && type == MPROC_OBJ_BYTES) {
+        if (charge(L, OBJ_COST + n) < 0)
+            return L->status;
+        return push(L, mproc__slab_bytes(&L->slab, type, s, n));
+    }
     if (!s || new_bytes(L, type, s, n, &o) < 0)
         return L->status;
     return push(L, o);
@@ -835,7 +851,9 @@ static int setitems_from(loader *L, size_t k)
     }
     mproc_obj *d = L->stack[k - 1];
     size_t i = k;
-    int r = 0;
+    /* Room for the batch at once (a batch is at most what the stack
+     * holds, already counted against the limit). */
+    int r = mproc__table_reserve(&d->u.t, (L->sn - k) / 2) < 0 ? nomem(L) : 0;
     for (; i < L->sn && r == 0; i += 2)
         r = set_item(L, d, L->stack[i], L->stack[i + 1]);
     /* Items not yet taken are still the stack's. */
@@ -857,39 +875,36 @@ static int additems_from(loader *L, size_t k, mproc_obj *s)
     return r;
 }
 
+/* A new container o (LIST, DICT) put below the stack items from k on,
+ * which go into it next. */
+static int container_below(loader *L, size_t k, mproc_obj *o)
+{
+    if (new_container(L, o) < 0) {
+        drop_from(L, k);
+        return L->status;
+    }
+    memmove(L->stack + k + 1, L->stack + k,
+            (L->sn - 1 - k) * sizeof *L->stack);
+    L->stack[k] = o;
+    return 0;
+}
+
 static int op_mark_to(loader *L, unsigned char c)
 {
-    size_t k;
+    size_t k = 0;
     if (pop_mark(L, &k) < 0)
         return L->status;
     switch (c) {
     case 't':
         return tuple_from(L, k);
-    case 'l': {
-        mproc_obj *l = mproc_obj_list_new();
-        int r = new_container(L, l);
-        if (r < 0) {
-            drop_from(L, k);
-            return r;
-        }
-        /* The new list went on top: move it below its items. */
-        memmove(L->stack + k + 1, L->stack + k,
-                (L->sn - 1 - k) * sizeof *L->stack);
-        L->stack[k] = l;
+    case 'l':
+        if (container_below(L, k, mproc_obj_list_new()) < 0)
+            return L->status;
         return append_from(L, k + 1);
-    }
-    case 'd': {
-        mproc_obj *d = mproc_obj_dict_new();
-        int r = new_container(L, d);
-        if (r < 0) {
-            drop_from(L, k);
-            return r;
-        }
-        memmove(L->stack + k + 1, L->stack + k,
-                (L->sn - 1 - k) * sizeof *L->stack);
-        L->stack[k] = d;
+    case 'd':
+        if (container_below(L, k, mproc_obj_dict_new()) < 0)
+            return L->status;
         return setitems_from(L, k + 1);
-    }
     case 'e':
         return append_from(L, k);
     case 'u':
@@ -947,7 +962,7 @@ static int op_reduce(loader *L, bool newobj, bool ex)
 static int op_global_text(loader *L)
 {
     char module[256], name[256];
-    size_t mn, nn;
+    size_t mn = 0, nn = 0;
     if (take_line(L, module, sizeof module, &mn) < 0 ||
         take_line(L, name, sizeof name, &nn) < 0)
         return L->status;
@@ -983,7 +998,7 @@ static int op_pop(loader *L)
         mproc_obj_unref(L->stack[--L->sn]);
         return 0;
     }
-    size_t k;
+    size_t k = 0;
     return pop_mark(L, &k);
 }
 
@@ -997,6 +1012,16 @@ static int op_mark(loader *L)
     return 0;
 }
 
+static int push_int(loader *L, int64_t v)
+{
+    if (charge(L, OBJ_COST) < 0)
+        return L->status;
+    mproc_obj *o = mproc__slab_alloc(&L->slab, MPROC_OBJ_INT, 0);
+    if (o)
+        o->u.i.v = v;
+    return push(L, o);
+}
+
 static int op_binary(loader *L, unsigned char c)
 {
     uint64_t v = 0;
@@ -1004,15 +1029,15 @@ static int op_binary(loader *L, unsigned char c)
     case 'J':
         if (take_le(L, 4, &v) < 0)
             return L->status;
-        return push(L, mproc_obj_int((int32_t)(uint32_t)v));
+        return push_int(L, (int32_t)(uint32_t)v);
     case 'K':
         if (take_le(L, 1, &v) < 0)
             return L->status;
-        return push(L, mproc_obj_int((int64_t)v));
+        return push_int(L, (int64_t)v);
     case 'M':
         if (take_le(L, 2, &v) < 0)
             return L->status;
-        return push(L, mproc_obj_int((int64_t)v));
+        return push_int(L, (int64_t)v);
     case 0x8a:
         if (take_le(L, 1, &v) < 0)
             return L->status;
@@ -1030,9 +1055,12 @@ static int op_binary(loader *L, unsigned char c)
         uint64_t u = 0;
         for (int i = 0; i < 8; i++)
             u = u << 8 | q[i];
-        double d;
-        memcpy(&d, &u, 8);
-        return push(L, mproc_obj_float(d));
+        if (charge(L, OBJ_COST) < 0)
+            return L->status;
+        mproc_obj *o = mproc__slab_alloc(&L->slab, MPROC_OBJ_FLOAT, 0);
+        if (o)
+            memcpy(&o->u.f, &u, 8);
+        return push(L, o);
     }
     case 'T':
     case 'B':
@@ -1139,7 +1167,7 @@ static int step(loader *L)
         return fail(L, "truncated: no STOP");
     const unsigned char *q = take(L, 1);
     unsigned char c = L->opc = *q;
-    uint64_t v;
+    uint64_t v = 0;
     switch (c) {
     case '.':
         return L->sn > fence(L) ? 1 : fail(L, "STOP with an empty stack");
@@ -1158,7 +1186,9 @@ static int step(loader *L)
         return op_mark_to(L, c);
     case '2': {
         mproc_obj *o = top(L);
-        return o ? push(L, mproc_obj_ref(o)) : L->status;
+        if (o && has_children(o))
+            L->shared = true;
+        return o ? push(L, own(o)) : L->status;
     }
     case 'N':
         return push(L, mproc_obj_none());
@@ -1292,10 +1322,14 @@ static mproc_obj *child(const mproc_obj *o, size_t i)
 enum { WHITE, GREY, BLACK };
 
 /* Walks the value depth first without recursion: a value met again while
- * it is being walked is a cycle; heights bound the nesting. */
+ * it is being walked is a cycle; heights bound the nesting. Not needed
+ * when no container was pushed twice (a cycle needs a second reference
+ * to the container it closes on) and there are too few containers to
+ * nest past the limit. */
 static int check_value(loader *L, mproc_obj *root)
 {
-    if (!has_children(root))
+    if (!has_children(root) ||
+        (!L->shared && L->containers <= L->max_depth))
         return 0;
     typedef struct {
         mproc_obj *o;
@@ -1311,6 +1345,10 @@ static int check_value(loader *L, mproc_obj *root)
     st[n++] = (frame){root, 0};
     while (n && r == 0) {
         frame *f = &st[n - 1];
+        if (f->o->type == MPROC_OBJ_LIST || f->o->type == MPROC_OBJ_TUPLE)
+            while (f->next < f->o->u.seq.n &&
+                   !has_children(f->o->u.seq.items[f->next]))
+                f->next++; /* leaves: nothing to walk */
         mproc_obj *c = child(f->o, f->next++);
         if (!c) {
             f->o->mark = BLACK;
@@ -1358,6 +1396,7 @@ static void finish(loader *L, bool failed)
         mproc_obj_unref(o);
         o = next;
     }
+    mproc__slab_done(L->slab);
     free(L->stack);
     free(L->marks);
     free(L->memo);
@@ -1388,7 +1427,7 @@ int mproc_pickle_loads(const void *data, size_t len,
         ;
     mproc_obj *result = NULL;
     if (r > 0) {
-        result = mproc_obj_ref(L.stack[L.sn - 1]);
+        result = own(L.stack[L.sn - 1]);
         r = check_value(&L, result);
     }
     if (r < 0) {
