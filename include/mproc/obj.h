@@ -296,6 +296,9 @@ typedef struct mproc_pickle_limits {
  * with the shapes Python writes. A hostile stream never crashes, hangs or
  * takes more than limits allow (NULL limits take every default).
  *
+ * Small leaf values of the result share 64 KiB blocks, each freed with
+ * the last of its values (docs/values.md).
+ *
  * Returns 0; MPROC_EPICKLE for anything else (a truncated or malformed
  * stream, an opcode or global not allowed, invalid UTF-8, a value that
  * contains itself, a limit passed), with a message naming the opcode or

@@ -2,12 +2,14 @@
  * obj/cmp.c - Python's == and hash() on values. Numbers compare by value
  * across bool, int and float and hash as CPython does (so dict keys 1,
  * 1.0 and True are one key); tuples and frozensets hash with CPython's
- * own combinations; str and bytes with a hash of our own (CPython's is
- * randomized per process). Recursion is bounded by MPROC_OBJ_MAX_DEPTH.
+ * own combinations; str and bytes with a keyed hash of our own, its key
+ * random per process (CPython's is randomized per process too). Recursion is
+ * bounded by MPROC_OBJ_MAX_DEPTH.
  */
 #include "obj/obj_impl.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 static bool is_num(const mproc_obj *o)
@@ -132,10 +134,23 @@ int mproc_obj_eq(const mproc_obj *a, const mproc_obj *b)
 
 /* ---- hashing ---------------------------------------------------------- */
 
+/* A key chosen at random once per process (as Python does with
+ * PYTHONHASHSEED): a peer cannot pick str or bytes keys that collide in
+ * a dict to make inserting them quadratic. */
+static uint64_t hash_key;
+static pthread_once_t hash_key_once = PTHREAD_ONCE_INIT;
+
+static void make_hash_key(void)
+{
+    if (mproc__random(&hash_key, sizeof hash_key) < 0)
+        hash_key = (uint64_t)(uintptr_t)&hash_key * 0x9e3779b97f4a7c15ull;
+}
+
 static int64_t hash_bytes(const void *p, size_t n, uint64_t seed)
 {
     const unsigned char *s = p;
-    uint64_t h = seed ^ (n * 0x9e3779b97f4a7c15ull);
+    pthread_once(&hash_key_once, make_hash_key);
+    uint64_t h = (seed ^ hash_key) ^ (n * 0x9e3779b97f4a7c15ull);
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
         uint64_t w;

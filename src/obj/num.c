@@ -123,7 +123,7 @@ void mproc__int_decimal(const mproc_obj *o, mproc__buf *b)
         mproc__buf_put(b, "-", 1);
     int k = snprintf(tmp, sizeof tmp, "%u", nd ? dec[nd - 1] : 0u);
     mproc__buf_put(b, tmp, (size_t)k);
-    for (size_t j = nd - 1; j-- > 0;) {
+    for (size_t j = nd ? nd - 1 : 0; j-- > 0;) {
         k = snprintf(tmp, sizeof tmp, "%09u", dec[j]);
         mproc__buf_put(b, tmp, (size_t)k);
     }

@@ -45,8 +45,8 @@ static mproc__slab *slab_cache[SLAB_CACHE];
 static mproc__slab *slab_new(void)
 {
     for (int i = 0; i < SLAB_CACHE; i++) {
-        mproc__slab *s = __atomic_exchange_n(&slab_cache[i], NULL,
-                                             __ATOMIC_ACQUIRE);
+        mproc__slab *s =
+            __atomic_exchange_n(&slab_cache[i], NULL, __ATOMIC_ACQUIRE);
         if (s)
             return s;
     }
@@ -78,11 +78,11 @@ mproc_obj *mproc__slab_alloc(mproc__slab **sp, mproc_obj_type type,
         return mproc__obj_alloc(type, extra);
     /* Only the part of the union the type uses; str and bytes data follow
      * the whole object (o + 1). */
-    size_t body = type == MPROC_OBJ_INT     ? offsetof(mproc_obj, u) +
-                                              sizeof(((mproc_obj *)0)->u.i)
-                  : type == MPROC_OBJ_FLOAT ? offsetof(mproc_obj, u) +
-                                                  sizeof(double)
-                                            : sizeof(mproc_obj) + extra;
+    size_t body = type == MPROC_OBJ_INT
+                      ? offsetof(mproc_obj, u) + sizeof(((mproc_obj *)0)->u.i)
+                  : type == MPROC_OBJ_FLOAT
+                      ? offsetof(mproc_obj, u) + sizeof(double)
+                      : sizeof(mproc_obj) + extra;
     size_t need = (body + 15) & ~(size_t)15;
     mproc__slab *s = *sp;
     if (!s || SLAB_BYTES - s->used < need) {

@@ -77,8 +77,8 @@ typedef struct mproc__slab {
 } mproc__slab;
 
 /* A value of type carved from *slab (a new block when it is full or
- * NULL; values too big, or slab NULL, get a malloc of their own). The caller, which
- * owns the block's extra count, ends with mproc__slab_done. The value's
+ * NULL; values too big, or slab NULL, get a malloc of their own). The caller,
+ * which owns the block's extra count, ends with mproc__slab_done. The value's
  * count is 1; NULL when out of memory. */
 mproc_obj *mproc__slab_alloc(mproc__slab **slab, mproc_obj_type type,
                              size_t extra);

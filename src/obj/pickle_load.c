@@ -39,10 +39,10 @@ typedef struct loader {
     size_t mn, mcap;
     mproc_obj **memo;
     size_t memocap, memo_count;
-    mproc_obj *made; /* changeable containers, one reference each */
+    mproc_obj *made;   /* changeable containers, one reference each */
     mproc__slab *slab; /* where small leaf values are carved from */
-    size_t containers;  /* pushed (an upper bound of those made) */
-    bool shared;        /* a container was pushed again (GET, DUP) */
+    size_t containers; /* pushed (an upper bound of those made) */
+    bool shared;       /* a container was pushed again (GET, DUP) */
     size_t bytes, max_bytes, max_memo, max_depth;
     char *err;
     size_t errcap;
@@ -235,10 +235,10 @@ static int memo_put(loader *L, uint64_t i)
             cap *= 2;
         if (charge(L, (cap - L->memocap) * sizeof(mproc_obj *)) < 0)
             return L->status;
-        mproc_obj **m = realloc(L->memo, cap * sizeof *m);
+        mproc_obj **m = realloc(L->memo, cap * sizeof(mproc_obj *));
         if (!m)
             return nomem(L);
-        memset(m + L->memocap, 0, (cap - L->memocap) * sizeof *m);
+        memset(m + L->memocap, 0, (cap - L->memocap) * sizeof(mproc_obj *));
         L->memo = m;
         L->memocap = cap;
     }
@@ -497,16 +497,13 @@ static int apply(loader *L, const mproc_obj *g, mproc_obj *args, bool newobj,
             return new_bytes(L, MPROC_OBJ_BYTES, NULL, 0, out);
         break;
     case G_BYTEARRAY:
-        if (newobj)
-            bad = true;
-        else if (n == 0)
+        if (!newobj && n == 0)
             return new_bytes(L, MPROC_OBJ_BYTEARRAY, NULL, 0, out);
-        else if (n == 1 && a0->type == MPROC_OBJ_BYTES)
+        if (!newobj && n == 1 && a0->type == MPROC_OBJ_BYTES)
             return new_bytes(L, MPROC_OBJ_BYTEARRAY, a0->u.s.p, a0->u.s.n, out);
-        else if (n == 2 && a0->type == MPROC_OBJ_STR && latin1_name(a1))
+        if (!newobj && n == 2 && a0->type == MPROC_OBJ_STR && latin1_name(a1))
             return latin1_bytes(L, a0, MPROC_OBJ_BYTEARRAY, out);
-        else
-            bad = true;
+        bad = true;
         break;
     case G_ENCODE:
         if (!newobj && n == 2 && a0->type == MPROC_OBJ_STR && latin1_name(a1))
@@ -836,7 +833,8 @@ static int append_from(loader *L, size_t k)
         return L->status ? L->status : nomem(L);
     }
     if (n)
-        memcpy(l->u.seq.items + l->u.seq.n, L->stack + k, n * sizeof *L->stack);
+        memcpy(l->u.seq.items + l->u.seq.n, L->stack + k,
+               n * sizeof(mproc_obj *));
     l->u.seq.n += n;
     L->sn = k;
     return 0;
@@ -884,7 +882,7 @@ static int container_below(loader *L, size_t k, mproc_obj *o)
         return L->status;
     }
     memmove(L->stack + k + 1, L->stack + k,
-            (L->sn - 1 - k) * sizeof *L->stack);
+            (L->sn - 1 - k) * sizeof(mproc_obj *));
     L->stack[k] = o;
     return 0;
 }
@@ -1328,8 +1326,7 @@ enum { WHITE, GREY, BLACK };
  * nest past the limit. */
 static int check_value(loader *L, mproc_obj *root)
 {
-    if (!has_children(root) ||
-        (!L->shared && L->containers <= L->max_depth))
+    if (!has_children(root) || (!L->shared && L->containers <= L->max_depth))
         return 0;
     typedef struct {
         mproc_obj *o;
