@@ -21,10 +21,12 @@ static mproc_obj false_obj = {
  * ours alone (nobody else can add to it): no atomic operation needed. */
 static void drop_to(mproc_obj *c, mproc_obj **todo)
 {
-    if (!c || c->refs == MPROC__OBJ_STATIC)
+    if (!c)
         return;
-    if (__atomic_load_n(&c->refs, __ATOMIC_ACQUIRE) == 1 ||
-        __atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+    size_t refs = __atomic_load_n(&c->refs, __ATOMIC_ACQUIRE);
+    if (refs == MPROC__OBJ_STATIC)
+        return;
+    if (refs == 1 || __atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) == 0) {
         c->next = *todo;
         *todo = c;
     }
@@ -211,7 +213,7 @@ mproc_obj *mproc__obj_alloc(mproc_obj_type type, size_t extra)
 
 mproc_obj *mproc_obj_ref(mproc_obj *o)
 {
-    if (o && o->refs != MPROC__OBJ_STATIC)
+    if (o && __atomic_load_n(&o->refs, __ATOMIC_RELAXED) != MPROC__OBJ_STATIC)
         __atomic_add_fetch(&o->refs, 1, __ATOMIC_RELAXED);
     return o;
 }

@@ -219,6 +219,21 @@ static int dump_table_keys(dumper *d, const mproc__table *t, size_t i, size_t k,
     return 0;
 }
 
+/* A table's keys in batches: MARK keys end_op. */
+static int dump_key_batches(dumper *d, const mproc__table *t,
+                            unsigned char end_op, int depth)
+{
+    for (size_t i = 0; i < t->n; i += BATCH) {
+        size_t k = t->n - i < BATCH ? t->n - i : BATCH;
+        op(d->b, '(');
+        int r = dump_table_keys(d, t, i, k, depth);
+        if (r < 0)
+            return r;
+        op(d->b, end_op);
+    }
+    return 0;
+}
+
 static int dump_dict(dumper *d, const mproc_obj *o, int depth)
 {
     const mproc__table *t = &o->u.t;
@@ -251,27 +266,14 @@ static int dump_set(dumper *d, const mproc_obj *o, int depth)
     }
     if (d->proto >= 4) {
         op(d->b, 0x8f);
-        for (size_t i = 0; i < t->n; i += BATCH) {
-            size_t k = t->n - i < BATCH ? t->n - i : BATCH;
-            op(d->b, '(');
-            int r = dump_table_keys(d, t, i, k, depth);
-            if (r < 0)
-                return r;
-            op(d->b, 0x90);
-        }
-        return 0;
+        return dump_key_batches(d, t, 0x90, depth); /* ADDITEMS */
     }
     /* set([items]) / frozenset([items]) through REDUCE. */
     dump_global(d, "builtins", frozen ? "frozenset" : "set");
     op(d->b, ']');
-    for (size_t i = 0; i < t->n; i += BATCH) {
-        size_t k = t->n - i < BATCH ? t->n - i : BATCH;
-        op(d->b, '(');
-        int r = dump_table_keys(d, t, i, k, depth);
-        if (r < 0)
-            return r;
-        op(d->b, 'e');
-    }
+    int r = dump_key_batches(d, t, 'e', depth); /* APPENDS */
+    if (r < 0)
+        return r;
     op(d->b, 0x85);
     op(d->b, 'R');
     return 0;
