@@ -10,6 +10,7 @@
 #include "mproc/error.h"
 #include "mproc/log.h"
 #include "mproc/args.h"
+#include "mproc/obj.h"
 #include "mproc/process.h"
 #include "mproc/pool.h"
 #include "mproc/util.h"

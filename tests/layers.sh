@@ -2,7 +2,7 @@
 # The source tree's layers, checked on the built objects: every call from
 # one file of src/ into another goes down the stack, never up or around.
 #
-#   os  <  core  <  process  <  sync, conn, queue  <  shm  <  pool
+#   os  <  core  <  obj  <  process  <  sync, conn, queue  <  shm  <  pool
 #
 # Inside core/ and process/ the files are ordered too (see core/core.h and
 # process/process.h); inside the other folders files may call each other.
@@ -17,15 +17,16 @@ rank() { # folder/file -> "folder-rank file-rank"
     core/self|core/util|core/finalize) echo "1 1" ;;
     core/resolve|core/log) echo "1 2" ;;
     core/args) echo "1 3" ;;
-    process/process) echo "2 0" ;;
-    process/boot) echo "2 1" ;;
-    process/spawn) echo "2 2" ;;
-    process/entry) echo "2 3" ;;
-    process/forkserver) echo "2 4" ;;
-    process/start) echo "2 5" ;;
-    sync/*|conn/*|queue/*) echo "3 -1" ;;
-    shm/*) echo "4 -1" ;;
-    pool/*) echo "5 -1" ;;
+    obj/*) echo "2 -1" ;;
+    process/process) echo "3 0" ;;
+    process/boot) echo "3 1" ;;
+    process/spawn) echo "3 2" ;;
+    process/entry) echo "3 3" ;;
+    process/forkserver) echo "3 4" ;;
+    process/start) echo "3 5" ;;
+    sync/*|conn/*|queue/*) echo "4 -1" ;;
+    shm/*) echo "5 -1" ;;
+    pool/*) echo "6 -1" ;;
     *) echo "unranked" ;;
   esac
 }

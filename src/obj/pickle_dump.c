@@ -1,0 +1,441 @@
+/*
+ * obj/pickle_dump.c - values to pickle bytes, protocols 2 to 5, in the
+ * forms CPython writes them: opcodes of the protocol where it has them
+ * (BINBYTES from 3, SHORT_BINUNICODE, EMPTY_SET and FROZENSET from 4,
+ * BYTEARRAY8 from 5), the global + REDUCE forms before that (sets,
+ * frozensets, bytes and bytearray under protocol 2 as Python 3 writes them
+ * for Python 2), lists, dicts and sets in batches of 1000. No memo and no
+ * frames: both are optional for a reader.
+ */
+#include "obj/obj_impl.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define BATCH 1000
+
+typedef struct dumper {
+    mproc__buf *b;
+    int proto;
+} dumper;
+
+/* Room for n more bytes at b->p + b->len, or false (oom set). */
+static bool room(mproc__buf *b, size_t n)
+{
+    if (b->oom)
+        return false;
+    if (n <= b->cap - b->len)
+        return true;
+    if (n > SIZE_MAX / 4 - b->len) {
+        b->oom = true;
+        return false;
+    }
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap - b->len < n)
+        cap *= 2;
+    unsigned char *q = realloc(b->p, cap);
+    if (!q) {
+        b->oom = true;
+        return false;
+    }
+    b->p = q;
+    b->cap = cap;
+    return true;
+}
+
+static void op(mproc__buf *b, unsigned char c)
+{
+    if (room(b, 1))
+        b->p[b->len++] = c;
+}
+
+static void op_u8(mproc__buf *b, unsigned char c, unsigned char v)
+{
+    if (room(b, 2)) {
+        b->p[b->len] = c;
+        b->p[b->len + 1] = v;
+        b->len += 2;
+    }
+}
+
+static void le(mproc__buf *b, uint64_t v, int n)
+{
+    if (room(b, (size_t)n))
+        for (int i = 0; i < n; i++)
+            b->p[b->len++] = (unsigned char)(v >> (8 * i));
+}
+
+static void raw(mproc__buf *b, const void *p, size_t n)
+{
+    if (n && room(b, n)) {
+        memcpy(b->p + b->len, p, n);
+        b->len += n;
+    }
+}
+
+static void dump_small_int(mproc__buf *b, int64_t v)
+{
+    if (v >= 0 && v < 256) {
+        op_u8(b, 'K', (unsigned char)v);
+    } else if (v >= 0 && v < 65536) {
+        op(b, 'M');
+        le(b, (uint64_t)v, 2);
+    } else if (v >= INT32_MIN && v <= INT32_MAX) {
+        op(b, 'J');
+        le(b, (uint64_t)v, 4);
+    } else {
+        /* LONG1 with the fewest two's-complement bytes. */
+        int n = 8;
+        unsigned fill = v < 0 ? 0xff : 0;
+        while (n > 1 && ((uint64_t)v >> (8 * (n - 1)) & 0xff) == fill &&
+               (((uint64_t)v >> (8 * (n - 2)) & 0x80) != 0) == (v < 0))
+            n--;
+        op_u8(b, 0x8a, (unsigned char)n);
+        le(b, (uint64_t)v, n);
+    }
+}
+
+/* The opcode and length of n bytes of str or bytes, then the bytes: the
+ * one-byte length form (op1, 0 when the protocol has none), the 4-byte
+ * form, or from protocol 4 the 8-byte one; -EOVERFLOW beyond. */
+static int dump_sized(dumper *d, const void *p, size_t n, unsigned char op1,
+                      unsigned char op4, unsigned char op8)
+{
+    mproc__buf *b = d->b;
+    if (op1 && n < 256) {
+        op_u8(b, op1, (unsigned char)n);
+    } else if (n <= UINT32_MAX) {
+        op(b, op4);
+        le(b, n, 4);
+    } else if (d->proto >= 4) {
+        op(b, op8);
+        le(b, n, 8);
+    } else {
+        return -EOVERFLOW;
+    }
+    raw(b, p, n);
+    return 0;
+}
+
+static int dump_str(dumper *d, const char *s, size_t n)
+{
+    return dump_sized(d, s, n, d->proto >= 4 ? 0x8c : 0, 'X', 0x8d);
+}
+
+/* bytes as the str of the code points 0-255 (latin-1), for protocol 2. */
+static int dump_latin1(dumper *d, const unsigned char *p, size_t n)
+{
+    mproc__buf t = {0};
+    for (size_t i = 0; i < n; i++)
+        mproc__utf8_put(&t, p[i]);
+    int r = t.oom ? -ENOMEM : dump_str(d, (const char *)t.p, t.len);
+    mproc__buf_free(&t);
+    return r;
+}
+
+static void dump_global(dumper *d, const char *module, const char *name)
+{
+    mproc__buf *b = d->b;
+    if (d->proto < 3) {
+        /* What Python 3 writes for Python 2 (fix_imports). */
+        if (strcmp(module, "builtins") == 0)
+            module =
+                mproc__is_exception_name(name) ? "exceptions" : "__builtin__";
+        else if (strcmp(module, "copyreg") == 0)
+            module = "copy_reg";
+    }
+    if (d->proto >= 4) {
+        (void)dump_str(d, module, strlen(module));
+        (void)dump_str(d, name, strlen(name));
+        op(b, 0x93);
+        return;
+    }
+    op(b, 'c');
+    raw(b, module, strlen(module));
+    op(b, '\n');
+    raw(b, name, strlen(name));
+    op(b, '\n');
+}
+
+static int dump(dumper *d, const mproc_obj *o, int depth);
+
+/* The common case written straight: an int of 0 to 65535 (what
+ * dump_small_int writes for it, without a bounds check per byte). */
+static bool dump_fast_int(mproc__buf *b, const mproc_obj *o)
+{
+    if (o->type != MPROC_OBJ_INT || o->u.i.big || o->u.i.v < 0 ||
+        o->u.i.v > 65535 || !room(b, 3))
+        return false;
+    unsigned char *p = b->p + b->len;
+    unsigned v = (unsigned)o->u.i.v;
+    if (v < 256) {
+        p[0] = 'K';
+        p[1] = (unsigned char)v;
+        b->len += 2;
+    } else {
+        p[0] = 'M';
+        p[1] = (unsigned char)v;
+        p[2] = (unsigned char)(v >> 8);
+        b->len += 3;
+    }
+    return true;
+}
+
+static int dump_items(dumper *d, mproc_obj *const *items, size_t n, int depth)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (dump_fast_int(d->b, items[i]))
+            continue;
+        int r = dump(d, items[i], depth + 1);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+/* Items appended in batches: MARK items APPENDS (one item: item APPEND). */
+static int dump_appends(dumper *d, mproc_obj *const *items, size_t n, int depth)
+{
+    for (size_t i = 0; i < n; i += BATCH) {
+        size_t k = n - i < BATCH ? n - i : BATCH;
+        if (k > 1)
+            op(d->b, '(');
+        int r = dump_items(d, items + i, k, depth);
+        if (r < 0)
+            return r;
+        op(d->b, k > 1 ? 'e' : 'a');
+    }
+    return 0;
+}
+
+static int dump_table_keys(dumper *d, const mproc__table *t, size_t i, size_t k,
+                           int depth)
+{
+    for (size_t j = i; j < i + k; j++) {
+        int r = dump(d, t->e[j].key, depth + 1);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+/* A table's keys in batches: MARK keys end_op. */
+static int dump_key_batches(dumper *d, const mproc__table *t,
+                            unsigned char end_op, int depth)
+{
+    for (size_t i = 0; i < t->n; i += BATCH) {
+        size_t k = t->n - i < BATCH ? t->n - i : BATCH;
+        op(d->b, '(');
+        int r = dump_table_keys(d, t, i, k, depth);
+        if (r < 0)
+            return r;
+        op(d->b, end_op);
+    }
+    return 0;
+}
+
+static int dump_dict(dumper *d, const mproc_obj *o, int depth)
+{
+    const mproc__table *t = &o->u.t;
+    op(d->b, '}');
+    for (size_t i = 0; i < t->n; i += BATCH) {
+        size_t k = t->n - i < BATCH ? t->n - i : BATCH;
+        if (k > 1)
+            op(d->b, '(');
+        for (size_t j = i; j < i + k; j++) {
+            int r = dump(d, t->e[j].key, depth + 1);
+            if (r == 0)
+                r = dump(d, t->e[j].value, depth + 1);
+            if (r < 0)
+                return r;
+        }
+        op(d->b, k > 1 ? 'u' : 's');
+    }
+    return 0;
+}
+
+static int dump_set(dumper *d, const mproc_obj *o, int depth)
+{
+    const mproc__table *t = &o->u.t;
+    bool frozen = o->type == MPROC_OBJ_FROZENSET;
+    if (d->proto >= 4 && frozen) {
+        op(d->b, '(');
+        int r = dump_table_keys(d, t, 0, t->n, depth);
+        op(d->b, 0x91);
+        return r;
+    }
+    if (d->proto >= 4) {
+        op(d->b, 0x8f);
+        return dump_key_batches(d, t, 0x90, depth); /* ADDITEMS */
+    }
+    /* set([items]) / frozenset([items]) through REDUCE. */
+    dump_global(d, "builtins", frozen ? "frozenset" : "set");
+    op(d->b, ']');
+    int r = dump_key_batches(d, t, 'e', depth); /* APPENDS */
+    if (r < 0)
+        return r;
+    op(d->b, 0x85);
+    op(d->b, 'R');
+    return 0;
+}
+
+static int dump_bytes(dumper *d, const mproc_obj *o)
+{
+    mproc__buf *b = d->b;
+    const unsigned char *p = (const unsigned char *)o->u.s.p;
+    size_t n = o->u.s.n;
+    if (o->type == MPROC_OBJ_BYTEARRAY && d->proto >= 5) {
+        op(b, 0x96);
+        le(b, n, 8);
+        raw(b, p, n);
+        return 0;
+    }
+    if (o->type == MPROC_OBJ_BYTEARRAY)
+        dump_global(d, "builtins", "bytearray");
+    int r = 0;
+    if (d->proto >= 3) {
+        r = dump_sized(d, p, n, 'C', 'B', 0x8e);
+        if (r < 0)
+            return r;
+        if (o->type == MPROC_OBJ_BYTEARRAY) {
+            op(b, 0x85);
+            op(b, 'R');
+        }
+        return 0;
+    }
+    /* Protocol 2: _codecs.encode(latin-1 str, 'latin1'), bytes() when
+     * empty; bytearray(latin-1 str, 'latin-1'). */
+    if (o->type == MPROC_OBJ_BYTES && n == 0) {
+        dump_global(d, "builtins", "bytes");
+        op(b, ')');
+        op(b, 'R');
+        return 0;
+    }
+    if (o->type == MPROC_OBJ_BYTES)
+        dump_global(d, "_codecs", "encode");
+    r = dump_latin1(d, p, n);
+    if (r == 0)
+        r = o->type == MPROC_OBJ_BYTES ? dump_str(d, "latin1", 6)
+                                       : dump_str(d, "latin-1", 7);
+    op(b, 0x86);
+    op(b, 'R');
+    return r;
+}
+
+static int dump_reduce(dumper *d, const mproc_obj *o, int depth)
+{
+    dump_global(d, o->u.red.module, o->u.red.name);
+    int r = 0;
+    if (o->u.red.args) {
+        r = dump(d, o->u.red.args, depth + 1);
+        op(d->b, o->newobj ? 0x81 : 'R');
+    }
+    if (r == 0 && o->u.red.state) {
+        r = dump(d, o->u.red.state, depth + 1);
+        op(d->b, 'b');
+    }
+    return r;
+}
+
+static int dump(dumper *d, const mproc_obj *o, int depth)
+{
+    if (depth >= MPROC_OBJ_MAX_DEPTH)
+        return -ELOOP;
+    mproc__buf *b = d->b;
+    switch ((mproc_obj_type)o->type) {
+    case MPROC_OBJ_NONE:
+        op(b, 'N');
+        return 0;
+    case MPROC_OBJ_BOOL:
+        op(b, o->u.b ? 0x88 : 0x89);
+        return 0;
+    case MPROC_OBJ_INT:
+        if (!o->u.i.big) {
+            dump_small_int(b, o->u.i.v);
+        } else if (o->u.i.nbig < 256) {
+            op_u8(b, 0x8a, (unsigned char)o->u.i.nbig);
+            raw(b, o->u.i.big, o->u.i.nbig);
+        } else if (o->u.i.nbig <= INT32_MAX) {
+            op(b, 0x8b);
+            le(b, o->u.i.nbig, 4);
+            raw(b, o->u.i.big, o->u.i.nbig);
+        } else {
+            return -EOVERFLOW;
+        }
+        return 0;
+    case MPROC_OBJ_FLOAT: {
+        uint64_t u;
+        memcpy(&u, &o->u.f, 8);
+        if (room(b, 9)) {
+            b->p[b->len++] = 'G';
+            for (int i = 7; i >= 0; i--)
+                b->p[b->len++] = (unsigned char)(u >> (8 * i));
+        }
+        return 0;
+    }
+    case MPROC_OBJ_STR:
+        return dump_str(d, o->u.s.p, o->u.s.n);
+    case MPROC_OBJ_BYTES:
+    case MPROC_OBJ_BYTEARRAY:
+        return dump_bytes(d, o);
+    case MPROC_OBJ_TUPLE: {
+        size_t n = o->u.seq.n;
+        if (n == 0) {
+            op(b, ')');
+            return 0;
+        }
+        if (n > 3)
+            op(b, '(');
+        int r = dump_items(d, o->u.seq.items, n, depth);
+        op(b, n > 3 ? 't' : (unsigned char)(0x84 + n));
+        return r;
+    }
+    case MPROC_OBJ_LIST:
+        op(b, ']');
+        return dump_appends(d, o->u.seq.items, o->u.seq.n, depth);
+    case MPROC_OBJ_DICT:
+        return dump_dict(d, o, depth);
+    case MPROC_OBJ_SET:
+    case MPROC_OBJ_FROZENSET:
+        return dump_set(d, o, depth);
+    case MPROC_OBJ_REDUCE:
+        return dump_reduce(d, o, depth);
+    }
+    return -EINVAL;
+}
+
+int mproc__pickle_dump(const mproc_obj *o, int protocol, mproc__buf *b)
+{
+    if (protocol == -1)
+        protocol = MPROC_PICKLE_HIGHEST_PROTOCOL;
+    if (!o || !b || protocol < 2 || protocol > MPROC_PICKLE_HIGHEST_PROTOCOL)
+        return -EINVAL;
+    dumper d = {b, protocol};
+    size_t start = b->len;
+    op_u8(b, 0x80, (unsigned char)protocol);
+    int r = dump(&d, o, 0);
+    op(b, '.');
+    if (r == 0 && b->oom)
+        r = -ENOMEM;
+    if (r < 0 && !b->oom)
+        b->len = start;
+    return r;
+}
+
+int mproc_pickle_dumps(const mproc_obj *o, int protocol, void **buf,
+                       size_t *len)
+{
+    if (!buf || !len)
+        return -EINVAL;
+    *buf = NULL;
+    *len = 0;
+    mproc__buf b = {0};
+    int r = mproc__pickle_dump(o, protocol, &b);
+    if (r < 0) {
+        mproc__buf_free(&b);
+        return r;
+    }
+    *buf = b.p;
+    *len = b.len;
+    return 0;
+}

@@ -1,0 +1,1127 @@
+/*
+ * test_obj.c - values (mproc/obj.h) and the pickle codec. The model:
+ * constructors, UTF-8 checks, big ints, dict keys as Python merges them
+ * (1 == 1.0 == True), ownership on every failure path; Python's hash
+ * values and exact repr strings; values nested far deeper than the C
+ * stack could recurse. The codec: every protocol round-trips, CPython's
+ * own bytes decode, and hostile streams (truncated at every byte, bit
+ * flips, unknown globals and opcodes, depth, memo and memory bombs,
+ * self-containing values) fail with MPROC_EPICKLE and a message, never
+ * crash, hang or leak. Against every installed CPython (2.7, 3.6-3.13,
+ * tests/py/pickle_peer.py): thousands of random nested values pickled
+ * with every protocol the interpreter has are decoded, re-encoded and
+ * unpickled there to an equal value, and their repr is Python 3.13's.
+ */
+#include "harness.h"
+
+#include <fcntl.h>
+#include <math.h>
+#include <pthread.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+static char *repr_of(const mproc_obj *o)
+{
+    char *s = NULL;
+    CHECK_OK(mproc_obj_repr(o, &s, NULL));
+    return s;
+}
+
+#define CHECK_REPR(o, want)                                                    \
+    do {                                                                       \
+        mproc_obj *o_ = (o);                                                   \
+        CHECK(o_ != NULL);                                                     \
+        char *s_ = repr_of(o_);                                                \
+        CHECK_STR(s_, want);                                                   \
+        free(s_);                                                              \
+        mproc_obj_unref(o_);                                                   \
+    } while (0)
+
+static mproc_obj *big(const char *dec)
+{
+    mproc_obj *o = mproc_obj_int_from_str(dec);
+    CHECK(o != NULL);
+    return o;
+}
+
+/* ---- the model -------------------------------------------------------- */
+
+static void test_scalars(void)
+{
+    int64_t v;
+    mproc_obj *i = mproc_obj_int(-5);
+    CHECK_EQ(mproc_obj_type_of(i), MPROC_OBJ_INT);
+    CHECK_OK(mproc_obj_int_value(i, &v));
+    CHECK_EQ(v, -5);
+    CHECK_STR(mproc_obj_type_name(i), "int");
+    mproc_obj_unref(i);
+
+    /* 2**70 and -2**200 from bytes and from text are the same value. */
+    unsigned char b70[10] = {0};
+    b70[8] = 0x40;
+    mproc_obj *a = mproc_obj_int_from_bytes(b70, sizeof b70);
+    mproc_obj *t = big("1180591620717411303424");
+    CHECK_EQ(mproc_obj_eq(a, t), 1);
+    CHECK_ERR(mproc_obj_int_value(a, &v), -ERANGE);
+    unsigned char out[16];
+    CHECK_EQ(mproc_obj_int_bytes(a, out, sizeof out), 9);
+    CHECK(out[8] == 0x40);
+    double d;
+    CHECK_OK(mproc_obj_float_value(a, &d));
+    CHECK(d == ldexp(1, 70));
+    mproc_obj *f = mproc_obj_float(ldexp(1, 70));
+    CHECK_EQ(mproc_obj_eq(a, f), 1);
+    mproc_obj *f2 = mproc_obj_float(ldexp(1, 70) + ldexp(1, 18));
+    CHECK_EQ(mproc_obj_eq(a, f2), 0);
+    mproc_obj_unref(f2);
+    mproc_obj_unref(f);
+    mproc_obj_unref(a);
+    mproc_obj_unref(t);
+    CHECK_REPR(big("-1606938044258990275541962092341162602522202993782792"
+                   "835301376"),
+               "-1606938044258990275541962092341162602522202993782792835301"
+               "376");
+    /* Redundant sign bytes are dropped: 8 bytes of -1 is -1, int64. */
+    unsigned char m1[12];
+    memset(m1, 0xff, sizeof m1);
+    a = mproc_obj_int_from_bytes(m1, sizeof m1);
+    CHECK_OK(mproc_obj_int_value(a, &v));
+    CHECK_EQ(v, -1);
+    CHECK_EQ(mproc_obj_int_bytes(a, NULL, 0), 1);
+    mproc_obj_unref(a);
+    a = mproc_obj_int_from_bytes(NULL, 0);
+    CHECK_OK(mproc_obj_int_value(a, &v));
+    CHECK_EQ(v, 0);
+    CHECK(!mproc_obj_truth(a));
+    CHECK_EQ(mproc_obj_int_bytes(a, NULL, 0), 0);
+    mproc_obj_unref(a);
+    CHECK(mproc_obj_int_from_str("12x") == NULL);
+    CHECK(mproc_obj_int_from_str("") == NULL);
+    CHECK(mproc_obj_int_from_str("-") == NULL);
+    /* int64's edges from text. */
+    a = big("-9223372036854775808");
+    CHECK_OK(mproc_obj_int_value(a, &v));
+    CHECK(v == INT64_MIN);
+    mproc_obj_unref(a);
+    a = big("9223372036854775808");
+    CHECK_ERR(mproc_obj_int_value(a, &v), -ERANGE);
+    mproc_obj_unref(a);
+    /* A big int past double's range. */
+    char huge[400];
+    memset(huge, '9', 320);
+    huge[320] = 0;
+    a = big(huge);
+    CHECK_ERR(mproc_obj_float_value(a, &d), -ERANGE);
+    mproc_obj_unref(a);
+
+    /* None, bools: static. */
+    CHECK(mproc_obj_none() == mproc_obj_none());
+    mproc_obj_unref(mproc_obj_none());
+    CHECK_EQ(mproc_obj_int_value(mproc_obj_bool(true), &v), 0);
+    CHECK_EQ(v, 1);
+    CHECK_ERR(mproc_obj_int_value(mproc_obj_none(), &v), MPROC_ETYPE);
+    CHECK_STR(mproc_obj_type_name(mproc_obj_none()), "NoneType");
+
+    /* str: UTF-8 checked, lone surrogates kept as Python has them. */
+    CHECK(mproc_obj_str("\xc3\xa9", 2) != NULL);
+    mproc_obj_unref(mproc_obj_str("\xc3\xa9", 2));
+    CHECK(mproc_obj_str("\xc3", 1) == NULL);             /* truncated */
+    CHECK(mproc_obj_str("\xc0\x80", 2) == NULL);         /* overlong */
+    CHECK(mproc_obj_str("\xf4\x90\x80\x80", 4) == NULL); /* > U+10FFFF */
+    CHECK(mproc_obj_str("\xff", 1) == NULL);
+    CHECK(mproc_obj_str(NULL, 1) == NULL);
+    mproc_obj *s = mproc_obj_str("\xed\xa0\x80", 3); /* U+D800 */
+    CHECK(s != NULL);
+    CHECK_REPR(s, "'\\ud800'");
+    s = mproc_obj_str("a\0b", 3);
+    size_t n;
+    CHECK(memcmp(mproc_obj_str_value(s, &n), "a\0b", 4) == 0);
+    CHECK_EQ(n, 3);
+    CHECK_EQ(mproc_obj_len(s), 3);
+    mproc_obj_unref(s);
+
+    mproc_obj *ba = mproc_obj_bytearray("ab", 2);
+    CHECK_OK(mproc_obj_bytearray_extend(ba, "cd", 2));
+    CHECK(memcmp(mproc_obj_bytes_value(ba, &n), "abcd", 4) == 0);
+    CHECK_EQ(n, 4);
+    mproc_obj *by = mproc_obj_bytes("abcd", 4);
+    CHECK_EQ(mproc_obj_eq(ba, by), 1); /* b'abcd' == bytearray(b'abcd') */
+    int64_t h;
+    CHECK_ERR(mproc_obj_hash(ba, &h), MPROC_ETYPE);
+    CHECK_ERR(mproc_obj_bytearray_extend(by, "x", 1), -EINVAL);
+    mproc_obj_unref(ba);
+    mproc_obj_unref(by);
+}
+
+static void test_containers(void)
+{
+    mproc_obj *d = mproc_obj_dict_new();
+    CHECK_OK(mproc_obj_dict_set(d, mproc_obj_int(1), mproc_obj_str_c("a")));
+    CHECK_OK(mproc_obj_dict_set(d, mproc_obj_str_c("k"), mproc_obj_int(2)));
+    /* 1.0 and True are the key 1: the first key stays, the value changes. */
+    CHECK_OK(mproc_obj_dict_set(d, mproc_obj_float(1.0), mproc_obj_str_c("b")));
+    CHECK_OK(mproc_obj_dict_set(d, mproc_obj_bool(true), mproc_obj_str_c("c")));
+    CHECK_EQ(mproc_obj_len(d), 2);
+    char *r = repr_of(d);
+    CHECK_STR(r, "{1: 'c', 'k': 2}");
+    free(r);
+    int64_t v;
+    CHECK_OK(mproc_obj_int_value(mproc_obj_dict_get_str(d, "k"), &v));
+    CHECK_EQ(v, 2);
+    CHECK(mproc_obj_dict_get_str(d, "nope") == NULL);
+    /* Unhashable keys are refused, and both references dropped. */
+    CHECK_ERR(mproc_obj_dict_set(d, mproc_obj_list_new(), mproc_obj_int(1)),
+              MPROC_ETYPE);
+    CHECK_ERR(mproc_obj_dict_set(d, mproc_obj_tuple_of(1, mproc_obj_list_new()),
+                                 mproc_obj_int(1)),
+              MPROC_ETYPE);
+    /* A failed constructor passed straight in. */
+    CHECK_ERR(mproc_obj_dict_set(d, NULL, mproc_obj_int(1)), -ENOMEM);
+    CHECK_ERR(mproc_obj_dict_set(NULL, mproc_obj_int(1), mproc_obj_int(1)),
+              -EINVAL);
+    /* Many keys: the index, deletion keeping the order. */
+    for (int i = 0; i < 1000; i++)
+        CHECK_OK(
+            mproc_obj_dict_set(d, mproc_obj_int(i + 10), mproc_obj_int(i)));
+    CHECK_EQ(mproc_obj_len(d), 1002);
+    mproc_obj *k = mproc_obj_float(510.0);
+    CHECK_OK(mproc_obj_int_value(mproc_obj_dict_get(d, k), &v));
+    CHECK_EQ(v, 500);
+    CHECK_OK(mproc_obj_dict_del(d, k));
+    CHECK_ERR(mproc_obj_dict_del(d, k), -ENOENT);
+    CHECK(mproc_obj_dict_get(d, k) == NULL);
+    mproc_obj_unref(k);
+    for (int i = 0; i < 1000; i += 3) {
+        k = mproc_obj_int(i + 10);
+        int rc = mproc_obj_dict_del(d, k);
+        CHECK(rc == 0 || (i == 500 && rc == -ENOENT));
+        mproc_obj_unref(k);
+    }
+    mproc_obj *key, *val;
+    CHECK_OK(mproc_obj_dict_item(d, 2, &key, &val));
+    CHECK_OK(mproc_obj_int_value(key, &v));
+    CHECK_EQ(v, 11);
+    for (int i = 1; i < 1000; i += 3) {
+        k = mproc_obj_int(i + 10);
+        CHECK(mproc_obj_dict_get(d, k) != NULL);
+        mproc_obj_unref(k);
+    }
+    CHECK_ERR(mproc_obj_dict_item(d, 5000, &key, &val), -EINVAL);
+    mproc_obj_unref(d);
+
+    mproc_obj *s = mproc_obj_set_new();
+    CHECK_OK(mproc_obj_set_add(s, mproc_obj_int(3)));
+    CHECK_OK(mproc_obj_set_add(s, mproc_obj_float(3.0)));
+    CHECK_OK(mproc_obj_set_add(s, mproc_obj_str_c("x")));
+    CHECK_EQ(mproc_obj_len(s), 2);
+    mproc_obj *three = mproc_obj_bool(true);
+    CHECK_EQ(mproc_obj_contains(s, three), 0);
+    mproc_obj *x = mproc_obj_str_c("x");
+    CHECK_EQ(mproc_obj_contains(s, x), 1);
+    mproc_obj_unref(x);
+    CHECK_ERR(mproc_obj_set_add(s, mproc_obj_dict_new()), MPROC_ETYPE);
+    mproc_obj *fs = mproc_obj_frozenset_new();
+    CHECK_OK(mproc_obj_set_add(fs, mproc_obj_str_c("x")));
+    CHECK_OK(mproc_obj_set_add(fs, mproc_obj_int(3)));
+    CHECK_EQ(mproc_obj_eq(s, fs), 1); /* {3, 'x'} == frozenset({'x', 3}) */
+    mproc_obj_unref(fs);
+    mproc_obj_unref(s);
+
+    mproc_obj *t = mproc_obj_tuple_new(2);
+    CHECK_REPR(mproc_obj_ref(t), "(None, None)");
+    CHECK_OK(mproc_obj_tuple_set(t, 1, mproc_obj_int(7)));
+    CHECK_ERR(mproc_obj_tuple_set(t, 2, mproc_obj_int(7)), -EINVAL);
+    CHECK_ERR(mproc_obj_tuple_set(t, 0, NULL), -ENOMEM);
+    CHECK_REPR(t, "(None, 7)");
+    CHECK(mproc_obj_tuple_of(2, mproc_obj_int(1), NULL) == NULL);
+
+    mproc_obj *l = mproc_obj_list_new();
+    CHECK_ERR(mproc_obj_list_append(l, NULL), -ENOMEM);
+    CHECK_ERR(mproc_obj_list_append(NULL, mproc_obj_int(1)), -EINVAL);
+    CHECK_OK(mproc_obj_list_append(l, mproc_obj_int(1)));
+    CHECK_OK(mproc_obj_list_set(l, 0, mproc_obj_int(2)));
+    CHECK_ERR(mproc_obj_list_set(l, 1, mproc_obj_int(2)), -EINVAL);
+    CHECK_OK(mproc_obj_int_value(mproc_obj_item(l, 0), &v));
+    CHECK_EQ(v, 2);
+    CHECK(mproc_obj_item(l, 1) == NULL);
+    mproc_obj_unref(l);
+
+    mproc_obj *e = mproc_obj_reduce(
+        "builtins", "ValueError", mproc_obj_tuple_of(1, mproc_obj_str_c("bad")),
+        NULL, false);
+    CHECK_EQ(mproc_obj_is_exception(e), 1);
+    CHECK_STR(mproc_obj_type_name(e), "ValueError");
+    CHECK_REPR(e, "ValueError('bad')");
+    CHECK(mproc_obj_reduce("builtins", "x", mproc_obj_list_new(), NULL,
+                           false) == NULL);
+    CHECK(mproc_obj_reduce("", "x", NULL, NULL, false) == NULL);
+    CHECK(mproc_obj_reduce("a\nb", "x", NULL, NULL, false) == NULL);
+}
+
+static void test_hash_eq(void)
+{
+    int64_t h1, h2, h3;
+    mproc_obj *a = mproc_obj_int(1), *b = mproc_obj_float(1.0);
+    CHECK_OK(mproc_obj_hash(a, &h1));
+    CHECK_OK(mproc_obj_hash(b, &h2));
+    CHECK_OK(mproc_obj_hash(mproc_obj_bool(true), &h3));
+    CHECK(h1 == 1 && h2 == 1 && h3 == 1);
+    CHECK_EQ(mproc_obj_eq(a, b), 1);
+    CHECK_EQ(mproc_obj_eq(a, mproc_obj_bool(true)), 1);
+    mproc_obj_unref(a);
+    mproc_obj_unref(b);
+    /* CPython 3.13's values. */
+    static const struct {
+        const char *what;
+        int64_t want;
+    } cases[] = {
+        {"(1, 2)", -3550055125485641917},
+        {"2**70", 512},
+        {"-2**200", -131072},
+        {"1.5", 1152921504606846977},
+        {"-0.1", -230584300921369408},
+        {"1e300", 1224995262755759164},
+        {"()", 5740354900026072187},
+        {"frozenset({1, 2, 3})", -272375401224217160},
+        {"frozenset()", 133146708735736},
+        {"(2**64, 2.5, True, (1,))", -5336767678537113375},
+        {"-2**63", -4},
+        {"2**63", 4},
+        {"-1", -2},
+    };
+    mproc_obj *objs[] = {
+        mproc_obj_tuple_of(2, mproc_obj_int(1), mproc_obj_int(2)),
+        big("1180591620717411303424"),
+        big("-160693804425899027554196209234116260252220299378279283530137"
+            "6"),
+        mproc_obj_float(1.5),
+        mproc_obj_float(-0.1),
+        mproc_obj_float(1e300),
+        mproc_obj_tuple_new(0),
+        mproc_obj_frozenset_new(),
+        mproc_obj_frozenset_new(),
+        mproc_obj_tuple_of(4, big("18446744073709551616"), mproc_obj_float(2.5),
+                           mproc_obj_bool(true),
+                           mproc_obj_tuple_of(1, mproc_obj_int(1))),
+        mproc_obj_int(INT64_MIN),
+        big("9223372036854775808"),
+        mproc_obj_int(-1),
+    };
+    for (int i = 1; i <= 3; i++)
+        CHECK_OK(mproc_obj_set_add(objs[7], mproc_obj_int(4 - i)));
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        int64_t h;
+        CHECK_OK(mproc_obj_hash(objs[i], &h));
+        if (h != cases[i].want)
+            mproc_test_fail(__FILE__, __LINE__, "hash(%s) = %lld, want %lld",
+                            cases[i].what, (long long)h,
+                            (long long)cases[i].want);
+        mproc_obj_unref(objs[i]);
+    }
+    /* Equal values hash alike: big ints against their doubles. */
+    mproc_obj *x = big("-36893488147419103232"); /* -2**65 */
+    mproc_obj *y = mproc_obj_float(-ldexp(1, 65));
+    CHECK_EQ(mproc_obj_eq(x, y), 1);
+    CHECK_OK(mproc_obj_hash(x, &h1));
+    CHECK_OK(mproc_obj_hash(y, &h2));
+    CHECK(h1 == h2);
+    mproc_obj_unref(x);
+    mproc_obj_unref(y);
+    mproc_obj *nan = mproc_obj_float(NAN);
+    mproc_obj *nan2 = mproc_obj_float(NAN);
+    CHECK_EQ(mproc_obj_eq(nan, nan), 1); /* the same object */
+    CHECK_EQ(mproc_obj_eq(nan, nan2), 0);
+    mproc_obj_unref(nan);
+    mproc_obj_unref(nan2);
+    mproc_obj *s = mproc_obj_str_c("1"), *bs = mproc_obj_bytes("1", 1);
+    CHECK_EQ(mproc_obj_eq(s, bs), 0);
+    mproc_obj_unref(s);
+    mproc_obj_unref(bs);
+}
+
+static void test_repr(void)
+{
+    mproc_obj *d = mproc_obj_dict_new();
+    CHECK_OK(mproc_obj_dict_set(d, mproc_obj_int(1), mproc_obj_int(1)));
+    CHECK_REPR(d, "{1: 1}");
+    mproc_obj *l = mproc_obj_list_new();
+    for (int i = 0; i < 3; i++)
+        CHECK_OK(mproc_obj_list_append(l, mproc_obj_int(i * i)));
+    CHECK_REPR(l, "[0, 1, 4]");
+    CHECK_REPR(mproc_obj_bytes("howdy", 5), "b'howdy'");
+    CHECK_REPR(mproc_obj_str_c("\xc3\xa9"), "'\xc3\xa9'");
+    CHECK_REPR(mproc_obj_tuple_of(1, mproc_obj_int(1)), "(1,)");
+    CHECK_REPR(mproc_obj_tuple_new(0), "()");
+    CHECK_REPR(mproc_obj_list_new(), "[]");
+    CHECK_REPR(mproc_obj_dict_new(), "{}");
+    CHECK_REPR(mproc_obj_set_new(), "set()");
+    CHECK_REPR(mproc_obj_frozenset_new(), "frozenset()");
+    mproc_obj *fs = mproc_obj_frozenset_new();
+    CHECK_OK(mproc_obj_set_add(fs, mproc_obj_int(1)));
+    CHECK_REPR(fs, "frozenset({1})");
+    mproc_obj *s = mproc_obj_set_new();
+    CHECK_OK(mproc_obj_set_add(s, mproc_obj_str_c("a")));
+    CHECK_OK(mproc_obj_set_add(s, mproc_obj_none()));
+    CHECK_REPR(s, "{'a', None}");
+    CHECK_REPR(mproc_obj_bytearray("\x00\xff'", 3),
+               "bytearray(b\"\\x00\\xff\\'\")");
+    CHECK_REPR(mproc_obj_bytes("\x00\xff'", 3), "b\"\\x00\\xff'\"");
+    CHECK_REPR(mproc_obj_bytearray(NULL, 0), "bytearray(b'')");
+    CHECK_REPR(mproc_obj_bytes("'\"\\\t\n\r\x7f", 7),
+               "b'\\'\"\\\\\\t\\n\\r\\x7f'");
+    CHECK_REPR(mproc_obj_str_c("it's"), "\"it's\"");
+    CHECK_REPR(mproc_obj_str_c("'\""), "'\\'\"'");
+    CHECK_REPR(mproc_obj_str_c("\x01\x7f\xc2\x80\xc2\xa0\xc2\xa1"),
+               "'\\x01\\x7f\\x80\\xa0\xc2\xa1'");
+    /* U+200B (Cf), U+2028 (Zl), U+E000 (Co), U+10FFFF (Cn); U+1F600 and
+     * U+4E2D print as they are. */
+    CHECK_REPR(
+        mproc_obj_str_c("\xe2\x80\x8b\xe2\x80\xa8\xee\x80\x80"
+                        "\xf4\x8f\xbf\xbf\xf0\x9f\x98\x80\xe4\xb8\xad"),
+        "'\\u200b\\u2028\\ue000\\U0010ffff\xf0\x9f\x98\x80\xe4\xb8\xad'");
+    CHECK_REPR(mproc_obj_none(), "None");
+    CHECK_REPR(mproc_obj_bool(false), "False");
+    CHECK_REPR(mproc_obj_int(INT64_MIN), "-9223372036854775808");
+    static const struct {
+        double d;
+        const char *want;
+    } floats[] = {
+        {0.1, "0.1"},
+        {1.0, "1.0"},
+        {-0.0, "-0.0"},
+        {1e16, "1e+16"},
+        {1e15, "1000000000000000.0"},
+        {1e-4, "0.0001"},
+        {1e-5, "1e-05"},
+        {2.5e-7, "2.5e-07"},
+        {1.5e300, "1.5e+300"},
+        {INFINITY, "inf"},
+        {-INFINITY, "-inf"},
+        {NAN, "nan"},
+        {5e-324, "5e-324"},
+        {1.7976931348623157e308, "1.7976931348623157e+308"},
+        {123456.789, "123456.789"},
+        {0.30000000000000004, "0.30000000000000004"},
+        {1234567890123456.0, "1234567890123456.0"},
+        {12345678901234567.0, "1.2345678901234568e+16"},
+    };
+    for (size_t i = 0; i < sizeof floats / sizeof *floats; i++)
+        CHECK_REPR(mproc_obj_float(floats[i].d), floats[i].want);
+    CHECK_REPR(mproc_obj_reduce("builtins", "KeyError", mproc_obj_tuple_new(0),
+                                NULL, false),
+               "KeyError()");
+    CHECK_REPR(mproc_obj_reduce("builtins", "OSError",
+                                mproc_obj_tuple_of(2, mproc_obj_int(2),
+                                                   mproc_obj_str_c("x")),
+                                NULL, false),
+               "OSError(2, 'x')");
+    CHECK_REPR(mproc_obj_reduce("builtins", "set", NULL, NULL, false),
+               "<class 'set'>");
+    CHECK_REPR(mproc_obj_reduce("a.b", "C", NULL, NULL, false),
+               "<class 'a.b.C'>");
+}
+
+/* A list nested n deep: [[[...]]]. */
+static mproc_obj *nested(size_t n)
+{
+    mproc_obj *o = mproc_obj_list_new();
+    for (size_t i = 0; i < n; i++) {
+        mproc_obj *l = mproc_obj_list_new();
+        CHECK_OK(mproc_obj_list_append(l, o));
+        o = l;
+    }
+    return o;
+}
+
+static void test_deep(void)
+{
+    /* A million levels free without recursing (ASan's stack would not
+     * survive it); printing, hashing, comparing and pickling stop. */
+    mproc_obj *o = nested(1000000);
+    char *s;
+    CHECK_ERR(mproc_obj_repr(o, &s, NULL), -ELOOP);
+    CHECK(s == NULL);
+    void *b;
+    size_t n;
+    CHECK_ERR(mproc_pickle_dumps(o, 4, &b, &n), -ELOOP);
+    CHECK(b == NULL);
+    CHECK_ERR(mproc_obj_eq(o, o) == 1 ? -ELOOP : 0, -ELOOP);
+    mproc_obj *o2 = nested(2000);
+    mproc_obj *o3 = nested(2000);
+    CHECK_ERR(mproc_obj_eq(o2, o3), -ELOOP);
+    mproc_obj *t = mproc_obj_tuple_of(1, mproc_obj_int(1));
+    for (int i = 0; i < 2000; i++)
+        t = mproc_obj_tuple_of(1, t);
+    int64_t h;
+    CHECK_ERR(mproc_obj_hash(t, &h), -ELOOP);
+    mproc_obj *d = mproc_obj_dict_new();
+    CHECK_ERR(mproc_obj_dict_set(d, t, mproc_obj_none()), -ELOOP);
+    mproc_obj_unref(d);
+    mproc_obj_unref(o);
+    mproc_obj_unref(o2);
+    mproc_obj_unref(o3);
+    /* Just under the limit works both ways. */
+    o = nested(MPROC_OBJ_MAX_DEPTH - 2);
+    CHECK_OK(mproc_pickle_dumps(o, 4, &b, &n));
+    mproc_obj *back;
+    char err[200];
+    CHECK_OK(mproc_pickle_loads(b, n, NULL, &back, err, sizeof err));
+    CHECK_EQ(mproc_obj_eq(o, back), 1);
+    mproc_obj_unref(back);
+    mproc_pickle_limits lim = {.max_depth = 100};
+    CHECK_ERR(mproc_pickle_loads(b, n, &lim, &back, err, sizeof err),
+              MPROC_EPICKLE);
+    CHECK(strstr(err, "nested deeper than 100") != NULL);
+    free(b);
+    mproc_obj_unref(o);
+}
+
+/* ---- the codec -------------------------------------------------------- */
+
+/* A value with every type in it. */
+static mproc_obj *sample(void)
+{
+    mproc_obj *d = mproc_obj_dict_new();
+    mproc_obj *l = mproc_obj_list_new();
+    for (int i = 0; i < 2500; i++)
+        CHECK_OK(mproc_obj_list_append(l, mproc_obj_int(i * 37 - 40000)));
+    CHECK_OK(mproc_obj_list_append(l, big("-9223372036854775809")));
+    CHECK_OK(mproc_obj_list_append(l, big("1180591620717411303424")));
+    CHECK_OK(mproc_obj_list_append(l, mproc_obj_int(INT64_MAX)));
+    CHECK_OK(mproc_obj_list_append(l, mproc_obj_int(1LL << 40)));
+    CHECK_OK(mproc_obj_dict_set(d, mproc_obj_str_c("ints"), l));
+    char bigtext[300];
+    memset(bigtext, '7', 299);
+    bigtext[299] = 0;
+    CHECK_OK(mproc_obj_dict_set(d, mproc_obj_str_c("huge"), big(bigtext)));
+    CHECK_OK(
+        mproc_obj_dict_set(d, mproc_obj_float(2.5), mproc_obj_float(-0.0)));
+    CHECK_OK(mproc_obj_dict_set(d, mproc_obj_none(), mproc_obj_bool(true)));
+    CHECK_OK(mproc_obj_dict_set(d, mproc_obj_bool(false), mproc_obj_none()));
+    CHECK_OK(
+        mproc_obj_dict_set(d, mproc_obj_bytes("k\0\xff", 3),
+                           mproc_obj_tuple_of(3, mproc_obj_bytes(NULL, 0),
+                                              mproc_obj_bytearray("\x80x", 2),
+                                              mproc_obj_bytearray(NULL, 0))));
+    char text[600];
+    memset(text, 'z', 599);
+    text[599] = 0;
+    CHECK_OK(mproc_obj_dict_set(
+        d, mproc_obj_str_c("\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xed\xa0\x80"),
+        mproc_obj_str_c(text)));
+    mproc_obj *s = mproc_obj_set_new(), *fs = mproc_obj_frozenset_new();
+    for (int i = 0; i < 1200; i++) {
+        CHECK_OK(mproc_obj_set_add(s, mproc_obj_int(i)));
+        if (i < 5)
+            CHECK_OK(mproc_obj_set_add(fs, mproc_obj_str(text, (size_t)i)));
+    }
+    CHECK_OK(mproc_obj_dict_set(d, fs, s));
+    CHECK_OK(mproc_obj_dict_set(d, mproc_obj_str_c("es"), mproc_obj_set_new()));
+    mproc_obj *t = mproc_obj_tuple_new(5);
+    for (size_t i = 0; i < 5; i++)
+        CHECK_OK(mproc_obj_tuple_set(t, i, mproc_obj_tuple_new(i)));
+    CHECK_OK(mproc_obj_dict_set(d, t, mproc_obj_list_new()));
+    CHECK_OK(mproc_obj_dict_set(
+        d, mproc_obj_str_c("exc"),
+        mproc_obj_reduce(
+            "builtins", "ValueError",
+            mproc_obj_tuple_of(2, mproc_obj_str_c("bad"), mproc_obj_int(3)),
+            NULL, false)));
+    char *chunk = calloc(70000, 1);
+    CHECK(chunk);
+    CHECK_OK(mproc_obj_dict_set(d, mproc_obj_str_c("blob"),
+                                mproc_obj_bytes(chunk, 70000)));
+    free(chunk);
+    return d;
+}
+
+static void test_roundtrip(void)
+{
+    mproc_obj *v = sample();
+    for (int p = 2; p <= 5; p++) {
+        void *b;
+        size_t n;
+        CHECK_OK(mproc_pickle_dumps(v, p, &b, &n));
+        CHECK(((unsigned char *)b)[0] == 0x80 && ((unsigned char *)b)[1] == p);
+        mproc_obj *back;
+        char err[200];
+        int r = mproc_pickle_loads(b, n, NULL, &back, err, sizeof err);
+        if (r < 0)
+            mproc_test_fail(__FILE__, __LINE__, "protocol %d: %s", p, err);
+        CHECK_EQ(mproc_obj_eq(v, back), 1);
+        /* The same types, not only equal values: the reprs match. */
+        char *r1 = repr_of(v), *r2 = repr_of(back);
+        CHECK_STR(r1, r2);
+        free(r1);
+        free(r2);
+        mproc_obj_unref(back);
+        free(b);
+    }
+    void *b;
+    size_t n;
+    CHECK_ERR(mproc_pickle_dumps(v, 1, &b, &n), -EINVAL);
+    CHECK_ERR(mproc_pickle_dumps(v, 6, &b, &n), -EINVAL);
+    CHECK_ERR(mproc_pickle_dumps(NULL, 4, &b, &n), -EINVAL);
+    CHECK_OK(mproc_pickle_dumps(v, -1, &b, &n));
+    CHECK(((unsigned char *)b)[1] == 5);
+    free(b);
+    mproc_obj_unref(v);
+    /* The bytes docs/wire.md shows for b'abc'. */
+    v = mproc_obj_bytes("abc", 3);
+    CHECK_OK(mproc_pickle_dumps(v, 4, &b, &n));
+    CHECK_EQ(n, 8);
+    CHECK(memcmp(b, "\x80\x04\x43\x03\x61\x62\x63\x2e", 8) == 0);
+    free(b);
+    mproc_obj_unref(v);
+}
+
+/* Pickles CPython wrote (pickle.dumps, the protocol noted), and the
+ * repr Python prints for them. */
+static const struct {
+    const char *what;
+    const char *bytes;
+    size_t len;
+    const char *repr;
+} cpython[] = {
+#define P(what, b, r)                                                          \
+    {                                                                          \
+        what, b, sizeof(b) - 1, r                                              \
+    }
+    P("3.13 p5 dict",
+      "\x80\x05\x95\x17\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x01"
+      "a\x94]\x94(K\x01G@\x04\x00\x00\x00\x00\x00\x00"
+      "es.",
+      "{'a': [1, 2.5]}"),
+    P("2.7 p2 set",
+      "\x80\x02"
+      "c__builtin__\nset\nq\x00]q\x01K\x01"
+      "a\x85q\x02"
+      "Rq\x03.",
+      "{1}"),
+    P("3.13 p0 bytes",
+      "c_codecs\nencode\np0\n(V\xff\np1\nVlatin1\np2\ntp3\nRp4\n"
+      ".",
+      "b'\\xff'"),
+    P("2.7 p0 tuple", "(V\\u20ac\np0\nS'x'\np1\nL10L\ntp2\n.",
+      "('\xe2\x82\xac', b'x', 10)"),
+    P("2.7 p1 tuple",
+      "(I01\nL18446744073709551616L\nG?\xf8\x00\x00\x00\x00\x00"
+      "\x00]q\x00Natq\x01.",
+      "(True, 18446744073709551616, 1.5, [None])"),
+    P("3.13 p2 bytearray",
+      "\x80\x02"
+      "c__builtin__\nbytearray\nq\x00"
+      "c_codecs\nenco"
+      "de\nq\x01X\x02\x00\x00\x00\xc3\xbfq\x02X\x06\x00\x00\x00"
+      "latin1q\x03\x86q\x04Rq\x05\x85q\x06Rq\x07.",
+      "bytearray(b'\\xff')"),
+    P("3.13 p4 frozenset",
+      "\x80\x04\x95\x08\x00\x00\x00\x00\x00\x00\x00(K\x01K\x02\x91"
+      "\x94.",
+      "frozenset({1, 2})"),
+    P("3.13 p4 KeyError",
+      "\x80\x04\x95!\x00\x00\x00\x00\x00\x00\x00\x8c\x08"
+      "built"
+      "ins\x94\x8c\x08KeyError\x94\x93\x94\x8c\x01k\x94\x85\x94"
+      "R\x94.",
+      "KeyError('k')"),
+    P("3.13 p3 exc state",
+      "\x80\x03"
+      "cbuiltins\nValueError\nq\x00X\x01\x00\x00\x00x"
+      "q\x01\x85q\x02Rq\x03.",
+      "ValueError('x')"),
+    P("3.13 p2 Token",
+      "\x80\x02"
+      "cmultiprocessing.managers\nToken\nq\x00)\x81q\x01"
+      "X\x04\x00\x00\x00"
+      "dictq\x02X\x09\x00\x00\x00"
+      "127.0.0.1"
+      "q\x03M\x88\x13\x86q\x04X\x02\x00\x00\x00"
+      "7fq\x05\x87q\x06"
+      "b.",
+      "Token()"),
+    P("3.13 p0 Token",
+      "ccopy_reg\n_reconstructor\np0\n(cmultiprocessing.manager"
+      "s\nToken\np1\nc__builtin__\nobject\np2\nNtp3\nRp4\n(Vdic"
+      "t\np5\n(V127.0.0.1\np6\nI5000\ntp7\nV7f\np8\ntp9\nb.",
+      "Token()"),
+    P("3.13 p4 array",
+      "\x80\x04\x95J\x00\x00\x00\x00\x00\x00\x00\x8c\x05"
+      "array"
+      "\x94\x8c\x14_array_reconstructor\x94\x93\x94(\x8c\x05"
+      "a"
+      "rray\x94\x8c\x05"
+      "array\x94\x93\x94\x8c\x01i\x94K\x08"
+      "C"
+      "\x08\x01\x00\x00\x00\x02\x00\x00\x00\x94t\x94R\x94.",
+      "_array_reconstructor(<class 'array.array'>, 'i', 8, "
+      "b'\\x01\\x00\\x00\\x00\\x02\\x00\\x00\\x00')"),
+    P("3.13 p2 array",
+      "\x80\x02"
+      "carray\narray\nq\x00X\x01\x00\x00\x00iq\x01]q\x02"
+      "(K\x01K\x02"
+      "e\x86q\x03Rq\x04.",
+      "array('i', [1, 2])"),
+    P("3.13 p4 exc dict",
+      "\x80\x04\x95"
+      "0\x00\x00\x00\x00\x00\x00\x00\x8c\x08"
+      "bui"
+      "ltins\x94\x8c\nValueError\x94\x93\x94\x8c\x01v\x94\x85\x94"
+      "R\x94}\x94\x8c\x04note\x94K\x01sb.",
+      "ValueError('v')"),
+#undef P
+};
+
+static void test_cpython_bytes(void)
+{
+    for (size_t i = 0; i < sizeof cpython / sizeof *cpython; i++) {
+        mproc_obj *o;
+        char err[200];
+        int r = mproc_pickle_loads(cpython[i].bytes, cpython[i].len, NULL, &o,
+                                   err, sizeof err);
+        if (r < 0)
+            mproc_test_fail(__FILE__, __LINE__, "%s: %s", cpython[i].what, err);
+        char *s = repr_of(o);
+        if (strcmp(s, cpython[i].repr) != 0)
+            mproc_test_fail(__FILE__, __LINE__, "%s: %s", cpython[i].what, s);
+        free(s);
+        mproc_obj_unref(o);
+    }
+}
+
+static int loads_err(const void *b, size_t n, const mproc_pickle_limits *lim,
+                     char *err, size_t cap)
+{
+    mproc_obj *o = (mproc_obj *)1;
+    int r = mproc_pickle_loads(b, n, lim, &o, err, cap);
+    if (r == 0)
+        mproc_obj_unref(o);
+    else
+        CHECK(o == NULL);
+    return r;
+}
+
+#define CHECK_REFUSED(bytes, msg)                                              \
+    do {                                                                       \
+        char e_[256];                                                          \
+        CHECK_ERR(loads_err(bytes, sizeof(bytes) - 1, NULL, e_, sizeof e_),    \
+                  MPROC_EPICKLE);                                              \
+        if (!strstr(e_, msg))                                                  \
+            mproc_test_fail(__FILE__, __LINE__, "message \"%s\" lacks %s", e_, \
+                            msg);                                              \
+    } while (0)
+
+static void test_hostile(void)
+{
+    /* Code: globals outside the allow-list, whatever the opcode. */
+    CHECK_REFUSED("cos\nsystem\n(S'echo hi'\ntR.", "global os.system");
+    CHECK_REFUSED("\x80\x04\x8c\x02os\x8c\x06system\x93.", "global os.system");
+    CHECK_REFUSED("c__builtin__\neval\n.", "global builtins.eval");
+    CHECK_REFUSED("cbuiltins\ngetattr\n.", "global builtins.getattr");
+    /* Allowed globals on shapes CPython never writes. */
+    CHECK_REFUSED("c__builtin__\nset\n(I1\nI2\ntR.", "REDUCE on builtins.set");
+    CHECK_REFUSED("\x80\x02"
+                  "c_codecs\nencode\nX\x01\x00\x00\x00"
+                  "aX\x05\x00\x00"
+                  "\x00utf-8\x86R.",
+                  "REDUCE on _codecs.encode");
+    CHECK_REFUSED("\x80\x02"
+                  "cmultiprocessing.managers\nToken\n)R.",
+                  "REDUCE on multiprocessing.managers.Token");
+    CHECK_REFUSED("\x80\x02N)R.", "REDUCE on a NoneType");
+    CHECK_REFUSED("\x80\x02]Nb.", "BUILD on list");
+    CHECK_REFUSED("\x80\x02"
+                  "cbuiltins\nValueError\n)R}b}b.",
+                  "BUILD on");
+    /* Opcodes that reach code or outside data. */
+    CHECK_REFUSED("P1\n.", "PERSID");
+    CHECK_REFUSED("\x80\x02K\x01Q.", "BINPERSID");
+    CHECK_REFUSED("\x80\x02\x82\x01.", "EXT1");
+    CHECK_REFUSED("(i__main__\nC\n.", "INST");
+    CHECK_REFUSED("\x80\x05\x97.", "NEXT_BUFFER");
+    CHECK_REFUSED("\x80\x02\xff.", "unknown opcode");
+    CHECK_REFUSED("\x80\x06N.", "protocol 6");
+    /* Malformed. */
+    CHECK_REFUSED("", "no STOP");
+    CHECK_REFUSED("\x80\x04N", "no STOP");
+    CHECK_REFUSED(".", "empty stack");
+    CHECK_REFUSED("\x80\x04"
+                  "a.",
+                  "stack underflow");
+    CHECK_REFUSED("\x80\x04"
+                  "e.",
+                  "MARK");
+    CHECK_REFUSED("\x80\x04(K\x01K\x02u.", "SETITEMS");
+    CHECK_REFUSED("\x80\x04X\x02\x00\x00\x00\xc3(.", "not UTF-8");
+    CHECK_REFUSED("\x80\x04h\x05.", "memo key 5");
+    CHECK_REFUSED("\x80\x04}]K\x01s.", "unhashable dict key (list)");
+    CHECK_REFUSED("\x80\x04\x8f(]\x90.", "unhashable set item");
+    /* Huge lengths: refused before anything is allocated. */
+    CHECK_REFUSED("\x80\x04\x8d\x00\x00\x00\x00\x00\x00\x00\x40.", "announced");
+    CHECK_REFUSED("\x80\x04\x8e\xff\xff\xff\xff\xff\xff\xff\xff.", "announced");
+    CHECK_REFUSED("\x80\x04X\xff\xff\xff\xff.", "truncated");
+    CHECK_REFUSED("\x80\x04\x8b\xff\xff\xff\xff.", "negative length");
+    CHECK_REFUSED("\x80\x04T\xff\xff\xff\xff.", "negative length");
+    CHECK_REFUSED("\x80\x04\x95\xff\xff\xff\xff\xff\xff\xff\x7fN.", "FRAME");
+    /* Memo: a far index is refused, not allocated. */
+    CHECK_REFUSED("\x80\x04Nr\xff\xff\xff\xff.", "memo index 4294967295");
+    CHECK_REFUSED("Np99999999999999999999\n.", "memo index");
+    /* A value that contains itself. */
+    CHECK_REFUSED("\x80\x04]\x94h\x00"
+                  "a.",
+                  "contains itself");
+    CHECK_REFUSED("\x80\x04}\x94K\x01]\x94h\x00"
+                  "as.",
+                  "contains itself");
+    CHECK_REFUSED("\x80\x04]\x94h\x00\x85\x94"
+                  "a.",
+                  "contains itself");
+    /* ...or grows after it was memoized, through another container. */
+    CHECK_REFUSED("\x80\x04]\x94]\x94h\x00"
+                  "ah\x00h\x01"
+                  "a0.",
+                  "contains itself");
+    /* Trailing bytes after STOP are ignored, as Python does. */
+    char err[200];
+    CHECK_OK(loads_err("N.garbage", 9, NULL, err, sizeof err));
+    CHECK_ERR(loads_err(NULL, 3, NULL, err, sizeof err), -EINVAL);
+    /* A NULL or short err buffer is fine. */
+    CHECK_ERR(loads_err("x", 1, NULL, NULL, 0), MPROC_EPICKLE);
+    CHECK_ERR(loads_err("x", 1, NULL, err, 4), MPROC_EPICKLE);
+    CHECK_EQ(strlen(err), 3);
+}
+
+static void test_bombs(void)
+{
+    char err[256];
+    /* Depth: a million MARKs, or EMPTY_LISTs appended into each other
+     * through the memo (the stack stays two deep, the value grows). */
+    size_t n = 1000000;
+    unsigned char *b = malloc(8 * n + 16), *p = b;
+    CHECK(b);
+    *p++ = 0x80;
+    *p++ = 4;
+    memset(p, '(', n);
+    p += n;
+    *p++ = '.';
+    double t0 = mproc_test_now();
+    CHECK_ERR(loads_err(b, (size_t)(p - b), NULL, err, sizeof err),
+              MPROC_EPICKLE);
+    p = b + 2;
+    *p++ = ']';
+    *p++ = 0x94; /* memo 0 */
+    for (size_t i = 1; i < 5000; i++) {
+        *p++ = ']'; /* a new list */
+        *p++ = 'h'; /* the previous one */
+        *p++ = (unsigned char)((i - 1) & 0xff);
+        *p++ = 'a'; /* new.append(previous) */
+        *p++ = 'q'; /* memo i = new */
+        *p++ = (unsigned char)(i & 0xff);
+        *p++ = '0'; /* pop */
+        *p++ = 'h';
+        *p++ = (unsigned char)(i & 0xff);
+        *p++ = '0';
+    }
+    *p++ = 'h';
+    *p++ = (unsigned char)(4999 & 0xff);
+    *p++ = '.';
+    CHECK_ERR(loads_err(b, (size_t)(p - b), NULL, err, sizeof err),
+              MPROC_EPICKLE);
+    CHECK(strstr(err, "nested deeper") != NULL);
+    /* Memory: a list of one 1 MiB string a million times through the
+     * memo costs a slot each; a small limit stops it. */
+    p = b;
+    *p++ = 0x80;
+    *p++ = 4;
+    *p++ = ']';
+    *p++ = '(';
+    for (size_t i = 0; i < n; i++)
+        *p++ = 'N';
+    *p++ = 'e';
+    *p++ = '.';
+    mproc_pickle_limits lim = {.max_bytes = 1 << 20};
+    CHECK_ERR(loads_err(b, (size_t)(p - b), &lim, err, sizeof err),
+              MPROC_EPICKLE);
+    CHECK(strstr(err, "memory limit") != NULL);
+    CHECK_OK(loads_err(b, (size_t)(p - b), NULL, err, sizeof err));
+    /* Memo: many entries past a small limit. */
+    lim = (mproc_pickle_limits){.max_memo = 100};
+    p = b;
+    *p++ = 0x80;
+    *p++ = 4;
+    for (int i = 0; i < 200; i++) {
+        *p++ = 'N';
+        *p++ = 0x94;
+    }
+    *p++ = '.';
+    CHECK_ERR(loads_err(b, (size_t)(p - b), &lim, err, sizeof err),
+              MPROC_EPICKLE);
+    CHECK(strstr(err, "memo index 100") != NULL);
+    free(b);
+    CHECK(mproc_test_now() - t0 < 20);
+}
+
+/* Every prefix of every pickle fails cleanly; flipped bytes never crash. */
+static void test_truncation_and_flips(void)
+{
+    mproc_obj *v = sample();
+    mproc_obj *small = mproc_obj_list_new();
+    for (size_t i = 0; i < mproc_obj_len(v); i++) {
+        mproc_obj *k, *val;
+        CHECK_OK(mproc_obj_dict_item(v, i, &k, &val));
+        if (mproc_obj_len(val) < 50 && mproc_obj_len(k) < 50)
+            CHECK_OK(mproc_obj_list_append(small, mproc_obj_ref(val)));
+    }
+    mproc_obj_unref(v);
+    char err[256];
+    unsigned seed = 12345;
+    for (int p = 2; p <= 5; p++) {
+        void *b;
+        size_t n;
+        CHECK_OK(mproc_pickle_dumps(small, p, &b, &n));
+        for (size_t k = 0; k < n; k++)
+            CHECK_ERR(loads_err(b, k, NULL, err, sizeof err), MPROC_EPICKLE);
+        CHECK_OK(loads_err(b, n, NULL, err, sizeof err));
+        unsigned char *c = malloc(n);
+        CHECK(c);
+        for (int round = 0; round < 3000; round++) {
+            memcpy(c, b, n);
+            for (int f = 0; f < 1 + round % 4; f++) {
+                seed = seed * 1103515245 + 12345;
+                c[(seed >> 8) % n] = (unsigned char)(seed >> 20);
+            }
+            int r = loads_err(c, n, NULL, err, sizeof err);
+            CHECK(r == 0 || r == MPROC_EPICKLE);
+            CHECK(r == 0 || err[0] != 0);
+        }
+        free(c);
+        free(b);
+    }
+    mproc_obj_unref(small);
+}
+
+/* Decoded leaves share memory blocks: one kept alive outlives the rest,
+ * and values dropped in other threads at once free each block once. */
+typedef struct dropper {
+    mproc_obj *l;
+    long sum;
+} dropper;
+
+static void *drop_thread(void *arg)
+{
+    dropper *d = arg;
+    for (size_t i = 0; i < mproc_obj_len(d->l); i++) {
+        int64_t v;
+        if (mproc_obj_int_value(mproc_obj_item(d->l, i), &v) == 0)
+            d->sum += v;
+    }
+    mproc_obj_unref(d->l);
+    return NULL;
+}
+
+static void test_shared_blocks(void)
+{
+    mproc_obj *l = mproc_obj_list_new();
+    for (int i = 0; i < 50000; i++) {
+        CHECK_OK(mproc_obj_list_append(l, mproc_obj_int(i)));
+        if (i % 7 == 0)
+            CHECK_OK(mproc_obj_list_append(l, mproc_obj_str_c("seven")));
+    }
+    void *b;
+    size_t n;
+    CHECK_OK(mproc_pickle_dumps(l, 4, &b, &n));
+    mproc_obj_unref(l);
+    for (int round = 0; round < 20; round++) {
+        mproc_obj *o;
+        char err[200];
+        CHECK_OK(mproc_pickle_loads(b, n, NULL, &o, err, sizeof err));
+        mproc_obj *keep = mproc_obj_ref(mproc_obj_item(o, 2)); /* 1 */
+        mproc_obj *last =
+            mproc_obj_ref(mproc_obj_item(o, mproc_obj_len(o) - 1));
+        dropper d1 = {mproc_obj_ref(o), 0}, d2 = {o, 0};
+        pthread_t t1, t2;
+        CHECK(pthread_create(&t1, NULL, drop_thread, &d1) == 0);
+        CHECK(pthread_create(&t2, NULL, drop_thread, &d2) == 0);
+        pthread_join(t1, NULL);
+        pthread_join(t2, NULL);
+        CHECK(d1.sum == d2.sum && d1.sum == 49999L * 50000 / 2);
+        int64_t v;
+        CHECK_OK(mproc_obj_int_value(keep, &v)); /* its block still there */
+        CHECK_EQ(v, 1);
+        CHECK_OK(mproc_obj_int_value(last, &v));
+        CHECK_EQ(v, 49999);
+        mproc_obj_unref(last);
+        mproc_obj_unref(keep);
+    }
+    free(b);
+}
+
+/* ---- against CPython -------------------------------------------------- */
+
+static const char *peer_script(void)
+{
+    static char path[1024];
+    const char *f = __FILE__;
+    const char *slash = strrchr(f, '/');
+    int dir = slash ? (int)(slash - f) : 1;
+    snprintf(path, sizeof path, "%.*s/py/pickle_peer.py", dir, slash ? f : ".");
+    if (access(path, R_OK) != 0)
+        mproc_test_fail(__FILE__, __LINE__, "cannot find %s", path);
+    return path;
+}
+
+/* Runs python with args; its output goes to out (a file). Returns its
+ * exit status. */
+static int run_python(const char *python, const char *const *args,
+                      const char *out)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd < 0 || dup2(fd, 1) < 0)
+            mproc_test_exit(126);
+        const char *argv[12] = {python, peer_script()};
+        for (int i = 0; args[i] && i < 9; i++)
+            argv[i + 2] = args[i];
+        execv(python, (char *const *)argv);
+        mproc_test_exit(127);
+    }
+    int st;
+    CHECK(waitpid(pid, &st, 0) == pid);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static unsigned char *slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    CHECK(f != NULL);
+    size_t cap = 1 << 16;
+    unsigned char *b = malloc(cap);
+    *n = 0;
+    size_t k;
+    while (b && (k = fread(b + *n, 1, cap - *n, f)) > 0) {
+        *n += k;
+        if (*n == cap)
+            b = realloc(b, cap *= 2);
+    }
+    fclose(f);
+    CHECK(b != NULL);
+    return b;
+}
+
+static uint32_t rd32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
+static const char *const versions[] = {"2.7",  "3.6",  "3.7",  "3.8", "3.9",
+                                       "3.10", "3.11", "3.12", "3.13"};
+
+static void test_cpython_property(void)
+{
+    char dir[] = "/tmp/mproc-pickle-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char in[600], out[600], log[600];
+    snprintf(in, sizeof in, "%s/from_python", dir);
+    snprintf(out, sizeof out, "%s/from_mproc", dir);
+    snprintf(log, sizeof log, "%s/log", dir);
+    int ran = 0, values = 0;
+    for (size_t v = 0; v < sizeof versions / sizeof *versions; v++) {
+        const char *python = mproc_test_python(versions[v]);
+        if (!python)
+            continue;
+        ran++;
+        bool py2 = versions[v][0] == '2';
+        int highest = py2 ? 2 : strcmp(versions[v], "3.8") < 0 ? 4 : 5;
+        for (int proto = 0; proto <= highest; proto++) {
+            char seed[16], protos[4];
+            snprintf(seed, sizeof seed, "%d", (int)(v * 10 + (size_t)proto));
+            snprintf(protos, sizeof protos, "%d", proto);
+            const char *gen[] = {"gen", seed, "250", protos, NULL};
+            CHECK_EQ(run_python(python, gen, in), 0);
+            size_t n;
+            unsigned char *b = slurp(in, &n);
+            FILE *f = fopen(out, "wb");
+            CHECK(f != NULL);
+            /* Frames: u32 pickle length, pickle, u32 repr length, repr. */
+            bool check_repr = strcmp(versions[v], "3.13") == 0;
+            for (size_t at = 0; at < n;) {
+                CHECK(n - at >= 4);
+                uint32_t pl = rd32(b + at);
+                CHECK(n - at - 4 >= pl + 4);
+                const unsigned char *pk = b + at + 4;
+                uint32_t rl = rd32(pk + pl);
+                const char *rp = (const char *)pk + pl + 4;
+                at += 8 + (size_t)pl + rl;
+                mproc_obj *o;
+                char err[256];
+                int r = mproc_pickle_loads(pk, pl, NULL, &o, err, sizeof err);
+                if (r < 0)
+                    mproc_test_fail(__FILE__, __LINE__,
+                                    "%s protocol %d value %d: %s", python,
+                                    proto, values, err);
+                if (check_repr && rl) {
+                    char *s = repr_of(o);
+                    if (strlen(s) != rl || memcmp(s, rp, rl) != 0)
+                        mproc_test_fail(__FILE__, __LINE__,
+                                        "repr differs:\n mproc  %s\n python "
+                                        "%.*s",
+                                        s, (int)rl, rp);
+                    free(s);
+                }
+                void *back;
+                size_t bl;
+                int outp = proto < 2 ? 2 : proto;
+                CHECK_OK(mproc_pickle_dumps(o, outp, &back, &bl));
+                /* decode -> encode -> decode is stable */
+                mproc_obj *again;
+                CHECK_OK(mproc_pickle_loads(back, bl, NULL, &again, err,
+                                            sizeof err));
+                CHECK_EQ(mproc_obj_eq(o, again), 1);
+                mproc_obj_unref(again);
+                uint32_t l32 = (uint32_t)bl;
+                CHECK(fwrite(&l32, 4, 1, f) == 1);
+                CHECK(fwrite(back, 1, bl, f) == bl);
+                free(back);
+                mproc_obj_unref(o);
+                values++;
+            }
+            fclose(f);
+            free(b);
+            const char *check[] = {"check", seed, "250", protos, out, NULL};
+            if (run_python(python, check, log) != 0) {
+                size_t ln;
+                char *msg = (char *)slurp(log, &ln);
+                mproc_test_fail(__FILE__, __LINE__, "%s protocol %d: %.*s",
+                                python, proto, (int)ln, msg);
+            }
+        }
+    }
+    unlink(in);
+    unlink(out);
+    unlink(log);
+    rmdir(dir);
+    if (!ran)
+        SKIP("no CPython in $MPROC_PYTHON_DIR (default ~/.pyenv/versions)");
+    printf("  %d values from %d interpreters\n", values, ran);
+}
+
+static const mproc_test tests[] = {
+    {"scalars", test_scalars, 10},
+    {"containers", test_containers, 10},
+    {"hash_eq", test_hash_eq, 10},
+    {"repr", test_repr, 10},
+    {"deep", test_deep, 30},
+    {"roundtrip", test_roundtrip, 20},
+    {"cpython_bytes", test_cpython_bytes, 10},
+    {"hostile", test_hostile, 10},
+    {"bombs", test_bombs, 60},
+    {"truncation_and_flips", test_truncation_and_flips, 60},
+    {"shared_blocks", test_shared_blocks, 60},
+    {"cpython_property", test_cpython_property, 120},
+};
+
+MPROC_TEST_MAIN(tests)
