@@ -1952,8 +1952,154 @@ static void test_handles_hostile(void)
     mproc_conn_free(pw);
 }
 
+/* ---- objects: send_obj / recv_obj between C processes ------------------- */
+
+/* The child: each object received comes back wrapped as
+ * {'got': obj, 'repr': repr(obj)}; an int -1 ends it. */
+static int t_obj_echo(const mproc_args *args)
+{
+    mproc_conn *c = mproc_args_conn(args, 0);
+    for (;;) {
+        mproc_obj *o;
+        if (mproc_conn_recv_obj(c, &o, 10, NULL, 0) != 0)
+            return 1;
+        int64_t end;
+        if (mproc_obj_int_value(o, &end) == 0 && end == -1) {
+            mproc_obj_unref(o);
+            return 0;
+        }
+        char *r;
+        if (mproc_obj_repr(o, &r, NULL) != 0)
+            return 2;
+        mproc_obj *d = mproc_obj_dict_new();
+        if (mproc_obj_dict_set(d, mproc_obj_str_c("got"), o) != 0 ||
+            mproc_obj_dict_set(d, mproc_obj_str_c("repr"),
+                               mproc_obj_str_c(r)) != 0)
+            return 3;
+        free(r);
+        int rc = mproc_conn_send_obj(c, d);
+        mproc_obj_unref(d);
+        if (rc != 0)
+            return 4;
+    }
+}
+
+static mproc_obj *sample_obj(int i)
+{
+    mproc_obj *o = mproc_obj_dict_new();
+    mproc_obj *l = mproc_obj_list_new();
+    for (int k = 0; k < 100 * i + 1; k++)
+        CHECK_OK(mproc_obj_list_append(l, mproc_obj_int(k * k)));
+    CHECK_OK(mproc_obj_dict_set(o, mproc_obj_str_c("squares"), l));
+    CHECK_OK(mproc_obj_dict_set(
+        o, mproc_obj_int(i),
+        mproc_obj_int_from_str("-1606938044258990275541962092341162602522"
+                               "202993782792835301376")));
+    CHECK_OK(mproc_obj_dict_set(o, mproc_obj_float(2.5),
+                                mproc_obj_str_c("\xc3\xa9")));
+    CHECK_OK(mproc_obj_dict_set(
+        o, mproc_obj_tuple_of(2, mproc_obj_none(), mproc_obj_bool(true)),
+        mproc_obj_bytes("howdy", 5)));
+    return o;
+}
+
+static void test_objects_c_to_c(void)
+{
+    for (int m = 0; m < 3; m++) {
+        mproc_conn *a, *b;
+        CHECK_OK(mproc_pipe(&a, &b, 1));
+        mproc_args *args = mproc_args_new();
+        CHECK_OK(mproc_args_add_conn(args, b));
+        mproc_process *p;
+        CHECK_OK(mproc_process_new(&p, t_obj_echo, args));
+        mproc_args_free(args);
+        CHECK_OK(mproc_process_set_start_method(p, mproc_test_methods[m]));
+        CHECK_OK(mproc_process_start(p));
+        mproc_conn_free(b);
+        for (int i = 0; i < 4; i++) {
+            CHECK_OK(mproc_conn_set_pickle_protocol(a, 2 + i)); /* 2..5 */
+            mproc_obj *o = sample_obj(i);
+            CHECK_OK(mproc_conn_send_obj(a, o));
+            mproc_obj *back;
+            char err[128];
+            CHECK_OK(mproc_conn_recv_obj(a, &back, 10, err, sizeof err));
+            CHECK_EQ(mproc_obj_eq(mproc_obj_dict_get_str(back, "got"), o), 1);
+            char *mine;
+            CHECK_OK(mproc_obj_repr(o, &mine, NULL));
+            CHECK_STR(
+                mproc_obj_str_value(mproc_obj_dict_get_str(back, "repr"), NULL),
+                mine);
+            free(mine);
+            mproc_obj_unref(back);
+            mproc_obj_unref(o);
+        }
+        mproc_obj *end = mproc_obj_int(-1);
+        CHECK_OK(mproc_conn_send_obj(a, end));
+        mproc_obj_unref(end);
+        CHECK_OK(mproc_process_join(p, 10));
+        CHECK_EQ(mproc_process_exitcode(p), 0);
+        mproc_process_free(p);
+        mproc_conn_free(a);
+    }
+}
+
+/* What is no pickle, or a pickle mproc refuses, fails alone: the message
+ * is consumed with MPROC_EPICKLE and a reason, and the next is read. */
+static void test_objects_hostile(void)
+{
+    mproc_conn *a, *b;
+    CHECK_OK(mproc_pipe(&a, &b, 1));
+    /* pickle.dumps(os.system, 2) and a REDUCE of it */
+    static const unsigned char os_system[] = "\x80\x02"
+                                             "cposix\nsystem\n"
+                                             "q\x00X\x04\x00\x00\x00echo"
+                                             "q\x01\x85q\x02Rq\x03.";
+    const struct {
+        const void *p;
+        size_t n;
+        const char *says;
+    } bad[] = {
+        {"not a pickle", 12, ""},
+        {os_system, sizeof os_system - 1, "posix"},
+        {"\x80\x04\x95", 3, ""},              /* truncated FRAME */
+        {"\x80\x02(((((((((((((((", 16, ""},  /* no STOP */
+        {"\x80\x02X\xff\xff\xff\x7f", 7, ""}, /* a huge str, absent */
+        {"", 0, ""},
+    };
+    mproc_obj *good = mproc_obj_str_c("still here");
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_OK(mproc_conn_send_bytes(a, bad[i].p, bad[i].n));
+        CHECK_OK(mproc_conn_send_obj(a, good));
+        mproc_obj *o = (mproc_obj *)1;
+        char err[256];
+        CHECK_ERR(mproc_conn_recv_obj(b, &o, 5, err, sizeof err),
+                  MPROC_EPICKLE);
+        CHECK(o == NULL);
+        CHECK(err[0] != 0);
+        CHECK(strstr(err, bad[i].says) != NULL);
+        CHECK_OK(mproc_conn_recv_obj(b, &o, 5, NULL, 0));
+        CHECK_EQ(mproc_obj_eq(o, good), 1);
+        mproc_obj_unref(o);
+    }
+    mproc_obj_unref(good);
+    /* the usual errors of the connection come through */
+    mproc_obj *o;
+    CHECK_ERR(mproc_conn_recv_obj(b, &o, 0, NULL, 0), -ETIMEDOUT);
+    CHECK_ERR(mproc_conn_recv_obj(b, NULL, 0, NULL, 0), -EINVAL);
+    CHECK_ERR(mproc_conn_send_obj(a, NULL), -EINVAL);
+    CHECK_ERR(mproc_conn_set_pickle_protocol(NULL, 4), -EINVAL);
+    CHECK_OK(mproc_conn_set_pickle_protocol(a, -1));
+    CHECK_EQ(mproc_conn_pickle_protocol(a), MPROC_PICKLE_HIGHEST_PROTOCOL);
+    mproc_conn_free(a);
+    CHECK_ERR(mproc_conn_recv_obj(b, &o, 5, NULL, 0), MPROC_EEOF);
+    CHECK(o == NULL);
+    mproc_conn_free(b);
+}
+
 static const mproc_test tests[] = {
     {"objects_to_running_child", test_objects_to_running_child, 60},
+    {"objects_c_to_c", test_objects_c_to_c, 60},
+    {"objects_hostile", test_objects_hostile, 20},
     {"handles_hostile", test_handles_hostile, 20},
     {"pipe_duplex", test_pipe_duplex, 20},
     {"pipe_simplex", test_pipe_simplex, 20},

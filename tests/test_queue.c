@@ -1659,8 +1659,100 @@ static void test_former_names(void)
 #endif
 }
 
+/* ---- objects: put_obj / get_obj between processes ------------------------ */
+
+/* The child: takes n objects from q and puts, for each, the list
+ * [obj, len(obj)] on r; then a None. */
+static int t_obj_relay(const mproc_args *args)
+{
+    mproc_queue *q = mproc_args_queue(args, 0), *r = mproc_args_queue(args, 1);
+    int64_t n = mproc_args_int(args, 2);
+    for (int64_t i = 0; i < n; i++) {
+        mproc_obj *o;
+        if (mproc_queue_get_obj(q, &o, 10, NULL, 0) != 0)
+            return 1;
+        mproc_obj *l = mproc_obj_list_new();
+        mproc_obj_list_append(l, mproc_obj_int((int64_t)mproc_obj_len(o)));
+        mproc_obj_list_append(l, o);
+        int rc = mproc_queue_put_obj(r, l, 10);
+        mproc_obj_unref(l);
+        if (rc != 0)
+            return 2;
+    }
+    mproc_obj *none = mproc_obj_none();
+    return mproc_queue_put_obj(r, none, 10) == 0 ? 0 : 3;
+}
+
+static void test_objects(void)
+{
+    for (int m = 0; m < 3; m++) {
+        mproc_queue *q, *r;
+        CHECK_OK(mproc_queue_new(&q, 0));
+        CHECK_OK(mproc_queue_new(&r, 0));
+        enum { N = 200 };
+        /* put before the consumer exists (the queue is unbounded) */
+        for (int i = 0; i < N; i++) {
+            mproc_obj *o = mproc_obj_dict_new();
+            for (int k = 0; k < i % 17; k++)
+                CHECK_OK(mproc_obj_dict_set(
+                    o, mproc_obj_int(k),
+                    mproc_obj_int_from_str("123456789012345678901234567")));
+            CHECK_OK(
+                mproc_obj_dict_set(o, mproc_obj_str_c("i"), mproc_obj_int(i)));
+            CHECK_OK(mproc_queue_put_obj(q, o, 5));
+            mproc_obj_unref(o);
+        }
+        mproc_args *a = mproc_args_new();
+        CHECK_OK(mproc_args_add_queue(a, q));
+        CHECK_OK(mproc_args_add_queue(a, r));
+        CHECK_OK(mproc_args_add_int(a, N));
+        mproc_process *p;
+        CHECK_OK(mproc_process_new(&p, t_obj_relay, a));
+        mproc_args_free(a);
+        CHECK_OK(mproc_process_set_start_method(p, mproc_test_methods[m]));
+        CHECK_OK(mproc_process_start(p));
+        for (int i = 0; i < N; i++) {
+            mproc_obj *l;
+            CHECK_OK(mproc_queue_get_obj(r, &l, 10, NULL, 0));
+            CHECK_EQ(mproc_obj_type_of(l), MPROC_OBJ_LIST);
+            int64_t len, got;
+            CHECK_OK(mproc_obj_int_value(mproc_obj_item(l, 0), &len));
+            CHECK_EQ(len, i % 17 + 1);
+            mproc_obj *d = mproc_obj_item(l, 1);
+            CHECK_OK(mproc_obj_int_value(mproc_obj_dict_get_str(d, "i"), &got));
+            CHECK_EQ(got, i); /* in order, none lost */
+            mproc_obj_unref(l);
+        }
+        mproc_obj *end;
+        CHECK_OK(mproc_queue_get_obj(r, &end, 10, NULL, 0));
+        CHECK_EQ(mproc_obj_type_of(end), MPROC_OBJ_NONE);
+        mproc_obj_unref(end);
+        CHECK_OK(mproc_process_join(p, 10));
+        CHECK_EQ(mproc_process_exitcode(p), 0);
+        mproc_process_free(p);
+        /* bytes that are no pickle: consumed, reported, the next is read */
+        char err[128];
+        mproc_obj *o = mproc_obj_bool(false);
+        CHECK_OK(mproc_queue_put(q, "raw", 3, 1));
+        CHECK_OK(mproc_queue_put_obj(q, o, 1));
+        CHECK_ERR(mproc_queue_get_obj(q, &end, 1, err, sizeof err),
+                  MPROC_EPICKLE);
+        CHECK(end == NULL && err[0]);
+        CHECK_OK(mproc_queue_get_obj(q, &end, 1, err, sizeof err));
+        CHECK_EQ(mproc_obj_eq(end, o), 1);
+        mproc_obj_unref(end);
+        CHECK_ERR(mproc_queue_get_obj(q, &end, 0, NULL, 0), MPROC_EEMPTY);
+        CHECK_ERR(mproc_queue_put_obj(q, NULL, 0), -EINVAL);
+        mproc_queue_close(q);
+        CHECK_ERR(mproc_queue_put_obj(q, o, 0), MPROC_ECLOSED);
+        mproc_queue_free(q);
+        mproc_queue_free(r);
+    }
+}
+
 static const mproc_test tests[] = {
     {"fifo_and_state", test_fifo_and_state, 20},
+    {"objects", test_objects, 60},
     {"sizes_in_process", test_sizes_in_process, 20},
     {"sizes_larger_than_ring", test_sizes_larger_than_ring, 30},
     {"streamed_put_timeout", test_streamed_put_timeout, 20},

@@ -50,6 +50,7 @@
 
 #include "args.h"
 #include "common.h"
+#include "obj.h"
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -185,6 +186,42 @@ MPROC_API int mproc_conn_recv_bytes_into(mproc_conn *c, void *buf, size_t cap,
  * -errno. Waits up to timeout seconds (< 0 forever).
  */
 MPROC_API int mproc_conn_poll(mproc_conn *c, double timeout);
+
+/* ---- objects (Python's send and recv) ---------------------------------- */
+
+/*
+ * Python's send(obj): sends o as one message holding its pickle, which
+ * CPython's Connection.recv() (3.6 to 3.13) unpickles to an equal value
+ * of the same types. The protocol is the connection's (see below). o is
+ * only read. Returns 0, or what mproc_pickle_dumps (-ELOOP, -EOVERFLOW,
+ * -ENOMEM) and mproc_conn_send_bytes return. Thread safe (serialized with
+ * other sends); blocks as send_bytes.
+ */
+MPROC_API int mproc_conn_send_obj(mproc_conn *c, const mproc_obj *o);
+
+/*
+ * Python's recv(): receives one message and unpickles it into *out (a new
+ * reference; mproc_obj_unref it), whatever CPython's send(obj) wrote for
+ * the types of mproc_obj (a Python exception object arrives as a reduce
+ * value: mproc_obj_is_exception, mproc_obj_repr). Nothing in the message
+ * runs code (docs/values.md). timeout as mproc_conn_recv_bytes. Returns 0;
+ * MPROC_EPICKLE for a message that is no pickle mproc accepts (it is
+ * consumed; the connection stays usable), with the reason written into
+ * err (errcap bytes, NUL-terminated; err may be NULL); or what
+ * mproc_conn_recv_bytes returns. *out is NULL on failure. Thread safe
+ * (serialized with other receives).
+ */
+MPROC_API int mproc_conn_recv_obj(mproc_conn *c, mproc_obj **out,
+                                  double timeout, char *err, size_t errcap);
+
+/*
+ * The pickle protocol send_obj writes: 2 to 5, or -1 for the highest.
+ * The default is 4 (what CPython 3.8+ writes; 3.6 and 3.7 read it too);
+ * a peer running Python 2.7 needs 2. Returns 0, or -EINVAL. Thread safe.
+ */
+MPROC_API int mproc_conn_set_pickle_protocol(mproc_conn *c, int protocol);
+/* The protocol send_obj writes (2 to 5), or -EINVAL for NULL. */
+MPROC_API int mproc_conn_pickle_protocol(const mproc_conn *c);
 
 /* ---- listeners and clients ------------------------------------------- */
 

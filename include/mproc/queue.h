@@ -49,6 +49,7 @@
 
 #include "args.h"
 #include "common.h"
+#include "obj.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -165,6 +166,26 @@ MPROC_API int mproc_queue_get_nowait(mproc_queue *q, void *buf, size_t cap,
  */
 MPROC_API int mproc_queue_get_alloc(mproc_queue *q, void **out, size_t *len,
                                     double timeout);
+
+/*
+ * Python's put(obj) for an mproc_obj: puts o's pickle (protocol 5) as one
+ * message; o is only read. Returns 0, or what mproc_pickle_dumps (-ELOOP,
+ * -ENOMEM) and mproc_queue_put return. Blocks and is thread safe as
+ * mproc_queue_put.
+ */
+MPROC_API int mproc_queue_put_obj(mproc_queue *q, const mproc_obj *o,
+                                  double timeout);
+
+/*
+ * Python's get() for a message put with put_obj: takes it and unpickles
+ * it into *out (a new reference; mproc_obj_unref it). Returns 0,
+ * MPROC_EPICKLE for a message that is no pickle (put as bytes by
+ * mproc_queue_put; it is consumed), with the reason written into err
+ * (errcap bytes; err may be NULL), or what mproc_queue_get_alloc returns
+ * (MPROC_EEMPTY after timeout seconds, ...). *out is NULL on failure.
+ */
+MPROC_API int mproc_queue_get_obj(mproc_queue *q, mproc_obj **out,
+                                  double timeout, char *err, size_t errcap);
 
 /*
  * Number of messages in the queue, ring and overflow (a snapshot: others

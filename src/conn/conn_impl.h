@@ -17,6 +17,7 @@ struct mproc_conn {
     pthread_mutex_t rlock; /* receives (and the rx state below) */
     pthread_mutex_t wlock; /* sends */
     double send_timeout;
+    int pickle_protocol; /* send_obj's; 0 = the default; atomic */
     int tx_err; /* sticky send error (stream out of step), under wlock */
     int rx_err; /* sticky receive error; atomic (poll reads it) */
 

@@ -1,21 +1,26 @@
 """conn_peer.py - a CPython peer for tests/test_interop.c.
 
 Usage: python conn_peer.py ROLE ADDRESS KEY SCENARIO
-  ROLE      listen | connect
+  ROLE      listen | connect | fd (ADDRESS is the number of an inherited
+            fd of one end of a Pipe(); KEY is not used)
   ADDRESS   listen: "tcp" (127.0.0.1, any port), "abstract", or a path;
             connect: an mproc address string ("@name", "host:port", "/path")
   KEY       hex bytes, "-" for no authkey (None), "empty" for b''
   SCENARIO  echo     send every message back until EOF, then exit 0
             bye      send b'bye' and close
             waiteof  expect EOF as the first thing read
+            objects  for each object received with recv(): send its repr
+                     (send_bytes) and the object back (send); after
+                     b'your turn', send each of PY_OBJECTS and its repr,
+                     then b'done' and wait for EOF
             handle   recv_handle an fd, send back what it reads, then
                      send_handle the read end of a pipe holding
                      b'from Python', and wait for EOF
 A listener prints its address (in mproc's string form) on stdout first.
 Exit codes: 0 ok, 3 AuthenticationError, 5 EOFError (peer hung up),
 4 anything else (with a traceback on stderr).
-Runs on CPython 3.6 and later; uses only send_bytes/recv_bytes (send()
-would pickle).
+Runs on CPython 3.6 and later; only the objects scenario uses send() and
+recv() (pickles).
 """
 import os
 import sys
@@ -43,7 +48,45 @@ def fmt(addr):
     return addr
 
 
+# What Python sends in the objects scenario: every type mproc models, big
+# ints both ways, non-ASCII text, an exception with its args.
+PY_OBJECTS = [
+    {1: 1},
+    [0, 1, 4, 9],
+    2 ** 70,
+    -2 ** 200,
+    u'\xe9t\xe9 \u20ac \U0001f600',
+    b'howdy',
+    bytearray(b'\x00\xff'),
+    (1,),
+    (),
+    {'a': [1, 2.5, None, True, False], 'b': (b'x', -1.5e-300), 3: {}},
+    frozenset([7]),
+    {u'k\xe9y'},
+    ValueError('bad value', 42),
+    KeyError('missing'),
+    [[[[]]]],
+    float('inf'),
+]
+
+
 def run(conn, scenario):
+    if scenario == 'objects':
+        while True:
+            m = conn.recv()
+            if m == b'your turn':
+                break
+            conn.send_bytes(repr(m).encode('utf-8'))
+            conn.send(m)
+        for o in PY_OBJECTS:
+            conn.send(o)
+            conn.send_bytes(repr(o).encode('utf-8'))
+        conn.send(b'done')
+        try:
+            conn.recv_bytes()
+        except EOFError:
+            return 0
+        return 1
     if scenario == 'echo':
         while True:
             try:
@@ -101,6 +144,9 @@ def main():
                     lst.close()
                 except ValueError:
                     pass  # 3.6 tries to unlink an abstract name
+        elif role == 'fd':
+            from multiprocessing.connection import Connection
+            conn = Connection(int(addr))
         else:
             conn = Client(parse(addr), authkey=key)
         return run(conn, scenario)
