@@ -278,6 +278,15 @@ int mproc__sp_pump(mproc_popen *p, const void *in, size_t len,
     return r;
 }
 
+int mproc__sp_finish(mproc_popen *p, const void *in, size_t len,
+                     const mproc__sp_dest dest[2], const mproc__deadline *d)
+{
+    int r = mproc__sp_pump(p, in, len, dest, d);
+    if (r == 0)
+        r = mproc__sp_reap(p, d);
+    return r < 0 ? r : 0;
+}
+
 int mproc__sp_take(mproc_popen *p, int which, bool piped, char **out,
                    size_t *len)
 {
@@ -316,9 +325,7 @@ int mproc_popen_communicate(mproc_popen *p, const void *input, size_t len,
         {out ? MPROC__SP_CAPTURE : MPROC__SP_DROP, NULL},
         {err ? MPROC__SP_CAPTURE : MPROC__SP_DROP, NULL},
     };
-    int r = mproc__sp_pump(p, input, len, dest, &d);
-    if (r == 0)
-        r = mproc__sp_reap(p, &d);
+    int r = mproc__sp_finish(p, input, len, dest, &d);
     if (r < 0)
         return r;
     size_t n;
@@ -347,10 +354,7 @@ int mproc_popen_stream(mproc_popen *p, const void *input, size_t len,
         {out ? MPROC__SP_SINK : MPROC__SP_DROP, out},
         {err ? MPROC__SP_SINK : MPROC__SP_DROP, err},
     };
-    int r = mproc__sp_pump(p, input, len, dest, &d);
-    if (r == 0)
-        r = mproc__sp_reap(p, &d);
-    return r < 0 ? r : 0;
+    return mproc__sp_finish(p, input, len, dest, &d);
 }
 
 /* ---- reading stdout as it comes ----------------------------------------- */

@@ -76,9 +76,7 @@ int mproc_run(mproc_completed *res, const char *const *argv,
     res->pid = p->pid;
     group = group && p->group_leader;
     mproc__deadline d = mproc__deadline_from(timeout);
-    r = mproc__sp_pump(p, opts->input, opts->input_len, dest, &d);
-    if (r == 0)
-        r = mproc__sp_reap(p, &d);
+    r = mproc__sp_finish(p, opts->input, opts->input_len, dest, &d);
     if (r < 0)
         kill_and_reap(p, group);
     res->returncode = p->returncode;

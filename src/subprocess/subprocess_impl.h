@@ -65,6 +65,11 @@ int mproc__sp_owned(const mproc_popen *p);
  * code. No SIGPIPE is raised. */
 int mproc__sp_pump(mproc_popen *p, const void *in, size_t len,
                    const mproc__sp_dest dest[2], const mproc__deadline *d);
+/* The pump, then a wait for the child, both until d: 0 once both output
+ * streams reached end of file and the child was reaped, or the pump's
+ * code, or -ETIMEDOUT. */
+int mproc__sp_finish(mproc_popen *p, const void *in, size_t len,
+                     const mproc__sp_dest dest[2], const mproc__deadline *d);
 /* Moves a captured stream out of p as a NUL-terminated malloc'd string
  * (NULL, 0 when that stream is not a pipe). Returns 0 or -ENOMEM. */
 int mproc__sp_take(mproc_popen *p, int which, bool piped, char **out,
