@@ -29,6 +29,32 @@ static pthread_mutex_t g_orphan_mu = PTHREAD_MUTEX_INITIALIZER;
 static orphan *g_orphans;
 static size_t g_norphans, g_orphan_cap;
 
+static void orphans_prepare(void)
+{
+    pthread_mutex_lock(&g_orphan_mu);
+}
+
+static void orphans_parent(void)
+{
+    pthread_mutex_unlock(&g_orphan_mu);
+}
+
+/* A fork child: its parent's children are not its own. */
+static void orphans_child(void)
+{
+    for (size_t i = 0; i < g_norphans; i++)
+        mproc__close(g_orphans[i].pidfd);
+    g_norphans = 0;
+    pthread_mutex_unlock(&g_orphan_mu);
+}
+
+__attribute__((constructor)) static void orphans_init(void)
+{
+    /* Never fork with the list half-edited. */
+    mproc__atfork_register(); /* first: see there */
+    pthread_atfork(orphans_prepare, orphans_parent, orphans_child);
+}
+
 /* Reaps what has ended of the freed objects' children. */
 static void reap_orphans(void)
 {
