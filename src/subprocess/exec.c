@@ -7,8 +7,8 @@
  * CLONE_PIDFD where there are pidfds) on a small stack of its own: the
  * child shares our memory and we sleep until it has exec'd or died, so the
  * cost does not grow with our size, and a pidfd names it before its pid
- * could ever be reused. Where such a clone is refused (valgrind), a plain
- * fork runs the same child code.
+ * could ever be reused. Where such a clone is refused (valgrind), or
+ * under ThreadSanitizer, a plain fork runs the same child code.
  *
  * The child makes raw system calls only (it runs on our memory, with no
  * lock of libc's to be trusted): handlers back to default, the caller's
@@ -118,8 +118,8 @@ NO_SAN __attribute__((noreturn)) static void child_fail(const plan *pl,
 {
     report rep = {step, err};
     sys(SYS_write, pl->report, (long)&rep, sizeof rep, 0);
-    for (;;)
-        sys(SYS_exit, 127, 0, 0, 0);
+    for (;;) /* the whole process, should a fork child have threads */
+        sys(SYS_exit_group, 127, 0, 0, 0);
 }
 
 NO_SAN static bool passed(const plan *pl, int fd)
@@ -396,6 +396,12 @@ static int open_stdio(int i, const mproc_stdio *s, int *devnull, int *child,
 
 enum { STACK_SIZE = 64 * 1024 };
 
+/* ThreadSanitizer's runtime, when this build has one: it takes every
+ * clone() for a fork and marks the process as forked-while-threaded,
+ * in the memory a CLONE_VM child shares with us, after which it kills
+ * the process at its next pthread_create. Under it, fork. */
+extern void __tsan_init(void) __attribute__((weak));
+
 /* Runs the child: clone(CLONE_VM | CLONE_VFORK) on its own stack, or fork
  * where that is refused. Returns the pid (and *pidfd when asked) or
  * -errno. */
@@ -403,6 +409,8 @@ static pid_t start_child(plan *pl, bool want_pidfd, int *pidfd)
 {
     static _Atomic bool no_vfork;
     *pidfd = -1;
+    if (__tsan_init)
+        atomic_store(&no_vfork, true);
     /* Every signal blocked while the child shares our memory (the raw
      * call reaches glibc's internal ones too); the child sets its own. */
     unsigned long all = ~0UL, old = 0;
