@@ -14,9 +14,10 @@
  *   comm     100 MB in and 100 MB out through cat: communicate, MB/s,
  *            beside CPython's Popen.communicate.
  *
- * Rounds are interleaved (every contender once per round; mproc's starts
- * and the floor's alternate one by one) and each figure is the median
- * over rounds. Targets are reported, never asserted.
+ * Rounds are interleaved (every contender once per round) and each figure
+ * is the median over rounds; mproc's starts and the floor's alternate one
+ * by one, and their figures are the medians over every single start. Targets
+ * are reported, never asserted.
  *
  * Usage: bench_subprocess [-r rounds] [-n starts per round] [-P]
  *   -P  skip CPython
@@ -137,20 +138,35 @@ static int time_starts(int c, int (*fn)(void), int n)
 }
 
 /* mproc and the raw floor alternating start by start, so that both see
- * the same moments of a busy machine: one sample each, the mean. */
+ * the same moments of a busy machine. Every start's time is kept: their
+ * median (over all rounds) is the figure, which a burst of load on the
+ * shared machine moves far less than a round's mean. */
+#define MAX_OPS 65536
+static double g_ops[NC][MAX_OPS];
+static int g_nops[NC];
+
 static int time_pair(int raw, int mine, int n)
 {
-    double t[2] = {0, 0};
     for (int i = 0; i < 2 * n; i++) {
+        int c = i % 2 ? mine : raw;
         double t0 = now();
         int r = i % 2 ? mproc_true() : raw_spawn();
         if (r < 0)
             return r;
-        t[i % 2] += now() - t0;
+        if (g_nops[c] < MAX_OPS)
+            g_ops[c][g_nops[c]++] = (now() - t0) * 1e6;
     }
-    add(raw, t[0] / n * 1e6);
-    add(mine, t[1] / n * 1e6);
     return 0;
+}
+
+/* The median start of contender c, into its one sample. */
+static void ops_median(int c)
+{
+    if (g_nops[c] == 0)
+        return;
+    qsort(g_ops[c], (size_t)g_nops[c], sizeof(double), bench_cmp_double);
+    nsamples[c] = 0;
+    add(c, g_ops[c][g_nops[c] / 2]);
 }
 
 static const char *head_argv[] = {"head", "-c", "200000000", "/dev/zero", NULL};
@@ -391,6 +407,10 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    ops_median(S_RAW);
+    ops_median(S_MPROC);
+    ops_median(B_RAW);
+    ops_median(B_MPROC);
     printf("subprocess, median of %d interleaved rounds (%d starts/round, "
            "CPython %d)\n",
            rounds, n, npy);

@@ -28,7 +28,8 @@
  *
  * Starting: a vfork-like clone (CLONE_VM | CLONE_VFORK, with CLONE_PIDFD
  * where the kernel has pidfds), so the cost does not grow with the
- * parent's memory; a plain fork where such a clone is refused (valgrind).
+ * parent's memory; a plain fork where such a clone is refused (valgrind)
+ * and under ThreadSanitizer.
  * What the child does before exec (dup2, chdir, setsid, exec...) reports
  * its failure back through a close-on-exec pipe: a start call returns the
  * errno of the failing step (-ENOENT, -EACCES, -ENOTDIR...) and names the

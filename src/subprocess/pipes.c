@@ -20,6 +20,12 @@
 
 #define CHUNK (64 * 1024)
 
+/* Past this, a buffer jumps to BIG_BUF: above malloc's largest mmap
+ * threshold, so that it is mapped apart and every later growth is an
+ * mremap that copies nothing (only the pages touched cost memory). */
+#define BIG_FROM ((size_t)1 << 20)
+#define BIG_BUF  ((size_t)64 << 20)
+
 /* Room for need more bytes in b (grown by doubling). */
 static int room(mproc__buf *b, size_t need)
 {
@@ -28,6 +34,8 @@ static int room(mproc__buf *b, size_t need)
     size_t nc = b->cap ? b->cap * 2 : CHUNK;
     while (nc - b->len < need)
         nc *= 2;
+    if (nc > BIG_FROM && nc < BIG_BUF)
+        nc = BIG_BUF;
     unsigned char *q = realloc(b->p, nc);
     if (!q)
         return -ENOMEM;
@@ -300,6 +308,11 @@ int mproc__sp_take(mproc_popen *p, int which, bool piped, char **out,
     if (r < 0)
         return r;
     b->p[b->len] = 0;
+    if (b->cap >= BIG_BUF && b->cap - b->len > BIG_FROM) {
+        unsigned char *q = realloc(b->p, b->len + 1); /* gives back the tail */
+        if (q)
+            b->p = q;
+    }
     *out = (char *)b->p;
     *len = b->len;
     memset(b, 0, sizeof *b);
