@@ -177,22 +177,35 @@ static void test_signals_and_codes(void)
     CHECK_ERR(mproc_popen_poll(NULL, NULL), -EINVAL);
 }
 
-/* The sentinel works with mproc_wait beside another fd. */
+/* The sentinel works with mproc_wait beside a raw pipe, a connection and
+ * a queue. */
 static void test_sentinel_wait(void)
 {
     mproc_popen *p;
     int pp[2];
+    mproc_conn *ca, *cb;
+    mproc_queue *q;
     CHECK_OK(pipe2(pp, O_CLOEXEC));
+    CHECK_OK(mproc_pipe(&ca, &cb, 1));
+    CHECK_OK(mproc_queue_new(&q, 0));
     CHECK_OK(mproc_popen_new(&p, ARGV("sleep", "30"), NULL, NULL));
-    int fds[2] = {mproc_popen_sentinel(p), pp[0]}, ready[2];
-    CHECK(fds[0] >= 0);
+    int fds[4] = {mproc_popen_sentinel(p), pp[0], mproc_conn_fileno(cb),
+                  mproc_queue_fileno(q)};
+    int ready[4];
+    CHECK(fds[0] >= 0 && fds[2] >= 0 && fds[3] >= 0);
     CHECK_EQ(mproc_wait(fds, 2, 0.05, ready), 0);
     CHECK_EQ(write(pp[1], "x", 1), 1);
-    CHECK_EQ(mproc_wait(fds, 2, 5, ready), 1);
-    CHECK(!ready[0] && ready[1]);
+    CHECK_OK(mproc_conn_send_bytes(ca, "c", 1));
+    CHECK_EQ(mproc_wait(fds, 3, 5, ready), 2);
+    CHECK(!ready[0] && ready[1] && ready[2]);
     CHECK_OK(mproc_popen_kill(p));
     CHECK_EQ(mproc_wait(fds, 1, 5, ready), 1);
     CHECK(ready[0]);
+    CHECK_OK(mproc_queue_put(q, "q", 1, 5));
+    CHECK_EQ(mproc_wait(fds, 4, 5, ready), 4);
+    mproc_conn_free(ca);
+    mproc_conn_free(cb);
+    mproc_queue_free(q);
     int rc;
     CHECK_OK(mproc_popen_wait(p, 5, &rc));
     CHECK_EQ(rc, -SIGKILL);
