@@ -2,7 +2,7 @@
 # The source tree's layers, checked on the built objects: every call from
 # one file of src/ into another goes down the stack, never up or around.
 #
-#   os  <  core  <  obj  <  process  <  sync, conn, queue  <  shm  <  pool
+#   os  <  core  <  obj  <  process  <  sync, conn, queue, subprocess  <  shm  <  pool
 #
 # Inside core/ and process/ the files are ordered too (see core/core.h and
 # process/process.h); inside the other folders files may call each other.
@@ -24,7 +24,7 @@ rank() { # folder/file -> "folder-rank file-rank"
     process/entry) echo "3 3" ;;
     process/forkserver) echo "3 4" ;;
     process/start) echo "3 5" ;;
-    sync/*|conn/*|queue/*) echo "4 -1" ;;
+    sync/*|conn/*|queue/*|subprocess/*) echo "4 -1" ;;
     shm/*) echo "5 -1" ;;
     pool/*) echo "6 -1" ;;
     *) echo "unranked" ;;
