@@ -51,7 +51,8 @@ extern "C" {
     X(EPOOL, -5064, "pool is not running")                                     \
     X(ESTARTUP, -5065, "pool workers keep dying while starting")               \
     X(EPICKLE, -5080, "unsupported or unsafe pickle data")                     \
-    X(EREMOTE, -5081, "remote error")
+    X(EREMOTE, -5081, "remote error")                                          \
+    X(ERANKLOST, -5066, "a remote rank of the pool was lost")
 
 enum {
 #define MPROC__ERR_ENUM(name, value, msg) MPROC_##name = (value),

@@ -508,7 +508,7 @@ static void do_tasks(worker *w, const pool__hdr *h, size_t n, int *fds,
             data = w->in + pos;
             pos += pool__pad8(len);
         }
-        begin_task(w, seq, h->code & 1);
+        begin_task(w, seq, h->code != 0);
         int rc;
         if (!fn) {
             rc = mproc_out_fail(&w->out, MPROC_ERESOLVE,
@@ -578,7 +578,7 @@ static void do_range(worker *w, const pool__hdr *h, size_t n, int *fds,
     pool__range rg;
     size_t fdi = 0;
     uint64_t seq = h->first_seq;
-    begin_task(w, seq, h->code & 1);
+    begin_task(w, seq, h->code != 0);
     if (n < sizeof *h + sizeof rg) {
         mproc_out_fail(&w->out, MPROC_EPROTO, "short range message");
         goto out;
