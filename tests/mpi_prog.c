@@ -85,6 +85,15 @@ static int kernel(const void *in, void *out, size_t count, size_t first)
     return 0;
 }
 
+/* xs[i] = i, and it[i] the bytes of xs[i]. */
+static void iota(int64_t *xs, mproc_iov *it, int n)
+{
+    for (int i = 0; i < n; i++) {
+        xs[i] = i;
+        it[i] = (mproc_iov){&xs[i], sizeof xs[i]};
+    }
+}
+
 /* Results of f over xs from pool p: values (first word) into v, ranks
  * seen counted in seen[]. */
 static void run_map(mproc_pool *p, const int64_t *xs, size_t n, int64_t *v,
@@ -248,10 +257,7 @@ static void crash(mproc_pool *mp, int size)
     enum { N = 400 };
     int64_t xs[N];
     mproc_iov it[N];
-    for (int i = 0; i < N; i++) {
-        xs[i] = i;
-        it[i] = (mproc_iov){&xs[i], 8};
-    }
+    iota(xs, it, N);
     /* One bad task in every chunk of 20, so that each rank gets some. */
     static const int64_t bad[] = {-3, -4, -5, -6, -7};
     static const int want[] = {MPROC_EWORKER, MPROC_EWORKER, MPROC_ETASKTIMEOUT,
@@ -290,6 +296,51 @@ static void crash(mproc_pool *mp, int size)
         }
 }
 
+/* x == 7 on rank 1 kills that rank's server (its worker's parent under
+ * fork): the rank is lost mid-map. */
+static int lose(const void *in, size_t len, mproc_out *out)
+{
+    int64_t x = 0;
+    memcpy(&x, in, len < sizeof x ? len : sizeof x);
+    if (x == 7 && my_rank() == 1)
+        kill(getppid(), SIGKILL);
+    usleep(20000);
+    return mproc_out_write(out, &x, sizeof x);
+}
+
+/* A lost rank fails what it held with MPROC_ERANKLOST, naming it; the
+ * others finish theirs and serve on. */
+static void lost(mproc_pool *mp)
+{
+    enum { N = 200 };
+    int64_t xs[N];
+    mproc_iov it[N];
+    iota(xs, it, N);
+    for (int round = 0; round < 2; round++) {
+        mproc_results *r = NULL;
+        mproc_call_opts o = {.chunksize = 2};
+        int rc = mproc_pool_map(mp, lose, it, N, &o, &r);
+        size_t nlost = 0;
+        for (int i = 0; r && i < N; i++) {
+            const int64_t *d;
+            int c = mproc_results_get(r, i, (const void **)&d, NULL);
+            if (c == 0) {
+                EXPECT_EQ(d[0], i);
+                continue;
+            }
+            EXPECT_EQ(c, MPROC_ERANKLOST);
+            const mproc_task_error *e = mproc_results_error(r, i);
+            EXPECT(e && strstr(e->message, "rank 1 ") != NULL);
+            if (nlost++ == 0 && e)
+                printf("mpi_prog: lost: %s\n", e->message);
+        }
+        /* Round 0 loses rank 1's tasks (x = 7 among them); round 1 runs
+         * on the others alone. */
+        EXPECT(round == 0 ? nlost >= 1 && rc == MPROC_ERANKLOST : nlost == 0);
+        mproc_results_free(r);
+    }
+}
+
 int main(int argc, char **argv)
 {
     const char *what = argc > 1 ? argv[1] : "equal";
@@ -310,6 +361,8 @@ int main(int argc, char **argv)
         equal(mp, size);
     else if (strcmp(what, "crash") == 0)
         crash(mp, size);
+    else if (strcmp(what, "lost") == 0)
+        lost(mp);
     else
         failures++;
     mproc_pool_free(mp);

@@ -36,9 +36,16 @@
  * a task that crashes, aborts, exits or times out fails alone (as in a
  * local pool: MPROC_EWORKER, MPROC_ETASKTIMEOUT; the message names the
  * rank and host) and MPI never sees a process die. A rank that is lost
- * (killed, its node down) fails the tasks it held with MPROC_ERANKLOST;
- * the pool goes on with the others. Task functions are sent as (object
+ * (killed, its node down: rank 0 watches a TCP lifeline to each) fails
+ * the tasks it held with MPROC_ERANKLOST; the pool goes on with the
+ * others (mpirun itself ends the whole job when a rank dies unless it was
+ * started with --enable-recovery). Task functions are sent as (object
  * file, offset) and must be the same files on every node.
+ *
+ * mproc_pool_new with this backend returns, besides its usual codes:
+ * MPROC_EPOOL (a second MPI pool in this run, or MPI already finalized),
+ * -ENOTSUP (the program initialized MPI without MPI_THREAD_MULTIPLE),
+ * -EIO (MPI could not be initialized, or a rank's hello failed).
  */
 #ifndef MPROC_MPI_H
 #define MPROC_MPI_H

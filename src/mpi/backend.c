@@ -108,9 +108,15 @@ static int mpi_attach(const mproc_pool_opts *o, void **ctx, int *nremote)
         slots[k] = np <= 0 ? 0 : np < 2 ? 2 : np;
         total += slots[k];
     }
+    int *life = calloc((size_t)size, sizeof *life);
+    if (r == 0 && !life)
+        r = -ENOMEM;
+    if (r == 0)
+        r = mpi__lifelines_accept(g.comm, size, life);
     mpi__relay *rl = NULL;
     if (r == 0)
-        r = mpi__relay_new(g.comm, size, hello, slots, &rl);
+        r = mpi__relay_new(g.comm, size, hello, slots, life, &rl);
+    free(life); /* (the relay took the lifelines, even when it failed) */
     free(hello);
     free(slots);
     if (r < 0)

@@ -18,8 +18,15 @@
  *                          + bytes padded to 8); a records chunk's entry
  *                          carries its output records
  *   T_EXITED server -> 0   u32 slot, u32 0: the slot's PM_EXIT was reached
- *   T_STOP   0 -> server   stop serving
+ *   T_STOP   0 -> server   stop serving (0 -> 0: wakes rank 0's rx)
  *   T_BYE    server -> 0   the last message of a server
+ *   T_ADDR   0 -> server   mpi__addr: where rank 0 listens for the
+ *                          servers' lifelines
+ *
+ * Lifelines: each server connects a TCP socket to rank 0 and writes its
+ * rank; rank 0 reads nothing more from it, so end of file (the server's
+ * process ended) or a keepalive's failure (its node is unreachable) tells
+ * it the rank is lost, which MPI 4.1 itself cannot tell.
  */
 #ifndef MPROC_MPI_IMPL_H
 #define MPROC_MPI_IMPL_H
@@ -29,7 +36,15 @@
 
 #include <mpi.h>
 
-enum { T_HELLO = 1, T_MSG, T_RES, T_EXITED, T_STOP, T_BYE };
+enum { T_HELLO = 1, T_MSG, T_RES, T_EXITED, T_STOP, T_BYE, T_ADDR };
+
+#define MPI__MAX_ADDRS 16
+
+typedef struct mpi__addr {
+    uint16_t port; /* network order */
+    uint16_t n;
+    uint32_t ip[MPI__MAX_ADDRS]; /* IPv4, network order, loopback first */
+} mpi__addr;
 
 typedef struct mpi__hello {
     int32_t nproc; /* workers of its local pool; < 0: cannot serve (code) */
@@ -59,9 +74,10 @@ int mpi__records_task(const void *in, size_t len, mproc_out *out);
 typedef struct mpi__relay mpi__relay;
 
 /* Channels for every serving rank (hello[r] from rank r; slots[r] of
- * them), and the threads that carry them. Returns 0 or -errno. */
+ * them; its lifeline life[r], taken, or -1), and the threads that carry
+ * them. Returns 0 or -errno. */
 int mpi__relay_new(MPI_Comm comm, int size, const mpi__hello *hello,
-                   const int *slots, mpi__relay **out);
+                   const int *slots, const int *life, mpi__relay **out);
 /* Slot k begins (see struct mproc_pool_backend.start). */
 int mpi__relay_start(mpi__relay *rl, int k, pool__slot *slot,
                      unsigned char *ring, int *chan, int *sentinel);
@@ -69,6 +85,16 @@ int mpi__relay_start(mpi__relay *rl, int k, pool__slot *slot,
 int mpi__relay_status(mpi__relay *rl, int k, char *buf, size_t n);
 /* Stops the servers (each answers T_BYE), then the threads; frees rl. */
 void mpi__relay_free(mpi__relay *rl);
+
+/* ---- lifeline.c ------------------------------------------------------------
+ */
+
+/* Rank 0: listens for the lifelines of ranks 1..size-1, tells them where
+ * (T_ADDR) and stores each one's socket in life[r] (-1 when it did not
+ * call within a few seconds). Returns 0 or -errno. */
+int mpi__lifelines_accept(MPI_Comm comm, int size, int *life);
+/* A server: connects its lifeline to rank 0 (the fd, or -1). */
+int mpi__lifeline_connect(MPI_Comm comm, int rank);
 
 /* ---- server.c (other ranks) --------------------------------------------- */
 

@@ -9,7 +9,8 @@
  * would: big results as memfds, a full ring waited out on its futex),
  * copies a chunk's output records into the shared array, and tells the
  * pool's thread (WM_NOTIFY). A slot ends when its rank reached PM_EXIT
- * (T_EXITED): its sentinel, an eventfd, becomes readable.
+ * (T_EXITED), or when its rank is lost (tx sees its lifeline end, or an
+ * MPI send to it fails): its sentinel, an eventfd, becomes readable.
  */
 #include "mpi/mpi_impl.h"
 
@@ -58,9 +59,15 @@ typedef struct rslot {
     char why[160];
 } rslot;
 
+/* A serving rank's state. */
+enum { R_LIVE = 0, R_DONE, R_LOST };
+
 struct mpi__relay {
     MPI_Comm comm;
-    int size, nslots, live;
+    int size, nslots;
+    _Atomic int live; /* servers neither done (T_BYE) nor lost */
+    int *life;        /* each rank's lifeline (-1: none) */
+    int *rstate;      /* R_*, under mu */
     rslot *s;
     int *first; /* the first slot of each rank */
     mpi__hello *hello;
@@ -173,30 +180,10 @@ static void put_entry(mpi__relay *rl, rslot *s, int32_t status, uint64_t seq,
         }
         mproc__close(fd);
     }
-    size_t body = ool ? 8 : pool__pad8(n);
-    size_t need = sizeof(pool__entry) + body;
-    size_t off = (size_t)(s->wpos % POOL__RING);
-    size_t waste = POOL__RING - off < need ? POOL__RING - off : 0;
-    if (!ring_space(rl, s, need + waste))
+    size_t need, waste;
+    if (!ring_space(rl, s, pool__entry_room(s->wpos, n, ool, &need, &waste)))
         return;
-    if (waste) {
-        if (waste >= sizeof(pool__entry)) {
-            pool__entry m = {.status = POOL__WRAP};
-            memcpy(s->ring + off, &m, sizeof m);
-        }
-        s->wpos += waste;
-        off = 0;
-    }
-    pool__entry e = {
-        .status = status, .len = ool ? POOL__OOL_LEN : (uint32_t)n, .seq = seq};
-    memcpy(s->ring + off, &e, sizeof e);
-    if (ool) {
-        uint64_t size = n;
-        memcpy(s->ring + off + sizeof e, &size, 8);
-    } else if (n) {
-        memcpy(s->ring + off + sizeof e, p, n);
-    }
-    s->wpos += need;
+    pool__entry_put(s->ring, &s->wpos, need, waste, status, seq, p, n, ool);
     atomic_store_explicit(&s->board->done_seq, seq, memory_order_relaxed);
     atomic_store_explicit(&s->board->wpos, s->wpos, memory_order_release);
 }
@@ -257,13 +244,37 @@ static void end_slot(rslot *s, int how, int code, const char *why)
     (void)r;
 }
 
-/* The receiving thread: until every server said T_BYE. */
+/* Rank r is done (T_BYE) or lost: one fewer server to wait for. When it
+ * was the last, rx may be asleep in MPI_Probe: a message to ourselves
+ * wakes it. Returns false when r had ended already. */
+static bool rank_ends(mpi__relay *rl, int r, int how)
+{
+    pthread_mutex_lock(&rl->mu);
+    bool was_live = rl->rstate[r] == R_LIVE;
+    if (was_live)
+        rl->rstate[r] = how;
+    pthread_mutex_unlock(&rl->mu);
+    if (was_live && atomic_fetch_sub(&rl->live, 1) == 1 && how == R_LOST)
+        MPI_Send(NULL, 0, MPI_BYTE, 0, T_STOP, rl->comm);
+    return was_live;
+}
+
+/* Rank r is gone: every slot of it ends, lost. */
+static void rank_lost(mpi__relay *rl, int r, const char *why)
+{
+    if (!rank_ends(rl, r, R_LOST))
+        return;
+    for (int i = rl->first[r]; i < rl->first[r + 1]; i++)
+        end_slot(&rl->s[i], 2, MPROC_ERANKLOST, why);
+}
+
+/* The receiving thread: until every server said T_BYE or was lost. */
 static void *rx_main(void *arg)
 {
     mpi__relay *rl = arg;
     unsigned char *buf = NULL;
     size_t cap = 0;
-    while (rl->live > 0) {
+    while (atomic_load(&rl->live) > 0) {
         MPI_Status st;
         int count = 0;
         if (MPI_Probe(MPI_ANY_SOURCE, MPI_ANY_TAG, rl->comm, &st) !=
@@ -282,9 +293,9 @@ static void *rx_main(void *arg)
             break;
         int src = st.MPI_SOURCE;
         if (src <= 0 || src >= rl->size)
-            continue;
+            continue; /* (our own wake-up) */
         if (st.MPI_TAG == T_BYE) {
-            rl->live--;
+            rank_ends(rl, src, R_DONE);
             continue;
         }
         mpi__pre pre;
@@ -375,7 +386,7 @@ static void fwd_tasks(mpi__relay *rl, rslot *s, size_t n, int *fds, size_t nfds)
     for (; fdi < nfds; fdi++)
         mproc__close(fds[fdi]);
     if (send_out(rl, s) < 0)
-        end_slot(s, 2, MPROC_ERANKLOST, "cannot send to its rank");
+        rank_lost(rl, s->rank, "MPI cannot send to it");
 }
 
 /* PM_RANGE: the chunk's input records go along; its output place is kept
@@ -444,7 +455,7 @@ static void fwd_range(mpi__relay *rl, rslot *s, size_t n, int *fds, size_t nfds)
         mproc__buf_put(&rl->out, in->p + rg.in_off + rg.start * rg.in_size,
                        rg.count * rg.in_size);
     if (send_out(rl, s) < 0)
-        end_slot(s, 2, MPROC_ERANKLOST, "cannot send to its rank");
+        rank_lost(rl, s->rank, "MPI cannot send to it");
 out:
     for (size_t i = 0; i < nfds; i++)
         mproc__close(fds[i]);
@@ -469,7 +480,7 @@ static void forward(mpi__relay *rl, rslot *s, size_t n, int *fds, size_t nfds)
         return;
     begin_out(rl, s, rl->in, n);
     if (send_out(rl, s) < 0)
-        end_slot(s, 2, MPROC_ERANKLOST, "cannot send to its rank");
+        rank_lost(rl, s->rank, "MPI cannot send to it");
 }
 
 /* Reads what slot s has for us, until it would block. */
@@ -497,12 +508,33 @@ static void drain(mpi__relay *rl, rslot *s)
     }
 }
 
+/* Rank r's lifeline woke us: nothing is ever sent on it, so this is its
+ * end (or a failed keepalive). */
+static void lifeline(mpi__relay *rl, int r)
+{
+    char c;
+    ssize_t n = recv(rl->life[r], &c, 1, MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    int err = n < 0 ? errno : 0;
+    close(rl->life[r]);
+    rl->life[r] = -1;
+    /* (A server told to stop ends so too, after its T_BYE: then this
+     * changes nothing.) */
+    char why[128];
+    snprintf(why, sizeof why, "%s",
+             err == ETIMEDOUT ? "its node stopped answering (keepalive)"
+                              : "its process ended");
+    rank_lost(rl, r, why);
+}
+
 /* The sending thread: until stopfd is written. */
 static void *tx_main(void *arg)
 {
     mpi__relay *rl = arg;
-    struct pollfd *pf = calloc((size_t)rl->nslots + 1, sizeof *pf);
-    int *who = calloc((size_t)rl->nslots + 1, sizeof *who);
+    size_t cap = (size_t)rl->nslots + (size_t)rl->size + 1;
+    struct pollfd *pf = calloc(cap, sizeof *pf);
+    int *who = calloc(cap, sizeof *who); /* slot i, or -1 - rank */
     while (pf && who) {
         nfds_t m = 0;
         pf[m++] = (struct pollfd){.fd = rl->stopfd, .events = POLLIN};
@@ -510,6 +542,11 @@ static void *tx_main(void *arg)
             if (rl->s[i].open && rl->s[i].fd >= 0) {
                 who[m] = i;
                 pf[m++] = (struct pollfd){.fd = rl->s[i].fd, .events = POLLIN};
+            }
+        for (int r = 1; r < rl->size; r++)
+            if (rl->life[r] >= 0) {
+                who[m] = -1 - r;
+                pf[m++] = (struct pollfd){.fd = rl->life[r], .events = POLLIN};
             }
         if (poll(pf, m, -1) < 0 && errno != EINTR)
             break;
@@ -521,8 +558,10 @@ static void *tx_main(void *arg)
                 break;
         }
         for (nfds_t k = 1; k < m; k++)
-            if (pf[k].revents)
+            if (pf[k].revents && who[k] >= 0)
                 drain(rl, &rl->s[who[k]]);
+            else if (pf[k].revents)
+                lifeline(rl, -1 - who[k]);
     }
     free(pf);
     free(who);
@@ -532,18 +571,27 @@ static void *tx_main(void *arg)
 /* ---- the relay ---------------------------------------------------------- */
 
 int mpi__relay_new(MPI_Comm comm, int size, const mpi__hello *hello,
-                   const int *slots, mpi__relay **out)
+                   const int *slots, const int *life, mpi__relay **out)
 {
     mpi__relay *rl = calloc(1, sizeof *rl);
-    if (!rl)
+    if (rl)
+        rl->life = calloc((size_t)size, sizeof *rl->life);
+    if (!rl || !rl->life) { /* the lifelines are ours all the same */
+        for (int r = 0; r < size; r++)
+            mproc__close(life[r]);
+        free(rl);
         return -ENOMEM;
+    }
     rl->comm = comm;
     rl->size = size;
     rl->stopfd = -1;
     pthread_mutex_init(&rl->mu, NULL);
     rl->first = calloc((size_t)size + 1, sizeof *rl->first);
     rl->hello = calloc((size_t)size, sizeof *rl->hello);
+    rl->rstate = calloc((size_t)size, sizeof *rl->rstate);
     rl->in = malloc(POOL__MSG_MAX);
+    for (int r = 0; r < size; r++)
+        rl->life[r] = life[r];
     int total = 0;
     for (int r = 0; r < size; r++) {
         if (rl->first)
@@ -554,7 +602,8 @@ int mpi__relay_new(MPI_Comm comm, int size, const mpi__hello *hello,
     rl->live = size - 1;
     rl->s = calloc((size_t)total + 1, sizeof *rl->s);
     int err = -ENOMEM;
-    if (!rl->first || !rl->hello || !rl->in || !rl->s)
+    if (!rl->first || !rl->hello || !rl->life || !rl->rstate || !rl->in ||
+        !rl->s)
         goto fail;
     rl->first[size] = total;
     memcpy(rl->hello, hello, (size_t)size * sizeof *hello);
@@ -605,11 +654,9 @@ int mpi__relay_start(mpi__relay *rl, int k, pool__slot *slot,
     if (s->fd >= 0 || atomic_load(&s->ended))
         return MPROC_ERANKLOST;
     int sv[2];
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-        return -errno;
-    int sz = 4 * POOL__MSG_MAX;
-    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
-    setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+    int r = pool__channel_pair(sv);
+    if (r < 0)
+        return r;
     s->board = slot;
     s->ring = ring;
     s->wpos = s->rpos = 0;
@@ -641,17 +688,25 @@ void mpi__relay_free(mpi__relay *rl)
 {
     if (!rl)
         return;
+    /* Stop the servers still there (rx waits for their T_BYE while tx
+     * still watches their lifelines: one that dies meanwhile is not
+     * waited for), then the threads. */
     atomic_store(&rl->stopping, true);
+    for (int r = 1; r < rl->size && rl->rstate; r++) {
+        pthread_mutex_lock(&rl->mu);
+        bool live = rl->rstate[r] == R_LIVE;
+        pthread_mutex_unlock(&rl->mu);
+        if (live)
+            MPI_Send(NULL, 0, MPI_BYTE, r, T_STOP, rl->comm);
+    }
+    if (rl->rx_started)
+        pthread_join(rl->rx, NULL);
     if (rl->tx_started) {
         uint64_t one = 1;
         ssize_t r = write(rl->stopfd, &one, sizeof one);
         (void)r;
         pthread_join(rl->tx, NULL);
     }
-    for (int r = 1; r < rl->size && rl->first; r++)
-        MPI_Send(NULL, 0, MPI_BYTE, r, T_STOP, rl->comm);
-    if (rl->rx_started)
-        pthread_join(rl->rx, NULL);
     for (int i = 0; rl->s && i < rl->nslots; i++) {
         rslot *s = &rl->s[i];
         mproc__close(s->fd);
@@ -662,12 +717,16 @@ void mpi__relay_free(mpi__relay *rl)
             rmap_unref(rl, s->pend[(s->phead + k) % s->pcap].m);
         free(s->pend);
     }
+    for (int r = 0; rl->life && r < rl->size; r++)
+        mproc__close(rl->life[r]);
     mproc__close(rl->stopfd);
     mproc__buf_free(&rl->out);
     pthread_mutex_destroy(&rl->mu);
     free(rl->s);
     free(rl->first);
     free(rl->hello);
+    free(rl->life);
+    free(rl->rstate);
     free(rl->in);
     free(rl);
 }

@@ -401,6 +401,9 @@ void mpi__serve(MPI_Comm comm, const mproc_pool_opts *opts)
         sv.nslots = 0;
     }
     MPI_Send(&hello, sizeof hello, MPI_BYTE, 0, T_HELLO, comm);
+    /* Kept open until this process ends: its end tells rank 0. */
+    int life = mpi__lifeline_connect(comm, sv.rank);
+    (void)life;
     for (;;) {
         MPI_Status st;
         int count = 0;

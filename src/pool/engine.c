@@ -23,6 +23,16 @@ void pool__wake(mproc_pool *p)
     }
 }
 
+int pool__channel_pair(int sv[2])
+{
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        return -errno;
+    int sz = 4 * POOL__MSG_MAX;
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+    setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+    return 0;
+}
+
 /* A new process for slot i: its board slot and the parent's view of its
  * ring start afresh (memfds a predecessor sent and we never read are
  * closed). */
@@ -111,11 +121,9 @@ static int start_worker(mproc_pool *p, int i)
 {
     pool__wslot *w = &p->w[i];
     int sv[2];
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-        return -errno;
-    int sz = 4 * POOL__MSG_MAX;
-    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
-    setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+    int r = pool__channel_pair(sv);
+    if (r < 0)
+        return r;
     reset_slot(p, i);
     w->cfg = (pool__wcfg){.chan = sv[1],
                           .peer = sv[0],
@@ -128,7 +136,7 @@ static int start_worker(mproc_pool *p, int i)
                           .init = p->opts.initializer,
                           .initargs = p->initargs};
     mproc_process *proc = NULL;
-    int r = spawn_worker(p, w, &proc);
+    r = spawn_worker(p, w, &proc);
     close(sv[1]); /* the worker's end: it has its own now */
     if (r < 0) {
         w->state = W_EMPTY;

@@ -406,6 +406,9 @@ void pool__core_unref_unlock(pool__core *c);
 
 /* The pool's thread. */
 void *pool__main(void *arg);
+/* A worker's channel: a SOCK_SEQPACKET pair (close-on-exec) whose send
+ * buffers hold POOL__INFLIGHT messages and more. Returns 0 or -errno. */
+int pool__channel_pair(int sv[2]);
 /* Wakes the pool's thread if it sleeps. */
 void pool__wake(mproc_pool *p);
 /* Takes the jobs apply_async queued (core->mu held). With code non-zero,
