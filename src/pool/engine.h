@@ -308,6 +308,7 @@ struct mproc_pool {
     int nproc;
     int nlocal; /* slots [0, nlocal) are ours, the rest the backend's */
     void *bctx; /* the backend's context */
+    int fin;    /* the finalizer that terminates it at exit (0: none) */
     int board_fd;
     int ep, evfd;
     int start_err;

@@ -201,6 +201,17 @@ static int start_thread(mproc_pool *p)
     return r;
 }
 
+/* At exit, before mproc_shutdown terminates and joins the daemonic
+ * children (the workers): a pool still running would replace them as they
+ * die, and the join would wait for the replacements. As CPython's Pool
+ * (exitpriority 15). */
+static void terminate_at_exit(void *arg)
+{
+    mproc_pool *p = arg;
+    p->fin = 0;
+    mproc_pool_terminate(p);
+}
+
 int mproc_pool_new(mproc_pool **out, const mproc_pool_opts *opts)
 {
     if (!out)
@@ -248,6 +259,8 @@ int mproc_pool_new(mproc_pool **out, const mproc_pool_opts *opts)
         return r;
     }
     mproc_debug("pool: created with %d workers", p->nproc);
+    r = mproc_finalize(terminate_at_exit, p, 15);
+    p->fin = r > 0 ? r : 0;
     *out = p;
     return 0;
 }
@@ -330,6 +343,8 @@ void mproc_pool_free(mproc_pool *p)
     }
     if (on_pool_thread(p))
         return; /* documented misuse: cannot free from a callback */
+    if (p->fin)
+        mproc_finalize_cancel(p->fin);
     mproc_pool_terminate(p);
     pool__lock(p->core);
     bool do_join = !p->joined;
