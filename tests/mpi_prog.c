@@ -119,6 +119,15 @@ static void run_map(mproc_pool *p, const int64_t *xs, size_t n, int64_t *v,
     free(it);
 }
 
+static size_t last_done, last_total;
+static void on_progress(size_t done, size_t total, void *arg)
+{
+    (void)arg;
+    EXPECT(done >= last_done); /* on the pool's thread, in order */
+    last_done = done;
+    last_total = total;
+}
+
 static int cb_count;
 static void on_done(mproc_future *f, void *arg)
 {
@@ -139,6 +148,9 @@ static void equal(mproc_pool *mp, int size)
     for (int i = 0; i < N; i++)
         xs[i] = i;
     int seen[16] = {0};
+    mproc_iov *it = calloc(N, sizeof *it), *it0 = it;
+    for (int i = 0; i < N; i++)
+        it[i] = (mproc_iov){&xs[i], sizeof xs[i]};
     /* map, several chunk sizes */
     for (size_t chunk = 0; chunk <= 64; chunk += 32) {
         run_map(mp, xs, N, a, seen, chunk);
@@ -150,10 +162,14 @@ static void equal(mproc_pool *mp, int size)
             printf("mpi_prog: FAIL rank %d ran no task\n", r);
             failures++;
         }
+    /* progress reports, up to the last task */
+    mproc_results *pr = NULL;
+    mproc_call_opts po = {.progress = on_progress};
+    EXPECT_EQ(mproc_pool_map(mp, square, it0, N, &po, &pr), 0);
+    EXPECT_EQ(last_done, N);
+    EXPECT_EQ(last_total, N);
+    mproc_results_free(pr);
     /* imap and imap_unordered */
-    mproc_iov *it = calloc(N, sizeof *it);
-    for (int i = 0; i < N; i++)
-        it[i] = (mproc_iov){&xs[i], sizeof xs[i]};
     for (int un = 0; un < 2; un++) {
         mproc_imap *im;
         mproc_call_opts o = {.window = 256};
@@ -342,6 +358,43 @@ static void lost(mproc_pool *mp)
     }
 }
 
+/* The "initfail" scenario's initializer: fails on rank 1 only. */
+static int init_fails_on_1(const mproc_args *a)
+{
+    (void)a;
+    return my_rank() == 1 ? 5 : 0;
+}
+
+/* A rank whose initializer fails fails the tasks it gets with
+ * MPROC_EINIT; rank 0 and the others go on. */
+static void initfail(mproc_pool *mp)
+{
+    enum { N = 200 };
+    int64_t xs[N];
+    mproc_iov it[N];
+    iota(xs, it, N);
+    mproc_results *r = NULL;
+    mproc_call_opts o = {.chunksize = 2};
+    mproc_pool_map(mp, square, it, N, &o, &r);
+    size_t ok = 0, bad = 0;
+    for (int i = 0; r && i < N; i++) {
+        const int64_t *d;
+        int c = mproc_results_get(r, i, (const void **)&d, NULL);
+        if (c == 0) {
+            ok++;
+            EXPECT_EQ(d[0], xs[i] * xs[i] + 1);
+            EXPECT(d[1] != 1);
+        } else {
+            bad++;
+            EXPECT_EQ(c, MPROC_EINIT);
+            const mproc_task_error *e = mproc_results_error(r, i);
+            EXPECT(e && strstr(e->message, "rank 1 ") != NULL);
+        }
+    }
+    EXPECT(ok > 0 && bad > 0);
+    mproc_results_free(r);
+}
+
 int main(int argc, char **argv)
 {
     const char *what = argc > 1 ? argv[1] : "equal";
@@ -350,6 +403,8 @@ int main(int argc, char **argv)
             mproc_set_start_method(m);
     mproc_pool *mp;
     mproc_pool_opts o = {.processes = 2, .backend = mproc_pool_backend_mpi()};
+    if (strcmp(what, "initfail") == 0)
+        o.initializer = init_fails_on_1;
     int rc = mproc_pool_new(&mp, &o);
     /* Only rank 0 comes here. */
     if (rc < 0) {
@@ -364,6 +419,8 @@ int main(int argc, char **argv)
         crash(mp, size);
     else if (strcmp(what, "lost") == 0)
         lost(mp);
+    else if (strcmp(what, "initfail") == 0)
+        initfail(mp);
     else if (strcmp(what, "noexit") != 0)
         failures++;
     if (strcmp(what, "noexit") == 0) {

@@ -97,6 +97,13 @@ static void test_equal_np2_shm(void)
     expect_ok(2, SHM, "equal", "fork");
 }
 
+/* A rank whose initializer fails: its tasks fail with MPROC_EINIT
+ * (naming it), the other ranks' succeed. */
+static void test_initializer_fails_on_a_rank(void)
+{
+    expect_ok(3, SHM, "initfail", "fork");
+}
+
 /* Rank 0 returns from main() without freeing the pool: the serving ranks
  * are stopped at exit and the job ends. */
 static void test_exit_without_free(void)
@@ -168,6 +175,7 @@ static const mproc_test tests[] = {
     {"rank_lost", test_rank_lost, 120},
     {"equal_np2_shm", test_equal_np2_shm, 120},
     {"exit_without_free", test_exit_without_free, 60},
+    {"initializer_fails_on_a_rank", test_initializer_fails_on_a_rank, 60},
     {"equal_np4_shm", test_equal_np4_shm, 120},
     {"equal_np3_tcp", test_equal_np3_tcp, 120},
     {"crash_contained", test_crash_contained, 180},
