@@ -282,7 +282,9 @@ static void crash(mproc_pool *mp, int size)
     for (int i = 5; i < N; i += 40)
         xs[i] = bad[(i / 40) % 5];
     mproc_results *r = NULL;
-    mproc_call_opts o = {.chunksize = 20, .timeout = 1.0};
+    /* Long enough for a crash report of ASan under load (a crashing task
+     * must fail as a crash, not time out first). */
+    mproc_call_opts o = {.chunksize = 20, .timeout = 4.0};
     int rc = mproc_pool_map(mp, square, it, N, &o, &r);
     EXPECT(rc != 0);
     for (int i = 0; r && i < N; i++) {

@@ -19,6 +19,7 @@ static struct {
     bool ours;     /* mproc initialized MPI: it finalizes it at exit */
     MPI_Comm comm; /* the pool's duplicate of MPI_COMM_WORLD */
     mpi__relay *rl;
+    bool lost; /* a rank was lost: MPI_Finalize would wait for it forever */
 } g = {.mu = PTHREAD_MUTEX_INITIALIZER, .comm = MPI_COMM_NULL};
 
 /* At exit: servers still serving a pool never freed are stopped first;
@@ -29,11 +30,14 @@ static void at_exit(void)
     mpi__relay *rl = g.rl;
     g.rl = NULL;
     pthread_mutex_unlock(&g.mu);
-    if (rl)
-        mpi__relay_free(rl); /* the pool's thread may be blocked on no one */
+    if (rl && mpi__relay_free(rl))
+        g.lost = true;
     int fin = 0;
     MPI_Finalized(&fin);
-    if (g.ours && !fin) {
+    /* After a loss Open MPI 4.1's MPI_Finalize waits for the lost rank
+     * forever: end without it (mpirun then reports that rank 0 did not
+     * finalize, which is true). */
+    if (g.ours && !fin && !g.lost) {
         if (g.comm != MPI_COMM_NULL)
             MPI_Comm_free(&g.comm);
         MPI_Finalize();
@@ -49,6 +53,10 @@ static int init_mpi(void)
     if (fin)
         return MPROC_EPOOL;
     if (!inited) {
+        /* A rank's server and rank 0's relay wait in MPI_Probe, which
+         * spins: let it give the core to the workers whenever they can
+         * run (unless the user chose otherwise). */
+        setenv("OMPI_MCA_mpi_yield_when_idle", "1", 0);
         if (MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided) !=
             MPI_SUCCESS)
             return -EIO;
@@ -70,11 +78,14 @@ static void become_server(const mproc_pool_opts *o)
 {
     mproc_pool_opts lo = *o;
     lo.backend = NULL;
-    mpi__serve(g.comm, &lo);
+    bool lost = mpi__serve(g.comm, &lo);
     /* Nothing of the program runs here any more: MPI ends, whoever
-     * started it. */
-    MPI_Comm_free(&g.comm);
-    MPI_Finalize();
+     * started it (unless a rank was lost: see at_exit). */
+    if (!lost) {
+        MPI_Comm_free(&g.comm);
+        MPI_Finalize();
+    }
+    g.ours = false; /* at_exit: nothing left to do */
     exit(0);
 }
 
@@ -146,8 +157,8 @@ static void mpi_detach(void *ctx)
     bool mine = g.rl == ctx;
     g.rl = NULL;
     pthread_mutex_unlock(&g.mu);
-    if (mine)
-        mpi__relay_free(ctx);
+    if (mine && mpi__relay_free(ctx))
+        g.lost = true;
 }
 
 static const mproc_pool_backend mpi_backend = {

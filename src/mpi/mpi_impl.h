@@ -18,7 +18,8 @@
  *                          + bytes padded to 8); a records chunk's entry
  *                          carries its output records
  *   T_EXITED server -> 0   u32 slot, u32 0: the slot's PM_EXIT was reached
- *   T_STOP   0 -> server   stop serving (0 -> 0: wakes rank 0's rx)
+ *   T_STOP   0 -> server   stop serving; an int32, 1 when a rank was lost
+ *                          (0 -> 0: wakes rank 0's rx)
  *   T_BYE    server -> 0   the last message of a server
  *   T_ADDR   0 -> server   mpi__addr: where rank 0 listens for the
  *                          servers' lifelines
@@ -83,8 +84,10 @@ int mpi__relay_start(mpi__relay *rl, int k, pool__slot *slot,
                      unsigned char *ring, int *chan, int *sentinel);
 /* How slot k ended (0: after PM_EXIT). */
 int mpi__relay_status(mpi__relay *rl, int k, char *buf, size_t n);
-/* Stops the servers (each answers T_BYE), then the threads; frees rl. */
-void mpi__relay_free(mpi__relay *rl);
+/* Stops the servers (each answers T_BYE), then the threads; frees rl.
+ * Returns true when a rank was lost: MPI_Finalize, which waits for every
+ * rank, would then hang (Open MPI 4.1), so nobody calls it. */
+bool mpi__relay_free(mpi__relay *rl);
 
 /* ---- lifeline.c ------------------------------------------------------------
  */
@@ -99,7 +102,7 @@ int mpi__lifeline_connect(MPI_Comm comm, int rank);
 /* ---- server.c (other ranks) --------------------------------------------- */
 
 /* Serves rank 0 until T_STOP (opts: the pool's options on this rank),
- * then returns; the caller exits. */
-void mpi__serve(MPI_Comm comm, const mproc_pool_opts *opts);
+ * then returns whether rank 0 said a rank was lost; the caller exits. */
+bool mpi__serve(MPI_Comm comm, const mproc_pool_opts *opts);
 
 #endif

@@ -684,23 +684,32 @@ int mpi__relay_status(mpi__relay *rl, int k, char *buf, size_t n)
     return s->code ? s->code : MPROC_ERANKLOST;
 }
 
-void mpi__relay_free(mpi__relay *rl)
+bool mpi__relay_free(mpi__relay *rl)
 {
     if (!rl)
-        return;
+        return false;
     /* Stop the servers still there (rx waits for their T_BYE while tx
      * still watches their lifelines: one that dies meanwhile is not
      * waited for), then the threads. */
     atomic_store(&rl->stopping, true);
+    int32_t lost = 0;
+    pthread_mutex_lock(&rl->mu);
+    for (int r = 1; r < rl->size && rl->rstate; r++)
+        lost |= rl->rstate[r] == R_LOST;
+    pthread_mutex_unlock(&rl->mu);
     for (int r = 1; r < rl->size && rl->rstate; r++) {
         pthread_mutex_lock(&rl->mu);
         bool live = rl->rstate[r] == R_LIVE;
         pthread_mutex_unlock(&rl->mu);
         if (live)
-            MPI_Send(NULL, 0, MPI_BYTE, r, T_STOP, rl->comm);
+            MPI_Send(&lost, sizeof lost, MPI_BYTE, r, T_STOP, rl->comm);
     }
     if (rl->rx_started)
         pthread_join(rl->rx, NULL);
+    pthread_mutex_lock(&rl->mu);
+    for (int r = 1; r < rl->size && rl->rstate; r++)
+        lost |= rl->rstate[r] == R_LOST;
+    pthread_mutex_unlock(&rl->mu);
     if (rl->tx_started) {
         uint64_t one = 1;
         ssize_t r = write(rl->stopfd, &one, sizeof one);
@@ -729,4 +738,5 @@ void mpi__relay_free(mpi__relay *rl)
     free(rl->rstate);
     free(rl->in);
     free(rl);
+    return lost != 0;
 }

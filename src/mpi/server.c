@@ -377,8 +377,9 @@ static void handle(server *sv, unsigned char *buf, size_t n)
     pthread_mutex_unlock(&sv->mu);
 }
 
-void mpi__serve(MPI_Comm comm, const mproc_pool_opts *opts)
+bool mpi__serve(MPI_Comm comm, const mproc_pool_opts *opts)
 {
+    bool lost = false;
     server sv = {.comm = comm};
     MPI_Comm_rank(comm, &sv.rank);
     gethostname(sv.host, sizeof sv.host - 1);
@@ -417,6 +418,10 @@ void mpi__serve(MPI_Comm comm, const mproc_pool_opts *opts)
             break;
         }
         if (st.MPI_TAG == T_STOP) {
+            int32_t l = 0;
+            if (count >= (int)sizeof l)
+                memcpy(&l, buf, sizeof l);
+            lost = l != 0;
             free(buf);
             break;
         }
@@ -440,4 +445,5 @@ void mpi__serve(MPI_Comm comm, const mproc_pool_opts *opts)
     free(sv.fns);
     free(sv.slots);
     pthread_mutex_destroy(&sv.mu);
+    return lost;
 }
