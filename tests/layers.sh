@@ -2,8 +2,9 @@
 # The source tree's layers, checked on the built objects: every call from
 # one file of src/ into another goes down the stack, never up or around.
 #
-#   os  <  core  <  obj  <  process  <  sync, conn, queue, subprocess  <  shm  <  pool
+#   os  <  core  <  obj  <  process  <  sync, conn, queue, subprocess  <  shm  <  pool  <  mpi
 #
+# (mpi/, the pool's MPI backend, is built only where MPI is found.)
 # Inside core/ and process/ the files are ordered too (see core/core.h and
 # process/process.h); inside the other folders files may call each other.
 # Usage: layers.sh <source dir> <object dir of the library>
@@ -27,6 +28,7 @@ rank() { # folder/file -> "folder-rank file-rank"
     sync/*|conn/*|queue/*|subprocess/*) echo "4 -1" ;;
     shm/*) echo "5 -1" ;;
     pool/*) echo "6 -1" ;;
+    mpi/*) echo "7 -1" ;;
     *) echo "unranked" ;;
   esac
 }

@@ -1013,6 +1013,47 @@ static void test_worker_watches_owner(void)
     }
 }
 
+/* A program that exits without freeing its pool (busy, under every start
+ * method) ends at once: the pool is terminated at exit before its
+ * workers are joined, so none is replaced and waited for. */
+static void test_exit_without_free(void)
+{
+    for (int round = 0; round < 10; round++) {
+        pid_t child = fork();
+        CHECK(child >= 0);
+        if (child == 0) {
+            mproc_pool *p;
+            mproc_pool_opts o = {.processes = 4,
+                                 .method = mproc_test_methods[round % 3]};
+            if (mproc_pool_new(&p, &o) < 0)
+                _exit(2);
+            int64_t x = 3;
+            void *res = NULL;
+            mproc_pool_apply(p, t_square, &x, sizeof x, &res, NULL, NULL);
+            free(res);
+            mproc_future *f;
+            for (int k = 0; k < 100; k++)
+                if (mproc_pool_apply_async(p, t_square, &x, sizeof x, NULL,
+                                           &f) == 0)
+                    mproc_future_free(f);
+            exit(0); /* atexit: mproc_shutdown; the pool was never freed */
+        }
+        double t0 = mproc_test_now();
+        int st;
+        pid_t w;
+        while ((w = waitpid(child, &st, WNOHANG)) == 0) {
+            if (mproc_test_now() - t0 > 10) {
+                kill(child, SIGKILL);
+                waitpid(child, &st, 0);
+                mproc_test_fail(__FILE__, __LINE__,
+                                "round %d: exit hung with a live pool", round);
+            }
+            usleep(5000);
+        }
+        CHECK(w == child && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+}
+
 static void test_owner_killed(void)
 {
     CHECK(prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);
@@ -1223,6 +1264,7 @@ static const mproc_test tests[] = {
     {"terminate_full_ring", test_terminate_full_ring, 30},
     {"worker_watches_owner", test_worker_watches_owner, 30},
     {"owner_killed", test_owner_killed, 40},
+    {"exit_without_free", test_exit_without_free, 60},
     {"hostile_board", test_hostile_board, 60},
 };
 

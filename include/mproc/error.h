@@ -50,6 +50,7 @@ extern "C" {
     X(EINIT, -5063, "worker initializer failed")                               \
     X(EPOOL, -5064, "pool is not running")                                     \
     X(ESTARTUP, -5065, "pool workers keep dying while starting")               \
+    X(ERANKLOST, -5066, "a remote rank of the pool was lost")                  \
     X(EPICKLE, -5080, "unsupported or unsafe pickle data")                     \
     X(EREMOTE, -5081, "remote error")                                          \
     X(ECALLEDPROCESS, -5100, "command returned a non-zero exit status")

@@ -154,6 +154,11 @@ MPROC_API int mproc_out_fail(mproc_out *out, int code, const char *fmt, ...)
 
 /* ---- pools ------------------------------------------------------------ */
 
+/* Where a pool's tasks run besides this process's own workers: NULL for
+ * none (a local pool), or a backend such as mproc_pool_backend_mpi()
+ * (mproc/mpi.h, library mproc_mpi). Opaque. */
+typedef struct mproc_pool_backend mproc_pool_backend;
+
 typedef struct mproc_pool_opts {
     int processes;              /* 0: mproc_cpu_count_usable() */
     mproc_init_fn initializer;  /* NULL: none */
@@ -162,6 +167,8 @@ typedef struct mproc_pool_opts {
     unsigned maxtasksperchild;  /* 0: unlimited */
     mproc_start_method method;  /* MPROC_START_DEFAULT: the global one */
     double task_timeout;        /* per-task default, seconds; <= 0: none */
+    const mproc_pool_backend *backend; /* NULL: local workers only; see
+                                          mproc/mpi.h for the MPI one */
 } mproc_pool_opts;
 
 /*
@@ -172,6 +179,9 @@ typedef struct mproc_pool_opts {
  * -ENOMEM, MPROC_EDAEMON (called in a daemonic process), a start error of
  * mproc_process_start, or -errno. A failed call leaves nothing behind.
  * An initializer failure is not reported here but by the first tasks.
+ * With a backend (opts->backend) the backend's own contract applies too:
+ * under MPI only rank 0 returns; every other rank serves tasks in here
+ * and exits when rank 0 frees the pool (mproc/mpi.h).
  */
 MPROC_API int mproc_pool_new(mproc_pool **out, const mproc_pool_opts *opts);
 
@@ -206,11 +216,12 @@ MPROC_API int mproc_pool_terminate(mproc_pool *pool);
  */
 MPROC_API int mproc_pool_join(mproc_pool *pool, double timeout);
 
-/* Number of worker slots. */
+/* Number of worker slots (with a backend, its remote slots included). */
 MPROC_API int mproc_pool_processes(const mproc_pool *pool);
 
-/* Stores the pids of the live workers (up to max) and returns how many
- * there are. Thread safe. */
+/* Stores the pids of the live workers of this process (up to max; a
+ * backend's remote workers are not counted) and returns how many there
+ * are. Thread safe. */
 MPROC_API int mproc_pool_pids(mproc_pool *pool, pid_t *pids, size_t max);
 
 /* ---- per-call options ------------------------------------------------- */

@@ -196,7 +196,7 @@ static int send_range(mproc_pool *p, pool__wslot *w)
                    .count = 1,
                    .first_seq = w->next_seq,
                    .fnid = j->fnid,
-                   .code = j->timeout > 0};
+                   .code = pool__timeout_ms(j->timeout)};
     pool__range rg = {.in_id = j->range.in_id,
                       .in_off = j->range.in_off,
                       .in_size = j->range.in_size,
@@ -240,7 +240,8 @@ typedef struct batch {
     const pool__job *j0; /* the front job: every task shares its function */
     size_t pos;          /* bytes packed, the header's included */
     size_t nitems;
-    bool timed; /* a task has a timeout: the worker stamps start times */
+    int32_t timed; /* the longest timeout of its tasks in ms (0: none): the
+                      worker stamps start times when not 0 */
     int fds[POOL__MAX_FDS];
     size_t nfds;
     int memfds[POOL__MAX_FDS]; /* the ones we made: closed once sent */
@@ -262,7 +263,7 @@ static size_t batch_target(mproc_pool *p, pool__wslot *w, const pool__job *j0)
     } else {
         target = j0->chunk;
     }
-    if (p->opts.maxtasksperchild &&
+    if (p->opts.maxtasksperchild && !w->remote &&
         target > p->opts.maxtasksperchild - w->assigned)
         target = (size_t)(p->opts.maxtasksperchild - w->assigned);
     return target;
@@ -360,7 +361,9 @@ static int pack_task(mproc_pool *p, batch *b, pool__seg *s, size_t off)
     }
     b->pos += need;
     b->nitems++;
-    b->timed |= j->timeout > 0;
+    int32_t ms = pool__timeout_ms(j->timeout);
+    if (ms > b->timed)
+        b->timed = ms;
     return ool ? 2 : 1;
 }
 
@@ -481,7 +484,7 @@ void pool__dispatch(mproc_pool *p)
              * (another worker may be idle by the time it would start). */
             if (w->mn > 0 && w->task_ns > 200000)
                 continue;
-            if (p->opts.maxtasksperchild &&
+            if (p->opts.maxtasksperchild && !w->remote &&
                 w->assigned >= p->opts.maxtasksperchild)
                 continue;
             int r = send_batch(p, w);

@@ -23,6 +23,16 @@ void pool__wake(mproc_pool *p)
     }
 }
 
+int pool__channel_pair(int sv[2])
+{
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        return -errno;
+    int sz = 4 * POOL__MSG_MAX;
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+    setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+    return 0;
+}
+
 /* A new process for slot i: its board slot and the parent's view of its
  * ring start afresh (memfds a predecessor sent and we never read are
  * closed). */
@@ -71,15 +81,16 @@ out:
     return r;
 }
 
-/* Slot i's process started: watch its channel and pidfd, and count from
- * the start. */
-static void go_live(mproc_pool *p, int i, mproc_process *proc, int chan)
+/* Slot i's process started (proc NULL: a backend's slot): watch its
+ * channel and sentinel, and count from the start. */
+static void go_live(mproc_pool *p, int i, mproc_process *proc, int chan,
+                    int sentinel)
 {
     pool__wslot *w = &p->w[i];
     w->proc = proc;
-    w->pid = mproc_process_pid(proc);
+    w->pid = proc ? mproc_process_pid(proc) : 0;
     w->chan = chan;
-    w->sentinel = mproc_process_sentinel(proc);
+    w->sentinel = sentinel;
     w->gen++;
     struct epoll_event ev = {.events = EPOLLIN,
                              .data.u64 = pool__ev_data(EV_CHAN, i, w->gen)};
@@ -110,11 +121,9 @@ static int start_worker(mproc_pool *p, int i)
 {
     pool__wslot *w = &p->w[i];
     int sv[2];
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-        return -errno;
-    int sz = 4 * POOL__MSG_MAX;
-    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
-    setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+    int r = pool__channel_pair(sv);
+    if (r < 0)
+        return r;
     reset_slot(p, i);
     w->cfg = (pool__wcfg){.chan = sv[1],
                           .peer = sv[0],
@@ -127,7 +136,7 @@ static int start_worker(mproc_pool *p, int i)
                           .init = p->opts.initializer,
                           .initargs = p->initargs};
     mproc_process *proc = NULL;
-    int r = spawn_worker(p, w, &proc);
+    r = spawn_worker(p, w, &proc);
     close(sv[1]); /* the worker's end: it has its own now */
     if (r < 0) {
         w->state = W_EMPTY;
@@ -135,7 +144,24 @@ static int start_worker(mproc_pool *p, int i)
         close(sv[0]);
         return r;
     }
-    go_live(p, i, proc, sv[0]);
+    go_live(p, i, proc, sv[0], mproc_process_sentinel(proc));
+    return 0;
+}
+
+/* Starts the backend's slot i. Returns 0 or the code it was lost with. */
+static int start_remote(mproc_pool *p, int i)
+{
+    int chan = -1, sent = -1;
+    reset_slot(p, i);
+    unsigned char *ring =
+        (unsigned char *)p->board + p->ring_off + (size_t)i * POOL__RING;
+    int r = p->opts.backend->start(p->bctx, i - p->nlocal, &p->board[i], ring,
+                                   &chan, &sent);
+    if (r < 0) {
+        p->w[i].state = W_GONE;
+        return r;
+    }
+    go_live(p, i, NULL, chan, sent);
     return 0;
 }
 
@@ -149,7 +175,7 @@ void pool__forget_worker(mproc_pool *p, pool__wslot *w)
     mproc_process_free(w->proc);
     w->proc = NULL;
     w->sentinel = -1;
-    w->state = W_EMPTY;
+    w->state = w->remote ? W_GONE : W_EMPTY;
     p->nlive--;
 }
 
@@ -169,6 +195,8 @@ void pool__kill_and_reap_all(mproc_pool *p, bool graceful)
             (void)mproc__pool_send(w->chan, &h, sizeof h, NULL, 0, false);
             w->state = W_EXITING;
         }
+        if (w->remote) /* the backend stops it (detach) */
+            continue;
         if (w->state == W_EXITING)
             wait_some = true;
         else if (w->state == W_LIVE)
@@ -179,6 +207,10 @@ void pool__kill_and_reap_all(mproc_pool *p, bool graceful)
         pool__wslot *w = &p->w[i];
         if (w->state != W_LIVE && w->state != W_EXITING)
             continue;
+        if (w->remote) {
+            pool__forget_worker(p, w);
+            continue;
+        }
         if (wait_some && w->state == W_EXITING) {
             struct timespec left;
             double t = 0;
@@ -216,8 +248,8 @@ static void retire(mproc_pool *p)
         pool__wslot *w = &p->w[i];
         if (w->state != W_LIVE || w->q.n > 0)
             continue;
-        bool used =
-            p->opts.maxtasksperchild && w->assigned >= p->opts.maxtasksperchild;
+        bool used = p->opts.maxtasksperchild && !w->remote &&
+                    w->assigned >= p->opts.maxtasksperchild;
         if (!used && !closing)
             continue;
         pool__hdr h = {.type = PM_EXIT};
@@ -233,7 +265,9 @@ static void replace(mproc_pool *p)
     for (int i = 0; i < p->nproc; i++) {
         if (p->w[i].state != W_EMPTY)
             continue;
-        int r = start_worker(p, i);
+        int r = p->w[i].remote ? start_remote(p, i) : start_worker(p, i);
+        if (r < 0 && p->w[i].remote)
+            continue; /* lost for good: never restarted */
         if (p->state == P_TERM || p->broken)
             return;
         if (r < 0) {
@@ -282,7 +316,7 @@ static uint64_t check_timeouts(mproc_pool *p)
     uint64_t now = pool__coarse_ns(), next = UINT64_MAX;
     for (int i = 0; i < p->nproc; i++) {
         pool__wslot *w = &p->w[i];
-        if (w->state != W_LIVE || w->q.n == 0 || w->killed)
+        if (w->state != W_LIVE || w->q.n == 0 || w->killed || w->remote)
             continue;
         pool__slot *s = &p->board[i];
         uint64_t cur = atomic_load_explicit(&s->cur_seq, memory_order_acquire);
@@ -394,7 +428,7 @@ static void close_inbox(mproc_pool *p)
 static int start_all(mproc_pool *p)
 {
     for (int i = 0; i < p->nproc; i++) {
-        int r = start_worker(p, i);
+        int r = p->w[i].remote ? start_remote(p, i) : start_worker(p, i);
         if (r < 0) {
             p->start_err = r;
             break;

@@ -43,8 +43,8 @@
 enum { J_APPLY = 1, J_MAP, J_IMAP, J_RANGE };
 /* Pool states: running, closed (finishing what it has), terminated. */
 enum { P_RUN = 0, P_CLOSE, P_TERM };
-/* Worker slot states. */
-enum { W_EMPTY = 0, W_STARTING, W_LIVE, W_EXITING };
+/* Worker slot states (W_GONE: a backend's slot that was lost for good). */
+enum { W_EMPTY = 0, W_STARTING, W_LIVE, W_EXITING, W_GONE };
 /* What an epoll event is about: the eventfd, a channel, a pidfd. */
 enum { EV_WAKE = 0, EV_CHAN = 1, EV_SENT = 2 };
 /* Deferred entries: a finished job's callback, a progress report. */
@@ -211,6 +211,33 @@ typedef struct pool__shmbuf {
     int fd;
 } pool__shmbuf;
 
+/*
+ * A backend (mproc_pool_opts.backend): slots served elsewhere (another
+ * machine's workers, say). The pool's thread drives them as it drives
+ * its own workers, through a channel speaking the workers' protocol and a
+ * ring on the board; the backend, on the far end of the channel, writes
+ * their results into the ring and makes the sentinel readable when the
+ * slot ends (after PM_EXIT, or lost). The backend enforces task timeouts
+ * (PM_TASKS and PM_RANGE carry them in ms in hdr.code) and
+ * maxtasksperchild itself.
+ */
+struct mproc_pool_backend {
+    const char *name;
+    /* First thing in mproc_pool_new (may not return: a serving MPI rank).
+     * Returns 0 with its context and the number of remote slots, or a
+     * negative code. */
+    int (*attach)(const mproc_pool_opts *o, void **ctx, int *nremote);
+    /* Remote slot k begins (its board slot and ring are zeroed): returns
+     * 0 with the pool's end of its channel (the pool's to close) and a
+     * sentinel (the backend's), or a negative code (the slot is gone). */
+    int (*start)(void *ctx, int k, pool__slot *slot, unsigned char *ring,
+                 int *chan, int *sentinel);
+    /* Why slot k ended: 0 after PM_EXIT, else a code (message in buf). */
+    int (*status)(void *ctx, int k, char *buf, size_t n);
+    /* The pool's thread has ended: stop everything and free ctx. */
+    void (*detach)(void *ctx);
+};
+
 /* The parent's side of a worker. */
 typedef struct pool__wslot {
     mproc_process *proc;
@@ -228,6 +255,7 @@ typedef struct pool__wslot {
     int mh, mn;
     bool full;   /* a send would block: wait for results */
     bool killed; /* we killed it (timeout, corrupt ring) */
+    bool remote; /* a backend's slot: no process of ours */
     uint64_t next_seq, next_result, timeout_seq;
     uint64_t assigned; /* tasks sent (maxtasksperchild) */
     uint8_t *known;    /* function ids it was sent */
@@ -278,6 +306,9 @@ struct mproc_pool {
     uint64_t retry_at, last_poll;
     pid_t owner;
     int nproc;
+    int nlocal; /* slots [0, nlocal) are ours, the rest the backend's */
+    void *bctx; /* the backend's context */
+    int fin;    /* the finalizer that terminates it at exit (0: none) */
     int board_fd;
     int ep, evfd;
     int start_err;
@@ -376,6 +407,9 @@ void pool__core_unref_unlock(pool__core *c);
 
 /* The pool's thread. */
 void *pool__main(void *arg);
+/* A worker's channel: a SOCK_SEQPACKET pair (close-on-exec) whose send
+ * buffers hold POOL__INFLIGHT messages and more. Returns 0 or -errno. */
+int pool__channel_pair(int sv[2]);
 /* Wakes the pool's thread if it sleeps. */
 void pool__wake(mproc_pool *p);
 /* Takes the jobs apply_async queued (core->mu held). With code non-zero,
@@ -385,6 +419,15 @@ void pool__drain_inbox(mproc_pool *p, int code);
 void pool__forget_worker(mproc_pool *p, pool__wslot *w);
 /* Stops every worker and reaps it (graceful: asking first). */
 void pool__kill_and_reap_all(mproc_pool *p, bool graceful);
+/* A task timeout as PM_TASKS / PM_RANGE carry it: ms rounded up, at
+ * least 1; 0 for none. */
+static inline int32_t pool__timeout_ms(double timeout)
+{
+    if (timeout <= 0)
+        return 0;
+    double ms = timeout * 1000.0;
+    return ms >= (double)INT32_MAX ? INT32_MAX : (int32_t)ms + 1;
+}
 
 /* ---- dispatch.c --------------------------------------------------------- */
 
@@ -418,7 +461,8 @@ void pool__drain(mproc_pool *p, int i, int max);
 /* ---- failure.c ---------------------------------------------------------- */
 
 /* A worker is gone: reap it, fail what it was running, hand back what it
- * never started. */
+ * never started. A backend's slot that ended without PM_EXIT is lost:
+ * what it held fails with the backend's code. */
 void pool__worker_gone(mproc_pool *p, int i);
 /* Fails every pending task and every task in flight with code. */
 void pool__fail_all(mproc_pool *p, int code, const char *msg);

@@ -161,12 +161,42 @@ static void requeue(mproc_pool *p, pool__wslot *w, size_t ks, size_t ko)
     w->q.head = 0;
 }
 
+/* A backend's slot ended: after PM_EXIT it held nothing; lost, every
+ * task it held fails with the backend's code (whether they ran is not
+ * known, so none is run again). It is never restarted. */
+static void remote_gone(mproc_pool *p, int i)
+{
+    pool__wslot *w = &p->w[i];
+    char msg[200] = "";
+    int code = p->opts.backend->status(p->bctx, i - p->nlocal, msg, sizeof msg);
+    pool__forget_worker(p, w);
+    while (w->q.n > 0) {
+        pool__seg sg = *pool__dq_at(&w->q, 0);
+        pool__dq_pop_front(&w->q);
+        if (sg.j->type != J_RANGE && w->next_result > sg.first_seq) {
+            size_t skip = (size_t)(w->next_result - sg.first_seq);
+            if (skip >= sg.count)
+                continue;
+            sg.start += skip;
+            sg.count -= skip;
+        }
+        int c = code < 0 ? code : MPROC_ERANKLOST;
+        pool__errrec *e = pool__errrec_new(c, 0, 0, sg.start, "%s", msg);
+        pool__deliver_fail(p, sg.j, sg.start, sg.count, e, c, true);
+    }
+    w->q.head = 0;
+}
+
 void pool__worker_gone(mproc_pool *p, int i)
 {
     pool__wslot *w = &p->w[i];
     pool__drain(p, i, 1 << 20);
     if (p->broken)
         return; /* break_pool reaped it with the others */
+    if (w->remote) {
+        remote_gone(p, i);
+        return;
+    }
     death d;
     reap(p, i, &d);
     /* Died starting: it never said it was ready and never sent a result

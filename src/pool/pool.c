@@ -135,8 +135,10 @@ static int alloc_parts(mproc_pool *p, const mproc_args *initargs)
         p->initargs = mproc__args_copy(initargs);
     if (!p->core || !p->w || !p->sbuf || !p->rbuf || (initargs && !p->initargs))
         return -ENOMEM;
-    for (int i = 0; i < p->nproc; i++)
+    for (int i = 0; i < p->nproc; i++) {
         p->w[i].chan = p->w[i].sentinel = -1;
+        p->w[i].remote = i >= p->nlocal;
+    }
     return 0;
 }
 
@@ -199,6 +201,17 @@ static int start_thread(mproc_pool *p)
     return r;
 }
 
+/* At exit, before mproc_shutdown terminates and joins the daemonic
+ * children (the workers): a pool still running would replace them as they
+ * die, and the join would wait for the replacements. As CPython's Pool
+ * (exitpriority 15). */
+static void terminate_at_exit(void *arg)
+{
+    mproc_pool *p = arg;
+    p->fin = 0;
+    mproc_pool_terminate(p);
+}
+
 int mproc_pool_new(mproc_pool **out, const mproc_pool_opts *opts)
 {
     if (!out)
@@ -213,10 +226,20 @@ int mproc_pool_new(mproc_pool **out, const mproc_pool_opts *opts)
         return -ENOMEM;
     p->board_fd = p->ep = p->evfd = -1;
     p->owner = pool__my_pid();
-    p->nproc = o.processes;
+    p->nproc = p->nlocal = o.processes;
     p->opts = o;
     p->opts.initargs = NULL;
     pthread_mutex_init(&p->in_mu, NULL);
+    if (o.backend) {
+        int nremote = 0;
+        r = o.backend->attach(&o, &p->bctx, &nremote);
+        if (r < 0 || nremote < 0 || nremote > 0xffff) {
+            pthread_mutex_destroy(&p->in_mu);
+            free(p);
+            return r < 0 ? r : -EINVAL;
+        }
+        p->nproc += nremote;
+    }
     r = alloc_parts(p, o.initargs);
     if (r == 0)
         r = make_board(p);
@@ -225,6 +248,8 @@ int mproc_pool_new(mproc_pool **out, const mproc_pool_opts *opts)
     if (r == 0)
         r = start_thread(p);
     if (r < 0) {
+        if (o.backend)
+            o.backend->detach(p->bctx);
         free_resources(p);
         if (p->core) {
             pool__lock(p->core);
@@ -234,6 +259,8 @@ int mproc_pool_new(mproc_pool **out, const mproc_pool_opts *opts)
         return r;
     }
     mproc_debug("pool: created with %d workers", p->nproc);
+    r = mproc_finalize(terminate_at_exit, p, 15);
+    p->fin = r > 0 ? r : 0;
     *out = p;
     return 0;
 }
@@ -316,6 +343,8 @@ void mproc_pool_free(mproc_pool *p)
     }
     if (on_pool_thread(p))
         return; /* documented misuse: cannot free from a callback */
+    if (p->fin)
+        mproc_finalize_cancel(p->fin);
     mproc_pool_terminate(p);
     pool__lock(p->core);
     bool do_join = !p->joined;
@@ -323,6 +352,8 @@ void mproc_pool_free(mproc_pool *p)
     pool__unlock(p->core);
     if (do_join)
         pthread_join(p->thread, NULL);
+    if (p->opts.backend)
+        p->opts.backend->detach(p->bctx);
     pool__lock(p->core);
     for (pool__job *j = p->jobs; j; j = j->next)
         j->pool = NULL;
@@ -347,7 +378,7 @@ int mproc_pool_pids(mproc_pool *p, pid_t *pids, size_t max)
     int n = 0;
     for (int i = 0; i < p->nproc; i++) {
         pool__wslot *w = &p->w[i];
-        if (w->state != W_LIVE && w->state != W_EXITING)
+        if ((w->state != W_LIVE && w->state != W_EXITING) || w->remote)
             continue;
         if (pids && (size_t)n < max)
             pids[n] = w->pid;

@@ -31,6 +31,7 @@
 #include "mproc/pool.h"
 
 #include <stdatomic.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -129,6 +130,49 @@ int mproc__pool_worker_main(const mproc_args *args);
 static inline size_t pool__pad8(size_t n)
 {
     return (n + 7) & ~(size_t)7;
+}
+
+/* The room an entry of n bytes (ool: the 8-byte size of a memfd's bytes)
+ * takes in a ring at byte position wpos, in *need, plus in *waste the
+ * bytes skipped to the ring's start when it would not fit before the end.
+ * Returns *need + *waste. */
+static inline size_t pool__entry_room(uint64_t wpos, size_t n, bool ool,
+                                      size_t *need, size_t *waste)
+{
+    size_t off = (size_t)(wpos % POOL__RING);
+    *need = sizeof(pool__entry) + (ool ? 8 : pool__pad8(n));
+    *waste = POOL__RING - off < *need ? POOL__RING - off : 0;
+    return *need + *waste;
+}
+
+/* Writes an entry at *wpos of ring (the room of pool__entry_room, checked
+ * free by the writer) and advances *wpos; the reader sees it once the
+ * writer publishes *wpos. */
+static inline void pool__entry_put(unsigned char *ring, uint64_t *wpos,
+                                   size_t need, size_t waste, int32_t status,
+                                   uint64_t seq, const void *p, size_t n,
+                                   bool ool)
+{
+    size_t off = (size_t)(*wpos % POOL__RING);
+    if (waste) {
+        if (waste >= sizeof(pool__entry)) {
+            pool__entry m = {.status = POOL__WRAP};
+            memcpy(ring + off, &m, sizeof m);
+        }
+        *wpos += waste;
+        off = 0;
+    }
+    pool__entry e = {
+        .status = status, .len = ool ? POOL__OOL_LEN : (uint32_t)n, .seq = seq};
+    unsigned char *d = ring + off;
+    memcpy(d, &e, sizeof e);
+    if (ool) {
+        uint64_t size = n;
+        memcpy(d + sizeof e, &size, 8);
+    } else if (n) {
+        memcpy(d + sizeof e, p, n); /* the padding is never read */
+    }
+    *wpos += need;
 }
 
 /* The coarse clock (a few ns, one tick of resolution) stamps tasks: the

@@ -420,7 +420,8 @@ static pool__msgbuf *copy_ring(mproc_pool *p, int i, uint64_t rpos,
 static void distrust(pool__wslot *w)
 {
     w->killed = true;
-    mproc_process_kill(w->proc);
+    if (w->proc) /* a backend's slot: its ring is written by us */
+        mproc_process_kill(w->proc);
 }
 
 /* Takes every committed result out of worker i's ring. */

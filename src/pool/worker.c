@@ -381,32 +381,10 @@ static void add_result(worker *w, uint64_t seq, int32_t status, const void *p,
                 return;
         }
     }
-    size_t body = ool ? 8 : pool__pad8(n);
-    size_t need = sizeof(pool__entry) + body;
-    size_t off = (size_t)(w->wpos % POOL__RING);
-    size_t waste = POOL__RING - off < need ? POOL__RING - off : 0;
-    if (!ring_space(w, need + waste))
+    size_t need, waste;
+    if (!ring_space(w, pool__entry_room(w->wpos, n, ool, &need, &waste)))
         return;
-    if (waste) {
-        if (waste >= sizeof(pool__entry)) {
-            pool__entry m = {.status = POOL__WRAP};
-            memcpy(w->ring + off, &m, sizeof m);
-        }
-        w->wpos += waste;
-        off = 0;
-    }
-    pool__entry e = {
-        .status = status, .len = ool ? POOL__OOL_LEN : (uint32_t)n, .seq = seq};
-    unsigned char *d = w->ring + off;
-    memcpy(d, &e, sizeof e);
-    if (ool) {
-        uint64_t size = n;
-        memcpy(d + sizeof e, &size, 8);
-    } else {
-        if (n)
-            memcpy(d + sizeof e, p, n); /* the padding is never read */
-    }
-    w->wpos += need;
+    pool__entry_put(w->ring, &w->wpos, need, waste, status, seq, p, n, ool);
     atomic_store_explicit(&w->slot->wpos, w->wpos, memory_order_release);
     w->unnotified = true;
 }
@@ -508,7 +486,7 @@ static void do_tasks(worker *w, const pool__hdr *h, size_t n, int *fds,
             data = w->in + pos;
             pos += pool__pad8(len);
         }
-        begin_task(w, seq, h->code & 1);
+        begin_task(w, seq, h->code != 0);
         int rc;
         if (!fn) {
             rc = mproc_out_fail(&w->out, MPROC_ERESOLVE,
@@ -578,7 +556,7 @@ static void do_range(worker *w, const pool__hdr *h, size_t n, int *fds,
     pool__range rg;
     size_t fdi = 0;
     uint64_t seq = h->first_seq;
-    begin_task(w, seq, h->code & 1);
+    begin_task(w, seq, h->code != 0);
     if (n < sizeof *h + sizeof rg) {
         mproc_out_fail(&w->out, MPROC_EPROTO, "short range message");
         goto out;
