@@ -138,7 +138,7 @@ static int mproc_run_target(mproc_target target, mproc_start_method m, int n)
     return 0;
 }
 
-static int mproc_run(mproc_start_method m, int n)
+static int run_starts(mproc_start_method m, int n)
 {
     return mproc_run_target(noop, m, n);
 }
@@ -258,13 +258,13 @@ static int run_one(int c, int nfast, int nslow)
         r = raw_spawn(n);
         break;
     case C_FORK:
-        r = mproc_run(MPROC_START_FORK, n);
+        r = run_starts(MPROC_START_FORK, n);
         break;
     case C_SPAWN:
-        r = mproc_run(MPROC_START_SPAWN, n);
+        r = run_starts(MPROC_START_SPAWN, n);
         break;
     default:
-        r = mproc_run(MPROC_START_FORKSERVER, n);
+        r = run_starts(MPROC_START_FORKSERVER, n);
         break;
     }
     if (r == 0 && nsamples[c] < MAX_ROUNDS)
