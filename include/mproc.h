@@ -18,5 +18,6 @@
 #include "mproc/shm.h"
 #include "mproc/conn.h"
 #include "mproc/queue.h"
+#include "mproc/manager.h"
 
 #endif

@@ -3,6 +3,7 @@
 # one file of src/ into another goes down the stack, never up or around.
 #
 #   os  <  core  <  obj  <  process  <  sync, conn, queue  <  shm  <  pool
+#     <  manager
 #
 # Inside core/ and process/ the files are ordered too (see core/core.h and
 # process/process.h); inside the other folders files may call each other.
@@ -27,6 +28,7 @@ rank() { # folder/file -> "folder-rank file-rank"
     sync/*|conn/*|queue/*) echo "4 -1" ;;
     shm/*) echo "5 -1" ;;
     pool/*) echo "6 -1" ;;
+    manager/*) echo "7 -1" ;;
     *) echo "unranked" ;;
   esac
 }
