@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -594,6 +595,280 @@ static void test_cpython_clients(void)
         SKIP("no CPython in $MPROC_PYTHON_DIR (default ~/.pyenv/versions)");
 }
 
+/* ---- the C client ---------------------------------------------------------
+ */
+
+/* What a user does through proxies; the same against mproc's server and
+ * CPython's. */
+static void client_ops(mproc_manager *m)
+{
+    char err[256];
+    mproc_proxy *d, *l, *it;
+    CHECK_OK(mproc_manager_create(m, &d, "dict", NULL, NULL, err, sizeof err));
+    CHECK_STR(mproc_proxy_typeid(d), "dict");
+    CHECK(mproc_proxy_ident(d) && *mproc_proxy_ident(d));
+    mproc_obj *k = mproc_obj_str_c("k"), *x = mproc_obj_str_c("x");
+    mproc_obj *one = mproc_obj_int(1), *got = NULL;
+    CHECK_OK(mproc_proxy_setitem(d, k, one));
+    CHECK_OK(mproc_proxy_getitem(d, k, &got));
+    check_repr(got, "1");
+    mproc_obj_unref(got);
+    CHECK_EQ(mproc_proxy_len(d), 1);
+    CHECK_EQ(mproc_proxy_contains(d, k), 1);
+    CHECK_EQ(mproc_proxy_contains(d, x), 0);
+    CHECK_ERR(mproc_proxy_getitem(d, x, &got), -ENOENT);
+    CHECK(got == NULL);
+    CHECK_ERR(mproc_proxy_delitem(d, x), -ENOENT);
+    /* generic calls: arguments, keywords, exceptions, tracebacks */
+    mproc_obj *args = mproc_obj_tuple_of(2, mproc_obj_ref(x), mproc_obj_int(5));
+    mproc_obj *r;
+    CHECK_EQ(mproc_proxy_call(d, "get", args, NULL, &r, err, sizeof err), 0);
+    check_repr(r, "5");
+    mproc_obj_unref(r);
+    mproc_obj_unref(args);
+    mproc_obj *kw = mproc_obj_dict_new();
+    CHECK_OK(mproc_obj_dict_set(
+        kw, mproc_obj_str_c("\xc3\xa9"),
+        mproc_obj_int_from_str("123456789012345678901234567890")));
+    CHECK_EQ(mproc_proxy_call(d, "update", NULL, kw, NULL, NULL, 0), 0);
+    mproc_obj_unref(kw);
+    args = mproc_obj_tuple_of(1, mproc_obj_ref(x));
+    CHECK_ERR(
+        mproc_proxy_call(d, "__getitem__", args, NULL, &r, err, sizeof err),
+        MPROC_EREMOTE);
+    CHECK_STR(mproc_obj_reduce_name(r), "KeyError");
+    CHECK_STR(err, "KeyError('x')");
+    mproc_obj_unref(r);
+    CHECK_ERR(
+        mproc_proxy_call(d, "no_such_method", args, NULL, &r, err, sizeof err),
+        MPROC_EREMOTE);
+    CHECK_EQ(mproc_obj_type_of(r), MPROC_OBJ_STR); /* the traceback */
+    CHECK(strstr(err, "no_such_method"));
+    mproc_obj_unref(r);
+    mproc_obj_unref(args);
+    char *text;
+    CHECK_OK(mproc_proxy_repr(d, &text));
+    CHECK_STR(text, "{'k': 1, '\xc3\xa9': 123456789012345678901234567890}");
+    free(text);
+    /* a method that hands out a proxy */
+    CHECK_EQ(mproc_proxy_call(d, "__iter__", NULL, NULL, &r, err, sizeof err),
+             1);
+    CHECK_OK(mproc_proxy_from_reply(d, r, &it));
+    mproc_obj_unref(r);
+    CHECK_STR(mproc_proxy_typeid(it), "Iterator");
+    CHECK_EQ(mproc_proxy_call(it, "__next__", NULL, NULL, &r, err, sizeof err),
+             0);
+    check_repr(r, "'k'");
+    mproc_obj_unref(r);
+    mproc_proxy_free(it);
+    /* a list */
+    args = mproc_obj_tuple_of(1, mproc_obj_tuple_of(3, mproc_obj_int(3),
+                                                    mproc_obj_int(1),
+                                                    mproc_obj_int(2)));
+    CHECK_OK(mproc_manager_create(m, &l, "list", args, NULL, err, sizeof err));
+    mproc_obj_unref(args);
+    CHECK_OK(mproc_proxy_append(l, one));
+    CHECK_EQ(mproc_proxy_call(l, "sort", NULL, NULL, NULL, NULL, 0), 0);
+    CHECK_OK(mproc_proxy_value(l, &r));
+    check_repr(r, "[1, 1, 2, 3]");
+    mproc_obj_unref(r);
+    mproc_obj *minus1 = mproc_obj_int(-1), *ten = mproc_obj_int(10);
+    CHECK_OK(mproc_proxy_getitem(l, minus1, &got));
+    check_repr(got, "3");
+    mproc_obj_unref(got);
+    CHECK_OK(mproc_proxy_delitem(l, minus1));
+    CHECK_ERR(mproc_proxy_getitem(l, ten, &got), -ENOENT);
+    CHECK_ERR(mproc_proxy_setitem(l, k, one), MPROC_ETYPE);
+    CHECK_EQ(mproc_proxy_len(l), 3);
+    /* an unknown type id */
+    mproc_proxy *bad;
+    CHECK_ERR(
+        mproc_manager_create(m, &bad, "Nope", NULL, NULL, err, sizeof err),
+        MPROC_EREMOTE);
+    CHECK(bad == NULL && strstr(err, "Nope"));
+    mproc_obj_unref(minus1);
+    mproc_obj_unref(ten);
+    mproc_obj_unref(k);
+    mproc_obj_unref(x);
+    mproc_obj_unref(one);
+    mproc_proxy_free(l);
+    mproc_proxy_free(d);
+}
+
+static void test_c_client_mproc_server(void)
+{
+    mproc_manager *srv, *cl;
+    mproc_manager_opts o = key_opts();
+    CHECK_OK(mproc_manager_serve(&srv, "127.0.0.1:0", &o));
+    client_ops(srv); /* the server's own handle is a client too */
+    CHECK_EQ(objects(mproc_manager_address(srv)), 0);
+    mproc_conn_opts co = {
+        .auth = MPROC_AUTH_KEY, .authkey = key, .authkey_len = strlen(key)};
+    CHECK_OK(mproc_manager_connect(&cl, mproc_manager_address(srv), &co));
+    CHECK_EQ(mproc_manager_is_alive(cl), 0); /* it runs no server */
+    client_ops(cl);
+    CHECK_EQ(objects(mproc_manager_address(srv)), 0);
+    /* a proxy outlives the handle it came from */
+    mproc_proxy *d;
+    CHECK_OK(mproc_manager_create(cl, &d, "dict", NULL, NULL, NULL, 0));
+    mproc_manager_free(cl);
+    CHECK_EQ(mproc_proxy_len(d), 0);
+    mproc_proxy_free(d);
+    CHECK_EQ(objects(mproc_manager_address(srv)), 0);
+    /* wrong key, nobody there */
+    co.authkey = "wrong";
+    co.authkey_len = 5;
+    CHECK_ERR(mproc_manager_connect(&cl, mproc_manager_address(srv), &co),
+              MPROC_EAUTH);
+    mproc_manager_free(srv);
+    co.authkey = key;
+    co.authkey_len = strlen(key);
+    CHECK(mproc_manager_connect(&cl, "@mproc-nobody-here", &co) < 0);
+}
+
+static void test_c_client_cpython_server(void)
+{
+    static const char *const vs[] = {"3.6", "3.11", "3.13"};
+    int ran = 0;
+    for (size_t v = 0; v < 3; v++) {
+        const char *python = mproc_test_python(vs[v]);
+        if (!python)
+            continue;
+        ran++;
+        int p[2];
+        CHECK_OK(pipe2(p, O_CLOEXEC));
+        fflush(NULL);
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+            dup2(p[1], 1);
+            const char *argv[] = {python,  script(), "127.0.0.1:0",
+                                  key_hex, "serve",  NULL};
+            execv(python, (char *const *)argv);
+            mproc_test_exit(127);
+        }
+        close(p[1]);
+        char addr[128];
+        size_t n = 0;
+        while (n + 1 < sizeof addr) {
+            struct pollfd pf = {.fd = p[0], .events = POLLIN};
+            CHECK(poll(&pf, 1, 30000) == 1);
+            CHECK(read(p[0], addr + n, 1) == 1);
+            if (addr[n] == '\n')
+                break;
+            n++;
+        }
+        addr[n] = 0;
+        close(p[0]);
+        mproc_manager *cl;
+        mproc_conn_opts co = {
+            .auth = MPROC_AUTH_KEY, .authkey = key, .authkey_len = strlen(key)};
+        CHECK_OK(mproc_manager_connect(&cl, addr, &co));
+        client_ops(cl);
+        CHECK_EQ(objects(addr), 0);
+        /* the server killed: calls fail at once */
+        mproc_proxy *d;
+        CHECK_OK(mproc_manager_create(cl, &d, "dict", NULL, NULL, NULL, 0));
+        CHECK_EQ(mproc_proxy_len(d), 0);
+        kill(pid, SIGKILL);
+        int st;
+        waitpid(pid, &st, 0);
+        double t0 = mproc_test_now();
+        CHECK(mproc_proxy_len(d) < 0);
+        CHECK(mproc_proxy_len(d) < 0);
+        CHECK(mproc_test_now() - t0 < 1.0);
+        mproc_proxy_free(d);
+        mproc_manager_free(cl);
+    }
+    if (!ran)
+        SKIP("no CPython in $MPROC_PYTHON_DIR (default ~/.pyenv/versions)");
+}
+
+/* Several threads through one proxy: each call on a connection of its
+ * own; nothing lost. */
+static void *appender(void *arg)
+{
+    mproc_proxy *l = arg;
+    for (int i = 0; i < 100; i++) {
+        mproc_obj *v = mproc_obj_int(i);
+        CHECK_OK(mproc_proxy_append(l, v));
+        mproc_obj_unref(v);
+    }
+    return NULL;
+}
+
+static void test_proxy_threads(void)
+{
+    mproc_manager *m;
+    mproc_manager_opts o = key_opts();
+    CHECK_OK(mproc_manager_start(&m, NULL, &o));
+    mproc_proxy *l;
+    CHECK_OK(mproc_manager_create(m, &l, "list", NULL, NULL, NULL, 0));
+    pthread_t t[8];
+    for (int i = 0; i < 8; i++)
+        CHECK_EQ(pthread_create(&t[i], NULL, appender, l), 0);
+    for (int i = 0; i < 8; i++)
+        pthread_join(t[i], NULL);
+    CHECK_EQ(mproc_proxy_len(l), 800);
+    mproc_proxy_free(l);
+    mproc_manager_free(m);
+}
+
+/* Five workers append their squares to a shared list and store them in a
+ * shared dict (the tutorials' example), under every start method. */
+static int t_square(const mproc_args *a)
+{
+    mproc_proxy *l = mproc_args_proxy(a, 0), *d = mproc_args_proxy(a, 1);
+    int64_t i = mproc_args_int(a, 2);
+    mproc_obj *k = mproc_obj_int(i), *sq = mproc_obj_int(i * i);
+    int rc = mproc_proxy_append(l, sq);
+    if (rc == 0)
+        rc = mproc_proxy_setitem(d, k, sq);
+    mproc_obj_unref(k);
+    mproc_obj_unref(sq);
+    return rc == 0 ? 0 : 1;
+}
+
+static void test_proxies_to_children(void)
+{
+    mproc_manager *m;
+    mproc_manager_opts o = key_opts();
+    CHECK_OK(mproc_manager_start(&m, NULL, &o));
+    for (int meth = 0; meth < 3; meth++) {
+        mproc_proxy *l, *d;
+        CHECK_OK(mproc_manager_create(m, &l, "list", NULL, NULL, NULL, 0));
+        CHECK_OK(mproc_manager_create(m, &d, "dict", NULL, NULL, NULL, 0));
+        mproc_process *ps[5];
+        for (int i = 0; i < 5; i++) {
+            mproc_args *a = mproc_args_new();
+            CHECK_OK(mproc_args_add_proxy(a, l));
+            CHECK_OK(mproc_args_add_proxy(a, d));
+            CHECK_OK(mproc_args_add_int(a, i));
+            CHECK_OK(mproc_process_new(&ps[i], t_square, a));
+            mproc_args_free(a);
+            CHECK_OK(mproc_process_set_start_method(ps[i],
+                                                    mproc_test_methods[meth]));
+            CHECK_OK(mproc_process_start(ps[i]));
+        }
+        for (int i = 0; i < 5; i++) {
+            CHECK_OK(mproc_process_join(ps[i], 30));
+            CHECK_EQ(mproc_process_exitcode(ps[i]), 0);
+            mproc_process_free(ps[i]);
+        }
+        CHECK_OK(mproc_proxy_call(l, "sort", NULL, NULL, NULL, NULL, 0));
+        mproc_obj *v;
+        CHECK_OK(mproc_proxy_value(l, &v));
+        check_repr(v, "[0, 1, 4, 9, 16]");
+        mproc_obj_unref(v);
+        CHECK_EQ(mproc_proxy_len(d), 5);
+        mproc_proxy_free(l);
+        mproc_proxy_free(d);
+        /* the children's references went with them */
+        CHECK_EQ(objects(mproc_manager_address(m)), 0);
+    }
+    mproc_manager_free(m);
+}
+
 static const mproc_test tests[] = {
     {"start_every_method", test_start_every_method, 120},
     {"serve_in_thread", test_serve_in_thread, 0},
@@ -604,6 +879,10 @@ static const mproc_test tests[] = {
     {"server_killed", test_server_killed, 0},
     {"bad_arguments", test_bad_arguments, 0},
     {"cpython_clients", test_cpython_clients, 600},
+    {"c_client_mproc_server", test_c_client_mproc_server, 60},
+    {"c_client_cpython_server", test_c_client_cpython_server, 120},
+    {"proxy_threads", test_proxy_threads, 60},
+    {"proxies_to_children", test_proxies_to_children, 120},
 };
 
 MPROC_TEST_MAIN(tests)

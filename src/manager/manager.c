@@ -15,6 +15,7 @@
 
 struct mproc_manager {
     char *address;
+    mgr_client *cl; /* for mproc_manager_create */
     pid_t pid;
     /* child process */
     mproc_process *proc;
@@ -167,6 +168,11 @@ int mproc_manager_start(mproc_manager **out, const char *address,
         return rc;
     }
     m->pid = mproc_process_pid(m->proc);
+    rc = mproc__mgr_client_new(&m->cl, m->address, &o.conn);
+    if (rc < 0) {
+        mproc_manager_free(m);
+        return rc;
+    }
     *out = m;
     return 0;
 }
@@ -265,6 +271,11 @@ int mproc_manager_serve(mproc_manager **out, const char *address,
         return rc;
     }
     m->pid = getpid();
+    rc = mproc__mgr_client_new(&m->cl, m->address, &m->cfg.opts.conn);
+    if (rc < 0) {
+        mproc_manager_free(m);
+        return rc;
+    }
     *out = m;
     return 0;
 }
@@ -333,6 +344,8 @@ void mproc_manager_free(mproc_manager *m)
 {
     if (!m)
         return;
+    mproc__mgr_client_unref(m->cl);
+    m->cl = NULL;
     mproc_manager_shutdown(m, 10.0);
     if (m->threaded) {
         if (!m->joined) { /* a thread that would not stop: wait for it */
@@ -343,4 +356,43 @@ void mproc_manager_free(mproc_manager *m)
     }
     free(m->address);
     free(m);
+}
+
+/* ---- clients
+ * ----------------------------------------------------------------- */
+
+int mproc_manager_connect(mproc_manager **out, const char *address,
+                          const mproc_conn_opts *opts)
+{
+    if (!out || !address)
+        return -EINVAL;
+    *out = NULL;
+    mproc_manager *m = calloc(1, sizeof *m);
+    if (!m)
+        return -ENOMEM;
+    m->wake[0] = m->wake[1] = -1;
+    m->address = strdup(address);
+    int rc =
+        m->address ? mproc__mgr_client_new(&m->cl, address, opts) : -ENOMEM;
+    mproc_proxy *none = NULL;
+    if (rc == 0) { /* BaseManager.connect's dummy request */
+        rc = mproc__mgr_create(m->cl, &none, NULL, NULL, NULL, NULL, 0);
+    }
+    if (rc < 0) {
+        mproc__mgr_client_unref(m->cl);
+        free(m->address);
+        free(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
+int mproc_manager_create(mproc_manager *m, mproc_proxy **out,
+                         const char *typeid, const mproc_obj *args,
+                         const mproc_obj *kwds, char *err, size_t errcap)
+{
+    if (!m || !m->cl || !typeid)
+        return -EINVAL;
+    return mproc__mgr_create(m->cl, out, typeid, args, kwds, err, errcap);
 }

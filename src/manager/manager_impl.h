@@ -68,6 +68,15 @@ mproc_obj *mproc__mgr_exposed(const mgr_type *t);
 /* Appends item (stolen) to o's items: 0 or -ENOMEM. */
 int mproc__mgr_items_push(mgr_obj *o, mproc_obj *item);
 
+/* client.c: what a manager handle and its proxies share (refcounted) */
+typedef struct mgr_client mgr_client;
+int mproc__mgr_client_new(mgr_client **out, const char *address,
+                          const mproc_conn_opts *opts);
+void mproc__mgr_client_unref(mgr_client *c);
+int mproc__mgr_create(mgr_client *cl, mproc_proxy **out, const char *typeid,
+                      const mproc_obj *args, const mproc_obj *kwds, char *err,
+                      size_t errcap);
+
 /* server.c */
 /* A new object of type t with refs 1 in s's table (NULL: no memory). */
 mgr_obj *mproc__mgr_new_obj(mgr_server *s, const mgr_type *t);

@@ -9,6 +9,8 @@ Scenarios:
             hold (an AssertionError exits 1 and says what differed)
   registered BaseManager with registered type ids (dict, list)
   wrongkey  connect with KEYHEX and expect AuthenticationError quickly
+  serve     a CPython SyncManager server on ADDRESS: prints its address
+            (mproc's form) and serves until killed
 Runs on CPython 3.6 to 3.13.
 """
 import sys
@@ -147,11 +149,20 @@ def wrongkey(addr, key):
     print('ok')
 
 
+def serve(addr, key):
+    m = SyncManager(address=addr, authkey=key)
+    server = m.get_server()
+    a = server.address
+    print('%s:%d' % a if isinstance(a, tuple) else a)
+    sys.stdout.flush()
+    server.serve_forever()
+
+
 def main():
     addr = address(sys.argv[1])
     key = bytes(bytearray.fromhex(sys.argv[2]))
     {'types': types, 'registered': registered,
-     'wrongkey': wrongkey}[sys.argv[3]](addr, key)
+     'wrongkey': wrongkey, 'serve': serve}[sys.argv[3]](addr, key)
     sys.stdout.flush()
 
 
