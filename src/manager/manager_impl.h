@@ -49,11 +49,12 @@ typedef struct mgr_type {
 struct mgr_obj {
     const mgr_type *type;
     long refs;
-    mproc_obj *val;     /* dict, Namespace's dict, Value's value */
-    mproc_obj **items;  /* list, Array, Iterator */
-    size_t n, cap, pos; /* items; pos: Iterator's next */
-    char typecode;      /* Value, Array */
-    mgr_obj *next;      /* hash chain */
+    mproc_obj *val;        /* dict, Namespace's dict, Value's value */
+    mproc_obj **items;     /* list, Array, Iterator */
+    size_t n, cap, pos;    /* items; pos: Iterator's next */
+    char typecode;         /* Value, Array */
+    unsigned long fuzz_id; /* its name while fuzzing, else 0 */
+    mgr_obj *next;         /* hash chain */
 };
 
 /* objects.c */
@@ -92,5 +93,9 @@ typedef struct mgr_config {
 int mproc__mgr_run(const mgr_config *cfg,
                    void (*listening)(void *ctx, int rc, const char *address),
                    void *ctx, volatile int *stop, int wake_fd);
+
+/* The fuzz target's entry (fuzz/fuzz_manager.c): serves the requests in
+ * data on an in-memory server. */
+int mproc__mgr_fuzz(const uint8_t *data, size_t n);
 
 #endif

@@ -789,7 +789,7 @@ static int list_call(mgr_server *s, mgr_obj *o, const char *m,
             }
             if (times < 0)
                 times = 0;
-            if (times > 1 && o->n > ((size_t)1 << 26) / (size_t)times) {
+            if (times > 1 && o->n > ((size_t)1 << 22) / (size_t)times) {
                 mproc__mgr_obj_clear(&tmp);
                 return raise(r, mproc__mgr_exc("MemoryError", NULL));
             }
@@ -1100,7 +1100,7 @@ static int array_init(mgr_obj *o, const mproc_obj *args, const mproc_obj *kwds,
     int rc = 0;
     int64_t count;
     if (mproc_obj_int_value(seq, &count) == 0) { /* Array('i', 10) */
-        if (count < 0 || count > (1 << 26)) {
+        if (count < 0 || count > (1 << 22)) {
             raise(r, mproc__mgr_exc("ValueError", "bad array size"));
             return 1;
         }

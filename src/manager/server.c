@@ -43,6 +43,7 @@ struct mgr_server {
     size_t nready, capready;
     int wake[2]; /* a pipe: a handshake finished */
     double hs_timeout;
+    unsigned long fuzz_ids; /* fuzzing: objects named 1, 2, ... (0: off) */
 };
 
 /* ---- the object table -------------------------------------------------- */
@@ -82,6 +83,7 @@ mgr_obj *mproc__mgr_new_obj(mgr_server *s, const mgr_type *t)
         return NULL;
     o->type = t;
     o->refs = 1;
+    o->fuzz_id = s->fuzz_ids ? s->fuzz_ids++ : 0;
     size_t k = bucket_of(s, (uintptr_t)o);
     o->next = s->buckets[k];
     s->buckets[k] = o;
@@ -106,6 +108,13 @@ static mgr_obj *lookup(mgr_server *s, const mproc_obj *ident)
             return NULL;
         id = id << 4 | (uintptr_t)d;
     }
+    if (s->fuzz_ids) { /* names are small numbers: look at everything */
+        for (size_t b = 0; b < s->nbuckets; b++)
+            for (mgr_obj *o = s->buckets[b]; o; o = o->next)
+                if (o->fuzz_id == id)
+                    return o;
+        return NULL;
+    }
     for (mgr_obj *o = s->buckets[bucket_of(s, id)]; o; o = o->next)
         if ((uintptr_t)o == id)
             return o;
@@ -126,7 +135,8 @@ static void drop_obj(mgr_server *s, mgr_obj *o)
 static mproc_obj *ident_of(const mgr_obj *o)
 {
     char id[32];
-    snprintf(id, sizeof id, "%lx", (unsigned long)(uintptr_t)o);
+    snprintf(id, sizeof id, "%lx",
+             o->fuzz_id ? o->fuzz_id : (unsigned long)(uintptr_t)o);
     return mproc_obj_str_c(id);
 }
 
@@ -614,8 +624,10 @@ static void server_free(mgr_server *s)
     free(s->buckets);
     mproc_listener_free(s->l);
     mproc_obj_unref(s->address);
-    close(s->wake[0]);
-    close(s->wake[1]);
+    if (s->wake[0] >= 0) {
+        close(s->wake[0]);
+        close(s->wake[1]);
+    }
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->idle);
 }
@@ -700,6 +712,62 @@ int mproc__mgr_run(const mgr_config *cfg,
     }
     free(pf);
     mproc_listener_close(s.l); /* no new clients while the rest goes */
+    server_free(&s);
+    return 0;
+}
+
+/* ---- fuzzing ---------------------------------------------------------------
+ */
+
+/* Serves the requests in data as one client would send them: chunks of
+ * [flags u8][length u16 big-endian][request bytes]; flags bit 0 makes the
+ * connection a method channel (as after accept_connection), bit 1 starts
+ * a new connection. Objects live across the chunks, named 1, 2, 3, ...
+ * so that requests can reach them. Replies are read and dropped. */
+int mproc__mgr_fuzz(const uint8_t *data, size_t n)
+{
+    mgr_server s = {0};
+    s.wake[0] = s.wake[1] = -1;
+    s.fuzz_ids = 1;
+    s.max_request = 1 << 16;
+    s.address = mproc_obj_str_c("/fuzz");
+    pthread_mutex_init(&s.mu, NULL);
+    pthread_cond_init(&s.idle, NULL);
+    mproc_conn *peer = NULL;
+    size_t pos = 0;
+    while (s.address && !s.stopping && pos + 3 <= n) {
+        unsigned flags = data[pos];
+        size_t len = (size_t)data[pos + 1] << 8 | data[pos + 2];
+        pos += 3;
+        if (len > n - pos)
+            len = n - pos;
+        if (!peer || (flags & 2)) {
+            while (s.nclients)
+                drop_client(&s, 0);
+            mproc_conn_free(peer);
+            mproc_conn *mine;
+            if (mproc_pipe(&mine, &peer, 1) < 0 || add_client(&s, mine) < 0)
+                break;
+        }
+        s.clients[0].channel = flags & 1;
+        mproc_conn_set_send_timeout(s.clients[0].c, 0);
+        if (mproc_conn_send_bytes(peer, data + pos, len) < 0)
+            break;
+        pos += len;
+        if (serve_one(&s, 0) == 1) {
+            drop_client(&s, 0);
+            mproc_conn_free(peer);
+            peer = NULL;
+        }
+        while (peer && mproc_conn_poll(peer, 0) == 1) {
+            void *m;
+            size_t ml;
+            if (mproc_conn_recv_bytes(peer, &m, &ml, 0, 0) < 0)
+                break;
+            free(m);
+        }
+    }
+    mproc_conn_free(peer);
     server_free(&s);
     return 0;
 }
