@@ -54,6 +54,21 @@ def main():
          (1, ('3', '__setitem__', (1, 2 ** 70), {})),
          (1, ('3', '#GETVALUE', (), {})),
          (0, (None, 'shutdown', (), {}))],
+        [(0, (None, 'create', ('Queue', 2), {})),
+         (1, ('1', 'put', ('a',), {})),
+         (1, ('1', 'get', (True, 0.0), {})),
+         (1, ('1', 'get', (), {'timeout': 0.001})),
+         (0, (None, 'create', ('Lock',), {})),
+         (1, ('2', 'acquire', (), {})),
+         (1, ('2', 'acquire', (True, 0.001), {})),
+         (1, ('2', 'release', (), {})),
+         (0, (None, 'create', ('Event',), {})),
+         (1, ('3', 'wait', (0.001,), {})),
+         (1, ('3', 'set', (), {})),
+         (0, (None, 'create', ('BoundedSemaphore', 1), {})),
+         (1, ('4', 'release', (), {})),
+         (0, (None, 'create', ('JoinableQueue',), {})),
+         (1, ('5', 'task_done', (), {}))],
     ]
     for r in runs:
         for proto in (2, 3, 4):

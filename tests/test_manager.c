@@ -583,6 +583,7 @@ static void test_cpython_clients(void)
         const char *addr = mproc_manager_address(mg);
         CHECK_EQ(run_py(python, addr, key_hex, "types"), 0);
         CHECK_EQ(run_py(python, addr, key_hex, "registered"), 0);
+        CHECK_EQ(run_py(python, addr, key_hex, "blocking"), 0);
         CHECK_EQ(run_py(python, addr, "77726f6e67", "wrongkey"), 0);
         /* every proxy released at the client's exit */
         double t0 = mproc_test_now();
@@ -869,6 +870,114 @@ static void test_proxies_to_children(void)
     mproc_manager_free(m);
 }
 
+/* ---- blocking types ---------------------------------------------------------
+ */
+
+static mproc_proxy *make(mproc_manager *m, const char *typeid, mproc_obj *args)
+{
+    mproc_proxy *p;
+    char err[256];
+    int rc = mproc_manager_create(m, &p, typeid, args, NULL, err, sizeof err);
+    mproc_obj_unref(args);
+    if (rc < 0)
+        mproc_test_fail(__FILE__, __LINE__, "create %s: %s", typeid, err);
+    return p;
+}
+
+/* acquire(True, timeout): 1 acquired, 0 not. */
+static int acquire(mproc_proxy *l, double timeout)
+{
+    mproc_obj *args =
+        mproc_obj_tuple_of(2, mproc_obj_bool(true), mproc_obj_float(timeout));
+    mproc_obj *r = NULL;
+    CHECK_EQ(mproc_proxy_call(l, "acquire", args, NULL, &r, NULL, 0), 0);
+    mproc_obj_unref(args);
+    int got = mproc_obj_truth(r);
+    mproc_obj_unref(r);
+    return got;
+}
+
+static void *getter(void *arg)
+{
+    mproc_obj *r = NULL;
+    CHECK_EQ(mproc_proxy_call(arg, "get", NULL, NULL, &r, NULL, 0), 0);
+    return r;
+}
+
+/* A call that blocks holds only its caller; timeouts; a client killed
+ * holding a Lock or RLock gives it back (CPython keeps it held). */
+static void test_blocking_types(void)
+{
+    mproc_manager *m;
+    mproc_manager_opts o = key_opts();
+    CHECK_OK(mproc_manager_start(&m, NULL, &o));
+    mproc_proxy *q = make(m, "Queue", NULL);
+    mproc_proxy *d = make(m, "dict", NULL);
+    pthread_t t;
+    CHECK_EQ(pthread_create(&t, NULL, getter, q), 0);
+    usleep(200000); /* its get waits on the server */
+    double t0 = mproc_test_now();
+    CHECK_EQ(mproc_proxy_len(d), 0); /* served meanwhile */
+    CHECK(mproc_test_now() - t0 < 0.5);
+    mproc_obj *args = mproc_obj_tuple_of(1, mproc_obj_str_c("item"));
+    CHECK_EQ(mproc_proxy_call(q, "put", args, NULL, NULL, NULL, 0), 0);
+    mproc_obj_unref(args);
+    mproc_obj *got;
+    pthread_join(t, (void **)&got);
+    check_repr(got, "'item'");
+    mproc_obj_unref(got);
+    /* get with a timeout: queue.Empty, which mproc does not decode */
+    args = mproc_obj_tuple_of(2, mproc_obj_bool(true), mproc_obj_float(0.2));
+    char err[256];
+    mproc_obj *r = NULL;
+    t0 = mproc_test_now();
+    CHECK_ERR(mproc_proxy_call(q, "get", args, NULL, &r, err, sizeof err),
+              MPROC_EREMOTE);
+    CHECK(mproc_test_now() - t0 >= 0.19);
+    CHECK(r == NULL && strstr(err, "queue.Empty"));
+    mproc_obj_unref(args);
+
+    /* Lock: held by a child killed while holding it, then free */
+    mproc_proxy *l = make(m, "Lock", NULL), *rl = make(m, "RLock", NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        if (acquire(l, 1) != 1 || acquire(rl, 1) != 1)
+            mproc_test_exit(1);
+        kill(getpid(), SIGKILL);
+    }
+    int st;
+    CHECK_EQ(waitpid(pid, &st, 0), pid);
+    CHECK(WIFSIGNALED(st));
+    t0 = mproc_test_now();
+    CHECK_EQ(acquire(l, 5), 1);
+    CHECK_EQ(acquire(rl, 5), 1);
+    CHECK(mproc_test_now() - t0 < 1.0);
+    /* now held here: another acquire times out */
+    t0 = mproc_test_now();
+    CHECK_EQ(acquire(l, 0.2), 0);
+    CHECK(mproc_test_now() - t0 >= 0.19);
+    CHECK_EQ(mproc_proxy_call(l, "release", NULL, NULL, NULL, NULL, 0), 0);
+    CHECK_ERR(mproc_proxy_call(l, "release", NULL, NULL, &r, err, sizeof err),
+              MPROC_EREMOTE);
+    CHECK_STR(mproc_obj_reduce_name(r), "RuntimeError");
+    mproc_obj_unref(r);
+    /* Event: wait times out, then a set wakes a waiter */
+    mproc_proxy *ev = make(m, "Event", NULL);
+    args = mproc_obj_tuple_of(1, mproc_obj_float(0.1));
+    CHECK_EQ(mproc_proxy_call(ev, "wait", args, NULL, &r, NULL, 0), 0);
+    check_repr(r, "False");
+    mproc_obj_unref(r);
+    mproc_obj_unref(args);
+    mproc_proxy_free(ev);
+    mproc_proxy_free(rl);
+    mproc_proxy_free(l);
+    mproc_proxy_free(q);
+    mproc_proxy_free(d);
+    CHECK_EQ(objects(mproc_manager_address(m)), 0);
+    mproc_manager_free(m);
+}
+
 static const mproc_test tests[] = {
     {"start_every_method", test_start_every_method, 120},
     {"serve_in_thread", test_serve_in_thread, 0},
@@ -883,6 +992,7 @@ static const mproc_test tests[] = {
     {"c_client_cpython_server", test_c_client_cpython_server, 120},
     {"proxy_threads", test_proxy_threads, 60},
     {"proxies_to_children", test_proxies_to_children, 120},
+    {"blocking_types", test_blocking_types, 60},
 };
 
 MPROC_TEST_MAIN(tests)

@@ -16,9 +16,11 @@
  * to children and serve several threads.
  *
  * Types served: dict, list, Namespace, Value, Array (and the Iterator that
- * a dict's __iter__ returns as a proxy). One thread serves every client
- * (an event loop over all connections); handshakes run in short-lived
- * threads of their own, so a client stalled in its handshake or
+ * a dict's __iter__ returns as a proxy), Queue, JoinableQueue, Lock, RLock,
+ * Semaphore, BoundedSemaphore, Event; a blocking call blocks only its
+ * caller, and a client that goes away gives back its Lock and RLock. One thread
+ * serves every client (an event loop over all connections); handshakes run in
+ * short-lived threads of their own, so a client stalled in its handshake or
  * mid-request delays no one. See docs/manager.md.
  */
 #ifndef MPROC_MANAGER_H
@@ -163,7 +165,10 @@ MPROC_API int mproc_manager_create(mproc_manager *m, mproc_proxy **out,
  *       message), or the server could not serve the call (a method not
  *       exposed, a value it cannot decode): *result is the traceback text;
  *       err gets the exception's repr ("KeyError('x')") or the
- *       traceback's last line;
+ *       traceback's last line; a reply mproc cannot decode (an exception
+ *       of a class off docs/values.md's allow-list, such as queue.Empty
+ *       from Queue.get) is MPROC_EREMOTE with *result NULL and err naming
+ *       the class ("global queue.Empty is not allowed ...");
  *   -EINVAL, -ENOMEM, or a connection's code: MPROC_EEOF, -ECONNRESET,
  *       -EPIPE (the server went away: never a hang), -ECONNREFUSED, ...
  * Thread safe.

@@ -89,7 +89,7 @@ static mgr_client *client_ref(mgr_client *c)
  * #UNSERIALIZABLE, 3 #PROXY) and its value in *value (new reference). */
 static int exchange(mproc_conn *c, const mproc_obj *ident, const char *name,
                     const mproc_obj *args, const mproc_obj *kwds, int *kind,
-                    mproc_obj **value)
+                    mproc_obj **value, char *err, size_t errcap)
 {
     mproc_obj *req = mproc_obj_tuple_of(
         4, ident ? mproc_obj_ref((mproc_obj *)ident) : mproc_obj_none(),
@@ -103,7 +103,7 @@ static int exchange(mproc_conn *c, const mproc_obj *ident, const char *name,
     if (rc < 0)
         return rc;
     mproc_obj *rep;
-    rc = mproc_conn_recv_obj(c, &rep, -1, NULL, 0);
+    rc = mproc_conn_recv_obj(c, &rep, -1, err, errcap);
     if (rc < 0)
         return rc;
     const char *k = mproc_obj_str_value(mproc_obj_item(rep, 0), NULL);
@@ -153,7 +153,7 @@ static int top_call(mgr_client *cl, const char *name, const mproc_obj *args,
     int rc = mproc_client(&c, cl->address, &cl->opts);
     if (rc < 0)
         return rc;
-    rc = exchange(c, NULL, name, args, kwds, kind, value);
+    rc = exchange(c, NULL, name, args, kwds, kind, value, NULL, 0);
     mproc_conn_free(c);
     return rc;
 }
@@ -182,7 +182,8 @@ static int channel_take(mgr_client *cl, mproc_conn **out)
     mproc_obj *args = mproc_obj_tuple_of(1, mproc_obj_str_c(name));
     int kind = 0;
     mproc_obj *v = NULL;
-    rc = args ? exchange(c, NULL, "accept_connection", args, NULL, &kind, &v)
+    rc = args ? exchange(c, NULL, "accept_connection", args, NULL, &kind, &v,
+                         NULL, 0)
               : -ENOMEM;
     mproc_obj_unref(args);
     mproc_obj_unref(v);
@@ -299,8 +300,10 @@ int mproc_proxy_call(mproc_proxy *p, const char *method, const mproc_obj *args,
         return rc;
     int kind = 0;
     mproc_obj *v = NULL;
-    rc = exchange(c, p->ident, method, args, kwds, &kind, &v);
+    rc = exchange(c, p->ident, method, args, kwds, &kind, &v, err, errcap);
     channel_put(p->cl, c, rc < 0 && rc != MPROC_EPICKLE);
+    if (rc == MPROC_EPICKLE)  /* a reply mproc cannot decode: an exception */
+        return MPROC_EREMOTE; /* of a class off the list (queue.Empty) */
     if (rc < 0)
         return rc;
     if (kind == 1 || kind == 2) {

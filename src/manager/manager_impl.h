@@ -21,13 +21,15 @@ typedef enum mgr_kind {
     MGR_RETURN,    /* ('#RETURN', value) */
     MGR_ERROR,     /* ('#ERROR', exception): raised as is by the client */
     MGR_TRACEBACK, /* ('#TRACEBACK', str): RemoteError in the client */
-    MGR_PROXY      /* ('#PROXY', (exposed, Token)) */
+    MGR_PROXY,     /* ('#PROXY', (exposed, Token)) */
+    MGR_PARK       /* no reply yet: the call waits (until deadline) */
 } mgr_kind;
 
 typedef struct mgr_reply {
     mgr_kind kind;
     mproc_obj *value; /* owned; for MGR_PROXY the new object's mgr_obj */
     mgr_obj *proxy;
+    double deadline; /* MGR_PARK: mproc_monotonic() time, < 0 never */
 } mgr_reply;
 
 typedef struct mgr_type {
@@ -44,6 +46,10 @@ typedef struct mgr_type {
     /* repr(o) and a copy of the referent (#GETVALUE); new references. */
     mproc_obj *(*value)(const mgr_obj *o);
     int (*repr)(const mgr_obj *o, char **out);
+    /* Blocking types: the reply of a parked call whose time ran out, and
+     * what a client that went away held (its locks) given back. */
+    int (*expire)(mgr_obj *o, const char *name, mgr_reply *r);
+    void (*drop_client)(mgr_obj *o, unsigned long client);
 } mgr_type;
 
 struct mgr_obj {
@@ -54,8 +60,31 @@ struct mgr_obj {
     size_t n, cap, pos;    /* items; pos: Iterator's next */
     char typecode;         /* Value, Array */
     unsigned long fuzz_id; /* its name while fuzzing, else 0 */
-    mgr_obj *next;         /* hash chain */
+    /* blocking types */
+    long count, bound;   /* Semaphore's value and bound; Lock: 1 free */
+    unsigned long owner; /* the client holding a Lock or RLock, 0 none */
+    long depth;          /* RLock's count */
+    bool flag;           /* Event */
+    long unfinished;     /* Queue's tasks not done */
+    long maxsize;        /* Queue's bound, <= 0 none */
+    mgr_obj *next;       /* hash chain */
 };
+
+/* A method's answers: a value (stolen), or an exception value (stolen)
+ * raised to the client. 0, or -ENOMEM for a NULL value. */
+static inline int mgr_ret(mgr_reply *r, mproc_obj *v)
+{
+    r->kind = MGR_RETURN;
+    r->value = v;
+    return v ? 0 : -ENOMEM;
+}
+
+static inline int mgr_raise(mgr_reply *r, mproc_obj *e)
+{
+    r->kind = MGR_ERROR;
+    r->value = e;
+    return e ? 0 : -ENOMEM;
+}
 
 /* objects.c */
 const mgr_type *mproc__mgr_type(const char *typeid);
@@ -78,7 +107,12 @@ int mproc__mgr_create(mgr_client *cl, mproc_proxy **out, const char *typeid,
                       const mproc_obj *args, const mproc_obj *kwds, char *err,
                       size_t errcap);
 
+/* blocking.c */
+const mgr_type *mproc__mgr_blocking_type(const char *typeid);
+
 /* server.c */
+/* The client whose request is being served (a serial number > 0). */
+unsigned long mproc__mgr_caller(const mgr_server *s);
 /* A new object of type t with refs 1 in s's table (NULL: no memory). */
 mgr_obj *mproc__mgr_new_obj(mgr_server *s, const mgr_type *t);
 

@@ -38,20 +38,6 @@ static mproc_obj *exc_of(const char *name, const mproc_obj *arg)
         mproc_obj_tuple_of(1, mproc_obj_ref((mproc_obj *)arg)), NULL, false);
 }
 
-static int ret(mgr_reply *r, mproc_obj *v)
-{
-    r->kind = MGR_RETURN;
-    r->value = v;
-    return v ? 0 : -ENOMEM;
-}
-
-static int raise(mgr_reply *r, mproc_obj *e)
-{
-    r->kind = MGR_ERROR;
-    r->value = e;
-    return e ? 0 : -ENOMEM;
-}
-
 static size_t nargs(const mproc_obj *args)
 {
     return mproc_obj_len(args);
@@ -67,21 +53,22 @@ static int check_args(const char *what, const mproc_obj *args,
 {
     size_t n = nargs(args);
     if (mproc_obj_len(kwds) != 0) {
-        raise(r, mproc__mgr_exc("TypeError", "%s() takes no keyword arguments",
-                                what));
+        mgr_raise(r, mproc__mgr_exc("TypeError",
+                                    "%s() takes no keyword arguments", what));
         return 1;
     }
     if (n < lo || n > hi) {
         if (lo == hi)
-            raise(r, mproc__mgr_exc("TypeError",
-                                    "%s() takes exactly %zu argument%s (%zu "
-                                    "given)",
-                                    what, lo, lo == 1 ? "" : "s", n));
+            mgr_raise(r,
+                      mproc__mgr_exc("TypeError",
+                                     "%s() takes exactly %zu argument%s (%zu "
+                                     "given)",
+                                     what, lo, lo == 1 ? "" : "s", n));
         else
-            raise(r, mproc__mgr_exc("TypeError",
-                                    "%s() takes from %zu to %zu arguments "
-                                    "(%zu given)",
-                                    what, lo, hi, n));
+            mgr_raise(r, mproc__mgr_exc("TypeError",
+                                        "%s() takes from %zu to %zu arguments "
+                                        "(%zu given)",
+                                        what, lo, hi, n));
         return 1;
     }
     return 0;
@@ -139,8 +126,8 @@ static int extend_from(mgr_obj *o, const mproc_obj *seq, mgr_reply *r)
         }
         return 0;
     default:
-        raise(r, mproc__mgr_exc("TypeError", "'%s' object is not iterable",
-                                mproc_obj_type_name(seq)));
+        mgr_raise(r, mproc__mgr_exc("TypeError", "'%s' object is not iterable",
+                                    mproc_obj_type_name(seq)));
         return 1;
     }
 }
@@ -180,8 +167,8 @@ static int dict_store(mproc_obj *d, const mproc_obj *k, const mproc_obj *v,
     int rc = mproc_obj_dict_set(d, mproc_obj_ref((mproc_obj *)k),
                                 mproc_obj_ref((mproc_obj *)v));
     if (rc == MPROC_ETYPE || rc == -ELOOP) {
-        raise(r, mproc__mgr_exc("TypeError", "unhashable type: '%s'",
-                                mproc_obj_type_name(k)));
+        mgr_raise(r, mproc__mgr_exc("TypeError", "unhashable type: '%s'",
+                                    mproc_obj_type_name(k)));
         return 1;
     }
     return rc;
@@ -192,9 +179,10 @@ static int dict_update(mproc_obj *d, const mproc_obj *args,
                        const mproc_obj *kwds, mgr_reply *r)
 {
     if (nargs(args) > 1) {
-        raise(r, mproc__mgr_exc("TypeError",
-                                "update expected at most 1 argument, got %zu",
-                                nargs(args)));
+        mgr_raise(r,
+                  mproc__mgr_exc("TypeError",
+                                 "update expected at most 1 argument, got %zu",
+                                 nargs(args)));
         return 1;
     }
     int rc = 0;
@@ -213,19 +201,20 @@ static int dict_update(mproc_obj *d, const mproc_obj *args,
                 mproc_obj_type pt = mproc_obj_type_of(p);
                 if ((pt != MPROC_OBJ_TUPLE && pt != MPROC_OBJ_LIST) ||
                     mproc_obj_len(p) != 2) {
-                    raise(r, mproc__mgr_exc("ValueError",
-                                            "dictionary update sequence "
-                                            "element #%zu has the wrong "
-                                            "length",
-                                            i));
+                    mgr_raise(r, mproc__mgr_exc("ValueError",
+                                                "dictionary update sequence "
+                                                "element #%zu has the wrong "
+                                                "length",
+                                                i));
                     return 1;
                 }
                 rc = dict_store(d, mproc_obj_item(p, 0), mproc_obj_item(p, 1),
                                 r);
             }
         } else {
-            raise(r, mproc__mgr_exc("TypeError", "'%s' object is not iterable",
-                                    mproc_obj_type_name(src)));
+            mgr_raise(r,
+                      mproc__mgr_exc("TypeError", "'%s' object is not iterable",
+                                     mproc_obj_type_name(src)));
             return 1;
         }
     }
@@ -287,8 +276,8 @@ static mproc_obj *dict_lookup(const mproc_obj *d, const mproc_obj *k, int *bad,
     *bad = 0;
     int64_t h;
     if (mproc_obj_hash(k, &h) < 0) {
-        raise(r, mproc__mgr_exc("TypeError", "unhashable type: '%s'",
-                                mproc_obj_type_name(k)));
+        mgr_raise(r, mproc__mgr_exc("TypeError", "unhashable type: '%s'",
+                                    mproc_obj_type_name(k)));
         *bad = 1;
         return NULL;
     }
@@ -306,33 +295,33 @@ static int dict_call(mgr_server *s, mgr_obj *o, const char *m,
         mproc_obj *v = dict_lookup(d, arg(args, 0), &bad, r);
         if (bad)
             return 0;
-        return v ? ret(r, mproc_obj_ref(v))
-                 : raise(r, exc_of("KeyError", arg(args, 0)));
+        return v ? mgr_ret(r, mproc_obj_ref(v))
+                 : mgr_raise(r, exc_of("KeyError", arg(args, 0)));
     }
     if (strcmp(m, "__setitem__") == 0) {
         if (check_args(m, args, kwds, 2, 2, r))
             return 0;
         int rc = dict_store(d, arg(args, 0), arg(args, 1), r);
-        return rc == 0 ? ret(r, mproc_obj_none()) : rc == 1 ? 0 : rc;
+        return rc == 0 ? mgr_ret(r, mproc_obj_none()) : rc == 1 ? 0 : rc;
     }
     if (strcmp(m, "__delitem__") == 0) {
         if (check_args(m, args, kwds, 1, 1, r))
             return 0;
         if (!dict_lookup(d, arg(args, 0), &bad, r))
-            return bad ? 0 : raise(r, exc_of("KeyError", arg(args, 0)));
+            return bad ? 0 : mgr_raise(r, exc_of("KeyError", arg(args, 0)));
         mproc_obj_dict_del(d, arg(args, 0));
-        return ret(r, mproc_obj_none());
+        return mgr_ret(r, mproc_obj_none());
     }
     if (strcmp(m, "__contains__") == 0) {
         if (check_args(m, args, kwds, 1, 1, r))
             return 0;
         mproc_obj *v = dict_lookup(d, arg(args, 0), &bad, r);
-        return bad ? 0 : ret(r, mproc_obj_bool(v != NULL));
+        return bad ? 0 : mgr_ret(r, mproc_obj_bool(v != NULL));
     }
     if (strcmp(m, "__len__") == 0) {
         if (check_args(m, args, kwds, 0, 0, r))
             return 0;
-        return ret(r, mproc_obj_int((int64_t)mproc_obj_len(d)));
+        return mgr_ret(r, mproc_obj_int((int64_t)mproc_obj_len(d)));
     }
     if (strcmp(m, "__iter__") == 0) {
         if (check_args(m, args, kwds, 0, 0, r))
@@ -352,12 +341,12 @@ static int dict_call(mgr_server *s, mgr_obj *o, const char *m,
             return -ENOMEM;
         mproc_obj_unref(o->val);
         o->val = n;
-        return ret(r, mproc_obj_none());
+        return mgr_ret(r, mproc_obj_none());
     }
     if (strcmp(m, "copy") == 0) {
         if (check_args(m, args, kwds, 0, 0, r))
             return 0;
-        return ret(r, dict_copy(d));
+        return mgr_ret(r, dict_copy(d));
     }
     if (strcmp(m, "get") == 0 || strcmp(m, "setdefault") == 0) {
         if (check_args(m, args, kwds, 1, 2, r))
@@ -366,20 +355,20 @@ static int dict_call(mgr_server *s, mgr_obj *o, const char *m,
         if (bad)
             return 0;
         if (v)
-            return ret(r, mproc_obj_ref(v));
+            return mgr_ret(r, mproc_obj_ref(v));
         mproc_obj *def = nargs(args) == 2 ? arg(args, 1) : mproc_obj_none();
         if (m[0] == 's') {
             int rc = dict_store(d, arg(args, 0), def, r);
             if (rc != 0)
                 return rc == 1 ? 0 : rc;
         }
-        return ret(r, mproc_obj_ref(def));
+        return mgr_ret(r, mproc_obj_ref(def));
     }
     if (strcmp(m, "keys") == 0 || strcmp(m, "values") == 0 ||
         strcmp(m, "items") == 0) {
         if (check_args(m, args, kwds, 0, 0, r))
             return 0;
-        return ret(r, dict_view(d, m[0] == 'k' ? 0 : m[0] == 'v' ? 1 : 2));
+        return mgr_ret(r, dict_view(d, m[0] == 'k' ? 0 : m[0] == 'v' ? 1 : 2));
     }
     if (strcmp(m, "pop") == 0) {
         if (check_args(m, args, kwds, 1, 2, r))
@@ -389,19 +378,20 @@ static int dict_call(mgr_server *s, mgr_obj *o, const char *m,
             return 0;
         if (!v)
             return nargs(args) == 2
-                       ? ret(r, mproc_obj_ref(arg(args, 1)))
-                       : raise(r, exc_of("KeyError", arg(args, 0)));
+                       ? mgr_ret(r, mproc_obj_ref(arg(args, 1)))
+                       : mgr_raise(r, exc_of("KeyError", arg(args, 0)));
         mproc_obj_ref(v);
         mproc_obj_dict_del(d, arg(args, 0));
-        return ret(r, v);
+        return mgr_ret(r, v);
     }
     if (strcmp(m, "popitem") == 0) {
         if (check_args(m, args, kwds, 0, 0, r))
             return 0;
         size_t n = mproc_obj_len(d);
         if (n == 0)
-            return raise(r, mproc__mgr_exc("KeyError",
-                                           "popitem(): dictionary is empty"));
+            return mgr_raise(
+                r,
+                mproc__mgr_exc("KeyError", "popitem(): dictionary is empty"));
         mproc_obj *k, *v;
         mproc_obj_dict_item(d, n - 1, &k, &v);
         mproc_obj *t =
@@ -409,11 +399,11 @@ static int dict_call(mgr_server *s, mgr_obj *o, const char *m,
         if (!t)
             return -ENOMEM;
         mproc_obj_dict_del(d, mproc_obj_item(t, 0));
-        return ret(r, t);
+        return mgr_ret(r, t);
     }
     if (strcmp(m, "update") == 0) {
         int rc = dict_update(d, args, kwds, r);
-        return rc == 0 ? ret(r, mproc_obj_none()) : rc == 1 ? 0 : rc;
+        return rc == 0 ? mgr_ret(r, mproc_obj_none()) : rc == 1 ? 0 : rc;
     }
     return -ENOENT;
 }
@@ -443,16 +433,17 @@ static int index_of(const char *what, const mproc_obj *i, size_t n, bool clamp,
     int64_t v;
     mproc_obj_type t = mproc_obj_type_of(i);
     if (t != MPROC_OBJ_INT && t != MPROC_OBJ_BOOL) {
-        raise(r, mproc__mgr_exc("TypeError",
-                                "%s indices must be integers or slices, not "
-                                "%s",
-                                what, mproc_obj_type_name(i)));
+        mgr_raise(r,
+                  mproc__mgr_exc("TypeError",
+                                 "%s indices must be integers or slices, not "
+                                 "%s",
+                                 what, mproc_obj_type_name(i)));
         return 1;
     }
     if (mproc_obj_int_value(i, &v) < 0) {
-        raise(r, mproc__mgr_exc("IndexError",
-                                "cannot fit 'int' into an index-sized "
-                                "integer"));
+        mgr_raise(r, mproc__mgr_exc("IndexError",
+                                    "cannot fit 'int' into an index-sized "
+                                    "integer"));
         return 1;
     }
     if (v < 0)
@@ -462,7 +453,8 @@ static int index_of(const char *what, const mproc_obj *i, size_t n, bool clamp,
         return 0;
     }
     if (v < 0 || (size_t)v >= n) {
-        raise(r, mproc__mgr_exc("IndexError", "%s index out of range", what));
+        mgr_raise(r,
+                  mproc__mgr_exc("IndexError", "%s index out of range", what));
         return 1;
     }
     *out = (size_t)v;
@@ -478,13 +470,13 @@ static int items_read(const char *what, mgr_obj *o, const char *m,
     if (strcmp(m, "__len__") == 0) {
         if (check_args(m, args, kwds, 0, 0, r))
             return 0;
-        return ret(r, mproc_obj_int((int64_t)o->n));
+        return mgr_ret(r, mproc_obj_int((int64_t)o->n));
     }
     if (strcmp(m, "__getitem__") == 0) {
         if (check_args(m, args, kwds, 1, 1, r) ||
             index_of(what, arg(args, 0), o->n, false, &i, r))
             return 0;
-        return ret(r, mproc_obj_ref(o->items[i]));
+        return mgr_ret(r, mproc_obj_ref(o->items[i]));
     }
     return -ENOENT;
 }
@@ -552,8 +544,9 @@ static int order(const mproc_obj *a, const mproc_obj *b, int *cmp, mgr_reply *r)
         for (size_t i = 0; i < la && i < lb; i++) {
             int eq = mproc_obj_eq(mproc_obj_item(a, i), mproc_obj_item(b, i));
             if (eq < 0) {
-                raise(r, mproc__mgr_exc("RecursionError",
-                                        "maximum recursion depth exceeded"));
+                mgr_raise(r,
+                          mproc__mgr_exc("RecursionError",
+                                         "maximum recursion depth exceeded"));
                 return -1;
             }
             if (!eq)
@@ -563,10 +556,11 @@ static int order(const mproc_obj *a, const mproc_obj *b, int *cmp, mgr_reply *r)
         *cmp = la < lb ? -1 : la > lb;
         return 0;
     }
-    raise(r, mproc__mgr_exc("TypeError",
-                            "'<' not supported between instances of '%s' "
-                            "and '%s'",
-                            mproc_obj_type_name(a), mproc_obj_type_name(b)));
+    mgr_raise(r,
+              mproc__mgr_exc("TypeError",
+                             "'<' not supported between instances of '%s' "
+                             "and '%s'",
+                             mproc_obj_type_name(a), mproc_obj_type_name(b)));
     return -1;
 }
 
@@ -639,14 +633,14 @@ static int list_call(mgr_server *s, mgr_obj *o, const char *m,
             return 0;
         mproc_obj_unref(o->items[i]);
         o->items[i] = mproc_obj_ref(arg(args, 1));
-        return ret(r, mproc_obj_none());
+        return mgr_ret(r, mproc_obj_none());
     }
     if (strcmp(m, "__delitem__") == 0) {
         if (check_args(m, args, kwds, 1, 1, r) ||
             index_of("list assignment", arg(args, 0), o->n, false, &i, r))
             return 0;
         items_remove(o, i);
-        return ret(r, mproc_obj_none());
+        return mgr_ret(r, mproc_obj_none());
     }
     if (strcmp(m, "__contains__") == 0 || strcmp(m, "count") == 0) {
         if (check_args(m, args, kwds, 1, 1, r))
@@ -654,20 +648,21 @@ static int list_call(mgr_server *s, mgr_obj *o, const char *m,
         int64_t c = 0;
         for (long at = 0; (at = find(o, arg(args, 0), (size_t)at)) >= 0; at++)
             c++;
-        return ret(r, m[0] == '_' ? mproc_obj_bool(c > 0) : mproc_obj_int(c));
+        return mgr_ret(r,
+                       m[0] == '_' ? mproc_obj_bool(c > 0) : mproc_obj_int(c));
     }
     if (strcmp(m, "append") == 0) {
         if (check_args(m, args, kwds, 1, 1, r))
             return 0;
         if (mproc__mgr_items_push(o, mproc_obj_ref(arg(args, 0))) < 0)
             return -ENOMEM;
-        return ret(r, mproc_obj_none());
+        return mgr_ret(r, mproc_obj_none());
     }
     if (strcmp(m, "extend") == 0 || strcmp(m, "__iadd__") == 0) {
         if (check_args(m, args, kwds, 1, 1, r))
             return 0;
         int rc = extend_from(o, arg(args, 0), r);
-        return rc == 0 ? ret(r, mproc_obj_none()) : rc == 1 ? 0 : rc;
+        return rc == 0 ? mgr_ret(r, mproc_obj_none()) : rc == 1 ? 0 : rc;
     }
     if (strcmp(m, "insert") == 0) {
         if (check_args(m, args, kwds, 2, 2, r) ||
@@ -675,21 +670,21 @@ static int list_call(mgr_server *s, mgr_obj *o, const char *m,
             return 0;
         if (items_insert(o, i, mproc_obj_ref(arg(args, 1))) < 0)
             return -ENOMEM;
-        return ret(r, mproc_obj_none());
+        return mgr_ret(r, mproc_obj_none());
     }
     if (strcmp(m, "pop") == 0) {
         if (check_args(m, args, kwds, 0, 1, r))
             return 0;
         if (o->n == 0)
-            return raise(r,
-                         mproc__mgr_exc("IndexError", "pop from empty list"));
+            return mgr_raise(
+                r, mproc__mgr_exc("IndexError", "pop from empty list"));
         i = o->n - 1;
         if (nargs(args) == 1 &&
             index_of("pop", arg(args, 0), o->n, false, &i, r))
             return 0;
         mproc_obj *v = mproc_obj_ref(o->items[i]);
         items_remove(o, i);
-        return ret(r, v);
+        return mgr_ret(r, v);
     }
     if (strcmp(m, "remove") == 0 || strcmp(m, "index") == 0) {
         if (check_args(m, args, kwds, 1, m[0] == 'r' ? 1 : 2, r))
@@ -700,20 +695,20 @@ static int list_call(mgr_server *s, mgr_obj *o, const char *m,
             return 0;
         long at = find(o, arg(args, 0), from);
         if (at == -2)
-            return raise(r, mproc__mgr_exc("RecursionError",
-                                           "maximum recursion depth "
-                                           "exceeded"));
+            return mgr_raise(r, mproc__mgr_exc("RecursionError",
+                                               "maximum recursion depth "
+                                               "exceeded"));
         if (at < 0)
-            return raise(
+            return mgr_raise(
                 r,
                 m[0] == 'r'
                     ? mproc__mgr_exc("ValueError", "list.remove(x): x not in "
                                                    "list")
                     : mproc__mgr_exc("ValueError", "value is not in list"));
         if (m[0] == 'i')
-            return ret(r, mproc_obj_int(at));
+            return mgr_ret(r, mproc_obj_int(at));
         items_remove(o, (size_t)at);
-        return ret(r, mproc_obj_none());
+        return mgr_ret(r, mproc_obj_none());
     }
     if (strcmp(m, "reverse") == 0) {
         if (check_args(m, args, kwds, 0, 0, r))
@@ -723,7 +718,7 @@ static int list_call(mgr_server *s, mgr_obj *o, const char *m,
             o->items[a] = o->items[b - 1];
             o->items[b - 1] = t;
         }
-        return ret(r, mproc_obj_none());
+        return mgr_ret(r, mproc_obj_none());
     }
     if (strcmp(m, "sort") == 0) {
         bool rev = false;
@@ -737,21 +732,21 @@ static int list_call(mgr_server *s, mgr_obj *o, const char *m,
                      mproc_obj_type_of(v) == MPROC_OBJ_NONE)
                 continue;
             else
-                return raise(r, mproc__mgr_exc("TypeError",
-                                               "sort() got an unsupported "
-                                               "keyword argument '%s'",
-                                               name ? name : "?"));
+                return mgr_raise(r, mproc__mgr_exc("TypeError",
+                                                   "sort() got an unsupported "
+                                                   "keyword argument '%s'",
+                                                   name ? name : "?"));
         }
         if (nargs(args) != 0)
-            return raise(r, mproc__mgr_exc("TypeError",
-                                           "sort() takes no positional "
-                                           "arguments"));
+            return mgr_raise(r, mproc__mgr_exc("TypeError",
+                                               "sort() takes no positional "
+                                               "arguments"));
         mproc_obj **tmp = malloc((o->n ? o->n : 1) * sizeof(void *));
         if (!tmp)
             return -ENOMEM;
         int rc = merge_sort(o->items, tmp, o->n, rev, r);
         free(tmp);
-        return rc < 0 ? 0 : ret(r, mproc_obj_none());
+        return rc < 0 ? 0 : mgr_ret(r, mproc_obj_none());
     }
     if (strcmp(m, "__add__") == 0 || strcmp(m, "__mul__") == 0 ||
         strcmp(m, "__rmul__") == 0 || strcmp(m, "__imul__") == 0 ||
@@ -768,11 +763,11 @@ static int list_call(mgr_server *s, mgr_obj *o, const char *m,
             }
             if (mproc_obj_type_of(arg(args, 0)) != MPROC_OBJ_LIST) {
                 mproc__mgr_obj_clear(&tmp);
-                return raise(r,
-                             mproc__mgr_exc("TypeError",
-                                            "can only concatenate list "
-                                            "(not \"%s\") to list",
-                                            mproc_obj_type_name(arg(args, 0))));
+                return mgr_raise(
+                    r, mproc__mgr_exc("TypeError",
+                                      "can only concatenate list "
+                                      "(not \"%s\") to list",
+                                      mproc_obj_type_name(arg(args, 0))));
             }
             rc = extend_from(&tmp, arg(args, 0), r);
         } else if (rc == 0 && m[2] != 'r' && m[3] != 'e') {
@@ -780,18 +775,17 @@ static int list_call(mgr_server *s, mgr_obj *o, const char *m,
             if (check_args(m, args, kwds, 1, 1, r) ||
                 mproc_obj_int_value(arg(args, 0), &times) < 0) {
                 mproc__mgr_obj_clear(&tmp);
-                return r->value
-                           ? 0
-                           : raise(r,
-                                   mproc__mgr_exc("TypeError",
-                                                  "can't multiply sequence by "
-                                                  "non-int"));
+                return r->value ? 0
+                                : mgr_raise(r, mproc__mgr_exc(
+                                                   "TypeError",
+                                                   "can't multiply sequence by "
+                                                   "non-int"));
             }
             if (times < 0)
                 times = 0;
             if (times > 1 && o->n > ((size_t)1 << 22) / (size_t)times) {
                 mproc__mgr_obj_clear(&tmp);
-                return raise(r, mproc__mgr_exc("MemoryError", NULL));
+                return mgr_raise(r, mproc__mgr_exc("MemoryError", NULL));
             }
             size_t n0 = tmp.n;
             if (times == 0)
@@ -819,11 +813,11 @@ static int list_call(mgr_server *s, mgr_obj *o, const char *m,
                            .items = tmp.items,
                            .n = tmp.n,
                            .cap = tmp.cap};
-            return ret(r, mproc_obj_none());
+            return mgr_ret(r, mproc_obj_none());
         }
         mproc_obj *l = items_list(&tmp);
         mproc__mgr_obj_clear(&tmp);
-        return ret(r, l);
+        return mgr_ret(r, l);
     }
     return -ENOENT;
 }
@@ -846,8 +840,9 @@ static int ns_init(mgr_obj *o, const mproc_obj *args, const mproc_obj *kwds,
                    mgr_reply *r)
 {
     if (nargs(args) != 0) {
-        raise(r, mproc__mgr_exc("TypeError",
-                                "Namespace() takes no positional arguments"));
+        mgr_raise(r,
+                  mproc__mgr_exc("TypeError",
+                                 "Namespace() takes no positional arguments"));
         return 1;
     }
     o->val = dict_copy(kwds);
@@ -867,26 +862,27 @@ static int ns_call(mgr_server *s, mgr_obj *o, const char *m,
         return 0;
     const char *name = mproc_obj_str_value(arg(args, 0), NULL);
     if (!name)
-        return raise(r, mproc__mgr_exc("TypeError",
-                                       "attribute name must be string, not "
-                                       "'%s'",
-                                       mproc_obj_type_name(arg(args, 0))));
+        return mgr_raise(r, mproc__mgr_exc("TypeError",
+                                           "attribute name must be string, not "
+                                           "'%s'",
+                                           mproc_obj_type_name(arg(args, 0))));
     mproc_obj *v = mproc_obj_dict_get(o->val, arg(args, 0));
     if (set) {
         if (mproc_obj_dict_set(o->val, mproc_obj_ref(arg(args, 0)),
                                mproc_obj_ref(arg(args, 1))) < 0)
             return -ENOMEM;
-        return ret(r, mproc_obj_none());
+        return mgr_ret(r, mproc_obj_none());
     }
     if (!v)
-        return raise(r, mproc__mgr_exc("AttributeError",
-                                       "'Namespace' object has no attribute "
-                                       "'%s'",
-                                       name));
+        return mgr_raise(r,
+                         mproc__mgr_exc("AttributeError",
+                                        "'Namespace' object has no attribute "
+                                        "'%s'",
+                                        name));
     if (get)
-        return ret(r, mproc_obj_ref(v));
+        return mgr_ret(r, mproc_obj_ref(v));
     mproc_obj_dict_del(o->val, arg(args, 0));
-    return ret(r, mproc_obj_none());
+    return mgr_ret(r, mproc_obj_none());
 }
 
 static mproc_obj *ns_value(const mgr_obj *o)
@@ -962,14 +958,15 @@ static int value_init(mgr_obj *o, const mproc_obj *args, const mproc_obj *kwds,
 {
     (void)kwds; /* lock=...: the server serializes every call anyway */
     if (nargs(args) < 2 || nargs(args) > 3) {
-        raise(r, mproc__mgr_exc("TypeError",
-                                "Value() takes typecode, value and lock"));
+        mgr_raise(r, mproc__mgr_exc("TypeError",
+                                    "Value() takes typecode, value and lock"));
         return 1;
     }
     o->typecode = typecode_of(arg(args, 0));
     if (!o->typecode) {
-        raise(r, mproc__mgr_exc("TypeError", "typecode must be a 1-character "
-                                             "str"));
+        mgr_raise(r,
+                  mproc__mgr_exc("TypeError", "typecode must be a 1-character "
+                                              "str"));
         return 1;
     }
     o->val = mproc_obj_ref(arg(args, 1));
@@ -984,14 +981,14 @@ static int value_call(mgr_server *s, mgr_obj *o, const char *m,
     if (strcmp(m, "get") == 0) {
         if (check_args(m, args, kwds, 0, 0, r))
             return 0;
-        return ret(r, mproc_obj_ref(o->val));
+        return mgr_ret(r, mproc_obj_ref(o->val));
     }
     if (strcmp(m, "set") == 0) {
         if (check_args(m, args, kwds, 1, 1, r))
             return 0;
         mproc_obj_unref(o->val);
         o->val = mproc_obj_ref(arg(args, 0));
-        return ret(r, mproc_obj_none());
+        return mgr_ret(r, mproc_obj_none());
     }
     return -ENOENT;
 }
@@ -1033,8 +1030,9 @@ static int array_check(char tc, const mproc_obj *x, mgr_reply *r)
     mproc_obj_type t = mproc_obj_type_of(x);
     if (tc == 'f' || tc == 'd') {
         if (t != MPROC_OBJ_FLOAT && t != MPROC_OBJ_INT && t != MPROC_OBJ_BOOL) {
-            raise(r, mproc__mgr_exc("TypeError", "must be real number, not %s",
-                                    mproc_obj_type_name(x)));
+            mgr_raise(r,
+                      mproc__mgr_exc("TypeError", "must be real number, not %s",
+                                     mproc_obj_type_name(x)));
             return 1;
         }
         return 0;
@@ -1042,18 +1040,19 @@ static int array_check(char tc, const mproc_obj *x, mgr_reply *r)
     if (tc == 'u') {
         size_t n;
         if (t != MPROC_OBJ_STR || !mproc_obj_str_value(x, &n) || n == 0) {
-            raise(r, mproc__mgr_exc("TypeError",
-                                    "array item must be unicode character"));
+            mgr_raise(r,
+                      mproc__mgr_exc("TypeError",
+                                     "array item must be unicode character"));
             return 1;
         }
         return 0;
     }
     int64_t v;
     if (t != MPROC_OBJ_INT && t != MPROC_OBJ_BOOL) {
-        raise(r, mproc__mgr_exc("TypeError",
-                                "'%s' object cannot be interpreted as an "
-                                "integer",
-                                mproc_obj_type_name(x)));
+        mgr_raise(r, mproc__mgr_exc("TypeError",
+                                    "'%s' object cannot be interpreted as an "
+                                    "integer",
+                                    mproc_obj_type_name(x)));
         return 1;
     }
     bool ok = mproc_obj_int_value(x, &v) == 0;
@@ -1072,9 +1071,9 @@ static int array_check(char tc, const mproc_obj *x, mgr_reply *r)
         ok = b[8] == 0; /* 2**63 .. 2**64-1 */
     }
     if (!ok) {
-        raise(r,
-              mproc__mgr_exc("OverflowError",
-                             "array item out of range for typecode '%c'", tc));
+        mgr_raise(r, mproc__mgr_exc("OverflowError",
+                                    "array item out of range for typecode '%c'",
+                                    tc));
         return 1;
     }
     return 0;
@@ -1085,15 +1084,17 @@ static int array_init(mgr_obj *o, const mproc_obj *args, const mproc_obj *kwds,
 {
     (void)kwds;
     if (nargs(args) < 2 || nargs(args) > 3) {
-        raise(r, mproc__mgr_exc("TypeError",
-                                "Array() takes typecode, sequence and lock"));
+        mgr_raise(r,
+                  mproc__mgr_exc("TypeError",
+                                 "Array() takes typecode, sequence and lock"));
         return 1;
     }
     o->typecode = typecode_of(arg(args, 0));
     if (!item_size(o->typecode)) {
-        raise(r, mproc__mgr_exc("ValueError",
-                                "bad typecode (must be b, B, u, h, H, i, I, "
-                                "l, L, q, Q, f or d)"));
+        mgr_raise(r,
+                  mproc__mgr_exc("ValueError",
+                                 "bad typecode (must be b, B, u, h, H, i, I, "
+                                 "l, L, q, Q, f or d)"));
         return 1;
     }
     const mproc_obj *seq = arg(args, 1);
@@ -1101,7 +1102,7 @@ static int array_init(mgr_obj *o, const mproc_obj *args, const mproc_obj *kwds,
     int64_t count;
     if (mproc_obj_int_value(seq, &count) == 0) { /* Array('i', 10) */
         if (count < 0 || count > (1 << 22)) {
-            raise(r, mproc__mgr_exc("ValueError", "bad array size"));
+            mgr_raise(r, mproc__mgr_exc("ValueError", "bad array size"));
             return 1;
         }
         for (int64_t k = 0; rc == 0 && k < count; k++)
@@ -1197,7 +1198,7 @@ static int array_call(mgr_server *s, mgr_obj *o, const char *m,
             return -ENOMEM;
         mproc_obj_unref(o->items[i]);
         o->items[i] = v;
-        return ret(r, mproc_obj_none());
+        return mgr_ret(r, mproc_obj_none());
     }
     return -ENOENT;
 }
@@ -1236,17 +1237,17 @@ static int iter_call(mgr_server *s, mgr_obj *o, const char *m,
         if (check_args(m, args, kwds, m[0] == 's', 1, r))
             return 0;
         if (o->pos >= o->n)
-            return raise(r, mproc__mgr_exc("StopIteration", NULL));
-        return ret(r, mproc_obj_ref(o->items[o->pos++]));
+            return mgr_raise(r, mproc__mgr_exc("StopIteration", NULL));
+        return mgr_ret(r, mproc_obj_ref(o->items[o->pos++]));
     }
     if (strcmp(m, "close") == 0) {
         o->pos = o->n;
-        return ret(r, mproc_obj_none());
+        return mgr_ret(r, mproc_obj_none());
     }
     if (strcmp(m, "throw") == 0) {
         o->pos = o->n;
-        return raise(r, nargs(args) ? mproc_obj_ref(arg(args, 0))
-                                    : mproc__mgr_exc("TypeError", NULL));
+        return mgr_raise(r, nargs(args) ? mproc_obj_ref(arg(args, 0))
+                                        : mproc__mgr_exc("TypeError", NULL));
     }
     return -ENOENT;
 }
@@ -1273,14 +1274,19 @@ static int no_init(mgr_obj *o, const mproc_obj *args, const mproc_obj *kwds,
 }
 
 const mgr_type mproc__mgr_iterator = {"Iterator", iter_exposed, no_init,
-                                      iter_call,  iter_value,   iter_repr};
+                                      iter_call,  iter_value,   iter_repr,
+                                      NULL,       NULL};
 
 static const mgr_type types[] = {
-    {"dict", dict_exposed, dict_init, dict_call, dict_value, dict_repr},
-    {"list", list_exposed, list_init, list_call, list_value, list_repr},
-    {"Namespace", ns_exposed, ns_init, ns_call, ns_value, ns_repr},
-    {"Value", value_exposed, value_init, value_call, value_value, value_repr},
-    {"Array", array_exposed, array_init, array_call, array_value, array_repr},
+    {"dict", dict_exposed, dict_init, dict_call, dict_value, dict_repr, NULL,
+     NULL},
+    {"list", list_exposed, list_init, list_call, list_value, list_repr, NULL,
+     NULL},
+    {"Namespace", ns_exposed, ns_init, ns_call, ns_value, ns_repr, NULL, NULL},
+    {"Value", value_exposed, value_init, value_call, value_value, value_repr,
+     NULL, NULL},
+    {"Array", array_exposed, array_init, array_call, array_value, array_repr,
+     NULL, NULL},
 };
 
 const mgr_type *mproc__mgr_type(const char *typeid)
@@ -1288,7 +1294,7 @@ const mgr_type *mproc__mgr_type(const char *typeid)
     for (size_t i = 0; i < sizeof types / sizeof *types; i++)
         if (strcmp(types[i].typeid, typeid) == 0)
             return &types[i];
-    return NULL;
+    return mproc__mgr_blocking_type(typeid);
 }
 
 mproc_obj *mproc__mgr_exposed(const mgr_type *t)

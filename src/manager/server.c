@@ -22,8 +22,20 @@
 
 typedef struct client {
     mproc_conn *c;
-    bool channel; /* after accept_connection */
+    bool channel;         /* after accept_connection */
+    bool parked;          /* its call waits (a mgr_wait names it) */
+    unsigned long serial; /* who it is, for locks and waits */
 } client;
+
+/* A call that waits: its client, object, method, arguments and time. */
+typedef struct mgr_wait {
+    unsigned long client;
+    mgr_obj *o;
+    char *name;
+    mproc_obj *args, *kwds;
+    double deadline; /* < 0 never */
+    struct mgr_wait *next;
+} mgr_wait;
 
 struct mgr_server {
     mproc_listener *l;
@@ -44,7 +56,45 @@ struct mgr_server {
     int wake[2]; /* a pipe: a handshake finished */
     double hs_timeout;
     unsigned long fuzz_ids; /* fuzzing: objects named 1, 2, ... (0: off) */
+    unsigned long serials, caller;
+    mgr_wait *waits; /* in arrival order */
 };
+
+unsigned long mproc__mgr_caller(const mgr_server *s)
+{
+    return s->caller;
+}
+
+static void wait_free(mgr_wait *w)
+{
+    free(w->name);
+    mproc_obj_unref(w->args);
+    mproc_obj_unref(w->kwds);
+    free(w);
+}
+
+/* The client with that serial, or NULL. */
+static client *client_of(mgr_server *s, unsigned long serial)
+{
+    for (size_t i = 0; i < s->nclients; i++)
+        if (s->clients[i].serial == serial)
+            return &s->clients[i];
+    return NULL;
+}
+
+static int send_result(mgr_server *s, mproc_conn *c, mgr_reply *r);
+
+/* Answers a waiting call with r and lets its client go on. */
+static void wait_answer(mgr_server *s, mgr_wait *w, mgr_reply *r)
+{
+    client *cl = client_of(s, w->client);
+    if (cl) {
+        cl->parked = false;
+        send_result(s, cl->c, r);
+    } else {
+        mproc_obj_unref(r->value);
+    }
+}
 
 /* ---- the object table -------------------------------------------------- */
 
@@ -121,8 +171,25 @@ static mgr_obj *lookup(mgr_server *s, const mproc_obj *ident)
     return NULL;
 }
 
+static mproc_obj *traceback(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
 static void drop_obj(mgr_server *s, mgr_obj *o)
 {
+    for (mgr_wait **wp = &s->waits; *wp;) { /* calls waiting on it end */
+        mgr_wait *w = *wp;
+        if (w->o != o) {
+            wp = &w->next;
+            continue;
+        }
+        *wp = w->next;
+        mgr_reply r = {MGR_TRACEBACK,
+                       traceback("KeyError: the object is "
+                                 "gone"),
+                       NULL, 0};
+        wait_answer(s, w, &r);
+        wait_free(w);
+    }
     mgr_obj **p = &s->buckets[bucket_of(s, (uintptr_t)o)];
     while (*p != o)
         p = &(*p)->next;
@@ -143,8 +210,6 @@ static mproc_obj *ident_of(const mgr_obj *o)
 /* ---- replies ------------------------------------------------------------- */
 
 /* A traceback text as CPython's format_exc() ends: "<Type>: <message>". */
-static mproc_obj *traceback(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2)));
 static mproc_obj *traceback(const char *fmt, ...)
 {
     char msg[600];
@@ -207,6 +272,8 @@ static int send_result(mgr_server *s, mproc_conn *c, mgr_reply *r)
         return send_reply(c, "#ERROR", r->value);
     case MGR_TRACEBACK:
         return send_reply(c, "#TRACEBACK", r->value);
+    case MGR_PARK:
+        return -EINVAL;
     case MGR_PROXY:
         mproc_obj_unref(r->value);
         return send_reply(c, "#PROXY",
@@ -397,8 +464,62 @@ static int method(mgr_server *s, const mproc_obj *ident, const char *name,
 
 static void drop_client(mgr_server *s, size_t i)
 {
+    unsigned long serial = s->clients[i].serial;
     mproc_conn_free(s->clients[i].c);
     s->clients[i] = s->clients[--s->nclients];
+    for (mgr_wait **wp = &s->waits; *wp;) { /* its waiting call ends */
+        mgr_wait *w = *wp;
+        if (w->client == serial) {
+            *wp = w->next;
+            wait_free(w);
+        } else {
+            wp = &w->next;
+        }
+    }
+    for (size_t b = 0; b < s->nbuckets; b++) /* what it held is free */
+        for (mgr_obj *o = s->buckets[b]; o; o = o->next)
+            if (o->type->drop_client)
+                o->type->drop_client(o, serial);
+}
+
+/* Calls waiting calls again, oldest first, after something changed, and
+ * answers those that went through or whose time ran out; returns the ms
+ * until the next deadline (-1 none). */
+static int wake_waiters(mgr_server *s)
+{
+    bool progress = true;
+    double now = mproc_monotonic(), next = -1;
+    while (progress) {
+        progress = false;
+        next = -1;
+        for (mgr_wait **wp = &s->waits; *wp;) {
+            mgr_wait *w = *wp;
+            mgr_reply r = {MGR_RETURN, NULL, NULL, 0};
+            s->caller = w->client;
+            int rc = w->o->type->call(s, w->o, w->name, w->args, w->kwds, &r);
+            if (rc == 0 && r.kind == MGR_PARK && w->deadline >= 0 &&
+                w->deadline <= now)
+                rc = w->o->type->expire(w->o, w->name, &r);
+            if (rc == 0 && r.kind == MGR_PARK) {
+                if (w->deadline >= 0 && (next < 0 || w->deadline < next))
+                    next = w->deadline;
+                wp = &w->next;
+                continue;
+            }
+            if (rc < 0 && !r.value) {
+                r.kind = MGR_TRACEBACK;
+                r.value = traceback("MemoryError");
+            }
+            *wp = w->next;
+            wait_answer(s, w, &r);
+            wait_free(w);
+            progress = true;
+        }
+    }
+    if (next < 0)
+        return -1;
+    double ms = (next - now) * 1000 + 1;
+    return ms > 60000 ? 60000 : (int)ms;
 }
 
 static int add_client(mgr_server *s, mproc_conn *c)
@@ -415,7 +536,7 @@ static int add_client(mgr_server *s, mproc_conn *c)
     }
     /* a client that stops reading its replies is dropped, not waited for */
     mproc_conn_set_send_timeout(c, 5.0);
-    s->clients[s->nclients++] = (client){c, false};
+    s->clients[s->nclients++] = (client){c, false, false, ++s->serials};
     return 0;
 }
 
@@ -435,7 +556,8 @@ static int serve_one(mgr_server *s, size_t i)
     char err[200];
     rc = mproc_pickle_loads(buf, len, NULL, &req, err, sizeof err);
     free(buf);
-    mgr_reply r = {MGR_RETURN, NULL, NULL};
+    mgr_reply r = {MGR_RETURN, NULL, NULL, 0};
+    s->caller = cl->serial;
     int verdict = cl->channel ? 0 : 1;
     const char *name = NULL;
     if (rc == 0 && mproc_obj_type_of(req) == MPROC_OBJ_TUPLE &&
@@ -468,6 +590,26 @@ static int serve_one(mgr_server *s, size_t i)
         mproc_obj_unref(r.value); /* answered as a MemoryError below */
         r.value = NULL;
         r.proxy = NULL;
+    } else if (r.kind == MGR_PARK) {
+        mgr_wait *w = calloc(1, sizeof *w);
+        if (w && (w->name = strdup(name)) != NULL) {
+            *w = (mgr_wait){cl->serial,
+                            lookup(s, mproc_obj_item(req, 0)),
+                            w->name,
+                            mproc_obj_ref((mproc_obj *)args),
+                            mproc_obj_ref((mproc_obj *)kwds),
+                            r.deadline,
+                            NULL};
+            mgr_wait **tail = &s->waits;
+            while (*tail)
+                tail = &(*tail)->next;
+            *tail = w;
+            cl->parked = true;
+            mproc_obj_unref(req);
+            return 0;
+        }
+        free(w);
+        r.kind = MGR_TRACEBACK; /* no memory to wait: a MemoryError */
     }
     if (!r.value && !(r.kind == MGR_PROXY && r.proxy)) {
         r.kind = MGR_TRACEBACK; /* out of memory, or a failure unforeseen */
@@ -611,6 +753,11 @@ static void server_free(mgr_server *s)
         pthread_cond_wait(&s->idle, &s->mu);
     pthread_mutex_unlock(&s->mu);
     take_ready(s);
+    while (s->waits) {
+        mgr_wait *w = s->waits;
+        s->waits = w->next;
+        wait_free(w);
+    }
     while (s->nclients)
         drop_client(s, s->nclients - 1);
     free(s->clients);
@@ -670,6 +817,7 @@ int mproc__mgr_run(const mgr_config *cfg,
     }
     struct pollfd *pf = NULL;
     size_t cap = 0;
+    int wait_ms = -1;
     while (!s.stopping && !(stop && __atomic_load_n(stop, __ATOMIC_ACQUIRE))) {
         size_t fixed = 4, n = fixed + s.nclients;
         if (n > cap || !pf) {
@@ -688,9 +836,10 @@ int mproc__mgr_run(const mgr_config *cfg,
         pf[3] = (struct pollfd){wake_fd, POLLIN, 0};
         for (size_t i = 0; i < s.nclients; i++)
             pf[fixed + i] =
-                (struct pollfd){mproc_conn_fileno(s.clients[i].c), POLLIN, 0};
+                (struct pollfd){mproc_conn_fileno(s.clients[i].c),
+                                s.clients[i].parked ? POLLRDHUP : POLLIN, 0};
         size_t nc = s.nclients;
-        if (poll(pf, n, -1) < 0)
+        if (poll(pf, n, wait_ms) < 0)
             continue;
         if (pf[2].revents || pf[3].revents)
             break;
@@ -699,12 +848,13 @@ int mproc__mgr_run(const mgr_config *cfg,
         for (size_t i = nc; i-- > 0;) {
             if (!pf[fixed + i].revents)
                 continue;
-            int v = serve_one(&s, i);
+            int v = s.clients[i].parked ? 1 : serve_one(&s, i);
             if (v == 1)
                 drop_client(&s, i);
             else if (v == 2)
                 s.stopping = true;
         }
+        wait_ms = wake_waiters(&s);
         if (pf[1].revents)
             take_ready(&s);
         if (pf[0].revents)
@@ -759,6 +909,7 @@ int mproc__mgr_fuzz(const uint8_t *data, size_t n)
             mproc_conn_free(peer);
             peer = NULL;
         }
+        wake_waiters(&s);
         while (peer && mproc_conn_poll(peer, 0) == 1) {
             void *m;
             size_t ml;

@@ -8,6 +8,9 @@ Scenarios:
             the values and exceptions a user relies on; exit 0 when all
             hold (an AssertionError exits 1 and says what differed)
   registered BaseManager with registered type ids (dict, list)
+  blocking  Queue, JoinableQueue, Lock, RLock, Semaphore, BoundedSemaphore,
+            Event: values, timeouts, exceptions, and a call blocked in one
+            thread while another thread is served
   wrongkey  connect with KEYHEX and expect AuthenticationError quickly
   serve     a CPython SyncManager server on ADDRESS: prints its address
             (mproc's form) and serves until killed
@@ -141,6 +144,69 @@ def registered(addr, key):
     print('ok')
 
 
+def blocking(addr, key):
+    import queue
+    import threading
+    m = SyncManager(address=addr, authkey=key)
+    m.connect()
+    q = m.Queue()
+    q.put('\u00e9')
+    check(q.qsize(), 1)
+    check(q.get(), '\u00e9')
+    t0 = time.time()
+    raises(queue.Empty, q.get, True, 0.2)
+    check(time.time() - t0 >= 0.19, True)
+    raises(queue.Empty, q.get_nowait)
+    got = []
+    th = threading.Thread(target=lambda: got.append(q.get()))
+    th.start()
+    time.sleep(0.2)   # the thread's get waits on the server meanwhile
+    check(q.empty(), True)
+    q.put(2 ** 80)
+    th.join(10)
+    check(got, [2 ** 80])
+    q1 = m.Queue(1)
+    q1.put(1)
+    check(q1.full(), True)
+    raises(queue.Full, q1.put, 2, True, 0.1)
+    raises(queue.Full, q1.put_nowait, 2)
+    jq = m.JoinableQueue()
+    jq.put(1)
+    jq.get()
+    jq.task_done()
+    jq.join()
+    raises(ValueError, jq.task_done)
+
+    lock = m.Lock()
+    check(lock.acquire(), True)
+    check(lock.acquire(timeout=0.1), False)
+    check(lock.acquire(False), False)
+    lock.release()
+    raises(RuntimeError, lock.release)
+    with lock:
+        pass
+    rl = m.RLock()
+    rl.acquire()
+    rl.acquire()
+    rl.release()
+    rl.release()
+    raises(RuntimeError, rl.release)
+    sem = m.Semaphore(2)
+    sem.acquire()
+    sem.acquire()
+    check(sem.acquire(False), False)
+    sem.release()
+    bs = m.BoundedSemaphore(1)
+    raises(ValueError, bs.release)
+    ev = m.Event()
+    check(ev.is_set(), False)
+    check(ev.wait(0.1), False)
+    threading.Timer(0.2, ev.set).start()
+    check(ev.wait(10), True)
+    check(ev.is_set(), True)
+    print('ok')
+
+
 def wrongkey(addr, key):
     m = SyncManager(address=addr, authkey=key)
     t0 = time.time()
@@ -162,7 +228,7 @@ def main():
     addr = address(sys.argv[1])
     key = bytes(bytearray.fromhex(sys.argv[2]))
     {'types': types, 'registered': registered,
-     'wrongkey': wrongkey, 'serve': serve}[sys.argv[3]](addr, key)
+     'wrongkey': wrongkey, 'serve': serve, 'blocking': blocking}[sys.argv[3]](addr, key)
     sys.stdout.flush()
 
 
