@@ -538,9 +538,9 @@ static const char *script(void)
     return path;
 }
 
-/* Runs the peer to its end (bounded); returns its exit code. */
-static int run_py(const char *python, const char *addr, const char *k,
-                  const char *scenario)
+/* Starts the peer (extra: a 4th argument or NULL). */
+static pid_t start_py(const char *python, const char *addr, const char *k,
+                      const char *scenario, const char *extra)
 {
     fflush(NULL);
     pid_t pid = fork();
@@ -548,10 +548,16 @@ static int run_py(const char *python, const char *addr, const char *k,
     if (pid == 0) {
         int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
         dup2(null, 1);
-        const char *argv[] = {python, script(), addr, k, scenario, NULL};
+        const char *argv[] = {python, script(), addr, k, scenario, extra, NULL};
         execv(python, (char *const *)argv);
         mproc_test_exit(127);
     }
+    return pid;
+}
+
+/* Waits (bounded) for a peer; returns its exit code. */
+static int wait_py(pid_t pid)
+{
     double t0 = mproc_test_now();
     int st;
     while (waitpid(pid, &st, WNOHANG) != pid) {
@@ -563,6 +569,13 @@ static int run_py(const char *python, const char *addr, const char *k,
         usleep(10000);
     }
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* Runs the peer to its end (bounded); returns its exit code. */
+static int run_py(const char *python, const char *addr, const char *k,
+                  const char *scenario)
+{
+    return wait_py(start_py(python, addr, k, scenario, NULL));
 }
 
 static void test_cpython_clients(void)
@@ -978,6 +991,44 @@ static void test_blocking_types(void)
     mproc_manager_free(m);
 }
 
+/* A Python process and C threads append to one list at once: nothing is
+ * lost. */
+static void *append_c(void *arg)
+{
+    mproc_proxy *l = arg;
+    for (int i = 0; i < 1000; i++) {
+        mproc_obj *v = mproc_obj_int(-i);
+        CHECK_OK(mproc_proxy_append(l, v));
+        mproc_obj_unref(v);
+    }
+    return NULL;
+}
+
+static void test_mixed_appenders(void)
+{
+    const char *python = mproc_test_python("3.13");
+    if (!python)
+        python = mproc_test_python("3.11");
+    if (!python)
+        SKIP("no CPython 3.11 or 3.13");
+    mproc_manager *m;
+    mproc_manager_opts o = key_opts();
+    CHECK_OK(mproc_manager_start(&m, "127.0.0.1:0", &o));
+    mproc_proxy *l;
+    CHECK_OK(mproc_manager_create(m, &l, "list", NULL, NULL, NULL, 0));
+    pid_t py = start_py(python, mproc_manager_address(m), key_hex, "append",
+                        mproc_proxy_ident(l));
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        CHECK_EQ(pthread_create(&t[i], NULL, append_c, l), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    CHECK_EQ(wait_py(py), 0);
+    CHECK_EQ(mproc_proxy_len(l), 3000);
+    mproc_proxy_free(l);
+    mproc_manager_free(m);
+}
+
 static const mproc_test tests[] = {
     {"start_every_method", test_start_every_method, 120},
     {"serve_in_thread", test_serve_in_thread, 0},
@@ -993,6 +1044,7 @@ static const mproc_test tests[] = {
     {"proxy_threads", test_proxy_threads, 60},
     {"proxies_to_children", test_proxies_to_children, 120},
     {"blocking_types", test_blocking_types, 60},
+    {"mixed_appenders", test_mixed_appenders, 120},
 };
 
 MPROC_TEST_MAIN(tests)

@@ -12,6 +12,8 @@ Scenarios:
             Event: values, timeouts, exceptions, and a call blocked in one
             thread while another thread is served
   wrongkey  connect with KEYHEX and expect AuthenticationError quickly
+  append    appends 0..999 to the list whose ident is the 5th argument
+            (shared with a C process appending at the same time)
   serve     a CPython SyncManager server on ADDRESS: prints its address
             (mproc's form) and serves until killed
 Runs on CPython 3.6 to 3.13.
@@ -207,6 +209,17 @@ def blocking(addr, key):
     print('ok')
 
 
+def append(addr, key):
+    from multiprocessing.managers import Token
+    m = SyncManager(address=addr, authkey=key)
+    m.connect()
+    tok = Token('list', addr, sys.argv[4])
+    l = ListProxy(tok, 'pickle', manager=m, authkey=key, incref=False)
+    for i in range(1000):
+        l.append(i)
+    print('ok')
+
+
 def wrongkey(addr, key):
     m = SyncManager(address=addr, authkey=key)
     t0 = time.time()
@@ -228,7 +241,8 @@ def main():
     addr = address(sys.argv[1])
     key = bytes(bytearray.fromhex(sys.argv[2]))
     {'types': types, 'registered': registered,
-     'wrongkey': wrongkey, 'serve': serve, 'blocking': blocking}[sys.argv[3]](addr, key)
+     'wrongkey': wrongkey, 'serve': serve, 'blocking': blocking,
+     'append': append}[sys.argv[3]](addr, key)
     sys.stdout.flush()
 
 
