@@ -19,5 +19,6 @@
 #include "mproc/conn.h"
 #include "mproc/queue.h"
 #include "mproc/subprocess.h"
+#include "mproc/manager.h"
 
 #endif

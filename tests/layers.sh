@@ -2,7 +2,8 @@
 # The source tree's layers, checked on the built objects: every call from
 # one file of src/ into another goes down the stack, never up or around.
 #
-#   os  <  core  <  obj  <  process  <  sync, conn, queue, subprocess  <  shm  <  pool  <  mpi
+#   os  <  core  <  obj  <  process  <  sync, conn, queue, subprocess  <  shm  <  pool
+#     <  mpi, manager
 #
 # (mpi/, the pool's MPI backend, is built only where MPI is found.)
 # Inside core/ and process/ the files are ordered too (see core/core.h and
@@ -28,7 +29,7 @@ rank() { # folder/file -> "folder-rank file-rank"
     sync/*|conn/*|queue/*|subprocess/*) echo "4 -1" ;;
     shm/*) echo "5 -1" ;;
     pool/*) echo "6 -1" ;;
-    mpi/*) echo "7 -1" ;;
+    mpi/*|manager/*) echo "7 -1" ;;
     *) echo "unranked" ;;
   esac
 }

@@ -1,0 +1,135 @@
+/*
+ * manager/manager_impl.h - what the manager's files share: the server's
+ * objects (objects.c: the types, their methods and the exceptions they
+ * raise as CPython's do), the object table and the event loop (server.c),
+ * and the public start/serve/shutdown calls (manager.c).
+ */
+#ifndef MPROC__MANAGER_IMPL_H
+#define MPROC__MANAGER_IMPL_H
+
+#include "core/core.h"
+#include "mproc/conn.h"
+#include "mproc/manager.h"
+#include "mproc/obj.h"
+#include "mproc/process.h"
+
+typedef struct mgr_server mgr_server;
+typedef struct mgr_obj mgr_obj;
+
+/* What a request is answered with: the first item of CPython's reply. */
+typedef enum mgr_kind {
+    MGR_RETURN,    /* ('#RETURN', value) */
+    MGR_ERROR,     /* ('#ERROR', exception): raised as is by the client */
+    MGR_TRACEBACK, /* ('#TRACEBACK', str): RemoteError in the client */
+    MGR_PROXY,     /* ('#PROXY', (exposed, Token)) */
+    MGR_PARK       /* no reply yet: the call waits (until deadline) */
+} mgr_kind;
+
+typedef struct mgr_reply {
+    mgr_kind kind;
+    mproc_obj *value; /* owned; for MGR_PROXY the new object's mgr_obj */
+    mgr_obj *proxy;
+    double deadline; /* MGR_PARK: mproc_monotonic() time, < 0 never */
+} mgr_reply;
+
+typedef struct mgr_type {
+    const char *typeid;
+    const char *const *exposed; /* NULL-terminated */
+    /* Builds o's state from create's args and kwds: 0, or sets an error
+     * reply and returns 1; -ENOMEM. */
+    int (*init)(mgr_obj *o, const mproc_obj *args, const mproc_obj *kwds,
+                mgr_reply *r);
+    /* Runs method name: 0 with *r set; -ENOENT when o has no such method;
+     * -ENOMEM. */
+    int (*call)(mgr_server *s, mgr_obj *o, const char *name,
+                const mproc_obj *args, const mproc_obj *kwds, mgr_reply *r);
+    /* repr(o) and a copy of the referent (#GETVALUE); new references. */
+    mproc_obj *(*value)(const mgr_obj *o);
+    int (*repr)(const mgr_obj *o, char **out);
+    /* Blocking types: the reply of a parked call whose time ran out, and
+     * what a client that went away held (its locks) given back. */
+    int (*expire)(mgr_obj *o, const char *name, mgr_reply *r);
+    void (*drop_client)(mgr_obj *o, unsigned long client);
+} mgr_type;
+
+struct mgr_obj {
+    const mgr_type *type;
+    long refs;
+    mproc_obj *val;        /* dict, Namespace's dict, Value's value */
+    mproc_obj **items;     /* list, Array, Iterator */
+    size_t n, cap, pos;    /* items; pos: Iterator's next */
+    char typecode;         /* Value, Array */
+    unsigned long fuzz_id; /* its name while fuzzing, else 0 */
+    /* blocking types */
+    long count, bound;   /* Semaphore's value and bound; Lock: 1 free */
+    unsigned long owner; /* the client holding a Lock or RLock, 0 none */
+    long depth;          /* RLock's count */
+    bool flag;           /* Event */
+    long unfinished;     /* Queue's tasks not done */
+    long maxsize;        /* Queue's bound, <= 0 none */
+    mgr_obj *next;       /* hash chain */
+};
+
+/* A method's answers: a value (stolen), or an exception value (stolen)
+ * raised to the client. 0, or -ENOMEM for a NULL value. */
+static inline int mgr_ret(mgr_reply *r, mproc_obj *v)
+{
+    r->kind = MGR_RETURN;
+    r->value = v;
+    return v ? 0 : -ENOMEM;
+}
+
+static inline int mgr_raise(mgr_reply *r, mproc_obj *e)
+{
+    r->kind = MGR_ERROR;
+    r->value = e;
+    return e ? 0 : -ENOMEM;
+}
+
+/* objects.c */
+const mgr_type *mproc__mgr_type(const char *typeid);
+extern const mgr_type mproc__mgr_iterator;
+void mproc__mgr_obj_clear(mgr_obj *o);
+/* An exception value builtins.name(msg) (a new reference). */
+mproc_obj *mproc__mgr_exc(const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* The exposed names of a type as a tuple (new reference). */
+mproc_obj *mproc__mgr_exposed(const mgr_type *t);
+/* Appends item (stolen) to o's items: 0 or -ENOMEM. */
+int mproc__mgr_items_push(mgr_obj *o, mproc_obj *item);
+
+/* client.c: what a manager handle and its proxies share (refcounted) */
+typedef struct mgr_client mgr_client;
+int mproc__mgr_client_new(mgr_client **out, const char *address,
+                          const mproc_conn_opts *opts);
+void mproc__mgr_client_unref(mgr_client *c);
+int mproc__mgr_create(mgr_client *cl, mproc_proxy **out, const char *typeid,
+                      const mproc_obj *args, const mproc_obj *kwds, char *err,
+                      size_t errcap);
+
+/* blocking.c */
+const mgr_type *mproc__mgr_blocking_type(const char *typeid);
+
+/* server.c */
+/* The client whose request is being served (a serial number > 0). */
+unsigned long mproc__mgr_caller(const mgr_server *s);
+/* A new object of type t with refs 1 in s's table (NULL: no memory). */
+mgr_obj *mproc__mgr_new_obj(mgr_server *s, const mgr_type *t);
+
+typedef struct mgr_config {
+    const char *address;
+    mproc_manager_opts opts;
+    int ctl_fd; /* readable (or EOF) = stop; -1 for none */
+} mgr_config;
+
+/* Binds and runs the server until stopped; *listening is called with the
+ * bound address (or a negative code) once, before serving. */
+int mproc__mgr_run(const mgr_config *cfg,
+                   void (*listening)(void *ctx, int rc, const char *address),
+                   void *ctx, volatile int *stop, int wake_fd);
+
+/* The fuzz target's entry (fuzz/fuzz_manager.c): serves the requests in
+ * data on an in-memory server. */
+int mproc__mgr_fuzz(const uint8_t *data, size_t n);
+
+#endif

@@ -1,0 +1,1312 @@
+/*
+ * manager/objects.c - the objects a manager serves and their methods, as
+ * SyncManager's: dict, list, Namespace, Value, Array, and the Iterator a
+ * dict's __iter__ hands out as a proxy. A method either returns a value,
+ * raises one of Python's exceptions (as a reduce value the client raises
+ * unchanged: KeyError, IndexError, ValueError, TypeError, AttributeError,
+ * StopIteration), or is unknown (the server answers with a traceback).
+ */
+#include "manager/manager_impl.h"
+#include "mproc/shm.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+mproc_obj *mproc__mgr_exc(const char *name, const char *fmt, ...)
+{
+    mproc_obj *args;
+    if (fmt) {
+        char msg[512];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        args = mproc_obj_tuple_of(1, mproc_obj_str_c(msg));
+    } else {
+        args = mproc_obj_tuple_new(0);
+    }
+    return mproc_obj_reduce("builtins", name, args, NULL, false);
+}
+
+/* An exception whose one argument is a value (KeyError(key)). */
+static mproc_obj *exc_of(const char *name, const mproc_obj *arg)
+{
+    return mproc_obj_reduce(
+        "builtins", name,
+        mproc_obj_tuple_of(1, mproc_obj_ref((mproc_obj *)arg)), NULL, false);
+}
+
+static size_t nargs(const mproc_obj *args)
+{
+    return mproc_obj_len(args);
+}
+static mproc_obj *arg(const mproc_obj *args, size_t i)
+{
+    return mproc_obj_item(args, i);
+}
+
+/* TypeError unless lo <= len(args) <= hi and no keywords. */
+static int check_args(const char *what, const mproc_obj *args,
+                      const mproc_obj *kwds, size_t lo, size_t hi, mgr_reply *r)
+{
+    size_t n = nargs(args);
+    if (mproc_obj_len(kwds) != 0) {
+        mgr_raise(r, mproc__mgr_exc("TypeError",
+                                    "%s() takes no keyword arguments", what));
+        return 1;
+    }
+    if (n < lo || n > hi) {
+        if (lo == hi)
+            mgr_raise(r,
+                      mproc__mgr_exc("TypeError",
+                                     "%s() takes exactly %zu argument%s (%zu "
+                                     "given)",
+                                     what, lo, lo == 1 ? "" : "s", n));
+        else
+            mgr_raise(r, mproc__mgr_exc("TypeError",
+                                        "%s() takes from %zu to %zu arguments "
+                                        "(%zu given)",
+                                        what, lo, hi, n));
+        return 1;
+    }
+    return 0;
+}
+
+int mproc__mgr_items_push(mgr_obj *o, mproc_obj *item)
+{
+    if (!item)
+        return -ENOMEM;
+    if (o->n == o->cap) {
+        size_t cap = o->cap ? o->cap * 2 : 8;
+        mproc_obj **p = realloc(o->items, cap * sizeof(void *));
+        if (!p) {
+            mproc_obj_unref(item);
+            return -ENOMEM;
+        }
+        o->items = p;
+        o->cap = cap;
+    }
+    o->items[o->n++] = item;
+    return 0;
+}
+
+void mproc__mgr_obj_clear(mgr_obj *o)
+{
+    mproc_obj_unref(o->val);
+    o->val = NULL;
+    for (size_t i = 0; i < o->n; i++)
+        mproc_obj_unref(o->items[i]);
+    free(o->items);
+    o->items = NULL;
+    o->n = o->cap = o->pos = 0;
+}
+
+/* Items of a list, tuple, set, frozenset, dict (keys), str (characters
+ * are not split: refused), pushed onto o. 0, 1 (TypeError set) or -ENOMEM. */
+static int extend_from(mgr_obj *o, const mproc_obj *seq, mgr_reply *r)
+{
+    switch (mproc_obj_type_of(seq)) {
+    case MPROC_OBJ_LIST:
+    case MPROC_OBJ_TUPLE:
+    case MPROC_OBJ_SET:
+    case MPROC_OBJ_FROZENSET:
+        for (size_t i = 0; i < mproc_obj_len(seq); i++)
+            if (mproc__mgr_items_push(
+                    o, mproc_obj_ref(mproc_obj_item(seq, i))) < 0)
+                return -ENOMEM;
+        return 0;
+    case MPROC_OBJ_DICT:
+        for (size_t i = 0; i < mproc_obj_len(seq); i++) {
+            mproc_obj *k;
+            mproc_obj_dict_item(seq, i, &k, NULL);
+            if (mproc__mgr_items_push(o, mproc_obj_ref(k)) < 0)
+                return -ENOMEM;
+        }
+        return 0;
+    default:
+        mgr_raise(r, mproc__mgr_exc("TypeError", "'%s' object is not iterable",
+                                    mproc_obj_type_name(seq)));
+        return 1;
+    }
+}
+
+static mproc_obj *items_list(const mgr_obj *o)
+{
+    mproc_obj *l = mproc_obj_list_new();
+    for (size_t i = 0; l && i < o->n; i++)
+        if (mproc_obj_list_append(l, mproc_obj_ref(o->items[i])) < 0) {
+            mproc_obj_unref(l);
+            return NULL;
+        }
+    return l;
+}
+
+static int repr_of(mproc_obj *v, char **out)
+{
+    if (!v)
+        return -ENOMEM;
+    int rc = mproc_obj_repr(v, out, NULL);
+    mproc_obj_unref(v);
+    return rc;
+}
+
+/* ---- dict ---------------------------------------------------------------- */
+
+static const char *const dict_exposed[] = {
+    "__contains__", "__delitem__", "__getitem__", "__iter__",   "__len__",
+    "__setitem__",  "clear",       "copy",        "get",        "items",
+    "keys",         "pop",         "popitem",     "setdefault", "update",
+    "values",       NULL};
+
+/* d[k] = v with Python's TypeError for an unhashable key. */
+static int dict_store(mproc_obj *d, const mproc_obj *k, const mproc_obj *v,
+                      mgr_reply *r)
+{
+    int rc = mproc_obj_dict_set(d, mproc_obj_ref((mproc_obj *)k),
+                                mproc_obj_ref((mproc_obj *)v));
+    if (rc == MPROC_ETYPE || rc == -ELOOP) {
+        mgr_raise(r, mproc__mgr_exc("TypeError", "unhashable type: '%s'",
+                                    mproc_obj_type_name(k)));
+        return 1;
+    }
+    return rc;
+}
+
+/* dict.update(other, **kw) into d. 0, 1 (error set) or -ENOMEM. */
+static int dict_update(mproc_obj *d, const mproc_obj *args,
+                       const mproc_obj *kwds, mgr_reply *r)
+{
+    if (nargs(args) > 1) {
+        mgr_raise(r,
+                  mproc__mgr_exc("TypeError",
+                                 "update expected at most 1 argument, got %zu",
+                                 nargs(args)));
+        return 1;
+    }
+    int rc = 0;
+    if (nargs(args) == 1) {
+        const mproc_obj *src = arg(args, 0);
+        mproc_obj_type t = mproc_obj_type_of(src);
+        if (t == MPROC_OBJ_DICT) {
+            for (size_t i = 0; rc == 0 && i < mproc_obj_len(src); i++) {
+                mproc_obj *k, *v;
+                mproc_obj_dict_item(src, i, &k, &v);
+                rc = dict_store(d, k, v, r);
+            }
+        } else if (t == MPROC_OBJ_LIST || t == MPROC_OBJ_TUPLE) {
+            for (size_t i = 0; rc == 0 && i < mproc_obj_len(src); i++) {
+                const mproc_obj *p = mproc_obj_item(src, i);
+                mproc_obj_type pt = mproc_obj_type_of(p);
+                if ((pt != MPROC_OBJ_TUPLE && pt != MPROC_OBJ_LIST) ||
+                    mproc_obj_len(p) != 2) {
+                    mgr_raise(r, mproc__mgr_exc("ValueError",
+                                                "dictionary update sequence "
+                                                "element #%zu has the wrong "
+                                                "length",
+                                                i));
+                    return 1;
+                }
+                rc = dict_store(d, mproc_obj_item(p, 0), mproc_obj_item(p, 1),
+                                r);
+            }
+        } else {
+            mgr_raise(r,
+                      mproc__mgr_exc("TypeError", "'%s' object is not iterable",
+                                     mproc_obj_type_name(src)));
+            return 1;
+        }
+    }
+    for (size_t i = 0; rc == 0 && i < mproc_obj_len(kwds); i++) {
+        mproc_obj *k, *v;
+        mproc_obj_dict_item(kwds, i, &k, &v);
+        rc = dict_store(d, k, v, r);
+    }
+    return rc;
+}
+
+static mproc_obj *dict_copy(const mproc_obj *d)
+{
+    mproc_obj *c = mproc_obj_dict_new();
+    for (size_t i = 0; c && i < mproc_obj_len(d); i++) {
+        mproc_obj *k, *v;
+        mproc_obj_dict_item(d, i, &k, &v);
+        if (mproc_obj_dict_set(c, mproc_obj_ref(k), mproc_obj_ref(v)) < 0) {
+            mproc_obj_unref(c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+static int dict_init(mgr_obj *o, const mproc_obj *args, const mproc_obj *kwds,
+                     mgr_reply *r)
+{
+    o->val = mproc_obj_dict_new();
+    if (!o->val)
+        return -ENOMEM;
+    return dict_update(o->val, args, kwds, r);
+}
+
+/* A view's items as a list: which 0 keys, 1 values, 2 (key, value). */
+static mproc_obj *dict_view(const mproc_obj *d, int which)
+{
+    mproc_obj *l = mproc_obj_list_new();
+    for (size_t i = 0; l && i < mproc_obj_len(d); i++) {
+        mproc_obj *k, *v;
+        mproc_obj_dict_item(d, i, &k, &v);
+        mproc_obj *it = which == 0   ? mproc_obj_ref(k)
+                        : which == 1 ? mproc_obj_ref(v)
+                                     : mproc_obj_tuple_of(2, mproc_obj_ref(k),
+                                                          mproc_obj_ref(v));
+        if (mproc_obj_list_append(l, it) < 0) {
+            mproc_obj_unref(l);
+            return NULL;
+        }
+    }
+    return l;
+}
+
+/* d[k] with the TypeError of an unhashable key: the value (borrowed) or
+ * NULL (absent or error: *bad then 1 and r set). */
+static mproc_obj *dict_lookup(const mproc_obj *d, const mproc_obj *k, int *bad,
+                              mgr_reply *r)
+{
+    *bad = 0;
+    int64_t h;
+    if (mproc_obj_hash(k, &h) < 0) {
+        mgr_raise(r, mproc__mgr_exc("TypeError", "unhashable type: '%s'",
+                                    mproc_obj_type_name(k)));
+        *bad = 1;
+        return NULL;
+    }
+    return mproc_obj_dict_get(d, k);
+}
+
+static int dict_call(mgr_server *s, mgr_obj *o, const char *m,
+                     const mproc_obj *args, const mproc_obj *kwds, mgr_reply *r)
+{
+    mproc_obj *d = o->val;
+    int bad;
+    if (strcmp(m, "__getitem__") == 0) {
+        if (check_args(m, args, kwds, 1, 1, r))
+            return 0;
+        mproc_obj *v = dict_lookup(d, arg(args, 0), &bad, r);
+        if (bad)
+            return 0;
+        return v ? mgr_ret(r, mproc_obj_ref(v))
+                 : mgr_raise(r, exc_of("KeyError", arg(args, 0)));
+    }
+    if (strcmp(m, "__setitem__") == 0) {
+        if (check_args(m, args, kwds, 2, 2, r))
+            return 0;
+        int rc = dict_store(d, arg(args, 0), arg(args, 1), r);
+        return rc == 0 ? mgr_ret(r, mproc_obj_none()) : rc == 1 ? 0 : rc;
+    }
+    if (strcmp(m, "__delitem__") == 0) {
+        if (check_args(m, args, kwds, 1, 1, r))
+            return 0;
+        if (!dict_lookup(d, arg(args, 0), &bad, r))
+            return bad ? 0 : mgr_raise(r, exc_of("KeyError", arg(args, 0)));
+        mproc_obj_dict_del(d, arg(args, 0));
+        return mgr_ret(r, mproc_obj_none());
+    }
+    if (strcmp(m, "__contains__") == 0) {
+        if (check_args(m, args, kwds, 1, 1, r))
+            return 0;
+        mproc_obj *v = dict_lookup(d, arg(args, 0), &bad, r);
+        return bad ? 0 : mgr_ret(r, mproc_obj_bool(v != NULL));
+    }
+    if (strcmp(m, "__len__") == 0) {
+        if (check_args(m, args, kwds, 0, 0, r))
+            return 0;
+        return mgr_ret(r, mproc_obj_int((int64_t)mproc_obj_len(d)));
+    }
+    if (strcmp(m, "__iter__") == 0) {
+        if (check_args(m, args, kwds, 0, 0, r))
+            return 0;
+        mgr_obj *it = mproc__mgr_new_obj(s, &mproc__mgr_iterator);
+        if (!it)
+            return -ENOMEM;
+        r->kind = MGR_PROXY;
+        r->proxy = it;
+        return extend_from(it, d, r) < 0 ? -ENOMEM : 0;
+    }
+    if (strcmp(m, "clear") == 0) {
+        if (check_args(m, args, kwds, 0, 0, r))
+            return 0;
+        mproc_obj *n = mproc_obj_dict_new();
+        if (!n)
+            return -ENOMEM;
+        mproc_obj_unref(o->val);
+        o->val = n;
+        return mgr_ret(r, mproc_obj_none());
+    }
+    if (strcmp(m, "copy") == 0) {
+        if (check_args(m, args, kwds, 0, 0, r))
+            return 0;
+        return mgr_ret(r, dict_copy(d));
+    }
+    if (strcmp(m, "get") == 0 || strcmp(m, "setdefault") == 0) {
+        if (check_args(m, args, kwds, 1, 2, r))
+            return 0;
+        mproc_obj *v = dict_lookup(d, arg(args, 0), &bad, r);
+        if (bad)
+            return 0;
+        if (v)
+            return mgr_ret(r, mproc_obj_ref(v));
+        mproc_obj *def = nargs(args) == 2 ? arg(args, 1) : mproc_obj_none();
+        if (m[0] == 's') {
+            int rc = dict_store(d, arg(args, 0), def, r);
+            if (rc != 0)
+                return rc == 1 ? 0 : rc;
+        }
+        return mgr_ret(r, mproc_obj_ref(def));
+    }
+    if (strcmp(m, "keys") == 0 || strcmp(m, "values") == 0 ||
+        strcmp(m, "items") == 0) {
+        if (check_args(m, args, kwds, 0, 0, r))
+            return 0;
+        return mgr_ret(r, dict_view(d, m[0] == 'k' ? 0 : m[0] == 'v' ? 1 : 2));
+    }
+    if (strcmp(m, "pop") == 0) {
+        if (check_args(m, args, kwds, 1, 2, r))
+            return 0;
+        mproc_obj *v = dict_lookup(d, arg(args, 0), &bad, r);
+        if (bad)
+            return 0;
+        if (!v)
+            return nargs(args) == 2
+                       ? mgr_ret(r, mproc_obj_ref(arg(args, 1)))
+                       : mgr_raise(r, exc_of("KeyError", arg(args, 0)));
+        mproc_obj_ref(v);
+        mproc_obj_dict_del(d, arg(args, 0));
+        return mgr_ret(r, v);
+    }
+    if (strcmp(m, "popitem") == 0) {
+        if (check_args(m, args, kwds, 0, 0, r))
+            return 0;
+        size_t n = mproc_obj_len(d);
+        if (n == 0)
+            return mgr_raise(
+                r,
+                mproc__mgr_exc("KeyError", "popitem(): dictionary is empty"));
+        mproc_obj *k, *v;
+        mproc_obj_dict_item(d, n - 1, &k, &v);
+        mproc_obj *t =
+            mproc_obj_tuple_of(2, mproc_obj_ref(k), mproc_obj_ref(v));
+        if (!t)
+            return -ENOMEM;
+        mproc_obj_dict_del(d, mproc_obj_item(t, 0));
+        return mgr_ret(r, t);
+    }
+    if (strcmp(m, "update") == 0) {
+        int rc = dict_update(d, args, kwds, r);
+        return rc == 0 ? mgr_ret(r, mproc_obj_none()) : rc == 1 ? 0 : rc;
+    }
+    return -ENOENT;
+}
+
+static mproc_obj *dict_value(const mgr_obj *o)
+{
+    return dict_copy(o->val);
+}
+static int dict_repr(const mgr_obj *o, char **out)
+{
+    return mproc_obj_repr(o->val, out, NULL);
+}
+
+/* ---- list ---------------------------------------------------------------- */
+
+static const char *const list_exposed[] = {
+    "__add__", "__contains__", "__delitem__", "__getitem__", "__len__",
+    "__mul__", "__reversed__", "__rmul__",    "__setitem__", "append",
+    "count",   "extend",       "index",       "insert",      "pop",
+    "remove",  "reverse",      "sort",        "__imul__",    NULL};
+
+/* An index into n items (negative from the end): 0 and *out, or 1 with
+ * IndexError / TypeError set. clamp: insert's rule (no error). */
+static int index_of(const char *what, const mproc_obj *i, size_t n, bool clamp,
+                    size_t *out, mgr_reply *r)
+{
+    int64_t v;
+    mproc_obj_type t = mproc_obj_type_of(i);
+    if (t != MPROC_OBJ_INT && t != MPROC_OBJ_BOOL) {
+        mgr_raise(r,
+                  mproc__mgr_exc("TypeError",
+                                 "%s indices must be integers or slices, not "
+                                 "%s",
+                                 what, mproc_obj_type_name(i)));
+        return 1;
+    }
+    if (mproc_obj_int_value(i, &v) < 0) {
+        mgr_raise(r, mproc__mgr_exc("IndexError",
+                                    "cannot fit 'int' into an index-sized "
+                                    "integer"));
+        return 1;
+    }
+    if (v < 0)
+        v += (int64_t)n;
+    if (clamp) {
+        *out = v < 0 ? 0 : (size_t)v > n ? n : (size_t)v;
+        return 0;
+    }
+    if (v < 0 || (size_t)v >= n) {
+        mgr_raise(r,
+                  mproc__mgr_exc("IndexError", "%s index out of range", what));
+        return 1;
+    }
+    *out = (size_t)v;
+    return 0;
+}
+
+/* __len__ and __getitem__ of a list or an array: -ENOENT for others. */
+static int items_read(const char *what, mgr_obj *o, const char *m,
+                      const mproc_obj *args, const mproc_obj *kwds,
+                      mgr_reply *r)
+{
+    size_t i;
+    if (strcmp(m, "__len__") == 0) {
+        if (check_args(m, args, kwds, 0, 0, r))
+            return 0;
+        return mgr_ret(r, mproc_obj_int((int64_t)o->n));
+    }
+    if (strcmp(m, "__getitem__") == 0) {
+        if (check_args(m, args, kwds, 1, 1, r) ||
+            index_of(what, arg(args, 0), o->n, false, &i, r))
+            return 0;
+        return mgr_ret(r, mproc_obj_ref(o->items[i]));
+    }
+    return -ENOENT;
+}
+
+static void items_remove(mgr_obj *o, size_t i)
+{
+    mproc_obj_unref(o->items[i]);
+    memmove(o->items + i, o->items + i + 1, (o->n - i - 1) * sizeof(void *));
+    o->n--;
+}
+
+static int items_insert(mgr_obj *o, size_t i, mproc_obj *item)
+{
+    if (mproc__mgr_items_push(o, item) < 0)
+        return -ENOMEM;
+    memmove(o->items + i + 1, o->items + i, (o->n - 1 - i) * sizeof(void *));
+    o->items[i] = item;
+    return 0;
+}
+
+/* Python's a < b for the values lists hold: 1 / 0, or -1 with TypeError
+ * set in r (unorderable types). */
+static int less(const mproc_obj *a, const mproc_obj *b, mgr_reply *r);
+
+static int order(const mproc_obj *a, const mproc_obj *b, int *cmp, mgr_reply *r)
+{
+    mproc_obj_type ta = mproc_obj_type_of(a), tb = mproc_obj_type_of(b);
+    bool na =
+        ta == MPROC_OBJ_INT || ta == MPROC_OBJ_BOOL || ta == MPROC_OBJ_FLOAT;
+    bool nb =
+        tb == MPROC_OBJ_INT || tb == MPROC_OBJ_BOOL || tb == MPROC_OBJ_FLOAT;
+    if (na && nb) {
+        int64_t x, y;
+        if (ta != MPROC_OBJ_FLOAT && tb != MPROC_OBJ_FLOAT &&
+            mproc_obj_int_value(a, &x) == 0 &&
+            mproc_obj_int_value(b, &y) == 0) {
+            *cmp = x < y ? -1 : x > y;
+            return 0;
+        }
+        double dx = 0, dy = 0;
+        mproc_obj_float_value(a, &dx);
+        mproc_obj_float_value(b, &dy);
+        *cmp = dx < dy ? -1 : dx > dy;
+        return 0;
+    }
+    if (ta == MPROC_OBJ_STR && tb == MPROC_OBJ_STR) {
+        size_t la, lb;
+        const char *sa = mproc_obj_str_value(a, &la);
+        const char *sb = mproc_obj_str_value(b, &lb);
+        int c = memcmp(sa, sb, la < lb ? la : lb);
+        *cmp = c ? (c < 0 ? -1 : 1) : la < lb ? -1 : la > lb;
+        return 0;
+    }
+    if ((ta == MPROC_OBJ_BYTES || ta == MPROC_OBJ_BYTEARRAY) &&
+        (tb == MPROC_OBJ_BYTES || tb == MPROC_OBJ_BYTEARRAY)) {
+        size_t la, lb;
+        const unsigned char *sa = mproc_obj_bytes_value(a, &la);
+        const unsigned char *sb = mproc_obj_bytes_value(b, &lb);
+        int c = la && lb ? memcmp(sa, sb, la < lb ? la : lb) : 0;
+        *cmp = c ? (c < 0 ? -1 : 1) : la < lb ? -1 : la > lb;
+        return 0;
+    }
+    if (ta == tb && (ta == MPROC_OBJ_TUPLE || ta == MPROC_OBJ_LIST)) {
+        size_t la = mproc_obj_len(a), lb = mproc_obj_len(b);
+        for (size_t i = 0; i < la && i < lb; i++) {
+            int eq = mproc_obj_eq(mproc_obj_item(a, i), mproc_obj_item(b, i));
+            if (eq < 0) {
+                mgr_raise(r,
+                          mproc__mgr_exc("RecursionError",
+                                         "maximum recursion depth exceeded"));
+                return -1;
+            }
+            if (!eq)
+                return order(mproc_obj_item(a, i), mproc_obj_item(b, i), cmp,
+                             r);
+        }
+        *cmp = la < lb ? -1 : la > lb;
+        return 0;
+    }
+    mgr_raise(r,
+              mproc__mgr_exc("TypeError",
+                             "'<' not supported between instances of '%s' "
+                             "and '%s'",
+                             mproc_obj_type_name(a), mproc_obj_type_name(b)));
+    return -1;
+}
+
+static int less(const mproc_obj *a, const mproc_obj *b, mgr_reply *r)
+{
+    int c;
+    return order(a, b, &c, r) < 0 ? -1 : c < 0;
+}
+
+/* Stable merge sort of v[0..n) with tmp of n slots; -1 on a TypeError. */
+static int merge_sort(mproc_obj **v, mproc_obj **tmp, size_t n, bool rev,
+                      mgr_reply *r)
+{
+    if (n < 2)
+        return 0;
+    size_t h = n / 2;
+    if (merge_sort(v, tmp, h, rev, r) < 0 ||
+        merge_sort(v + h, tmp, n - h, rev, r) < 0)
+        return -1;
+    memcpy(tmp, v, n * sizeof(void *));
+    size_t i = 0, j = h, k = 0;
+    while (i < h && j < n) {
+        /* take from the right only when strictly before the left one */
+        int lt = rev ? less(tmp[i], tmp[j], r) : less(tmp[j], tmp[i], r);
+        if (lt < 0) {
+            memcpy(v, tmp, n * sizeof(void *));
+            return -1;
+        }
+        v[k++] = lt ? tmp[j++] : tmp[i++];
+    }
+    while (i < h)
+        v[k++] = tmp[i++];
+    while (j < n)
+        v[k++] = tmp[j++];
+    return 0;
+}
+
+static int list_init(mgr_obj *o, const mproc_obj *args, const mproc_obj *kwds,
+                     mgr_reply *r)
+{
+    if (check_args("list", args, kwds, 0, 1, r))
+        return 1;
+    return nargs(args) ? extend_from(o, arg(args, 0), r) : 0;
+}
+
+/* The index of the first item equal to x, or -1 (or -2 on an error). */
+static long find(const mgr_obj *o, const mproc_obj *x, size_t from)
+{
+    for (size_t i = from; i < o->n; i++) {
+        int eq = mproc_obj_eq(o->items[i], x);
+        if (eq < 0)
+            return -2;
+        if (eq)
+            return (long)i;
+    }
+    return -1;
+}
+
+static int list_call(mgr_server *s, mgr_obj *o, const char *m,
+                     const mproc_obj *args, const mproc_obj *kwds, mgr_reply *r)
+{
+    (void)s;
+    size_t i;
+    int read = items_read("list", o, m, args, kwds, r);
+    if (read != -ENOENT)
+        return read;
+    if (strcmp(m, "__setitem__") == 0) {
+        if (check_args(m, args, kwds, 2, 2, r) ||
+            index_of("list assignment", arg(args, 0), o->n, false, &i, r))
+            return 0;
+        mproc_obj_unref(o->items[i]);
+        o->items[i] = mproc_obj_ref(arg(args, 1));
+        return mgr_ret(r, mproc_obj_none());
+    }
+    if (strcmp(m, "__delitem__") == 0) {
+        if (check_args(m, args, kwds, 1, 1, r) ||
+            index_of("list assignment", arg(args, 0), o->n, false, &i, r))
+            return 0;
+        items_remove(o, i);
+        return mgr_ret(r, mproc_obj_none());
+    }
+    if (strcmp(m, "__contains__") == 0 || strcmp(m, "count") == 0) {
+        if (check_args(m, args, kwds, 1, 1, r))
+            return 0;
+        int64_t c = 0;
+        for (long at = 0; (at = find(o, arg(args, 0), (size_t)at)) >= 0; at++)
+            c++;
+        return mgr_ret(r,
+                       m[0] == '_' ? mproc_obj_bool(c > 0) : mproc_obj_int(c));
+    }
+    if (strcmp(m, "append") == 0) {
+        if (check_args(m, args, kwds, 1, 1, r))
+            return 0;
+        if (mproc__mgr_items_push(o, mproc_obj_ref(arg(args, 0))) < 0)
+            return -ENOMEM;
+        return mgr_ret(r, mproc_obj_none());
+    }
+    if (strcmp(m, "extend") == 0 || strcmp(m, "__iadd__") == 0) {
+        if (check_args(m, args, kwds, 1, 1, r))
+            return 0;
+        int rc = extend_from(o, arg(args, 0), r);
+        return rc == 0 ? mgr_ret(r, mproc_obj_none()) : rc == 1 ? 0 : rc;
+    }
+    if (strcmp(m, "insert") == 0) {
+        if (check_args(m, args, kwds, 2, 2, r) ||
+            index_of("list", arg(args, 0), o->n, true, &i, r))
+            return 0;
+        if (items_insert(o, i, mproc_obj_ref(arg(args, 1))) < 0)
+            return -ENOMEM;
+        return mgr_ret(r, mproc_obj_none());
+    }
+    if (strcmp(m, "pop") == 0) {
+        if (check_args(m, args, kwds, 0, 1, r))
+            return 0;
+        if (o->n == 0)
+            return mgr_raise(
+                r, mproc__mgr_exc("IndexError", "pop from empty list"));
+        i = o->n - 1;
+        if (nargs(args) == 1 &&
+            index_of("pop", arg(args, 0), o->n, false, &i, r))
+            return 0;
+        mproc_obj *v = mproc_obj_ref(o->items[i]);
+        items_remove(o, i);
+        return mgr_ret(r, v);
+    }
+    if (strcmp(m, "remove") == 0 || strcmp(m, "index") == 0) {
+        if (check_args(m, args, kwds, 1, m[0] == 'r' ? 1 : 2, r))
+            return 0;
+        size_t from = 0;
+        if (nargs(args) == 2 &&
+            index_of("list", arg(args, 1), o->n, true, &from, r))
+            return 0;
+        long at = find(o, arg(args, 0), from);
+        if (at == -2)
+            return mgr_raise(r, mproc__mgr_exc("RecursionError",
+                                               "maximum recursion depth "
+                                               "exceeded"));
+        if (at < 0)
+            return mgr_raise(
+                r,
+                m[0] == 'r'
+                    ? mproc__mgr_exc("ValueError", "list.remove(x): x not in "
+                                                   "list")
+                    : mproc__mgr_exc("ValueError", "value is not in list"));
+        if (m[0] == 'i')
+            return mgr_ret(r, mproc_obj_int(at));
+        items_remove(o, (size_t)at);
+        return mgr_ret(r, mproc_obj_none());
+    }
+    if (strcmp(m, "reverse") == 0) {
+        if (check_args(m, args, kwds, 0, 0, r))
+            return 0;
+        for (size_t a = 0, b = o->n; a + 1 < b; a++, b--) {
+            mproc_obj *t = o->items[a];
+            o->items[a] = o->items[b - 1];
+            o->items[b - 1] = t;
+        }
+        return mgr_ret(r, mproc_obj_none());
+    }
+    if (strcmp(m, "sort") == 0) {
+        bool rev = false;
+        for (size_t k = 0; k < mproc_obj_len(kwds); k++) {
+            mproc_obj *key, *v;
+            mproc_obj_dict_item(kwds, k, &key, &v);
+            const char *name = mproc_obj_str_value(key, NULL);
+            if (name && strcmp(name, "reverse") == 0)
+                rev = mproc_obj_truth(v);
+            else if (name && strcmp(name, "key") == 0 &&
+                     mproc_obj_type_of(v) == MPROC_OBJ_NONE)
+                continue;
+            else
+                return mgr_raise(r, mproc__mgr_exc("TypeError",
+                                                   "sort() got an unsupported "
+                                                   "keyword argument '%s'",
+                                                   name ? name : "?"));
+        }
+        if (nargs(args) != 0)
+            return mgr_raise(r, mproc__mgr_exc("TypeError",
+                                               "sort() takes no positional "
+                                               "arguments"));
+        mproc_obj **tmp = malloc((o->n ? o->n : 1) * sizeof(void *));
+        if (!tmp)
+            return -ENOMEM;
+        int rc = merge_sort(o->items, tmp, o->n, rev, r);
+        free(tmp);
+        return rc < 0 ? 0 : mgr_ret(r, mproc_obj_none());
+    }
+    if (strcmp(m, "__add__") == 0 || strcmp(m, "__mul__") == 0 ||
+        strcmp(m, "__rmul__") == 0 || strcmp(m, "__imul__") == 0 ||
+        strcmp(m, "__reversed__") == 0) {
+        /* values (lists) rather than proxies: build them from a copy */
+        mgr_obj tmp = {0};
+        int rc = 0;
+        for (size_t k = 0; rc == 0 && k < o->n; k++)
+            rc = mproc__mgr_items_push(&tmp, mproc_obj_ref(o->items[k]));
+        if (rc == 0 && m[2] == 'a') {
+            if (check_args(m, args, kwds, 1, 1, r)) {
+                mproc__mgr_obj_clear(&tmp);
+                return 0;
+            }
+            if (mproc_obj_type_of(arg(args, 0)) != MPROC_OBJ_LIST) {
+                mproc__mgr_obj_clear(&tmp);
+                return mgr_raise(
+                    r, mproc__mgr_exc("TypeError",
+                                      "can only concatenate list "
+                                      "(not \"%s\") to list",
+                                      mproc_obj_type_name(arg(args, 0))));
+            }
+            rc = extend_from(&tmp, arg(args, 0), r);
+        } else if (rc == 0 && m[2] != 'r' && m[3] != 'e') {
+            int64_t times = 0;
+            if (check_args(m, args, kwds, 1, 1, r) ||
+                mproc_obj_int_value(arg(args, 0), &times) < 0) {
+                mproc__mgr_obj_clear(&tmp);
+                return r->value ? 0
+                                : mgr_raise(r, mproc__mgr_exc(
+                                                   "TypeError",
+                                                   "can't multiply sequence by "
+                                                   "non-int"));
+            }
+            if (times < 0)
+                times = 0;
+            if (times > 1 && o->n > ((size_t)1 << 22) / (size_t)times) {
+                mproc__mgr_obj_clear(&tmp);
+                return mgr_raise(r, mproc__mgr_exc("MemoryError", NULL));
+            }
+            size_t n0 = tmp.n;
+            if (times == 0)
+                mproc__mgr_obj_clear(&tmp);
+            for (int64_t t = 1; rc == 0 && t < times; t++)
+                for (size_t k = 0; rc == 0 && k < n0; k++)
+                    rc =
+                        mproc__mgr_items_push(&tmp, mproc_obj_ref(o->items[k]));
+        } else if (rc == 0 && strcmp(m, "__reversed__") == 0) {
+            for (size_t a = 0, b = tmp.n; a + 1 < b; a++, b--) {
+                mproc_obj *t = tmp.items[a];
+                tmp.items[a] = tmp.items[b - 1];
+                tmp.items[b - 1] = t;
+            }
+        }
+        if (rc != 0) {
+            mproc__mgr_obj_clear(&tmp);
+            return rc == 1 ? 0 : rc;
+        }
+        if (strcmp(m, "__imul__") == 0) {
+            mproc__mgr_obj_clear(o);
+            *o = (mgr_obj){.type = o->type,
+                           .refs = o->refs,
+                           .next = o->next,
+                           .items = tmp.items,
+                           .n = tmp.n,
+                           .cap = tmp.cap};
+            return mgr_ret(r, mproc_obj_none());
+        }
+        mproc_obj *l = items_list(&tmp);
+        mproc__mgr_obj_clear(&tmp);
+        return mgr_ret(r, l);
+    }
+    return -ENOENT;
+}
+
+static mproc_obj *list_value(const mgr_obj *o)
+{
+    return items_list(o);
+}
+static int list_repr(const mgr_obj *o, char **out)
+{
+    return repr_of(items_list(o), out);
+}
+
+/* ---- Namespace ----------------------------------------------------------- */
+
+static const char *const ns_exposed[] = {"__getattribute__", "__setattr__",
+                                         "__delattr__", NULL};
+
+static int ns_init(mgr_obj *o, const mproc_obj *args, const mproc_obj *kwds,
+                   mgr_reply *r)
+{
+    if (nargs(args) != 0) {
+        mgr_raise(r,
+                  mproc__mgr_exc("TypeError",
+                                 "Namespace() takes no positional arguments"));
+        return 1;
+    }
+    o->val = dict_copy(kwds);
+    return o->val ? 0 : -ENOMEM;
+}
+
+static int ns_call(mgr_server *s, mgr_obj *o, const char *m,
+                   const mproc_obj *args, const mproc_obj *kwds, mgr_reply *r)
+{
+    (void)s;
+    bool get = strcmp(m, "__getattribute__") == 0;
+    bool set = strcmp(m, "__setattr__") == 0;
+    bool del = strcmp(m, "__delattr__") == 0;
+    if (!get && !set && !del)
+        return -ENOENT;
+    if (check_args(m, args, kwds, set ? 2 : 1, set ? 2 : 1, r))
+        return 0;
+    const char *name = mproc_obj_str_value(arg(args, 0), NULL);
+    if (!name)
+        return mgr_raise(r, mproc__mgr_exc("TypeError",
+                                           "attribute name must be string, not "
+                                           "'%s'",
+                                           mproc_obj_type_name(arg(args, 0))));
+    mproc_obj *v = mproc_obj_dict_get(o->val, arg(args, 0));
+    if (set) {
+        if (mproc_obj_dict_set(o->val, mproc_obj_ref(arg(args, 0)),
+                               mproc_obj_ref(arg(args, 1))) < 0)
+            return -ENOMEM;
+        return mgr_ret(r, mproc_obj_none());
+    }
+    if (!v)
+        return mgr_raise(r,
+                         mproc__mgr_exc("AttributeError",
+                                        "'Namespace' object has no attribute "
+                                        "'%s'",
+                                        name));
+    if (get)
+        return mgr_ret(r, mproc_obj_ref(v));
+    mproc_obj_dict_del(o->val, arg(args, 0));
+    return mgr_ret(r, mproc_obj_none());
+}
+
+static mproc_obj *ns_value(const mgr_obj *o)
+{
+    return dict_copy(o->val);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* "Namespace(a=1, b='x')": the public attributes sorted as text. */
+static int ns_repr(const mgr_obj *o, char **out)
+{
+    size_t n = mproc_obj_len(o->val), k = 0;
+    char **parts = calloc(n ? n : 1, sizeof(void *));
+    int rc = parts ? 0 : -ENOMEM;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        mproc_obj *key, *v;
+        mproc_obj_dict_item(o->val, i, &key, &v);
+        const char *name = mproc_obj_str_value(key, NULL);
+        if (!name || name[0] == '_')
+            continue;
+        char *vr;
+        rc = mproc_obj_repr(v, &vr, NULL);
+        if (rc < 0)
+            break;
+        size_t len = strlen(name) + strlen(vr) + 2;
+        parts[k] = malloc(len);
+        if (parts[k])
+            snprintf(parts[k++], len, "%s=%s", name, vr);
+        else
+            rc = -ENOMEM;
+        free(vr);
+    }
+    mproc__buf b = {0};
+    if (rc == 0) {
+        qsort(parts, k, sizeof(void *), cmp_str);
+        mproc__buf_put(&b, "Namespace(", 10);
+        for (size_t i = 0; i < k; i++) {
+            if (i)
+                mproc__buf_put(&b, ", ", 2);
+            mproc__buf_put(&b, parts[i], strlen(parts[i]));
+        }
+        mproc__buf_put(&b, ")", 2);
+        if (b.oom)
+            rc = -ENOMEM;
+    }
+    for (size_t i = 0; parts && i < k; i++)
+        free(parts[i]);
+    free(parts);
+    *out = rc == 0 ? (char *)b.p : NULL;
+    if (rc < 0)
+        mproc__buf_free(&b);
+    return rc;
+}
+
+/* ---- Value --------------------------------------------------------------- */
+
+static const char *const value_exposed[] = {"get", "set", NULL};
+
+/* typecode from a 1-character str; 0 when it is none. */
+static char typecode_of(const mproc_obj *t)
+{
+    size_t n;
+    const char *s = mproc_obj_str_value(t, &n);
+    return s && n == 1 ? s[0] : 0;
+}
+
+static int value_init(mgr_obj *o, const mproc_obj *args, const mproc_obj *kwds,
+                      mgr_reply *r)
+{
+    (void)kwds; /* lock=...: the server serializes every call anyway */
+    if (nargs(args) < 2 || nargs(args) > 3) {
+        mgr_raise(r, mproc__mgr_exc("TypeError",
+                                    "Value() takes typecode, value and lock"));
+        return 1;
+    }
+    o->typecode = typecode_of(arg(args, 0));
+    if (!o->typecode) {
+        mgr_raise(r,
+                  mproc__mgr_exc("TypeError", "typecode must be a 1-character "
+                                              "str"));
+        return 1;
+    }
+    o->val = mproc_obj_ref(arg(args, 1));
+    return 0;
+}
+
+static int value_call(mgr_server *s, mgr_obj *o, const char *m,
+                      const mproc_obj *args, const mproc_obj *kwds,
+                      mgr_reply *r)
+{
+    (void)s;
+    if (strcmp(m, "get") == 0) {
+        if (check_args(m, args, kwds, 0, 0, r))
+            return 0;
+        return mgr_ret(r, mproc_obj_ref(o->val));
+    }
+    if (strcmp(m, "set") == 0) {
+        if (check_args(m, args, kwds, 1, 1, r))
+            return 0;
+        mproc_obj_unref(o->val);
+        o->val = mproc_obj_ref(arg(args, 0));
+        return mgr_ret(r, mproc_obj_none());
+    }
+    return -ENOENT;
+}
+
+static mproc_obj *value_value(const mgr_obj *o)
+{
+    return mproc_obj_ref(o->val);
+}
+
+static int value_repr(const mgr_obj *o, char **out)
+{
+    char *v;
+    int rc = mproc_obj_repr(o->val, &v, NULL);
+    if (rc < 0)
+        return rc;
+    size_t len = strlen(v) + 32;
+    *out = malloc(len);
+    if (*out)
+        snprintf(*out, len, "Value('%c', %s)", o->typecode, v);
+    free(v);
+    return *out ? 0 : -ENOMEM;
+}
+
+/* ---- Array (array.array) ------------------------------------------------- */
+
+static const char *const array_exposed[] = {"__len__", "__getitem__",
+                                            "__setitem__", NULL};
+
+/* Item size of a typecode (native layout, as array.array), 0 if unknown:
+ * ctypes' sizes, and 'u' a wchar_t. */
+static size_t item_size(char tc)
+{
+    return tc == 'u' ? 4 : tc == 'c' ? 0 : mproc_ctype_size(tc);
+}
+
+/* Checks x fits typecode tc: 0, or 1 with TypeError / OverflowError set. */
+static int array_check(char tc, const mproc_obj *x, mgr_reply *r)
+{
+    mproc_obj_type t = mproc_obj_type_of(x);
+    if (tc == 'f' || tc == 'd') {
+        if (t != MPROC_OBJ_FLOAT && t != MPROC_OBJ_INT && t != MPROC_OBJ_BOOL) {
+            mgr_raise(r,
+                      mproc__mgr_exc("TypeError", "must be real number, not %s",
+                                     mproc_obj_type_name(x)));
+            return 1;
+        }
+        return 0;
+    }
+    if (tc == 'u') {
+        size_t n;
+        if (t != MPROC_OBJ_STR || !mproc_obj_str_value(x, &n) || n == 0) {
+            mgr_raise(r,
+                      mproc__mgr_exc("TypeError",
+                                     "array item must be unicode character"));
+            return 1;
+        }
+        return 0;
+    }
+    int64_t v;
+    if (t != MPROC_OBJ_INT && t != MPROC_OBJ_BOOL) {
+        mgr_raise(r, mproc__mgr_exc("TypeError",
+                                    "'%s' object cannot be interpreted as an "
+                                    "integer",
+                                    mproc_obj_type_name(x)));
+        return 1;
+    }
+    bool ok = mproc_obj_int_value(x, &v) == 0;
+    size_t sz = item_size(tc);
+    if (sz == 0 || sz > 8)
+        return -EINVAL;
+    bool is_signed = tc >= 'a';
+    if (ok && is_signed && sz < 8)
+        ok = v >= -((int64_t)1 << (sz * 8 - 1)) &&
+             v < ((int64_t)1 << (sz * 8 - 1));
+    else if (ok && !is_signed)
+        ok = v >= 0 && (sz == 8 || v < ((int64_t)1 << (sz * 8)));
+    if (!ok && !is_signed && sz == 8 && mproc_obj_int_bytes(x, NULL, 0) == 9) {
+        unsigned char b[9];
+        mproc_obj_int_bytes(x, b, sizeof b);
+        ok = b[8] == 0; /* 2**63 .. 2**64-1 */
+    }
+    if (!ok) {
+        mgr_raise(r, mproc__mgr_exc("OverflowError",
+                                    "array item out of range for typecode '%c'",
+                                    tc));
+        return 1;
+    }
+    return 0;
+}
+
+static int array_init(mgr_obj *o, const mproc_obj *args, const mproc_obj *kwds,
+                      mgr_reply *r)
+{
+    (void)kwds;
+    if (nargs(args) < 2 || nargs(args) > 3) {
+        mgr_raise(r,
+                  mproc__mgr_exc("TypeError",
+                                 "Array() takes typecode, sequence and lock"));
+        return 1;
+    }
+    o->typecode = typecode_of(arg(args, 0));
+    if (!item_size(o->typecode)) {
+        mgr_raise(r,
+                  mproc__mgr_exc("ValueError",
+                                 "bad typecode (must be b, B, u, h, H, i, I, "
+                                 "l, L, q, Q, f or d)"));
+        return 1;
+    }
+    const mproc_obj *seq = arg(args, 1);
+    int rc = 0;
+    int64_t count;
+    if (mproc_obj_int_value(seq, &count) == 0) { /* Array('i', 10) */
+        if (count < 0 || count > (1 << 22)) {
+            mgr_raise(r, mproc__mgr_exc("ValueError", "bad array size"));
+            return 1;
+        }
+        for (int64_t k = 0; rc == 0 && k < count; k++)
+            rc = mproc__mgr_items_push(
+                o, o->typecode == 'f' || o->typecode == 'd' ? mproc_obj_float(0)
+                                                            : mproc_obj_int(0));
+        return rc;
+    }
+    rc = extend_from(o, seq, r);
+    for (size_t k = 0; rc == 0 && k < o->n; k++)
+        rc = array_check(o->typecode, o->items[k], r);
+    return rc;
+}
+
+/* array.array(typecode, bytes) in the native layout, as managers.py's
+ * reducer sends arrays (a new reference). */
+static mproc_obj *array_value(const mgr_obj *o)
+{
+    size_t sz = item_size(o->typecode);
+    if (sz == 0)
+        return NULL;
+    unsigned char *b = calloc(o->n ? o->n : 1, sz);
+    if (!b)
+        return NULL;
+    for (size_t k = 0; k < o->n; k++) {
+        unsigned char *p = b + k * sz;
+        if (o->typecode == 'f' || o->typecode == 'd') {
+            double d = 0;
+            mproc_obj_float_value(o->items[k], &d);
+            if (sz == 4) {
+                float f = (float)d;
+                memcpy(p, &f, 4);
+            } else {
+                memcpy(p, &d, 8);
+            }
+        } else if (o->typecode == 'u') {
+            /* the first code point of the 1-character str, UTF-32 */
+            size_t n;
+            const unsigned char *s =
+                (const unsigned char *)mproc_obj_str_value(o->items[k], &n);
+            uint32_t cp = s[0];
+            int extra = cp >= 0xf0 ? 3 : cp >= 0xe0 ? 2 : cp >= 0xc0 ? 1 : 0;
+            if (extra)
+                cp &= 0x3fu >> extra;
+            for (int e = 1; e <= extra && (size_t)e < n; e++)
+                cp = (cp << 6) | (s[e] & 0x3fu);
+            memcpy(p, &cp, 4);
+        } else {
+            unsigned char le[9] = {0};
+            long got = mproc_obj_int_bytes(o->items[k], le, sizeof le);
+            unsigned char fill = got > 0 && (le[got - 1] & 0x80) ? 0xff : 0;
+            for (size_t z = (size_t)(got > 0 ? got : 0); z < sizeof le; z++)
+                le[z] = fill;
+            memcpy(p, le, sz); /* little-endian host */
+        }
+    }
+    char tc[2] = {o->typecode, 0};
+    mproc_obj *v =
+        mproc_obj_reduce("array", "array",
+                         mproc_obj_tuple_of(2, mproc_obj_str_c(tc),
+                                            mproc_obj_bytes(b, o->n * sz)),
+                         NULL, false);
+    free(b);
+    return v;
+}
+
+static int array_call(mgr_server *s, mgr_obj *o, const char *m,
+                      const mproc_obj *args, const mproc_obj *kwds,
+                      mgr_reply *r)
+{
+    (void)s;
+    size_t i;
+    int read = items_read("array", o, m, args, kwds, r);
+    if (read != -ENOENT)
+        return read;
+    if (strcmp(m, "__setitem__") == 0) {
+        if (check_args(m, args, kwds, 2, 2, r) ||
+            index_of("array assignment", arg(args, 0), o->n, false, &i, r) ||
+            array_check(o->typecode, arg(args, 1), r))
+            return 0;
+        mproc_obj *v = arg(args, 1);
+        if ((o->typecode == 'f' || o->typecode == 'd') &&
+            mproc_obj_type_of(v) != MPROC_OBJ_FLOAT) {
+            double d = 0;
+            mproc_obj_float_value(v, &d);
+            v = mproc_obj_float(d);
+        } else if (mproc_obj_type_of(v) == MPROC_OBJ_BOOL) {
+            v = mproc_obj_int(mproc_obj_truth(v));
+        } else {
+            mproc_obj_ref(v);
+        }
+        if (!v)
+            return -ENOMEM;
+        mproc_obj_unref(o->items[i]);
+        o->items[i] = v;
+        return mgr_ret(r, mproc_obj_none());
+    }
+    return -ENOENT;
+}
+
+/* "array('i', [0, 1, 4])", as array.array prints. */
+static int array_repr(const mgr_obj *o, char **out)
+{
+    if (o->n == 0) {
+        *out = malloc(16);
+        if (*out)
+            snprintf(*out, 16, "array('%c')", o->typecode);
+        return *out ? 0 : -ENOMEM;
+    }
+    char *items;
+    int rc = repr_of(items_list(o), &items);
+    if (rc < 0)
+        return rc;
+    size_t len = strlen(items) + 16;
+    *out = malloc(len);
+    if (*out)
+        snprintf(*out, len, "array('%c', %s)", o->typecode, items);
+    free(items);
+    return *out ? 0 : -ENOMEM;
+}
+
+/* ---- Iterator ------------------------------------------------------------ */
+
+static const char *const iter_exposed[] = {"__next__", "send", "throw", "close",
+                                           NULL};
+
+static int iter_call(mgr_server *s, mgr_obj *o, const char *m,
+                     const mproc_obj *args, const mproc_obj *kwds, mgr_reply *r)
+{
+    (void)s;
+    if (strcmp(m, "__next__") == 0 || strcmp(m, "send") == 0) {
+        if (check_args(m, args, kwds, m[0] == 's', 1, r))
+            return 0;
+        if (o->pos >= o->n)
+            return mgr_raise(r, mproc__mgr_exc("StopIteration", NULL));
+        return mgr_ret(r, mproc_obj_ref(o->items[o->pos++]));
+    }
+    if (strcmp(m, "close") == 0) {
+        o->pos = o->n;
+        return mgr_ret(r, mproc_obj_none());
+    }
+    if (strcmp(m, "throw") == 0) {
+        o->pos = o->n;
+        return mgr_raise(r, nargs(args) ? mproc_obj_ref(arg(args, 0))
+                                        : mproc__mgr_exc("TypeError", NULL));
+    }
+    return -ENOENT;
+}
+
+static mproc_obj *iter_value(const mgr_obj *o)
+{
+    return items_list(o);
+}
+static int iter_repr(const mgr_obj *o, char **out)
+{
+    (void)o;
+    *out = strdup("<iterator object>");
+    return *out ? 0 : -ENOMEM;
+}
+
+/* ---- the table ------------------------------------------------------------
+ */
+
+static int no_init(mgr_obj *o, const mproc_obj *args, const mproc_obj *kwds,
+                   mgr_reply *r)
+{
+    (void)o, (void)args, (void)kwds, (void)r;
+    return 0;
+}
+
+const mgr_type mproc__mgr_iterator = {"Iterator", iter_exposed, no_init,
+                                      iter_call,  iter_value,   iter_repr,
+                                      NULL,       NULL};
+
+static const mgr_type types[] = {
+    {"dict", dict_exposed, dict_init, dict_call, dict_value, dict_repr, NULL,
+     NULL},
+    {"list", list_exposed, list_init, list_call, list_value, list_repr, NULL,
+     NULL},
+    {"Namespace", ns_exposed, ns_init, ns_call, ns_value, ns_repr, NULL, NULL},
+    {"Value", value_exposed, value_init, value_call, value_value, value_repr,
+     NULL, NULL},
+    {"Array", array_exposed, array_init, array_call, array_value, array_repr,
+     NULL, NULL},
+};
+
+const mgr_type *mproc__mgr_type(const char *typeid)
+{
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++)
+        if (strcmp(types[i].typeid, typeid) == 0)
+            return &types[i];
+    return mproc__mgr_blocking_type(typeid);
+}
+
+mproc_obj *mproc__mgr_exposed(const mgr_type *t)
+{
+    size_t n = 0;
+    while (t->exposed[n])
+        n++;
+    mproc_obj *tup = mproc_obj_tuple_new(n);
+    for (size_t i = 0; tup && i < n; i++)
+        if (mproc_obj_tuple_set(tup, i, mproc_obj_str_c(t->exposed[i])) < 0) {
+            mproc_obj_unref(tup);
+            return NULL;
+        }
+    return tup;
+}

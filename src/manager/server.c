@@ -1,0 +1,924 @@
+/*
+ * manager/server.c - the manager's server: its table of objects and one
+ * event loop over the listener and every client connection, speaking
+ * CPython's manager protocol. Handshakes run in short-lived threads
+ * (mproc_listener_accept_pending + mproc_listener_authenticate), each
+ * handing its authenticated connection back to the loop, so a client that
+ * stalls in its handshake holds only its own thread; a client that stalls
+ * mid-request holds nothing (a partial message waits in its connection).
+ * A connection answers one top-level request and is closed, unless that
+ * request is accept_connection: it then carries method calls until EOF.
+ */
+#include "manager/manager_impl.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct client {
+    mproc_conn *c;
+    bool channel;         /* after accept_connection */
+    bool parked;          /* its call waits (a mgr_wait names it) */
+    unsigned long serial; /* who it is, for locks and waits */
+} client;
+
+/* A call that waits: its client, object, method, arguments and time. */
+typedef struct mgr_wait {
+    unsigned long client;
+    mgr_obj *o;
+    char *name;
+    mproc_obj *args, *kwds;
+    double deadline; /* < 0 never */
+    struct mgr_wait *next;
+} mgr_wait;
+
+struct mgr_server {
+    mproc_listener *l;
+    size_t max_request;
+    mproc_obj *address; /* the Token's address: str, bytes or (host, port) */
+    mgr_obj **buckets;  /* by the object's address */
+    size_t nbuckets, nobjs;
+    client *clients;
+    size_t nclients, capclients;
+    bool stopping;
+
+    /* handshakes in flight, and their results for the loop */
+    pthread_mutex_t mu;
+    pthread_cond_t idle;
+    int handshakes;
+    mproc_conn **ready;
+    size_t nready, capready;
+    int wake[2]; /* a pipe: a handshake finished */
+    double hs_timeout;
+    unsigned long fuzz_ids; /* fuzzing: objects named 1, 2, ... (0: off) */
+    unsigned long serials, caller;
+    mgr_wait *waits; /* in arrival order */
+};
+
+unsigned long mproc__mgr_caller(const mgr_server *s)
+{
+    return s->caller;
+}
+
+static void wait_free(mgr_wait *w)
+{
+    free(w->name);
+    mproc_obj_unref(w->args);
+    mproc_obj_unref(w->kwds);
+    free(w);
+}
+
+/* The client with that serial, or NULL. */
+static client *client_of(mgr_server *s, unsigned long serial)
+{
+    for (size_t i = 0; i < s->nclients; i++)
+        if (s->clients[i].serial == serial)
+            return &s->clients[i];
+    return NULL;
+}
+
+static int send_result(mgr_server *s, mproc_conn *c, mgr_reply *r);
+
+/* Answers a waiting call with r and lets its client go on. */
+static void wait_answer(mgr_server *s, mgr_wait *w, mgr_reply *r)
+{
+    client *cl = client_of(s, w->client);
+    if (cl) {
+        cl->parked = false;
+        send_result(s, cl->c, r);
+    } else {
+        mproc_obj_unref(r->value);
+    }
+}
+
+/* ---- the object table -------------------------------------------------- */
+
+static size_t bucket_of(const mgr_server *s, uintptr_t id)
+{
+    return (size_t)((id >> 4) * 0x9e3779b97f4a7c15u) & (s->nbuckets - 1);
+}
+
+static int table_grow(mgr_server *s)
+{
+    size_t nb = s->nbuckets ? s->nbuckets * 2 : 256;
+    mgr_obj **b = calloc(nb, sizeof(void *));
+    if (!b)
+        return -ENOMEM;
+    mgr_obj **old = s->buckets;
+    size_t on = s->nbuckets;
+    s->buckets = b;
+    s->nbuckets = nb;
+    for (size_t i = 0; i < on; i++)
+        for (mgr_obj *o = old[i], *next; o; o = next) {
+            next = o->next;
+            size_t k = bucket_of(s, (uintptr_t)o);
+            o->next = b[k];
+            b[k] = o;
+        }
+    free(old);
+    return 0;
+}
+
+mgr_obj *mproc__mgr_new_obj(mgr_server *s, const mgr_type *t)
+{
+    if (s->nobjs >= s->nbuckets && table_grow(s) < 0)
+        return NULL;
+    mgr_obj *o = calloc(1, sizeof *o);
+    if (!o)
+        return NULL;
+    o->type = t;
+    o->refs = 1;
+    o->fuzz_id = s->fuzz_ids ? s->fuzz_ids++ : 0;
+    size_t k = bucket_of(s, (uintptr_t)o);
+    o->next = s->buckets[k];
+    s->buckets[k] = o;
+    s->nobjs++;
+    return o;
+}
+
+/* The object named by a lowercase hex ident, or NULL. */
+static mgr_obj *lookup(mgr_server *s, const mproc_obj *ident)
+{
+    size_t n;
+    const char *str = mproc_obj_str_value(ident, &n);
+    if (!str || n == 0 || n > 16 || s->nbuckets == 0)
+        return NULL;
+    uintptr_t id = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = str[i];
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                       : -1;
+        if (d < 0)
+            return NULL;
+        id = id << 4 | (uintptr_t)d;
+    }
+    if (s->fuzz_ids) { /* names are small numbers: look at everything */
+        for (size_t b = 0; b < s->nbuckets; b++)
+            for (mgr_obj *o = s->buckets[b]; o; o = o->next)
+                if (o->fuzz_id == id)
+                    return o;
+        return NULL;
+    }
+    for (mgr_obj *o = s->buckets[bucket_of(s, id)]; o; o = o->next)
+        if ((uintptr_t)o == id)
+            return o;
+    return NULL;
+}
+
+static mproc_obj *traceback(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+static void drop_obj(mgr_server *s, mgr_obj *o)
+{
+    for (mgr_wait **wp = &s->waits; *wp;) { /* calls waiting on it end */
+        mgr_wait *w = *wp;
+        if (w->o != o) {
+            wp = &w->next;
+            continue;
+        }
+        *wp = w->next;
+        mgr_reply r = {MGR_TRACEBACK,
+                       traceback("KeyError: the object is "
+                                 "gone"),
+                       NULL, 0};
+        wait_answer(s, w, &r);
+        wait_free(w);
+    }
+    mgr_obj **p = &s->buckets[bucket_of(s, (uintptr_t)o)];
+    while (*p != o)
+        p = &(*p)->next;
+    *p = o->next;
+    s->nobjs--;
+    mproc__mgr_obj_clear(o);
+    free(o);
+}
+
+static mproc_obj *ident_of(const mgr_obj *o)
+{
+    char id[32];
+    snprintf(id, sizeof id, "%lx",
+             o->fuzz_id ? o->fuzz_id : (unsigned long)(uintptr_t)o);
+    return mproc_obj_str_c(id);
+}
+
+/* ---- replies ------------------------------------------------------------- */
+
+/* A traceback text as CPython's format_exc() ends: "<Type>: <message>". */
+static mproc_obj *traceback(const char *fmt, ...)
+{
+    char msg[600];
+    int k = snprintf(msg, sizeof msg,
+                     "Traceback (most recent call last):\n"
+                     "  File \"<mproc manager>\", in serve\n");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg + k, sizeof msg - (size_t)k, fmt, ap);
+    va_end(ap);
+    size_t n = strlen(msg);
+    if (n + 1 < sizeof msg) {
+        msg[n] = '\n';
+        msg[n + 1] = 0;
+    }
+    return mproc_obj_str_c(msg);
+}
+
+/* An exception value as the traceback's last line ("KeyError: 'x'"). */
+static mproc_obj *traceback_of(const mproc_obj *exc)
+{
+    char *r = NULL;
+    const mproc_obj *a = mproc_obj_reduce_args(exc);
+    const mproc_obj *a0 = mproc_obj_len(a) ? mproc_obj_item(a, 0) : NULL;
+    const char *s = mproc_obj_str_value(a0, NULL);
+    if (!s && a0 && mproc_obj_repr(a0, &r, NULL) == 0)
+        s = r;
+    mproc_obj *t = traceback("%s: %s", mproc_obj_reduce_name(exc), s ? s : "");
+    free(r);
+    return t;
+}
+
+/* The Token (typeid, address, ident) of o, as CPython pickles it. */
+static mproc_obj *token_of(mgr_server *s, const mgr_obj *o)
+{
+    return mproc_obj_reduce(
+        "multiprocessing.managers", "Token", mproc_obj_tuple_new(0),
+        mproc_obj_tuple_of(3, mproc_obj_str_c(o->type->typeid),
+                           mproc_obj_ref(s->address), ident_of(o)),
+        true);
+}
+
+/* Sends (kind, value); value stolen. 0 or a send error. */
+static int send_reply(mproc_conn *c, const char *kind, mproc_obj *value)
+{
+    mproc_obj *msg = mproc_obj_tuple_of(2, mproc_obj_str_c(kind), value);
+    if (!msg)
+        return -ENOMEM;
+    int rc = mproc_conn_send_obj(c, msg);
+    mproc_obj_unref(msg);
+    return rc;
+}
+
+static int send_result(mgr_server *s, mproc_conn *c, mgr_reply *r)
+{
+    switch (r->kind) {
+    case MGR_RETURN:
+        return send_reply(c, "#RETURN", r->value);
+    case MGR_ERROR:
+        return send_reply(c, "#ERROR", r->value);
+    case MGR_TRACEBACK:
+        return send_reply(c, "#TRACEBACK", r->value);
+    case MGR_PARK:
+        return -EINVAL;
+    case MGR_PROXY:
+        mproc_obj_unref(r->value);
+        return send_reply(c, "#PROXY",
+                          mproc_obj_tuple_of(2,
+                                             mproc__mgr_exposed(r->proxy->type),
+                                             token_of(s, r->proxy)));
+    }
+    return -EINVAL;
+}
+
+/* ---- top-level requests -------------------------------------------------- */
+
+static int create(mgr_server *s, const mproc_obj *args, const mproc_obj *kwds,
+                  mgr_reply *r)
+{
+    const char *typeid = mproc_obj_str_value(mproc_obj_item(args, 0), NULL);
+    const mgr_type *t = typeid ? mproc__mgr_type(typeid) : NULL;
+    if (!t) {
+        r->kind = MGR_TRACEBACK;
+        r->value = traceback("KeyError: %s", typeid ? typeid : "typeid");
+        return 0;
+    }
+    size_t n = mproc_obj_len(args);
+    mproc_obj *rest = mproc_obj_tuple_new(n - 1);
+    if (!rest)
+        return -ENOMEM;
+    for (size_t i = 1; i < n; i++)
+        mproc_obj_tuple_set(rest, i - 1,
+                            mproc_obj_ref(mproc_obj_item(args, i)));
+    mgr_obj *o = mproc__mgr_new_obj(s, t);
+    int rc = o ? t->init(o, rest, kwds, r) : -ENOMEM;
+    mproc_obj_unref(rest);
+    if (rc != 0) {
+        if (o)
+            drop_obj(s, o);
+        if (rc == 1) { /* the exception becomes a traceback */
+            mproc_obj *e = r->value;
+            r->kind = MGR_TRACEBACK;
+            r->value = traceback_of(e);
+            mproc_obj_unref(e);
+            return 0;
+        }
+        return rc;
+    }
+    r->kind = MGR_RETURN;
+    r->value = mproc_obj_tuple_of(2, ident_of(o), mproc__mgr_exposed(t));
+    return r->value ? 0 : -ENOMEM;
+}
+
+/* What an ident argument (a str, or a Token for get_methods) names. */
+static mgr_obj *target_of(mgr_server *s, const mproc_obj *a)
+{
+    if (mproc_obj_type_of(a) == MPROC_OBJ_REDUCE) {
+        const mproc_obj *st = mproc_obj_reduce_state(a);
+        if (mproc_obj_len(st) != 3)
+            return NULL;
+        a = mproc_obj_item(st, 2);
+    }
+    return lookup(s, a);
+}
+
+static mproc_obj *debug_info(mgr_server *s)
+{
+    mproc__buf b = {0};
+    for (size_t i = 0; i < s->nbuckets; i++)
+        for (mgr_obj *o = s->buckets[i]; o; o = o->next) {
+            char line[128], *rep = NULL;
+            o->type->repr(o, &rep);
+            snprintf(line, sizeof line,
+                     "%s  %lx:       refcount=%ld\n    %.75s",
+                     b.len ? "\n" : "", (unsigned long)(uintptr_t)o, o->refs,
+                     rep ? rep : "?");
+            free(rep);
+            mproc__buf_put(&b, line, strlen(line));
+        }
+    mproc__buf_put(&b, "", 1);
+    mproc_obj *v = b.oom ? NULL : mproc_obj_str_c((char *)b.p);
+    mproc__buf_free(&b);
+    return v;
+}
+
+/* Runs top-level funcname. Returns 0 with *r set, 1 for accept_connection
+ * (answered already), 2 for shutdown, -ENOMEM. */
+static int top_level(mgr_server *s, const char *f, const mproc_obj *args,
+                     const mproc_obj *kwds, mgr_reply *r)
+{
+    size_t n = mproc_obj_len(args);
+    r->kind = MGR_RETURN;
+    if (strcmp(f, "dummy") == 0) {
+        r->value = mproc_obj_none();
+        return 0;
+    }
+    if (strcmp(f, "create") == 0 && n >= 1)
+        return create(s, args, kwds, r);
+    if (strcmp(f, "accept_connection") == 0)
+        return 1;
+    if (strcmp(f, "shutdown") == 0) {
+        r->value = mproc_obj_none();
+        return 2;
+    }
+    if (strcmp(f, "number_of_objects") == 0) {
+        r->value = mproc_obj_int((int64_t)s->nobjs);
+        return r->value ? 0 : -ENOMEM;
+    }
+    if (strcmp(f, "debug_info") == 0) {
+        r->value = debug_info(s);
+        return r->value ? 0 : -ENOMEM;
+    }
+    bool inc = strcmp(f, "incref") == 0, dec = strcmp(f, "decref") == 0;
+    bool meth = strcmp(f, "get_methods") == 0;
+    if ((inc || dec || meth) && n == 1) {
+        mgr_obj *o = target_of(s, mproc_obj_item(args, 0));
+        if (!o) {
+            char *rep = NULL;
+            mproc_obj_repr(mproc_obj_item(args, 0), &rep, NULL);
+            r->kind = MGR_TRACEBACK;
+            r->value = traceback("KeyError: %s", rep ? rep : "?");
+            free(rep);
+            return r->value ? 0 : -ENOMEM;
+        }
+        if (meth) {
+            r->value = mproc__mgr_exposed(o->type);
+            return r->value ? 0 : -ENOMEM;
+        }
+        if (inc)
+            o->refs++;
+        else if (--o->refs <= 0)
+            drop_obj(s, o);
+        r->value = mproc_obj_none();
+        return 0;
+    }
+    r->kind = MGR_TRACEBACK;
+    r->value = traceback("AssertionError: '%s' unrecognized", f);
+    return r->value ? 0 : -ENOMEM;
+}
+
+/* ---- method calls ----------------------------------------------------------
+ */
+
+static bool exposed(const mgr_type *t, const char *name)
+{
+    for (const char *const *e = t->exposed; *e; e++)
+        if (strcmp(*e, name) == 0)
+            return true;
+    return false;
+}
+
+static int method(mgr_server *s, const mproc_obj *ident, const char *name,
+                  const mproc_obj *args, const mproc_obj *kwds, mgr_reply *r)
+{
+    mgr_obj *o = lookup(s, ident);
+    if (!o) {
+        char *rep = NULL;
+        mproc_obj_repr(ident, &rep, NULL);
+        r->kind = MGR_TRACEBACK;
+        r->value = traceback("KeyError: %s", rep ? rep : "?");
+        free(rep);
+        return r->value ? 0 : -ENOMEM;
+    }
+    if (exposed(o->type, name)) {
+        int rc = o->type->call(s, o, name, args, kwds, r);
+        if (rc != -ENOENT)
+            return rc;
+    }
+    r->kind = MGR_RETURN;
+    if (strcmp(name, "#GETVALUE") == 0) {
+        r->value = o->type->value(o);
+        return r->value ? 0 : -ENOMEM;
+    }
+    if (strcmp(name, "__repr__") == 0 || strcmp(name, "__str__") == 0) {
+        char *rep;
+        int rc = o->type->repr(o, &rep);
+        if (rc < 0)
+            return rc;
+        r->value = mproc_obj_str_c(rep);
+        free(rep);
+        return r->value ? 0 : -ENOMEM;
+    }
+    r->kind = MGR_TRACEBACK;
+    r->value = traceback("AttributeError: method '%s' of %s object is not in "
+                         "exposed",
+                         name, o->type->typeid);
+    return r->value ? 0 : -ENOMEM;
+}
+
+/* ---- connections ------------------------------------------------------------
+ */
+
+static void drop_client(mgr_server *s, size_t i)
+{
+    unsigned long serial = s->clients[i].serial;
+    mproc_conn_free(s->clients[i].c);
+    s->clients[i] = s->clients[--s->nclients];
+    for (mgr_wait **wp = &s->waits; *wp;) { /* its waiting call ends */
+        mgr_wait *w = *wp;
+        if (w->client == serial) {
+            *wp = w->next;
+            wait_free(w);
+        } else {
+            wp = &w->next;
+        }
+    }
+    for (size_t b = 0; b < s->nbuckets; b++) /* what it held is free */
+        for (mgr_obj *o = s->buckets[b]; o; o = o->next)
+            if (o->type->drop_client)
+                o->type->drop_client(o, serial);
+}
+
+/* Calls waiting calls again, oldest first, after something changed, and
+ * answers those that went through or whose time ran out; returns the ms
+ * until the next deadline (-1 none). */
+static int wake_waiters(mgr_server *s)
+{
+    bool progress = true;
+    double now = mproc_monotonic(), next = -1;
+    while (progress) {
+        progress = false;
+        next = -1;
+        for (mgr_wait **wp = &s->waits; *wp;) {
+            mgr_wait *w = *wp;
+            mgr_reply r = {MGR_RETURN, NULL, NULL, 0};
+            s->caller = w->client;
+            int rc = w->o->type->call(s, w->o, w->name, w->args, w->kwds, &r);
+            if (rc == 0 && r.kind == MGR_PARK && w->deadline >= 0 &&
+                w->deadline <= now)
+                rc = w->o->type->expire(w->o, w->name, &r);
+            if (rc == 0 && r.kind == MGR_PARK) {
+                if (w->deadline >= 0 && (next < 0 || w->deadline < next))
+                    next = w->deadline;
+                wp = &w->next;
+                continue;
+            }
+            if (rc < 0 && !r.value) {
+                r.kind = MGR_TRACEBACK;
+                r.value = traceback("MemoryError");
+            }
+            *wp = w->next;
+            wait_answer(s, w, &r);
+            wait_free(w);
+            progress = true;
+        }
+    }
+    if (next < 0)
+        return -1;
+    double ms = (next - now) * 1000 + 1;
+    return ms > 60000 ? 60000 : (int)ms;
+}
+
+static int add_client(mgr_server *s, mproc_conn *c)
+{
+    if (s->nclients == s->capclients) {
+        size_t cap = s->capclients ? s->capclients * 2 : 64;
+        client *p = realloc(s->clients, cap * sizeof *p);
+        if (!p) {
+            mproc_conn_free(c);
+            return -ENOMEM;
+        }
+        s->clients = p;
+        s->capclients = cap;
+    }
+    /* a client that stops reading its replies is dropped, not waited for */
+    mproc_conn_set_send_timeout(c, 5.0);
+    s->clients[s->nclients++] = (client){c, false, false, ++s->serials};
+    return 0;
+}
+
+/* Serves what client i sent. Returns 0 (keep it), 1 (drop it), 2 (stop
+ * the server). */
+static int serve_one(mgr_server *s, size_t i)
+{
+    client *cl = &s->clients[i];
+    void *buf;
+    size_t len;
+    int rc = mproc_conn_recv_bytes(cl->c, &buf, &len, s->max_request, 0);
+    if (rc == -ETIMEDOUT)
+        return 0; /* part of a message: the rest comes later */
+    if (rc < 0)
+        return 1;
+    mproc_obj *req = NULL;
+    char err[200];
+    rc = mproc_pickle_loads(buf, len, NULL, &req, err, sizeof err);
+    free(buf);
+    mgr_reply r = {MGR_RETURN, NULL, NULL, 0};
+    s->caller = cl->serial;
+    int verdict = cl->channel ? 0 : 1;
+    const char *name = NULL;
+    if (rc == 0 && mproc_obj_type_of(req) == MPROC_OBJ_TUPLE &&
+        mproc_obj_len(req) == 4)
+        name = mproc_obj_str_value(mproc_obj_item(req, 1), NULL);
+    const mproc_obj *args = name ? mproc_obj_item(req, 2) : NULL;
+    const mproc_obj *kwds = name ? mproc_obj_item(req, 3) : NULL;
+    if (rc == -ENOMEM) {
+        r.kind = MGR_TRACEBACK;
+        r.value = traceback("MemoryError");
+    } else if (rc < 0) {
+        r.kind = MGR_TRACEBACK;
+        r.value = traceback("UnpicklingError: %s", err);
+    } else if (!name || mproc_obj_type_of(args) != MPROC_OBJ_TUPLE ||
+               mproc_obj_type_of(kwds) != MPROC_OBJ_DICT) {
+        r.kind = MGR_TRACEBACK;
+        r.value = traceback("ValueError: a request is (ident, name, args, "
+                            "kwds)");
+    } else if (!cl->channel) {
+        rc = top_level(s, name, args, kwds, &r);
+        if (rc == 1) {
+            cl->channel = true;
+            verdict = 0;
+            r.value = mproc_obj_none();
+        } else if (rc == 2) {
+            send_reply(cl->c, "#RETURN", mproc_obj_none());
+            verdict = 2;
+        }
+    } else if (method(s, mproc_obj_item(req, 0), name, args, kwds, &r) < 0) {
+        mproc_obj_unref(r.value); /* answered as a MemoryError below */
+        r.value = NULL;
+        r.proxy = NULL;
+    } else if (r.kind == MGR_PARK) {
+        mgr_wait *w = calloc(1, sizeof *w);
+        if (w && (w->name = strdup(name)) != NULL) {
+            *w = (mgr_wait){cl->serial,
+                            lookup(s, mproc_obj_item(req, 0)),
+                            w->name,
+                            mproc_obj_ref((mproc_obj *)args),
+                            mproc_obj_ref((mproc_obj *)kwds),
+                            r.deadline,
+                            NULL};
+            mgr_wait **tail = &s->waits;
+            while (*tail)
+                tail = &(*tail)->next;
+            *tail = w;
+            cl->parked = true;
+            mproc_obj_unref(req);
+            return 0;
+        }
+        free(w);
+        r.kind = MGR_TRACEBACK; /* no memory to wait: a MemoryError */
+    }
+    if (!r.value && !(r.kind == MGR_PROXY && r.proxy)) {
+        r.kind = MGR_TRACEBACK; /* out of memory, or a failure unforeseen */
+        r.value = traceback("MemoryError");
+    }
+    mproc_obj_unref(req);
+    int sent = send_result(s, cl->c, &r);
+    if (sent < 0 && verdict == 0)
+        verdict = 1;
+    return verdict;
+}
+
+/* ---- handshakes ---------------------------------------------------------- */
+
+typedef struct hs_job {
+    mgr_server *s;
+    mproc_conn *c;
+} hs_job;
+
+static void *handshake(void *arg)
+{
+    hs_job *j = arg;
+    mgr_server *s = j->s;
+    int rc = mproc_listener_authenticate(s->l, j->c, s->hs_timeout);
+    pthread_mutex_lock(&s->mu);
+    if (rc == 0) {
+        if (s->nready == s->capready) {
+            size_t cap = s->capready ? s->capready * 2 : 16;
+            mproc_conn **p = realloc(s->ready, cap * sizeof(void *));
+            if (p) {
+                s->ready = p;
+                s->capready = cap;
+            }
+        }
+        if (s->nready < s->capready)
+            s->ready[s->nready++] = j->c;
+        else
+            mproc_conn_free(j->c);
+        ssize_t w = write(s->wake[1], "x", 1);
+        (void)w;
+    }
+    if (--s->handshakes == 0)
+        pthread_cond_broadcast(&s->idle);
+    pthread_mutex_unlock(&s->mu);
+    free(j);
+    return NULL;
+}
+
+static void accept_new(mgr_server *s)
+{
+    for (int k = 0; k < 64; k++) {
+        mproc_conn *c;
+        if (mproc_listener_accept_pending(s->l, &c, 0) < 0)
+            return;
+        hs_job *j = malloc(sizeof *j);
+        pthread_attr_t at;
+        pthread_t t;
+        bool ok = j && pthread_attr_init(&at) == 0;
+        if (ok) {
+            pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+            pthread_attr_setstacksize(&at, 128 * 1024);
+            *j = (hs_job){s, c};
+            pthread_mutex_lock(&s->mu);
+            s->handshakes++;
+            pthread_mutex_unlock(&s->mu);
+            if (pthread_create(&t, &at, handshake, j) != 0) {
+                pthread_mutex_lock(&s->mu);
+                s->handshakes--;
+                pthread_mutex_unlock(&s->mu);
+                ok = false;
+            }
+            pthread_attr_destroy(&at);
+        }
+        if (!ok) {
+            free(j);
+            mproc_conn_free(c); /* no thread for it: refused */
+        }
+    }
+}
+
+static void take_ready(mgr_server *s)
+{
+    char sink[64];
+    while (read(s->wake[0], sink, sizeof sink) > 0)
+        ;
+    pthread_mutex_lock(&s->mu);
+    mproc_conn **r = s->ready;
+    size_t n = s->nready;
+    s->ready = NULL;
+    s->nready = s->capready = 0;
+    pthread_mutex_unlock(&s->mu);
+    for (size_t i = 0; i < n; i++)
+        add_client(s, r[i]);
+    free(r);
+}
+
+/* ---- the address a Token carries ---------------------------------------- */
+
+static mproc_obj *token_address(const char *a)
+{
+    if (a[0] == '@') {
+        size_t n = strlen(a);
+        char *b = malloc(n);
+        if (!b)
+            return NULL;
+        b[0] = 0;
+        memcpy(b + 1, a + 1, n - 1);
+        mproc_obj *v = mproc_obj_bytes(b, n);
+        free(b);
+        return v;
+    }
+    const char *colon = strrchr(a, ':');
+    if (a[0] != '/' && colon && colon[1] >= '0' && colon[1] <= '9') {
+        const char *h = a;
+        size_t hn = (size_t)(colon - a);
+        if (a[0] == '[') {
+            h++;
+            hn -= 2;
+        }
+        return mproc_obj_tuple_of(2, mproc_obj_str(h, hn),
+                                  mproc_obj_int(strtol(colon + 1, NULL, 10)));
+    }
+    return mproc_obj_str_c(a);
+}
+
+static bool is_tcp(const char *a)
+{
+    if (!a || !*a || a[0] == '@' || a[0] == '/' || a[0] == '.')
+        return false;
+    if (strncmp(a, "unix:", 5) == 0)
+        return false;
+    return strchr(a, ':') != NULL;
+}
+
+/* ---- the loop ------------------------------------------------------------ */
+
+static void server_free(mgr_server *s)
+{
+    pthread_mutex_lock(&s->mu);
+    while (s->handshakes > 0)
+        pthread_cond_wait(&s->idle, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+    take_ready(s);
+    while (s->waits) {
+        mgr_wait *w = s->waits;
+        s->waits = w->next;
+        wait_free(w);
+    }
+    while (s->nclients)
+        drop_client(s, s->nclients - 1);
+    free(s->clients);
+    for (size_t i = 0; i < s->nbuckets; i++) {
+        for (mgr_obj *o = s->buckets[i], *next; o; o = next) {
+            next = o->next;
+            mproc__mgr_obj_clear(o);
+            free(o);
+        }
+    }
+    free(s->buckets);
+    mproc_listener_free(s->l);
+    mproc_obj_unref(s->address);
+    if (s->wake[0] >= 0) {
+        close(s->wake[0]);
+        close(s->wake[1]);
+    }
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->idle);
+}
+
+int mproc__mgr_run(const mgr_config *cfg,
+                   void (*listening)(void *ctx, int rc, const char *address),
+                   void *ctx, volatile int *stop, int wake_fd)
+{
+    mgr_server s = {0};
+    mproc_conn_opts co = cfg->opts.conn;
+    if (co.backlog <= 0)
+        co.backlog = MPROC_MANAGER_BACKLOG;
+    s.hs_timeout = co.timeout > 0   ? co.timeout
+                   : co.timeout < 0 ? -1
+                                    : MPROC_CONN_HANDSHAKE_TIMEOUT;
+    s.max_request = cfg->opts.max_request ? cfg->opts.max_request
+                                          : MPROC_MANAGER_MAX_REQUEST;
+    if (co.auth == MPROC_AUTH_NONE && is_tcp(cfg->address) &&
+        !cfg->opts.allow_tcp_without_authkey) {
+        listening(ctx, -EPERM, NULL);
+        return -EPERM;
+    }
+    if (pipe2(s.wake, O_CLOEXEC | O_NONBLOCK) < 0) {
+        int e = -errno;
+        listening(ctx, e, NULL);
+        return e;
+    }
+    pthread_mutex_init(&s.mu, NULL);
+    pthread_cond_init(&s.idle, NULL);
+    int rc = mproc_listener_new(&s.l, cfg->address, &co);
+    if (rc == 0) {
+        s.address = token_address(mproc_listener_address(s.l));
+        if (!s.address)
+            rc = -ENOMEM;
+    }
+    listening(ctx, rc, rc == 0 ? mproc_listener_address(s.l) : NULL);
+    if (rc < 0) {
+        server_free(&s);
+        return rc;
+    }
+    struct pollfd *pf = NULL;
+    size_t cap = 0;
+    int wait_ms = -1;
+    while (!s.stopping && !(stop && __atomic_load_n(stop, __ATOMIC_ACQUIRE))) {
+        size_t fixed = 4, n = fixed + s.nclients;
+        if (n > cap || !pf) {
+            size_t want = n < 64 ? 128 : n * 2;
+            struct pollfd *p = realloc(pf, want * sizeof *p);
+            if (!p) {
+                poll(NULL, 0, 10);
+                continue;
+            }
+            pf = p;
+            cap = want;
+        }
+        pf[0] = (struct pollfd){mproc_listener_fileno(s.l), POLLIN, 0};
+        pf[1] = (struct pollfd){s.wake[0], POLLIN, 0};
+        pf[2] = (struct pollfd){cfg->ctl_fd, POLLIN, 0};
+        pf[3] = (struct pollfd){wake_fd, POLLIN, 0};
+        for (size_t i = 0; i < s.nclients; i++)
+            pf[fixed + i] =
+                (struct pollfd){mproc_conn_fileno(s.clients[i].c),
+                                s.clients[i].parked ? POLLRDHUP : POLLIN, 0};
+        size_t nc = s.nclients;
+        if (poll(pf, n, wait_ms) < 0)
+            continue;
+        if (pf[2].revents || pf[3].revents)
+            break;
+        /* clients first, from the end so that dropping one (the last moves
+         * into its slot) leaves the ones still to visit in place */
+        for (size_t i = nc; i-- > 0;) {
+            if (!pf[fixed + i].revents)
+                continue;
+            int v = s.clients[i].parked ? 1 : serve_one(&s, i);
+            if (v == 1)
+                drop_client(&s, i);
+            else if (v == 2)
+                s.stopping = true;
+        }
+        wait_ms = wake_waiters(&s);
+        if (pf[1].revents)
+            take_ready(&s);
+        if (pf[0].revents)
+            accept_new(&s);
+    }
+    free(pf);
+    mproc_listener_close(s.l); /* no new clients while the rest goes */
+    server_free(&s);
+    return 0;
+}
+
+/* ---- fuzzing ---------------------------------------------------------------
+ */
+
+/* Serves the requests in data as one client would send them: chunks of
+ * [flags u8][length u16 big-endian][request bytes]; flags bit 0 makes the
+ * connection a method channel (as after accept_connection), bit 1 starts
+ * a new connection. Objects live across the chunks, named 1, 2, 3, ...
+ * so that requests can reach them. Replies are read and dropped. */
+int mproc__mgr_fuzz(const uint8_t *data, size_t n)
+{
+    mgr_server s = {0};
+    s.wake[0] = s.wake[1] = -1;
+    s.fuzz_ids = 1;
+    s.max_request = 1 << 16;
+    s.address = mproc_obj_str_c("/fuzz");
+    pthread_mutex_init(&s.mu, NULL);
+    pthread_cond_init(&s.idle, NULL);
+    mproc_conn *peer = NULL;
+    size_t pos = 0;
+    while (s.address && !s.stopping && pos + 3 <= n) {
+        unsigned flags = data[pos];
+        size_t len = (size_t)data[pos + 1] << 8 | data[pos + 2];
+        pos += 3;
+        if (len > n - pos)
+            len = n - pos;
+        if (!peer || (flags & 2)) {
+            while (s.nclients)
+                drop_client(&s, 0);
+            mproc_conn_free(peer);
+            mproc_conn *mine;
+            if (mproc_pipe(&mine, &peer, 1) < 0 || add_client(&s, mine) < 0)
+                break;
+        }
+        s.clients[0].channel = flags & 1;
+        mproc_conn_set_send_timeout(s.clients[0].c, 0);
+        if (mproc_conn_send_bytes(peer, data + pos, len) < 0)
+            break;
+        pos += len;
+        if (serve_one(&s, 0) == 1) {
+            drop_client(&s, 0);
+            mproc_conn_free(peer);
+            peer = NULL;
+        }
+        wake_waiters(&s);
+        while (peer && mproc_conn_poll(peer, 0) == 1) {
+            void *m;
+            size_t ml;
+            if (mproc_conn_recv_bytes(peer, &m, &ml, 0, 0) < 0)
+                break;
+            free(m);
+        }
+    }
+    mproc_conn_free(peer);
+    server_free(&s);
+    return 0;
+}

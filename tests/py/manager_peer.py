@@ -1,0 +1,250 @@
+"""A CPython manager client for test_manager.c.
+
+Usage: manager_peer.py ADDRESS KEYHEX SCENARIO
+
+ADDRESS is mproc's form: "host:port", "[v6]:port", "@abstract" or a path.
+Scenarios:
+  types     SyncManager.connect, then every type the server has, with
+            the values and exceptions a user relies on; exit 0 when all
+            hold (an AssertionError exits 1 and says what differed)
+  registered BaseManager with registered type ids (dict, list)
+  blocking  Queue, JoinableQueue, Lock, RLock, Semaphore, BoundedSemaphore,
+            Event: values, timeouts, exceptions, and a call blocked in one
+            thread while another thread is served
+  wrongkey  connect with KEYHEX and expect AuthenticationError quickly
+  append    appends 0..999 to the list whose ident is the 5th argument
+            (shared with a C process appending at the same time)
+  serve     a CPython SyncManager server on ADDRESS: prints its address
+            (mproc's form) and serves until killed
+Runs on CPython 3.6 to 3.13.
+"""
+import sys
+import time
+from multiprocessing import AuthenticationError
+from multiprocessing.managers import BaseManager, SyncManager, DictProxy
+from multiprocessing.managers import ListProxy
+
+
+def address(a):
+    if a.startswith('@'):
+        return '\0' + a[1:]
+    if a.startswith('[') and ']:' in a:
+        host, port = a[1:].rsplit(']:', 1)
+        return (host, int(port))
+    if ':' in a and not a.startswith('/'):
+        host, port = a.rsplit(':', 1)
+        return (host, int(port))
+    return a
+
+
+def check(got, want):
+    if got != want:
+        raise AssertionError('%r != %r' % (got, want))
+
+
+def raises(exc, fn, *args):
+    try:
+        fn(*args)
+    except exc as e:
+        return e
+    raise AssertionError('%s not raised' % exc.__name__)
+
+
+def types(addr, key):
+    m = SyncManager(address=addr, authkey=key)
+    m.connect()
+    d = m.dict()
+    d[1] = 1
+    check(str(d), '{1: 1}')
+    big = 2 ** 200 + 7
+    d['\u00e9t\u00e9 \U0001f600'] = b'\x00\xffbytes'
+    d[big] = [1, 2.5, None, (True, -big)]
+    check(len(d), 3)
+    check(d[big], [1, 2.5, None, (True, -big)])
+    check(d['\u00e9t\u00e9 \U0001f600'], b'\x00\xffbytes')
+    check(big in d, True)
+    check(d.get('missing', 'dflt'), 'dflt')
+    check(d.setdefault('s', 5), 5)
+    check(d.pop('s'), 5)
+    check(list(d.keys()), [1, '\u00e9t\u00e9 \U0001f600', big])
+    check([k for k in d], [1, '\u00e9t\u00e9 \U0001f600', big])
+    e = raises(KeyError, lambda: d['nope'])
+    check(e.args, ('nope',))
+    e = raises(TypeError, d.__setitem__, [1], 2)
+    check(str(e), "unhashable type: 'list'")
+    d.update({'x': 1}, y=2)
+    check(d.copy(), {1: 1, '\u00e9t\u00e9 \U0001f600': b'\x00\xffbytes',
+                     big: [1, 2.5, None, (True, -big)], 'x': 1, 'y': 2})
+    check(d.popitem(), ('y', 2))
+    d.clear()
+    check(len(d), 0)
+    e = raises(KeyError, d.popitem)
+
+    l = m.list(list(range(10)))
+    l.reverse()
+    check(str(l), '[9, 8, 7, 6, 5, 4, 3, 2, 1, 0]')
+    l.append('z')
+    check(l[-1], 'z')
+    l.remove('z')
+    l.sort()
+    check(l._getvalue(), list(range(10)))
+    l.insert(0, -1)
+    check(l.pop(0), -1)
+    check(l.index(3), 3)
+    check(l.count(3), 1)
+    l.extend([1, 1])
+    check(l.count(1), 3)
+    l += [7]
+    check(len(l), 13)
+    del l[12]
+    l[0] = 'zero'
+    check(l[0], 'zero')
+    e = raises(IndexError, lambda: l[100])
+    check(str(e), 'list index out of range')
+    e = raises(ValueError, l.remove, 'absent')
+    e = raises(TypeError, l.sort)  # 'zero' against ints
+
+    ns = m.Namespace(a=1)
+    ns.b = 'x'
+    check(ns.a, 1)
+    check(ns.b, 'x')
+    check(str(ns), "Namespace(a=1, b='x')")
+    raises(AttributeError, lambda: ns.c)
+    del ns.a
+    raises(AttributeError, lambda: ns.a)
+
+    v = m.Value('i', 3)
+    v.value += 4
+    check(v.value, 7)
+    check(str(v), "Value('i', 7)")
+
+    a = m.Array('i', list(range(10)))
+    for i in range(len(a)):
+        a[i] = a[i] * a[i]
+    check(str(a._getvalue()), 'array(\'i\', [0, 1, 4, 9, 16, 25, 36, 49, '
+                              '64, 81])')
+    raises(IndexError, lambda: a[10])
+    raises(OverflowError, a.__setitem__, 0, 2 ** 40)
+    fa = m.Array('d', [0.5, 1.5])
+    check(list(fa._getvalue()), [0.5, 1.5])
+    print('ok')
+
+
+def registered(addr, key):
+    class M(BaseManager):
+        pass
+    M.register('dict', proxytype=DictProxy)
+    M.register('list', proxytype=ListProxy)
+    m = M(address=addr, authkey=key)
+    m.connect()
+    d = m.dict({'a': 1})
+    l = m.list([1, 2])
+    d['b'] = 2
+    l.append(3)
+    check(d.copy(), {'a': 1, 'b': 2})
+    check(l._getvalue(), [1, 2, 3])
+    print('ok')
+
+
+def blocking(addr, key):
+    import queue
+    import threading
+    m = SyncManager(address=addr, authkey=key)
+    m.connect()
+    q = m.Queue()
+    q.put('\u00e9')
+    check(q.qsize(), 1)
+    check(q.get(), '\u00e9')
+    t0 = time.time()
+    raises(queue.Empty, q.get, True, 0.2)
+    check(time.time() - t0 >= 0.19, True)
+    raises(queue.Empty, q.get_nowait)
+    got = []
+    th = threading.Thread(target=lambda: got.append(q.get()))
+    th.start()
+    time.sleep(0.2)   # the thread's get waits on the server meanwhile
+    check(q.empty(), True)
+    q.put(2 ** 80)
+    th.join(10)
+    check(got, [2 ** 80])
+    q1 = m.Queue(1)
+    q1.put(1)
+    check(q1.full(), True)
+    raises(queue.Full, q1.put, 2, True, 0.1)
+    raises(queue.Full, q1.put_nowait, 2)
+    jq = m.JoinableQueue()
+    jq.put(1)
+    jq.get()
+    jq.task_done()
+    jq.join()
+    raises(ValueError, jq.task_done)
+
+    lock = m.Lock()
+    check(lock.acquire(), True)
+    check(lock.acquire(timeout=0.1), False)
+    check(lock.acquire(False), False)
+    lock.release()
+    raises(RuntimeError, lock.release)
+    with lock:
+        pass
+    rl = m.RLock()
+    rl.acquire()
+    rl.acquire()
+    rl.release()
+    rl.release()
+    raises(RuntimeError, rl.release)
+    sem = m.Semaphore(2)
+    sem.acquire()
+    sem.acquire()
+    check(sem.acquire(False), False)
+    sem.release()
+    bs = m.BoundedSemaphore(1)
+    raises(ValueError, bs.release)
+    ev = m.Event()
+    check(ev.is_set(), False)
+    check(ev.wait(0.1), False)
+    threading.Timer(0.2, ev.set).start()
+    check(ev.wait(10), True)
+    check(ev.is_set(), True)
+    print('ok')
+
+
+def append(addr, key):
+    from multiprocessing.managers import Token
+    m = SyncManager(address=addr, authkey=key)
+    m.connect()
+    tok = Token('list', addr, sys.argv[4])
+    l = ListProxy(tok, 'pickle', manager=m, authkey=key, incref=False)
+    for i in range(1000):
+        l.append(i)
+    print('ok')
+
+
+def wrongkey(addr, key):
+    m = SyncManager(address=addr, authkey=key)
+    t0 = time.time()
+    raises(AuthenticationError, m.connect)
+    check(time.time() - t0 < 5, True)
+    print('ok')
+
+
+def serve(addr, key):
+    m = SyncManager(address=addr, authkey=key)
+    server = m.get_server()
+    a = server.address
+    print('%s:%d' % a if isinstance(a, tuple) else a)
+    sys.stdout.flush()
+    server.serve_forever()
+
+
+def main():
+    addr = address(sys.argv[1])
+    key = bytes(bytearray.fromhex(sys.argv[2]))
+    {'types': types, 'registered': registered,
+     'wrongkey': wrongkey, 'serve': serve, 'blocking': blocking,
+     'append': append}[sys.argv[3]](addr, key)
+    sys.stdout.flush()
+
+
+if __name__ == '__main__':
+    main()
