@@ -34,9 +34,9 @@ static void drop_to(mproc_obj *c, mproc_obj **todo)
 
 /* ---- slabs ------------------------------------------------------------ */
 
-/* Where a str's or bytes' data starts: right after u.s.n (their u.s.cap,
- * a bytearray's, and the rest of the union are not there in a slab: a
- * short dict key takes 48 bytes instead of 80). */
+/* Where a str's or bytes' data starts in a slab: right after u.s.n (their
+ * u.s.cap, a bytearray's, and the rest of the union are not there: a
+ * short dict key takes 48 bytes instead of 80). Alone, after the object. */
 #define INLINE_DATA offsetof(mproc_obj, u.s.cap)
 
 #define SLAB_BYTES   ((size_t)64 << 10)
@@ -467,7 +467,8 @@ mproc_obj *mproc__slab_bytes(mproc__slab **slab, mproc_obj_type type,
                                          : carve(slab, type, n + 1);
     if (!o)
         return NULL;
-    o->u.s.p = (char *)o + INLINE_DATA;
+    /* Large data (malloc'ed alone) 16-byte aligned, for memcpy. */
+    o->u.s.p = o->in_slab ? (char *)o + INLINE_DATA : (char *)(o + 1);
     if (n)
         memcpy(o->u.s.p, p, n);
     o->u.s.p[n] = 0;

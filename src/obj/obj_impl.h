@@ -54,7 +54,8 @@ struct mproc_obj {
         struct {
             char *p; /* str: NUL-terminated; bytes inline */
             size_t n;
-            size_t cap; /* bytearray only: str and bytes data start here */
+            size_t cap; /* bytearray only: in a slab, str and bytes data
+                         * start here */
         } s;
         struct {
             mproc_obj **items;
