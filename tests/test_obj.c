@@ -1109,10 +1109,114 @@ static void test_cpython_property(void)
     printf("  %d values from %d interpreters\n", values, ran);
 }
 
+/* Ints up to 62 bits and a sign carry no memory of their own (tagged
+ * values): the same ints as any other, up to and across the boundary,
+ * and a decoded list of them costs only its slots. */
+static void test_small_ints(void)
+{
+    static const struct {
+        int64_t v;
+        const char *dec;
+        int64_t hash; /* CPython's hash() */
+        bool exact;   /* a double holds it */
+    } cases[] = {
+        {0, "0", 0, true},
+        {-1, "-1", -2, true},
+        {((int64_t)1 << 62) - 1, "4611686018427387903", 1, false},
+        {(int64_t)1 << 62, "4611686018427387904", 2, true},
+        {-((int64_t)1 << 62), "-4611686018427387904", -2, true},
+        {-((int64_t)1 << 62) - 1, "-4611686018427387905", -3, false},
+        {INT64_MAX, "9223372036854775807", 3, false},
+        {INT64_MIN, "-9223372036854775808", -4, true},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        int64_t v = cases[i].v, got;
+        unsigned char le[8];
+        for (int k = 0; k < 8; k++)
+            le[k] = (unsigned char)((uint64_t)v >> (8 * k));
+        /* One value made three ways: from int64, bytes and text. */
+        mproc_obj *forms[3] = {mproc_obj_int(v),
+                               mproc_obj_int_from_bytes(le, 8),
+                               mproc_obj_int_from_str(cases[i].dec)};
+        mproc_obj *d = mproc_obj_dict_new();
+        CHECK(d != NULL);
+        for (int f = 0; f < 3; f++) {
+            mproc_obj *o = forms[f];
+            CHECK(o != NULL);
+            CHECK_EQ(mproc_obj_type_of(o), MPROC_OBJ_INT);
+            CHECK_STR(mproc_obj_type_name(o), "int");
+            CHECK_EQ(mproc_obj_truth(o), v != 0);
+            CHECK_OK(mproc_obj_int_value(o, &got));
+            CHECK_EQ(got, v);
+            CHECK_OK(mproc_obj_hash(o, &got));
+            CHECK_EQ(got, cases[i].hash);
+            char *r = repr_of(o);
+            CHECK_STR(r, cases[i].dec);
+            free(r);
+            unsigned char b[16];
+            long nb = mproc_obj_int_bytes(o, b, sizeof b);
+            CHECK(nb >= 0 && nb <= 8);
+            CHECK(nb == 0 || memcmp(b, le, (size_t)nb) == 0);
+            double dv;
+            CHECK_OK(mproc_obj_float_value(o, &dv));
+            CHECK(dv == (double)v);
+            mproc_obj *fl = mproc_obj_float((double)v);
+            CHECK_EQ(mproc_obj_eq(o, fl), cases[i].exact);
+            mproc_obj_unref(fl);
+            for (int g = 0; g < 3; g++)
+                CHECK_EQ(mproc_obj_eq(o, forms[g]), 1);
+            /* Extra references are harmless, however many. */
+            for (int k = 0; k < 3; k++)
+                mproc_obj_ref(o);
+            for (int k = 0; k < 3; k++)
+                mproc_obj_unref(o);
+            void *pk;
+            size_t n;
+            for (int proto = 2; proto <= 5; proto++) {
+                CHECK_OK(mproc_pickle_dumps(o, proto, &pk, &n));
+                mproc_obj *back = NULL;
+                CHECK_OK(mproc_pickle_loads(pk, n, NULL, &back, NULL, 0));
+                CHECK_EQ(mproc_obj_eq(back, o), 1);
+                mproc_obj_unref(back);
+                free(pk);
+            }
+            /* The three forms are one dict key. */
+            CHECK_OK(mproc_obj_dict_set(d, mproc_obj_ref(o), mproc_obj_int(f)));
+        }
+        CHECK_EQ(mproc_obj_len(d), 1);
+        CHECK_OK(mproc_obj_int_value(mproc_obj_dict_get(d, forms[0]), &got));
+        CHECK_EQ(got, 2);
+        mproc_obj_unref(d);
+        for (int f = 0; f < 3; f++)
+            mproc_obj_unref(forms[f]);
+    }
+    /* A decoded list of 10^5 small ints costs its slots (16 bytes each
+     * counted), no object per int: it fits 2 MiB. */
+    mproc_obj *l = mproc_obj_list_new();
+    for (int i = 0; i < 100000; i++)
+        CHECK_OK(mproc_obj_list_append(l, mproc_obj_int(i * 7919 - 300000)));
+    void *pk;
+    size_t n;
+    CHECK_OK(mproc_pickle_dumps(l, 4, &pk, &n));
+    mproc_pickle_limits lim = {.max_bytes = 2 << 20};
+    mproc_obj *back = NULL;
+    char err[256];
+    CHECK_OK(mproc_pickle_loads(pk, n, &lim, &back, err, sizeof err));
+    CHECK_EQ(mproc_obj_eq(back, l), 1);
+    CHECK_EQ(mproc_obj_len(back), 100000);
+    int64_t v;
+    CHECK_OK(mproc_obj_int_value(mproc_obj_item(back, 99999), &v));
+    CHECK_EQ(v, 99999 * 7919 - 300000);
+    mproc_obj_unref(back);
+    mproc_obj_unref(l);
+    free(pk);
+}
+
 static const mproc_test tests[] = {
     {"scalars", test_scalars, 10},
     {"containers", test_containers, 10},
     {"hash_eq", test_hash_eq, 10},
+    {"small_ints", test_small_ints, 30},
     {"repr", test_repr, 10},
     {"deep", test_deep, 30},
     {"roundtrip", test_roundtrip, 20},

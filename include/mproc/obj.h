@@ -80,6 +80,10 @@ MPROC_API void mproc_obj_unref(mproc_obj *o);
 /* None, True and False never fail (static values; ref/unref are no-ops). */
 MPROC_API mproc_obj *mproc_obj_none(void);
 MPROC_API mproc_obj *mproc_obj_bool(bool v);
+/* An int. From -2**62 to 2**62 - 1 it never fails and, like None, needs
+ * no memory (ref/unref are no-ops; it is still dropped as any value);
+ * beyond, NULL when out of memory. Ask mproc_obj_eq, never ==, whether
+ * two values are equal. */
 MPROC_API mproc_obj *mproc_obj_int(int64_t v);
 /*
  * An int of any size from its two's-complement little-endian bytes

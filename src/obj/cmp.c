@@ -14,43 +14,47 @@
 
 static bool is_num(const mproc_obj *o)
 {
-    return o->type == MPROC_OBJ_BOOL || o->type == MPROC_OBJ_INT ||
-           o->type == MPROC_OBJ_FLOAT;
+    return mproc__type(o) == MPROC_OBJ_BOOL ||
+           mproc__type(o) == MPROC_OBJ_INT || mproc__type(o) == MPROC_OBJ_FLOAT;
 }
 
 static int num_eq(const mproc_obj *a, const mproc_obj *b)
 {
-    if (a->type == MPROC_OBJ_FLOAT && b->type == MPROC_OBJ_FLOAT)
+    if (mproc__type(a) == MPROC_OBJ_FLOAT && mproc__type(b) == MPROC_OBJ_FLOAT)
         return a->u.f == b->u.f;
-    if (b->type == MPROC_OBJ_FLOAT) {
+    if (mproc__type(b) == MPROC_OBJ_FLOAT) {
         const mproc_obj *t = a;
         a = b;
         b = t;
     }
-    if (a->type == MPROC_OBJ_FLOAT) {
-        if (b->type == MPROC_OBJ_BOOL)
+    if (mproc__type(a) == MPROC_OBJ_FLOAT) {
+        if (mproc__type(b) == MPROC_OBJ_BOOL)
             return a->u.f == (b->u.b ? 1.0 : 0.0);
         return mproc__int_eq_double(b, a->u.f);
     }
     /* ints and bools */
-    const unsigned char *ab = a->type == MPROC_OBJ_INT ? a->u.i.big : NULL;
-    const unsigned char *bb = b->type == MPROC_OBJ_INT ? b->u.i.big : NULL;
+    bool ai = mproc__type(a) == MPROC_OBJ_INT;
+    bool bi = mproc__type(b) == MPROC_OBJ_INT;
+    const unsigned char *ab = ai ? mproc__int_big(a) : NULL;
+    const unsigned char *bb = bi ? mproc__int_big(b) : NULL;
     if (ab || bb)
-        return ab && bb && a->u.i.nbig == b->u.i.nbig &&
-               memcmp(ab, bb, a->u.i.nbig) == 0;
-    int64_t x = a->type == MPROC_OBJ_BOOL ? a->u.b : a->u.i.v;
-    int64_t y = b->type == MPROC_OBJ_BOOL ? b->u.b : b->u.i.v;
+        return ab && bb && mproc__int_nbig(a) == mproc__int_nbig(b) &&
+               memcmp(ab, bb, mproc__int_nbig(a)) == 0;
+    int64_t x = ai ? mproc__int_v(a) : a->u.b;
+    int64_t y = bi ? mproc__int_v(b) : b->u.b;
     return x == y;
 }
 
 static bool is_bytes(const mproc_obj *o)
 {
-    return o->type == MPROC_OBJ_BYTES || o->type == MPROC_OBJ_BYTEARRAY;
+    return mproc__type(o) == MPROC_OBJ_BYTES ||
+           mproc__type(o) == MPROC_OBJ_BYTEARRAY;
 }
 
 static bool is_set(const mproc_obj *o)
 {
-    return o->type == MPROC_OBJ_SET || o->type == MPROC_OBJ_FROZENSET;
+    return mproc__type(o) == MPROC_OBJ_SET ||
+           mproc__type(o) == MPROC_OBJ_FROZENSET;
 }
 
 int mproc__obj_eq(const mproc_obj *a, const mproc_obj *b, int depth)
@@ -75,9 +79,9 @@ int mproc__obj_eq(const mproc_obj *a, const mproc_obj *b, int depth)
         }
         return 1;
     }
-    if (a->type != b->type)
+    if (mproc__type(a) != mproc__type(b))
         return 0;
-    switch ((mproc_obj_type)a->type) {
+    switch ((mproc_obj_type)mproc__type(a)) {
     case MPROC_OBJ_NONE:
         return 1;
     case MPROC_OBJ_STR:
@@ -140,16 +144,21 @@ int mproc_obj_eq(const mproc_obj *a, const mproc_obj *b)
 static uint64_t hash_key;
 static pthread_once_t hash_key_once = PTHREAD_ONCE_INIT;
 
+static bool hash_key_made; /* atomic: hash_key is set */
+
 static void make_hash_key(void)
 {
     if (mproc__random(&hash_key, sizeof hash_key) < 0)
         hash_key = (uint64_t)(uintptr_t)&hash_key * 0x9e3779b97f4a7c15ull;
+    __atomic_store_n(&hash_key_made, true, __ATOMIC_RELEASE);
 }
 
 static int64_t hash_bytes(const void *p, size_t n, uint64_t seed)
 {
     const unsigned char *s = p;
-    pthread_once(&hash_key_once, make_hash_key);
+    /* pthread_once only until the key is made (a call saved per hash). */
+    if (!__atomic_load_n(&hash_key_made, __ATOMIC_ACQUIRE))
+        pthread_once(&hash_key_once, make_hash_key);
     uint64_t h = (seed ^ hash_key) ^ (n * 0x9e3779b97f4a7c15ull);
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -158,8 +167,19 @@ static int64_t hash_bytes(const void *p, size_t n, uint64_t seed)
         h = (h ^ w) * 0xff51afd7ed558ccdull;
         h ^= h >> 29;
     }
+    /* The last 0 to 7 bytes (a memcpy of a variable length would be a
+     * call into libc for every short key): 4 to 7 as two 4-byte words that
+     * may overlap, fewer one by one. */
     uint64_t w = 0;
-    memcpy(&w, s + i, n - i);
+    if (n - i >= 4) {
+        uint32_t lo, hi;
+        memcpy(&lo, s + i, 4);
+        memcpy(&hi, s + n - 4, 4);
+        w = (uint64_t)hi << 32 | lo;
+    } else {
+        for (size_t k = n; k > i; k--)
+            w = w << 8 | s[k - 1];
+    }
     h = (h ^ w) * 0xc4ceb9fe1a85ec53ull;
     h ^= h >> 32;
     int64_t r = (int64_t)h;
@@ -179,7 +199,7 @@ int mproc__obj_hash(const mproc_obj *o, int64_t *out, int depth)
 {
     if (depth >= MPROC_OBJ_MAX_DEPTH)
         return -ELOOP;
-    switch ((mproc_obj_type)o->type) {
+    switch ((mproc_obj_type)mproc__type(o)) {
     case MPROC_OBJ_NONE:
         *out = 0xfca86420; /* CPython 3.12's */
         return 0;
@@ -187,8 +207,9 @@ int mproc__obj_hash(const mproc_obj *o, int64_t *out, int depth)
         *out = o->u.b;
         return 0;
     case MPROC_OBJ_INT:
-        *out = o->u.i.big ? mproc__hash_big(o->u.i.big, o->u.i.nbig)
-                          : mproc__hash_i64(o->u.i.v);
+        *out = mproc__int_big(o)
+                   ? mproc__hash_big(mproc__int_big(o), mproc__int_nbig(o))
+                   : mproc__hash_i64(mproc__int_v(o));
         return 0;
     case MPROC_OBJ_FLOAT:
         *out = mproc__hash_double(o->u.f);

@@ -75,26 +75,28 @@ int mproc__int_mag(const unsigned char *b, size_t n, uint32_t **magp,
 /* The magnitude of any int object (small ones too). */
 static int obj_mag(const mproc_obj *o, uint32_t **mag, size_t *n, bool *neg)
 {
-    if (o->u.i.big)
-        return mproc__int_mag(o->u.i.big, o->u.i.nbig, mag, n, neg);
+    if (mproc__int_big(o))
+        return mproc__int_mag(mproc__int_big(o), mproc__int_nbig(o), mag, n,
+                              neg);
     unsigned char b[8];
     for (int i = 0; i < 8; i++)
-        b[i] = (unsigned char)((uint64_t)o->u.i.v >> (8 * i));
+        b[i] = (unsigned char)((uint64_t)mproc__int_v(o) >> (8 * i));
     return mproc__int_mag(b, 8, mag, n, neg);
 }
 
 void mproc__int_decimal(const mproc_obj *o, mproc__buf *b)
 {
     char tmp[24];
-    if (!o->u.i.big) {
-        int k = snprintf(tmp, sizeof tmp, "%lld", (long long)o->u.i.v);
+    if (!mproc__int_big(o)) {
+        int k = snprintf(tmp, sizeof tmp, "%lld", (long long)mproc__int_v(o));
         mproc__buf_put(b, tmp, (size_t)k);
         return;
     }
     uint32_t *mag;
     size_t n;
     bool neg;
-    if (mproc__int_mag(o->u.i.big, o->u.i.nbig, &mag, &n, &neg) < 0) {
+    if (mproc__int_mag(mproc__int_big(o), mproc__int_nbig(o), &mag, &n, &neg) <
+        0) {
         b->oom = true;
         return;
     }
@@ -235,8 +237,8 @@ bool mproc__int_eq_double(const mproc_obj *o, double d)
 {
     if (!isfinite(d) || d != trunc(d))
         return false;
-    if (!o->u.i.big)
-        return d >= -TWO63 && d < TWO63 && (int64_t)d == o->u.i.v;
+    if (!mproc__int_big(o))
+        return d >= -TWO63 && d < TWO63 && (int64_t)d == mproc__int_v(o);
     if (d > -TWO63 && d < TWO63)
         return false; /* a big int is outside int64 */
     int e;
@@ -254,16 +256,17 @@ bool mproc__int_eq_double(const mproc_obj *o, double d)
         }
     mproc_obj *t = mproc__int_from_mag(mag, nl, d < 0);
     free(mag);
-    bool eq = t && t->u.i.big && t->u.i.nbig == o->u.i.nbig &&
-              memcmp(t->u.i.big, o->u.i.big, o->u.i.nbig) == 0;
+    bool eq =
+        t && mproc__int_big(t) && mproc__int_nbig(t) == mproc__int_nbig(o) &&
+        memcmp(mproc__int_big(t), mproc__int_big(o), mproc__int_nbig(o)) == 0;
     mproc_obj_unref(t);
     return eq;
 }
 
 int mproc__int_to_double(const mproc_obj *o, double *out)
 {
-    if (!o->u.i.big) {
-        *out = (double)o->u.i.v;
+    if (!mproc__int_big(o)) {
+        *out = (double)mproc__int_v(o);
         return 0;
     }
     uint32_t *mag;

@@ -11,17 +11,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-static mproc_obj none_obj = {.refs = MPROC__OBJ_STATIC, .type = MPROC_OBJ_NONE};
+static mproc_obj none_obj = {.refs = MPROC__OBJ_STATIC, .kind = MPROC_OBJ_NONE};
 static mproc_obj true_obj = {
-    .refs = MPROC__OBJ_STATIC, .type = MPROC_OBJ_BOOL, .u.b = true};
+    .refs = MPROC__OBJ_STATIC, .kind = MPROC_OBJ_BOOL, .u.b = true};
 static mproc_obj false_obj = {
-    .refs = MPROC__OBJ_STATIC, .type = MPROC_OBJ_BOOL, .u.b = false};
+    .refs = MPROC__OBJ_STATIC, .kind = MPROC_OBJ_BOOL, .u.b = false};
 
 /* Puts c on the list at *todo when its count reaches 0. A count of 1 is
  * ours alone (nobody else can add to it): no atomic operation needed. */
 static void drop_to(mproc_obj *c, mproc_obj **todo)
 {
-    if (!c)
+    if (!c || mproc__is_small(c))
         return;
     size_t refs = __atomic_load_n(&c->refs, __ATOMIC_ACQUIRE);
     if (refs == MPROC__OBJ_STATIC)
@@ -33,6 +33,11 @@ static void drop_to(mproc_obj *c, mproc_obj **todo)
 }
 
 /* ---- slabs ------------------------------------------------------------ */
+
+/* Where a str's or bytes' data starts in a slab: right after u.s.n (their
+ * u.s.cap, a bytearray's, and the rest of the union are not there: a
+ * short dict key takes 48 bytes instead of 80). Alone, after the object. */
+#define INLINE_DATA offsetof(mproc_obj, u.s.cap)
 
 #define SLAB_BYTES   ((size_t)64 << 10)
 #define SLAB_HEADER  ((sizeof(mproc__slab) + 15) & ~(size_t)15)
@@ -73,17 +78,21 @@ void mproc__slab_done(mproc__slab *s)
     slab_put(s, 1);
 }
 
-mproc_obj *mproc__slab_alloc(mproc__slab **sp, mproc_obj_type type,
-                             size_t extra)
+/* mproc__slab_alloc, inline where the type is known (the branches on it
+ * fold away). */
+static inline mproc_obj *carve(mproc__slab **sp, mproc_obj_type type,
+                               size_t extra)
 {
     if (!sp || extra > SLAB_MAX_OBJ)
         return mproc__obj_alloc(type, extra);
     /* Only the part of the union the type uses; str and bytes data follow
-     * the whole object (o + 1). */
+     * their u.s (INLINE_DATA). */
     size_t body = type == MPROC_OBJ_INT
-                      ? offsetof(mproc_obj, u) + sizeof(((mproc_obj *)0)->u.i)
+                      ? offsetof(mproc_obj, u) + sizeof(((mproc_obj *)0)->u.num)
                   : type == MPROC_OBJ_FLOAT
                       ? offsetof(mproc_obj, u) + sizeof(double)
+                  : type == MPROC_OBJ_STR || type == MPROC_OBJ_BYTES
+                      ? INLINE_DATA + extra
                       : sizeof(mproc_obj) + extra;
     size_t need = (body + 15) & ~(size_t)15;
     mproc__slab *s = *sp;
@@ -100,19 +109,27 @@ mproc_obj *mproc__slab_alloc(mproc__slab **sp, mproc_obj_type type,
     /* Fixed sizes: the compiler writes them out (no memset call). */
     memset(o, 0, offsetof(mproc_obj, u));
     if (type == MPROC_OBJ_INT)
-        memset(&o->u.i, 0, sizeof o->u.i);
+        memset(&o->u.num, 0, sizeof o->u.num);
     else if (type == MPROC_OBJ_FLOAT)
         o->u.f = 0;
+    else if (type == MPROC_OBJ_STR || type == MPROC_OBJ_BYTES)
+        memset(&o->u.s, 0, INLINE_DATA - offsetof(mproc_obj, u.s));
     else
         memset(&o->u, 0, sizeof o->u);
     o->refs = 1;
-    o->type = (uint8_t)type;
+    o->kind = (uint8_t)type;
     o->in_slab = 1;
     o->height = (uint32_t)s->used;
     s->used += need;
     /* Not yet seen by another thread: the filler counts plainly. */
     s->live++;
     return o;
+}
+
+mproc_obj *mproc__slab_alloc(mproc__slab **sp, mproc_obj_type type,
+                             size_t extra)
+{
+    return carve(sp, type, extra);
 }
 
 /* Frees dropped values, a block's worth of slab values at once. */
@@ -140,10 +157,12 @@ static void free_one(freer *f, mproc_obj *c)
  * bytes) is freed at once; others go on the list. */
 static void drop_leaf_or_to(mproc_obj *c, mproc_obj **todo, freer *f)
 {
-    if (c && c->type >= MPROC_OBJ_INT && c->type <= MPROC_OBJ_BYTES &&
+    if (!c || mproc__is_small(c))
+        return;
+    if (c->kind >= MPROC_OBJ_INT && c->kind <= MPROC_OBJ_BYTES &&
         __atomic_load_n(&c->refs, __ATOMIC_ACQUIRE) == 1) {
-        if (c->type == MPROC_OBJ_INT)
-            free(c->u.i.big);
+        if (c->kind == MPROC_OBJ_INT)
+            free(c->u.num.big);
         free_one(f, c);
         return;
     }
@@ -152,9 +171,9 @@ static void drop_leaf_or_to(mproc_obj *c, mproc_obj **todo, freer *f)
 
 static void release_contents(mproc_obj *o, mproc_obj **todo, freer *f)
 {
-    switch ((mproc_obj_type)o->type) {
+    switch ((mproc_obj_type)mproc__type(o)) {
     case MPROC_OBJ_INT:
-        free(o->u.i.big);
+        free(o->u.num.big);
         break;
     case MPROC_OBJ_BYTEARRAY:
         free(o->u.s.p);
@@ -207,13 +226,14 @@ mproc_obj *mproc__obj_alloc(mproc_obj_type type, size_t extra)
         return NULL;
     memset(o, 0, sizeof *o);
     o->refs = 1;
-    o->type = (uint8_t)type;
+    o->kind = (uint8_t)type;
     return o;
 }
 
 mproc_obj *mproc_obj_ref(mproc_obj *o)
 {
-    if (o && __atomic_load_n(&o->refs, __ATOMIC_RELAXED) != MPROC__OBJ_STATIC)
+    if (o && !mproc__is_small(o) &&
+        __atomic_load_n(&o->refs, __ATOMIC_RELAXED) != MPROC__OBJ_STATIC)
         __atomic_add_fetch(&o->refs, 1, __ATOMIC_RELAXED);
     return o;
 }
@@ -231,10 +251,10 @@ void mproc__obj_clear(mproc_obj *o)
     freer f = {NULL, 0};
     release_contents(o, &todo, &f);
     slab_put(f.slab, f.n);
-    switch ((mproc_obj_type)o->type) {
+    switch ((mproc_obj_type)mproc__type(o)) {
     case MPROC_OBJ_INT:
-        o->u.i.big = NULL;
-        o->u.i.nbig = 0;
+        o->u.num.big = NULL;
+        o->u.num.nbig = 0;
         break;
     case MPROC_OBJ_BYTEARRAY:
         memset(&o->u.s, 0, sizeof o->u.s);
@@ -269,12 +289,19 @@ mproc_obj *mproc_obj_bool(bool v)
     return v ? &true_obj : &false_obj;
 }
 
-mproc_obj *mproc_obj_int(int64_t v)
+mproc_obj *mproc__int_new(int64_t v)
 {
+    if (v >= MPROC__SMALL_MIN && v <= MPROC__SMALL_MAX)
+        return mproc__small(v);
     mproc_obj *o = mproc__obj_alloc(MPROC_OBJ_INT, 0);
     if (o)
-        o->u.i.v = v;
+        o->u.num.v = v;
     return o;
+}
+
+mproc_obj *mproc_obj_int(int64_t v)
+{
+    return mproc__int_new(v);
 }
 
 mproc_obj *mproc_obj_int_from_bytes(const void *b, size_t n)
@@ -301,14 +328,14 @@ mproc_obj *mproc_obj_int_from_bytes(const void *b, size_t n)
     mproc_obj *o = mproc__obj_alloc(MPROC_OBJ_INT, 0);
     if (!o)
         return NULL;
-    o->u.i.big = malloc(n);
-    if (!o->u.i.big) {
+    o->u.num.big = malloc(n);
+    if (!o->u.num.big) {
         free(o);
         return NULL;
     }
-    memcpy(o->u.i.big, p, n);
-    o->u.i.nbig = n;
-    o->u.i.v = neg ? -1 : 1;
+    memcpy(o->u.num.big, p, n);
+    o->u.num.nbig = n;
+    o->u.num.v = neg ? -1 : 1;
     return o;
 }
 
@@ -328,6 +355,14 @@ static mproc_obj *inline_bytes(mproc_obj_type type, const void *b, size_t n)
 
 int mproc__utf8_check(const unsigned char *s, size_t n)
 {
+    if (n < 8) {
+        /* Short ASCII (most dict keys): one test for all of it. */
+        unsigned acc = 0;
+        for (size_t k = 0; k < n; k++)
+            acc |= s[k];
+        if (acc < 0x80)
+            return 0;
+    }
     size_t i = 0;
     while (i < n) {
         /* Eight ASCII bytes at a time. */
@@ -428,10 +463,12 @@ mproc_obj *mproc__slab_bytes(mproc__slab **slab, mproc_obj_type type,
 {
     if (n == SIZE_MAX)
         return NULL;
-    mproc_obj *o = mproc__slab_alloc(slab, type, n + 1);
+    mproc_obj *o = type == MPROC_OBJ_STR ? carve(slab, MPROC_OBJ_STR, n + 1)
+                                         : carve(slab, type, n + 1);
     if (!o)
         return NULL;
-    o->u.s.p = (char *)(o + 1);
+    /* Large data (malloc'ed alone) 16-byte aligned, for memcpy. */
+    o->u.s.p = o->in_slab ? (char *)o + INLINE_DATA : (char *)(o + 1);
     if (n)
         memcpy(o->u.s.p, p, n);
     o->u.s.p[n] = 0;
@@ -477,7 +514,7 @@ mproc_obj *mproc_obj_bytearray(const void *b, size_t n)
 
 int mproc_obj_bytearray_extend(mproc_obj *o, const void *p, size_t n)
 {
-    if (!o || o->type != MPROC_OBJ_BYTEARRAY || (!p && n))
+    if (!o || mproc__type(o) != MPROC_OBJ_BYTEARRAY || (!p && n))
         return -EINVAL;
     if (n > SIZE_MAX / 2 - o->u.s.n)
         return -ENOMEM;
@@ -570,7 +607,7 @@ mproc_obj *mproc_obj_tuple_of(size_t n, ...)
 
 int mproc_obj_tuple_set(mproc_obj *t, size_t i, mproc_obj *item)
 {
-    if (!t || t->type != MPROC_OBJ_TUPLE || i >= t->u.seq.n) {
+    if (!t || mproc__type(t) != MPROC_OBJ_TUPLE || i >= t->u.seq.n) {
         mproc_obj_unref(item);
         return -EINVAL;
     }
@@ -588,7 +625,7 @@ mproc_obj *mproc_obj_list_new(void)
 
 int mproc_obj_list_append(mproc_obj *l, mproc_obj *item)
 {
-    if (!l || l->type != MPROC_OBJ_LIST) {
+    if (!l || mproc__type(l) != MPROC_OBJ_LIST) {
         mproc_obj_unref(item);
         return -EINVAL;
     }
@@ -604,7 +641,7 @@ int mproc_obj_list_append(mproc_obj *l, mproc_obj *item)
 
 int mproc_obj_list_set(mproc_obj *l, size_t i, mproc_obj *item)
 {
-    if (!l || l->type != MPROC_OBJ_LIST || i >= l->u.seq.n) {
+    if (!l || mproc__type(l) != MPROC_OBJ_LIST || i >= l->u.seq.n) {
         mproc_obj_unref(item);
         return -EINVAL;
     }
@@ -665,8 +702,10 @@ static int reindex(mproc__table *t, size_t slots)
     return 0;
 }
 
-long mproc__table_find(const mproc__table *t, const mproc_obj *key,
-                       int64_t hash, int depth)
+/* mproc__table_find, and where an absent key's probe ended in *empty
+ * (the slot to put it in while the index is not rebuilt). */
+static long find_at(const mproc__table *t, const mproc_obj *key, int64_t hash,
+                    int depth, size_t *empty)
 {
     if (!t->idx) {
         for (size_t i = 0; i < t->n; i++) {
@@ -683,8 +722,10 @@ long mproc__table_find(const mproc__table *t, const mproc_obj *key,
     }
     for (size_t s = slot_of(hash, t->mask);; s = (s + 1) & t->mask) {
         uint32_t k = t->idx[s];
-        if (!k)
+        if (!k) {
+            *empty = s;
             return -1;
+        }
         const mproc__entry *e = &t->e[k - 1];
         if (e->hash != hash)
             continue;
@@ -696,6 +737,13 @@ long mproc__table_find(const mproc__table *t, const mproc_obj *key,
     }
 }
 
+long mproc__table_find(const mproc__table *t, const mproc_obj *key,
+                       int64_t hash, int depth)
+{
+    size_t empty;
+    return find_at(t, key, hash, depth, &empty);
+}
+
 int mproc__table_reserve(mproc__table *t, size_t more)
 {
     if (more >= UINT32_MAX - 1 - t->n)
@@ -704,10 +752,13 @@ int mproc__table_reserve(mproc__table *t, size_t more)
     int r = need > t->cap ? MPROC__GROW(t->e, t->cap, need) : 0;
     if (r == 0 && (t->idx || need > SCAN_MAX) &&
         need * 3 > (t->idx ? t->mask + 1 : 0) * 2) {
+        /* At most 2/3 full: growing one at a time, that doubles the
+         * index each time; a batch (a pickle's SETITEMS) gets what it
+         * needs, no more (a smaller index is fewer cache misses). */
         size_t slots = 16;
         while (slots * 2 < need * 3)
             slots *= 2;
-        r = reindex(t, slots * 2);
+        r = reindex(t, slots);
     }
     return r;
 }
@@ -715,7 +766,8 @@ int mproc__table_reserve(mproc__table *t, size_t more)
 int mproc__table_put(mproc__table *t, mproc_obj *key, mproc_obj *value,
                      int64_t hash, int depth)
 {
-    long at = mproc__table_find(t, key, hash, depth);
+    size_t slot = 0;
+    long at = find_at(t, key, hash, depth, &slot);
     if (at >= 0) {
         mproc_obj_unref(key);
         mproc_obj *old = t->e[at].value;
@@ -723,7 +775,10 @@ int mproc__table_put(mproc__table *t, mproc_obj *key, mproc_obj *value,
         mproc_obj_unref(old);
         return 0;
     }
-    int r = at == -1 ? mproc__table_reserve(t, 1) : (int)at;
+    /* Room without growing (mproc__table_reserve would change nothing):
+     * the probe's empty slot is where the key goes. */
+    bool room = t->idx && t->n < t->cap && (t->n + 1) * 3 <= (t->mask + 1) * 2;
+    int r = at != -1 ? (int)at : room ? 0 : mproc__table_reserve(t, 1);
     if (r < 0) {
         mproc_obj_unref(key);
         mproc_obj_unref(value);
@@ -731,7 +786,9 @@ int mproc__table_put(mproc__table *t, mproc_obj *key, mproc_obj *value,
     }
     size_t i = t->n++;
     t->e[i] = (mproc__entry){key, value, hash};
-    if (t->idx) {
+    if (room) {
+        t->idx[slot] = (uint32_t)(i + 1);
+    } else if (t->idx) {
         size_t s = slot_of(hash, t->mask);
         while (t->idx[s])
             s = (s + 1) & t->mask;
@@ -742,15 +799,16 @@ int mproc__table_put(mproc__table *t, mproc_obj *key, mproc_obj *value,
 
 static bool is_table(const mproc_obj *o)
 {
-    return o && (o->type == MPROC_OBJ_DICT || o->type == MPROC_OBJ_SET ||
-                 o->type == MPROC_OBJ_FROZENSET);
+    return o && (mproc__type(o) == MPROC_OBJ_DICT ||
+                 mproc__type(o) == MPROC_OBJ_SET ||
+                 mproc__type(o) == MPROC_OBJ_FROZENSET);
 }
 
 int mproc_obj_dict_set(mproc_obj *d, mproc_obj *key, mproc_obj *value)
 {
-    int r = !d || d->type != MPROC_OBJ_DICT ? -EINVAL
-            : !key || !value                ? -ENOMEM
-                                            : 0;
+    int r = !d || mproc__type(d) != MPROC_OBJ_DICT ? -EINVAL
+            : !key || !value                       ? -ENOMEM
+                                                   : 0;
     int64_t h = 0;
     if (r == 0)
         r = mproc__obj_hash(key, &h, 0);
@@ -774,7 +832,8 @@ int mproc__set_put(mproc__table *t, mproc_obj *item, int64_t hash)
 
 int mproc_obj_set_add(mproc_obj *s, mproc_obj *item)
 {
-    int r = !s || (s->type != MPROC_OBJ_SET && s->type != MPROC_OBJ_FROZENSET)
+    int r = !s || (mproc__type(s) != MPROC_OBJ_SET &&
+                   mproc__type(s) != MPROC_OBJ_FROZENSET)
                 ? -EINVAL
             : !item ? -ENOMEM
                     : 0;
@@ -790,7 +849,7 @@ int mproc_obj_set_add(mproc_obj *s, mproc_obj *item)
 
 int mproc_obj_dict_del(mproc_obj *d, const mproc_obj *key)
 {
-    if (!d || d->type != MPROC_OBJ_DICT || !key)
+    if (!d || mproc__type(d) != MPROC_OBJ_DICT || !key)
         return -EINVAL;
     int64_t h;
     int r = mproc__obj_hash(key, &h, 0);
@@ -828,7 +887,7 @@ mproc_obj *mproc_obj_reduce(const char *module, const char *name,
 {
     mproc_obj *o = NULL;
     char *m = copy_name(module), *nm = copy_name(name);
-    if (m && nm && (!args || args->type == MPROC_OBJ_TUPLE))
+    if (m && nm && (!args || mproc__type(args) == MPROC_OBJ_TUPLE))
         o = mproc__obj_alloc(MPROC_OBJ_REDUCE, 0);
     if (!o) {
         free(m);
@@ -932,7 +991,7 @@ bool mproc__is_exception_name(const char *name)
 
 mproc_obj_type mproc_obj_type_of(const mproc_obj *o)
 {
-    return o ? (mproc_obj_type)o->type : MPROC_OBJ_NONE;
+    return o ? (mproc_obj_type)mproc__type(o) : MPROC_OBJ_NONE;
 }
 
 const char *mproc_obj_type_name(const mproc_obj *o)
@@ -940,7 +999,7 @@ const char *mproc_obj_type_name(const mproc_obj *o)
     static const char *const names[] = {
         "NoneType",  "bool",  "int",  "float", "str", "bytes",
         "bytearray", "tuple", "list", "dict",  "set", "frozenset"};
-    if (o && o->type == MPROC_OBJ_REDUCE)
+    if (o && mproc__type(o) == MPROC_OBJ_REDUCE)
         return o->u.red.name;
     return names[mproc_obj_type_of(o)];
 }
@@ -953,7 +1012,7 @@ bool mproc_obj_truth(const mproc_obj *o)
     case MPROC_OBJ_BOOL:
         return o->u.b;
     case MPROC_OBJ_INT:
-        return o->u.i.big || o->u.i.v != 0;
+        return mproc__int_big(o) || mproc__int_v(o) != 0;
     case MPROC_OBJ_FLOAT:
         return o->u.f != 0.0;
     case MPROC_OBJ_REDUCE:
@@ -967,27 +1026,28 @@ int mproc_obj_int_value(const mproc_obj *o, int64_t *out)
 {
     if (!o || !out)
         return o ? -EINVAL : MPROC_ETYPE;
-    if (o->type == MPROC_OBJ_BOOL) {
+    if (mproc__type(o) == MPROC_OBJ_BOOL) {
         *out = o->u.b;
         return 0;
     }
-    if (o->type != MPROC_OBJ_INT)
+    if (mproc__type(o) != MPROC_OBJ_INT)
         return MPROC_ETYPE;
-    if (o->u.i.big)
+    if (mproc__int_big(o))
         return -ERANGE;
-    *out = o->u.i.v;
+    *out = mproc__int_v(o);
     return 0;
 }
 
 long mproc_obj_int_bytes(const mproc_obj *o, void *buf, size_t cap)
 {
     int64_t v = 0;
-    if (!o || (o->type != MPROC_OBJ_INT && o->type != MPROC_OBJ_BOOL))
+    if (!o ||
+        (mproc__type(o) != MPROC_OBJ_INT && mproc__type(o) != MPROC_OBJ_BOOL))
         return MPROC_ETYPE;
-    if (o->type == MPROC_OBJ_INT && o->u.i.big) {
-        if (buf && cap >= o->u.i.nbig)
-            memcpy(buf, o->u.i.big, o->u.i.nbig);
-        return (long)o->u.i.nbig;
+    if (mproc__type(o) == MPROC_OBJ_INT && mproc__int_big(o)) {
+        if (buf && cap >= mproc__int_nbig(o))
+            memcpy(buf, mproc__int_big(o), mproc__int_nbig(o));
+        return (long)mproc__int_nbig(o);
     }
     (void)mproc_obj_int_value(o, &v);
     unsigned char b[8];
@@ -1025,7 +1085,7 @@ int mproc_obj_float_value(const mproc_obj *o, double *out)
 
 const char *mproc_obj_str_value(const mproc_obj *o, size_t *len)
 {
-    if (!o || o->type != MPROC_OBJ_STR)
+    if (!o || mproc__type(o) != MPROC_OBJ_STR)
         return NULL;
     if (len)
         *len = o->u.s.n;
@@ -1034,7 +1094,8 @@ const char *mproc_obj_str_value(const mproc_obj *o, size_t *len)
 
 const unsigned char *mproc_obj_bytes_value(const mproc_obj *o, size_t *len)
 {
-    if (!o || (o->type != MPROC_OBJ_BYTES && o->type != MPROC_OBJ_BYTEARRAY))
+    if (!o || (mproc__type(o) != MPROC_OBJ_BYTES &&
+               mproc__type(o) != MPROC_OBJ_BYTEARRAY))
         return NULL;
     if (len)
         *len = o->u.s.n;
@@ -1077,7 +1138,7 @@ mproc_obj *mproc_obj_item(const mproc_obj *o, size_t i)
 int mproc_obj_dict_item(const mproc_obj *d, size_t i, mproc_obj **key,
                         mproc_obj **value)
 {
-    if (!d || d->type != MPROC_OBJ_DICT || i >= d->u.t.n)
+    if (!d || mproc__type(d) != MPROC_OBJ_DICT || i >= d->u.t.n)
         return -EINVAL;
     if (key)
         *key = d->u.t.e[i].key;
@@ -1100,7 +1161,7 @@ int mproc_obj_contains(const mproc_obj *s, const mproc_obj *item)
 
 mproc_obj *mproc_obj_dict_get(const mproc_obj *d, const mproc_obj *key)
 {
-    if (!d || d->type != MPROC_OBJ_DICT || !key)
+    if (!d || mproc__type(d) != MPROC_OBJ_DICT || !key)
         return NULL;
     int64_t h;
     if (mproc__obj_hash(key, &h, 0) < 0)
@@ -1111,10 +1172,10 @@ mproc_obj *mproc_obj_dict_get(const mproc_obj *d, const mproc_obj *key)
 
 mproc_obj *mproc_obj_dict_get_str(const mproc_obj *d, const char *key)
 {
-    if (!d || d->type != MPROC_OBJ_DICT || !key)
+    if (!d || mproc__type(d) != MPROC_OBJ_DICT || !key)
         return NULL;
     /* A key on the stack, never escaping this call. */
-    mproc_obj k = {.refs = MPROC__OBJ_STATIC, .type = MPROC_OBJ_STR};
+    mproc_obj k = {.refs = MPROC__OBJ_STATIC, .kind = MPROC_OBJ_STR};
     k.u.s.p = (char *)key;
     k.u.s.n = strlen(key);
     return mproc_obj_dict_get(d, &k);
@@ -1122,32 +1183,32 @@ mproc_obj *mproc_obj_dict_get_str(const mproc_obj *d, const char *key)
 
 const char *mproc_obj_reduce_module(const mproc_obj *o)
 {
-    return o && o->type == MPROC_OBJ_REDUCE ? o->u.red.module : NULL;
+    return o && mproc__type(o) == MPROC_OBJ_REDUCE ? o->u.red.module : NULL;
 }
 
 const char *mproc_obj_reduce_name(const mproc_obj *o)
 {
-    return o && o->type == MPROC_OBJ_REDUCE ? o->u.red.name : NULL;
+    return o && mproc__type(o) == MPROC_OBJ_REDUCE ? o->u.red.name : NULL;
 }
 
 mproc_obj *mproc_obj_reduce_args(const mproc_obj *o)
 {
-    return o && o->type == MPROC_OBJ_REDUCE ? o->u.red.args : NULL;
+    return o && mproc__type(o) == MPROC_OBJ_REDUCE ? o->u.red.args : NULL;
 }
 
 mproc_obj *mproc_obj_reduce_state(const mproc_obj *o)
 {
-    return o && o->type == MPROC_OBJ_REDUCE ? o->u.red.state : NULL;
+    return o && mproc__type(o) == MPROC_OBJ_REDUCE ? o->u.red.state : NULL;
 }
 
 bool mproc_obj_reduce_newobj(const mproc_obj *o)
 {
-    return o && o->type == MPROC_OBJ_REDUCE && o->newobj;
+    return o && mproc__type(o) == MPROC_OBJ_REDUCE && o->newobj;
 }
 
 int mproc_obj_is_exception(const mproc_obj *o)
 {
-    return o && o->type == MPROC_OBJ_REDUCE && o->u.red.args &&
+    return o && mproc__type(o) == MPROC_OBJ_REDUCE && o->u.red.args &&
            strcmp(o->u.red.module, "builtins") == 0 &&
            mproc__is_exception_name(o->u.red.name);
 }

@@ -28,9 +28,16 @@ typedef struct mproc__table {
     size_t mask;
 } mproc__table;
 
+/*
+ * A value is a pointer to this struct, or, for an int in SMALL_MIN ..
+ * SMALL_MAX, a tagged pointer: the int itself shifted left by one with the
+ * low bit set (no memory behind it, like None, True and False nothing to
+ * count or free). Only the helpers below read a value's type and int:
+ * mproc__type(o), never o->kind.
+ */
 struct mproc_obj {
-    size_t refs; /* atomic; SIZE_MAX: static, never freed */
-    uint8_t type;
+    size_t refs;     /* atomic; SIZE_MAX: static, never freed */
+    uint8_t kind;    /* the type; read through mproc__type() */
     uint8_t newobj;  /* reduce values */
     uint8_t mark;    /* pickle_load's cycle walk */
     uint8_t in_slab; /* allocated in a slab (below), at offset height */
@@ -42,11 +49,13 @@ struct mproc_obj {
             int64_t v;
             unsigned char *big; /* NULL when v holds it */
             size_t nbig;
-        } i;
+        } num; /* an int not small enough to be tagged */
         double f;
         struct {
             char *p; /* str: NUL-terminated; bytes inline */
-            size_t n, cap;
+            size_t n;
+            size_t cap; /* bytearray only: in a slab, str and bytes data
+                         * start here */
         } s;
         struct {
             mproc_obj **items;
@@ -61,6 +70,50 @@ struct mproc_obj {
 };
 
 #define MPROC__OBJ_STATIC SIZE_MAX
+
+/* Ints a tagged pointer holds: 62 bits and a sign. */
+#define MPROC__SMALL_MAX (((int64_t)1 << 62) - 1)
+#define MPROC__SMALL_MIN (-((int64_t)1 << 62))
+
+static inline bool mproc__is_small(const mproc_obj *o)
+{
+    return ((uintptr_t)o & 1) != 0;
+}
+
+/* The int v as a tagged pointer; v within SMALL_MIN .. SMALL_MAX. */
+static inline mproc_obj *mproc__small(int64_t v)
+{
+    return (mproc_obj *)(((uintptr_t)(uint64_t)v << 1) | 1);
+}
+
+/* The type of a value (not NULL). */
+static inline mproc_obj_type mproc__type(const mproc_obj *o)
+{
+    return mproc__is_small(o) ? MPROC_OBJ_INT : (mproc_obj_type)o->kind;
+}
+
+/* An int's value when it fits int64 (its big bytes NULL), either form. */
+static inline int64_t mproc__int_v(const mproc_obj *o)
+{
+    /* An arithmetic shift of the signed pointer bits undoes the tag. */
+    return mproc__is_small(o) ? (int64_t)(intptr_t)o >> 1 : o->u.num.v;
+}
+
+/* An int's two's-complement bytes beyond int64, NULL when it fits. */
+static inline const unsigned char *mproc__int_big(const mproc_obj *o)
+{
+    return mproc__is_small(o) ? NULL : o->u.num.big;
+}
+
+/* How many bytes mproc__int_big holds (0 when it is NULL). */
+static inline size_t mproc__int_nbig(const mproc_obj *o)
+{
+    return mproc__is_small(o) ? 0 : o->u.num.nbig;
+}
+
+/* An int value of v: tagged when it fits, else an object (NULL when out
+ * of memory). */
+mproc_obj *mproc__int_new(int64_t v);
 
 /* ---- obj.c ----------------------------------------------------------- */
 

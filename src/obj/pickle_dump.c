@@ -163,11 +163,11 @@ static int dump(dumper *d, const mproc_obj *o, int depth);
  * dump_small_int writes for it, without a bounds check per byte). */
 static bool dump_fast_int(mproc__buf *b, const mproc_obj *o)
 {
-    if (o->type != MPROC_OBJ_INT || o->u.i.big || o->u.i.v < 0 ||
-        o->u.i.v > 65535 || !room(b, 3))
+    if (mproc__type(o) != MPROC_OBJ_INT || mproc__int_big(o) ||
+        mproc__int_v(o) < 0 || mproc__int_v(o) > 65535 || !room(b, 3))
         return false;
     unsigned char *p = b->p + b->len;
-    unsigned v = (unsigned)o->u.i.v;
+    unsigned v = (unsigned)mproc__int_v(o);
     if (v < 256) {
         p[0] = 'K';
         p[1] = (unsigned char)v;
@@ -257,7 +257,7 @@ static int dump_dict(dumper *d, const mproc_obj *o, int depth)
 static int dump_set(dumper *d, const mproc_obj *o, int depth)
 {
     const mproc__table *t = &o->u.t;
-    bool frozen = o->type == MPROC_OBJ_FROZENSET;
+    bool frozen = mproc__type(o) == MPROC_OBJ_FROZENSET;
     if (d->proto >= 4 && frozen) {
         op(d->b, '(');
         int r = dump_table_keys(d, t, 0, t->n, depth);
@@ -284,20 +284,20 @@ static int dump_bytes(dumper *d, const mproc_obj *o)
     mproc__buf *b = d->b;
     const unsigned char *p = (const unsigned char *)o->u.s.p;
     size_t n = o->u.s.n;
-    if (o->type == MPROC_OBJ_BYTEARRAY && d->proto >= 5) {
+    if (mproc__type(o) == MPROC_OBJ_BYTEARRAY && d->proto >= 5) {
         op(b, 0x96);
         le(b, n, 8);
         raw(b, p, n);
         return 0;
     }
-    if (o->type == MPROC_OBJ_BYTEARRAY)
+    if (mproc__type(o) == MPROC_OBJ_BYTEARRAY)
         dump_global(d, "builtins", "bytearray");
     int r = 0;
     if (d->proto >= 3) {
         r = dump_sized(d, p, n, 'C', 'B', 0x8e);
         if (r < 0)
             return r;
-        if (o->type == MPROC_OBJ_BYTEARRAY) {
+        if (mproc__type(o) == MPROC_OBJ_BYTEARRAY) {
             op(b, 0x85);
             op(b, 'R');
         }
@@ -305,18 +305,18 @@ static int dump_bytes(dumper *d, const mproc_obj *o)
     }
     /* Protocol 2: _codecs.encode(latin-1 str, 'latin1'), bytes() when
      * empty; bytearray(latin-1 str, 'latin-1'). */
-    if (o->type == MPROC_OBJ_BYTES && n == 0) {
+    if (mproc__type(o) == MPROC_OBJ_BYTES && n == 0) {
         dump_global(d, "builtins", "bytes");
         op(b, ')');
         op(b, 'R');
         return 0;
     }
-    if (o->type == MPROC_OBJ_BYTES)
+    if (mproc__type(o) == MPROC_OBJ_BYTES)
         dump_global(d, "_codecs", "encode");
     r = dump_latin1(d, p, n);
     if (r == 0)
-        r = o->type == MPROC_OBJ_BYTES ? dump_str(d, "latin1", 6)
-                                       : dump_str(d, "latin-1", 7);
+        r = mproc__type(o) == MPROC_OBJ_BYTES ? dump_str(d, "latin1", 6)
+                                              : dump_str(d, "latin-1", 7);
     op(b, 0x86);
     op(b, 'R');
     return r;
@@ -342,7 +342,7 @@ static int dump(dumper *d, const mproc_obj *o, int depth)
     if (depth >= MPROC_OBJ_MAX_DEPTH)
         return -ELOOP;
     mproc__buf *b = d->b;
-    switch ((mproc_obj_type)o->type) {
+    switch ((mproc_obj_type)mproc__type(o)) {
     case MPROC_OBJ_NONE:
         op(b, 'N');
         return 0;
@@ -350,15 +350,15 @@ static int dump(dumper *d, const mproc_obj *o, int depth)
         op(b, o->u.b ? 0x88 : 0x89);
         return 0;
     case MPROC_OBJ_INT:
-        if (!o->u.i.big) {
-            dump_small_int(b, o->u.i.v);
-        } else if (o->u.i.nbig < 256) {
-            op_u8(b, 0x8a, (unsigned char)o->u.i.nbig);
-            raw(b, o->u.i.big, o->u.i.nbig);
-        } else if (o->u.i.nbig <= INT32_MAX) {
+        if (!mproc__int_big(o)) {
+            dump_small_int(b, mproc__int_v(o));
+        } else if (mproc__int_nbig(o) < 256) {
+            op_u8(b, 0x8a, (unsigned char)mproc__int_nbig(o));
+            raw(b, mproc__int_big(o), mproc__int_nbig(o));
+        } else if (mproc__int_nbig(o) <= INT32_MAX) {
             op(b, 0x8b);
-            le(b, o->u.i.nbig, 4);
-            raw(b, o->u.i.big, o->u.i.nbig);
+            le(b, mproc__int_nbig(o), 4);
+            raw(b, mproc__int_big(o), mproc__int_nbig(o));
         } else {
             return -EOVERFLOW;
         }

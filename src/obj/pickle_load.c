@@ -154,27 +154,34 @@ static size_t fence(const loader *L)
  * another thread before loads returns, so a plain increment does. */
 static mproc_obj *own(mproc_obj *o)
 {
-    if (o->refs != MPROC__OBJ_STATIC)
+    if (!mproc__is_small(o) && o->refs != MPROC__OBJ_STATIC)
         o->refs++;
     return o;
 }
 
 static bool has_children(const mproc_obj *o);
 
-/* Pushes o (stolen); NULL is out of memory. */
-static int push(loader *L, mproc_obj *o)
+/* Makes room for one more on the stack; drops o when it cannot. */
+static int grow_stack(loader *L, mproc_obj *o)
+{
+    if (charge(L, (L->scap ? L->scap : 8) * sizeof(mproc_obj *)) < 0 ||
+        MPROC__GROW(L->stack, L->scap, L->sn + 1) < 0) {
+        mproc_obj_unref(o);
+        return L->status ? L->status : nomem(L);
+    }
+    return 0;
+}
+
+/* Pushes o (stolen); NULL is out of memory. Inline: every opcode that
+ * makes a value ends here. */
+static inline int push(loader *L, mproc_obj *o)
 {
     if (!o)
         return nomem(L);
-    if (o->type >= MPROC_OBJ_TUPLE)
+    if (mproc__type(o) >= MPROC_OBJ_TUPLE)
         L->containers++;
-    if (L->sn == L->scap) {
-        if (charge(L, (L->scap ? L->scap : 8) * sizeof(mproc_obj *)) < 0 ||
-            MPROC__GROW(L->stack, L->scap, L->sn + 1) < 0) {
-            mproc_obj_unref(o);
-            return L->status ? L->status : nomem(L);
-        }
-    }
+    if (L->sn == L->scap && grow_stack(L, o) < 0)
+        return L->status;
     L->stack[L->sn++] = o;
     return 0;
 }
@@ -332,7 +339,8 @@ static int push_global(loader *L, const char *module, const char *name)
 
 static int tag_of(const mproc_obj *g)
 {
-    if (!g || g->type != MPROC_OBJ_REDUCE || g->u.red.args || g->u.red.state)
+    if (!g || mproc__type(g) != MPROC_OBJ_REDUCE || g->u.red.args ||
+        g->u.red.state)
         return G_NONE;
     return resolve(g->u.red.module, g->u.red.name);
 }
@@ -433,7 +441,8 @@ static bool latin1_name(const mproc_obj *o)
 {
     static const char *const names[] = {"latin1", "latin-1", "iso-8859-1",
                                         "iso8859-1"};
-    if (!o || (o->type != MPROC_OBJ_STR && o->type != MPROC_OBJ_BYTES))
+    if (!o ||
+        (mproc__type(o) != MPROC_OBJ_STR && mproc__type(o) != MPROC_OBJ_BYTES))
         return false;
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         if (o->u.s.n == strlen(names[i]) &&
@@ -449,7 +458,8 @@ static mproc_obj *arg(const mproc_obj *args, size_t i)
 
 static bool is_seq(const mproc_obj *o)
 {
-    return o && (o->type == MPROC_OBJ_LIST || o->type == MPROC_OBJ_TUPLE);
+    return o && (mproc__type(o) == MPROC_OBJ_LIST ||
+                 mproc__type(o) == MPROC_OBJ_TUPLE);
 }
 
 /* A reduce value for an allowed class or function (copies its names). */
@@ -476,7 +486,7 @@ static int apply(loader *L, const mproc_obj *g, mproc_obj *args, bool newobj,
     if (tag == G_NONE)
         return fail(L, "%s on a %s, not an allowed global", opname,
                     mproc_obj_type_name(g));
-    if (!args || args->type != MPROC_OBJ_TUPLE)
+    if (!args || mproc__type(args) != MPROC_OBJ_TUPLE)
         return fail(L, "%s arguments are not a tuple", opname);
     size_t n = args->u.seq.n;
     mproc_obj *a0 = arg(args, 0), *a1 = arg(args, 1);
@@ -499,14 +509,16 @@ static int apply(loader *L, const mproc_obj *g, mproc_obj *args, bool newobj,
     case G_BYTEARRAY:
         if (!newobj && n == 0)
             return new_bytes(L, MPROC_OBJ_BYTEARRAY, NULL, 0, out);
-        if (!newobj && n == 1 && a0->type == MPROC_OBJ_BYTES)
+        if (!newobj && n == 1 && mproc__type(a0) == MPROC_OBJ_BYTES)
             return new_bytes(L, MPROC_OBJ_BYTEARRAY, a0->u.s.p, a0->u.s.n, out);
-        if (!newobj && n == 2 && a0->type == MPROC_OBJ_STR && latin1_name(a1))
+        if (!newobj && n == 2 && mproc__type(a0) == MPROC_OBJ_STR &&
+            latin1_name(a1))
             return latin1_bytes(L, a0, MPROC_OBJ_BYTEARRAY, out);
         bad = true;
         break;
     case G_ENCODE:
-        if (!newobj && n == 2 && a0->type == MPROC_OBJ_STR && latin1_name(a1))
+        if (!newobj && n == 2 && mproc__type(a0) == MPROC_OBJ_STR &&
+            latin1_name(a1))
             return latin1_bytes(L, a0, MPROC_OBJ_BYTES, out);
         bad = true;
         break;
@@ -514,7 +526,7 @@ static int apply(loader *L, const mproc_obj *g, mproc_obj *args, bool newobj,
         /* copyreg._reconstructor(cls, object, None): cls.__new__(cls). */
         int t0 = tag_of(a0);
         if (newobj || n != 3 || tag_of(a1) != G_OBJECT ||
-            arg(args, 2)->type != MPROC_OBJ_NONE ||
+            mproc__type(arg(args, 2)) != MPROC_OBJ_NONE ||
             (t0 != G_TOKEN && t0 != G_EXCEPTION && t0 != G_CLASS))
             bad = true;
         else {
@@ -535,19 +547,22 @@ static int apply(loader *L, const mproc_obj *g, mproc_obj *args, bool newobj,
     case G_CLASS:
         break;
     case G_REBUILD_EXC:
-        bad = newobj || n != 2 || a0->type != MPROC_OBJ_REDUCE ||
-              a1->type != MPROC_OBJ_STR;
+        bad = newobj || n != 2 || mproc__type(a0) != MPROC_OBJ_REDUCE ||
+              mproc__type(a1) != MPROC_OBJ_STR;
         break;
     case G_ARRAY:
-        if (newobj || n != 2 || a0->type != MPROC_OBJ_STR || a0->u.s.n != 1 ||
-            (a1->type != MPROC_OBJ_LIST && a1->type != MPROC_OBJ_BYTES &&
-             a1->type != MPROC_OBJ_STR))
+        if (newobj || n != 2 || mproc__type(a0) != MPROC_OBJ_STR ||
+            a0->u.s.n != 1 ||
+            (mproc__type(a1) != MPROC_OBJ_LIST &&
+             mproc__type(a1) != MPROC_OBJ_BYTES &&
+             mproc__type(a1) != MPROC_OBJ_STR))
             bad = true;
         break;
     case G_ARRAY_RECON:
         if (newobj || n != 4 || tag_of(a0) != G_ARRAY ||
-            a1->type != MPROC_OBJ_STR || arg(args, 2)->type != MPROC_OBJ_INT ||
-            arg(args, 3)->type != MPROC_OBJ_BYTES)
+            mproc__type(a1) != MPROC_OBJ_STR ||
+            mproc__type(arg(args, 2)) != MPROC_OBJ_INT ||
+            mproc__type(arg(args, 3)) != MPROC_OBJ_BYTES)
             bad = true;
         break;
     default:
@@ -568,22 +583,22 @@ static int build(loader *L)
         mproc_obj_unref(state);
         return L->status;
     }
-    int tag = o->type == MPROC_OBJ_REDUCE && o->u.red.args
+    int tag = mproc__type(o) == MPROC_OBJ_REDUCE && o->u.red.args
                   ? resolve(o->u.red.module, o->u.red.name)
                   : G_NONE;
-    bool ok = tag == G_TOKEN ? state->type == MPROC_OBJ_TUPLE
+    bool ok = tag == G_TOKEN ? mproc__type(state) == MPROC_OBJ_TUPLE
               : tag == G_EXCEPTION || tag == G_CLASS || tag == G_ARRAY ||
                       tag == G_ARRAY_RECON
-                  ? state->type == MPROC_OBJ_DICT ||
-                        state->type == MPROC_OBJ_TUPLE ||
-                        state->type == MPROC_OBJ_NONE
+                  ? mproc__type(state) == MPROC_OBJ_DICT ||
+                        mproc__type(state) == MPROC_OBJ_TUPLE ||
+                        mproc__type(state) == MPROC_OBJ_NONE
                   : false;
     if (!ok || o->u.red.state) {
         const char *tn = mproc_obj_type_name(o);
         mproc_obj_unref(state);
         return fail(L, "BUILD on %s not allowed", tn);
     }
-    if (state->type == MPROC_OBJ_NONE) {
+    if (mproc__type(state) == MPROC_OBJ_NONE) {
         mproc_obj_unref(state);
         return 0;
     }
@@ -821,7 +836,7 @@ static int append_from(loader *L, size_t k)
         return fail(L, "nothing to append to");
     }
     mproc_obj *l = L->stack[k - 1];
-    if (l->type != MPROC_OBJ_LIST) {
+    if (mproc__type(l) != MPROC_OBJ_LIST) {
         drop_from(L, k);
         return fail(L, "append to a %s", mproc_obj_type_name(l));
     }
@@ -842,8 +857,8 @@ static int append_from(loader *L, size_t k)
 
 static int setitems_from(loader *L, size_t k)
 {
-    if (k == 0 || k <= fence(L) || L->stack[k - 1]->type != MPROC_OBJ_DICT ||
-        (L->sn - k) % 2) {
+    if (k == 0 || k <= fence(L) ||
+        mproc__type(L->stack[k - 1]) != MPROC_OBJ_DICT || (L->sn - k) % 2) {
         drop_from(L, k);
         return fail(L, "SETITEMS without a dict and pairs");
     }
@@ -908,7 +923,8 @@ static int op_mark_to(loader *L, unsigned char c)
     case 'u':
         return setitems_from(L, k);
     case 0x90:
-        if (k == 0 || k <= fence(L) || L->stack[k - 1]->type != MPROC_OBJ_SET) {
+        if (k == 0 || k <= fence(L) ||
+            mproc__type(L->stack[k - 1]) != MPROC_OBJ_SET) {
             drop_from(L, k);
             return fail(L, "ADDITEMS without a set");
         }
@@ -940,7 +956,7 @@ static int op_reduce(loader *L, bool newobj, bool ex)
     mproc_obj *kw = NULL, *args, *g;
     if (ex) {
         kw = pop(L);
-        if (kw && (kw->type != MPROC_OBJ_DICT || kw->u.t.n)) {
+        if (kw && (mproc__type(kw) != MPROC_OBJ_DICT || kw->u.t.n)) {
             mproc_obj_unref(kw);
             return fail(L, "NEWOBJ_EX with keyword arguments");
         }
@@ -978,7 +994,8 @@ static int op_stack_global(loader *L)
     int r;
     if (!module)
         r = L->status;
-    else if (module->type != MPROC_OBJ_STR || name->type != MPROC_OBJ_STR ||
+    else if (mproc__type(module) != MPROC_OBJ_STR ||
+             mproc__type(name) != MPROC_OBJ_STR ||
              strlen(module->u.s.p) != module->u.s.n ||
              strlen(name->u.s.p) != name->u.s.n || module->u.s.n > 255 ||
              name->u.s.n > 255)
@@ -1010,32 +1027,67 @@ static int op_mark(loader *L)
     return 0;
 }
 
+/* BININT, BININT1 and BININT2 ints (32 bits at most): always tagged, no
+ * memory of their own to charge (the slot they take on the stack or in a
+ * list is). */
 static int push_int(loader *L, int64_t v)
 {
-    if (charge(L, OBJ_COST) < 0)
-        return L->status;
-    mproc_obj *o = mproc__slab_alloc(&L->slab, MPROC_OBJ_INT, 0);
-    if (o)
-        o->u.i.v = v;
-    return push(L, o);
+    return push(L, mproc__small(v));
+}
+
+static bool is_small_int_op(unsigned char c)
+{
+    return c == 'K' || c == 'M' || c == 'J';
+}
+
+/* BININT1, BININT2 or BININT, and the run of them that follows (a list's
+ * items come in batches of up to 1000): one loop, no dispatch per int. */
+static int int_run(loader *L, unsigned char c)
+{
+    for (;;) {
+        const unsigned char *q = take(L, c == 'K' ? 1 : c == 'M' ? 2 : 4);
+        if (!q)
+            return L->status;
+        int64_t v =
+            c == 'K'   ? q[0]
+            : c == 'M' ? (int64_t)(q[0] | (unsigned)q[1] << 8)
+                       : (int32_t)(q[0] | (uint32_t)q[1] << 8 |
+                                   (uint32_t)q[2] << 16 | (uint32_t)q[3] << 24);
+        int r = push_int(L, v);
+        if (r < 0 || L->pos == L->len)
+            return r;
+        c = L->p[L->pos];
+        if (!is_small_int_op(c))
+            return 0;
+        L->at = L->pos++;
+        L->opc = c;
+    }
+}
+
+/* SHORT_BINUNICODE, with the MEMOIZE protocol 4 writes after every str
+ * and a small int after that taken here too: a dict's items come as key,
+ * MEMOIZE, value (two dispatches less for each). */
+static int short_str(loader *L)
+{
+    const unsigned char *q = take(L, 1);
+    int r = q ? load_str(L, *q) : L->status;
+    if (r == 0 && L->pos < L->len && L->p[L->pos] == 0x94) {
+        L->at = L->pos++;
+        L->opc = 0x94;
+        r = memo_put(L, L->memo_count);
+    }
+    if (r == 0 && L->pos < L->len && is_small_int_op(L->p[L->pos])) {
+        L->at = L->pos;
+        L->opc = L->p[L->pos++];
+        r = int_run(L, L->opc);
+    }
+    return r;
 }
 
 static int op_binary(loader *L, unsigned char c)
 {
     uint64_t v = 0;
     switch (c) {
-    case 'J':
-        if (take_le(L, 4, &v) < 0)
-            return L->status;
-        return push_int(L, (int32_t)(uint32_t)v);
-    case 'K':
-        if (take_le(L, 1, &v) < 0)
-            return L->status;
-        return push_int(L, (int64_t)v);
-    case 'M':
-        if (take_le(L, 2, &v) < 0)
-            return L->status;
-        return push_int(L, (int64_t)v);
     case 0x8a:
         if (take_le(L, 1, &v) < 0)
             return L->status;
@@ -1083,10 +1135,6 @@ static int op_binary(loader *L, unsigned char c)
                           v);
     case 'X':
         if (take_le(L, 4, &v) < 0)
-            return L->status;
-        return load_str(L, v);
-    case 0x8c:
-        if (take_le(L, 1, &v) < 0)
             return L->status;
         return load_str(L, v);
     case 0x8d:
@@ -1249,6 +1297,9 @@ static int step(loader *L)
     case 'J':
     case 'K':
     case 'M':
+        return int_run(L, c);
+    case 0x8c:
+        return short_str(L);
     case 0x8a:
     case 0x8b:
     case 'G':
@@ -1259,7 +1310,6 @@ static int step(loader *L)
     case 0x8e:
     case 0x96:
     case 'X':
-    case 0x8c:
     case 0x8d:
     case 'h':
     case 'j':
@@ -1281,7 +1331,7 @@ static int step(loader *L)
 
 static bool has_children(const mproc_obj *o)
 {
-    switch ((mproc_obj_type)o->type) {
+    switch ((mproc_obj_type)mproc__type(o)) {
     case MPROC_OBJ_TUPLE:
     case MPROC_OBJ_LIST:
     case MPROC_OBJ_DICT:
@@ -1296,7 +1346,7 @@ static bool has_children(const mproc_obj *o)
 
 static mproc_obj *child(const mproc_obj *o, size_t i)
 {
-    switch ((mproc_obj_type)o->type) {
+    switch ((mproc_obj_type)mproc__type(o)) {
     case MPROC_OBJ_TUPLE:
     case MPROC_OBJ_LIST:
         return i < o->u.seq.n ? o->u.seq.items[i] : NULL;
@@ -1342,7 +1392,8 @@ static int check_value(loader *L, mproc_obj *root)
     st[n++] = (frame){root, 0};
     while (n && r == 0) {
         frame *f = &st[n - 1];
-        if (f->o->type == MPROC_OBJ_LIST || f->o->type == MPROC_OBJ_TUPLE)
+        if (mproc__type(f->o) == MPROC_OBJ_LIST ||
+            mproc__type(f->o) == MPROC_OBJ_TUPLE)
             while (f->next < f->o->u.seq.n &&
                    !has_children(f->o->u.seq.items[f->next]))
                 f->next++; /* leaves: nothing to walk */
@@ -1380,17 +1431,28 @@ static int check_value(loader *L, mproc_obj *root)
 
 /* ---- loads ------------------------------------------------------------ */
 
+/* Drops a reference of the decoder's (own's counterpart): while another
+ * remains, a plain decrement does (nothing is shared yet). */
+static void disown(mproc_obj *o)
+{
+    if (o && !mproc__is_small(o) && o->refs != MPROC__OBJ_STATIC && o->refs > 1)
+        o->refs--;
+    else
+        mproc_obj_unref(o);
+}
+
 static void finish(loader *L, bool failed)
 {
     if (failed)
         for (mproc_obj *o = L->made; o; o = o->next)
             mproc__obj_clear(o);
-    drop_from(L, 0);
+    while (L->sn)
+        disown(L->stack[--L->sn]);
     for (size_t i = 0; i < L->memocap; i++)
-        mproc_obj_unref(L->memo[i]);
+        disown(L->memo[i]);
     for (mproc_obj *o = L->made; o;) {
         mproc_obj *next = o->next;
-        mproc_obj_unref(o);
+        disown(o);
         o = next;
     }
     mproc__slab_done(L->slab);

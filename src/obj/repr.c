@@ -89,7 +89,7 @@ static void str_repr(const mproc_obj *o, mproc__buf *b)
 static void bytes_repr(const mproc_obj *o, mproc__buf *b)
 {
     char q = quote_of(o->u.s.p, o->u.s.n);
-    bool ba = o->type == MPROC_OBJ_BYTEARRAY;
+    bool ba = mproc__type(o) == MPROC_OBJ_BYTEARRAY;
     mproc__buf_put(b, "b", 1);
     mproc__buf_put(b, &q, 1);
     const unsigned char *p = (const unsigned char *)o->u.s.p;
@@ -171,7 +171,7 @@ int mproc__obj_repr(const mproc_obj *o, mproc__buf *b, int depth)
     if (depth >= MPROC_OBJ_MAX_DEPTH)
         return -ELOOP;
     int r = 0;
-    switch ((mproc_obj_type)o->type) {
+    switch ((mproc_obj_type)mproc__type(o)) {
     case MPROC_OBJ_NONE:
         put(b, "None");
         break;
@@ -212,7 +212,7 @@ int mproc__obj_repr(const mproc_obj *o, mproc__buf *b, int depth)
         break;
     case MPROC_OBJ_SET:
     case MPROC_OBJ_FROZENSET: {
-        bool frozen = o->type == MPROC_OBJ_FROZENSET;
+        bool frozen = mproc__type(o) == MPROC_OBJ_FROZENSET;
         if (o->u.t.n == 0) {
             put(b, frozen ? "frozenset()" : "set()");
             break;
