@@ -136,6 +136,15 @@ expect "--ungroup output" 4 "$n"
 out=$("$P" -k --line-buffer --tag 'echo 1; sleep 0.{}; echo 2' ::: 2 1)
 expect "--line-buffer -k --tag" $'2\t1\n2\t2\n1\t1\n1\t2' "$out"
 
+# --line-buffer -k: a job that waited (and spilled past 1 MiB) and then
+# streams writes each line once.
+n=$("$P" --line-buffer -k ::: 'sleep 1' 'seq 300000; sleep 1; seq 300000' |
+    wc -l)
+expect "--line-buffer -k after a spill" 600000 "$n"
+n=$("$P" --line-buffer 'head -c 3000000 /dev/zero | tr "\0" x; echo; : {}' ::: 1 |
+    wc -c)
+expect "--line-buffer: a 3 MB line" 3000001 "$n"
+
 # Hostile input: NUL bytes refused without -0; a 1 MB line refused with a
 # message (no command line can hold it) but fine in --pipe; invalid UTF-8
 # passes through byte for byte.

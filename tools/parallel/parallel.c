@@ -902,8 +902,13 @@ typedef struct outbuf {
     sbuf mem;
     int spill; /* -1: none */
     size_t total;
-    size_t printed; /* --line-buffer: bytes of mem already written */
+    size_t printed;  /* bytes of mem already written */
+    off_t spill_off; /* bytes of the file already written */
 } outbuf;
+
+/* MEM_LIMIT, or with --pipe twice the block: its input is held in memory
+ * anyway, and output of the size of the input should not go to disk. */
+static size_t mem_limit = MEM_LIMIT;
 
 static int spill_file(void)
 {
@@ -924,14 +929,17 @@ static int spill_file(void)
 static void out_add(outbuf *o, const char *p, size_t n)
 {
     o->total += n;
-    if (o->spill < 0 && o->mem.len + n > MEM_LIMIT) {
+    if (o->spill < 0 && o->mem.len + n > mem_limit) {
         o->spill = spill_file();
         if (o->spill < 0)
             die("cannot create a temporary file for output: %s",
                 strerror(errno));
-        if (!write_all(o->spill, o->mem.s, o->mem.len))
+        /* Only what is not written yet (--line-buffer wrote some). */
+        if (!write_all(o->spill, o->mem.s + o->printed,
+                       o->mem.len - o->printed))
             die("writing output to a temporary file: %s", strerror(errno));
         o->mem.len = 0;
+        o->printed = 0;
     }
     if (o->spill >= 0) {
         if (!write_all(o->spill, p, n))
@@ -987,13 +995,12 @@ static void out_flush(outbuf *o, int fd, const char *tag)
     bool bol = true;
     if (o->spill >= 0) {
         char buf[65536];
-        off_t off = 0;
         for (;;) {
-            ssize_t got = pread(o->spill, buf, sizeof buf, off);
+            ssize_t got = pread(o->spill, buf, sizeof buf, o->spill_off);
             if (got <= 0)
                 break;
             emit(fd, tag, buf, (size_t)got, &bol);
-            off += got;
+            o->spill_off += got;
         }
     }
     emit(fd, tag, o->mem.s + o->printed, o->mem.len - o->printed, &bol);
@@ -1016,10 +1023,10 @@ static void out_flush_lines(outbuf *o, int fd, const char *tag)
     size_t k = (size_t)(nl - start) + 1;
     emit(fd, tag, start, k, &bol);
     o->printed += k;
-    if (o->printed == o->mem.len) {
-        o->mem.len = 0;
-        o->printed = 0;
-    }
+    /* Keep only the line in progress. */
+    memmove(o->mem.s, o->mem.s + o->printed, o->mem.len - o->printed);
+    o->mem.len -= o->printed;
+    o->printed = 0;
 }
 
 /* ---- the guardian ------------------------------------------------------- */
@@ -1094,8 +1101,7 @@ static void guardian_start(void)
         }
         if (dup2(p[0], 3) < 0)
             _exit(1);
-        for (int fd = 4; fd < 1024; fd++)
-            close(fd);
+        close_range(4, ~0U, 0);
         guardian(3);
     }
     close(p[0]);
@@ -1141,8 +1147,11 @@ typedef struct job {
     int kill_step;
     double kill_next;
     char *in; /* --pipe: the block for stdin */
-    size_t in_len, in_off;
+    size_t in_len, in_off, in_cap;
 } job;
+
+static char *pin_spare; /* --pipe: a block buffer to reuse */
+static size_t pin_spare_cap;
 
 static int slots;
 static job **running; /* [slots], by slot - 1 */
@@ -1181,7 +1190,12 @@ static void job_free(job *j)
         free(j->a.v[i].s);
     free(j->a.v);
     free(j->tag);
-    free(j->in);
+    if (j->in && !pin_spare) { /* --pipe: kept for the next block */
+        pin_spare = j->in;
+        pin_spare_cap = j->in_cap;
+    } else {
+        free(j->in);
+    }
     out_free(&j->out);
     out_free(&j->err);
     free(j);
@@ -1648,11 +1662,24 @@ static job *pipe_next_job(void)
             job *j = xrealloc(NULL, sizeof *j);
             *j = (job){.out = {.spill = -1}, .err = {.spill = -1}};
             j->outfd = j->errfd = j->infd = j->sentinel = -1;
-            j->in = xrealloc(NULL, n);
-            memcpy(j->in, pin.buf, n);
+            /* The job takes the buffer (no copy of the block); the rest,
+             * less than a record, goes to a spare one. */
+            size_t rest = pin.len - n;
+            char *nb = pin_spare;
+            size_t ncap = pin_spare_cap;
+            pin_spare = NULL;
+            if (!nb || ncap < rest + 1) {
+                free(nb);
+                ncap = pin.cap > rest + 1 ? pin.cap : rest + 65536;
+                nb = xrealloc(NULL, ncap);
+            }
+            memcpy(nb, pin.buf + n, rest);
+            j->in = pin.buf;
             j->in_len = n;
-            memmove(pin.buf, pin.buf + n, pin.len - n);
-            pin.len -= n;
+            j->in_cap = pin.cap;
+            pin.buf = nb;
+            pin.cap = ncap;
+            pin.len = rest;
             j->seq = next_seq++;
             return j;
         }
@@ -2034,6 +2061,8 @@ int main(int argc, char **argv)
         opt.resume = false;
 
     parse_template(tmpl.s ? tmpl.s : "");
+    if (opt.pipe && opt.block * 2 > mem_limit)
+        mem_limit = opt.block * 2;
     slots = parse_jobs(opt.jobs);
     bool need_total = opt.multi_x || opt.multi_m || opt.halt_pct || opt.bar ||
                       opt.eta || opt.progress;
