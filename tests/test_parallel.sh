@@ -213,6 +213,20 @@ wait $pid
 expect "SIGTERM exit status" 255 $?
 expect "SIGTERM leaves no job" 0 "$(pgrep -fc "$MARK")"
 
+# Stdin read beside the jobs: the output of a job that ended is printed
+# while the runner waits for the next line.
+{
+    echo a
+    sleep 2
+    echo b
+} | "$P" -j2 echo | while read -r line; do
+    echo "$line $(date +%s%N)"
+done >"$W/slow"
+first=$(head -1 "$W/slow" | cut -d' ' -f2)
+last=$(tail -1 "$W/slow" | cut -d' ' -f2)
+gap=$(((last - first) / 1000000))
+[ "$gap" -ge 1000 ] && ok || bad "output waited for the next input line ($gap ms)"
+
 # -j forms.
 for j in 1 2 +1 -1 50% 0; do
     n=$("$P" -j "$j" echo ::: 1 2 3 | wc -l)

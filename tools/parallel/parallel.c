@@ -1703,14 +1703,36 @@ static job *pipe_next_job(void)
 
 static bool inputs_done;
 
+/* Stdin read as jobs need it: is a whole record there, or can a read be
+ * made without waiting? While jobs run, the loop waits for stdin beside
+ * them rather than in a read, so their output and ends are handled as
+ * they come (a slow producer, tail -f). */
+static bool want_input;
+
+static bool input_ready(void)
+{
+    reader *r = &gen.r;
+    if (!gen.lazy || gen.done || r->eof)
+        return true;
+    if (r->len > r->off && memchr(r->buf + r->off, opt.delim, r->len - r->off))
+        return true;
+    struct pollfd p = {.fd = r->fd, .events = POLLIN};
+    return poll(&p, 1, 0) != 0;
+}
+
 static void start_jobs(void)
 {
+    want_input = false;
     while (!stop_starting && nrunning < slots) {
         job *j = NULL;
         if (nretry > 0) {
             j = retry_q[0];
             memmove(retry_q, retry_q + 1, sizeof(job *) * --nretry);
         } else if (!inputs_done) {
+            if (!opt.pipe && nrunning > 0 && !input_ready()) {
+                want_input = true;
+                return;
+            }
             j = opt.pipe ? pipe_next_job() : next_job();
             if (!j)
                 inputs_done = true;
@@ -1780,7 +1802,7 @@ static void progress(bool final)
  * job's sentinel and pipes, its timers, and the signal pipe. */
 static void run_loop(void)
 {
-    size_t cap = (size_t)slots * 4 + 1;
+    size_t cap = (size_t)slots * 4 + 2;
     struct pollfd *pfd = xrealloc(NULL, sizeof *pfd * cap);
     job **who = xrealloc(NULL, sizeof(job *) * cap);
     start_jobs();
@@ -1819,6 +1841,10 @@ static void run_loop(void)
                         .fd = fds[f], .events = f == 3 ? POLLOUT : POLLIN};
                     who[n++] = j;
                 }
+        }
+        if (want_input) {
+            pfd[n] = (struct pollfd){.fd = gen.r.fd, .events = POLLIN};
+            who[n++] = NULL;
         }
         int ms = -1;
         if (next) {
