@@ -227,6 +227,29 @@ last=$(tail -1 "$W/slow" | cut -d' ' -f2)
 gap=$(((last - first) / 1000000))
 [ "$gap" -ge 1000 ] && ok || bad "output waited for the next input line ($gap ms)"
 
+# SIGTERM while the runner waits for input (nothing running): it stops.
+mkfifo "$W/fifo"
+exec 4<>"$W/fifo" # a writer that never writes
+for mode in "" --pipe; do
+    "$P" $mode echo <"$W/fifo" >/dev/null 2>&1 4>&- &
+    pid=$!
+    sleep 0.5
+    kill -TERM $pid
+    start=$(date +%s%N)
+    # (without the fix the runner reads on: stop it after 3 s)
+    for _ in $(seq 30); do
+        kill -0 $pid 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL $pid 2>/dev/null
+    wait $pid
+    rc=$?
+    ms=$((($(date +%s%N) - start) / 1000000))
+    expect "SIGTERM while reading stdin $mode" "255 fast" \
+        "$rc $([ $ms -lt 2000 ] && echo fast || echo "$ms ms")"
+done
+exec 4>&-
+
 # -j forms.
 for j in 1 2 +1 -1 50% 0; do
     n=$("$P" -j "$j" echo ::: 1 2 3 | wc -l)

@@ -386,6 +386,10 @@ static void usage(int code)
     exit(code);
 }
 
+/* SIGINT, SIGTERM or SIGHUP arrived: set by the handler; a read of the
+ * input it interrupts ends the input there. */
+static volatile sig_atomic_t got_signal;
+
 /* ---- inputs ------------------------------------------------------------- */
 
 typedef struct str {
@@ -439,6 +443,11 @@ static int reader_next(reader *r, str *out)
             r->buf = xrealloc(r->buf, r->cap);
         }
         ssize_t got = read(r->fd, r->buf + r->len, r->cap - r->len);
+        if (got < 0 && errno == EINTR && got_signal) {
+            r->off = r->len; /* a partial record is dropped */
+            r->eof = true;
+            continue;
+        }
         if (got < 0 && errno == EINTR)
             continue;
         if (got < 0)
@@ -1162,7 +1171,6 @@ static bool stop_starting;
 static int halt_status = -1;
 static FILE *joblog;
 static int sigpipe_r = -1, sigpipe_w = -1;
-static volatile sig_atomic_t got_signal;
 
 /* -k: jobs finished but not yet printed, by seq. */
 static job **pend;
@@ -1691,6 +1699,11 @@ static job *pipe_next_job(void)
             pin.buf = xrealloc(pin.buf, pin.cap);
         }
         ssize_t got = read(0, pin.buf + pin.len, pin.cap - pin.len);
+        if (got < 0 && errno == EINTR && got_signal) {
+            pin.len = 0; /* a partial block is dropped */
+            pin.eof = true;
+            continue;
+        }
         if (got < 0 && errno == EINTR)
             continue;
         if (got < 0)
@@ -2116,6 +2129,8 @@ int main(int argc, char **argv)
         guardian_start();
     }
     run_loop();
+    if (got_signal && halt_status < 0)
+        halt_status = EXIT_ERROR;
     guardian_stop();
     if (joblog && joblog != stdout)
         fclose(joblog);
