@@ -12,6 +12,7 @@ VG := build/valgrind
 TSAN := build/tsan
 SRC_C := $(shell find src -name "*.c")
 SRC_H := $(shell find src -name "*.h")
+TOOLS_C := $(shell find tools -name "*.c")
 
 .PHONY: all run check build bench lint format format-check coverage fuzz soak install \
     valgrind tsan clean
@@ -123,15 +124,15 @@ bench: build
 # is dropped, the rest is shown, and the exit status is clang-tidy's.
 lint:
 	@$(CMAKE) -S . -B $(REL) -DCMAKE_BUILD_TYPE=Release >/dev/null
-	@clang-tidy -p $(REL) --quiet --warnings-as-errors='*' $(SRC_C) \
+	@clang-tidy -p $(REL) --quiet --warnings-as-errors='*' $(SRC_C) $(TOOLS_C) \
 	    >$(REL)/clang-tidy.log 2>&1; rc=$$?; \
 	    grep -vE '^[0-9]+ warnings? generated\.$$' $(REL)/clang-tidy.log; \
 	    exit $$rc
 	@cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	    --inline-suppr --suppress=missingIncludeSystem -D_GNU_SOURCE \
-	    -I include -I src src/
+	    -I include -I src src/ tools/
 
-FORMAT_FILES = $(SRC_C) $(SRC_H) include/*.h include/mproc/*.h \
+FORMAT_FILES = $(SRC_C) $(SRC_H) $(TOOLS_C) include/*.h include/mproc/*.h \
     tests/*.c tests/*.h examples/*.c bench/*.c fuzz/*.c fuzz/*.h
 
 format:

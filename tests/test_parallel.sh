@@ -1,0 +1,267 @@
+#!/usr/bin/env bash
+# tests/test_parallel.sh - mproc-parallel against GNU parallel and on its
+# own: a conformance table (output, exit status and joblog columns compared
+# with GNU parallel's, where it is installed; a visible SKIP otherwise),
+# then what a user relies on beyond it: kills, timeouts, hostile input,
+# grouped output that never mixes, nothing left in TMPDIR or the process
+# table. Usage: test_parallel.sh path/to/mproc-parallel
+set -u
+P=$1
+GNU=$(command -v parallel || true)
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
+W=$(mktemp -d /tmp/test_parallel.XXXXXX)
+export TMPDIR=$W/tmp
+mkdir -p "$TMPDIR"
+MARK=$$$RANDOM # in the commands of jobs that must not survive
+fails=0
+pass=0
+trap 'rm -rf "$W"' EXIT
+
+ok() { pass=$((pass + 1)); }
+bad() {
+    echo "FAIL: $*" >&2
+    fails=$((fails + 1))
+}
+
+# Everything but the times of a joblog: Seq, Host, Send, Receive, Exitval,
+# Signal, Command.
+logcols() { cut -f1,2,5-9 "$1" | sort -n; }
+
+# A row of the table: stdin file, then the arguments of both commands.
+# -k rows compare the output as is, the others sorted. A --pipe row
+# compares output and status only: where blocks are cut is each one's own.
+row() {
+    local in=$1
+    shift
+    local sortit=cat
+    case " $* " in *" -k "*) ;; *) sortit="sort" ;; esac
+    "$P" --joblog "$W/m.log" "$@" <"$in" >"$W/m.out" 2>"$W/m.err"
+    local mrc=$?
+    "$GNU" --will-cite --joblog "$W/g.log" "$@" <"$in" >"$W/g.out" \
+        2>"$W/g.err"
+    local grc=$?
+    if [ "$mrc" != "$grc" ]; then
+        bad "exit status $mrc, GNU parallel $grc: $*"
+    elif ! cmp -s <($sortit "$W/m.out") <($sortit "$W/g.out"); then
+        bad "output differs from GNU parallel's: $*"
+        diff <($sortit "$W/m.out") <($sortit "$W/g.out") | head -5 >&2
+    elif [[ " $* " != *" --pipe "* ]] &&
+        ! cmp -s <(logcols "$W/m.log") <(logcols "$W/g.log"); then
+        # (--pipe: GNU's block boundaries are its own; the output is what
+        # is compared)
+        bad "joblog differs from GNU parallel's: $*"
+        diff <(logcols "$W/m.log") <(logcols "$W/g.log") | head -5 >&2
+    else
+        ok
+    fi
+}
+
+printf 'a\nb c\n\nd.e/f.g\n' >"$W/lines"
+printf 'x\0y z\0' >"$W/nul"
+printf '1,2,3' >"$W/comma"
+printf 'p\nq\n' >"$W/file2"
+: >"$W/empty"
+E=$W/empty
+if [ -n "$GNU" ]; then
+    row "$W/lines" -k echo
+    row "$W/lines" -k echo "[{}]"
+    row "$W/lines" echo {} {.} {/} {//} {/.} {#}
+    row "$W/nul" -k -0 echo
+    row "$W/comma" -k -d , echo
+    row "$E" -k echo ::: a b c
+    row "$E" -k echo ::: a b ::: 1 2 3
+    row "$E" -k echo {2}-{1} ::: a b ::: 1 2
+    row "$E" -k echo ::: a b c :::+ 1 2 3
+    row "$E" -k echo ::: a b :::: "$W/file2"
+    row "$W/lines" -k echo :::: - ::: 1 2
+    row "$E" -k -n 2 echo {1}+{2} {} ::: 1 2 3 4 5
+    row "$E" -k -j2 -X echo x{}y ::: 1 2 3 4 5
+    row "$E" -k -j2 -m echo ::: 1 2 3 4 5
+    row "$E" -k ::: "echo one" "echo two; echo three"
+    row "$E" -k --tag echo ::: a b ::: 1 2
+    row "$E" -k echo {} ::: "a b" "it's" '$HOME' '*' '' 'x;y'
+    row "$E" -k --dry-run echo ::: "a b" "it's" '$x'
+    row "$E" 'exit {}' ::: 0 1 2 3
+    row "$E" -k 'echo out {}; echo err {} >&2; exit {}' ::: 0 5
+    row "$E" 'kill -SEGV $$' ::: 1
+    row "$E" -j1 --halt now,fail=1 'exit {}' ::: 0 3 4
+    row "$E" -j1 --halt soon,fail=2 'exit {}' ::: 0 3 4 5
+    row "$E" -j1 --halt now,success=1 'exit {}' ::: 1 0 4 5
+    row "$E" -j1 --halt now,done=2 'exit {}' ::: 1 0 4 5
+    row "$E" -j1 --halt soon,fail=50% 'exit {}' ::: 0 1 2 0
+    row "$E" -k -j3 sh -c 'echo {}; sleep 0.{}' ::: 3 1 2
+    row "$E" -k --retries 3 'test -e {}.x || { touch {}.x; exit 1; }' \
+        ::: "$W/r1"
+    row "$W/lines" -k --pipe --block 3 cat
+    row "$E" -j1 --timeout 0.5 'sleep {}' ::: 0.1 5
+    rows=$pass
+    echo "conformance: $rows rows against GNU parallel ($GNU)"
+else
+    echo "SKIP: conformance against GNU parallel (not installed:" \
+        "apt-get install parallel)"
+fi
+
+# --- on its own ---------------------------------------------------------
+
+expect() { # expect NAME WANT GOT
+    if [ "$2" == "$3" ]; then ok; else bad "$1: want [$2] got [$3]"; fi
+}
+
+# Exit status: number of failed jobs, capped at 101; 255 on an error.
+seq 150 | "$P" -j8 'exit 1' 2>/dev/null
+expect "exit status capped" 101 $?
+"$P" --no-such-option true 2>/dev/null
+expect "bad option" 255 $?
+
+# No shell, shell, and a program that does not exist.
+out=$("$P" -k --no-shell echo ::: 'a;b' '$x')
+expect "--no-shell passes words as they are" $'a;b\n$x' "$out"
+out=$("$P" -k --shell 'echo {}' ::: '$HOME')
+expect "--shell quotes arguments" '$HOME' "$out"
+"$P" no-such-program-$MARK ::: 1 2>/dev/null
+expect "missing program is exit 127, one failed job" 1 $?
+
+# Grouped output never mixes: two jobs writing 3 MB each (past the memory
+# limit: spilled to an unlinked file) come out whole.
+out=$("$P" -j2 'head -c 3000000 /dev/zero | tr "\0" {}' ::: a b | tr -s ab)
+case "$out" in ab | ba) ok ;; *) bad "grouped output mixed: runs $out" ;; esac
+expect "nothing left in TMPDIR" "" "$(ls -A "$TMPDIR")"
+
+# --line-buffer: whole lines; --ungroup: everything arrives.
+n=$("$P" -j4 --line-buffer 'for i in 1 2 3 4 5; do echo {}{}{}{}; done' \
+    ::: a b c d | grep -cvE '^(aaaa|bbbb|cccc|dddd)$')
+expect "--line-buffer lines whole" 0 "$n"
+n=$("$P" -j4 -u 'echo {}' ::: 1 2 3 4 | wc -l)
+expect "--ungroup output" 4 "$n"
+out=$("$P" -k --line-buffer --tag 'echo 1; sleep 0.{}; echo 2' ::: 2 1)
+expect "--line-buffer -k --tag" $'2\t1\n2\t2\n1\t1\n1\t2' "$out"
+
+# --line-buffer -k: a job that waited (and spilled past 1 MiB) and then
+# streams writes each line once.
+n=$("$P" --line-buffer -k ::: 'sleep 1' 'seq 300000; sleep 1; seq 300000' |
+    wc -l)
+expect "--line-buffer -k after a spill" 600000 "$n"
+n=$("$P" --line-buffer 'head -c 3000000 /dev/zero | tr "\0" x; echo; : {}' ::: 1 |
+    wc -c)
+expect "--line-buffer: a 3 MB line" 3000001 "$n"
+
+# Hostile input: NUL bytes refused without -0; a 1 MB line refused with a
+# message (no command line can hold it) but fine in --pipe; invalid UTF-8
+# passes through byte for byte.
+printf 'a\0b\n' | "$P" echo 2>"$W/err" >/dev/null
+expect "NUL byte refused" 255 $?
+grep -q "NUL byte" "$W/err" || bad "NUL byte: no clear message"
+head -c 1048576 /dev/zero | tr '\0' x | "$P" echo 2>"$W/err" >/dev/null
+expect "1 MB line refused" 255 $?
+grep -q "longer than a command line" "$W/err" || bad "1 MB: no message"
+n=$({ head -c 1048576 /dev/zero | tr '\0' x; echo; } |
+    "$P" --pipe --block 64k wc -c)
+expect "1 MB line through --pipe" 1048577 "$n"
+out=$(printf '\xff\xfe\xc3(\n' | "$P" printf %s {} | od -An -tx1 | tr -d ' ')
+expect "invalid UTF-8 untouched" "fffec328" "$out"
+
+# --pipe: every byte once, blocks cut at line ends.
+seq 100000 >"$W/seq"
+n=$("$P" --pipe --block 50k -k cat <"$W/seq" | cmp - "$W/seq" && echo same)
+expect "--pipe -k keeps every line in order" same "$n"
+n=$("$P" --pipe --block 50k wc -l <"$W/seq" | awk '{s+=$1} END {print s}')
+expect "--pipe line count" 100000 "$n"
+
+# --timeout and --term-seq: a job that ignores TERM is KILLed at the end
+# of the sequence, in time.
+start=$(date +%s%N)
+"$P" --joblog "$W/t.log" --timeout 0.3 --term-seq TERM,200,KILL,25 \
+    "trap '' TERM; sleep 30; : $MARK" ::: 1 2>/dev/null
+rc=$?
+ms=$((($(date +%s%N) - start) / 1000000))
+expect "timed-out job failed" 1 "$rc"
+expect "timed-out job logged -1, KILL" "-1 9" "$(tail -1 "$W/t.log" |
+    cut -f7,8 | tr '\t' ' ')"
+[ "$ms" -lt 5000 ] && ok || bad "--term-seq took $ms ms"
+# --timeout N%: against the median of the jobs done.
+"$P" -j1 --timeout 300% 'sleep {}' ::: 0.1 0.1 0.1 0.1 10 2>/dev/null
+expect "--timeout 300% kills the slow one" 1 $?
+
+# --resume / --resume-failed
+"$P" --joblog "$W/r.log" 'exit {}' ::: 0 1 0 2 >/dev/null 2>&1
+n=$("$P" --resume --joblog "$W/r.log" 'echo {}' ::: 0 1 0 2 3 | wc -l)
+expect "--resume runs only the new job" 1 "$n"
+out=$("$P" -k --resume-failed --joblog "$W/r.log" 'echo {}' ::: 0 1 0 2 3)
+expect "--resume-failed reruns the failed" $'1\n2' "$out"
+
+# The runner SIGKILLed: every job and its children die with it.
+"$P" -j3 "sh -c 'sleep 300 & sleep 300; : $MARK'; : {}" ::: 1 2 3 \
+    >/dev/null 2>&1 &
+pid=$!
+for _ in $(seq 50); do
+    [ "$(pgrep -fc "$MARK")" -ge 3 ] && break
+    sleep 0.1
+done
+kill -KILL $pid
+wait $pid 2>/dev/null
+sleep 0.3
+left=$(pgrep -f "sleep 300" -P "$(pgrep -d, -f "$MARK" || echo 1)" | wc -l)
+left=$((left + $(pgrep -fc "$MARK")))
+expect "no orphans after SIGKILL of the runner" 0 "$left"
+
+# SIGTERM: jobs are stopped with --term-seq, exit 255.
+"$P" -j2 "sleep 300; : $MARK {}" ::: 1 2 >/dev/null 2>&1 &
+pid=$!
+sleep 0.5
+kill -TERM $pid
+wait $pid
+expect "SIGTERM exit status" 255 $?
+expect "SIGTERM leaves no job" 0 "$(pgrep -fc "$MARK")"
+
+# Stdin read beside the jobs: the output of a job that ended is printed
+# while the runner waits for the next line.
+{
+    echo a
+    sleep 2
+    echo b
+} | "$P" -j2 echo | while read -r line; do
+    echo "$line $(date +%s%N)"
+done >"$W/slow"
+first=$(head -1 "$W/slow" | cut -d' ' -f2)
+last=$(tail -1 "$W/slow" | cut -d' ' -f2)
+gap=$(((last - first) / 1000000))
+[ "$gap" -ge 1000 ] && ok || bad "output waited for the next input line ($gap ms)"
+
+# SIGTERM while the runner waits for input (nothing running): it stops.
+mkfifo "$W/fifo"
+exec 4<>"$W/fifo" # a writer that never writes
+for mode in "" --pipe; do
+    "$P" $mode echo <"$W/fifo" >/dev/null 2>&1 4>&- &
+    pid=$!
+    sleep 0.5
+    kill -TERM $pid
+    start=$(date +%s%N)
+    # (without the fix the runner reads on: stop it after 3 s)
+    for _ in $(seq 30); do
+        kill -0 $pid 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL $pid 2>/dev/null
+    wait $pid
+    rc=$?
+    ms=$((($(date +%s%N) - start) / 1000000))
+    expect "SIGTERM while reading stdin $mode" "255 fast" \
+        "$rc $([ $ms -lt 2000 ] && echo fast || echo "$ms ms")"
+done
+exec 4>&-
+
+# -j forms.
+for j in 1 2 +1 -1 50% 0; do
+    n=$("$P" -j "$j" echo ::: 1 2 3 | wc -l)
+    expect "-j $j" 3 "$n"
+done
+n=$("$P" -j3 'echo {%}' ::: 1 2 3 4 5 6 | sort -u | wc -l)
+[ "$n" -le 3 ] && ok || bad "{%} beyond -j: $n"
+
+# --help fits a screen.
+n=$("$P" --help | wc -l)
+[ "$n" -le 24 ] && ok || bad "--help is $n lines"
+
+expect "nothing left in TMPDIR at the end" "" "$(ls -A "$TMPDIR")"
+echo "test_parallel: $pass passed, $fails failed"
+[ "$fails" -eq 0 ]
