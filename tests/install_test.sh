@@ -6,6 +6,12 @@ src=$1; bin=$2
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cmake --install "$bin" --prefix "$tmp/prefix" >/dev/null
+# The man pages, where the build could make them (lowdown, scdoc).
+if command -v lowdown >/dev/null; then
+  for m in mproc mproc-queue mproc-values mproc-subprocess mproc-errors; do
+    test -s "$tmp/prefix/share/man/man3/$m.3" || { echo "no $m(3)"; exit 1; }
+  done
+fi
 libdir=$(ls -d "$tmp"/prefix/lib*/ | head -1)
 export PKG_CONFIG_PATH="$libdir/pkgconfig"
 cat > "$tmp/prog.c" <<'C'
