@@ -154,6 +154,22 @@ static char **own_args(int *err)
     return av;
 }
 
+/* The pool talks on the merge of spawn's intercommunicator (either side;
+ * high 0 for rank 0, 1 for the copies, so that rank 0 comes first).
+ * Returns 0 or -EIO. */
+static int merge(MPI_Comm inter, int high)
+{
+    MPI_Comm merged = MPI_COMM_NULL;
+    MPI_Comm_set_errhandler(inter, MPI_ERRORS_RETURN);
+    if (MPI_Intercomm_merge(inter, high, &merged) != MPI_SUCCESS)
+        return -EIO;
+    MPI_Comm_set_errhandler(merged, MPI_ERRORS_RETURN);
+    MPI_Comm_free(&g.comm);
+    g.comm = merged;
+    g.inter = inter;
+    return 0;
+}
+
 /* Rank 0 started alone: spawns g.spawn copies of this program (the same
  * file and arguments), which serve, and merges them with it into g.comm
  * (rank 0 first). Returns 0 or -EIO (Open MPI would not spawn). */
@@ -173,7 +189,7 @@ static int spawn_servers(void)
         free(av);
         return -ENOMEM;
     }
-    MPI_Comm inter = MPI_COMM_NULL, merged = MPI_COMM_NULL;
+    MPI_Comm inter = MPI_COMM_NULL;
     /* A refusal must come back as a code, not abort the program. */
     MPI_Errhandler old = MPI_ERRHANDLER_NULL;
     MPI_Comm_get_errhandler(MPI_COMM_SELF, &old);
@@ -189,30 +205,10 @@ static int spawn_servers(void)
     free(av);
     if (rc != MPI_SUCCESS || inter == MPI_COMM_NULL)
         return -EIO;
-    MPI_Comm_set_errhandler(inter, MPI_ERRORS_RETURN);
-    if (MPI_Intercomm_merge(inter, 0, &merged) != MPI_SUCCESS) {
+    if (merge(inter, 0) < 0) {
         MPI_Comm_disconnect(&inter);
         return -EIO;
     }
-    MPI_Comm_set_errhandler(merged, MPI_ERRORS_RETURN);
-    MPI_Comm_free(&g.comm);
-    g.comm = merged;
-    g.inter = inter;
-    return 0;
-}
-
-/* A copy spawned by rank 0: serves it on the merge of the parent
- * intercommunicator (rank 0 first). Returns 0 or -EIO. */
-static int join_parent(MPI_Comm parent)
-{
-    MPI_Comm merged = MPI_COMM_NULL;
-    MPI_Comm_set_errhandler(parent, MPI_ERRORS_RETURN);
-    if (MPI_Intercomm_merge(parent, 1, &merged) != MPI_SUCCESS)
-        return -EIO;
-    MPI_Comm_set_errhandler(merged, MPI_ERRORS_RETURN);
-    MPI_Comm_free(&g.comm);
-    g.comm = merged;
-    g.inter = parent;
     return 0;
 }
 
@@ -236,7 +232,7 @@ static int attach(const mproc_pool_opts *o, void **ctx, int *nremote, int spawn)
     int wsize = 1;
     MPI_Comm_size(MPI_COMM_WORLD, &wsize);
     if (parent != MPI_COMM_NULL)
-        r = join_parent(parent);
+        r = merge(parent, 1); /* a copy spawned by rank 0: serves it */
     else if (spawn > 0 && wsize == 1)
         r = spawn_servers();
     if (r < 0)
