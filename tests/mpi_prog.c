@@ -1,6 +1,8 @@
 /*
  * mpi_prog.c - the program test_mpi runs under mpirun: one scenario per
- * run (argv[1]), under a start method (argv[2]). Every rank runs main();
+ * run (argv[1]), under a start method (argv[2]); argv[3] "spawnN" uses
+ * mproc_pool_backend_mpi_spawn(N) (run alone or under mpirun -n 1: the N
+ * copies it spawns are the other ranks). Every rank runs main();
  * in mproc_pool_new the other ranks become servers. Rank 0 checks what
  * the MPI pool returns against a local pool and against what it expects,
  * prints "mpi_prog: FAIL ..." for every mismatch and exits 1 if there
@@ -9,6 +11,7 @@
 #include "mproc.h"
 #include "mproc/mpi.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -39,10 +42,12 @@ mproc_pool *mpi_prog_kept; /* the "noexit" scenario's pool */
     } while (0)
 
 /* The rank the task runs on (its worker inherited mpirun's variable). */
+/* The rank in the pool: a copy spawned by rank 0 (OMPI_PARENT_PORT) is
+ * rank 1 + its rank among the copies; a program started alone is rank 0. */
 static int64_t my_rank(void)
 {
     const char *r = getenv("OMPI_COMM_WORLD_RANK");
-    return r ? atoll(r) : -1;
+    return (r ? atoll(r) : 0) + (getenv("OMPI_PARENT_PORT") ? 1 : 0);
 }
 
 /* x -> {x * x + 1, rank}; x = -3 segfaults, -4 aborts, -5 hangs, -6
@@ -405,16 +410,25 @@ int main(int argc, char **argv)
             mproc_set_start_method(m);
     mproc_pool *mp;
     mproc_pool_opts o = {.processes = 2, .backend = mproc_pool_backend_mpi()};
+    int spawn = 0;
+    if (argc > 3 && strncmp(argv[3], "spawn", 5) == 0) {
+        spawn = atoi(argv[3] + 5);
+        o.backend = mproc_pool_backend_mpi_spawn(spawn);
+    }
     if (strcmp(what, "initfail") == 0)
         o.initializer = init_fails_on_1;
     int rc = mproc_pool_new(&mp, &o);
     /* Only rank 0 comes here. */
+    if (rc == -EIO && spawn) {
+        printf("mpi_prog: SKIP Open MPI would not spawn\n");
+        return 77;
+    }
     if (rc < 0) {
         printf("mpi_prog: FAIL mproc_pool_new: %s\n", mproc_strerror(rc));
         return 1;
     }
     const char *sz = getenv("OMPI_COMM_WORLD_SIZE");
-    int size = sz ? atoi(sz) : 1;
+    int size = sz && atoi(sz) > 1 ? atoi(sz) : 1 + spawn;
     if (strcmp(what, "equal") == 0)
         equal(mp, size);
     else if (strcmp(what, "crash") == 0)

@@ -59,6 +59,21 @@ extern "C" {
 /* The MPI backend, for mproc_pool_opts.backend. Static; never NULL. */
 MPROC_API const mproc_pool_backend *mproc_pool_backend_mpi(void);
 
+/* The MPI backend that grows its own servers (docs/mpi.md, "Started
+ * alone"): when the program runs as a single MPI process (started alone,
+ * `./prog`, or `mpirun -n 1 ./prog`), mproc_pool_new spawns `servers`
+ * copies of this program (the same executable and arguments) with
+ * MPI_Comm_spawn; each runs main() up to its own mproc_pool_new, which
+ * turns it into a server as an mpirun rank would be (it never returns into
+ * the program). Started by mpirun with more than one rank, it is
+ * mproc_pool_backend_mpi: the ranks serve, nothing is spawned.
+ * servers == 0 spawns nothing. Static; never NULL; thread-safe; the count
+ * of the last call before the pool is created holds. mproc_pool_new then
+ * returns, besides the codes above: -EINVAL (servers < 0), -EIO (Open MPI
+ * refused to spawn, or the spawned copies could not join). Not the
+ * default: Open MPI 4.1's spawn path is fragile (docs/mpi.md). */
+MPROC_API const mproc_pool_backend *mproc_pool_backend_mpi_spawn(int servers);
+
 #ifdef __cplusplus
 }
 #endif

@@ -9,18 +9,36 @@
  */
 #include "mpi/mpi_impl.h"
 
+#include <fcntl.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 static struct {
     pthread_mutex_t mu;
-    bool used;     /* a pool on MPI was made in this run */
-    bool ours;     /* mproc initialized MPI: it finalizes it at exit */
-    MPI_Comm comm; /* the pool's duplicate of MPI_COMM_WORLD */
+    bool used;      /* a pool on MPI was made in this run */
+    bool ours;      /* mproc initialized MPI: it finalizes it at exit */
+    MPI_Comm comm;  /* the pool's duplicate of MPI_COMM_WORLD, or the merge
+                     * of the spawn's intercommunicator */
+    MPI_Comm inter; /* MPI_Comm_spawn's intercommunicator (either side) */
+    int spawn;      /* mproc_pool_backend_mpi_spawn's count (-1: bad) */
     mpi__relay *rl;
     bool lost; /* a rank was lost: MPI_Finalize would wait for it forever */
-} g = {.mu = PTHREAD_MUTEX_INITIALIZER, .comm = MPI_COMM_NULL};
+} g = {.mu = PTHREAD_MUTEX_INITIALIZER,
+       .comm = MPI_COMM_NULL,
+       .inter = MPI_COMM_NULL};
+
+/* Ends the pool's communicators: the spawned servers are a job of their
+ * own, joined to rank 0 until both sides disconnect (MPI_Finalize would
+ * otherwise wait on the connection). */
+static void free_comms(void)
+{
+    if (g.comm != MPI_COMM_NULL)
+        MPI_Comm_free(&g.comm);
+    if (g.inter != MPI_COMM_NULL)
+        MPI_Comm_disconnect(&g.inter);
+}
 
 /* At exit: servers still serving a pool never freed are stopped first;
  * then MPI ends, if it was ours to end. */
@@ -38,8 +56,7 @@ static void at_exit(void)
      * forever: end without it (mpirun then reports that rank 0 did not
      * finalize, which is true). */
     if (g.ours && !fin && !g.lost) {
-        if (g.comm != MPI_COMM_NULL)
-            MPI_Comm_free(&g.comm);
+        free_comms();
         MPI_Finalize();
     }
 }
@@ -82,15 +99,125 @@ static void become_server(const mproc_pool_opts *o)
     /* Nothing of the program runs here any more: MPI ends, whoever
      * started it (unless a rank was lost: see at_exit). */
     if (!lost) {
-        MPI_Comm_free(&g.comm);
+        free_comms();
         MPI_Finalize();
     }
     g.ours = false; /* at_exit: nothing left to do */
     exit(0);
 }
 
-static int mpi_attach(const mproc_pool_opts *o, void **ctx, int *nremote)
+/* This program's arguments (after argv[0]), for the spawned copies: a
+ * NULL-terminated array in one allocation, or NULL (-ENOMEM, -errno). */
+static char **own_args(int *err)
 {
+    int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        *err = -errno;
+        return NULL;
+    }
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    ssize_t k = 0;
+    while (buf && (k = read(fd, buf + n, cap - n)) > 0) {
+        n += (size_t)k;
+        if (n == cap) {
+            char *nb = realloc(buf, cap *= 2);
+            if (!nb)
+                free(buf);
+            buf = nb;
+        }
+    }
+    close(fd);
+    if (!buf || k < 0) {
+        *err = buf ? -EIO : -ENOMEM;
+        free(buf);
+        return NULL;
+    }
+    size_t argc = 0;
+    for (size_t i = 0; i < n; i++)
+        argc += buf[i] == 0;
+    /* The pointers first, the strings after them. */
+    char **av = malloc((argc + 1) * sizeof *av + n + 1);
+    if (!av) {
+        free(buf);
+        *err = -ENOMEM;
+        return NULL;
+    }
+    char *str = (char *)(av + argc + 1);
+    memcpy(str, buf, n);
+    str[n] = 0;
+    free(buf);
+    size_t a = 0;
+    for (size_t i = 0; i < n; i += strlen(str + i) + 1)
+        av[a++] = str + i;
+    av[a] = NULL;
+    return av;
+}
+
+/* The pool talks on the merge of spawn's intercommunicator (either side;
+ * high 0 for rank 0, 1 for the copies, so that rank 0 comes first).
+ * Returns 0 or -EIO. */
+static int merge(MPI_Comm inter, int high)
+{
+    MPI_Comm merged = MPI_COMM_NULL;
+    MPI_Comm_set_errhandler(inter, MPI_ERRORS_RETURN);
+    if (MPI_Intercomm_merge(inter, high, &merged) != MPI_SUCCESS)
+        return -EIO;
+    MPI_Comm_set_errhandler(merged, MPI_ERRORS_RETURN);
+    MPI_Comm_free(&g.comm);
+    g.comm = merged;
+    g.inter = inter;
+    return 0;
+}
+
+/* Rank 0 started alone: spawns g.spawn copies of this program (the same
+ * file and arguments), which serve, and merges them with it into g.comm
+ * (rank 0 first). Returns 0 or -EIO (Open MPI would not spawn). */
+static int spawn_servers(void)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+        return n < 0 ? -errno : -EIO;
+    exe[n] = 0;
+    int r = 0;
+    char **av = own_args(&r);
+    if (!av)
+        return r;
+    int *errs = calloc((size_t)g.spawn, sizeof *errs);
+    if (!errs) {
+        free(av);
+        return -ENOMEM;
+    }
+    MPI_Comm inter = MPI_COMM_NULL;
+    /* A refusal must come back as a code, not abort the program. */
+    MPI_Errhandler old = MPI_ERRHANDLER_NULL;
+    MPI_Comm_get_errhandler(MPI_COMM_SELF, &old);
+    MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
+    /* av[0] is the program's own name: MPI passes the rest. */
+    int rc = MPI_Comm_spawn(exe, av[0] ? av + 1 : MPI_ARGV_NULL, g.spawn,
+                            MPI_INFO_NULL, 0, MPI_COMM_SELF, &inter, errs);
+    if (old != MPI_ERRHANDLER_NULL) {
+        MPI_Comm_set_errhandler(MPI_COMM_SELF, old);
+        MPI_Errhandler_free(&old);
+    }
+    free(errs);
+    free(av);
+    if (rc != MPI_SUCCESS || inter == MPI_COMM_NULL)
+        return -EIO;
+    if (merge(inter, 0) < 0) {
+        MPI_Comm_disconnect(&inter);
+        return -EIO;
+    }
+    return 0;
+}
+
+/* Attaches the pool; when this program runs alone, spawns `spawn` servers
+ * first. */
+static int attach(const mproc_pool_opts *o, void **ctx, int *nremote, int spawn)
+{
+    if (spawn < 0)
+        return -EINVAL;
     pthread_mutex_lock(&g.mu);
     bool used = g.used;
     g.used = true;
@@ -98,6 +225,16 @@ static int mpi_attach(const mproc_pool_opts *o, void **ctx, int *nremote)
     if (used)
         return MPROC_EPOOL;
     int r = init_mpi();
+    if (r < 0)
+        return r;
+    MPI_Comm parent = MPI_COMM_NULL;
+    MPI_Comm_get_parent(&parent);
+    int wsize = 1;
+    MPI_Comm_size(MPI_COMM_WORLD, &wsize);
+    if (parent != MPI_COMM_NULL)
+        r = merge(parent, 1); /* a copy spawned by rank 0: serves it */
+    else if (spawn > 0 && wsize == 1)
+        r = spawn_servers();
     if (r < 0)
         return r;
     int rank = 0, size = 1;
@@ -140,6 +277,19 @@ static int mpi_attach(const mproc_pool_opts *o, void **ctx, int *nremote)
     return 0;
 }
 
+static int mpi_attach(const mproc_pool_opts *o, void **ctx, int *nremote)
+{
+    return attach(o, ctx, nremote, 0);
+}
+
+static int mpi_spawn_attach(const mproc_pool_opts *o, void **ctx, int *nremote)
+{
+    pthread_mutex_lock(&g.mu);
+    int spawn = g.spawn;
+    pthread_mutex_unlock(&g.mu);
+    return attach(o, ctx, nremote, spawn);
+}
+
 static int mpi_start(void *ctx, int k, pool__slot *slot, unsigned char *ring,
                      int *chan, int *sentinel)
 {
@@ -169,7 +319,24 @@ static const mproc_pool_backend mpi_backend = {
     .detach = mpi_detach,
 };
 
+static const mproc_pool_backend mpi_spawn_backend = {
+    .name = "mpi",
+    .attach = mpi_spawn_attach,
+    .start = mpi_start,
+    .status = mpi_status,
+    .detach = mpi_detach,
+};
+
 const mproc_pool_backend *mproc_pool_backend_mpi(void)
 {
     return &mpi_backend;
+}
+
+const mproc_pool_backend *mproc_pool_backend_mpi_spawn(int servers)
+{
+    pthread_mutex_lock(&g.mu);
+    if (!g.used)
+        g.spawn = servers < 0 ? -1 : servers;
+    pthread_mutex_unlock(&g.mu);
+    return &mpi_spawn_backend;
 }

@@ -58,6 +58,11 @@ struct server {
     size_t nslots;
     sfn *fns;
     size_t nfns;
+    /* Answers on their way (MPI_Isend): the local pool's thread, which
+     * answers, never waits for rank 0 to take a large one in. Under mu. */
+    MPI_Request *reqs;
+    unsigned char **rbufs;
+    size_t nreq, capreq;
 };
 
 /* ---- a records chunk in a worker ---------------------------------------- */
@@ -167,6 +172,56 @@ static void msg_free(smsg *m)
     free(m);
 }
 
+/* Frees the answers that are out (sv->mu held); all of them, waiting,
+ * when `all`. */
+static void reap(server *sv, bool all)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < sv->nreq; i++) {
+        int done = 0;
+        if (all) {
+            MPI_Wait(&sv->reqs[i], MPI_STATUS_IGNORE);
+            done = 1;
+        } else {
+            MPI_Test(&sv->reqs[i], &done, MPI_STATUS_IGNORE);
+        }
+        if (done) {
+            free(sv->rbufs[i]);
+            continue;
+        }
+        sv->reqs[k] = sv->reqs[i];
+        sv->rbufs[k++] = sv->rbufs[i];
+    }
+    sv->nreq = k;
+}
+
+/* Sends answer b (taken) to rank 0 without waiting for it to arrive;
+ * blocking when there is no room to keep it pending. */
+static void send_answer(server *sv, mproc__buf *b)
+{
+    reap(sv, false);
+    if (sv->nreq == sv->capreq) {
+        size_t cap = sv->capreq ? 2 * sv->capreq : 16;
+        MPI_Request *r = realloc(sv->reqs, cap * sizeof(MPI_Request));
+        if (r)
+            sv->reqs = r;
+        unsigned char **bb = r ? realloc(sv->rbufs, cap * sizeof *bb) : NULL;
+        if (bb) {
+            sv->rbufs = bb;
+            sv->capreq = cap;
+        }
+    }
+    if (sv->nreq < sv->capreq &&
+        MPI_Isend(b->p, (int)b->len, MPI_BYTE, 0, T_RES, sv->comm,
+                  &sv->reqs[sv->nreq]) == MPI_SUCCESS) {
+        sv->rbufs[sv->nreq++] = b->p;
+        b->p = NULL;
+        b->len = b->cap = 0;
+        return;
+    }
+    MPI_Send(b->p, (int)b->len, MPI_BYTE, 0, T_RES, sv->comm);
+}
+
 /* Sends the answers at the front of slot sl that are ready, in order
  * (sv->mu held). */
 static void flush(server *sv, sslot *sl)
@@ -180,7 +235,7 @@ static void flush(server *sv, sslot *sl)
         if (m->type == PM_EXIT) {
             MPI_Send(&pre, sizeof pre, MPI_BYTE, 0, T_EXITED, sv->comm);
         } else if (!m->res.oom) {
-            MPI_Send(m->res.p, (int)m->res.len, MPI_BYTE, 0, T_RES, sv->comm);
+            send_answer(sv, &m->res);
         }
         msg_free(m);
     }
@@ -439,11 +494,14 @@ bool mpi__serve(MPI_Comm comm, const mproc_pool_opts *opts)
             sv.slots[i].head = m->next;
             msg_free(m);
         }
+    reap(&sv, true);
     MPI_Send(NULL, 0, MPI_BYTE, 0, T_BYE, comm);
     for (size_t i = 0; i < sv.nfns; i++)
         free(sv.fns[i].ref);
     free(sv.fns);
     free(sv.slots);
+    free(sv.reqs);
+    free(sv.rbufs);
     pthread_mutex_destroy(&sv.mu);
     return lost;
 }
