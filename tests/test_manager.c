@@ -707,6 +707,39 @@ static void client_ops(mproc_manager *m)
     CHECK_ERR(mproc_proxy_getitem(l, ten, &got), -ENOENT);
     CHECK_ERR(mproc_proxy_setitem(l, k, one), MPROC_ETYPE);
     CHECK_EQ(mproc_proxy_len(l), 3);
+    /* range and slice values, as Python sends them */
+    mproc_proxy *rl;
+    args = mproc_obj_tuple_of(
+        1, mproc_obj_reduce("builtins", "range",
+                            mproc_obj_tuple_of(3, mproc_obj_int(0),
+                                               mproc_obj_int(10),
+                                               mproc_obj_int(3)),
+                            NULL, false));
+    CHECK_OK(mproc_manager_create(m, &rl, "list", args, NULL, err, sizeof err));
+    mproc_obj_unref(args);
+    mproc_obj *sl = mproc_obj_reduce("builtins", "slice",
+                                     mproc_obj_tuple_of(3, mproc_obj_none(),
+                                                        mproc_obj_none(),
+                                                        mproc_obj_int(-2)),
+                                     NULL, false);
+    CHECK_OK(mproc_proxy_getitem(rl, sl, &got));
+    check_repr(got, "[9, 3]");
+    mproc_obj_unref(got);
+    CHECK_OK(mproc_proxy_delitem(rl, sl));
+    CHECK_OK(mproc_proxy_value(rl, &r));
+    check_repr(r, "[0, 6]");
+    mproc_obj_unref(r);
+    mproc_obj_unref(sl);
+    mproc_proxy_free(rl);
+    /* queue.Empty (CPython's server sends _queue.Empty) */
+    mproc_proxy *q;
+    CHECK_OK(mproc_manager_create(m, &q, "Queue", NULL, NULL, err, sizeof err));
+    CHECK_ERR(
+        mproc_proxy_call(q, "get_nowait", NULL, NULL, &r, err, sizeof err),
+        MPROC_EEMPTY);
+    CHECK_EQ(mproc_obj_is_exception(r), 1);
+    mproc_obj_unref(r);
+    mproc_proxy_free(q);
     /* an unknown type id */
     mproc_proxy *bad;
     CHECK_ERR(
@@ -952,16 +985,31 @@ static void test_blocking_types(void)
     pthread_join(t, (void **)&got);
     check_repr(got, "'item'");
     mproc_obj_unref(got);
-    /* get with a timeout: queue.Empty, which mproc does not decode */
+    /* get with a timeout: queue.Empty, as MPROC_EEMPTY */
     args = mproc_obj_tuple_of(2, mproc_obj_bool(true), mproc_obj_float(0.2));
     char err[256];
     mproc_obj *r = NULL;
     t0 = mproc_test_now();
     CHECK_ERR(mproc_proxy_call(q, "get", args, NULL, &r, err, sizeof err),
-              MPROC_EREMOTE);
+              MPROC_EEMPTY);
     CHECK(mproc_test_now() - t0 >= 0.19);
-    CHECK(r == NULL && strstr(err, "queue.Empty"));
+    CHECK_STR(mproc_obj_reduce_name(r), "Empty");
+    CHECK_EQ(mproc_obj_is_exception(r), 1);
+    CHECK_STR(err, "Empty()");
+    mproc_obj_unref(r);
     mproc_obj_unref(args);
+    CHECK_ERR(mproc_proxy_call(q, "get_nowait", NULL, NULL, NULL, NULL, 0),
+              MPROC_EEMPTY);
+    /* put on a full queue: queue.Full, as MPROC_EFULL */
+    mproc_obj *one = mproc_obj_tuple_of(1, mproc_obj_int(1));
+    mproc_proxy *q1 = make(m, "Queue", mproc_obj_ref(one));
+    CHECK_EQ(mproc_proxy_call(q1, "put_nowait", one, NULL, NULL, NULL, 0), 0);
+    CHECK_ERR(mproc_proxy_call(q1, "put_nowait", one, NULL, &r, NULL, 0),
+              MPROC_EFULL);
+    CHECK_STR(mproc_obj_reduce_name(r), "Full");
+    mproc_obj_unref(r);
+    mproc_obj_unref(one);
+    mproc_proxy_free(q1);
 
     /* Lock: held by a child killed while holding it, then free */
     mproc_proxy *l = make(m, "Lock", NULL), *rl = make(m, "RLock", NULL);

@@ -669,6 +669,53 @@ static const struct {
       "ltins\x94\x8c\nValueError\x94\x93\x94\x8c\x01v\x94\x85\x94"
       "R\x94}\x94\x8c\x04note\x94K\x01sb.",
       "ValueError('v')"),
+    P("3.13 p4 range",
+      "\x80\x04\x95 \x00\x00\x00\x00\x00\x00\x00\x8c\x08"
+      "builtins\x94\x8c\x05range\x94\x93\x94K\x00K\x0aK\x01\x87\x94R\x94.",
+      "range(0, 10, 1)"),
+    P("3.13 p0 range",
+      "c__builtin__\x0axrange\x0ap0\x0a(I1\x0aI9\x0aI2\x0atp1\x0aRp2\x0a.",
+      "range(1, 9, 2)"),
+    P("3.13 p4 slice",
+      "\x80\x04\x95\x1f\x00\x00\x00\x00\x00\x00\x00\x8c\x08"
+      "builtins\x94\x8c\x05slice\x94\x93\x94K\x00K\x02N\x87\x94R\x94.",
+      "slice(0, 2, None)"),
+    P("3.13 p2 slice",
+      "\x80\x02"
+      "c__builtin__\x0aslice\x0aq\x00NNJ\xff\xff\xff\xff\x87q\x01Rq\x02.",
+      "slice(None, None, -1)"),
+    P("3.13 p4 queue.Empty",
+      "\x80\x04\x95\x17\x00\x00\x00\x00\x00\x00\x00\x8c\x06_queue\x94\x8c\x05"
+      "Empty\x94\x93\x94)R\x94.",
+      "Empty()"),
+    P("3.13 p2 queue.Full",
+      "\x80\x02"
+      "cQueue\x0a"
+      "Full\x0aq\x00)Rq\x01.",
+      "Full()"),
+    P("3.13 p4 RebuildProxy",
+      "\x80\x04\x95|\x00\x00\x00\x00\x00\x00\x00\x8c\x18multiprocessing."
+      "managers\x94\x8c\x0cRebuildProxy\x94\x93\x94(h\x00\x8c\x09"
+      "DictProxy\x94\x93\x94h\x00\x8c\x05Token\x94\x93\x94)\x81\x94\x8c\x04"
+      "dict\x94\x8c\x09"
+      "127.0.0.1\x94M\x88\x13\x86\x94\x8c\x02"
+      "7f\x94\x87\x94"
+      "b\x8c\x06pickle\x94}\x94t\x94R\x94.",
+      "RebuildProxy(<class 'multiprocessing.managers.DictProxy'>, Token(), "
+      "'pickle', {})"),
+    P("3.13 p2 RebuildProxy AutoProxy",
+      "\x80\x02"
+      "cmultiprocessing.managers\x0aRebuildProxy\x0aq\x00(cmultiprocessing."
+      "managers\x0a"
+      "AutoProxy\x0aq\x01"
+      "cmultiprocessing.managers\x0aToken\x0aq\x02)\x81q\x03X\x04\x00\x00\x00"
+      "dictq\x04X\x09\x00\x00\x00"
+      "127.0.0.1q\x05M\x88\x13\x86q\x06X\x02\x00\x00\x00"
+      "7fq\x07\x87q\x08"
+      "bX\x06\x00\x00\x00pickleq\x09}q\x0aX\x07\x00\x00\x00"
+      "exposedq\x0bX\x03\x00\x00\x00getq\x0c\x85q\x0dstq\x0eRq\x0f.",
+      "RebuildProxy(<class 'multiprocessing.managers.AutoProxy'>, Token(), "
+      "'pickle', {'exposed': ('get',)})"),
 #undef P
 };
 
@@ -729,6 +776,59 @@ static void test_hostile(void)
                   "cmultiprocessing.managers\nToken\n)R.",
                   "REDUCE on multiprocessing.managers.Token");
     CHECK_REFUSED("\x80\x02N)R.", "REDUCE on a NoneType");
+    /* range and slice: three ints (or Nones for a slice), step not 0. */
+    CHECK_REFUSED("\x80\x02"
+                  "cbuiltins\nrange\nK\x00K\x05K\x00\x87R.",
+                  "REDUCE on builtins.range");
+    CHECK_REFUSED("\x80\x02"
+                  "cbuiltins\nrange\nK\x00K\x05\x86R.",
+                  "REDUCE on builtins.range");
+    CHECK_REFUSED("\x80\x02"
+                  "cbuiltins\nrange\nK\x00NK\x01\x87R.",
+                  "REDUCE on builtins.range");
+    CHECK_REFUSED("\x80\x02"
+                  "cbuiltins\nrange\nK\x00K\x05K\x01\x87\x81.",
+                  "NEWOBJ on builtins.range");
+    CHECK_REFUSED("\x80\x02"
+                  "cbuiltins\nslice\nK\x00X\x01\x00\x00\x00"
+                  "aN\x87R.",
+                  "REDUCE on builtins.slice");
+    CHECK_REFUSED("\x80\x02"
+                  "cbuiltins\nslice\nNNG?\xf0\x00\x00\x00\x00\x00\x00\x87R.",
+                  "REDUCE on builtins.slice");
+    CHECK_REFUSED("\x80\x02"
+                  "cbuiltins\nrange\nK\x00K\x05K\x01\x87R}b.",
+                  "BUILD on");
+    /* queue's other names stay off the list. */
+    CHECK_REFUSED("\x80\x02"
+                  "cqueue\nQueue\n)R.",
+                  "global queue.Queue");
+    /* RebuildProxy: a proxy class of the module, a built Token, a str,
+     * a dict; the proxy classes are usable only there. */
+    CHECK_REFUSED("\x80\x02"
+                  "cmultiprocessing.managers\nRebuildProxy\n"
+                  "(cbuiltins\nValueError\n"
+                  "cmultiprocessing.managers\nToken\n)\x81)b"
+                  "X\x06\x00\x00\x00pickle}tR.",
+                  "REDUCE on multiprocessing.managers.RebuildProxy");
+    CHECK_REFUSED("\x80\x02"
+                  "cmultiprocessing.managers\nRebuildProxy\n"
+                  "(cmultiprocessing.managers\nDictProxy\n"
+                  "cmultiprocessing.managers\nToken\n)\x81"
+                  "X\x06\x00\x00\x00pickle}tR.",
+                  "REDUCE on multiprocessing.managers.RebuildProxy");
+    CHECK_REFUSED("\x80\x02"
+                  "cmultiprocessing.managers\nRebuildProxy\n"
+                  "(cmultiprocessing.managers\nDictProxy\n"
+                  "cmultiprocessing.managers\nToken\n)\x81)b"
+                  "X\x06\x00\x00\x00pickle]tR.",
+                  "REDUCE on multiprocessing.managers.RebuildProxy");
+    CHECK_REFUSED("\x80\x02"
+                  "cmultiprocessing.managers\nDictProxy\n)R.",
+                  "REDUCE on multiprocessing.managers.DictProxy");
+    CHECK_REFUSED("\x80\x02"
+                  "cmultiprocessing.managers\nBaseManager\n)R.",
+                  "global multiprocessing.managers.BaseManager");
     CHECK_REFUSED("\x80\x02]Nb.", "BUILD on list");
     CHECK_REFUSED("\x80\x02"
                   "cbuiltins\nValueError\n)R}b}b.",

@@ -166,9 +166,12 @@ MPROC_API int mproc_manager_create(mproc_manager *m, mproc_proxy **out,
  *       exposed, a value it cannot decode): *result is the traceback text;
  *       err gets the exception's repr ("KeyError('x')") or the
  *       traceback's last line; a reply mproc cannot decode (an exception
- *       of a class off docs/values.md's allow-list, such as queue.Empty
- *       from Queue.get) is MPROC_EREMOTE with *result NULL and err naming
- *       the class ("global queue.Empty is not allowed ...");
+ *       of a class off docs/values.md's allow-list) is MPROC_EREMOTE with
+ *       *result NULL and err naming the class ("global foo.Error is not
+ *       allowed ...");
+ *   MPROC_EEMPTY, MPROC_EFULL  the method raised queue.Empty / queue.Full
+ *       (a Queue's get / put that timed out or would block): *result is
+ *       the exception;
  *   -EINVAL, -ENOMEM, or a connection's code: MPROC_EEOF, -ECONNRESET,
  *       -EPIPE (the server went away: never a hang), -ECONNREFUSED, ...
  * Thread safe.

@@ -303,12 +303,17 @@ int mproc_proxy_call(mproc_proxy *p, const char *method, const mproc_obj *args,
     rc = exchange(c, p->ident, method, args, kwds, &kind, &v, err, errcap);
     channel_put(p->cl, c, rc < 0 && rc != MPROC_EPICKLE);
     if (rc == MPROC_EPICKLE)  /* a reply mproc cannot decode: an exception */
-        return MPROC_EREMOTE; /* of a class off the list (queue.Empty) */
+        return MPROC_EREMOTE; /* of a class off the allow-list */
     if (rc < 0)
         return rc;
     if (kind == 1 || kind == 2) {
         describe(v, err, errcap);
-        rc = MPROC_EREMOTE;
+        const char *mod = mproc_obj_reduce_module(v);
+        const char *name = mproc_obj_reduce_name(v);
+        bool q = kind == 1 && mod && strcmp(mod, "queue") == 0;
+        rc = q && strcmp(name, "Empty") == 0  ? MPROC_EEMPTY
+             : q && strcmp(name, "Full") == 0 ? MPROC_EFULL
+                                              : MPROC_EREMOTE;
     } else if (kind == 3) {
         rc = 1;
     }

@@ -103,10 +103,58 @@ void mproc__mgr_obj_clear(mgr_obj *o)
     o->n = o->cap = o->pos = 0;
 }
 
-/* Items of a list, tuple, set, frozenset, dict (keys), str (characters
- * are not split: refused), pushed onto o. 0, 1 (TypeError set) or -ENOMEM. */
+#define MAX_ITEMS ((size_t)1 << 22) /* what a list or range may grow to */
+
+static bool is_reduce_of(const mproc_obj *v, const char *name)
+{
+    return mproc_obj_type_of(v) == MPROC_OBJ_REDUCE &&
+           mproc_obj_reduce_args(v) &&
+           strcmp(mproc_obj_reduce_module(v), "builtins") == 0 &&
+           strcmp(mproc_obj_reduce_name(v), name) == 0;
+}
+
+/* The ints of a range(start, stop, step) pushed onto o: 0, 1 (an error
+ * set: OverflowError, MemoryError past MAX_ITEMS) or -ENOMEM. */
+static int extend_range(mgr_obj *o, const mproc_obj *range, mgr_reply *r)
+{
+    const mproc_obj *a = mproc_obj_reduce_args(range);
+    int64_t v[3];
+    for (size_t i = 0; i < 3; i++)
+        if (mproc_obj_len(a) != 3 ||
+            mproc_obj_int_value(mproc_obj_item(a, i), &v[i]) < 0) {
+            mgr_raise(r, mproc__mgr_exc("OverflowError",
+                                        "range bounds do not fit 64 bits"));
+            return 1;
+        }
+    if (v[2] == 0 || v[2] == INT64_MIN) {
+        mgr_raise(r, mproc__mgr_exc("ValueError", "bad range step"));
+        return 1;
+    }
+    /* The length, in unsigned arithmetic: no overflow for any bounds. */
+    uint64_t span = v[2] > 0
+                        ? (v[1] > v[0] ? (uint64_t)v[1] - (uint64_t)v[0] : 0)
+                        : (v[0] > v[1] ? (uint64_t)v[0] - (uint64_t)v[1] : 0);
+    uint64_t step = v[2] > 0 ? (uint64_t)v[2] : (uint64_t)-v[2];
+    uint64_t len = span ? (span - 1) / step + 1 : 0;
+    if (len > MAX_ITEMS - o->n) {
+        mgr_raise(r, mproc__mgr_exc("MemoryError", NULL));
+        return 1;
+    }
+    for (uint64_t k = 0; k < len; k++) {
+        uint64_t at = (uint64_t)v[0] + (v[2] > 0 ? k * step : -(k * step));
+        if (mproc__mgr_items_push(o, mproc_obj_int((int64_t)at)) < 0)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+/* Items of a list, tuple, set, frozenset, dict (keys), range, str
+ * (characters are not split: refused), pushed onto o. 0, 1 (TypeError
+ * set) or -ENOMEM. */
 static int extend_from(mgr_obj *o, const mproc_obj *seq, mgr_reply *r)
 {
+    if (is_reduce_of(seq, "range"))
+        return extend_range(o, seq, r);
     switch (mproc_obj_type_of(seq)) {
     case MPROC_OBJ_LIST:
     case MPROC_OBJ_TUPLE:
@@ -461,6 +509,73 @@ static int index_of(const char *what, const mproc_obj *i, size_t n, bool clamp,
     return 0;
 }
 
+/* A slice over n items, as Python's slice.indices: 0 with the first
+ * index, the step and the count, or 1 with an error set. */
+static int slice_of(const mproc_obj *sl, size_t n, int64_t *start,
+                    int64_t *step, size_t *len, mgr_reply *r)
+{
+    const mproc_obj *a = mproc_obj_reduce_args(sl);
+    int64_t v[3] = {0, 0, 1};
+    bool none[3];
+    for (size_t i = 0; i < 3; i++) {
+        const mproc_obj *x = mproc_obj_item(a, i);
+        none[i] = mproc_obj_type_of(x) == MPROC_OBJ_NONE;
+        if (mproc_obj_len(a) != 3 ||
+            (!none[i] && mproc_obj_int_value(x, &v[i]) < 0)) {
+            mgr_raise(r,
+                      mproc__mgr_exc("IndexError", "cannot fit 'int' into an "
+                                                   "index-sized integer"));
+            return 1;
+        }
+    }
+    int64_t st = none[2] ? 1 : v[2] == INT64_MIN ? -INT64_MAX : v[2];
+    if (st == 0) {
+        mgr_raise(r, mproc__mgr_exc("ValueError", "slice step cannot be zero"));
+        return 1;
+    }
+    int64_t len_n = (int64_t)n, b[2];
+    for (size_t i = 0; i < 2; i++) {
+        int64_t x = v[i];
+        if (none[i])
+            x = st < 0 ? (i == 0 ? len_n - 1 : -1) : (i == 0 ? 0 : len_n);
+        else if (x < 0) {
+            x = x < -len_n ? -1 : x + len_n;
+            if (x < 0)
+                x = st < 0 ? -1 : 0;
+        } else if (x >= len_n)
+            x = st < 0 ? len_n - 1 : len_n;
+        b[i] = x;
+    }
+    *start = b[0];
+    *step = st;
+    *len = st < 0 ? (b[1] < b[0] ? (size_t)((b[0] - b[1] - 1) / -st + 1) : 0)
+                  : (b[0] < b[1] ? (size_t)((b[1] - b[0] - 1) / st + 1) : 0);
+    return 0;
+}
+
+/* The items a slice selects, as a list, or an array for an Array. */
+static mproc_obj *items_list(const mgr_obj *o);
+static mproc_obj *array_value(const mgr_obj *o);
+
+static int items_slice(mgr_obj *o, const mproc_obj *sl, mgr_reply *r)
+{
+    int64_t start, step;
+    size_t len;
+    if (slice_of(sl, o->n, &start, &step, &len, r))
+        return 0;
+    mproc_obj **sel = malloc((len ? len : 1) * sizeof(void *));
+    if (!sel)
+        return -ENOMEM;
+    for (size_t k = 0; k < len; k++)
+        sel[k] = o->items[start + (int64_t)k * step];
+    mgr_obj view = *o;
+    view.items = sel;
+    view.n = view.cap = len;
+    mproc_obj *v = o->typecode ? array_value(&view) : items_list(&view);
+    free(sel);
+    return v ? mgr_ret(r, v) : -ENOMEM;
+}
+
 /* __len__ and __getitem__ of a list or an array: -ENOENT for others. */
 static int items_read(const char *what, mgr_obj *o, const char *m,
                       const mproc_obj *args, const mproc_obj *kwds,
@@ -473,8 +588,11 @@ static int items_read(const char *what, mgr_obj *o, const char *m,
         return mgr_ret(r, mproc_obj_int((int64_t)o->n));
     }
     if (strcmp(m, "__getitem__") == 0) {
-        if (check_args(m, args, kwds, 1, 1, r) ||
-            index_of(what, arg(args, 0), o->n, false, &i, r))
+        if (check_args(m, args, kwds, 1, 1, r))
+            return 0;
+        if (is_reduce_of(arg(args, 0), "slice"))
+            return items_slice(o, arg(args, 0), r);
+        if (index_of(what, arg(args, 0), o->n, false, &i, r))
             return 0;
         return mgr_ret(r, mproc_obj_ref(o->items[i]));
     }
@@ -606,6 +724,87 @@ static int list_init(mgr_obj *o, const mproc_obj *args, const mproc_obj *kwds,
     return nargs(args) ? extend_from(o, arg(args, 0), r) : 0;
 }
 
+/* del l[slice] and l[slice] = items. */
+static int list_slice_del(mgr_obj *o, const mproc_obj *sl, mgr_reply *r)
+{
+    int64_t start, step;
+    size_t len;
+    if (slice_of(sl, o->n, &start, &step, &len, r))
+        return 0;
+    if (step < 0) { /* the same items, walked forwards */
+        start += (int64_t)(len ? len - 1 : 0) * step;
+        step = -step;
+    }
+    size_t to = len ? (size_t)start : o->n, k = 0;
+    for (size_t i = to; len && i < o->n; i++) {
+        if (k < len && i == (size_t)(start + (int64_t)k * step)) {
+            mproc_obj_unref(o->items[i]);
+            k++;
+        } else {
+            o->items[to++] = o->items[i];
+        }
+    }
+    o->n = to;
+    return mgr_ret(r, mproc_obj_none());
+}
+
+static int list_slice_set(mgr_obj *o, const mproc_obj *sl, const mproc_obj *v,
+                          mgr_reply *r)
+{
+    int64_t start, step;
+    size_t len;
+    if (slice_of(sl, o->n, &start, &step, &len, r))
+        return 0;
+    mgr_obj src = {0};
+    int rc = extend_from(&src, v, r);
+    if (rc != 0) {
+        mproc__mgr_obj_clear(&src);
+        return rc == 1 ? 0 : rc;
+    }
+    if (step != 1 && src.n != len) {
+        size_t got = src.n;
+        mproc__mgr_obj_clear(&src);
+        return mgr_raise(r, mproc__mgr_exc("ValueError",
+                                           "attempt to assign sequence of "
+                                           "size %zu to extended slice of "
+                                           "size %zu",
+                                           got, len));
+    }
+    if (step != 1) {
+        for (size_t k = 0; k < len; k++) {
+            size_t at = (size_t)(start + (int64_t)k * step);
+            mproc_obj_unref(o->items[at]);
+            o->items[at] = src.items[k];
+        }
+        src.n = 0;
+        mproc__mgr_obj_clear(&src);
+        return mgr_ret(r, mproc_obj_none());
+    }
+    if (o->n - len + src.n > MAX_ITEMS) {
+        mproc__mgr_obj_clear(&src);
+        return mgr_raise(r, mproc__mgr_exc("MemoryError", NULL));
+    }
+    size_t at = (size_t)start, keep = o->n - at - len;
+    size_t need = o->n - len + src.n;
+    if (need > o->cap) {
+        mproc_obj **p = realloc(o->items, need * sizeof(void *));
+        if (!p) {
+            mproc__mgr_obj_clear(&src);
+            return -ENOMEM;
+        }
+        o->items = p;
+        o->cap = need;
+    }
+    for (size_t k = 0; k < len; k++)
+        mproc_obj_unref(o->items[at + k]);
+    memmove(o->items + at + src.n, o->items + at + len, keep * sizeof(void *));
+    memcpy(o->items + at, src.items, src.n * sizeof(void *));
+    o->n = o->n - len + src.n;
+    src.n = 0;
+    mproc__mgr_obj_clear(&src);
+    return mgr_ret(r, mproc_obj_none());
+}
+
 /* The index of the first item equal to x, or -1 (or -2 on an error). */
 static long find(const mgr_obj *o, const mproc_obj *x, size_t from)
 {
@@ -628,16 +827,22 @@ static int list_call(mgr_server *s, mgr_obj *o, const char *m,
     if (read != -ENOENT)
         return read;
     if (strcmp(m, "__setitem__") == 0) {
-        if (check_args(m, args, kwds, 2, 2, r) ||
-            index_of("list assignment", arg(args, 0), o->n, false, &i, r))
+        if (check_args(m, args, kwds, 2, 2, r))
+            return 0;
+        if (is_reduce_of(arg(args, 0), "slice"))
+            return list_slice_set(o, arg(args, 0), arg(args, 1), r);
+        if (index_of("list assignment", arg(args, 0), o->n, false, &i, r))
             return 0;
         mproc_obj_unref(o->items[i]);
         o->items[i] = mproc_obj_ref(arg(args, 1));
         return mgr_ret(r, mproc_obj_none());
     }
     if (strcmp(m, "__delitem__") == 0) {
-        if (check_args(m, args, kwds, 1, 1, r) ||
-            index_of("list assignment", arg(args, 0), o->n, false, &i, r))
+        if (check_args(m, args, kwds, 1, 1, r))
+            return 0;
+        if (is_reduce_of(arg(args, 0), "slice"))
+            return list_slice_del(o, arg(args, 0), r);
+        if (index_of("list assignment", arg(args, 0), o->n, false, &i, r))
             return 0;
         items_remove(o, i);
         return mgr_ret(r, mproc_obj_none());

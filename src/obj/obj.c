@@ -1208,7 +1208,11 @@ bool mproc_obj_reduce_newobj(const mproc_obj *o)
 
 int mproc_obj_is_exception(const mproc_obj *o)
 {
-    return o && mproc__type(o) == MPROC_OBJ_REDUCE && o->u.red.args &&
-           strcmp(o->u.red.module, "builtins") == 0 &&
+    if (!o || mproc__type(o) != MPROC_OBJ_REDUCE || !o->u.red.args)
+        return 0;
+    if (strcmp(o->u.red.module, "queue") == 0) /* queue.Empty, queue.Full */
+        return strcmp(o->u.red.name, "Empty") == 0 ||
+               strcmp(o->u.red.name, "Full") == 0;
+    return strcmp(o->u.red.module, "builtins") == 0 &&
            mproc__is_exception_name(o->u.red.name);
 }

@@ -282,7 +282,12 @@ enum {
     G_TOKEN,         /* multiprocessing.managers.Token */
     G_REBUILD_EXC,   /* multiprocessing.pool.rebuild_exc */
     G_ARRAY,         /* array.array */
-    G_ARRAY_RECON    /* array._array_reconstructor */
+    G_ARRAY_RECON,   /* array._array_reconstructor */
+    G_RANGE,         /* builtins.range */
+    G_SLICE,         /* builtins.slice */
+    G_QUEUE_EXC,     /* queue.Empty, queue.Full */
+    G_REBUILD_PROXY, /* multiprocessing.managers.RebuildProxy */
+    G_PROXY_TYPE     /* a proxy class of multiprocessing.managers, AutoProxy */
 };
 
 static int resolve(const char *module, const char *name)
@@ -304,6 +309,24 @@ static int resolve(const char *module, const char *name)
         {"multiprocessing.pool", "rebuild_exc", G_REBUILD_EXC},
         {"array", "array", G_ARRAY},
         {"array", "_array_reconstructor", G_ARRAY_RECON},
+        {"builtins", "range", G_RANGE},
+        {"builtins", "slice", G_SLICE},
+        {"queue", "Empty", G_QUEUE_EXC},
+        {"queue", "Full", G_QUEUE_EXC},
+        {"multiprocessing.managers", "RebuildProxy", G_REBUILD_PROXY},
+        {"multiprocessing.managers", "AutoProxy", G_PROXY_TYPE},
+        {"multiprocessing.managers", "DictProxy", G_PROXY_TYPE},
+        {"multiprocessing.managers", "ListProxy", G_PROXY_TYPE},
+        {"multiprocessing.managers", "BaseListProxy", G_PROXY_TYPE},
+        {"multiprocessing.managers", "NamespaceProxy", G_PROXY_TYPE},
+        {"multiprocessing.managers", "ValueProxy", G_PROXY_TYPE},
+        {"multiprocessing.managers", "ArrayProxy", G_PROXY_TYPE},
+        {"multiprocessing.managers", "IteratorProxy", G_PROXY_TYPE},
+        {"multiprocessing.managers", "AcquirerProxy", G_PROXY_TYPE},
+        {"multiprocessing.managers", "EventProxy", G_PROXY_TYPE},
+        {"multiprocessing.managers", "ConditionProxy", G_PROXY_TYPE},
+        {"multiprocessing.managers", "BarrierProxy", G_PROXY_TYPE},
+        {"multiprocessing.managers", "PoolProxy", G_PROXY_TYPE},
     };
     for (size_t i = 0; i < sizeof allowed / sizeof *allowed; i++)
         if (strcmp(module, allowed[i].module) == 0 &&
@@ -321,12 +344,16 @@ static const char *py3_module(const char *m)
         return "builtins";
     if (strcmp(m, "copy_reg") == 0)
         return "copyreg";
+    if (strcmp(m, "Queue") == 0 || strcmp(m, "_queue") == 0)
+        return "queue"; /* Python 2's; _queue.Empty is queue.Empty */
     return m;
 }
 
 static int push_global(loader *L, const char *module, const char *name)
 {
     module = py3_module(module);
+    if (strcmp(module, "builtins") == 0 && strcmp(name, "xrange") == 0)
+        name = "range"; /* a range pickled with protocol 0 or 1 */
     if (resolve(module, name) == G_NONE)
         return fail(L, "global %s.%s is not allowed", module, name);
     mproc_obj *g = mproc_obj_reduce(module, name, NULL, NULL, false);
@@ -456,6 +483,36 @@ static mproc_obj *arg(const mproc_obj *args, size_t i)
     return i < args->u.seq.n ? args->u.seq.items[i] : NULL;
 }
 
+/* range(start, stop, step): three ints, step not 0; slice(start, stop,
+ * step): three ints or Nones. */
+static bool range_shape(const mproc_obj *args, bool slice)
+{
+    if (args->u.seq.n != 3)
+        return false;
+    for (size_t i = 0; i < 3; i++) {
+        mproc_obj_type t = mproc__type(arg(args, i));
+        if (t != MPROC_OBJ_INT && !(slice && t == MPROC_OBJ_NONE))
+            return false;
+    }
+    int64_t step = 0; /* a slice's step 0 fails where it is used */
+    return slice || mproc_obj_int_value(arg(args, 2), &step) != 0 || step != 0;
+}
+
+/* RebuildProxy(func, token, serializer, kwds): a proxy class, a Token
+ * with its state, the serializer's name and a dict of keywords. */
+static bool rebuild_shape(const mproc_obj *args)
+{
+    const mproc_obj *tok = arg(args, 1), *kw = arg(args, 3);
+    return args->u.seq.n == 4 && tag_of(arg(args, 0)) == G_PROXY_TYPE &&
+           mproc__type(tok) == MPROC_OBJ_REDUCE && tok->u.red.args &&
+           tok->u.red.state &&
+           mproc__type(tok->u.red.state) == MPROC_OBJ_TUPLE &&
+           strcmp(tok->u.red.name, "Token") == 0 &&
+           strcmp(tok->u.red.module, "multiprocessing.managers") == 0 &&
+           mproc__type(arg(args, 2)) == MPROC_OBJ_STR &&
+           mproc__type(kw) == MPROC_OBJ_DICT;
+}
+
 static bool is_seq(const mproc_obj *o)
 {
     return o && (mproc__type(o) == MPROC_OBJ_LIST ||
@@ -527,7 +584,8 @@ static int apply(loader *L, const mproc_obj *g, mproc_obj *args, bool newobj,
         int t0 = tag_of(a0);
         if (newobj || n != 3 || tag_of(a1) != G_OBJECT ||
             mproc__type(arg(args, 2)) != MPROC_OBJ_NONE ||
-            (t0 != G_TOKEN && t0 != G_EXCEPTION && t0 != G_CLASS))
+            (t0 != G_TOKEN && t0 != G_EXCEPTION && t0 != G_CLASS &&
+             t0 != G_QUEUE_EXC))
             bad = true;
         else {
             mproc_obj *empty = mproc_obj_tuple_new(0);
@@ -545,6 +603,14 @@ static int apply(loader *L, const mproc_obj *g, mproc_obj *args, bool newobj,
         break;
     case G_EXCEPTION:
     case G_CLASS:
+    case G_QUEUE_EXC:
+        break;
+    case G_RANGE:
+    case G_SLICE:
+        bad = newobj || !range_shape(args, tag == G_SLICE);
+        break;
+    case G_REBUILD_PROXY:
+        bad = newobj || !rebuild_shape(args);
         break;
     case G_REBUILD_EXC:
         bad = newobj || n != 2 || mproc__type(a0) != MPROC_OBJ_REDUCE ||
@@ -588,7 +654,7 @@ static int build(loader *L)
                   : G_NONE;
     bool ok = tag == G_TOKEN ? mproc__type(state) == MPROC_OBJ_TUPLE
               : tag == G_EXCEPTION || tag == G_CLASS || tag == G_ARRAY ||
-                      tag == G_ARRAY_RECON
+                      tag == G_ARRAY_RECON || tag == G_QUEUE_EXC
                   ? mproc__type(state) == MPROC_OBJ_DICT ||
                         mproc__type(state) == MPROC_OBJ_TUPLE ||
                         mproc__type(state) == MPROC_OBJ_NONE

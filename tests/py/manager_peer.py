@@ -22,7 +22,7 @@ import sys
 import time
 from multiprocessing import AuthenticationError
 from multiprocessing.managers import BaseManager, SyncManager, DictProxy
-from multiprocessing.managers import ListProxy
+from multiprocessing.managers import ListProxy, RemoteError
 
 
 def address(a):
@@ -104,6 +104,28 @@ def types(addr, key):
     e = raises(ValueError, l.remove, 'absent')
     e = raises(TypeError, l.sort)  # 'zero' against ints
 
+    # range and slices, as Python's lists take them
+    r = m.list(range(10))
+    check(r._getvalue(), list(range(10)))
+    r.extend(range(10, 4, -3))
+    check(r[10:], [10, 7])
+    check(r[0:2], [0, 1])
+    check(r[::-4], [7, 7, 3])
+    check(r[-3:100], [9, 10, 7])
+    check(r[5:2], [])
+    del r[10:]
+    del r[::2]
+    check(r[:], [1, 3, 5, 7, 9])
+    r[1:3] = range(3)
+    check(r[:], [1, 0, 1, 2, 7, 9])
+    r[::2] = ['a', 'b', 'c']
+    check(r[:], ['a', 0, 'b', 2, 'c', 9])
+    e = raises(ValueError, r.__setitem__, slice(None, None, 2), [1])
+    check(str(e), 'attempt to assign sequence of size 1 to extended slice '
+                  'of size 3')
+    e = raises(ValueError, lambda: r[::0])
+    raises(RemoteError, m.list, range(2 ** 70, 2 ** 70 + 2))  # as CPython
+
     ns = m.Namespace(a=1)
     ns.b = 'x'
     check(ns.a, 1)
@@ -124,6 +146,9 @@ def types(addr, key):
     check(str(a._getvalue()), 'array(\'i\', [0, 1, 4, 9, 16, 25, 36, 49, '
                               '64, 81])')
     raises(IndexError, lambda: a[10])
+    check(str(a[:3]), "array('i', [0, 1, 4])")
+    check(list(a[::-3]), [81, 36, 9, 0])
+    check(list(m.Array('i', range(3))[:]), [0, 1, 2])
     raises(OverflowError, a.__setitem__, 0, 2 ** 40)
     fa = m.Array('d', [0.5, 1.5])
     check(list(fa._getvalue()), [0.5, 1.5])
