@@ -4,9 +4,11 @@
 # with GNU parallel's, where it is installed; a visible SKIP otherwise),
 # then what a user relies on beyond it: kills, timeouts, hostile input,
 # grouped output that never mixes, nothing left in TMPDIR or the process
-# table. Usage: test_parallel.sh path/to/mproc-parallel
+# table. Usage: test_parallel.sh path/to/mproc-parallel [mpirun lsan.supp]
 set -u
 P=$1
+MPIRUN=${2:-}  # mpirun, where MPI was found at build time
+LSAN_MPI=${3:-}
 GNU=$(command -v parallel || true)
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 W=$(mktemp -d /tmp/test_parallel.XXXXXX)
@@ -257,6 +259,59 @@ for j in 1 2 +1 -1 50% 0; do
 done
 n=$("$P" -j3 'echo {%}' ::: 1 2 3 4 5 6 | sort -u | wc -l)
 [ "$n" -le 3 ] && ok || bad "{%} beyond -j: $n"
+
+# --mpi: the same jobs on the ranks of an MPI job (mpirun -np 3: rank 0
+# runs, ranks 1 and 2 serve) give the local run's output, exit status and
+# joblog, with the Host column naming the host each job ran on.
+if [ -n "$MPIRUN" ]; then
+    mpi() { # mpi ARGS...: mproc-parallel --mpi under mpirun
+        OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+            OMPI_MCA_btl_vader_single_copy_mechanism=none \
+            LSAN_OPTIONS=fast_unwind_on_malloc=0:suppressions=$LSAN_MPI \
+            timeout 60 "$MPIRUN" --oversubscribe -np 3 "$P" --mpi "$@"
+    }
+    # (mpirun adds its own lines to stderr: only the jobs' are compared)
+    jobs_err() { grep -E '^(err|mproc-parallel:)' "$1"; }
+    same_run() { # same_run NAME SORT ARGS...: --mpi against local
+        local name=$1 sortit=$2
+        shift 2
+        mpi --joblog "$W/mm.log" "$@" >"$W/mm.out" 2>"$W/mm.err"
+        local mrc=$?
+        "$P" --joblog "$W/ml.log" "$@" >"$W/ml.out" 2>"$W/ml.err"
+        local lrc=$?
+        expect "--mpi $name: exit status" "$lrc" "$mrc"
+        expect "--mpi $name: stdout" "$($sortit "$W/ml.out")" \
+            "$($sortit "$W/mm.out")"
+        expect "--mpi $name: stderr" "$(jobs_err "$W/ml.err" | $sortit)" \
+            "$(jobs_err "$W/mm.err" | $sortit)"
+        expect "--mpi $name: joblog" "$(cut -f1,5-9 "$W/ml.log" | sort -n)" \
+            "$(cut -f1,5-9 "$W/mm.log" | sort -n)"
+        expect "--mpi $name: Host column" "Host $(hostname)" \
+            "$(cut -f2 "$W/mm.log" | sort -u | tr '\n' ' ' | sed 's/ $//')"
+    }
+    same_run "-k, failing jobs" cat -k 'echo {}; echo err{} >&2; exit {}' \
+        ::: 0 1 2 3 0
+    same_run "--tag" sort --tag echo ::: a b c ::: 1 2
+    # A job that kills itself with SIGSEGV fails alone.
+    same_run "SIGSEGV" cat -k 'test {} = 2 && kill -SEGV $$; echo {}' \
+        ::: 1 2 3
+    expect "--mpi SIGSEGV: logged signals" "0 11 0" \
+        "$(tail -n +2 "$W/mm.log" | sort -n | cut -f8 | paste -sd' ')"
+    # --halt now: the jobs still running on the ranks are killed, with
+    # their children; the status is the failed job's.
+    mpi -j1 --halt now,fail=1 ::: 'sleep 1; exit 3' \
+        "sh -c 'sleep 300 & sleep 300; : $MARK'" \
+        "sh -c 'sleep 301 & sleep 301; : $MARK'" >/dev/null 2>&1
+    expect "--mpi --halt now: status" 3 $?
+    sleep 0.3
+    expect "--mpi --halt now leaves no job" 0 "$(pgrep -fc "$MARK")"
+else
+    echo "SKIP: --mpi (built without MPI: no mpirun, no mproc-parallel-mpi)"
+fi
+# Output modes --mpi does not have are refused, with a message.
+"$P" --mpi --pipe cat </dev/null 2>"$W/err"
+expect "--mpi --pipe refused" 255 $?
+grep -q -- "--mpi" "$W/err" || bad "--mpi --pipe: no clear message"
 
 # --help fits a screen.
 n=$("$P" --help | wc -l)

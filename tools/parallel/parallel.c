@@ -15,6 +15,9 @@
  * output buffers; the guardian; jobs and the loop; main.
  */
 #include <mproc.h>
+#ifdef MPROC_PARALLEL_MPI
+#include <mproc/mpi.h>
+#endif
 
 #include <ctype.h>
 #include <errno.h>
@@ -61,7 +64,8 @@ static void msg(const char *fmt, ...)
     (void)w;
 }
 
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void die(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2), noreturn));
 static void die(const char *fmt, ...)
 {
     char line[4096];
@@ -193,6 +197,7 @@ static struct {
     bool halt_pct;
     size_t block;
     bool progress, eta, bar;
+    bool mpi;
     const char **arg_files;
     int narg_files;
 } opt = {.shell = -1, .delim = '\n', .max_args = 0, .block = 1 << 20};
@@ -379,6 +384,7 @@ static void usage(int code)
         "  --timeout S|N%  --term-seq TERM,200,TERM,100,TERM,50,KILL,25\n"
         "  --halt now|soon,fail|success|done=N|N%\n"
         "  --pipe [--block 1M]  --dry-run  --progress --eta --bar\n"
+        "  --mpi (under mpirun: jobs on the other ranks)\n"
         "Exit: 0 ok, 1-100 failed jobs, 101 more, 255 error.  man "
         "mproc-parallel\n";
     ssize_t w = write(code ? 2 : 1, text, sizeof text - 1);
@@ -998,22 +1004,42 @@ static void emit(int fd, const char *tag, const char *p, size_t n, bool *bol)
         stdout_broken = true;
 }
 
-/* Writes all of o (from where it was left) to fd. */
-static void out_flush(outbuf *o, int fd, const char *tag)
+/* Hands every byte of o not handed on yet to sink, in pieces. */
+typedef void (*out_sink)(void *ctx, const char *p, size_t n);
+
+static void out_each(outbuf *o, out_sink sink, void *ctx)
 {
-    bool bol = true;
     if (o->spill >= 0) {
         char buf[65536];
         for (;;) {
             ssize_t got = pread(o->spill, buf, sizeof buf, o->spill_off);
             if (got <= 0)
                 break;
-            emit(fd, tag, buf, (size_t)got, &bol);
+            sink(ctx, buf, (size_t)got);
             o->spill_off += got;
         }
     }
-    emit(fd, tag, o->mem.s + o->printed, o->mem.len - o->printed, &bol);
+    sink(ctx, o->mem.s + o->printed, o->mem.len - o->printed);
     o->printed = o->mem.len;
+}
+
+typedef struct emit_ctx {
+    int fd;
+    const char *tag;
+    bool bol;
+} emit_ctx;
+
+static void emit_sink(void *ctx, const char *p, size_t n)
+{
+    emit_ctx *e = ctx;
+    emit(e->fd, e->tag, p, n, &e->bol);
+}
+
+/* Writes all of o (from where it was left) to fd. */
+static void out_flush(outbuf *o, int fd, const char *tag)
+{
+    emit_ctx e = {.fd = fd, .tag = tag, .bol = true};
+    out_each(o, emit_sink, &e);
 }
 
 /* --line-buffer: writes the complete lines not yet written. */
@@ -1157,6 +1183,8 @@ typedef struct job {
     double kill_next;
     char *in; /* --pipe: the block for stdin */
     size_t in_len, in_off, in_cap;
+    mproc_future *fut; /* --mpi: the task running it on a rank */
+    char *host;        /* --mpi: the host it ran on (joblog) */
 } job;
 
 static char *pin_spare; /* --pipe: a block buffer to reuse */
@@ -1193,6 +1221,8 @@ static void job_free(job *j)
     if (!j)
         return;
     mproc_popen_free(j->p);
+    mproc_future_free(j->fut);
+    free(j->host);
     cmd_free(&j->c);
     for (size_t i = 0; i < j->a.n; i++)
         free(j->a.v[i].s);
@@ -1282,9 +1312,9 @@ static void joblog_write(const job *j)
 {
     if (!joblog)
         return;
-    fprintf(joblog, "%ld\t:\t%.3f\t%10.3f\t%zu\t%zu\t%d\t%d\t%s\n", j->seq,
-            j->start_real, j->runtime, j->in_len, j->out.total, j->exitval,
-            j->sig, j->c.line);
+    fprintf(joblog, "%ld\t%s\t%.3f\t%10.3f\t%zu\t%zu\t%d\t%d\t%s\n", j->seq,
+            j->host ? j->host : ":", j->start_real, j->runtime, j->in_len,
+            j->out.total, j->exitval, j->sig, j->c.line);
     fflush(joblog);
 }
 
@@ -1349,6 +1379,9 @@ static int free_slot(void)
     return -1;
 }
 
+/* --mpi: hands the job to the pool (below); true when it was. */
+static bool mpi_submit(job *j);
+
 static bool job_start(job *j, int idx)
 {
     j->slot = idx + 1;
@@ -1365,6 +1398,8 @@ static bool job_start(job *j, int idx)
         j->finished = true;
         return true;
     }
+    if (mpi_submit(j))
+        return true;
     mproc_popen_opts o = {0};
     o.in.kind = opt.pipe ? MPROC_STDIO_PIPE : MPROC_STDIO_DEVNULL;
     if (opt.out != OUT_UNGROUP) {
@@ -1474,8 +1509,16 @@ static double kill_steps(job *j, double t)
     return j->killing ? j->kill_next : 0;
 }
 
+/* --mpi: the pool on the ranks (NULL without --mpi). */
+static mproc_pool *mpi_pool;
+
 static void kill_all(void)
 {
+    /* Under --mpi the jobs are out of reach but through the pool: ending
+     * it kills the workers running them, and the jobs' groups with them
+     * (the workers' guardians), wherever they are. */
+    if (mpi_pool)
+        mproc_pool_terminate(mpi_pool);
     for (int i = 0; i < slots; i++)
         if (running[i])
             begin_kill(running[i]);
@@ -1527,10 +1570,9 @@ static void queue_retry(job *j)
     retry_q[nretry++] = j;
 }
 
-/* The job ended (or never started): log, retry, print, count. */
-static void job_done(job *j)
+/* Reaps a started job's process: exit status, signal, runtime. */
+static void job_reap(job *j)
 {
-    int idx = j->slot - 1;
     if (j->p) {
         int rc = 0;
         mproc_popen_wait(j->p, -1, &rc);
@@ -1547,6 +1589,13 @@ static void job_done(job *j)
         mproc_popen_free(j->p);
         j->p = NULL;
     }
+}
+
+/* The job ended (or never started): log, retry, print, count. */
+static void job_done(job *j)
+{
+    int idx = j->slot - 1;
+    job_reap(j);
     running[idx] = NULL;
     nrunning--;
     bool failed = j->exitval != 0 || j->sig != 0;
@@ -1811,6 +1860,39 @@ static void progress(bool final)
     (void)w;
 }
 
+/* The limit of --timeout now (0: none): seconds, or N% of the median
+ * runtime of the jobs done so far. */
+static double job_limit(void)
+{
+    if (!opt.timeout_pct)
+        return opt.timeout;
+    double med = median_runtime();
+    return med >= 0 ? med * opt.timeout / 100 : 0;
+}
+
+/* --timeout and --term-seq for one running job at time t: starts killing
+ * it past limit, sends the steps that are due, and lowers *next to the
+ * time something is due next. */
+static void job_timers(job *j, double t, double limit, double *next)
+{
+    if (limit > 0 && !j->killing && j->p) {
+        if (t - j->start_mono >= limit) {
+            j->timed_out = true;
+            begin_kill(j);
+        } else if (!*next || j->start_mono + limit < *next) {
+            *next = j->start_mono + limit;
+        }
+    }
+    double k = kill_steps(j, t);
+    if (k && (!*next || k < *next))
+        *next = k;
+}
+
+/* --mpi: the read end of the pipe the pool's callbacks write finished jobs
+ * to (-1 without --mpi), and what takes them from it (below). */
+static int mpi_done_fd = -1;
+static void mpi_collect(void);
+
 /* The loop: starts jobs while slots are free, then waits on every running
  * job's sentinel and pipes, its timers, and the signal pipe. */
 static void run_loop(void)
@@ -1828,25 +1910,12 @@ static void run_loop(void)
         pfd[n] = (struct pollfd){.fd = sigpipe_r, .events = POLLIN};
         who[n++] = NULL;
         double t = now_mono(), next = 0;
-        double med = opt.timeout_pct ? median_runtime() : -1;
+        double limit = job_limit();
         for (int i = 0; i < slots; i++) {
             job *j = running[i];
             if (!j)
                 continue;
-            double limit = opt.timeout_pct
-                               ? (med >= 0 ? med * opt.timeout / 100 : 0)
-                               : opt.timeout;
-            if (limit > 0 && !j->killing) {
-                if (t - j->start_mono >= limit) {
-                    j->timed_out = true;
-                    begin_kill(j);
-                } else if (!next || j->start_mono + limit < next) {
-                    next = j->start_mono + limit;
-                }
-            }
-            double k = kill_steps(j, t);
-            if (k && (!next || k < next))
-                next = k;
+            job_timers(j, t, limit, &next);
             int fds[4] = {j->sentinel, j->outfd, j->errfd, j->infd};
             for (int f = 0; f < 4; f++)
                 if (fds[f] >= 0) {
@@ -1857,6 +1926,10 @@ static void run_loop(void)
         }
         if (want_input) {
             pfd[n] = (struct pollfd){.fd = gen.r.fd, .events = POLLIN};
+            who[n++] = NULL;
+        }
+        if (mpi_done_fd >= 0) {
+            pfd[n] = (struct pollfd){.fd = mpi_done_fd, .events = POLLIN};
             who[n++] = NULL;
         }
         int ms = -1;
@@ -1914,6 +1987,7 @@ static void run_loop(void)
                 j->finished = true;
             }
         }
+        mpi_collect();
         for (int i = 0; i < slots; i++)
             if (running[i] && running[i]->finished)
                 job_done(running[i]);
@@ -1928,6 +2002,234 @@ static void run_loop(void)
     progress(true);
     free(pfd);
     free(who);
+}
+
+/* ---- --mpi: jobs on the ranks of an MPI job ----------------------------- */
+
+/* Rank 0 hands each job to the MPI pool as one task (run_remote); a worker
+ * of a serving rank runs it with the subprocess API as a local job is run
+ * (job_start, the same loop over its pipes, --timeout and --term-seq
+ * there), and returns what rank 0 needs to print and log it. The pool's
+ * callbacks (on its thread) pass finished jobs to the main loop through a
+ * pipe. */
+
+/* What a task gets: this, then the command line and its argc words, each
+ * ending in NUL. */
+typedef struct mpi_req {
+    double timeout; /* seconds; 0: none */
+    int32_t shell, nterm, argc, pad;
+    term_step term[16];
+} mpi_req;
+
+/* What it returns: this, then out_len bytes of stdout, err_len of stderr. */
+typedef struct mpi_res {
+    int32_t exitval, sig, timed_out, pad;
+    double start_real, runtime;
+    uint64_t out_len, err_len;
+    char host[64];
+} mpi_res;
+
+static void mpi_out_sink(void *ctx, const char *p, size_t n)
+{
+    if (n && mproc_out_write(ctx, p, n) < 0)
+        die("out of memory");
+}
+
+/* The task, in a pool worker on some rank: runs the job, returns its
+ * mpi_res and output. */
+static int run_remote(const void *in, size_t len, mproc_out *out)
+{
+    const mpi_req *rq = in;
+    if (len < sizeof *rq || rq->nterm < 1 || rq->nterm > 16 || rq->argc < 0 ||
+        ((const char *)in)[len - 1] != '\0')
+        return mproc_out_fail(out, -EINVAL, "bad job description");
+    opt.shell = rq->shell;
+    opt.timeout = rq->timeout;
+    opt.timeout_pct = false;
+    opt.nterm = rq->nterm;
+    memcpy(opt.term, rq->term, sizeof opt.term);
+    if (guard_fd < 0) /* one per worker: it outlives a SIGKILLed worker */
+        guardian_start();
+    job j = {.out = {.spill = -1}, .err = {.spill = -1}};
+    j.outfd = j.errfd = j.infd = j.sentinel = -1;
+    const char *p = (const char *)(rq + 1), *end = (const char *)in + len;
+    char **argv = xrealloc(NULL, sizeof(char *) * ((size_t)rq->argc + 1));
+    j.c.line = (char *)p;
+    for (int i = 0; i < rq->argc; i++) {
+        p += strlen(p) + 1;
+        if (p >= end) {
+            free(argv);
+            return mproc_out_fail(out, -EINVAL, "bad job description");
+        }
+        argv[i] = (char *)p;
+    }
+    argv[rq->argc] = NULL;
+    j.c.argv = argv;
+    j.c.argc = rq->argc;
+    job_start(&j, 0);
+    while (!j.finished) {
+        double next = 0, t = now_mono();
+        job_timers(&j, t, opt.timeout, &next);
+        struct pollfd pf[3] = {{.fd = j.sentinel, .events = POLLIN},
+                               {.fd = j.outfd, .events = POLLIN},
+                               {.fd = j.errfd, .events = POLLIN}};
+        int ms = next ? (int)((next - t) * 1000) + 1 : -1;
+        if (poll(pf, 3, ms < -1 ? 0 : ms) <= 0)
+            continue;
+        if (pf[1].revents)
+            drain(&j, &j.outfd, &j.out, 1);
+        if (pf[2].revents)
+            drain(&j, &j.errfd, &j.err, 2);
+        if (pf[0].revents && mproc_popen_poll(j.p, NULL) == 1) {
+            if (j.outfd >= 0)
+                drain(&j, &j.outfd, &j.out, 1);
+            if (j.errfd >= 0)
+                drain(&j, &j.errfd, &j.err, 2);
+            j.finished = true;
+        }
+    }
+    job_reap(&j);
+    free(argv);
+    mpi_res r = {.exitval = j.exitval,
+                 .sig = j.sig,
+                 .timed_out = j.timed_out,
+                 .start_real = j.start_real,
+                 .runtime = j.runtime,
+                 .out_len = j.out.total,
+                 .err_len = j.err.total};
+    gethostname(r.host, sizeof r.host - 1);
+    int rc = mproc_out_write(out, &r, sizeof r);
+    out_each(&j.out, mpi_out_sink, out);
+    out_each(&j.err, mpi_out_sink, out);
+    out_free(&j.out);
+    out_free(&j.err);
+    return rc;
+}
+
+static int mpi_done_w = -1;
+
+/* On the pool's thread: the job's task ended; the main loop takes it. */
+static void mpi_done_cb(mproc_future *f, void *arg)
+{
+    (void)f;
+    uintptr_t j = (uintptr_t)arg;
+    if (!write_all(mpi_done_w, (const char *)&j, sizeof j))
+        die("pipe: %s", strerror(errno));
+}
+
+static bool mpi_submit(job *j)
+{
+    if (!mpi_pool)
+        return false;
+    sbuf b = {0};
+    mpi_req rq = {.timeout = job_limit(),
+                  .shell = opt.shell,
+                  .nterm = opt.nterm,
+                  .argc = opt.shell ? 0 : j->c.argc};
+    memcpy(rq.term, opt.term, sizeof rq.term);
+    sb_add(&b, &rq, sizeof rq);
+    const char *line = j->c.line ? j->c.line : "";
+    sb_add(&b, line, strlen(line) + 1);
+    for (int i = 0; i < rq.argc; i++)
+        sb_add(&b, j->c.argv[i], strlen(j->c.argv[i]) + 1);
+    mproc_call_opts co = {.timeout = -1,
+                          .callback = mpi_done_cb,
+                          .error_callback = mpi_done_cb,
+                          .callback_arg = j};
+    int r =
+        mproc_pool_apply_async(mpi_pool, run_remote, b.s, b.len, &co, &j->fut);
+    free(b.s);
+    if (r < 0) {
+        msg("--mpi: job %ld: %s", j->seq, mproc_strerror(r));
+        j->exitval = EXIT_ERROR;
+        j->finished = true;
+    }
+    total_started++;
+    return true;
+}
+
+/* A finished task: its result becomes the job's status and output. */
+static void mpi_result(job *j)
+{
+    const void *data = NULL;
+    size_t len = 0;
+    int r = mproc_future_get(j->fut, 0, &data, &len);
+    const mpi_res *res = data;
+    if (r == 0 && len >= sizeof *res &&
+        len - sizeof *res == res->out_len + res->err_len) {
+        const char *p = (const char *)(res + 1);
+        j->exitval = res->exitval;
+        j->sig = res->sig;
+        j->timed_out = res->timed_out;
+        j->start_real = res->start_real;
+        j->runtime = res->runtime;
+        free(j->host);
+        j->host = xstrndup(res->host, strnlen(res->host, sizeof res->host));
+        out_add(&j->out, p, res->out_len);
+        out_add(&j->err, p + res->out_len, res->err_len);
+    } else if (r == MPROC_EPOOL) { /* ended by --halt now or a signal */
+        j->sig = SIGKILL;
+    } else {
+        const mproc_task_error *e = mproc_future_error(j->fut);
+        msg("--mpi: job %ld: %s", j->seq,
+            e ? e->message : mproc_strerror(r < 0 ? r : -EIO));
+        j->exitval = EXIT_ERROR;
+    }
+    mproc_future_free(j->fut);
+    j->fut = NULL;
+    j->finished = true;
+}
+
+static void mpi_collect(void)
+{
+    if (mpi_done_fd < 0)
+        return;
+    uintptr_t js[64];
+    ssize_t got;
+    while ((got = read(mpi_done_fd, js, sizeof js)) > 0)
+        for (size_t i = 0; i < (size_t)got / sizeof js[0]; i++)
+            mpi_result((job *)js[i]);
+}
+
+/* Under mpirun: every rank makes the pool; ranks other than 0 serve in
+ * there and never return. Rank 0 keeps one worker of its own. */
+static void mpi_start(char **argv)
+{
+#ifdef MPROC_PARALLEL_MPI
+    if (opt.pipe || opt.out != OUT_GROUP)
+        die("--mpi: --pipe, --line-buffer and --ungroup are not supported "
+            "(output is grouped)");
+    const char *rank = getenv("OMPI_COMM_WORLD_RANK");
+    mproc_pool_opts po = {
+        .processes = rank && strcmp(rank, "0") != 0 ? parse_jobs(opt.jobs) : 1,
+        .backend = mproc_pool_backend_mpi()};
+    int r = mproc_pool_new(&mpi_pool, &po);
+    if (r < 0)
+        die("--mpi: cannot start the MPI pool: %s", mproc_strerror(r));
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        die("pipe: %s", strerror(errno));
+    fcntl(p[0], F_SETFL, O_NONBLOCK);
+    mpi_done_fd = p[0];
+    mpi_done_w = p[1];
+    (void)argv;
+#elif defined(MPROC_PARALLEL_HAVE_MPI)
+    /* This binary does not load MPI (local runs start as fast as
+     * before): its sibling built with mproc_mpi does the run. */
+    char path[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", path, sizeof path - 32);
+    char *slash = n > 0 ? memrchr(path, '/', (size_t)n) : NULL;
+    if (!slash)
+        die("--mpi: cannot find this program's directory");
+    snprintf(slash + 1, sizeof path - (size_t)(slash + 1 - path), "%s",
+             "mproc-parallel-mpi");
+    execv(path, argv);
+    die("--mpi: cannot run %s: %s", path, strerror(errno));
+#else
+    (void)argv;
+    die("--mpi: this mproc-parallel was built without MPI (Open MPI was "
+        "not found at build time)");
+#endif
 }
 
 /* ---- main --------------------------------------------------------------- */
@@ -2044,6 +2346,8 @@ int main(int argc, char **argv)
             opt.eta = true;
         else if (strcmp(a, "--bar") == 0)
             opt.bar = true;
+        else if (strcmp(a, "--mpi") == 0)
+            opt.mpi = true;
         else if (strcmp(a, "--will-cite") == 0 || strcmp(a, "--gnu") == 0)
             ; /* accepted for scripts written for GNU parallel */
         else if (is_opt(a, "-a") || is_opt(a, "--arg-file")) {
@@ -2056,6 +2360,8 @@ int main(int argc, char **argv)
             usage(EXIT_ERROR);
         }
     }
+    if (opt.mpi) /* the serving ranks never return from here */
+        mpi_start(argv);
     /* The command: words up to the first ::: / ::::, joined by spaces. */
     sbuf tmpl = {0};
     for (; i < argc; i++) {
@@ -2102,15 +2408,18 @@ int main(int argc, char **argv)
     parse_template(tmpl.s ? tmpl.s : "");
     if (opt.pipe && opt.block * 2 > mem_limit)
         mem_limit = opt.block * 2;
-    slots = parse_jobs(opt.jobs);
+    slots = mpi_pool ? mproc_pool_processes(mpi_pool) : parse_jobs(opt.jobs);
+    if (slots < 1)
+        die("no job slots");
     bool need_total = opt.multi_x || opt.multi_m || opt.halt_pct || opt.bar ||
                       opt.eta || opt.progress;
     if (!opt.pipe)
         gen_init(need_total);
     cur_cols = xrealloc(NULL, sizeof(str) * (size_t)(nsources ? nsources : 1));
     memset(cur_cols, 0, sizeof(str) * (size_t)(nsources ? nsources : 1));
-    running = xrealloc(NULL, sizeof(job *) * (size_t)slots);
-    memset(running, 0, sizeof(job *) * (size_t)slots);
+    running = calloc((size_t)slots, sizeof(job *));
+    if (!running)
+        die("out of memory");
 
     signal(SIGPIPE, SIG_IGN);
     int sp[2];
@@ -2126,12 +2435,14 @@ int main(int argc, char **argv)
 
     if (!opt.dry_run) { /* as GNU parallel: a dry run writes no joblog */
         joblog_open();
-        guardian_start();
+        if (!mpi_pool) /* under --mpi each worker has one */
+            guardian_start();
     }
     run_loop();
     if (got_signal && halt_status < 0)
         halt_status = EXIT_ERROR;
     guardian_stop();
+    mproc_pool_free(mpi_pool); /* the serving ranks end */
     if (joblog && joblog != stdout)
         fclose(joblog);
     if (halt_status >= 0)
