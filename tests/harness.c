@@ -319,3 +319,15 @@ int mproc_test_main(int argc, char **argv, const mproc_test *tests, size_t n)
      * automake and ctest's SKIP_RETURN_CODE take it). */
     return passed == 0 && skipped > 0 ? 77 : 0;
 }
+
+const char *mproc_test_py_script(const char *name)
+{
+    static char path[1024];
+    const char *f = __FILE__;
+    const char *slash = strrchr(f, '/');
+    int dir = slash ? (int)(slash - f) : 1;
+    snprintf(path, sizeof path, "%.*s/py/%s", dir, slash ? f : ".", name);
+    if (access(path, R_OK) != 0)
+        mproc_test_fail(__FILE__, __LINE__, "cannot find %s", path);
+    return path;
+}

@@ -138,6 +138,11 @@ mproc_process *mproc_test_start(mproc_target fn, const mproc_args *args,
  * Static storage. */
 const char *mproc_test_python(const char *version);
 
+/* Path of tests/py/<name>, the Python peers of the tests (found next to
+ * the harness's source). Fails the case when it is not there. The string
+ * is static: one call's result is overwritten by the next. */
+const char *mproc_test_py_script(const char *name);
+
 /* Seconds since an arbitrary point (CLOCK_MONOTONIC). */
 double mproc_test_now(void);
 

@@ -29,23 +29,10 @@ typedef struct py {
     int out; /* its stdout */
 } py;
 
-/* Path of conn_peer.py, found next to this source file. */
-static const char *script(void)
-{
-    static char path[1024];
-    const char *f = __FILE__;
-    const char *slash = strrchr(f, '/');
-    int dir = slash ? (int)(slash - f) : 1;
-    snprintf(path, sizeof path, "%.*s/py/conn_peer.py", dir, slash ? f : ".");
-    if (access(path, R_OK) != 0)
-        mproc_test_fail(__FILE__, __LINE__, "cannot find %s", path);
-    return path;
-}
-
 static py py_start(const char *python, const char *role, const char *addr,
                    const char *key, const char *scenario)
 {
-    const char *path = script();
+    const char *path = mproc_test_py_script("conn_peer.py");
     int p[2];
     CHECK_OK(pipe2(p, O_CLOEXEC));
     fflush(NULL);

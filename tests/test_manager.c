@@ -538,19 +538,6 @@ static void test_bad_arguments(void)
 static const char *versions[] = {"3.6",  "3.7",  "3.8",  "3.9",
                                  "3.10", "3.11", "3.12", "3.13"};
 
-static const char *script(void)
-{
-    static char path[1024];
-    const char *f = __FILE__;
-    const char *slash = strrchr(f, '/');
-    int dir = slash ? (int)(slash - f) : 1;
-    snprintf(path, sizeof path, "%.*s/py/manager_peer.py", dir,
-             slash ? f : ".");
-    if (access(path, R_OK) != 0)
-        mproc_test_fail(__FILE__, __LINE__, "cannot find %s", path);
-    return path;
-}
-
 /* Starts the peer (extra: a 4th argument or NULL). */
 static pid_t start_py(const char *python, const char *addr, const char *k,
                       const char *scenario, const char *extra)
@@ -561,7 +548,10 @@ static pid_t start_py(const char *python, const char *addr, const char *k,
     if (pid == 0) {
         int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
         dup2(null, 1);
-        const char *argv[] = {python, script(), addr, k, scenario, extra, NULL};
+        const char *argv[] = {python,   mproc_test_py_script("manager_peer.py"),
+                              addr,     k,
+                              scenario, extra,
+                              NULL};
         execv(python, (char *const *)argv);
         mproc_test_exit(127);
     }
@@ -802,8 +792,10 @@ static void test_c_client_cpython_server(void)
         CHECK(pid >= 0);
         if (pid == 0) {
             dup2(p[1], 1);
-            const char *argv[] = {python,  script(), "127.0.0.1:0",
-                                  key_hex, "serve",  NULL};
+            const char *argv[] = {
+                python,        mproc_test_py_script("manager_peer.py"),
+                "127.0.0.1:0", key_hex,
+                "serve",       NULL};
             execv(python, (char *const *)argv);
             mproc_test_exit(127);
         }

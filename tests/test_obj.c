@@ -1058,18 +1058,6 @@ static void test_shared_blocks(void)
 
 /* ---- against CPython -------------------------------------------------- */
 
-static const char *peer_script(void)
-{
-    static char path[1024];
-    const char *f = __FILE__;
-    const char *slash = strrchr(f, '/');
-    int dir = slash ? (int)(slash - f) : 1;
-    snprintf(path, sizeof path, "%.*s/py/pickle_peer.py", dir, slash ? f : ".");
-    if (access(path, R_OK) != 0)
-        mproc_test_fail(__FILE__, __LINE__, "cannot find %s", path);
-    return path;
-}
-
 /* Runs python with args; its output goes to out (a file). Returns its
  * exit status. */
 static int run_python(const char *python, const char *const *args,
@@ -1082,7 +1070,7 @@ static int run_python(const char *python, const char *const *args,
         int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
         if (fd < 0 || dup2(fd, 1) < 0)
             mproc_test_exit(126);
-        const char *argv[12] = {python, peer_script()};
+        const char *argv[12] = {python, mproc_test_py_script("pickle_peer.py")};
         for (int i = 0; args[i] && i < 9; i++)
             argv[i + 2] = args[i];
         execv(python, (char *const *)argv);
