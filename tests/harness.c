@@ -117,13 +117,15 @@ bool mproc_test_no_pidfd(void)
     const char *e = getenv("MPROC_NO_PIDFD");
     if (e && e[0] && strcmp(e, "0") != 0)
         return true;
-    if (!known) {
+    int k = __atomic_load_n(&known, __ATOMIC_RELAXED);
+    if (!k) { /* two threads asking at once both probe: same answer */
         int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
-        known = fd < 0 && (errno == ENOSYS || errno == EPERM) ? 2 : 1;
+        k = fd < 0 && (errno == ENOSYS || errno == EPERM) ? 2 : 1;
         if (fd >= 0)
             close(fd);
+        __atomic_store_n(&known, k, __ATOMIC_RELAXED);
     }
-    return known == 2;
+    return k == 2;
 }
 
 const char *mproc_test_python(const char *version)
