@@ -206,6 +206,33 @@ left=$(pgrep -f "sleep 300" -P "$(pgrep -d, -f "$MARK" || echo 1)" | wc -l)
 left=$((left + $(pgrep -fc "$MARK")))
 expect "no orphans after SIGKILL of the runner" 0 "$left"
 
+# ... at any moment, even the microseconds between a job's exec and the
+# runner's next step: jobs whose shell forks at once, the runner stopped
+# at a random point of starting them (the jobs run on), then SIGKILLed.
+# Every job and every child of one must be gone, every time.
+trials=0
+for t in $(seq 20); do
+    "$P" -j 100 "sh -c 'sleep 1$MARK & sleep 1$MARK'" ::: $(seq 100) \
+        >/dev/null 2>&1 &
+    pid=$!
+    sleep 0.0$((RANDOM % 10))$((RANDOM % 10))
+    kill -STOP $pid
+    sleep 0.05 # (the jobs started fork their children meanwhile)
+    kill -KILL $pid
+    wait $pid 2>/dev/null
+    for _ in $(seq 100); do # the guardian's kills are not instant
+        left=$(pgrep -fc "sleep 1$MARK")
+        [ "$left" = 0 ] && break
+        sleep 0.05
+    done
+    if [ "$left" != 0 ]; then
+        trials=$((trials + 1))
+        for q in $(pgrep -f "sleep 1$MARK"); do kill -KILL "$q"; done
+    fi
+done
+expect "no orphans after SIGKILL at random moments (trials with survivors)" \
+    0 "$trials"
+
 # SIGTERM: jobs are stopped with --term-seq, exit 255.
 "$P" -j2 "sleep 300; : $MARK {}" ::: 1 2 >/dev/null 2>&1 &
 pid=$!

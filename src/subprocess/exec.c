@@ -11,11 +11,13 @@
  * under ThreadSanitizer, a plain fork runs the same child code.
  *
  * The child makes raw system calls only (it runs on our memory, with no
- * lock of libc's to be trusted): handlers back to default, the caller's
- * signal mask, session or group, the parent-death signal, stdio, fds
- * marked close-on-exec but those asked for, cwd, umask, exec. A step that
- * fails writes {step, errno} to a close-on-exec pipe and exits: the parent
- * reads end of file when the exec worked, else the record.
+ * lock of libc's to be trusted), with every signal blocked until just
+ * before exec: handlers back to default, session or group, the
+ * parent-death signal, stdio, fds marked close-on-exec but those asked
+ * for, cwd, umask, the notification (opts.notify), the caller's signal
+ * mask, exec. A step that fails writes {step, errno} to a close-on-exec
+ * pipe and exits: the parent reads end of file when the exec worked, else
+ * the record.
  */
 #include "subprocess/subprocess_impl.h"
 
@@ -31,6 +33,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef CLONE_PIDFD
@@ -69,6 +72,7 @@ typedef struct plan {
     size_t npass;
     int keep;   /* the sentinel pipe's write end, or -1 */
     int report; /* the error pipe's write end */
+    int notify; /* notify_fd, or -1 */
     const char *cwd;
     bool set_umask;
     mode_t umask;
@@ -112,11 +116,28 @@ NO_SAN static int child_errno(long r)
     return errno;
 }
 
-/* Exits the child after writing which step failed with which errno. */
+/* Writes v to the notify fd with every signal blocked (as they are until
+ * just before exec); a SIGPIPE the write raised is taken back. */
+NO_SAN static void child_notify(const plan *pl, int32_t v)
+{
+    if (sys(SYS_write, pl->notify, (long)&v, sizeof v, 0) < 0) {
+        unsigned long pipe_only = 1UL << (SIGPIPE - 1);
+        struct timespec zero = {0, 0};
+        sys(SYS_rt_sigtimedwait, (long)&pipe_only, 0, (long)&zero, 8);
+    }
+}
+
+/* Exits the child after writing which step failed with which errno (and,
+ * when the exec itself failed, the withdrawal of the notification). */
 NO_SAN __attribute__((noreturn)) static void child_fail(const plan *pl,
                                                         int step, int err)
 {
     report rep = {step, err};
+    if (step == STEP_EXEC && pl->notify >= 0) {
+        unsigned long all = ~0UL;
+        sys(SYS_rt_sigprocmask, SIG_SETMASK, (long)&all, 0, 8);
+        child_notify(pl, -(int32_t)sys(SYS_getpid, 0, 0, 0, 0));
+    }
     sys(SYS_write, pl->report, (long)&rep, sizeof rep, 0);
     for (;;) /* the whole process, should a fork child have threads */
         sys(SYS_exit_group, 127, 0, 0, 0);
@@ -150,7 +171,8 @@ NO_SAN static int child_main(void *arg)
             continue;
         sys(SYS_rt_sigaction, sig, (long)&dfl, 0, 8);
     }
-    sys(SYS_rt_sigprocmask, SIG_SETMASK, (long)&pl->mask, 0, 8);
+    /* Every signal stays blocked (as start_child set it) until just
+     * before exec: the caller's mask is restored there. */
 
     if (pl->setsid && sys(SYS_setsid, 0, 0, 0, 0) < 0)
         child_fail(pl, STEP_SETSID, child_errno(-1));
@@ -200,6 +222,12 @@ NO_SAN static int child_main(void *arg)
         child_fail(pl, STEP_CHDIR, child_errno(-1));
     if (pl->set_umask)
         sys(SYS_umask, pl->umask, 0, 0, 0);
+
+    /* Last before exec: the watcher hears of us (and of our group), so
+     * whatever the program starts is within its reach. */
+    if (pl->notify >= 0)
+        child_notify(pl, (int32_t)sys(SYS_getpid, 0, 0, 0, 0));
+    sys(SYS_rt_sigprocmask, SIG_SETMASK, (long)&pl->mask, 0, 8);
 
     /* As execvp: the first error other than "not there" wins. */
     int saved = 0, last = ENOENT;
@@ -252,6 +280,8 @@ static int check_opts(const char *const *argv, const mproc_popen_opts *o)
     for (size_t i = 0; i < o->npass_fds; i++)
         if (o->pass_fds[i] < 0)
             return -EINVAL;
+    if (o->notify && o->notify_fd < 0)
+        return -EINVAL;
     if (o->set_pgid && o->pgid < 0)
         return -EINVAL;
     return 0;
@@ -465,6 +495,8 @@ int mproc__sp_start(mproc_popen *p, const char *const *argv,
     for (size_t i = 0; i < o->npass_fds; i++)
         if (!fd_open(o->pass_fds[i]))
             return -EBADF;
+    if (o->notify && !fd_open(o->notify_fd))
+        return -EBADF;
 
     plan pl;
     memset(&pl, 0, sizeof pl);
@@ -509,6 +541,7 @@ int mproc__sp_start(mproc_popen *p, const char *const *argv,
     pl.npass = o->npass_fds;
     pl.keep = sent[1];
     pl.report = rep[1];
+    pl.notify = o->notify ? o->notify_fd : -1;
     pl.cwd = o->cwd;
     pl.set_umask = o->set_umask;
     pl.umask = o->umask;

@@ -1067,9 +1067,11 @@ static void out_flush_lines(outbuf *o, int fd, const char *tag)
 /* ---- the guardian ------------------------------------------------------- */
 
 /* A process forked at start that holds the read end of a pipe from the
- * runner. The runner writes +pgid when a job starts and -pgid when it is
- * reaped; at EOF (the runner ended, however) the guardian SIGKILLs every
- * group it still knows, unless the runner said 0 ("clean end") first. */
+ * runner. Each job writes +pgid into it itself, between clone and exec
+ * (mproc_popen_opts.notify; -pgid if the exec fails), and the runner
+ * writes -pgid when it has reaped the job; at EOF (the runner and every
+ * job not yet exec'd ended, however) the guardian SIGKILLs every group it
+ * still knows, unless the runner said 0 ("clean end") first. */
 static int guard_fd = -1;
 static pid_t guard_pid = -1;
 
@@ -1409,6 +1411,11 @@ static bool job_start(job *j, int idx)
     o.set_pgid = true;
     o.pgid = 0;
     o.kill_on_parent_death = true;
+    /* The job itself tells the guardian its group, before exec: whatever
+     * it starts, however soon, is known to the guardian should the runner
+     * die (a failed exec withdraws it). */
+    o.notify = guard_fd >= 0;
+    o.notify_fd = guard_fd;
     const char *const *argv =
         opt.shell ? MPROC_SHELL(j->c.line) : (const char *const *)j->c.argv;
     const char *step = "";
@@ -1426,7 +1433,6 @@ static bool job_start(job *j, int idx)
         j->finished = true;
         return true;
     }
-    guard_tell((int32_t)mproc_popen_pid(j->p));
     j->outfd = mproc_popen_stdout(j->p);
     j->errfd = mproc_popen_stderr(j->p);
     j->infd = mproc_popen_stdin(j->p);
