@@ -31,7 +31,8 @@
  * parent's memory; a plain fork where such a clone is refused (valgrind)
  * and under ThreadSanitizer.
  * What the child does before exec (dup2, chdir, setsid, exec...) reports
- * its failure back through a close-on-exec pipe: a start call returns the
+ * its failure back to the parent (in the memory they share; through a
+ * close-on-exec pipe after a plain fork): a start call returns the
  * errno of the failing step (-ENOENT, -EACCES, -ENOTDIR...) and names the
  * step, never an "exit 127".
  *
