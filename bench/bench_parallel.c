@@ -3,13 +3,17 @@
  * and the floor (a serial posix_spawn + waitpid loop of /bin/true).
  *
  * Per-job overhead: the wall time of N `true` jobs at -j2, divided by N,
- * for N = 1,000 and 10,000. Startup: one job, start to end. --pipe: MB/s
- * through `wc -c` (in) and `cat` (in and out, to /dev/null) of a file of
- * 100-byte lines in the page cache. Each figure is the median of
+ * for N = 1,000 and 10,000; the floor spawns the same command lines
+ * (`true 1`...) and, in brackets, bare `true`. Startup: one job, start to
+ * end. --pipe: MB/s through `wc -c` (in) and `cat` (in and out, to
+ * /dev/null) of a file of 100-byte lines in the page cache, from the file
+ * and through a pipe, against one job fed by `cat` through one pipe (the
+ * floor). Each figure is the median of
  * BENCH_REPS runs (default 3; startup 11), all in the same run. GNU
  * parallel is skipped (and said so) when it is not installed.
  *
  *   bench_parallel [path/to/mproc-parallel]
+ *   (BENCH_NO_GNU=1: without GNU parallel, for before/after runs)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -61,13 +65,18 @@ static double run(const char *cmd)
     return t;
 }
 
-/* The floor: n times posix_spawn(/bin/true) + waitpid, one after the other. */
-static double floor_run(int n)
+/* The floor: n times posix_spawn(/bin/true) + waitpid, one after the
+ * other; with args, each with the argument the contenders give it
+ * (`true 1`, `true 2`...: the same programs as theirs, and `true` with an
+ * argument sets its locale up, which costs it more than all the rest). */
+static double floor_run(int n, int args)
 {
-    char *argv[] = {"true", NULL};
+    char num[16];
+    char *argv[] = {"true", args ? num : NULL, NULL};
     double t = now();
     for (int i = 0; i < n; i++) {
         pid_t pid;
+        snprintf(num, sizeof num, "%d", i + 1);
         if (posix_spawn(&pid, "/bin/true", NULL, NULL, argv, environ) != 0)
             return -1;
         int st;
@@ -98,23 +107,26 @@ int main(int argc, char **argv)
     int reps = getenv("BENCH_REPS") ? atoi(getenv("BENCH_REPS")) : 3;
     if (reps < 1 || reps > 63)
         reps = 3;
-    int gnu = run("command -v parallel >/dev/null") >= 0;
+    int gnu =
+        !getenv("BENCH_NO_GNU") && run("command -v parallel >/dev/null") >= 0;
     char cmd[4096];
 
     printf("## mproc-parallel: per-job overhead, `true` jobs at -j2 "
            "(median of %d)\n\n",
            reps);
-    printf("| jobs | floor (serial posix_spawn+wait) | mproc-parallel | "
-           "xargs -P 2 | GNU parallel |\n|---|---|---|---|---|\n");
+    printf("| jobs | floor: `true N` (`true`) serial posix_spawn+wait | "
+           "mproc-parallel | xargs -P 2 | GNU parallel |\n"
+           "|---|---|---|---|---|\n");
     int ns[2] = {1000, 10000};
     for (int k = 0; k < 2; k++) {
         int n = ns[k];
         /* Rounds interleaved: every contender once per round. GNU
          * parallel (~5 ms a job) once for 10,000 jobs. */
-        double f[64], mv[64], xv[64], gv[64];
+        double f[64], f0[64], mv[64], xv[64], gv[64];
         int gn = 0;
         for (int i = 0; i < reps; i++) {
-            f[i] = floor_run(n);
+            f[i] = floor_run(n, 1);
+            f0[i] = floor_run(n, 0);
             snprintf(cmd, sizeof cmd, "seq %d | %s -j2 true", n, mp);
             mv[i] = run(cmd);
             snprintf(cmd, sizeof cmd, "seq %d | xargs -P 2 -n 1 true", n);
@@ -125,10 +137,13 @@ int main(int argc, char **argv)
                 gv[gn++] = run(cmd);
             }
         }
-        double fl = median(f, reps), m = median(mv, reps), x = median(xv, reps),
+        double fl = median(f, reps), fl0 = median(f0, reps),
+               m = median(mv, reps), x = median(xv, reps),
                g = gn ? median(gv, gn) : -1;
-        printf("| %d | %.1f µs | %.1f µs (%.2fx floor) | %.1f µs | ", n,
-               fl / n * 1e6, m / n * 1e6, m / fl, x / n * 1e6);
+        printf("| %d | %.1f µs (%.1f µs) | %.1f µs (%.2fx floor) | %.1f µs "
+               "(%.2fx) | ",
+               n, fl / n * 1e6, fl0 / n * 1e6, m / n * 1e6, m / fl, x / n * 1e6,
+               x / fl);
         if (g >= 0)
             printf("%.1f µs%s |\n", g / n * 1e6, n > 1000 ? " (1 run)" : "");
         else
@@ -175,15 +190,29 @@ int main(int argc, char **argv)
     snprintf(cmd, sizeof cmd, "cat %s >/dev/null", path);
     run(cmd); /* into the page cache */
     printf("\n## --pipe throughput, %zu MiB of 100-byte lines, --block 4M, "
-           "-j2 (median of %d)\n\n| | mproc-parallel | GNU parallel |\n"
-           "|---|---|---|\n",
+           "-j2 (median of %d)\n\n| | floor: one job, `cat file \\| job` | "
+           "mproc-parallel, `<file` | mproc-parallel, `cat file \\|` | "
+           "GNU parallel |\n|---|---|---|---|---|\n",
            mb, reps);
     const char *jobs[2] = {"wc -c", "cat"};
     const char *what[2] = {"in (`wc -c`)", "in and out (`cat`)"};
     for (int k = 0; k < 2; k++) {
-        snprintf(cmd, sizeof cmd, "%s -j2 --pipe --block 4M %s <%s >/dev/null",
-                 mp, jobs[k], path);
-        double m = med_of(cmd, reps);
+        /* Rounds interleaved: floor, from the file, through a pipe. */
+        double fv[64], mfv[64], mpv[64];
+        for (int i = 0; i < reps; i++) {
+            snprintf(cmd, sizeof cmd, "cat %s | %s >/dev/null", path, jobs[k]);
+            fv[i] = run(cmd);
+            snprintf(cmd, sizeof cmd,
+                     "%s -j2 --pipe --block 4M %s <%s >/dev/null", mp, jobs[k],
+                     path);
+            mfv[i] = run(cmd);
+            snprintf(cmd, sizeof cmd,
+                     "cat %s | %s -j2 --pipe --block 4M %s >/dev/null", path,
+                     mp, jobs[k]);
+            mpv[i] = run(cmd);
+        }
+        double fl = median(fv, reps), m = median(mfv, reps),
+               mp2 = median(mpv, reps);
         double g = -1;
         if (gnu) {
             snprintf(cmd, sizeof cmd,
@@ -192,7 +221,9 @@ int main(int argc, char **argv)
                      jobs[k], path);
             g = med_of(cmd, 1);
         }
-        printf("| %s | %.0f MB/s | ", what[k], (double)(mb << 20) / m / 1e6);
+        double bytes = (double)(mb << 20);
+        printf("| %s | %.0f MB/s | %.0f MB/s | %.0f MB/s | ", what[k],
+               bytes / fl / 1e6, bytes / m / 1e6, bytes / mp2 / 1e6);
         if (g > 0)
             printf("%.0f MB/s (1 run) |\n", (double)(mb << 20) / g / 1e6);
         else

@@ -168,6 +168,27 @@ n=$("$P" --pipe --block 50k -k cat <"$W/seq" | cmp - "$W/seq" && echo same)
 expect "--pipe -k keeps every line in order" same "$n"
 n=$("$P" --pipe --block 50k wc -l <"$W/seq" | awk '{s+=$1} END {print s}')
 expect "--pipe line count" 100000 "$n"
+# From a pipe (read in the loop, blocks lent to the jobs' pipes with
+# vmsplice) and from a file (spliced from the page cache), blocks larger
+# than a pipe holds: the same bytes, cut at the same places; jobs that
+# stop reading early do not disturb the blocks after theirs.
+seq 2000000 >"$W/big"
+n=$(cat "$W/big" | "$P" --pipe --block 2M -k cat | cmp - "$W/big" && echo same)
+expect "--pipe from a pipe, big blocks" same "$n"
+n=$("$P" --pipe --block 2M -k cat <"$W/big" | cmp - "$W/big" && echo same)
+expect "--pipe from a file, big blocks" same "$n"
+a=$(cat "$W/big" | "$P" --pipe --block 1M -k 'head -c 20; echo' | md5sum)
+b=$("$P" --pipe --block 1M -k 'head -c 20; echo' <"$W/big" | md5sum)
+c=$(cat "$W/big" | "$P" -j1 --pipe --block 1M -k 'cat | head -c 20; echo' |
+    md5sum)
+expect "--pipe: jobs reading part of their block (pipe, file)" "$a $a" "$b $c"
+{
+    head -c 1048576 /dev/zero | tr '\0' x
+    echo
+    seq 3
+} >"$W/long"
+n=$("$P" -k --pipe --block 64k wc -c <"$W/long" | tr '\n' ' ')
+expect "a 1 MB line from a file: one block" "1048577 6 " "$n"
 
 # --timeout and --term-seq: a job that ignores TERM is KILLed at the end
 # of the sequence, in time.
@@ -206,6 +227,33 @@ left=$(pgrep -f "sleep 300" -P "$(pgrep -d, -f "$MARK" || echo 1)" | wc -l)
 left=$((left + $(pgrep -fc "$MARK")))
 expect "no orphans after SIGKILL of the runner" 0 "$left"
 
+# ... at any moment, even the microseconds between a job's exec and the
+# runner's next step: jobs whose shell forks at once, the runner stopped
+# at a random point of starting them (the jobs run on), then SIGKILLed.
+# Every job and every child of one must be gone, every time.
+trials=0
+for t in $(seq 20); do
+    "$P" -j 100 "sh -c 'sleep 1$MARK & sleep 1$MARK'" ::: $(seq 100) \
+        >/dev/null 2>&1 &
+    pid=$!
+    sleep 0.0$((RANDOM % 10))$((RANDOM % 10))
+    kill -STOP $pid
+    sleep 0.05 # (the jobs started fork their children meanwhile)
+    kill -KILL $pid
+    wait $pid 2>/dev/null
+    for _ in $(seq 100); do # the guardian's kills are not instant
+        left=$(pgrep -fc "sleep 1$MARK")
+        [ "$left" = 0 ] && break
+        sleep 0.05
+    done
+    if [ "$left" != 0 ]; then
+        trials=$((trials + 1))
+        for q in $(pgrep -f "sleep 1$MARK"); do kill -KILL "$q"; done
+    fi
+done
+expect "no orphans after SIGKILL at random moments (trials with survivors)" \
+    0 "$trials"
+
 # SIGTERM: jobs are stopped with --term-seq, exit 255.
 "$P" -j2 "sleep 300; : $MARK {}" ::: 1 2 >/dev/null 2>&1 &
 pid=$!
@@ -228,6 +276,29 @@ first=$(head -1 "$W/slow" | cut -d' ' -f2)
 last=$(tail -1 "$W/slow" | cut -d' ' -f2)
 gap=$(((last - first) / 1000000))
 [ "$gap" -ge 1000 ] && ok || bad "output waited for the next input line ($gap ms)"
+
+# --pipe reads stdin beside the jobs too: a job that ended is printed, and
+# one past --timeout is killed and printed, while the producer is silent.
+# The producer waits to see that output before it writes the rest ("late"
+# if it gave up after 10 s: the runner was stuck reading stdin).
+for job in cat "cat; sleep 60; : $MARK"; do
+    rm -f "$W/seen"
+    {
+        echo a
+        said=late
+        for _ in $(seq 100); do
+            [ -e "$W/seen" ] && said=b && break
+            sleep 0.1
+        done
+        echo "$said"
+    } | "$P" --pipe --block 1 -j2 --timeout 2 "$job" 2>/dev/null |
+        while read -r line; do
+            [ "$line" = a ] && touch "$W/seen"
+            echo "$line"
+        done >"$W/pout"
+    expect "--pipe: output while stdin is silent ($job)" "a b" \
+        "$(tr '\n' ' ' <"$W/pout" | sed 's/ $//')"
+done
 
 # SIGTERM while the runner waits for input (nothing running): it stops.
 mkfifo "$W/fifo"

@@ -5,7 +5,8 @@
  * timeout, streaming (chunks, lines, sinks, 1 GiB through a sink),
  * timeouts with and without grandchildren (the process-group kill of
  * CPython gh-75628), a child that exits without reading (no SIGPIPE), a
- * closed stdin, EINTR, the child's fds (its own /proc/self/fd), 1,000
+ * closed stdin, EINTR, the child's fds (its own /proc/self/fd), the
+ * pre-exec notification (opts.notify), 1,000
  * starts from 4 threads, and Popen inside children of every start method.
  *
  * The child that lists its fds is this very program, run with
@@ -417,6 +418,89 @@ static void test_sessions_and_groups(void)
     CHECK_ERR(mproc_popen_new(&p, ARGV("true"), &bad, &step), -EPERM);
     CHECK_STR(step, "setpgid");
     CHECK(p == NULL);
+}
+
+/* opts.notify: the child's pid reaches notify_fd before the program runs
+ * (a program writing to the same pipe comes after it), the group already
+ * set; a failed exec withdraws it (-pid); the fd is not the program's; a
+ * reader that is gone costs nothing (no SIGPIPE). */
+static void test_notify(void)
+{
+    signal(SIGPIPE, SIG_DFL);
+    int np[2];
+    CHECK_OK(pipe2(np, O_CLOEXEC));
+    char script[64];
+    snprintf(script, sizeof script, "printf X >&%d; exec sleep 30", np[1]);
+    mproc_popen *p;
+    mproc_popen_opts o = {.set_pgid = true,
+                          .notify = true,
+                          .notify_fd = np[1],
+                          .pass_fds = &np[1],
+                          .npass_fds = 1};
+    CHECK_OK(mproc_popen_new(&p, ARGV("/bin/sh", "-c", script), &o, NULL));
+    pid_t pid = mproc_popen_pid(p);
+    int32_t got = 0;
+    CHECK_EQ(read(np[0], &got, sizeof got), (ssize_t)sizeof got);
+    CHECK_EQ(got, pid);
+    CHECK_EQ(getpgid(pid), pid);
+    char x = 0;
+    CHECK_EQ(read(np[0], &x, 1), 1);
+    CHECK_EQ(x, 'X');
+    CHECK_OK(mproc_popen_kill_group(p, SIGKILL));
+    int rc;
+    CHECK_OK(mproc_popen_wait(p, 10, &rc));
+    mproc_popen_free(p);
+
+    /* Not passed: closed in the program. */
+    char self[4096];
+    ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
+    CHECK(sl > 0);
+    self[sl] = '\0';
+    mproc_popen_opts h = {.out = PIPE, .notify = true, .notify_fd = np[1]};
+    CHECK_OK(mproc_popen_new(&p, ARGV(self, "--list-fds"), &h, NULL));
+    char *out = NULL;
+    size_t n = 0;
+    CHECK_OK(mproc_popen_communicate(p, NULL, 0, &out, &n, NULL, NULL, 20));
+    char list[128], fdw[16];
+    snprintf(list, sizeof list, " %.*s ", (int)strcspn(out, "\n"), out);
+    snprintf(fdw, sizeof fdw, " %d ", np[1]);
+    CHECK(strncmp(list, " 0 1 2", 6) == 0);
+    CHECK(strstr(list, fdw) == NULL);
+    free(out);
+    CHECK_EQ(read(np[0], &got, sizeof got), (ssize_t)sizeof got);
+    CHECK_EQ(got, mproc_popen_pid(p));
+    mproc_popen_free(p);
+
+    /* The exec fails (on every PATH entry): +pid, then -pid. */
+    const char *step = NULL;
+    CHECK_ERR(mproc_popen_new(&p, ARGV("mproc-no-such-program"), &h, &step),
+              -ENOENT);
+    CHECK_STR(step, "exec");
+    int32_t two[2] = {0, 0};
+    CHECK_EQ(read(np[0], two, sizeof two), (ssize_t)sizeof two);
+    CHECK(two[0] > 0);
+    CHECK_EQ(two[1], -two[0]);
+    /* A step before it fails: nothing was said. */
+    mproc_popen_opts c = {
+        .cwd = "/nonexistent-dir", .notify = true, .notify_fd = np[1]};
+    CHECK_ERR(mproc_popen_new(&p, ARGV("true"), &c, &step), -ENOENT);
+    struct pollfd pf = {.fd = np[0], .events = POLLIN};
+    CHECK_EQ(poll(&pf, 1, 0), 0);
+
+    /* Nobody reads: the program runs all the same. */
+    close(np[0]);
+    mproc_popen_opts g = {.notify = true, .notify_fd = np[1]};
+    CHECK_OK(mproc_popen_new(&p, ARGV("true"), &g, NULL));
+    CHECK_OK(mproc_popen_wait(p, 10, &rc));
+    CHECK_EQ(rc, 0);
+    mproc_popen_free(p);
+    close(np[1]);
+
+    /* Bad fds. */
+    mproc_popen_opts neg = {.notify = true, .notify_fd = -1};
+    CHECK_ERR(mproc_popen_new(&p, ARGV("true"), &neg, NULL), -EINVAL);
+    mproc_popen_opts shut = {.notify = true, .notify_fd = 979};
+    CHECK_ERR(mproc_popen_new(&p, ARGV("true"), &shut, NULL), -EBADF);
 }
 
 static void test_exec_failures(void)
@@ -1064,6 +1148,7 @@ static const mproc_test tests[] = {
     {"environment_options", test_environment_options, 30},
     {"sessions_and_groups", test_sessions_and_groups, 30},
     {"exec_failures", test_exec_failures, 30},
+    {"notify", test_notify, 30},
     {"fd_hygiene", test_fd_hygiene, 60},
     {"closed_stdio", test_closed_stdio, 30},
     {"sigpipe_early_exit", test_sigpipe_early_exit, 30},

@@ -31,7 +31,8 @@
  * parent's memory; a plain fork where such a clone is refused (valgrind)
  * and under ThreadSanitizer.
  * What the child does before exec (dup2, chdir, setsid, exec...) reports
- * its failure back through a close-on-exec pipe: a start call returns the
+ * its failure back to the parent (in the memory they share; through a
+ * close-on-exec pipe after a plain fork): a start call returns the
  * errno of the failing step (-ENOENT, -EACCES, -ENOTDIR...) and names the
  * step, never an "exit 127".
  *
@@ -122,6 +123,17 @@ typedef struct mproc_popen_opts {
      * processes: PR_SET_PDEATHSIG, then a check that the parent is still
      * the one that started it. */
     bool kill_on_parent_death;
+    /* Tell notify_fd (a pipe's write end, borrowed) that the child is
+     * about to exec: once its session, group and parent-death steps are
+     * done and just before exec, the child writes its pid there as one
+     * int32_t in host byte order (an atomic pipe write); should the exec
+     * then fail, it writes the pid negated. So a watcher (a guardian that
+     * kills groups) learns of the process, and with set_pgid/pgid 0 of its
+     * group, before the program runs any code: nothing the program starts
+     * can escape it. A failed write (no reader) is ignored and raises no
+     * SIGPIPE. The fd is closed in the program unless in pass_fds. */
+    bool notify;
+    int notify_fd;
     /* Leave ignored SIGPIPE/SIGXFSZ ignored in the child (Python:
      * restore_signals=False). Handlers are always reset to default. */
     bool keep_signals;
@@ -135,7 +147,8 @@ typedef struct mproc_popen_opts {
  * Returns 0, or when nothing was started (no child left behind, no fd):
  *   -EINVAL        argv NULL or empty, bad options (STDOUT for stdin or
  *                  stdout, a negative fd, a PATH kind without a path);
- *   -EBADF         a MPROC_STDIO_FD or pass_fds fd that is not open;
+ *   -EBADF         a MPROC_STDIO_FD, pass_fds or notify_fd fd that is
+ *                  not open;
  *   -ENOENT, -EACCES, -ENOTDIR, -ENOEXEC, -ELOOP, -E2BIG, ...  the
  *                  errno of the failing step: opening a stdio file in the
  *                  parent, or in the child before exec (chdir, setsid,

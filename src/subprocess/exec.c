@@ -11,11 +11,15 @@
  * under ThreadSanitizer, a plain fork runs the same child code.
  *
  * The child makes raw system calls only (it runs on our memory, with no
- * lock of libc's to be trusted): handlers back to default, the caller's
- * signal mask, session or group, the parent-death signal, stdio, fds
- * marked close-on-exec but those asked for, cwd, umask, exec. A step that
- * fails writes {step, errno} to a close-on-exec pipe and exits: the parent
- * reads end of file when the exec worked, else the record.
+ * lock of libc's to be trusted), with every signal blocked until just
+ * before exec: handlers back to default, session or group, the
+ * parent-death signal, stdio, fds marked close-on-exec but those asked
+ * for, cwd, umask, the notification (opts.notify), the caller's signal
+ * mask, exec. A step that fails leaves {step, errno} in the plan it
+ * shares with us and exits; we read it when the clone returns (nothing
+ * there: the exec worked). A forked child, which shares nothing, writes
+ * the record to a close-on-exec pipe instead: end of file there when the
+ * exec worked. The child's stack is kept for the next start.
  */
 #include "subprocess/subprocess_impl.h"
 
@@ -31,6 +35,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef CLONE_PIDFD
@@ -62,13 +67,23 @@ static const char *const step_names[] = {
     "setsid", "setpgid",    "parent died", "close fds",   "exec",
 };
 
+/* The record the child leaves when a step fails. */
+typedef struct report {
+    int32_t step;
+    int32_t err;
+} report;
+
 /* Everything the child needs, computed by the parent. */
 typedef struct plan {
     int src[3]; /* fd to put on 0, 1, 2; -1 inherit; -2 (stderr): fd 1 */
     const int *pass;
     size_t npass;
     int keep;   /* the sentinel pipe's write end, or -1 */
-    int report; /* the error pipe's write end */
+    int report; /* the error pipe's write end (fork); -1: in rep below */
+    /* Sharing our memory (CLONE_VM), the child leaves its failure here:
+     * we read it once it has exec'd or exited (CLONE_VFORK). */
+    volatile report rep;
+    int notify; /* notify_fd, or -1 */
     const char *cwd;
     bool set_umask;
     mode_t umask;
@@ -82,14 +97,7 @@ typedef struct plan {
     char **paths;       /* where to try the program, NULL-terminated */
     char *const *argv;
     char *const *envp;
-    int maxfd; /* fallback for close_range: fds below this are checked */
 } plan;
-
-/* The record the child writes when a step fails. */
-typedef struct report {
-    int32_t step;
-    int32_t err;
-} report;
 
 /* The kernel's sigaction for rt_sigaction: handler first, then fields
  * that are all zero here whatever their order on this architecture. */
@@ -112,12 +120,35 @@ NO_SAN static int child_errno(long r)
     return errno;
 }
 
-/* Exits the child after writing which step failed with which errno. */
+/* Writes v to the notify fd with every signal blocked (as they are until
+ * just before exec); a SIGPIPE the write raised is taken back. */
+NO_SAN static void child_notify(const plan *pl, int32_t v)
+{
+    if (sys(SYS_write, pl->notify, (long)&v, sizeof v, 0) < 0) {
+        unsigned long pipe_only = 1UL << (SIGPIPE - 1);
+        struct timespec zero = {0, 0};
+        sys(SYS_rt_sigtimedwait, (long)&pipe_only, 0, (long)&zero, 8);
+    }
+}
+
+/* Exits the child after writing which step failed with which errno (and,
+ * when the exec itself failed, the withdrawal of the notification). */
 NO_SAN __attribute__((noreturn)) static void child_fail(const plan *pl,
                                                         int step, int err)
 {
-    report rep = {step, err};
-    sys(SYS_write, pl->report, (long)&rep, sizeof rep, 0);
+    if (step == STEP_EXEC && pl->notify >= 0) {
+        unsigned long all = ~0UL;
+        sys(SYS_rt_sigprocmask, SIG_SETMASK, (long)&all, 0, 8);
+        child_notify(pl, -(int32_t)sys(SYS_getpid, 0, 0, 0, 0));
+    }
+    if (pl->report >= 0) {
+        report rep = {step, err};
+        sys(SYS_write, pl->report, (long)&rep, sizeof rep, 0);
+    } else {
+        plan *shared = (plan *)pl;
+        shared->rep.err = err;
+        shared->rep.step = step;
+    }
     for (;;) /* the whole process, should a fork child have threads */
         sys(SYS_exit_group, 127, 0, 0, 0);
 }
@@ -150,7 +181,8 @@ NO_SAN static int child_main(void *arg)
             continue;
         sys(SYS_rt_sigaction, sig, (long)&dfl, 0, 8);
     }
-    sys(SYS_rt_sigprocmask, SIG_SETMASK, (long)&pl->mask, 0, 8);
+    /* Every signal stays blocked (as start_child set it) until just
+     * before exec: the caller's mask is restored there. */
 
     if (pl->setsid && sys(SYS_setsid, 0, 0, 0, 0) < 0)
         child_fail(pl, STEP_SETSID, child_errno(-1));
@@ -185,11 +217,17 @@ NO_SAN static int child_main(void *arg)
 
     /* Every fd above 2 close-on-exec but the ones passed. */
     if (sys(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC, 0) < 0) {
-        for (int fd = 3; fd < pl->maxfd; fd++)
+        struct rlimit rl;
+        long maxfd = 65536;
+        if (sys(SYS_prlimit64, 0, RLIMIT_NOFILE, 0, (long)&rl) == 0 &&
+            rl.rlim_cur < 65536)
+            maxfd = (long)rl.rlim_cur;
+        for (int fd = 3; fd < maxfd; fd++)
             if (!passed(pl, fd))
                 sys(SYS_fcntl, fd, F_SETFD, FD_CLOEXEC, 0);
     }
-    sys(SYS_fcntl, pl->report, F_SETFD, FD_CLOEXEC, 0);
+    if (pl->report >= 0)
+        sys(SYS_fcntl, pl->report, F_SETFD, FD_CLOEXEC, 0);
     for (size_t i = 0; i < pl->npass; i++)
         if (sys(SYS_fcntl, pl->pass[i], F_SETFD, 0, 0) < 0)
             child_fail(pl, STEP_CLOSE, child_errno(-1));
@@ -200,6 +238,12 @@ NO_SAN static int child_main(void *arg)
         child_fail(pl, STEP_CHDIR, child_errno(-1));
     if (pl->set_umask)
         sys(SYS_umask, pl->umask, 0, 0, 0);
+
+    /* Last before exec: the watcher hears of us (and of our group), so
+     * whatever the program starts is within its reach. */
+    if (pl->notify >= 0)
+        child_notify(pl, (int32_t)sys(SYS_getpid, 0, 0, 0, 0));
+    sys(SYS_rt_sigprocmask, SIG_SETMASK, (long)&pl->mask, 0, 8);
 
     /* As execvp: the first error other than "not there" wins. */
     int saved = 0, last = ENOENT;
@@ -252,6 +296,8 @@ static int check_opts(const char *const *argv, const mproc_popen_opts *o)
     for (size_t i = 0; i < o->npass_fds; i++)
         if (o->pass_fds[i] < 0)
             return -EINVAL;
+    if (o->notify && o->notify_fd < 0)
+        return -EINVAL;
     if (o->set_pgid && o->pgid < 0)
         return -EINVAL;
     return 0;
@@ -402,13 +448,37 @@ enum { STACK_SIZE = 64 * 1024 };
  * the process at its next pthread_create. Under it, fork. */
 extern void __tsan_init(void) __attribute__((weak));
 
-/* Runs the child: clone(CLONE_VM | CLONE_VFORK) on its own stack, or fork
- * where that is refused. Returns the pid (and *pidfd when asked) or
- * -errno. */
-static pid_t start_child(plan *pl, bool want_pidfd, int *pidfd)
+/* The child's stack: one kept for the next start (taken by one start at
+ * a time; a concurrent one maps its own), so a start costs no mapping nor
+ * fresh page faults. The child is done with it when the clone returns. */
+static _Atomic(void *) spare_stack;
+
+static void *stack_take(void)
+{
+    void *s = atomic_exchange(&spare_stack, NULL);
+    if (s)
+        return s;
+    s = mmap(NULL, STACK_SIZE, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    return s == MAP_FAILED ? NULL : s;
+}
+
+static void stack_give(void *s)
+{
+    void *none = NULL;
+    if (!atomic_compare_exchange_strong(&spare_stack, &none, s))
+        munmap(s, STACK_SIZE);
+}
+
+/* Runs the child: clone(CLONE_VM | CLONE_VFORK) on its own stack, the
+ * failure of a step coming back in pl->rep; or fork where that is
+ * refused, with a pipe for it (*rep_r its read end, pl->report the write
+ * end). Returns the pid (and *pidfd when asked) or -errno. */
+static pid_t start_child(plan *pl, bool want_pidfd, int *pidfd, int *rep_r)
 {
     static _Atomic bool no_vfork;
     *pidfd = -1;
+    *rep_r = -1;
     if (__tsan_init)
         atomic_store(&no_vfork, true);
     /* Every signal blocked while the child shares our memory (the raw
@@ -419,33 +489,46 @@ static pid_t start_child(plan *pl, bool want_pidfd, int *pidfd)
     pid_t pid = -1;
     int err = 0;
     if (!atomic_load(&no_vfork)) {
-        void *stack = mmap(NULL, STACK_SIZE, PROT_READ | PROT_WRITE,
-                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-        if (stack == MAP_FAILED) {
+        void *stack = stack_take();
+        if (!stack) {
             err = ENOMEM;
         } else {
             int flags = CLONE_VM | CLONE_VFORK | SIGCHLD;
             int fdv = -1;
             if (want_pidfd)
                 flags |= CLONE_PIDFD;
+            pl->report = -1;
             pid =
                 clone(child_main, (char *)stack + STACK_SIZE, flags, pl, &fdv);
             err = pid < 0 ? errno : 0;
-            munmap(stack, STACK_SIZE);
+            stack_give(stack);
             if (pid > 0)
                 *pidfd = want_pidfd ? fdv : -1;
             else if (err == EINVAL || err == ENOSYS || err == EPERM)
                 atomic_store(&no_vfork, true); /* valgrind: fork instead */
         }
     }
+    int rp[2] = {-1, -1};
     if (pid < 0 && atomic_load(&no_vfork)) {
-        pid = fork();
-        err = pid < 0 ? errno : 0;
-        if (pid == 0)
-            child_main(pl);
-        if (pid > 0 && want_pidfd) {
-            int fd = mproc__pidfd_open(pid); /* ours until reaped */
-            *pidfd = fd >= 0 ? fd : -1;
+        if (pipe2(rp, O_CLOEXEC) < 0) {
+            err = errno;
+        } else {
+            pl->report = rp[1];
+            pid = fork();
+            err = pid < 0 ? errno : 0;
+            if (pid == 0)
+                child_main(pl);
+            mproc__close(rp[1]);
+            pl->report = -1;
+            if (pid > 0) {
+                *rep_r = rp[0];
+            } else {
+                mproc__close(rp[0]);
+            }
+            if (pid > 0 && want_pidfd) {
+                int fd = mproc__pidfd_open(pid); /* ours until reaped */
+                *pidfd = fd >= 0 ? fd : -1;
+            }
         }
     }
     syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, NULL, 8);
@@ -465,11 +548,13 @@ int mproc__sp_start(mproc_popen *p, const char *const *argv,
     for (size_t i = 0; i < o->npass_fds; i++)
         if (!fd_open(o->pass_fds[i]))
             return -EBADF;
+    if (o->notify && !fd_open(o->notify_fd))
+        return -EBADF;
 
     plan pl;
     memset(&pl, 0, sizeof pl);
     int devnull = -1, own[3] = {-1, -1, -1}, sent[2] = {-1, -1};
-    int rep[2] = {-1, -1};
+    int rep_r = -1;
     char **envp = NULL, **paths = NULL;
     const mproc_stdio *s[3] = {&o->in, &o->out, &o->err};
     for (int i = 0; i < 3; i++)
@@ -497,18 +582,10 @@ int mproc__sp_start(mproc_popen *p, const char *const *argv,
         r = -errno;
         goto out;
     }
-    if (pipe2(rep, O_CLOEXEC) < 0) {
-        r = -errno;
-        goto out;
-    }
-    struct rlimit rl;
-    pl.maxfd = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 65536
-                   ? (int)rl.rlim_cur
-                   : 65536;
     pl.pass = o->pass_fds;
     pl.npass = o->npass_fds;
     pl.keep = sent[1];
-    pl.report = rep[1];
+    pl.notify = o->notify ? o->notify_fd : -1;
     pl.cwd = o->cwd;
     pl.set_umask = o->set_umask;
     pl.umask = o->umask;
@@ -523,19 +600,21 @@ int mproc__sp_start(mproc_popen *p, const char *const *argv,
     pl.envp = envp;
 
     int pidfd = -1;
-    pid_t pid = start_child(&pl, want_pidfd, &pidfd);
+    pid_t pid = start_child(&pl, want_pidfd, &pidfd, &rep_r);
     if (pid < 0) {
         r = pid;
         goto out;
     }
-    mproc__close(rep[1]);
-    rep[1] = -1;
-    report got;
-    ssize_t n;
-    do
-        n = read(rep[0], &got, sizeof got);
-    while (n < 0 && errno == EINTR);
-    if (n == (ssize_t)sizeof got) {
+    report got = {pl.rep.step, pl.rep.err};
+    if (rep_r >= 0) { /* forked: end of file when the exec worked */
+        ssize_t n;
+        do
+            n = read(rep_r, &got, sizeof got);
+        while (n < 0 && errno == EINTR);
+        if (n != (ssize_t)sizeof got)
+            got.step = STEP_NONE;
+    }
+    if (got.step != STEP_NONE) {
         /* A step failed: the child has exited (or is about to). */
         while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
             ;
@@ -568,8 +647,7 @@ out:
     mproc__close(devnull);
     mproc__close(sent[0]);
     mproc__close(sent[1]);
-    mproc__close(rep[0]);
-    mproc__close(rep[1]);
+    mproc__close(rep_r);
     free(envp);
     free(paths);
     return r;

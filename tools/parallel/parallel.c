@@ -1067,9 +1067,11 @@ static void out_flush_lines(outbuf *o, int fd, const char *tag)
 /* ---- the guardian ------------------------------------------------------- */
 
 /* A process forked at start that holds the read end of a pipe from the
- * runner. The runner writes +pgid when a job starts and -pgid when it is
- * reaped; at EOF (the runner ended, however) the guardian SIGKILLs every
- * group it still knows, unless the runner said 0 ("clean end") first. */
+ * runner. Each job writes +pgid into it itself, between clone and exec
+ * (mproc_popen_opts.notify; -pgid if the exec fails), and the runner
+ * writes -pgid when it has reaped the job; at EOF (the runner and every
+ * job not yet exec'd ended, however) the guardian SIGKILLs every group it
+ * still knows. At a clean end the runner SIGKILLs the guardian. */
 static int guard_fd = -1;
 static pid_t guard_pid = -1;
 
@@ -1077,18 +1079,21 @@ static void guardian(int rfd)
 {
     pid_t *live = NULL;
     size_t n = 0, cap = 0;
-    bool clean = false;
-    int32_t m[1024];
+    static int32_t m[4096];
     for (;;) {
         ssize_t got = read(rfd, m, sizeof m);
         if (got < 0 && errno == EINTR)
             continue;
         if (got <= 0)
             break;
+        /* Then a nap, so that the messages of many jobs are read at once
+         * rather than each waking us (a pipe holds thousands; a writer
+         * that finds it full waits for us). At end of file we act at
+         * most a nap late. */
+        struct timespec nap = {0, 5000000};
+        nanosleep(&nap, NULL);
         for (size_t i = 0; i < (size_t)got / sizeof m[0]; i++) {
-            if (m[i] == 0) {
-                clean = true;
-            } else if (m[i] > 0) {
+            if (m[i] > 0) {
                 if (n == cap) {
                     cap = cap ? cap * 2 : 64;
                     pid_t *nl = realloc(live, cap * sizeof *live);
@@ -1106,9 +1111,8 @@ static void guardian(int rfd)
             }
         }
     }
-    if (!clean)
-        for (size_t k = 0; k < n; k++)
-            kill(-live[k], SIGKILL);
+    for (size_t k = 0; k < n; k++)
+        kill(-live[k], SIGKILL);
     _exit(0);
 }
 
@@ -1152,15 +1156,21 @@ static void guard_tell(int32_t v)
     }
 }
 
+/* A clean end: every job was reaped, the guardian has nothing left to do.
+ * It is SIGKILLed rather than told (it reads only every few ms), and
+ * reaped before its pipe is closed: end of file would have it kill the
+ * groups it still knew of, whose numbers may be another's by now. */
 static void guardian_stop(void)
 {
-    if (guard_fd < 0)
-        return;
-    guard_tell(0);
-    close(guard_fd);
-    guard_fd = -1;
-    while (waitpid(guard_pid, NULL, 0) < 0 && errno == EINTR) {
+    if (guard_pid > 0) {
+        kill(guard_pid, SIGKILL);
+        while (waitpid(guard_pid, NULL, 0) < 0 && errno == EINTR) {
+        }
+        guard_pid = -1;
     }
+    if (guard_fd >= 0)
+        close(guard_fd);
+    guard_fd = -1;
 }
 
 /* ---- jobs --------------------------------------------------------------- */
@@ -1181,8 +1191,10 @@ typedef struct job {
     bool killing, timed_out;
     int kill_step;
     double kill_next;
-    char *in; /* --pipe: the block for stdin */
+    char *in; /* --pipe: the block for stdin (NULL: a range of the file) */
     size_t in_len, in_off, in_cap;
+    off_t in_at;       /* --pipe from a regular file: where the block is */
+    size_t in_gift;    /* --pipe: bytes from in_off on may be vmspliced */
     mproc_future *fut; /* --mpi: the task running it on a rank */
     char *host;        /* --mpi: the host it ran on (joblog) */
 } job;
@@ -1228,7 +1240,10 @@ static void job_free(job *j)
         free(j->a.v[i].s);
     free(j->a.v);
     free(j->tag);
-    if (j->in && !pin_spare) { /* --pipe: kept for the next block */
+    /* --pipe: the buffer is kept for the next block, unless some of it
+     * was vmspliced and the job did not take it all: the pipe may still
+     * hold its pages (free() leaves them to the pipe). */
+    if (j->in && !pin_spare && (j->in_gift == 0 || j->in_off == j->in_len)) {
         pin_spare = j->in;
         pin_spare_cap = j->in_cap;
     } else {
@@ -1381,6 +1396,56 @@ static int free_slot(void)
 
 /* --mpi: hands the job to the pool (below); true when it was. */
 static bool mpi_submit(job *j);
+/* --pipe: moves more of j's block into its stdin (below). */
+static void feed(job *j);
+
+/* The path of the jobs' program, looked up in PATH once rather than at
+ * every start (as execvp would: a failed exec per PATH entry before the
+ * one that has it). NULL: let the start search (a path with '/', or not
+ * found: the start reports it). */
+static const char *exec_path(const char *prog)
+{
+    static char *name, *path;
+    if (strchr(prog, '/'))
+        return NULL;
+    if (name && strcmp(name, prog) == 0)
+        return path;
+    free(name);
+    free(path);
+    name = xstrndup(prog, strlen(prog));
+    path = NULL;
+    const char *dirs = getenv("PATH");
+    if (!dirs)
+        dirs = "/bin:/usr/bin";
+    for (const char *d = dirs;;) {
+        const char *end = strchrnul(d, ':');
+        char f[PATH_MAX];
+        int dl = (int)(end - d);
+        /* (an empty entry is the current directory) */
+        int n =
+            snprintf(f, sizeof f, "%.*s/%s", dl ? dl : 1, dl ? d : ".", prog);
+        struct stat st;
+        if (n > 0 && (size_t)n < sizeof f && stat(f, &st) == 0 &&
+            S_ISREG(st.st_mode) && access(f, X_OK) == 0) {
+            path = xstrndup(f, (size_t)n);
+            break;
+        }
+        if (!*end)
+            break;
+        d = end + 1;
+    }
+    return path;
+}
+
+/* /dev/null, opened once for every job's stdin (-1: each start opens
+ * it). */
+static int devnull_fd(void)
+{
+    static int fd = -2;
+    if (fd == -2)
+        fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    return fd;
+}
 
 static bool job_start(job *j, int idx)
 {
@@ -1402,6 +1467,10 @@ static bool job_start(job *j, int idx)
         return true;
     mproc_popen_opts o = {0};
     o.in.kind = opt.pipe ? MPROC_STDIO_PIPE : MPROC_STDIO_DEVNULL;
+    if (!opt.pipe && devnull_fd() >= 0) {
+        o.in.kind = MPROC_STDIO_FD;
+        o.in.fd = devnull_fd();
+    }
     if (opt.out != OUT_UNGROUP) {
         o.out.kind = MPROC_STDIO_PIPE;
         o.err.kind = MPROC_STDIO_PIPE;
@@ -1409,8 +1478,15 @@ static bool job_start(job *j, int idx)
     o.set_pgid = true;
     o.pgid = 0;
     o.kill_on_parent_death = true;
+    /* The job itself tells the guardian its group, before exec: whatever
+     * it starts, however soon, is known to the guardian should the runner
+     * die (a failed exec withdraws it). */
+    o.notify = guard_fd >= 0;
+    o.notify_fd = guard_fd;
     const char *const *argv =
         opt.shell ? MPROC_SHELL(j->c.line) : (const char *const *)j->c.argv;
+    if (!opt.shell && argv && argv[0])
+        o.executable = exec_path(argv[0]);
     const char *step = "";
     j->start_real = now_real();
     j->start_mono = now_mono();
@@ -1426,17 +1502,21 @@ static bool job_start(job *j, int idx)
         j->finished = true;
         return true;
     }
-    guard_tell((int32_t)mproc_popen_pid(j->p));
     j->outfd = mproc_popen_stdout(j->p);
     j->errfd = mproc_popen_stderr(j->p);
     j->infd = mproc_popen_stdin(j->p);
     j->sentinel = mproc_popen_sentinel(j->p);
+    /* (F_SETFL sets only the status flags: O_NONBLOCK alone is right) */
     int fds[3] = {j->outfd, j->errfd, j->infd};
     for (int i = 0; i < 3; i++)
         if (fds[i] >= 0)
-            fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK);
-    if (j->infd >= 0 && j->in_len == 0)
-        mproc_popen_close_stdin(j->p), j->infd = -1;
+            fcntl(fds[i], F_SETFL, O_NONBLOCK);
+    if (j->infd >= 0) {
+        int cap = j->in ? fcntl(j->infd, F_GETPIPE_SZ) : 0;
+        size_t keep = cap > 0 ? (size_t)cap : 65536;
+        j->in_gift = j->in && j->in_len > keep ? j->in_len - keep : 0;
+        feed(j); /* as much as the pipe takes now */
+    }
     total_started++;
     return true;
 }
@@ -1693,74 +1773,237 @@ static job *next_job(void)
     }
 }
 
-/* --pipe: the next block of stdin, cut after the last record delimiter. */
+/* ---- --pipe ------------------------------------------------------------ */
+
+/* Stdin cut into blocks. From a regular file, a block is a range of it:
+ * its end is found by reading a little around the --block mark (pread),
+ * and its bytes go to the job with splice() straight from the page cache,
+ * at the job's own offset, so blocks are fed in parallel and the runner
+ * never copies them. From anything else (a pipe, a terminal), stdin is
+ * read in the loop beside the jobs, whenever poll() says it has data,
+ * into the block being gathered; a cut block is handed to its job as it
+ * is, and mostly vmspliced into the job's pipe (pages lent, not copied).
+ */
 static struct {
-    char *buf;
+    char *buf; /* the block being gathered (not a file) */
     size_t len, cap;
+    size_t scanned; /* no delimiter in buf[block, scanned) */
     bool eof;
+    bool file; /* stdin is a regular file */
+    off_t at;  /* file: where the next block starts */
 } pin;
 
-static job *pipe_next_job(void)
+#define PIN_WINDOW ((size_t)64 << 10) /* file: bytes read to find a cut */
+
+static void pipe_init(void)
+{
+    struct stat st;
+    off_t at = lseek(0, 0, SEEK_CUR);
+    pin.file = fstat(0, &st) == 0 && S_ISREG(st.st_mode) && at >= 0;
+    pin.at = at;
+}
+
+/* file: the stdin bytes at [at, at + n) into buf; fewer at its end. */
+static size_t pin_pread(char *buf, size_t n, off_t at)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = pread(0, buf + got, n - got, at + (off_t)got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            die("stdin: %s", strerror(errno));
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    return got;
+}
+
+/* file: the length of the next block from pin.at (0 at the end). It ends
+ * at the last delimiter within --block bytes, else at the first one after
+ * them, else at the end of the file; the rest of the file is one block
+ * when it fits in one. */
+static size_t pin_file_cut(void)
+{
+    struct stat st;
+    if (fstat(0, &st) < 0 || st.st_size <= pin.at)
+        return 0;
+    size_t rem = (size_t)(st.st_size - pin.at);
+    if (rem <= opt.block)
+        return rem;
+    static char win[PIN_WINDOW];
+    /* Backwards from the mark, a window at a time... */
+    for (size_t end = opt.block; end > 0;) {
+        size_t n = end < sizeof win ? end : sizeof win;
+        size_t got = pin_pread(win, n, pin.at + (off_t)(end - n));
+        char *d = got == n ? memrchr(win, opt.delim, n) : NULL;
+        if (d)
+            return end - n + (size_t)(d - win) + 1;
+        end -= n;
+    }
+    /* ...then a record longer than a block: forwards to its end. */
+    for (size_t from = opt.block;;) {
+        size_t got = pin_pread(win, sizeof win, pin.at + (off_t)from);
+        char *d = memchr(win, opt.delim, got);
+        if (d)
+            return from + (size_t)(d - win) + 1;
+        from += got;
+        if (got < sizeof win)
+            return from;
+    }
+}
+
+/* Not a file: where the gathered bytes can be cut now (0: not yet). */
+static size_t pin_cut(void)
+{
+    if (pin.len == 0)
+        return 0;
+    if (pin.eof && pin.len <= opt.block)
+        return pin.len;
+    if (pin.len < opt.block)
+        return 0;
+    char *d = NULL;
+    if (pin.scanned < opt.block) {
+        d = memrchr(pin.buf, opt.delim, opt.block);
+        if (!d)
+            pin.scanned = opt.block;
+    }
+    /* A record longer than a block: its end, looked for in what came in
+     * since the last look only (a long record is not scanned again at
+     * every read). */
+    if (!d && pin.len > pin.scanned) {
+        d = memchr(pin.buf + pin.scanned, opt.delim, pin.len - pin.scanned);
+        pin.scanned = pin.len;
+    }
+    if (d)
+        return (size_t)(d - pin.buf) + 1;
+    return pin.eof ? pin.len : 0;
+}
+
+/* Is there more stdin to wait for, beside the jobs? */
+static bool pin_wants_read(void)
+{
+    return !pin.file && !pin.eof && pin_cut() == 0;
+}
+
+/* Not a file: reads what stdin has now (poll said so) into the block
+ * being gathered. A signal that interrupts it ends the input. */
+static void pin_read(void)
+{
+    size_t want = pin.len < opt.block ? opt.block : pin.len * 2;
+    if (want + 1 > pin.cap) {
+        pin.cap = want + 65536;
+        pin.buf = xrealloc(pin.buf, pin.cap);
+    }
+    ssize_t got = read(0, pin.buf + pin.len, pin.cap - pin.len);
+    if (got < 0 && errno == EINTR && got_signal) {
+        pin.len = 0; /* a partial block is dropped */
+        pin.eof = true;
+        return;
+    }
+    if (got < 0 && (errno == EINTR || errno == EAGAIN))
+        return;
+    if (got < 0)
+        die("stdin: %s", strerror(errno));
+    if (got == 0)
+        pin.eof = true;
+    pin.len += (size_t)got;
+}
+
+static job *pipe_job(size_t n)
+{
+    job *j = xrealloc(NULL, sizeof *j);
+    *j = (job){.out = {.spill = -1}, .err = {.spill = -1}};
+    j->outfd = j->errfd = j->infd = j->sentinel = -1;
+    j->in_len = n;
+    j->seq = next_seq++;
+    return j;
+}
+
+/* The next block as a job, or NULL when none can be cut now (*done: nor
+ * ever). Never blocks. */
+static job *pipe_next_job(bool *done)
+{
+    *done = false;
+    if (pin.file) {
+        size_t n = pin_file_cut();
+        if (n == 0) {
+            *done = true;
+            lseek(0, pin.at, SEEK_SET); /* stdin consumed, as by a read */
+            return NULL;
+        }
+        job *j = pipe_job(n);
+        j->in_at = pin.at;
+        pin.at += (off_t)n;
+        return j;
+    }
+    size_t n = pin_cut();
+    if (n == 0) {
+        *done = pin.eof;
+        return NULL;
+    }
+    /* The job takes the buffer (no copy of the block); the rest, less
+     * than a record, goes to a spare one. */
+    job *j = pipe_job(n);
+    size_t rest = pin.len - n;
+    char *nb = pin_spare;
+    size_t ncap = pin_spare_cap;
+    pin_spare = NULL;
+    if (!nb || ncap < rest + 1) {
+        free(nb);
+        ncap = pin.cap > rest + 1 ? pin.cap : rest + 65536;
+        nb = xrealloc(NULL, ncap);
+    }
+    memcpy(nb, pin.buf + n, rest);
+    j->in = pin.buf;
+    j->in_cap = pin.cap;
+    pin.buf = nb;
+    pin.cap = ncap;
+    pin.len = rest;
+    pin.scanned = 0;
+    return j;
+}
+
+/* Moves more of a job's block into its stdin pipe (non-blocking), and
+ * closes the pipe once all of it is there or the job stopped reading.
+ * From a buffer, the bytes up to the pipe's capacity from the end are
+ * vmspliced (lent) and the last ones written (copied): once that last
+ * write is through, the pipe holds none of the lent pages any more, so
+ * the buffer may be reused for a later block. */
+static void feed(job *j)
 {
     for (;;) {
-        /* A block ends at the last delimiter in its first --block bytes,
-         * or at the first one after them (a record longer than a block). */
-        char *d = NULL;
-        if (pin.len >= opt.block || (pin.eof && pin.len > 0)) {
-            size_t head = pin.len < opt.block ? pin.len : opt.block;
-            d = memrchr(pin.buf, opt.delim, head);
-            if (!d && pin.len > head)
-                d = memchr(pin.buf + head, opt.delim, pin.len - head);
-            if (!d && pin.eof)
-                d = pin.buf + pin.len - 1;
-        }
-        if (d) {
-            size_t n = (size_t)(d - pin.buf) + 1;
-            job *j = xrealloc(NULL, sizeof *j);
-            *j = (job){.out = {.spill = -1}, .err = {.spill = -1}};
-            j->outfd = j->errfd = j->infd = j->sentinel = -1;
-            /* The job takes the buffer (no copy of the block); the rest,
-             * less than a record, goes to a spare one. */
-            size_t rest = pin.len - n;
-            char *nb = pin_spare;
-            size_t ncap = pin_spare_cap;
-            pin_spare = NULL;
-            if (!nb || ncap < rest + 1) {
-                free(nb);
-                ncap = pin.cap > rest + 1 ? pin.cap : rest + 65536;
-                nb = xrealloc(NULL, ncap);
+        size_t left = j->in_len - j->in_off;
+        ssize_t w;
+        if (left == 0)
+            break;
+        if (!j->in) {
+            loff_t at = j->in_at + (loff_t)j->in_off;
+            w = splice(0, &at, j->infd, NULL, left,
+                       SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+            if (w < 0 && (errno == EINVAL || errno == ENOSYS)) {
+                char b[65536]; /* no splice from this file: copy */
+                size_t got =
+                    pin_pread(b, left < sizeof b ? left : sizeof b, (off_t)at);
+                w = got ? write(j->infd, b, got) : -1;
             }
-            memcpy(nb, pin.buf + n, rest);
-            j->in = pin.buf;
-            j->in_len = n;
-            j->in_cap = pin.cap;
-            pin.buf = nb;
-            pin.cap = ncap;
-            pin.len = rest;
-            j->seq = next_seq++;
-            return j;
+        } else if (j->in_off < j->in_gift) {
+            struct iovec v = {j->in + j->in_off, j->in_gift - j->in_off};
+            w = vmsplice(j->infd, &v, 1, SPLICE_F_NONBLOCK);
+        } else {
+            w = write(j->infd, j->in + j->in_off, left);
         }
-        if (pin.eof)
-            return NULL;
-        size_t want = pin.len < opt.block ? opt.block : pin.len * 2;
-        if (want + 1 > pin.cap) {
-            pin.cap = want + 65536;
-            pin.buf = xrealloc(pin.buf, pin.cap);
-        }
-        ssize_t got = read(0, pin.buf + pin.len, pin.cap - pin.len);
-        if (got < 0 && errno == EINTR && got_signal) {
-            pin.len = 0; /* a partial block is dropped */
-            pin.eof = true;
+        if (w > 0) {
+            j->in_off += (size_t)w;
             continue;
         }
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0)
-            die("stdin: %s", strerror(errno));
-        if (got == 0)
-            pin.eof = true;
-        pin.len += (size_t)got;
+        if (w < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        break; /* EPIPE: the job stopped reading */
     }
+    mproc_popen_close_stdin(j->p);
+    j->infd = -1;
 }
 
 static bool inputs_done;
@@ -1790,12 +2033,20 @@ static void start_jobs(void)
         if (nretry > 0) {
             j = retry_q[0];
             memmove(retry_q, retry_q + 1, sizeof(job *) * --nretry);
-        } else if (!inputs_done) {
-            if (!opt.pipe && nrunning > 0 && !input_ready()) {
+        } else if (!inputs_done && opt.pipe) {
+            bool done;
+            j = pipe_next_job(&done);
+            inputs_done = done;
+            if (!j && !done) { /* the loop reads on beside the jobs */
                 want_input = true;
                 return;
             }
-            j = opt.pipe ? pipe_next_job() : next_job();
+        } else if (!inputs_done) {
+            if (nrunning > 0 && !input_ready()) {
+                want_input = true;
+                return;
+            }
+            j = next_job();
             if (!j)
                 inputs_done = true;
         }
@@ -1901,8 +2152,15 @@ static void run_loop(void)
     struct pollfd *pfd = xrealloc(NULL, sizeof *pfd * cap);
     job **who = xrealloc(NULL, sizeof(job *) * cap);
     start_jobs();
-    while (nrunning > 0 || nretry > 0) {
-        if (nrunning == 0) {
+    for (;;) {
+        /* Stdin waited for beside the jobs: lines as jobs need them, or
+         * --pipe's next block (read ahead while every slot is busy). */
+        bool reading = opt.pipe
+                           ? !inputs_done && !stop_starting && pin_wants_read()
+                           : want_input;
+        if (nrunning == 0 && !reading) {
+            if (nretry == 0 || stop_starting)
+                break;
             start_jobs();
             continue;
         }
@@ -1924,8 +2182,11 @@ static void run_loop(void)
                     who[n++] = j;
                 }
         }
-        if (want_input) {
-            pfd[n] = (struct pollfd){.fd = gen.r.fd, .events = POLLIN};
+        size_t in_at = 0;
+        if (reading) {
+            in_at = n;
+            pfd[n] = (struct pollfd){.fd = opt.pipe ? 0 : gen.r.fd,
+                                     .events = POLLIN};
             who[n++] = NULL;
         }
         if (mpi_done_fd >= 0) {
@@ -1957,6 +2218,8 @@ static void run_loop(void)
                 kill_all();
             }
         }
+        if (in_at && pfd[in_at].revents && opt.pipe)
+            pin_read();
         for (size_t i = 1; i < n; i++) {
             job *j = who[i];
             if (!pfd[i].revents || !j || j->finished)
@@ -1967,15 +2230,7 @@ static void run_loop(void)
             } else if (pfd[i].fd == j->errfd) {
                 drain(j, &j->errfd, &j->err, 2);
             } else if (pfd[i].fd == j->infd) {
-                ssize_t w =
-                    write(j->infd, j->in + j->in_off, j->in_len - j->in_off);
-                if (w > 0)
-                    j->in_off += (size_t)w;
-                if ((w < 0 && errno != EAGAIN && errno != EINTR) ||
-                    j->in_off == j->in_len) {
-                    mproc_popen_close_stdin(j->p);
-                    j->infd = -1;
-                }
+                feed(j);
             } else if (pfd[i].fd == j->sentinel) {
                 if (mproc_popen_poll(j->p, NULL) != 1)
                     continue;
@@ -2415,6 +2670,8 @@ int main(int argc, char **argv)
                       opt.eta || opt.progress;
     if (!opt.pipe)
         gen_init(need_total);
+    else
+        pipe_init();
     cur_cols = xrealloc(NULL, sizeof(str) * (size_t)(nsources ? nsources : 1));
     memset(cur_cols, 0, sizeof(str) * (size_t)(nsources ? nsources : 1));
     running = calloc((size_t)slots, sizeof(job *));
