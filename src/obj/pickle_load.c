@@ -1507,11 +1507,18 @@ static void disown(mproc_obj *o)
         mproc_obj_unref(o);
 }
 
+/* On failure every container made is emptied before the references are
+ * dropped: that breaks any cycle a hostile stream made. On success a cycle
+ * can still lie outside the value returned (a list appended to itself,
+ * left in the memo, then something else returned): when a container was
+ * pushed twice (no cycle without that), those check_value's walk did not
+ * reach are emptied as well. */
 static void finish(loader *L, bool failed)
 {
-    if (failed)
+    if (failed || L->shared)
         for (mproc_obj *o = L->made; o; o = o->next)
-            mproc__obj_clear(o);
+            if (failed || o->mark != BLACK)
+                mproc__obj_clear(o);
     while (L->sn)
         disown(L->stack[--L->sn]);
     for (size_t i = 0; i < L->memocap; i++)
