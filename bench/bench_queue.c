@@ -444,6 +444,13 @@ int main(int argc, char **argv)
     printf("%-24s mproc %10.1f   (CPU ns per message, all four)\n",
            "64B 2->2 CPU ns/msg", median(cq22, rounds));
     line("64B 2->2 batch Mmsg/s", median(b22, rounds), "mproc", m22);
+    double c11 = quick ? 0 : median(py11, rounds);
+    double c22 = quick ? 0 : median(py22, rounds);
+    bench_ratio_row("Queue 64B 1->1", m11 / ms11, c11 > 0 ? m11 / c11 : 0);
+    bench_ratio_row("Queue 64B 1->1 batch", mb11 / ms11,
+                    c11 > 0 ? mb11 / c11 : 0);
+    bench_ratio_row("Queue 64B 2->2", quick ? 0 : m22 / median(p22, rounds),
+                    c22 > 0 ? m22 / c22 : 0);
     if (quick)
         return 0;
     line("64B 1->1 Mmsg/s", m11, "cpython", median(py11, rounds));

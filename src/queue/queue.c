@@ -130,6 +130,24 @@ int mproc_queue_close(mproc_queue *q)
 /* ---- put ---------------------------------------------------------------- */
 
 /*
+ * The start of every put and get: a closed handle, the deadline, and the
+ * side's lock. Returns 0 with the lock held, or the call's error:
+ * MPROC_ECLOSED, MPROC_EFULL / MPROC_EEMPTY (no lock in time), or the
+ * lock's.
+ */
+static int side_enter(mproc_queue *q, int side, double timeout,
+                      mproc__deadline *d)
+{
+    if (atomic_load_explicit(&q->closed, memory_order_relaxed))
+        return MPROC_ECLOSED;
+    *d = mproc__deadline_from(timeout);
+    int rc = queue__lock(q, side, d);
+    if (rc == -ETIMEDOUT)
+        return side == SIDE_P ? MPROC_EFULL : MPROC_EEMPTY;
+    return rc;
+}
+
+/*
  * Under plock: waits until `need` bytes are free (and, when first, the
  * count bound allows one more message). Returns 0 or -ETIMEDOUT.
  */
@@ -275,14 +293,12 @@ int mproc_queue_put(mproc_queue *q, const void *p, size_t n, double timeout)
 {
     if (!q || (!p && n))
         return -EINVAL;
-    if (atomic_load_explicit(&q->closed, memory_order_relaxed))
-        return MPROC_ECLOSED;
     if (n > MPROC_QUEUE_MAX_MESSAGE)
         return MPROC_ETOOBIG;
-    mproc__deadline d = mproc__deadline_from(timeout);
-    int rc = queue__lock(q, SIDE_P, &d);
+    mproc__deadline d;
+    int rc = side_enter(q, SIDE_P, timeout, &d);
     if (rc)
-        return rc == -ETIMEDOUT ? MPROC_EFULL : rc;
+        return rc;
     rc = put_locked(q, p, n, &d);
     queue__unlock(q, SIDE_P);
     if (rc == 0) {
@@ -327,14 +343,12 @@ int mproc_queue_put_many(mproc_queue *q, const void *const *msgs,
         if (lens[i] > MPROC_QUEUE_MAX_MESSAGE)
             return MPROC_ETOOBIG;
     }
-    if (atomic_load_explicit(&q->closed, memory_order_relaxed))
-        return MPROC_ECLOSED;
     if (!count)
-        return 0;
-    mproc__deadline d = mproc__deadline_from(timeout);
-    int rc = queue__lock(q, SIDE_P, &d);
+        return atomic_load(&q->closed) ? MPROC_ECLOSED : 0;
+    mproc__deadline d;
+    int rc = side_enter(q, SIDE_P, timeout, &d);
     if (rc)
-        return rc == -ETIMEDOUT ? MPROC_EFULL : rc;
+        return rc;
     size_t i = 0;
     while ((rc = put_locked(q, msgs[i], lens[i], &d)) == 0 && ++i < count)
         batch_wake_data(q);
@@ -480,12 +494,10 @@ static int q_get(mproc_queue *q, sink *s, size_t *len, double timeout)
 {
     if (!q || !len)
         return -EINVAL;
-    if (atomic_load_explicit(&q->closed, memory_order_relaxed))
-        return MPROC_ECLOSED;
-    mproc__deadline d = mproc__deadline_from(timeout);
-    int rc = queue__lock(q, SIDE_C, &d);
+    mproc__deadline d;
+    int rc = side_enter(q, SIDE_C, timeout, &d);
     if (rc)
-        return rc == -ETIMEDOUT ? MPROC_EEMPTY : rc;
+        return rc;
     rc = get_locked(q, s, len, &d);
     queue__unlock(q, SIDE_C);
     if (rc == 0) {
@@ -517,12 +529,10 @@ int mproc_queue_get_many(mproc_queue *q, void *buf, size_t cap, size_t *lens,
 {
     if (!q || !lens || (!buf && cap) || max == 0 || max > INT_MAX)
         return -EINVAL;
-    if (atomic_load_explicit(&q->closed, memory_order_relaxed))
-        return MPROC_ECLOSED;
-    mproc__deadline d = mproc__deadline_from(timeout);
-    int rc = queue__lock(q, SIDE_C, &d);
+    mproc__deadline d;
+    int rc = side_enter(q, SIDE_C, timeout, &d);
     if (rc)
-        return rc == -ETIMEDOUT ? MPROC_EEMPTY : rc;
+        return rc;
     unsigned char dummy, *base = buf ? buf : &dummy;
     sink s = {base, buf ? cap : 0, NULL};
     rc = get_locked(q, &s, &lens[0], &d);
