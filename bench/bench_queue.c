@@ -5,12 +5,18 @@
  *     per second: CPython 3.11 multiprocessing.Queue (bench/py/
  *     bench_queue.py), POSIX message queues (mq_send/mq_receive), a raw
  *     pipe (64-byte writes are atomic, so it is MPMC-safe);
+ *   - 64-byte messages 1 -> 1 against the floor: a raw single-producer/
+ *     single-consumer ring in shared memory (spsc below), and with
+ *     mproc_queue_put_many / get_many in batches of BATCH; CPU time per
+ *     message (user + system of all the processes) beside wall rates;
  *   - 1 MiB messages, 1 -> 1, in MB/s, against single-core memcpy of 1 MiB
  *     blocks.
+ * The RATIO rows at the end feed bench/plot.sh's ratio chart.
  * Every producer and consumer is its own process (fork). Timing runs from
  * a start signal, after the processes exist, until every consumer is done.
  *
- * usage: bench_queue [ROUNDS] (default 5); MPROC_BENCH_PYTHON overrides
+ * usage: bench_queue [ROUNDS] [quick] (default 5; quick: only the mproc
+ * queue, batched and not, and the ring floor); MPROC_BENCH_PYTHON overrides
  * the interpreter (default ~/.pyenv/versions/3.11.7/bin/python).
  */
 #include <mproc.h>

@@ -39,13 +39,15 @@ set y2label "MB per second"
 set logscale x 2
 set logscale y 10
 set logscale y2 10
+set format y "%g"
+set format y2 "%g"
 set xrange [6:1.5e6]
 set xtics ("8" 8, "32" 32, "128" 128, "512" 512, "2K" 2048, "8K" 8192, \
            "32K" 32768, "128K" 131072, "512K" 524288, "1M" 1048576)
 set yrange [*:*]
 set ytics nomirror
 set y2tics
-set key top center
+set key inside top center
 plot "queue_size.dat" u 1:2 w lp ls 1 t "messages/s (left)", \
      "" u 1:3 axes x1y2 w lp ls 2 t "MB/s (right)"
 
@@ -71,7 +73,7 @@ set ylabel "million items per second"
 set xrange [0.8:8.2]
 set xtics 1
 set yrange [0:*]
-set key top right
+set key inside top right
 set arrow 1 from 2, graph 0 to 2, graph 1 nohead lc rgb "#888888" dt 2
 set label 1 cores at 2.1, graph 0.2 tc rgb "#555555"
 plot "pool_workers.dat" u 1:($2/1e6) w lp ls 1 t "map, bytes path"
@@ -86,14 +88,16 @@ set ylabel "microseconds per start + join"
 set xrange [-30:1060]
 set xtics (0, 64, 256, 512, 1024)
 set logscale y 10
+set format y "%.0f"
 set yrange [*:*]
-set key top left
+set key below horizontal
 plot "process_rss.dat" u 1:2 w lp ls 1 t "mproc fork", \
      "" u 1:5 w lp ls 5 t "raw fork + waitpid (floor of fork)", \
      "" u 1:4 w lp ls 3 t "mproc forkserver", \
      "" u 1:3 w lp ls 2 t "mproc spawn", \
      "" u 1:6 w lp ls 6 t "raw posix\\_spawn + waitpid (floor of spawn)"
 unset logscale
+set format y "% h"
 
 # ---- memory of an idle pool worker ---------------------------------------------
 set output outdir."/pool_rss.png"
@@ -107,7 +111,7 @@ set boxwidth 0.9
 set xrange [*:*]
 set xtics autofreq
 set yrange [0:*]
-set key top right
+set key inside top right
 plot "pool_rss.dat" u 2:xtic(1) t "resident (VmRSS)" lc rgb "#1f77b4", \
      "" u 3 t "proportional (Pss: shared pages divided)" lc rgb "#ff7f0e"
 
@@ -116,13 +120,14 @@ set output outdir."/ratios.png"
 set terminal pngcairo size 1100,650 enhanced font "DejaVu Sans,11"
 set title "mproc's speed ÷ the peer's, per figure (above 1: mproc is faster; log scale)"
 set ylabel "mproc speed ÷ peer speed"
+set format y "%g"
 set datafile separator "\t"
 set datafile missing "-"
 set logscale y 10
 set yrange [0.05:2000]
 set xtics rotate by -35 left
 set bmargin 9
-set key top right
+set key inside top right
 set arrow 2 from graph 0, first 1 to graph 1, first 1 nohead lc rgb "#333333" lw 1.5
 plot "ratios.tsv" u 2:xtic(1) t "vs the raw floor" lc rgb "#7f7f7f", \
      "" u 3 t "vs CPython 3.11 / 3.13" lc rgb "#2ca02c"

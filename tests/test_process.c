@@ -621,18 +621,35 @@ static void test_forkserver_1000_starts(void)
     CHECK_EQ(mproc_test_count_fds(), fds0);
 }
 
-/* Our only direct child that is not a process object: the fork server. */
-static pid_t find_server(void)
+/* The children of pid, from /proc (at most max). */
+static int children_of(pid_t pid, pid_t *out, int max)
 {
-    char path[64], buf[256];
-    snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)getpid());
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)pid,
+             (int)pid);
     FILE *f = fopen(path, "r");
     if (!f)
         return -1;
     size_t n = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);
     buf[n] = 0;
-    return atoi(buf);
+    int k = 0;
+    for (char *p = buf; k < max && *p;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p)
+            break;
+        out[k++] = (pid_t)v;
+        p = end;
+    }
+    return k;
+}
+
+/* Our only direct child that is not a process object: the fork server. */
+static pid_t find_server(void)
+{
+    pid_t pid = -1;
+    return children_of(getpid(), &pid, 1) == 1 ? pid : -1;
 }
 
 /* The fork server is SIGKILLed: a child it forked keeps running, is still
@@ -683,30 +700,6 @@ static bool alive_not_zombie(pid_t pid)
     buf[n] = 0;
     const char *st = strrchr(buf, ')');
     return st && st[1] == ' ' && st[2] != 'Z' && st[2] != 'X';
-}
-
-/* The children of pid, from /proc (at most max). */
-static int children_of(pid_t pid, pid_t *out, int max)
-{
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)pid,
-             (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    int k = 0;
-    for (char *p = buf; k < max && *p;) {
-        char *end;
-        long v = strtol(p, &end, 10);
-        if (end == p)
-            break;
-        out[k++] = (pid_t)v;
-        p = end;
-    }
-    return k;
 }
 
 /*

@@ -533,7 +533,7 @@ int mproc_queue_get_many(mproc_queue *q, void *buf, size_t cap, size_t *lens,
     int rc = side_enter(q, SIDE_C, timeout, &d);
     if (rc)
         return rc;
-    unsigned char dummy, *base = buf ? buf : &dummy;
+    unsigned char dummy = 0, *base = buf ? buf : &dummy;
     sink s = {base, buf ? cap : 0, NULL};
     rc = get_locked(q, &s, &lens[0], &d);
     size_t got = 0;
