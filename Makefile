@@ -116,8 +116,11 @@ coverage:
 	    cat $(COV)/summary.txt && \
 	    exit $$rc
 
+# Every benchmark, its output kept in $(REL)/bench.log, then the charts
+# (bench/plot.sh: PNGs under bench/plots/, gnuplot installed if missing).
 bench: build
-	@bash bench/run.sh $(REL)
+	@bash -c 'set -o pipefail; bash bench/run.sh $(REL) | tee $(REL)/bench.log'
+	@bash bench/plot.sh $(REL) $(REL)/bench.log
 
 # Silent when clean. clang-tidy prints "N warnings generated." for every
 # file even with --quiet (warnings in system headers, suppressed): that line

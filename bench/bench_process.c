@@ -372,6 +372,18 @@ int main(int argc, char **argv)
         report("spawn", C_SPAWN, C_PY_SPAWN, true, 20);
         report("forkserver", C_FORKSERVER, C_PY_FORKSERVER, true, 20);
     }
+    /* Speeds (1 / time) against the floor and CPython, for the charts. */
+    static const int fig[3][3] = {{C_FORK, C_RAW_FORK, C_PY_FORK},
+                                  {C_SPAWN, C_RAW_SPAWN, C_PY_SPAWN},
+                                  {C_FORKSERVER, C_RAW_FORK, C_PY_FORKSERVER}};
+    static const char *const fname[3] = {"fork start+join", "spawn start+join",
+                                         "forkserver start+join"};
+    for (int i = 0; i < 3; i++) {
+        double a = median(fig[i][0]);
+        double py = python ? median(fig[i][2]) : 0;
+        bench_ratio_row(fname[i], a > 0 ? median(fig[i][1]) / a : 0,
+                        a > 0 && py > 0 ? py / a : 0);
+    }
     int r = preload_bench(rounds, nslow);
     if (r < 0) {
         fprintf(stderr, "bench_process: preload: %s\n", mproc_strerror(r));

@@ -71,4 +71,24 @@ static inline const char *bench_py_script(const char *prog, const char *name)
     return buf;
 }
 
+/*
+ * One row of the ratio chart bench/plot.sh draws: how fast mproc is on a
+ * figure against its floor and against CPython, each as mproc's speed
+ * divided by the peer's (> 1: mproc is faster; for times that is the
+ * peer's time over mproc's). A ratio <= 0 (not measured) prints as "-".
+ */
+static inline void bench_ratio_row(const char *figure, double vs_floor,
+                                   double vs_cpython)
+{
+    printf("RATIO\t%s", figure);
+    if (vs_floor > 0)
+        printf("\t%.4g", vs_floor);
+    else
+        printf("\t-");
+    if (vs_cpython > 0)
+        printf("\t%.4g\n", vs_cpython);
+    else
+        printf("\t-\n");
+}
+
 #endif

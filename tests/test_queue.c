@@ -1750,6 +1750,376 @@ static void test_objects(void)
     }
 }
 
+/* ---- put_many / get_many ---------------------------------------------- */
+
+/* Length of batch message seq: mostly small, now and then empty, one in
+ * 97 larger than a quarter of a 4 KiB ring (streamed through it). */
+static size_t many_len(uint32_t seq)
+{
+    if (seq % 97 == 13)
+        return 1500 + seq % 700;
+    if (seq % 31 == 7)
+        return sizeof(mhdr);
+    return sizeof(mhdr) + (seq * 7919u) % 120;
+}
+
+/* Fills msgs[0..k) with self-checking messages seq0.. (slot 5) in buf. */
+static void many_fill(unsigned char *buf, const void **msgs, size_t *lens,
+                      uint32_t seq0, size_t k)
+{
+    size_t off = 0;
+    for (size_t i = 0; i < k; i++) {
+        uint32_t seq = seq0 + (uint32_t)i;
+        lens[i] = make_msg(buf + off, 5, seq, many_len(seq) - sizeof(mhdr));
+        msgs[i] = buf + off;
+        off += lens[i];
+    }
+}
+
+/* Checks got messages laid out back to back in buf: each intact and the
+ * next in sequence after *seq (which is advanced). 1 when all hold. */
+static int many_check(const unsigned char *buf, const size_t *lens, int got,
+                      uint32_t *seq)
+{
+    size_t off = 0;
+    for (int i = 0; i < got; i++) {
+        mhdr h;
+        if (!check_msg(buf + off, lens[i], &h) || h.slot != 5 ||
+            h.seq != *seq || lens[i] != many_len(h.seq))
+            return 0;
+        (*seq)++;
+        off += lens[i];
+    }
+    return 1;
+}
+
+#define MANY_BATCH 64
+#define MANY_BUF   (MANY_BATCH * 2300)
+
+/*
+ * Batches in one process: order and content across put_many, put, get and
+ * get_many; get_many's buffer limits (the first that does not fit reports
+ * its size, a later one stays first); the count bound stopping a batch
+ * midway; empty batches, closed handles and bad arguments.
+ */
+static void test_many_basics(void)
+{
+    unsigned char *src = malloc(MANY_BUF), *dst = malloc(MANY_BUF);
+    const void *msgs[MANY_BATCH];
+    size_t lens[MANY_BATCH], got_lens[MANY_BATCH];
+    /* A 4 KiB ring with an overflow: batches go through the ring, streamed
+     * and to the overflow. */
+    mproc_queue *q = mkq(MPROC_QUEUE, 0, 4096);
+    uint32_t put = 0, seq = 0;
+    for (int round = 0; round < 40; round++) {
+        size_t k = 1 + (size_t)(round * 13) % MANY_BATCH;
+        many_fill(src, msgs, lens, put, k);
+        CHECK_EQ(mproc_queue_put_many(q, msgs, lens, k, 5), (long long)k);
+        put += (uint32_t)k;
+        /* A single put between batches keeps its place. */
+        unsigned char one[2300];
+        size_t n1 = make_msg(one, 5, put, many_len(put) - sizeof(mhdr));
+        CHECK_OK(mproc_queue_put(q, one, n1, 5));
+        put++;
+        CHECK_EQ(mproc_queue_qsize(q), (long long)(put - seq));
+        /* Take them back: alternately with get_many and get. */
+        while (seq < put) {
+            if (round % 3 == 1) {
+                size_t n;
+                CHECK_OK(mproc_queue_get(q, dst, MANY_BUF, &n, 5));
+                got_lens[0] = n;
+                CHECK(many_check(dst, got_lens, 1, &seq));
+                continue;
+            }
+            int got = mproc_queue_get_many(q, dst, MANY_BUF, got_lens,
+                                           1 + (size_t)round % MANY_BATCH, 5);
+            CHECK(got >= 1);
+            CHECK(many_check(dst, got_lens, got, &seq));
+        }
+    }
+    CHECK_ERR(mproc_queue_get_many(q, dst, MANY_BUF, got_lens, 4, 0),
+              MPROC_EEMPTY);
+    double t0 = mproc_test_now();
+    CHECK_ERR(mproc_queue_get_many(q, dst, MANY_BUF, got_lens, 4, 0.2),
+              MPROC_EEMPTY);
+    CHECK(mproc_test_now() - t0 >= 0.18);
+
+    /* Buffer limits: 3 messages of 100 bytes. */
+    unsigned char hundred[100];
+    memset(hundred, 'h', sizeof hundred);
+    const void *hm[3] = {hundred, hundred, hundred};
+    size_t hl[3] = {100, 100, 100};
+    CHECK_EQ(mproc_queue_put_many(q, hm, hl, 3, 0), 3);
+    got_lens[0] = 0;
+    CHECK_ERR(mproc_queue_get_many(q, dst, 99, got_lens, 3, 0), MPROC_EBUFSIZE);
+    CHECK_EQ(got_lens[0], 100);
+    CHECK_EQ(mproc_queue_qsize(q), 3);
+    CHECK_EQ(mproc_queue_get_many(q, dst, 250, got_lens, 3, 0), 2);
+    CHECK_EQ(got_lens[0], 100);
+    CHECK_EQ(got_lens[1], 100);
+    CHECK_EQ(mproc_queue_get_many(q, dst, 100, got_lens, 3, 0), 1);
+    CHECK(memcmp(dst, hundred, 100) == 0);
+    /* Empty messages fit in no buffer at all. */
+    const void *em[2] = {NULL, ""};
+    size_t el[2] = {0, 0};
+    CHECK_EQ(mproc_queue_put_many(q, em, el, 2, 0), 2);
+    CHECK_EQ(mproc_queue_get_many(q, NULL, 0, got_lens, 8, 0), 2);
+    CHECK_EQ(got_lens[0], 0);
+    CHECK_EQ(got_lens[1], 0);
+
+    /* Arguments. */
+    CHECK_EQ(mproc_queue_put_many(q, NULL, NULL, 0, 0), 0);
+    CHECK_ERR(mproc_queue_put_many(NULL, hm, hl, 3, 0), -EINVAL);
+    CHECK_ERR(mproc_queue_put_many(q, NULL, hl, 3, 0), -EINVAL);
+    CHECK_ERR(mproc_queue_put_many(q, hm, NULL, 3, 0), -EINVAL);
+    const void *bad[2] = {hundred, NULL};
+    CHECK_ERR(mproc_queue_put_many(q, bad, hl, 2, 0), -EINVAL);
+    size_t huge[2] = {1, MPROC_QUEUE_MAX_MESSAGE + (size_t)1};
+    CHECK_ERR(mproc_queue_put_many(q, hm, huge, 2, 0), MPROC_ETOOBIG);
+    CHECK_ERR(mproc_queue_put_many(q, hm, hl, (size_t)INT_MAX + 1, 0), -EINVAL);
+    CHECK_EQ(mproc_queue_qsize(q), 0); /* nothing of a refused batch */
+    CHECK_ERR(mproc_queue_get_many(NULL, dst, 10, got_lens, 1, 0), -EINVAL);
+    CHECK_ERR(mproc_queue_get_many(q, dst, 10, NULL, 1, 0), -EINVAL);
+    CHECK_ERR(mproc_queue_get_many(q, NULL, 10, got_lens, 1, 0), -EINVAL);
+    CHECK_ERR(mproc_queue_get_many(q, dst, 10, got_lens, 0, 0), -EINVAL);
+    CHECK_OK(mproc_queue_close(q));
+    CHECK_ERR(mproc_queue_put_many(q, hm, hl, 3, 0), MPROC_ECLOSED);
+    CHECK_ERR(mproc_queue_get_many(q, dst, 10, got_lens, 1, 0), MPROC_ECLOSED);
+    mproc_queue_free(q);
+
+    /* The count bound stops a batch midway; a JoinableQueue counts each. */
+    q = mkq(MPROC_QUEUE_JOINABLE, 5, 0);
+    many_fill(src, msgs, lens, 0, 8);
+    CHECK_EQ(mproc_queue_put_many(q, msgs, lens, 8, 0), 5);
+    CHECK_ERR(mproc_queue_put_many(q, msgs + 5, lens + 5, 3, 0), MPROC_EFULL);
+    t0 = mproc_test_now();
+    CHECK_ERR(mproc_queue_put_many(q, msgs + 5, lens + 5, 3, 0.2), MPROC_EFULL);
+    CHECK(mproc_test_now() - t0 >= 0.18);
+    seq = 0;
+    int got = mproc_queue_get_many(q, dst, MANY_BUF, got_lens, 2, 0);
+    CHECK_EQ(got, 2);
+    CHECK(many_check(dst, got_lens, got, &seq));
+    CHECK_EQ(mproc_queue_put_many(q, msgs + 5, lens + 5, 3, 0), 2);
+    got = mproc_queue_get_many(q, dst, MANY_BUF, got_lens, MANY_BATCH, 0);
+    CHECK_EQ(got, 5);
+    CHECK(many_check(dst, got_lens, got, &seq));
+    for (int i = 0; i < 7; i++)
+        CHECK_OK(mproc_queue_task_done(q));
+    CHECK_OK(mproc_queue_join(q, 0));
+    mproc_queue_free(q);
+    free(src);
+    free(dst);
+}
+
+/* A child that takes `count` messages with get_many and puts them back
+ * with put_many as they came, in batches of what it got. */
+static int t_many_echo(const mproc_args *a)
+{
+    mproc_queue *in = mproc_args_queue(a, 0), *out = mproc_args_queue(a, 1);
+    int64_t count = mproc_args_int(a, 2);
+    unsigned char *buf = malloc(MANY_BUF);
+    if (!in || !out || !buf)
+        return 2;
+    size_t lens[MANY_BATCH];
+    const void *msgs[MANY_BATCH];
+    for (int64_t done = 0; done < count;) {
+        int got = mproc_queue_get_many(in, buf, MANY_BUF, lens, MANY_BATCH, 10);
+        if (got < 1)
+            return 3;
+        size_t off = 0;
+        for (int i = 0; i < got; i++) {
+            msgs[i] = buf + off;
+            off += lens[i];
+        }
+        if (mproc_queue_put_many(out, msgs, lens, (size_t)got, 10) != got)
+            return 4;
+        done += got;
+    }
+    free(buf);
+    return 0;
+}
+
+/* Batches through a child and back under each start method, while the
+ * parent puts and takes concurrently. */
+static void test_many_start_methods(void)
+{
+    const uint32_t N = 6000;
+    unsigned char *src = malloc(MANY_BUF), *dst = malloc(MANY_BUF);
+    const void *msgs[MANY_BATCH];
+    size_t lens[MANY_BATCH];
+    for (int m = 0; m < 3; m++) {
+        mproc_queue *in = mkq(MPROC_QUEUE, 0, 4096);
+        mproc_queue *out = mkq(MPROC_QUEUE, 200, 0);
+        mproc_args *a = mproc_args_new();
+        CHECK_OK(mproc_args_add_queue(a, in));
+        CHECK_OK(mproc_args_add_queue(a, out));
+        CHECK_OK(mproc_args_add_int(a, N));
+        mproc_process *p =
+            mproc_test_start(t_many_echo, a, mproc_test_methods[m]);
+        mproc_args_free(a);
+        uint32_t put = 0, seq = 0;
+        while (seq < N) {
+            if (put < N) {
+                size_t k = N - put < 37 ? N - put : 37;
+                many_fill(src, msgs, lens, put, k);
+                CHECK_EQ(mproc_queue_put_many(in, msgs, lens, k, 10),
+                         (long long)k);
+                put += (uint32_t)k;
+            }
+            int got = mproc_queue_get_many(out, dst, MANY_BUF, lens, MANY_BATCH,
+                                           put < N ? 0 : 10);
+            if (got == MPROC_EEMPTY && put < N)
+                continue;
+            CHECK(got >= 1);
+            CHECK(many_check(dst, lens, got, &seq));
+        }
+        CHECK_OK(mproc_process_join(p, 20));
+        CHECK_EQ(mproc_process_exitcode(p), 0);
+        mproc_process_free(p);
+        mproc_queue_free(in);
+        mproc_queue_free(out);
+    }
+    free(src);
+    free(dst);
+}
+
+/* A producer putting numbered batches until it is killed. */
+static int t_many_producer(const mproc_args *a)
+{
+    mproc_queue *q = mproc_args_queue(a, 0);
+    unsigned char *buf = malloc(MANY_BUF);
+    if (!q || !buf)
+        return 2;
+    const void *msgs[MANY_BATCH];
+    size_t lens[MANY_BATCH];
+    for (uint32_t put = 0;;) {
+        many_fill(buf, msgs, lens, put, MANY_BATCH);
+        int rc = mproc_queue_put_many(q, msgs, lens, MANY_BATCH, -1);
+        if (rc < 1)
+            return 3;
+        put += (uint32_t)rc;
+    }
+}
+
+/*
+ * A producer SIGKILLed in the middle of put_many, again and again, under
+ * each start method, on a queue with an overflow (batches go to the ring
+ * and the overflow) and on one bounded by count (the batch waits for room
+ * while the parent takes): what is in the queue is a prefix of its
+ * messages, whole and in order, and the queue goes on working (the next
+ * producer repairs the lock the dead one held).
+ */
+static void test_kill_many_producer(void)
+{
+    unsigned char *dst = malloc(MANY_BUF);
+    size_t lens[MANY_BATCH];
+    for (int m = 0; m < 3; m++) {
+        for (int bounded = 0; bounded < 2; bounded++) {
+            mproc_queue *q =
+                bounded ? mkq(MPROC_QUEUE, 100, 0) : mkq(MPROC_QUEUE, 0, 4096);
+            mproc_args *a = mproc_args_new();
+            CHECK_OK(mproc_args_add_queue(a, q));
+            mproc_process *p =
+                mproc_test_start(t_many_producer, a, mproc_test_methods[m]);
+            mproc_args_free(a);
+            uint32_t seq = 0;
+            /* Take some while it puts, then kill it mid-batch. */
+            uint32_t before = bounded ? 500 + 77 * (uint32_t)m : 0;
+            while (seq < before) {
+                int got = mproc_queue_get_many(q, dst, MANY_BUF, lens,
+                                               1 + seq % MANY_BATCH, 10);
+                CHECK(got >= 1);
+                CHECK(many_check(dst, lens, got, &seq));
+            }
+            if (!bounded)
+                while (mproc_queue_qsize(q) < 3000)
+                    usleep(1000);
+            CHECK_OK(mproc_process_kill(p));
+            CHECK_OK(mproc_process_join(p, 10));
+            CHECK_EQ(mproc_process_exitcode(p), -SIGKILL);
+            mproc_process_free(p);
+            int got;
+            while ((got = mproc_queue_get_many(q, dst, MANY_BUF, lens,
+                                               MANY_BATCH, 0)) > 0)
+                CHECK(many_check(dst, lens, got, &seq));
+            CHECK_ERR(got, MPROC_EEMPTY);
+            CHECK(seq >= before);
+            CHECK_EQ(mproc_queue_qsize(q), 0);
+            /* Still a working queue. */
+            const void *one[2] = {"a", "bc"};
+            size_t ol[2] = {1, 2};
+            CHECK_EQ(mproc_queue_put_many(q, one, ol, 2, 5), 2);
+            CHECK_EQ(mproc_queue_get_many(q, dst, 16, lens, 4, 5), 2);
+            CHECK(memcmp(dst, "abc", 3) == 0);
+            mproc_queue_free(q);
+        }
+    }
+    free(dst);
+}
+
+/* A consumer taking batches until it is killed (it only counts them). */
+static int t_many_consumer(const mproc_args *a)
+{
+    mproc_queue *q = mproc_args_queue(a, 0);
+    unsigned char *buf = malloc(MANY_BUF);
+    if (!q || !buf)
+        return 2;
+    size_t lens[MANY_BATCH];
+    for (;;)
+        if (mproc_queue_get_many(q, buf, MANY_BUF, lens, MANY_BATCH, -1) < 1)
+            return 3;
+}
+
+/*
+ * A consumer SIGKILLed in the middle of get_many, under each start method,
+ * while the parent puts batches into a queue bounded by count (so the
+ * parent keeps waiting for it): the messages left are a suffix of what was
+ * put, whole, in order, none twice, and the parent then puts and takes on.
+ */
+static void test_kill_many_consumer(void)
+{
+    unsigned char *src = malloc(MANY_BUF), *dst = malloc(MANY_BUF);
+    const void *msgs[MANY_BATCH];
+    size_t lens[MANY_BATCH];
+    for (int m = 0; m < 3; m++) {
+        mproc_queue *q = mkq(MPROC_QUEUE, 150, 0);
+        mproc_args *a = mproc_args_new();
+        CHECK_OK(mproc_args_add_queue(a, q));
+        mproc_process *p =
+            mproc_test_start(t_many_consumer, a, mproc_test_methods[m]);
+        mproc_args_free(a);
+        uint32_t put = 0;
+        uint32_t stop = 4000 + 1000 * (uint32_t)m;
+        while (put < stop) {
+            many_fill(src, msgs, lens, put, MANY_BATCH);
+            int rc = mproc_queue_put_many(q, msgs, lens, MANY_BATCH, 10);
+            CHECK(rc >= 1);
+            put += (uint32_t)rc;
+        }
+        CHECK_OK(mproc_process_kill(p));
+        CHECK_OK(mproc_process_join(p, 10));
+        mproc_process_free(p);
+        /* What is left: put - k .. put - 1 for some k. */
+        long left = mproc_queue_qsize(q);
+        CHECK(left >= 0 && left <= 150);
+        uint32_t seq = put - (uint32_t)left;
+        int got;
+        while ((got = mproc_queue_get_many(q, dst, MANY_BUF, lens, MANY_BATCH,
+                                           0)) > 0)
+            CHECK(many_check(dst, lens, got, &seq));
+        CHECK_ERR(got, MPROC_EEMPTY);
+        CHECK_EQ(seq, put);
+        many_fill(src, msgs, lens, put, 10);
+        CHECK_EQ(mproc_queue_put_many(q, msgs, lens, 10, 5), 10);
+        CHECK_EQ(mproc_queue_get_many(q, dst, MANY_BUF, lens, MANY_BATCH, 5),
+                 10);
+        CHECK(many_check(dst, lens, 10, &seq));
+        mproc_queue_free(q);
+    }
+    free(src);
+    free(dst);
+}
+
 static const mproc_test tests[] = {
     {"fifo_and_state", test_fifo_and_state, 20},
     {"objects", test_objects, 60},
@@ -1780,6 +2150,10 @@ static const mproc_test tests[] = {
     {"unbounded_fsize_limit", test_unbounded_fsize_limit, 20},
     {"unbounded_joinable_fileno", test_unbounded_joinable_fileno, 30},
     {"former_names", test_former_names, 20},
+    {"many_basics", test_many_basics, 30},
+    {"many_start_methods", test_many_start_methods, 60},
+    {"kill_many_producer", test_kill_many_producer, 90},
+    {"kill_many_consumer", test_kill_many_consumer, 60},
 };
 
 MPROC_TEST_MAIN(tests)

@@ -374,6 +374,125 @@ struct fs_child {
 static struct fs_child *kids;
 static size_t nkids, capkids;
 
+/*
+ * The spare: a child forked ahead of the next request, waiting on a
+ * socket of its own for a boot description, its fds and the requester's
+ * connection. A request is answered as soon as the spare has them, so the
+ * fork (most of a start's cost) happens between requests instead of
+ * inside one; the next spare is forked once the reply is sent. A spare
+ * sees end of file on its socket when the server goes and exits; the
+ * server also kills and reaps it on its way out, so none outlives it.
+ */
+static struct {
+    pid_t pid; /* 0: none */
+    int sock;
+} spare = {0, -1};
+
+/* What a spare is told: a boot description of len bytes follows; nfds
+ * fds came with this header, the requester's connection the last. */
+struct spare_req {
+    uint64_t len;
+    uint32_t nfds, pad;
+};
+
+/* In a child just forked by the server: the state of a fresh child, and
+ * none of the server's fds. */
+static void child_reset(int ctl, int lsn, int sfd)
+{
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGCHLD, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGPIPE, SIG_DFL);
+    close(sfd);
+    close(ctl);
+    close(lsn);
+    for (size_t i = 0; i < nkids; i++)
+        close(kids[i].conn);
+}
+
+/* The spare's life: waits for its request, then runs it. */
+static void __attribute__((noreturn)) spare_wait(int sock, pid_t server)
+{
+    struct spare_req h;
+    int fds[256];
+    size_t nfds = 256;
+    int r = mproc__recv_fds(sock, &h, sizeof h, fds, &nfds);
+    if (r != (int)sizeof h || h.nfds != nfds || nfds < 1 || h.len > (1u << 30))
+        mproc__exit(0); /* the server is gone or stopping */
+    unsigned char *blob = malloc(h.len ? h.len : 1);
+    if (!blob || mproc__read_all(sock, blob, h.len) < 0)
+        mproc__exit(0);
+    close(sock);
+    int conn = fds[--nfds];
+    mproc__set_report_fd(conn);
+    mproc__exit_child(mproc__child_run(blob, h.len, fds, nfds, server));
+}
+
+/* Forks a spare unless there is one. Failure is no error: the next
+ * request forks its child itself. */
+static void spare_make(int ctl, int lsn, int sfd)
+{
+    if (spare.pid > 0)
+        return;
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        return;
+    pid_t server = getpid();
+    pid_t pid = fork();
+    if (pid == 0) {
+        child_reset(ctl, lsn, sfd);
+        close(sv[0]);
+        spare_wait(sv[1], server);
+    }
+    close(sv[1]);
+    if (pid < 0) {
+        close(sv[0]);
+        return;
+    }
+    spare.pid = pid;
+    spare.sock = sv[0];
+}
+
+/* Kills and reaps the spare (the server is going). */
+static void spare_drop(void)
+{
+    if (spare.pid <= 0)
+        return;
+    close(spare.sock);
+    kill(spare.pid, SIGKILL);
+    while (waitpid(spare.pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    spare.pid = 0;
+    spare.sock = -1;
+}
+
+/* Hands a request to the spare: returns its pid, or 0 when there is none
+ * or it cannot take it (it died: then it is reaped as any child). */
+static pid_t spare_take(int conn, const unsigned char *blob, uint64_t len,
+                        const int *fds, size_t nfds)
+{
+    if (spare.pid <= 0)
+        return 0;
+    int all[256];
+    memcpy(all, fds, nfds * sizeof(int));
+    all[nfds] = conn;
+    struct spare_req h = {len, (uint32_t)(nfds + 1), 0};
+    struct iovec iov[2] = {{&h, sizeof h}, {(void *)blob, (size_t)len}};
+    int r = mproc__sendv_fds(spare.sock, iov, 2, all, nfds + 1, 0);
+    pid_t pid = spare.pid;
+    close(spare.sock);
+    spare.pid = 0;
+    spare.sock = -1;
+    if (r < 0) {
+        /* Gone: our SIGCHLD reaps it (no request of its own to report). */
+        kill(pid, SIGKILL);
+        return 0;
+    }
+    return pid;
+}
+
 static void report_exit(pid_t pid, int status)
 {
     int32_t msg[2] = {'S', WIFEXITED(status) ? WEXITSTATUS(status)
@@ -394,8 +513,14 @@ static void reap_all(void)
 {
     int status;
     pid_t pid;
-    while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        if (pid == spare.pid) { /* died waiting: the next request forks */
+            close(spare.sock);
+            spare.pid = 0;
+            spare.sock = -1;
+        }
         report_exit(pid, status);
+    }
 }
 
 /* Reads the configuration (fd 5) and loads the preloads. A library
@@ -495,26 +620,22 @@ static void serve(int conn, int ctl, int lsn, int sfd)
         (void)mproc__send_fds(conn, bad, sizeof bad, NULL, 0);
         goto out_drop;
     }
-    pid_t server = getpid();
-    pid_t pid = fork();
+    pid_t pid = spare_take(conn, blob, h.len, fds, nfds);
     if (pid == 0) {
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        signal(SIGCHLD, SIG_DFL);
-        signal(SIGINT, SIG_DFL);
-        signal(SIGPIPE, SIG_DFL);
-        close(sfd);
-        close(ctl);
-        close(lsn);
-        for (size_t i = 0; i < nkids; i++)
-            close(kids[i].conn);
-        mproc__set_report_fd(conn);
-        /* As CPython's fork server children, end with _exit: the
-         * server's own exit handlers are not the child's. */
-        mproc__exit_child(mproc__child_run(blob, h.len, fds, nfds, server));
+        /* No spare (or it is gone): fork one for this request now. */
+        pid_t server = getpid();
+        pid = fork();
+        if (pid == 0) {
+            child_reset(ctl, lsn, sfd);
+            mproc__set_report_fd(conn);
+            /* As CPython's fork server children, end with _exit: the
+             * server's own exit handlers are not the child's. */
+            mproc__exit_child(mproc__child_run(blob, h.len, fds, nfds, server));
+        }
+        if (pid < 0)
+            pid = -errno;
     }
-    int32_t reply[2] = {'P', pid < 0 ? -errno : pid};
+    int32_t reply[2] = {'P', pid};
     bool pidfd = mproc__have_pidfd();
     int pfd = pid > 0 && pidfd ? mproc__pidfd_open(pid) : -1;
     for (size_t i = 0; i < nfds; i++)
@@ -538,6 +659,8 @@ static void serve(int conn, int ctl, int lsn, int sfd)
     kids[nkids].pid = pid;
     kids[nkids].conn = conn;
     nkids++;
+    /* The next request's child, forked now that this one is answered. */
+    spare_make(ctl, lsn, sfd);
     return;
 out_drop:
     free(blob);
@@ -568,6 +691,7 @@ static void __attribute__((noreturn)) server_entry(void)
     signal(SIGPIPE, SIG_IGN);
     if (sfd < 0)
         mproc__exit(1);
+    spare_make(ctl, lsn, sfd);
     for (;;) {
         struct pollfd p[3] = {
             {ctl, POLLIN, 0}, {lsn, POLLIN, 0}, {sfd, POLLIN, 0}};
@@ -592,6 +716,8 @@ static void __attribute__((noreturn)) server_entry(void)
         }
     }
     /* Children keep running; the ones still connected just lose their
-     * reporter, as with CPython's fork server. */
+     * reporter, as with CPython's fork server. The spare has nothing to
+     * run. */
+    spare_drop();
     mproc__exit(0);
 }

@@ -130,6 +130,24 @@ int mproc_queue_close(mproc_queue *q)
 /* ---- put ---------------------------------------------------------------- */
 
 /*
+ * The start of every put and get: a closed handle, the deadline, and the
+ * side's lock. Returns 0 with the lock held, or the call's error:
+ * MPROC_ECLOSED, MPROC_EFULL / MPROC_EEMPTY (no lock in time), or the
+ * lock's.
+ */
+static int side_enter(mproc_queue *q, int side, double timeout,
+                      mproc__deadline *d)
+{
+    if (atomic_load_explicit(&q->closed, memory_order_relaxed))
+        return MPROC_ECLOSED;
+    *d = mproc__deadline_from(timeout);
+    int rc = queue__lock(q, side, d);
+    if (rc == -ETIMEDOUT)
+        return side == SIDE_P ? MPROC_EFULL : MPROC_EEMPTY;
+    return rc;
+}
+
+/*
  * Under plock: waits until `need` bytes are free (and, when first, the
  * count bound allows one more message). Returns 0 or -ETIMEDOUT.
  */
@@ -275,14 +293,12 @@ int mproc_queue_put(mproc_queue *q, const void *p, size_t n, double timeout)
 {
     if (!q || (!p && n))
         return -EINVAL;
-    if (atomic_load_explicit(&q->closed, memory_order_relaxed))
-        return MPROC_ECLOSED;
     if (n > MPROC_QUEUE_MAX_MESSAGE)
         return MPROC_ETOOBIG;
-    mproc__deadline d = mproc__deadline_from(timeout);
-    int rc = queue__lock(q, SIDE_P, &d);
+    mproc__deadline d;
+    int rc = side_enter(q, SIDE_P, timeout, &d);
     if (rc)
-        return rc == -ETIMEDOUT ? MPROC_EFULL : rc;
+        return rc;
     rc = put_locked(q, p, n, &d);
     queue__unlock(q, SIDE_P);
     if (rc == 0) {
@@ -299,6 +315,51 @@ int mproc_queue_put(mproc_queue *q, const void *p, size_t n, double timeout)
 int mproc_queue_put_nowait(mproc_queue *q, const void *p, size_t n)
 {
     return mproc_queue_put(q, p, n, 0);
+}
+
+/* Between the messages of a batch, which is fenced and woken once at its
+ * end: a sleeper seen now is woken now (a look without a barrier: one
+ * that announced itself too late for it is woken at the end). */
+static inline void batch_wake_data(mproc_queue *q)
+{
+    if (__builtin_expect(
+            atomic_load_explicit(&q->h->c_waiting, memory_order_relaxed) ||
+                atomic_load_explicit(&q->h->armed, memory_order_relaxed),
+            0)) {
+        queue__unlocked_fence();
+        queue__wake_data(q->h);
+        poll_notify(q);
+    }
+}
+
+int mproc_queue_put_many(mproc_queue *q, const void *const *msgs,
+                         const size_t *lens, size_t count, double timeout)
+{
+    if (!q || (count && (!msgs || !lens)) || count > INT_MAX)
+        return -EINVAL;
+    for (size_t i = 0; i < count; i++) {
+        if (!msgs[i] && lens[i])
+            return -EINVAL;
+        if (lens[i] > MPROC_QUEUE_MAX_MESSAGE)
+            return MPROC_ETOOBIG;
+    }
+    if (!count)
+        return atomic_load(&q->closed) ? MPROC_ECLOSED : 0;
+    mproc__deadline d;
+    int rc = side_enter(q, SIDE_P, timeout, &d);
+    if (rc)
+        return rc;
+    size_t i = 0;
+    while ((rc = put_locked(q, msgs[i], lens[i], &d)) == 0 && ++i < count)
+        batch_wake_data(q);
+    queue__unlock(q, SIDE_P);
+    if (i > 0) {
+        queue__unlocked_fence();
+        queue__wake_data(q->h);
+        poll_notify(q);
+        return (int)i;
+    }
+    return rc == -ETIMEDOUT ? MPROC_EFULL : rc;
 }
 
 /* ---- get ---------------------------------------------------------------- */
@@ -433,16 +494,14 @@ static int q_get(mproc_queue *q, sink *s, size_t *len, double timeout)
 {
     if (!q || !len)
         return -EINVAL;
-    if (atomic_load_explicit(&q->closed, memory_order_relaxed))
-        return MPROC_ECLOSED;
-    mproc__deadline d = mproc__deadline_from(timeout);
-    int rc = queue__lock(q, SIDE_C, &d);
+    mproc__deadline d;
+    int rc = side_enter(q, SIDE_C, timeout, &d);
     if (rc)
-        return rc == -ETIMEDOUT ? MPROC_EEMPTY : rc;
+        return rc;
     rc = get_locked(q, s, len, &d);
     queue__unlock(q, SIDE_C);
     if (rc == 0) {
-        atomic_thread_fence(memory_order_seq_cst);
+        queue__unlocked_fence();
         queue__wake_room(q->h);
     }
     if (rc == -ETIMEDOUT)
@@ -463,6 +522,45 @@ int mproc_queue_get(mproc_queue *q, void *buf, size_t cap, size_t *len,
 int mproc_queue_get_nowait(mproc_queue *q, void *buf, size_t cap, size_t *len)
 {
     return mproc_queue_get(q, buf, cap, len, 0);
+}
+
+int mproc_queue_get_many(mproc_queue *q, void *buf, size_t cap, size_t *lens,
+                         size_t max, double timeout)
+{
+    if (!q || !lens || (!buf && cap) || max == 0 || max > INT_MAX)
+        return -EINVAL;
+    mproc__deadline d;
+    int rc = side_enter(q, SIDE_C, timeout, &d);
+    if (rc)
+        return rc;
+    unsigned char dummy = 0, *base = buf ? buf : &dummy;
+    sink s = {base, buf ? cap : 0, NULL};
+    rc = get_locked(q, &s, &lens[0], &d);
+    size_t got = 0;
+    if (rc == 0) {
+        /* The rest: only what is there now, while it fits. */
+        mproc__deadline now = mproc__deadline_from(0);
+        size_t used = lens[0];
+        for (got = 1; got < max; got++) {
+            if (__builtin_expect(atomic_load_explicit(&q->h->p_waiting,
+                                                      memory_order_relaxed),
+                                 0)) {
+                atomic_thread_fence(memory_order_seq_cst);
+                queue__wake_room(q->h);
+            }
+            sink more = {base + used, s.cap - used, NULL};
+            if (get_locked(q, &more, &lens[got], &now) != 0)
+                break;
+            used += lens[got];
+        }
+    }
+    queue__unlock(q, SIDE_C);
+    if (got > 0) {
+        queue__unlocked_fence();
+        queue__wake_room(q->h);
+        return (int)got;
+    }
+    return rc == -ETIMEDOUT ? MPROC_EEMPTY : rc;
 }
 
 int mproc_queue_get_alloc(mproc_queue *q, void **out, size_t *len,

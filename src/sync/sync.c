@@ -33,20 +33,15 @@
  * for kernels without MADV_WIPEONFORK.
  */
 
-struct proc_id {
-    uint64_t id;
-    int32_t pid;
-};
-
-static struct proc_id g_proc_fallback;
-static struct proc_id *g_proc = &g_proc_fallback;
+static struct mproc__sync_proc g_proc_fallback;
+struct mproc__sync_proc *mproc__sync_g_proc = &g_proc_fallback;
+#define g_proc mproc__sync_g_proc
 static uint64_t g_layout;
 static uint64_t g_thread_seq;
 
-static __thread struct {
-    uint64_t proc;
-    mproc__sync_self self;
-} t_me __attribute__((tls_model("initial-exec")));
+__thread struct mproc__sync_tls mproc__sync_t_me
+    __attribute__((tls_model("initial-exec")));
+#define t_me mproc__sync_t_me
 
 static pthread_mutex_t g_reg_mu = PTHREAD_MUTEX_INITIALIZER;
 
@@ -102,7 +97,7 @@ __attribute__((constructor)) static void sync_setup(void)
     pthread_atfork(reg_prepare, reg_parent, reg_child);
 }
 
-static const mproc__sync_self *me_slow(void)
+const mproc__sync_self *mproc__sync_me_slow(void)
 {
     uint64_t id = __atomic_load_n(&g_proc->id, __ATOMIC_ACQUIRE);
     if (id == 0) {
@@ -118,14 +113,6 @@ static const mproc__sync_self *me_slow(void)
     t_me.self.pid = (int32_t)getpid();
     t_me.proc = id;
     return &t_me.self;
-}
-
-const mproc__sync_self *mproc__sync_me(void)
-{
-    uint64_t id = __atomic_load_n(&g_proc->id, __ATOMIC_RELAXED);
-    if (__builtin_expect(id != 0 && id == t_me.proc, 1))
-        return &t_me.self;
-    return me_slow();
 }
 
 uint64_t mproc__sync_layout(void)

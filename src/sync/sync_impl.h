@@ -124,7 +124,32 @@ typedef struct mproc__sync_self {
     uint64_t token;
     int32_t pid;
 } mproc__sync_self;
-const mproc__sync_self *mproc__sync_me(void);
+
+/* Behind mproc__sync_me (sync.c): this process's id (0 in a fork child
+ * until it draws one) and the calling thread's cached token with the id
+ * it was drawn under. */
+struct mproc__sync_proc {
+    uint64_t id;
+    int32_t pid;
+};
+struct mproc__sync_tls {
+    uint64_t proc;
+    mproc__sync_self self;
+};
+extern struct mproc__sync_proc *mproc__sync_g_proc;
+extern __thread struct mproc__sync_tls mproc__sync_t_me
+    __attribute__((tls_model("initial-exec")));
+const mproc__sync_self *mproc__sync_me_slow(void);
+
+/* The caller's token and pid; inline, as every acquire and release of a
+ * lock asks for it. */
+static inline const mproc__sync_self *mproc__sync_me(void)
+{
+    uint64_t id = __atomic_load_n(&mproc__sync_g_proc->id, __ATOMIC_RELAXED);
+    if (__builtin_expect(id != 0 && id == mproc__sync_t_me.proc, 1))
+        return &mproc__sync_t_me.self;
+    return mproc__sync_me_slow();
+}
 
 /* Random id of this address-space layout: the same in fork children,
  * different after exec (spawn, forkserver). */
