@@ -312,7 +312,10 @@ MPROC_API void mproc_future_free(mproc_future *f);
  * mproc_results_free). Returns 0 when every task succeeded, else the code
  * of the first failed task (lowest index), or MPROC_EPOOL / -EINVAL /
  * -ENOMEM when the call was not accepted (then *out is NULL).
- * The item bytes are read while the call runs.
+ * The item bytes are read while the call runs: the caller's thread copies
+ * them into the pool's shared input arena before the tasks are queued
+ * (docs/pool.md), or, when another map holds it, they are sent in
+ * messages as the tasks go out.
  */
 MPROC_API int mproc_pool_map(mproc_pool *pool, mproc_task_fn fn,
                              const mproc_iov *items, size_t n,
