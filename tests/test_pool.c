@@ -592,6 +592,32 @@ static void test_map_sizes(void)
         free(bufs[i]);
 }
 
+/* A process that may not make files as big as the pool's input arena
+ * (RLIMIT_FSIZE): its maps go by messages, with the same results. */
+static void test_map_without_arena(void)
+{
+    enum { N = 20000 };
+    struct rlimit rl = {1 << 20, 1 << 20};
+    CHECK_OK(setrlimit(RLIMIT_FSIZE, &rl));
+    int64_t *v = malloc(N * sizeof *v);
+    mproc_iov *it = malloc(N * sizeof *it);
+    CHECK(v && it);
+    make_items(v, it, N);
+    for (int m = 0; m < 3; m++) {
+        mproc_pool *p = new_pool(2, mproc_test_methods[m]);
+        mproc_results *r;
+        CHECK_OK(mproc_pool_map(p, t_square, it, N, NULL, &r));
+        CHECK_EQ(mproc_results_failed(r), 0);
+        for (size_t i = 0; i < N; i++)
+            if (res_i64(r, i) != v[i] * v[i])
+                mproc_test_fail(__FILE__, __LINE__, "item %zu wrong", i);
+        mproc_results_free(r);
+        mproc_pool_free(p);
+    }
+    free(v);
+    free(it);
+}
+
 /* The square of x and the pid of the worker that computed it. */
 typedef struct sq_pid {
     int64_t y;
@@ -1462,6 +1488,7 @@ static const mproc_test tests[] = {
     {"imap_lazy", test_imap_lazy, 60},
     {"map_sizes", test_map_sizes, 120},
     {"map_killed_mid_chunk", test_map_killed_mid_chunk, 180},
+    {"map_without_arena", test_map_without_arena, 60},
     {"random_crashes", test_random_crashes, 120},
     {"timeout_kill", test_timeout_kill, 30},
     {"maxtasksperchild", test_maxtasksperchild, 30},

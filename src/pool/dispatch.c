@@ -540,8 +540,14 @@ static int send_batch(mproc_pool *p, pool__wslot *w)
     if (j0->type == J_RANGE)
         return send_range(p, w);
     size_t target = batch_target(p, w, j0);
-    if (j0->type == J_MAP && j0->map.arena_id && !w->remote)
-        return send_arena(p, w, target);
+    if (j0->type == J_MAP && j0->map.arena_id && !w->remote) {
+        /* what is in the arena goes from there; what did not fit goes
+         * in messages once the caller is done packing */
+        if (f->start < atomic_load(&j0->map.packed))
+            return send_arena(p, w, target);
+        if (atomic_load(&j0->map.pack_end) == SIZE_MAX)
+            return 0;
+    }
     batch b = {.j0 = j0, .pos = sizeof(pool__hdr)};
     int rc = 0;
     /* A map over bytes takes the fast path unless the far end is a

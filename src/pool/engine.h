@@ -182,8 +182,11 @@ struct mproc_future {
             struct mproc_results res;
             pool__chunk *chunks;
             size_t nchunks, capchunks;
-            uint64_t arena_id;     /* its inputs are in the arena (0: not) */
-            _Atomic size_t packed; /* items in the arena so far */
+            uint64_t arena_id; /* its inputs are in the arena (0: not) */
+            /* Items in the arena so far; once the caller is done packing,
+             * pack_end (SIZE_MAX until then) says how many (the rest, that
+             * did not fit, go in messages) and arena_used the bytes. */
+            _Atomic size_t packed, pack_end, arena_used;
         } map;
         /* J_IMAP: a window of tasks, refilled as the consumer reads. Task
          * i lives in window place i % window until its result is taken. */
@@ -331,6 +334,7 @@ struct mproc_pool {
     pool__shmbuf scratch[2];
     pool__shmbuf arena; /* a map's inputs (records.c), one map at a time */
     bool arena_busy;
+    _Atomic size_t arena_reserved; /* its first bytes that have pages */
     unsigned char *sbuf, *rbuf;
     pool__deferred *dq;
     size_t ndq, capdq;
@@ -577,10 +581,16 @@ void pool__end_stream(mproc_pool *p, pool__job *j, int err);
 
 /* The memfd of shared buffer id (-1: none). */
 int pool__shm_fd(mproc_pool *p, uint64_t id);
+/* The input arena's size: reserved, its pages used as a map needs them. */
+#define POOL__ARENA_MAX ((size_t)256 << 20)
+/* Memory a map's inputs leave in the arena for the next map (the rest is
+ * given back to the system). */
+#define POOL__ARENA_KEEP ((size_t)32 << 20)
 /* Takes the input arena, at least size bytes, for one map (lock held).
  * Returns 0, -EBUSY when another map has it, or -errno. */
 int pool__arena_take(mproc_pool *p, size_t size);
-/* The map that had the arena is finished with it (lock held). */
-void pool__arena_give(mproc_pool *p);
+/* The map that had the arena is finished with it, having used its first
+ * used bytes (lock held). */
+void pool__arena_give(mproc_pool *p, size_t used);
 
 #endif

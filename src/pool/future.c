@@ -6,6 +6,8 @@
  */
 #include "pool/engine.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -232,39 +234,58 @@ void mproc_future_free(mproc_future *f)
         pool__job_unref(f);
 }
 
-/* The input arena takes at most this much; a map with more input sends
- * it in messages. */
-#define ARENA_MAX ((size_t)256 << 20)
-
-/* Bytes the arena needs for items (false: more than ARENA_MAX). */
-static bool arena_size(const mproc_iov *items, size_t n, size_t *size)
-{
-    if (n > ARENA_MAX / 8)
-        return false;
-    size_t t = 8 * n;
-    for (size_t i = 0; i < n; i++) {
-        if (items[i].len > ARENA_MAX)
-            return false;
-        t += pool__pad8(items[i].len);
-        if (t > ARENA_MAX)
-            return false;
-    }
-    *size = t;
-    return true;
-}
-
 /* Items packed before the pool's thread hears of more. */
 #define PACK_PIECE 16384
 
-/* Packs items from..to of n into the arena at a (pool_impl.h): the end
- * offsets, then the bytes, each item padded to 8; at is where item from
- * begins (updated). */
-static void arena_pack(unsigned char *a, const mproc_iov *v, size_t n,
-                       size_t from, size_t to, uint64_t *atp)
+/* Makes the pages of bytes off..off + len of p's arena exist: a page
+ * that cannot be had is an error here, not a SIGBUS when it is first
+ * written. The arena is filled from its start: what an earlier map
+ * reserved (p->arena_reserved bytes) is there already. */
+static bool arena_reserve(mproc_pool *p, size_t off, size_t len)
+{
+    size_t have = atomic_load(&p->arena_reserved);
+    if (off + len <= have)
+        return true;
+    if (off < have) {
+        len -= have - off;
+        off = have;
+    }
+    int r;
+    while ((r = fallocate(p->arena.fd, 0, (off_t)off, (off_t)len)) < 0 &&
+           errno == EINTR)
+        ;
+    if (r < 0 && errno != EOPNOTSUPP)
+        return false;
+    if (off == have)
+        atomic_store(&p->arena_reserved, off + len);
+    return true;
+}
+
+/* Packs items from..to of n into p's arena (at a, cap bytes;
+ * pool_impl.h): the end offsets, then the bytes, each item padded to 8;
+ * *atp is where item from begins (updated). Returns where it stopped: to,
+ * or the first item that does not fit (those from it on go in messages). */
+static size_t arena_pack(mproc_pool *p, unsigned char *a, size_t cap,
+                         const mproc_iov *v, size_t n, size_t from, size_t to,
+                         uint64_t *atp)
 {
     unsigned char *d = a + 8 * n;
-    uint64_t at = *atp;
+    size_t room = cap - 8 * n;
+    uint64_t at = *atp, need = 0;
+    /* the piece's bytes first, and as many as fit (its items are then in
+     * the cache for packing) */
     for (size_t i = from; i < to; i++) {
+        size_t len = v[i].len;
+        if (len > room - at - need || pool__pad8(len) > room - at - need) {
+            to = i;
+            break;
+        }
+        need += pool__pad8(len);
+    }
+    if (need && !arena_reserve(p, 8 * n + at, need))
+        return from;
+    size_t i;
+    for (i = from; i < to; i++) {
         size_t len = v[i].len;
         uint64_t x = 0;
         if (len == 4) { /* the common small item: one padded word */
@@ -281,22 +302,38 @@ static void arena_pack(unsigned char *a, const mproc_iov *v, size_t n,
         at += pool__pad8(len);
     }
     *atp = at;
+    return i;
+}
+
+/* The pool's thread is to look again (at packed, pack_end), as after a
+ * new apply_async. */
+static void tell_pool(mproc_pool *p)
+{
+    atomic_store(&p->in_any, true);
+    pool__wake(p);
 }
 
 /* Packs the rest of j's items (from its first piece on), telling the
  * pool's thread after each piece; the lock is not held. */
 static void arena_fill(mproc_pool *p, pool__job *j, unsigned char *a,
-                       const mproc_iov *items, size_t n, uint64_t at)
+                       size_t cap, const mproc_iov *items, size_t n,
+                       uint64_t at)
 {
-    for (size_t from = atomic_load(&j->map.packed); from < n;) {
+    size_t from = atomic_load(&j->map.packed);
+    while (from < n) {
         size_t to = n - from > PACK_PIECE ? from + PACK_PIECE : n;
-        arena_pack(a, items, n, from, to, &at);
-        atomic_store_explicit(&j->map.packed, to, memory_order_release);
-        /* "look again", as a new apply_async does */
-        atomic_store(&p->in_any, true);
-        pool__wake(p);
+        size_t got = arena_pack(p, a, cap, items, n, from, to, &at);
+        atomic_store_explicit(&j->map.packed, got, memory_order_release);
+        if (got < to) {
+            from = got;
+            break;
+        }
+        tell_pool(p);
         from = to;
     }
+    atomic_store_explicit(&j->map.arena_used, 8 * n + at, memory_order_relaxed);
+    atomic_store_explicit(&j->map.pack_end, from, memory_order_release);
+    tell_pool(p);
 }
 
 /* A map over bytes: its inputs go into the arena when it is free (the
@@ -307,26 +344,33 @@ static void arena_fill(mproc_pool *p, pool__job *j, unsigned char *a,
 static int map_pack(mproc_pool *p, pool__job *j, const mproc_iov *items,
                     size_t n, uint64_t *atp)
 {
-    size_t size;
-    if (n == 0 || !items || !arena_size(items, n, &size) ||
-        pool__arena_take(p, size) < 0)
+    if (n == 0 || !items || n > POOL__ARENA_MAX / 16 ||
+        pool__arena_take(p, POOL__ARENA_MAX) < 0)
         return 0;
-    j->map.arena_id = p->arena.id;
     unsigned char *a = p->arena.p;
+    size_t cap = p->arena.len;
     /* The first piece now; the rest as the workers start on it. */
     uint64_t at = 0;
     size_t first = n > PACK_PIECE ? PACK_PIECE : n;
     pool__unlock(p->core);
-    arena_pack(a, items, n, 0, first, &at);
+    size_t got = arena_reserve(p, 0, 8 * n)
+                     ? arena_pack(p, a, cap, items, n, 0, first, &at)
+                     : 0;
     pool__lock(p->core);
-    atomic_store(&j->map.packed, first);
     int r = pool__accepts(p);
-    if (r < 0) {
-        pool__arena_give(p);
-        j->map.arena_id = 0;
+    if (r < 0 || got == 0) { /* (not even the first item fits) */
+        pool__arena_give(p, 0);
+        return r;
     }
+    j->map.arena_id = p->arena.id;
+    atomic_store(&j->map.packed, got);
+    /* Done packing when all went in, or the arena is full already. */
+    bool done = got == n || got < first;
+    atomic_store(&j->map.pack_end, done ? got : SIZE_MAX);
+    if (done)
+        atomic_store(&j->map.arena_used, 8 * n + at);
     *atp = at;
-    return r;
+    return 0;
 }
 
 static int map_common(mproc_pool *p, const void *fn, int kind,
@@ -358,14 +402,17 @@ static int map_common(mproc_pool *p, const void *fn, int kind,
     r = pool__submit(p, j);
     if (r < 0) {
         if (j->map.arena_id)
-            pool__arena_give(p);
+            pool__arena_give(p, 0);
         goto out_job;
     }
     *out = j;
-    bool fill = items && j->map.arena_id && atomic_load(&j->map.packed) < n;
+    bool fill =
+        items && j->map.arena_id && atomic_load(&j->map.pack_end) == SIZE_MAX;
+    unsigned char *a = p->arena.p;
+    size_t cap = p->arena.len;
     pool__unlock(p->core);
     if (fill)
-        arena_fill(p, j, p->arena.p, items, n, at);
+        arena_fill(p, j, a, cap, items, n, at);
     return 0;
 out_job:
     pool__job_unref_locked(j);

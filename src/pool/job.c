@@ -259,7 +259,8 @@ void pool__check_finished(mproc_pool *p, pool__job *j)
     j->finished = true;
     live_remove(p, j);
     if (j->type == J_MAP && j->map.arena_id) {
-        pool__arena_give(p); /* every input was read */
+        /* every input was read (or, the pool broken, never will be) */
+        pool__arena_give(p, atomic_load(&j->map.arena_used));
         j->map.arena_id = 0;
     }
     /* Chunks came in as workers finished them: in task order for lookups

@@ -7,6 +7,7 @@
  */
 #include "pool/engine.h"
 
+#include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -107,9 +108,18 @@ int pool__arena_take(mproc_pool *p, size_t size)
     return r;
 }
 
-void pool__arena_give(mproc_pool *p)
+void pool__arena_give(mproc_pool *p, size_t used)
 {
     p->arena_busy = false;
+    /* A big map's pages go back to the system, but for what a map of
+     * ordinary size needs next time. */
+    if (used > POOL__ARENA_KEEP && p->arena.p &&
+        atomic_load(&p->arena_reserved) > POOL__ARENA_KEEP) {
+        atomic_store(&p->arena_reserved, POOL__ARENA_KEEP);
+        (void)fallocate(p->arena.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                        (off_t)POOL__ARENA_KEEP,
+                        (off_t)(p->arena.len - POOL__ARENA_KEEP));
+    }
 }
 
 int pool__shm_fd(mproc_pool *p, uint64_t id)
