@@ -242,8 +242,10 @@ static double bytes_floor(const mproc_iov *iov, size_t n, unsigned char *in,
 
 static const char *py, *py2, *pyscript;
 
-static bool run_py_with(const char *interp, const char *spec, const char *key,
-                        double *out)
+/* Runs the CPython peer on spec; stores the figures named key and key2
+ * (key2 may be NULL). */
+static bool run_py_with2(const char *interp, const char *spec, const char *key,
+                         double *out, const char *key2, double *out2)
 {
     char cmd[1400], line[256];
     snprintf(cmd, sizeof cmd, "%s %s %s", interp, pyscript, spec);
@@ -254,12 +256,22 @@ static bool run_py_with(const char *interp, const char *spec, const char *key,
     while (fgets(line, sizeof line, f)) {
         char k[32];
         double v;
-        if (sscanf(line, "%31s %lf", k, &v) == 2 && strcmp(k, key) == 0) {
+        if (sscanf(line, "%31s %lf", k, &v) != 2)
+            continue;
+        if (strcmp(k, key) == 0) {
             *out = v;
             ok = true;
+        } else if (key2 && strcmp(k, key2) == 0) {
+            *out2 = v;
         }
     }
     return pclose(f) == 0 && ok;
+}
+
+static bool run_py_with(const char *interp, const char *spec, const char *key,
+                        double *out)
+{
+    return run_py_with2(interp, spec, key, out, NULL, NULL);
 }
 
 static bool run_py(const char *spec, const char *key, double *out)
@@ -294,6 +306,10 @@ enum {
     F_PY2_MAP,
     F_APPLY_CPU,
     F_PY2_APPLY,
+    F_PY_MAPCPU,
+    F_PY2_MAPCPU,
+    F_PY_APPLYCPU,
+    F_PY2_APPLYCPU,
     F_COUNT
 };
 
@@ -467,10 +483,16 @@ int main(int argc, char **argv)
         if (rc < 0 || sout[1000] != 1000000)
             die("records shm", rc);
         double v;
-        if (with_py && run_py("map:1000000", "map", &v))
+        double vc = 0;
+        if (with_py &&
+            run_py_with2(py, "map:1000000", "map", &v, "mapcpu", &vc)) {
             add(F_PY_MAP, v);
-        if (py2 && run_py_with(py2, "map:1000000", "map", &v))
+            add(F_PY_MAPCPU, vc);
+        }
+        if (py2 && run_py_with2(py2, "map:1000000", "map", &v, "mapcpu", &vc)) {
             add(F_PY2_MAP, v);
+            add(F_PY2_MAPCPU, vc);
+        }
         /* CPU-bound kernel */
         t = now();
         kl(lin, lout, N_CPU, 0);
@@ -509,10 +531,16 @@ int main(int argc, char **argv)
         add(F_APPLY_CPU, (cpu_ns(pool) - c0) / N_APPLY / 1e3);
         for (int i = 0; i < N_APPLY; i++)
             mproc_future_free(fs[i]);
-        if (with_py && run_py("apply:100000", "apply", &v))
+        if (with_py &&
+            run_py_with2(py, "apply:100000", "apply", &v, "applycpu", &vc)) {
             add(F_PY_APPLY, v);
-        if (py2 && run_py_with(py2, "apply:100000", "apply", &v))
+            add(F_PY_APPLYCPU, vc);
+        }
+        if (py2 &&
+            run_py_with2(py2, "apply:100000", "apply", &v, "applycpu", &vc)) {
             add(F_PY2_APPLY, v);
+            add(F_PY2_APPLYCPU, vc);
+        }
 
         /* 4. the tutorial's CPU-bound example */
         long n = 10000000;
@@ -556,13 +584,17 @@ int main(int argc, char **argv)
            "(target >= 50x), bytes/records(copy) %.1fx (target <= 10x)\n",
            med(F_BYTES), py_map / med(F_BYTES), med(F_BYTES) / med(F_REC_COPY));
     printf("    CPU ns/item, all threads %8.2f   floor %.2f (the least work "
-           "per item, one thread): %.1fx it\n",
-           med(F_BYTES_CPU), med(F_FLOOR), med(F_BYTES_CPU) / med(F_FLOOR));
+           "per item, one thread): %.1fx it; CPython's CPU/mproc's %.1fx "
+           "(3.13: %.1fx)\n",
+           med(F_BYTES_CPU), med(F_FLOOR), med(F_BYTES_CPU) / med(F_FLOOR),
+           med(F_PY_MAPCPU) / med(F_BYTES_CPU),
+           med(F_PY2_MAPCPU) / med(F_BYTES_CPU));
     printf("  mproc map_records (copy)   %8.2f   CPython/mproc %.1fx\n",
            med(F_REC_COPY), py_map / med(F_REC_COPY));
     printf("  mproc map_records (shm)    %8.2f   CPython/mproc %.1fx\n",
            med(F_REC_SHM), py_map / med(F_REC_SHM));
-    printf("  CPython Pool(2).map        %8.2f\n", py_map);
+    printf("  CPython Pool(2).map        %8.2f   CPU ns/item %.1f\n", py_map,
+           med(F_PY_MAPCPU));
     if (nfig[F_PY2_MAP])
         printf("  CPython 3.13 Pool(2).map   %8.2f   CPython/mproc %.1fx\n",
                med(F_PY2_MAP), med(F_PY2_MAP) / med(F_BYTES));
@@ -581,8 +613,12 @@ int main(int argc, char **argv)
     printf("  mproc                      %10.0f   mproc/CPython %.1fx "
            "(targets >= 4e6/s, >= 150x)\n",
            med(F_APPLY), med(F_APPLY) / med(F_PY_APPLY));
-    printf("    CPU us/task, all         %10.3f\n", med(F_APPLY_CPU));
-    printf("  CPython                    %10.0f\n", med(F_PY_APPLY));
+    printf("    CPU us/task, all         %10.3f   CPython's CPU/mproc's %.1fx "
+           "(3.13: %.1fx)\n",
+           med(F_APPLY_CPU), med(F_PY_APPLYCPU) / med(F_APPLY_CPU),
+           med(F_PY2_APPLYCPU) / med(F_APPLY_CPU));
+    printf("  CPython                    %10.0f   CPU us/task %.2f\n",
+           med(F_PY_APPLY), med(F_PY_APPLYCPU));
     if (nfig[F_PY2_APPLY])
         printf("  CPython 3.13               %10.0f   mproc/CPython %.1fx\n",
                med(F_PY2_APPLY), med(F_APPLY) / med(F_PY2_APPLY));
