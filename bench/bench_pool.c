@@ -8,8 +8,14 @@
  *     loop, an OpenMP `parallel for` (the threads floor), and CPython
  *     3.11's Pool(2).map (default chunksize). Then a CPU-bound kernel (an
  *     LCG of K steps per record) through the records path vs OpenMP.
- *  2. apply_async of 10^5 tiny tasks, then get() of each: tasks/s, vs
- *     CPython.
+ *     The bytes path also in CPU time (ns of CPU per item, every thread
+ *     of this process and the workers, from schedstat), beside its floor:
+ *     the least work the general path must do per item, in one thread
+ *     (pack the item into a buffer with an offset table, call the task
+ *     through a pointer, store its result and offset), halved for the
+ *     2 workers. CPython 3.13's Pool.map beside 3.11's when found.
+ *  2. apply_async of 10^5 tiny tasks, then get() of each: tasks/s (and
+ *     CPU us per task), vs CPython 3.11 and 3.13.
  *  3. Pool(2) start -> first result (apply) -> shutdown (free): ms, vs
  *     CPython's `with Pool(2) as p: p.apply(...)` (mean of 5). mproc's
  *     figure per round is the median of 9 (this VM's wake-ups now and then
@@ -31,10 +37,12 @@
 
 #include "bench_util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <libgen.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,14 +150,105 @@ static void *thread_cpu(void *arg)
     return NULL;
 }
 
+/* ---- CPU time ----------------------------------------------------------- */
+
+/* ns on a CPU so far of one task (/proc/<path>/schedstat); 0 if gone. */
+static double sched_ns(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    double v = 0;
+    if (f) {
+        unsigned long long ns;
+        if (fscanf(f, "%llu", &ns) == 1)
+            v = (double)ns;
+        fclose(f);
+    }
+    return v;
+}
+
+/* CPU ns of every thread of this process and of pool's workers. */
+static double cpu_ns(mproc_pool *pool)
+{
+    double t = 0;
+    char path[300];
+    DIR *dir = opendir("/proc/self/task");
+    struct dirent *e;
+    while (dir && (e = readdir(dir)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof path, "/proc/self/task/%s/schedstat", e->d_name);
+        t += sched_ns(path);
+    }
+    if (dir)
+        closedir(dir);
+    pid_t pids[16];
+    int n = mproc_pool_pids(pool, pids, 16);
+    for (int i = 0; i < n && i < 16; i++) {
+        snprintf(path, sizeof path, "/proc/%d/schedstat", (int)pids[i]);
+        t += sched_ns(path);
+    }
+    return t;
+}
+
+/* ---- the floor of the bytes path ---------------------------------------- */
+
+/* What a task of the bytes path does at the least, as a plain function:
+ * read its input, write its 4-byte result. */
+static void floor_task(const void *in, unsigned char *out)
+{
+    unsigned x;
+    memcpy(&x, in, 4);
+    x *= x;
+    memcpy(out, &x, 4);
+}
+
+static void (*volatile floor_fn)(const void *, unsigned char *) = floor_task;
+
+/* CPU time of the calling thread, s. */
+static double thread_cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* One thread doing the per-item work the general path cannot avoid: the
+ * caller's item into a buffer with an offset table, the task called
+ * through a pointer on it, its result stored with its offset. CPU ns per
+ * item (the machine is shared: CPU time is steadier than wall). */
+static double bytes_floor(const mproc_iov *iov, size_t n, unsigned char *in,
+                          unsigned char *res)
+{
+    double t = thread_cpu_s();
+    uint64_t *tab = (uint64_t *)(void *)in;
+    unsigned char *d = in + 8 * n;
+    uint32_t *rtab = (uint32_t *)(void *)res;
+    unsigned char *rd = res + 4 * n;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t x = 0;
+        memcpy(&x, iov[i].data, iov[i].len <= 8 ? iov[i].len : 8);
+        memcpy(d + 8 * i, &x, 8);
+        tab[i] = 8 * i + iov[i].len;
+    }
+    for (size_t i = 0; i < n; i++) {
+        floor_fn(d + (tab[i] & ~(uint64_t)7), rd + 8 * i);
+        rtab[i] = (uint32_t)(8 * i + 4);
+    }
+    __asm__ volatile("" : : "r"(res) : "memory");
+    return (thread_cpu_s() - t) * 1e9 / (double)n;
+}
+
 /* ---- CPython ------------------------------------------------------------ */
 
-static const char *py, *pyscript;
+static const char *py, *py2, *pyscript;
 
-static bool run_py(const char *spec, const char *key, double *out)
+/* Runs the CPython peer on spec; stores the figures named key and key2
+ * (key2 may be NULL). */
+static bool run_py_with2(const char *interp, const char *spec, const char *key,
+                         double *out, const char *key2, double *out2)
 {
     char cmd[1400], line[256];
-    snprintf(cmd, sizeof cmd, "%s %s %s", py, pyscript, spec);
+    snprintf(cmd, sizeof cmd, "%s %s %s", interp, pyscript, spec);
     FILE *f = popen(cmd, "r");
     if (!f)
         return false;
@@ -157,12 +256,27 @@ static bool run_py(const char *spec, const char *key, double *out)
     while (fgets(line, sizeof line, f)) {
         char k[32];
         double v;
-        if (sscanf(line, "%31s %lf", k, &v) == 2 && strcmp(k, key) == 0) {
+        if (sscanf(line, "%31s %lf", k, &v) != 2)
+            continue;
+        if (strcmp(k, key) == 0) {
             *out = v;
             ok = true;
+        } else if (key2 && strcmp(k, key2) == 0) {
+            *out2 = v;
         }
     }
     return pclose(f) == 0 && ok;
+}
+
+static bool run_py_with(const char *interp, const char *spec, const char *key,
+                        double *out)
+{
+    return run_py_with2(interp, spec, key, out, NULL, NULL);
+}
+
+static bool run_py(const char *spec, const char *key, double *out)
+{
+    return run_py_with(py, spec, key, out);
 }
 
 /* ---- figures ------------------------------------------------------------ */
@@ -187,6 +301,15 @@ enum {
     F_CPU_THREADS,
     F_CPU_POOL,
     F_PY_CPU,
+    F_BYTES_CPU,
+    F_FLOOR,
+    F_PY2_MAP,
+    F_APPLY_CPU,
+    F_PY2_APPLY,
+    F_PY_MAPCPU,
+    F_PY2_MAPCPU,
+    F_PY_APPLYCPU,
+    F_PY2_APPLYCPU,
     F_COUNT
 };
 
@@ -263,6 +386,17 @@ int main(int argc, char **argv)
         py = bench_python("bench_pool");
         pyscript = py ? bench_py_script("bench_pool", "pool_bench.py") : NULL;
         with_py = pyscript != NULL;
+        /* a second CPython (3.13 by default) for the map and apply rows */
+        static char py2buf[1024];
+        const char *p2 = getenv("MPROC_BENCH_PYTHON2");
+        if (!p2) {
+            const char *home = getenv("HOME");
+            snprintf(py2buf, sizeof py2buf,
+                     "%s/.pyenv/versions/3.13.0/bin/python",
+                     home ? home : "/root");
+            p2 = py2buf;
+        }
+        py2 = with_py && access(p2, X_OK) == 0 ? p2 : NULL;
     }
     int ncpu = mproc_cpu_count_usable();
     bench_start(rounds, with_py);
@@ -270,6 +404,12 @@ int main(int argc, char **argv)
     unsigned *in = malloc(N_MAP * sizeof *in),
              *out = malloc(N_MAP * sizeof *out);
     mproc_iov *iov = malloc(N_MAP * sizeof *iov);
+    /* zeroed: no page faults in the floor's timed loops */
+    unsigned char *fl_in = calloc(N_MAP, 16), *fl_res = calloc(N_MAP, 12);
+    if (!fl_in || !fl_res)
+        die("malloc", -ENOMEM);
+    memset(fl_in, 1, N_MAP * 16);
+    memset(fl_res, 1, N_MAP * 12);
     uint32_t *lin = malloc(N_CPU * 4), *lout = malloc(N_CPU * 4);
     if (!in || !out || !iov || !lin || !lout)
         die("malloc", -ENOMEM);
@@ -317,9 +457,12 @@ int main(int argc, char **argv)
         omp_split(ks, in, out, 4, N_MAP);
         add(F_OMP, (now() - t) * 1e9 / N_MAP);
 #endif
+        add(F_FLOOR, bytes_floor(iov, N_MAP, fl_in, fl_res));
+        double c0 = cpu_ns(pool);
         t = now();
         rc = mproc_pool_map(pool, t_square, iov, N_MAP, NULL, &r);
         add(F_BYTES, (now() - t) * 1e9 / N_MAP);
+        add(F_BYTES_CPU, (cpu_ns(pool) - c0) / N_MAP);
         if (rc < 0)
             die("map", rc);
         const void *d;
@@ -340,8 +483,16 @@ int main(int argc, char **argv)
         if (rc < 0 || sout[1000] != 1000000)
             die("records shm", rc);
         double v;
-        if (with_py && run_py("map:1000000", "map", &v))
+        double vc = 0;
+        if (with_py &&
+            run_py_with2(py, "map:1000000", "map", &v, "mapcpu", &vc)) {
             add(F_PY_MAP, v);
+            add(F_PY_MAPCPU, vc);
+        }
+        if (py2 && run_py_with2(py2, "map:1000000", "map", &v, "mapcpu", &vc)) {
+            add(F_PY2_MAP, v);
+            add(F_PY2_MAPCPU, vc);
+        }
         /* CPU-bound kernel */
         t = now();
         kl(lin, lout, N_CPU, 0);
@@ -362,6 +513,7 @@ int main(int argc, char **argv)
         /* 2. apply_async */
         static mproc_future *fs[N_APPLY];
         static unsigned args[N_APPLY];
+        c0 = cpu_ns(pool);
         t = now();
         for (int i = 0; i < N_APPLY; i++) {
             args[i] = (unsigned)i;
@@ -376,10 +528,19 @@ int main(int argc, char **argv)
                 die("get", rc);
         }
         add(F_APPLY, N_APPLY / (now() - t));
+        add(F_APPLY_CPU, (cpu_ns(pool) - c0) / N_APPLY / 1e3);
         for (int i = 0; i < N_APPLY; i++)
             mproc_future_free(fs[i]);
-        if (with_py && run_py("apply:100000", "apply", &v))
+        if (with_py &&
+            run_py_with2(py, "apply:100000", "apply", &v, "applycpu", &vc)) {
             add(F_PY_APPLY, v);
+            add(F_PY_APPLYCPU, vc);
+        }
+        if (py2 &&
+            run_py_with2(py2, "apply:100000", "apply", &v, "applycpu", &vc)) {
+            add(F_PY2_APPLY, v);
+            add(F_PY2_APPLYCPU, vc);
+        }
 
         /* 4. the tutorial's CPU-bound example */
         long n = 10000000;
@@ -420,13 +581,23 @@ int main(int argc, char **argv)
     printf("  OpenMP, 2 threads          %8.2f\n", med(F_OMP));
 #endif
     printf("  mproc map (bytes)          %8.2f   CPython/mproc %.1fx "
-           "(target >= 100x)\n",
-           med(F_BYTES), py_map / med(F_BYTES));
+           "(target >= 50x), bytes/records(copy) %.1fx (target <= 10x)\n",
+           med(F_BYTES), py_map / med(F_BYTES), med(F_BYTES) / med(F_REC_COPY));
+    printf("    CPU ns/item, all threads %8.2f   floor %.2f (the least work "
+           "per item, one thread): %.1fx it; CPython's CPU/mproc's %.1fx "
+           "(3.13: %.1fx)\n",
+           med(F_BYTES_CPU), med(F_FLOOR), med(F_BYTES_CPU) / med(F_FLOOR),
+           med(F_PY_MAPCPU) / med(F_BYTES_CPU),
+           med(F_PY2_MAPCPU) / med(F_BYTES_CPU));
     printf("  mproc map_records (copy)   %8.2f   CPython/mproc %.1fx\n",
            med(F_REC_COPY), py_map / med(F_REC_COPY));
     printf("  mproc map_records (shm)    %8.2f   CPython/mproc %.1fx\n",
            med(F_REC_SHM), py_map / med(F_REC_SHM));
-    printf("  CPython Pool(2).map        %8.2f\n", py_map);
+    printf("  CPython Pool(2).map        %8.2f   CPU ns/item %.1f\n", py_map,
+           med(F_PY_MAPCPU));
+    if (nfig[F_PY2_MAP])
+        printf("  CPython 3.13 Pool(2).map   %8.2f   CPython/mproc %.1fx\n",
+               med(F_PY2_MAP), med(F_PY2_MAP) / med(F_BYTES));
     printf("CPU-bound kernel (%d records x %d LCG steps, ms):\n", N_CPU,
            LCG_STEPS);
     printf("  serial C loop              %8.2f\n", med(F_LCG_SERIAL));
@@ -440,9 +611,17 @@ int main(int argc, char **argv)
 #endif
     printf("apply_async of 10^5 tiny tasks (tasks/s):\n");
     printf("  mproc                      %10.0f   mproc/CPython %.1fx "
-           "(targets >= 1e6/s, >= 50x)\n",
+           "(targets >= 4e6/s, >= 150x)\n",
            med(F_APPLY), med(F_APPLY) / med(F_PY_APPLY));
-    printf("  CPython                    %10.0f\n", med(F_PY_APPLY));
+    printf("    CPU us/task, all         %10.3f   CPython's CPU/mproc's %.1fx "
+           "(3.13: %.1fx)\n",
+           med(F_APPLY_CPU), med(F_PY_APPLYCPU) / med(F_APPLY_CPU),
+           med(F_PY2_APPLYCPU) / med(F_APPLY_CPU));
+    printf("  CPython                    %10.0f   CPU us/task %.2f\n",
+           med(F_PY_APPLY), med(F_PY_APPLYCPU));
+    if (nfig[F_PY2_APPLY])
+        printf("  CPython 3.13               %10.0f   mproc/CPython %.1fx\n",
+               med(F_PY2_APPLY), med(F_APPLY) / med(F_PY2_APPLY));
     printf("Pool(2) start -> first result -> shutdown (ms):\n");
     printf("  mproc fork                 %8.3f   CPython/mproc %.1fx "
            "(target <= 1 ms)\n",
@@ -466,6 +645,8 @@ int main(int argc, char **argv)
     free(in);
     free(out);
     free(iov);
+    free(fl_in);
+    free(fl_res);
     free(lin);
     free(lout);
     return 0;

@@ -484,6 +484,242 @@ static void test_imap_lazy(void)
     mproc_pool_free(p);
 }
 
+/* ---- the bytes map's inputs and results, every size -------------------- */
+
+/* Sizes around every boundary of the bytes map: empty, a word, the
+ * largest result a chunk takes, the largest inline item, one past each,
+ * and more than a worker's result ring. */
+static const size_t g_sizes[] = {0,    1,     3,     7,     8,     9,
+                                 15,   16,    100,   4095,  4096,  4097,
+                                 8192, 16384, 16385, 70000, 300000};
+#define NSIZES (sizeof g_sizes / sizeof g_sizes[0])
+
+/* Echoes its input: results are as long as the inputs. Fails when the
+ * input is not aligned to 8 (the documented promise). */
+static int t_echo(const void *in, size_t len, mproc_out *out)
+{
+    if ((uintptr_t)in % 8)
+        return mproc_out_fail(out, -EINVAL, "input not aligned");
+    return mproc_out_write(out, in, len);
+}
+
+/* Waits (up to 20 s) until the file named by its input exists. */
+static int t_wait_file(const void *in, size_t len, mproc_out *out)
+{
+    char path[256];
+    if (len == 0 || len >= sizeof path)
+        return -EINVAL;
+    memcpy(path, in, len);
+    path[len] = 0;
+    for (int k = 0; k < 20000 && access(path, F_OK) != 0; k++)
+        usleep(1000);
+    return mproc_out_write(out, "w", 1);
+}
+
+/* Items of every size in g_sizes, in turn, n of them; their bytes are
+ * filled in from a pattern of their index. */
+static void make_sized(mproc_iov *it, unsigned char **bufs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t len = g_sizes[i % NSIZES];
+        bufs[i] = malloc(len ? len : 1);
+        CHECK(bufs[i]);
+        for (size_t b = 0; b < len; b++)
+            bufs[i][b] = (unsigned char)(i * 31 + b * 7);
+        it[i] = (mproc_iov){bufs[i], len};
+    }
+}
+
+static void check_echoed(mproc_results *r, const mproc_iov *it, size_t n)
+{
+    CHECK_EQ(mproc_results_count(r), n);
+    CHECK_EQ(mproc_results_failed(r), 0);
+    for (size_t i = 0; i < n; i++) {
+        const void *d;
+        size_t len;
+        CHECK_OK(mproc_results_get(r, i, &d, &len));
+        if (len != it[i].len || (uintptr_t)d % 8 ||
+            (len && memcmp(d, it[i].data, len) != 0))
+            mproc_test_fail(__FILE__, __LINE__, "item %zu (%zu bytes) wrong", i,
+                            it[i].len);
+    }
+}
+
+/* Every size, through the shared input arena (a map alone) and through
+ * messages (a map while another one holds the arena), under each start
+ * method; the results come back byte for byte, in order. */
+static void test_map_sizes(void)
+{
+    enum { N = 3 * NSIZES + 5 };
+    mproc_iov it[N];
+    unsigned char *bufs[N];
+    make_sized(it, bufs, N);
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/mproc-test-pool-%d", (int)getpid());
+    unlink(path);
+    for (int m = 0; m < 3; m++) {
+        mproc_pool *p = new_pool(2, mproc_test_methods[m]);
+        mproc_results *r;
+        for (size_t chunk = 0; chunk <= 7; chunk += 7) {
+            mproc_call_opts o = {.chunksize = chunk};
+            CHECK_OK(mproc_pool_map(p, t_echo, it, N, &o, &r));
+            check_echoed(r, it, N);
+            mproc_results_free(r);
+        }
+        /* a map that waits holds the arena: the next one, submitted
+         * meanwhile, goes by messages */
+        mproc_iov w = {path, strlen(path)};
+        mproc_future *held, *f;
+        CHECK_OK(mproc_pool_map_async(p, t_wait_file, &w, 1, NULL, &held));
+        CHECK_OK(mproc_pool_map_async(p, t_echo, it, N, NULL, &f));
+        int fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+        CHECK(fd >= 0);
+        close(fd);
+        CHECK_OK(mproc_future_wait(held, 30));
+        CHECK_OK(mproc_future_get(held, 0, NULL, NULL));
+        CHECK_OK(mproc_future_wait(f, 30));
+        check_echoed(mproc_future_results(f), it, N);
+        mproc_future_free(f);
+        mproc_future_free(held);
+        unlink(path);
+        /* empty maps, either way */
+        CHECK_OK(mproc_pool_map(p, t_echo, it, 0, NULL, &r));
+        CHECK_EQ(mproc_results_count(r), 0);
+        mproc_results_free(r);
+        mproc_pool_free(p);
+    }
+    for (size_t i = 0; i < N; i++)
+        free(bufs[i]);
+}
+
+/* A process that may not make files as big as the pool's input arena
+ * (RLIMIT_FSIZE): its maps go by messages, with the same results. */
+static void test_map_without_arena(void)
+{
+    enum { N = 20000 };
+    struct rlimit rl = {1 << 20, 1 << 20};
+    CHECK_OK(setrlimit(RLIMIT_FSIZE, &rl));
+    int64_t *v = malloc(N * sizeof *v);
+    mproc_iov *it = malloc(N * sizeof *it);
+    CHECK(v && it);
+    make_items(v, it, N);
+    for (int m = 0; m < 3; m++) {
+        mproc_pool *p = new_pool(2, mproc_test_methods[m]);
+        mproc_results *r;
+        CHECK_OK(mproc_pool_map(p, t_square, it, N, NULL, &r));
+        CHECK_EQ(mproc_results_failed(r), 0);
+        for (size_t i = 0; i < N; i++)
+            if (res_i64(r, i) != v[i] * v[i])
+                mproc_test_fail(__FILE__, __LINE__, "item %zu wrong", i);
+        mproc_results_free(r);
+        mproc_pool_free(p);
+    }
+    free(v);
+    free(it);
+}
+
+/* The square of x and the pid of the worker that computed it. */
+typedef struct sq_pid {
+    int64_t y;
+    int64_t pid;
+} sq_pid;
+
+static int t_crash_pid(const void *in, size_t len, mproc_out *out)
+{
+    const crash_in *c = in;
+    (void)len;
+    if (c->action == 1)
+        kill(getpid(), SIGKILL);
+    if (c->action == 5)
+        for (;;)
+            pause(); /* until the task timeout kills the worker */
+    sq_pid r = {c->x * c->x, (int64_t)getpid()};
+    return mproc_out_write(out, &r, sizeof r);
+}
+
+/* A worker dies in the middle of a message (killed, or killed for its
+ * timeout) while the results of the tasks before it are still in its
+ * open chunk: those are kept (computed once, by it), the task it was
+ * running fails, and the ones it never started run elsewhere. */
+static void test_map_killed_mid_chunk(void)
+{
+    enum { N = 4000, HALF = N / 2 };
+    crash_in *v = malloc(N * sizeof *v);
+    mproc_iov *it = malloc(N * sizeof *it);
+    CHECK(v && it);
+    const int at[] = {1500, 0, HALF - 1, HALF + 700};
+    for (int m = 0; m < 3; m++) {
+        for (size_t k = 0; k < sizeof at / sizeof at[0]; k++) {
+            int x = at[k], hang = (int)k == 3;
+            for (int i = 0; i < N; i++) {
+                v[i] = (crash_in){i, 0, 0};
+                it[i] = (mproc_iov){&v[i], sizeof v[i]};
+            }
+            v[x].action = hang ? 5 : 1;
+            mproc_pool *p = new_pool(2, mproc_test_methods[m]);
+            /* one message per worker: the whole half is one chunk */
+            mproc_call_opts o = {.chunksize = HALF, .timeout = hang ? 1 : 0};
+            mproc_results *r;
+            CHECK_ERR(mproc_pool_map(p, t_crash_pid, it, N, &o, &r),
+                      hang ? MPROC_ETASKTIMEOUT : MPROC_EWORKER);
+            CHECK_EQ(mproc_results_failed(r), 1);
+            const mproc_task_error *e = mproc_results_error(r, (size_t)x);
+            CHECK(e && e->worker > 0);
+            CHECK_EQ(e->exitcode, -SIGKILL);
+            if (!hang)
+                CHECK(strstr(e->message, "while running this task"));
+            int first = x < HALF ? 0 : HALF;
+            for (int i = 0; i < N; i++) {
+                if (i == x)
+                    continue;
+                const void *d;
+                size_t len;
+                CHECK_OK(mproc_results_get(r, (size_t)i, &d, &len));
+                CHECK_EQ(len, sizeof(sq_pid));
+                sq_pid q;
+                memcpy(&q, d, sizeof q);
+                if (q.y != (int64_t)i * i)
+                    mproc_test_fail(__FILE__, __LINE__, "item %d wrong", i);
+                /* before it in its message: the dead worker's own */
+                if (i >= first && i < x && q.pid != e->worker)
+                    mproc_test_fail(__FILE__, __LINE__,
+                                    "item %d ran again (pid %lld, dead %d)", i,
+                                    (long long)q.pid, (int)e->worker);
+            }
+            mproc_results_free(r);
+            mproc_pool_free(p);
+        }
+    }
+    /* One worker: its replacement dies on the first task it gets (the
+     * next one): the ring it inherits holds its predecessor's chunks, which
+     * must not pass for its own. */
+    for (int m = 0; m < 3; m++) {
+        for (int i = 0; i < N; i++) {
+            v[i] = (crash_in){i, i == 10 || i == 11, 0};
+            it[i] = (mproc_iov){&v[i], sizeof v[i]};
+        }
+        mproc_pool_opts po = {.processes = 1, .method = mproc_test_methods[m]};
+        mproc_pool *p;
+        CHECK_OK(mproc_pool_new(&p, &po));
+        mproc_call_opts o = {.chunksize = HALF};
+        mproc_results *r;
+        CHECK_ERR(mproc_pool_map(p, t_crash_pid, it, N, &o, &r), MPROC_EWORKER);
+        CHECK_EQ(mproc_results_failed(r), 2);
+        CHECK_ERR(mproc_results_get(r, 11, NULL, NULL), MPROC_EWORKER);
+        for (int i = 0; i < N; i++) {
+            const void *d;
+            if (i != 10 && i != 11 &&
+                (mproc_results_get(r, (size_t)i, &d, NULL) != 0 ||
+                 ((const sq_pid *)d)->y != (int64_t)i * i))
+                mproc_test_fail(__FILE__, __LINE__, "item %d wrong", i);
+        }
+        mproc_results_free(r);
+        mproc_pool_free(p);
+    }
+    free(v);
+    free(it);
+}
+
 /* ---- failures ----------------------------------------------------------- */
 
 static void test_random_crashes(void)
@@ -1250,6 +1486,9 @@ static const mproc_test tests[] = {
     {"task_errors", test_task_errors, 30},
     {"imap_order", test_imap_order, 30},
     {"imap_lazy", test_imap_lazy, 60},
+    {"map_sizes", test_map_sizes, 120},
+    {"map_killed_mid_chunk", test_map_killed_mid_chunk, 180},
+    {"map_without_arena", test_map_without_arena, 60},
     {"random_crashes", test_random_crashes, 120},
     {"timeout_kill", test_timeout_kill, 30},
     {"maxtasksperchild", test_maxtasksperchild, 30},

@@ -312,15 +312,22 @@ MPROC_API void mproc_future_free(mproc_future *f);
  * mproc_results_free). Returns 0 when every task succeeded, else the code
  * of the first failed task (lowest index), or MPROC_EPOOL / -EINVAL /
  * -ENOMEM when the call was not accepted (then *out is NULL).
- * The item bytes are read while the call runs.
+ * The item bytes are read while the call runs: the caller's thread copies
+ * them into the pool's shared input arena (docs/pool.md), the first
+ * 16384 before the tasks are queued and the rest while the workers run
+ * the first ones; items the arena cannot take (another map holds it, it
+ * is full) are sent in messages as their tasks go out.
  */
 MPROC_API int mproc_pool_map(mproc_pool *pool, mproc_task_fn fn,
                              const mproc_iov *items, size_t n,
                              const mproc_call_opts *opts, mproc_results **out);
 
-/* map_async: as map, returning at once with a future (always stored in
- * *out on success). items[] and the bytes they point to must stay valid
- * until the future is ready. Returns 0, MPROC_EPOOL, -EINVAL, -ENOMEM. */
+/* map_async: as map, returning with a future (always stored in *out on
+ * success) once the items are in the input arena (a copy of their bytes:
+ * time in proportion to n), without waiting for the tasks. items[] and the
+ * bytes they point to must stay valid until the future is ready (those
+ * the arena could not take are read as their tasks go out). Returns 0,
+ * MPROC_EPOOL, -EINVAL, -ENOMEM. */
 MPROC_API int mproc_pool_map_async(mproc_pool *pool, mproc_task_fn fn,
                                    const mproc_iov *items, size_t n,
                                    const mproc_call_opts *opts,

@@ -47,7 +47,7 @@ bool pool__dq_push_front(pool__deque *d, pool__seg s)
 }
 
 /* A function's id in the pool's table (the reference sent to workers). */
-static int fn_id_locked(mproc_pool *p, const void *addr, int kind, uint32_t *id)
+int pool__fn_id_locked(mproc_pool *p, const void *addr, int kind, uint32_t *id)
 {
     if (p->lastfn < p->nfns && p->fns[p->lastfn].addr == addr &&
         p->fns[p->lastfn].kind == kind) {
@@ -82,7 +82,7 @@ static int fn_id_locked(mproc_pool *p, const void *addr, int kind, uint32_t *id)
 int pool__fn_id(mproc_pool *p, const void *addr, int kind, uint32_t *id)
 {
     pthread_mutex_lock(&p->in_mu);
-    int r = fn_id_locked(p, addr, kind, id);
+    int r = pool__fn_id_locked(p, addr, kind, id);
     pthread_mutex_unlock(&p->in_mu);
     return r;
 }
@@ -242,6 +242,7 @@ typedef struct batch {
     size_t nitems;
     int32_t timed; /* the longest timeout of its tasks in ms (0: none): the
                       worker stamps start times when not 0 */
+    bool chunked;  /* a map's items: results come as chunks */
     int fds[POOL__MAX_FDS];
     size_t nfds;
     int memfds[POOL__MAX_FDS]; /* the ones we made: closed once sent */
@@ -398,17 +399,98 @@ static int pack_tasks(mproc_pool *p, batch *b, size_t target)
     return 0;
 }
 
+/* Sends w up to target tasks of the map at the front of the pending
+ * queue whose inputs are in the arena: the message names them, the arena's
+ * fd rides along the first time. Returns 1 sent, 0 not. */
+static int send_arena(mproc_pool *p, pool__wslot *w, size_t target)
+{
+    pool__seg *f = pool__dq_at(&p->pending, 0);
+    pool__job *j = f->j;
+    size_t k = f->count < target ? f->count : target;
+    /* The caller may still be packing: only what is in the arena goes. */
+    size_t packed = atomic_load_explicit(&j->map.packed, memory_order_acquire);
+    if (packed <= f->start)
+        return 0;
+    if (k > packed - f->start)
+        k = packed - f->start;
+    if (k > UINT32_MAX)
+        k = UINT32_MAX;
+    pool__hdr h = {.type = PM_TASKS,
+                   .kind = FK_BYTES | POOL__FK_CHUNK | POOL__FK_ARENA,
+                   .count = (uint32_t)k,
+                   .first_seq = w->next_seq,
+                   .fnid = j->fnid,
+                   .code = pool__timeout_ms(j->timeout)};
+    pool__arena a = {.id = j->map.arena_id, .first = f->start, .total = j->n};
+    int fd = -1;
+    if (!knows_buf(w, a.id)) {
+        fd = pool__shm_fd(p, a.id);
+        a.flags = 1;
+    }
+    memcpy(p->sbuf, &h, sizeof h);
+    memcpy(p->sbuf + sizeof h, &a, sizeof a);
+    if (mproc__pool_send(w->chan, p->sbuf, sizeof h + sizeof a, &fd,
+                         a.flags ? 1 : 0, false) < 0) {
+        w->full = true;
+        return 0;
+    }
+    if (a.flags)
+        learn_buf(w, a.id);
+    move_front(p, w, k, k);
+    w->assigned += k;
+    push_msg(w, w->next_seq, k);
+    return 1;
+}
+
+/* Packs up to target inline items of the map over bytes at the front of
+ * the pending queue (its front segment alone: their results come back as
+ * chunks, pool_impl.h). Returns false when its first item is too big to
+ * go inline (then the general path takes it). */
+static bool pack_map(mproc_pool *p, batch *b, size_t target)
+{
+    const pool__seg *s = pool__dq_at(&p->pending, 0);
+    const mproc_iov *v = s->j->map.items + s->start;
+    size_t n = s->count < target ? s->count : target, pos = b->pos, k;
+    unsigned char *buf = p->sbuf;
+    for (k = 0; k < n; k++) {
+        size_t len = v[k].len;
+        if (len > POOL__OOL_MIN ||
+            pos + sizeof(pool__item) + pool__pad8(len) > POOL__BATCH_MAX)
+            break;
+        pool__item it = {.len = (uint32_t)len};
+        memcpy(buf + pos, &it, sizeof it);
+        pos += sizeof it;
+        if (len == 0)
+            continue;
+        uint64_t x = 0;
+        if (len <= 8) { /* the common small item: one padded word */
+            memcpy(&x, v[k].data, len);
+            memcpy(buf + pos, &x, 8);
+        } else {
+            memcpy(buf + pos + pool__pad8(len) - 8, &x, 8);
+            memcpy(buf + pos, v[k].data, len);
+        }
+        pos += pool__pad8(len);
+    }
+    b->pos = pos;
+    b->nitems = k;
+    b->chunked = true;
+    b->timed = pool__timeout_ms(s->j->timeout);
+    return k > 0;
+}
+
 /* Sends the packed message; on success moves its tasks from the pending
  * queue to w's. Returns 1 sent, 0 not (w's socket is full). */
 static int send_tasks(mproc_pool *p, pool__wslot *w, const batch *b)
 {
-    pool__hdr h = {.type = PM_TASKS,
-                   .kind = (uint8_t)b->j0->fkind,
-                   .nfds = (uint16_t)b->nfds,
-                   .count = (uint32_t)b->nitems,
-                   .first_seq = w->next_seq,
-                   .fnid = b->j0->fnid,
-                   .code = b->timed};
+    pool__hdr h = {
+        .type = PM_TASKS,
+        .kind = (uint8_t)(b->j0->fkind | (b->chunked ? POOL__FK_CHUNK : 0)),
+        .nfds = (uint16_t)b->nfds,
+        .count = (uint32_t)b->nitems,
+        .first_seq = w->next_seq,
+        .fnid = b->j0->fnid,
+        .code = b->timed};
     memcpy(p->sbuf, &h, sizeof h);
     if (mproc__pool_send(w->chan, p->sbuf, b->pos, b->fds, b->nfds, false) <
         0) {
@@ -457,8 +539,25 @@ static int send_batch(mproc_pool *p, pool__wslot *w)
     }
     if (j0->type == J_RANGE)
         return send_range(p, w);
+    size_t target = batch_target(p, w, j0);
+    if (j0->type == J_MAP && j0->map.arena_id && !w->remote) {
+        /* what is in the arena goes from there; what did not fit goes
+         * in messages once the caller is done packing */
+        if (f->start < atomic_load(&j0->map.packed))
+            return send_arena(p, w, target);
+        if (atomic_load(&j0->map.pack_end) == SIZE_MAX)
+            return 0;
+    }
     batch b = {.j0 = j0, .pos = sizeof(pool__hdr)};
-    int rc = pack_tasks(p, &b, batch_target(p, w, j0));
+    int rc = 0;
+    /* A map over bytes takes the fast path unless the far end is a
+     * backend's (its relay writes entries of its own). */
+    bool fast = j0->type == J_MAP && j0->fkind == FK_BYTES && !w->remote &&
+                pack_map(p, &b, target);
+    if (!fast) {
+        b = (batch){.j0 = j0, .pos = sizeof(pool__hdr)};
+        rc = pack_tasks(p, &b, target);
+    }
     if (rc == 0 && b.nitems > 0)
         rc = send_tasks(p, w, &b);
     for (size_t i = 0; i < b.nmemfds; i++)

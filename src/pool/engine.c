@@ -49,6 +49,11 @@ static void reset_slot(mproc_pool *p, int i)
     atomic_store(&s->rpos, 0);
     atomic_store(&s->space, 0);
     atomic_store(&s->waiting, 0);
+    /* A predecessor's entries would read as this process's (sequence
+     * numbers start again): a dead worker's open chunk is looked for
+     * where the ring was empty (pool__take_open_chunk). */
+    memset((unsigned char *)p->board + p->ring_off + (size_t)i * POOL__RING, 0,
+           POOL__RING);
     w->rpos = 0;
     for (size_t k = 0; k < w->nool; k++)
         close(w->ool[k]);

@@ -51,21 +51,43 @@ enum { EV_WAKE = 0, EV_CHAN = 1, EV_SENT = 2 };
 enum { D_DONE = 1, D_PROGRESS = 2 };
 
 /* The lock and condition every job and the pool live under. */
+typedef struct pool__msgbuf pool__msgbuf;
+
 typedef struct pool__core {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     _Atomic size_t refs; /* the pool and every job */
     int waiters;
+    /* Result blocks no result uses any more, kept for the next ones (so
+     * their pages are not faulted in afresh), up to POOL__BLOCKS_KEPT. */
+    pool__msgbuf *blocks;
+    size_t nblocks;
 } pool__core;
 
 /* Results copied out of a ring (or one mapped out-of-line result); the
- * result slots that point into it hold a reference each. */
-typedef struct pool__msgbuf {
+ * result slots and chunks that point into it hold a reference each. A
+ * block (core set) holds the copies of many reads of a worker's ring, one
+ * after the other, cap bytes, and goes back to the core when unused. */
+struct pool__msgbuf {
     size_t refs;
-    size_t len;
+    size_t len, cap;
     bool mapped;
     unsigned char *p;
-} pool__msgbuf;
+    pool__core *core;
+    pool__msgbuf *next; /* in the core's list */
+};
+
+#define POOL__BLOCK       ((size_t)1 << 20)
+#define POOL__BLOCKS_KEPT 32
+
+/* Results of tasks start to start + count of a map, from a chunk entry
+ * (pool_impl.h) copied into b: its table of end offsets at tab, the
+ * results from data on. */
+typedef struct pool__chunk {
+    size_t start, count;
+    pool__msgbuf *b;
+    uint32_t tab, data;
+} pool__chunk;
 
 /* A task's failure, shared by the slots of every task it failed. */
 typedef struct pool__errrec {
@@ -121,7 +143,7 @@ struct mproc_future {
     int status; /* 0, or the code of the first failure by index */
     size_t first_fail;
     pool__errrec *first_err;
-    mproc_task_error last_err; /* handed out by future_error, imap_error */
+    mproc_task_error *err_copy; /* handed out by future_error (made then) */
 
     /* Result slots: one per task (map), one per window place (imap), or
      * slot1 (one task); none for J_RANGE. */
@@ -150,11 +172,21 @@ struct mproc_future {
             mproc_args *args; /* FK_ARGS */
             unsigned char small[32];
         } apply;
-        /* J_MAP: the caller's inputs, borrowed until the call returns. */
+        /* J_MAP: the caller's inputs, borrowed until the call returns.
+         * Over bytes, results come in chunks (sorted by start once the
+         * job is finished); slots are made only for the results that
+         * came otherwise (failures, big ones), all at once. */
         struct {
             const mproc_iov *items;  /* FK_BYTES */
             mproc_args *const *argv; /* FK_ARGS */
             struct mproc_results res;
+            pool__chunk *chunks;
+            size_t nchunks, capchunks;
+            uint64_t arena_id; /* its inputs are in the arena (0: not) */
+            /* Items in the arena so far; once the caller is done packing,
+             * pack_end (SIZE_MAX until then) says how many (the rest, that
+             * did not fit, go in messages) and arena_used the bytes. */
+            _Atomic size_t packed, pack_end, arena_used;
         } map;
         /* J_IMAP: a window of tasks, refilled as the consumer reads. Task
          * i lives in window place i % window until its result is taken. */
@@ -173,6 +205,7 @@ struct mproc_future {
             bool input_end;
             bool unordered;
             struct mproc_imap it;
+            mproc_task_error last_err; /* handed out by imap_error */
         } imap;
         /* J_RANGE: the arrays as shared buffers (by id) and offsets. */
         struct {
@@ -262,9 +295,10 @@ typedef struct pool__wslot {
     size_t nknown;
     uint64_t bufs[POOL__FDCACHE]; /* shared buffers it has mapped */
     size_t nbufs, buf_next;
-    uint64_t rpos;   /* ring bytes consumed */
-    bool seen_ready; /* it passed its initializer (board or results) */
-    int ool[16];     /* memfds of out-of-line results, not yet read */
+    uint64_t rpos;     /* ring bytes consumed */
+    bool seen_ready;   /* it passed its initializer (board or results) */
+    int ool[16];       /* memfds of out-of-line results, not yet read */
+    pool__msgbuf *cur; /* the block its results are copied into */
     size_t nool;
     pool__wcfg cfg;
 } pool__wslot;
@@ -298,6 +332,9 @@ struct mproc_pool {
     size_t nshm, capshm;
     uint64_t next_id;
     pool__shmbuf scratch[2];
+    pool__shmbuf arena; /* a map's inputs (records.c), one map at a time */
+    bool arena_busy;
+    _Atomic size_t arena_reserved; /* its first bytes that have pages */
     unsigned char *sbuf, *rbuf;
     pool__deferred *dq;
     size_t ndq, capdq;
@@ -437,6 +474,8 @@ bool pool__dq_push_front(pool__deque *d, pool__seg s);
 /* A function's id in the pool's table (guarded by in_mu; no core lock
  * needed). Returns 0 or -errno. */
 int pool__fn_id(mproc_pool *p, const void *addr, int kind, uint32_t *id);
+/* The same with in_mu held. */
+int pool__fn_id_locked(mproc_pool *p, const void *addr, int kind, uint32_t *id);
 /* Sends pending tasks to every worker with room. */
 void pool__dispatch(mproc_pool *p);
 
@@ -457,6 +496,8 @@ void pool__fail_seg(mproc_pool *p, const pool__seg *s, int code,
 /* Reads up to max messages worker i sent, then every result in its ring
  * (results outlive its death: they are in the ring). */
 void pool__drain(mproc_pool *p, int i, int max);
+/* Worker i is dead: takes the results of the chunk it was filling. */
+void pool__take_open_chunk(mproc_pool *p, int i);
 
 /* ---- failure.c ---------------------------------------------------------- */
 
@@ -494,6 +535,9 @@ void pool__job_discard(pool__job *j);
 void pool__apply_opts(pool__job *j, const mproc_call_opts *o);
 /* Allocates result slots, all pending (one task's is in the job). */
 bool pool__alloc_slots(pool__job *j, size_t n);
+/* Task idx of a map over bytes has its result in a chunk: stores where
+ * (NULL: not in one). */
+const pool__chunk *pool__chunk_find(const pool__job *j, size_t idx);
 /* Links j into the pool's live jobs (its reference already counted). */
 void pool__live_link(mproc_pool *p, pool__job *j);
 /* Links j into the live list, taking the pool's reference. */
@@ -537,5 +581,16 @@ void pool__end_stream(mproc_pool *p, pool__job *j, int err);
 
 /* The memfd of shared buffer id (-1: none). */
 int pool__shm_fd(mproc_pool *p, uint64_t id);
+/* The input arena's size: reserved, its pages used as a map needs them. */
+#define POOL__ARENA_MAX ((size_t)256 << 20)
+/* Memory a map's inputs leave in the arena for the next map (the rest is
+ * given back to the system). */
+#define POOL__ARENA_KEEP ((size_t)32 << 20)
+/* Takes the input arena, at least size bytes, for one map (lock held).
+ * Returns 0, -EBUSY when another map has it, or -errno. */
+int pool__arena_take(mproc_pool *p, size_t size);
+/* The map that had the arena is finished with it, having used its first
+ * used bytes (lock held). */
+void pool__arena_give(mproc_pool *p, size_t used);
 
 #endif

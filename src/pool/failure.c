@@ -193,6 +193,7 @@ void pool__worker_gone(mproc_pool *p, int i)
     pool__drain(p, i, 1 << 20);
     if (p->broken)
         return; /* break_pool reaped it with the others */
+    pool__take_open_chunk(p, i);
     if (w->remote) {
         remote_gone(p, i);
         return;

@@ -6,6 +6,8 @@
  */
 #include "pool/engine.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,14 +36,17 @@ static bool own_input(pool__job *j, const void *in, size_t len,
     return true;
 }
 
-/* Queues j in the pool's inbox (under in_mu alone: never waiting for the
- * pool's thread). Returns 0, or MPROC_EPOOL once the pool is closing. */
-static int inbox_push(mproc_pool *p, pool__job *j)
+/* Names j's function fn and queues j in the pool's inbox (under in_mu
+ * alone: never waiting for the pool's thread). Returns 0, MPROC_EPOOL once
+ * the pool is closing, or why fn has no id. */
+static int inbox_push(mproc_pool *p, pool__job *j, const void *fn)
 {
     pthread_mutex_lock(&p->in_mu);
-    if (p->in_closed) {
+    int r = p->in_closed ? MPROC_EPOOL
+                         : pool__fn_id_locked(p, fn, j->fkind, &j->fnid);
+    if (r < 0) {
         pthread_mutex_unlock(&p->in_mu);
-        return MPROC_EPOOL;
+        return r;
     }
     j->inext = NULL;
     if (p->in_tail)
@@ -62,10 +67,12 @@ static int apply_common(mproc_pool *p, const void *fn, int kind, const void *in,
         *out = NULL;
     if (!p || !fn || (!in && len))
         return -EINVAL;
-    pool__job *j;
-    int r = pool__job_start(p, J_APPLY, fn, kind, &j);
+    int r = pool__accepts(p);
     if (r < 0)
         return r;
+    pool__job *j = pool__job_new(p, J_APPLY, kind);
+    if (!j)
+        return -ENOMEM;
     j->n = 1;
     pool__alloc_slots(j, 1); /* the job's own slot: cannot fail */
     if (!own_input(j, in, len, args)) {
@@ -74,7 +81,7 @@ static int apply_common(mproc_pool *p, const void *fn, int kind, const void *in,
     }
     pool__apply_opts(j, opts);
     j->refs = out ? 2 : 1; /* the caller's, and the pool's until done */
-    r = inbox_push(p, j);
+    r = inbox_push(p, j, fn);
     if (r < 0) {
         pool__job_discard(j);
         return r;
@@ -205,9 +212,10 @@ const mproc_task_error *mproc_future_error(mproc_future *f)
     pool__lock(f->core);
     const mproc_task_error *e = NULL;
     if (is_ready(f) && f->status != 0) {
-        if (!f->first_err)
-            pool__copy_error(f, &f->last_err);
-        e = f->first_err ? &f->first_err->e : &f->last_err;
+        if (!f->first_err && !f->err_copy &&
+            (f->err_copy = malloc(sizeof *f->err_copy)) != NULL)
+            pool__copy_error(f, f->err_copy);
+        e = f->first_err ? &f->first_err->e : f->err_copy;
     }
     pool__unlock(f->core);
     return e;
@@ -226,6 +234,145 @@ void mproc_future_free(mproc_future *f)
         pool__job_unref(f);
 }
 
+/* Items packed before the pool's thread hears of more. */
+#define PACK_PIECE 16384
+
+/* Makes the pages of bytes off..off + len of p's arena exist: a page
+ * that cannot be had is an error here, not a SIGBUS when it is first
+ * written. The arena is filled from its start: what an earlier map
+ * reserved (p->arena_reserved bytes) is there already. */
+static bool arena_reserve(mproc_pool *p, size_t off, size_t len)
+{
+    size_t have = atomic_load(&p->arena_reserved);
+    if (off + len <= have)
+        return true;
+    if (off < have) {
+        len -= have - off;
+        off = have;
+    }
+    int r;
+    while ((r = fallocate(p->arena.fd, 0, (off_t)off, (off_t)len)) < 0 &&
+           errno == EINTR)
+        ;
+    if (r < 0 && errno != EOPNOTSUPP)
+        return false;
+    if (off == have)
+        atomic_store(&p->arena_reserved, off + len);
+    return true;
+}
+
+/* Packs items from..to of n into p's arena (at a, cap bytes;
+ * pool_impl.h): the end offsets, then the bytes, each item padded to 8;
+ * *atp is where item from begins (updated). Returns where it stopped: to,
+ * or the first item that does not fit (those from it on go in messages). */
+static size_t arena_pack(mproc_pool *p, unsigned char *a, size_t cap,
+                         const mproc_iov *v, size_t n, size_t from, size_t to,
+                         uint64_t *atp)
+{
+    unsigned char *d = a + 8 * n;
+    size_t room = cap - 8 * n;
+    uint64_t at = *atp, need = 0;
+    /* the piece's bytes first, and as many as fit (its items are then in
+     * the cache for packing) */
+    for (size_t i = from; i < to; i++) {
+        size_t len = v[i].len;
+        if (len > room - at - need || pool__pad8(len) > room - at - need) {
+            to = i;
+            break;
+        }
+        need += pool__pad8(len);
+    }
+    if (need && !arena_reserve(p, 8 * n + at, need))
+        return from;
+    size_t i;
+    for (i = from; i < to; i++) {
+        size_t len = v[i].len;
+        uint64_t x = 0;
+        if (len == 4) { /* the common small item: one padded word */
+            uint32_t u;
+            memcpy(&u, v[i].data, 4);
+            x = u;
+            memcpy(d + at, &x, 8);
+        } else if (len > 0) {
+            memcpy(d + at + pool__pad8(len) - 8, &x, 8);
+            memcpy(d + at, v[i].data, len);
+        }
+        uint64_t end = at + len;
+        memcpy(a + 8 * i, &end, 8);
+        at += pool__pad8(len);
+    }
+    *atp = at;
+    return i;
+}
+
+/* The pool's thread is to look again (at packed, pack_end), as after a
+ * new apply_async. */
+static void tell_pool(mproc_pool *p)
+{
+    atomic_store(&p->in_any, true);
+    pool__wake(p);
+}
+
+/* Packs the rest of j's items (from its first piece on), telling the
+ * pool's thread after each piece; the lock is not held. */
+static void arena_fill(mproc_pool *p, pool__job *j, unsigned char *a,
+                       size_t cap, const mproc_iov *items, size_t n,
+                       uint64_t at)
+{
+    size_t from = atomic_load(&j->map.packed);
+    while (from < n) {
+        size_t to = n - from > PACK_PIECE ? from + PACK_PIECE : n;
+        size_t got = arena_pack(p, a, cap, items, n, from, to, &at);
+        atomic_store_explicit(&j->map.packed, got, memory_order_release);
+        if (got < to) {
+            from = got;
+            break;
+        }
+        tell_pool(p);
+        from = to;
+    }
+    atomic_store_explicit(&j->map.arena_used, 8 * n + at, memory_order_relaxed);
+    atomic_store_explicit(&j->map.pack_end, from, memory_order_release);
+    tell_pool(p);
+}
+
+/* A map over bytes: its inputs go into the arena when it is free (the
+ * caller's thread packs them, the lock dropped): the first piece here,
+ * the rest by arena_fill once the job is queued (*atp: where it goes on).
+ * Lock held. Returns 0 (in the arena or not) or why the pool takes no
+ * more calls. */
+static int map_pack(mproc_pool *p, pool__job *j, const mproc_iov *items,
+                    size_t n, uint64_t *atp)
+{
+    if (n == 0 || !items || n > POOL__ARENA_MAX / 16 ||
+        pool__arena_take(p, POOL__ARENA_MAX) < 0)
+        return 0;
+    unsigned char *a = p->arena.p;
+    size_t cap = p->arena.len;
+    /* The first piece now; the rest as the workers start on it. */
+    uint64_t at = 0;
+    size_t first = n > PACK_PIECE ? PACK_PIECE : n;
+    pool__unlock(p->core);
+    size_t got = arena_reserve(p, 0, 8 * n)
+                     ? arena_pack(p, a, cap, items, n, 0, first, &at)
+                     : 0;
+    pool__lock(p->core);
+    int r = pool__accepts(p);
+    if (r < 0 || got == 0) { /* (not even the first item fits) */
+        pool__arena_give(p, 0);
+        return r;
+    }
+    j->map.arena_id = p->arena.id;
+    atomic_store(&j->map.packed, got);
+    /* Done packing when all went in, or the arena is full already. */
+    bool done = got == n || got < first;
+    atomic_store(&j->map.pack_end, done ? got : SIZE_MAX);
+    if (done)
+        atomic_store(&j->map.arena_used, 8 * n + at);
+    *atp = at;
+    return 0;
+}
+
 static int map_common(mproc_pool *p, const void *fn, int kind,
                       const mproc_iov *items, mproc_args *const *argv, size_t n,
                       const mproc_call_opts *opts, pool__job **out)
@@ -242,16 +389,30 @@ static int map_common(mproc_pool *p, const void *fn, int kind,
     j->map.items = items;
     j->map.argv = argv;
     r = -ENOMEM;
-    if (!pool__alloc_slots(j, n))
+    /* Over bytes, slots come only when a result does not come in a
+     * chunk (results.c). */
+    if (kind != FK_BYTES && !pool__alloc_slots(j, n))
         goto out_job;
     j->chunk =
         opts && opts->chunksize ? opts->chunksize : pool__auto_chunk(p, n);
     pool__apply_opts(j, opts);
-    r = pool__submit(p, j);
-    if (r < 0)
+    uint64_t at = 0;
+    if (kind == FK_BYTES && (r = map_pack(p, j, items, n, &at)) < 0)
         goto out_job;
+    r = pool__submit(p, j);
+    if (r < 0) {
+        if (j->map.arena_id)
+            pool__arena_give(p, 0);
+        goto out_job;
+    }
     *out = j;
+    bool fill =
+        items && j->map.arena_id && atomic_load(&j->map.pack_end) == SIZE_MAX;
+    unsigned char *a = p->arena.p;
+    size_t cap = p->arena.len;
     pool__unlock(p->core);
+    if (fill)
+        arena_fill(p, j, a, cap, items, n, at);
     return 0;
 out_job:
     pool__job_unref_locked(j);
@@ -324,16 +485,36 @@ int mproc_results_get(const mproc_results *r, size_t i, const void **data,
         *len = 0;
     if (!r || i >= r->j->n)
         return -ERANGE;
-    const pool__rslot *s = &r->j->slots[i];
+    const pool__job *j = r->j;
+    const pool__rslot *s = j->slots ? &j->slots[i] : NULL;
+    if (!s || s->status == RSLOT_PENDING) {
+        const pool__chunk *c = pool__chunk_find(j, i);
+        if (!c)
+            return MPROC_EPOOL;
+        /* The table was checked when the chunk came (results.c). */
+        const unsigned char *base = c->b->p;
+        uint32_t end, begin = 0;
+        size_t k = i - c->start;
+        memcpy(&end, base + c->tab + 4 * k, 4);
+        if (k > 0) {
+            memcpy(&begin, base + c->tab + 4 * (k - 1), 4);
+            begin = (begin + 7) & ~7u;
+        }
+        if (data)
+            *data = base + c->data + begin;
+        if (len)
+            *len = end - begin;
+        return 0;
+    }
     if (s->status != 0)
-        return s->status == RSLOT_PENDING ? MPROC_EPOOL : s->status;
+        return s->status;
     pool__slot_bytes(s, data, len);
     return 0;
 }
 
 const mproc_task_error *mproc_results_error(const mproc_results *r, size_t i)
 {
-    if (!r || i >= r->j->n)
+    if (!r || i >= r->j->n || !r->j->slots)
         return NULL;
     const pool__rslot *s = &r->j->slots[i];
     if (s->status == 0 || s->status == RSLOT_PENDING || !s->ptr)

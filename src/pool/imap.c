@@ -225,10 +225,10 @@ static int hand_out(pool__job *j, size_t k, const void **data, size_t *len,
         return 1;
     }
     if (sl->ptr)
-        j->last_err = ((pool__errrec *)sl->ptr)->e;
+        j->imap.last_err = ((pool__errrec *)sl->ptr)->e;
     else
-        pool__error_text(&j->last_err, sl->status, 0, "");
-    j->last_err.index = k;
+        pool__error_text(&j->imap.last_err, sl->status, 0, "");
+    j->imap.last_err.index = k;
     return sl->status;
 }
 
@@ -255,7 +255,7 @@ int mproc_imap_next(mproc_imap *it, double timeout, const void **data,
         if (j->imap.input_end && j->imap.taken == j->imap.submitted) {
             r = j->imap.stream_err;
             if (r < 0)
-                pool__error_text(&j->last_err, r, 0, "input stopped: ");
+                pool__error_text(&j->imap.last_err, r, 0, "input stopped: ");
             break;
         }
         if (!pool__wait_until(j->core, &d)) {
@@ -272,7 +272,7 @@ int mproc_imap_next(mproc_imap *it, double timeout, const void **data,
 
 const mproc_task_error *mproc_imap_error(const mproc_imap *it)
 {
-    return it ? &it->j->last_err : NULL;
+    return it ? &it->j->imap.last_err : NULL;
 }
 
 void mproc_imap_free(mproc_imap *it)

@@ -6,6 +6,7 @@
  */
 #include "pool/engine.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,11 +15,18 @@
 
 void pool__msgbuf_unref(pool__msgbuf *b)
 {
-    if (b && --b->refs == 0) {
-        if (b->mapped)
-            munmap(b->p, b->len);
-        free(b);
+    if (!b || --b->refs > 0)
+        return;
+    if (b->mapped) {
+        munmap(b->p, b->len);
+    } else if (b->core && b->cap == POOL__BLOCK &&
+               b->core->nblocks < POOL__BLOCKS_KEPT) {
+        b->next = b->core->blocks;
+        b->core->blocks = b;
+        b->core->nblocks++;
+        return;
     }
+    free(b);
 }
 
 void pool__errrec_unref(pool__errrec *e)
@@ -52,6 +60,11 @@ static void job_free(pool__job *j)
         pool__slot_release(&j->slots[i]);
     if (j->slots != &j->slot1)
         free(j->slots);
+    if (j->type == J_MAP) {
+        for (size_t i = 0; i < j->map.nchunks; i++)
+            pool__msgbuf_unref(j->map.chunks[i].b);
+        free(j->map.chunks);
+    }
     if (j->type == J_IMAP) {
         if (j->imap.win) {
             for (size_t i = 0; i < j->imap.window; i++)
@@ -66,6 +79,7 @@ static void job_free(pool__job *j)
         mproc_args_free(j->apply.args);
     }
     pool__errrec_unref(j->first_err);
+    free(j->err_copy);
     free(j);
 }
 
@@ -92,7 +106,12 @@ void pool__job_unref(pool__job *j)
 /* Needs no lock: the job is private until queued. */
 pool__job *pool__job_new(mproc_pool *p, int type, int fkind)
 {
-    pool__job *j = calloc(1, sizeof *j);
+    /* An apply's job ends with its own member of the union: the
+     * smallest, and there may be many of them. */
+    size_t size = type == J_APPLY ? offsetof(pool__job, apply) +
+                                        sizeof(((pool__job *)NULL)->apply)
+                                  : sizeof(pool__job);
+    pool__job *j = calloc(1, size);
     if (!j)
         return NULL;
     j->core = p->core;
@@ -171,6 +190,28 @@ bool pool__alloc_slots(pool__job *j, size_t n)
     return true;
 }
 
+static int chunk_cmp(const void *a, const void *b)
+{
+    const pool__chunk *x = a, *y = b;
+    return x->start < y->start ? -1 : x->start > y->start;
+}
+
+const pool__chunk *pool__chunk_find(const pool__job *j, size_t idx)
+{
+    size_t lo = 0, hi = j->map.nchunks;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const pool__chunk *c = &j->map.chunks[mid];
+        if (idx < c->start)
+            hi = mid;
+        else if (idx >= c->start + c->count)
+            lo = mid + 1;
+        else
+            return c;
+    }
+    return NULL;
+}
+
 void pool__live_link(mproc_pool *p, pool__job *j)
 {
     j->live = true;
@@ -217,6 +258,15 @@ void pool__check_finished(mproc_pool *p, pool__job *j)
     }
     j->finished = true;
     live_remove(p, j);
+    if (j->type == J_MAP && j->map.arena_id) {
+        /* every input was read (or, the pool broken, never will be) */
+        pool__arena_give(p, atomic_load(&j->map.arena_used));
+        j->map.arena_id = 0;
+    }
+    /* Chunks came in as workers finished them: in task order for lookups
+     * (results are read only once the job is ready). */
+    if (j->type == J_MAP && j->map.nchunks > 1)
+        qsort(j->map.chunks, j->map.nchunks, sizeof *j->map.chunks, chunk_cmp);
     j->pool = NULL;
     /* The final report first: it holds a reference of its own, and the
      * pool's may be dropped just below. */

@@ -59,6 +59,11 @@ void pool__core_unref_unlock(pool__core *c)
     bool last = atomic_fetch_sub(&c->refs, 1) == 1;
     pool__unlock(c);
     if (last) {
+        while (c->blocks) {
+            pool__msgbuf *b = c->blocks;
+            c->blocks = b->next;
+            free(b);
+        }
         pthread_mutex_destroy(&c->mu);
         pthread_cond_destroy(&c->cv);
         free(c);
@@ -90,10 +95,11 @@ static void free_resources(mproc_pool *p)
         close(p->shm[i].fd);
     }
     free(p->shm);
-    for (size_t i = 0; i < 2; i++)
-        if (p->scratch[i].p) {
-            munmap(p->scratch[i].p, p->scratch[i].len);
-            close(p->scratch[i].fd);
+    pool__shmbuf *bufs[3] = {&p->scratch[0], &p->scratch[1], &p->arena};
+    for (size_t i = 0; i < 3; i++)
+        if (bufs[i]->p) {
+            munmap(bufs[i]->p, bufs[i]->len);
+            close(bufs[i]->fd);
         }
     for (size_t i = 0; i < p->nfns; i++)
         mproc__buf_free(&p->fns[i].ref);
@@ -357,6 +363,10 @@ void mproc_pool_free(mproc_pool *p)
     pool__lock(p->core);
     for (pool__job *j = p->jobs; j; j = j->next)
         j->pool = NULL;
+    for (int i = 0; i < p->nproc; i++) {
+        pool__msgbuf_unref(p->w[i].cur);
+        p->w[i].cur = NULL;
+    }
     pool__unlock(p->core);
     pool__core *c = p->core;
     free_resources(p);

@@ -52,6 +52,10 @@ enum { PM_FNDEF = 1, PM_TASKS = 2, PM_RANGE = 3, PM_EXIT = 4 };
 enum { WM_NOTIFY = 1, WM_INITFAIL = 2, WM_OOLFD = 3 };
 /* Function kinds. */
 enum { FK_BYTES = 1, FK_ARGS = 2, FK_RECORDS = 3 };
+/* Or'ed into a PM_TASKS header's kind: write the results as chunks; the
+ * items are in the input arena (a pool__arena follows the header). */
+#define POOL__FK_CHUNK 0x80
+#define POOL__FK_ARENA 0x40
 
 typedef struct pool__hdr {
     uint8_t type;
@@ -81,6 +85,17 @@ typedef struct pool__range {
     uint32_t flags, pad;
 } pool__range;
 
+/* The inputs of a map over bytes, packed by the caller into a shared
+ * buffer (named by id; its fd rides along, flags bit 0, the first time a
+ * worker gets it): total uint64 end offsets (item k ends at ends[k] and
+ * begins at ends[k - 1] rounded up to 8, or 0) from the buffer's start,
+ * then the items from byte 8 * total on. A message runs items first to
+ * first + count. */
+typedef struct pool__arena {
+    uint64_t id, first, total;
+    uint32_t flags, pad;
+} pool__arena;
+
 enum { SLOT_STARTING = 0, SLOT_INIT = 1, SLOT_READY = 2 };
 
 typedef struct pool__slot {
@@ -106,6 +121,35 @@ typedef struct pool__entry {
 
 #define POOL__RING (256 * 1024) /* result ring per worker */
 #define POOL__WRAP (INT32_MIN + 1)
+
+/*
+ * Chunk entries. For a PM_TASKS message flagged POOL__FK_CHUNK (a map
+ * over bytes) the worker appends the plain successful results of a run of
+ * consecutive tasks to one entry: status POOL__CHUNK, seq the first
+ * task's, len the bytes after the entry header. They are a pool__chunkhdr,
+ * then cap uint32 end offsets (result k ends at ends[k] and begins at
+ * ends[k - 1] rounded up to 8, or 0), padded to 8, then the results. The
+ * worker fills it in place beyond wpos, bumping count after each result
+ * (so a dead worker's open chunk still gives the results it produced),
+ * and commits it (len, then wpos) at the end of the message, before a
+ * result that is not plain or bigger than POOL__CHUNK_ITEM, or when the
+ * ring has no room for the next one.
+ */
+#define POOL__CHUNK      (INT32_MIN + 2)
+#define POOL__CHUNK_ITEM 4096 /* larger results take entries of their own */
+#define POOL__CHUNK_CAP  4096 /* results per chunk at most */
+
+typedef struct pool__chunkhdr {
+    _Atomic uint32_t count;
+    uint32_t cap;
+} pool__chunkhdr;
+
+/* Bytes before a chunk's results: entry header, chunk header, table. */
+static inline size_t pool__chunk_base(uint32_t cap)
+{
+    return sizeof(pool__entry) + sizeof(pool__chunkhdr) +
+           ((4 * (size_t)cap + 7) & ~(size_t)7);
+}
 
 /* What a worker process is started with (the pool's shareable kind). */
 typedef struct pool__wcfg {

@@ -108,8 +108,29 @@ void pool__flush_dirty(mproc_pool *p)
 }
 
 /* Runs callbacks outside the lock. */
+/* The deferred entries are all completions without callbacks (the
+ * common apply_async): they become ready here, under the lock. */
+static bool no_callbacks(const mproc_pool *p)
+{
+    for (size_t k = 0; k < p->ndq; k++) {
+        const pool__job *j = p->dq[k].j;
+        if (p->dq[k].what != D_DONE || (!j->cancelled && (j->cb || j->ecb)))
+            return false;
+    }
+    return true;
+}
+
 void pool__run_deferred(mproc_pool *p)
 {
+    if (p->ndq > 0 && no_callbacks(p)) {
+        for (size_t k = 0; k < p->ndq; k++) {
+            p->dq[k].j->ready = true;
+            pool__job_unref_locked(p->dq[k].j);
+        }
+        p->ndq = 0;
+        pool__broadcast(p->core);
+        return;
+    }
     while (p->ndq > 0) {
         size_t n = p->ndq;
         pool__deferred *v = malloc(n * sizeof *v);

@@ -7,6 +7,7 @@
  */
 #include "pool/engine.h"
 
+#include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -79,10 +80,10 @@ void mproc_pool_shm_free(mproc_pool *p, void *ptr)
     pool__unlock(p->core);
 }
 
-/* Makes scratch buffer k at least size bytes (lock held). */
-static int scratch_get(mproc_pool *p, int k, size_t size)
+/* Makes shared buffer s (a scratch buffer, the arena) at least size
+ * bytes (lock held): a bigger one, with a new id, replaces it. */
+static int scratch_grow(mproc_pool *p, pool__shmbuf *s, size_t size)
 {
-    pool__shmbuf *s = &p->scratch[k];
     if (s->p && s->len >= size)
         return 0;
     pool__shmbuf n;
@@ -97,8 +98,34 @@ static int scratch_get(mproc_pool *p, int k, size_t size)
     return 0;
 }
 
+int pool__arena_take(mproc_pool *p, size_t size)
+{
+    if (p->arena_busy)
+        return -EBUSY;
+    int r = scratch_grow(p, &p->arena, size);
+    if (r == 0)
+        p->arena_busy = true;
+    return r;
+}
+
+void pool__arena_give(mproc_pool *p, size_t used)
+{
+    p->arena_busy = false;
+    /* A big map's pages go back to the system, but for what a map of
+     * ordinary size needs next time. */
+    if (used > POOL__ARENA_KEEP && p->arena.p &&
+        atomic_load(&p->arena_reserved) > POOL__ARENA_KEEP) {
+        atomic_store(&p->arena_reserved, POOL__ARENA_KEEP);
+        (void)fallocate(p->arena.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                        (off_t)POOL__ARENA_KEEP,
+                        (off_t)(p->arena.len - POOL__ARENA_KEEP));
+    }
+}
+
 int pool__shm_fd(mproc_pool *p, uint64_t id)
 {
+    if (p->arena.id == id && p->arena.p)
+        return p->arena.fd;
     for (size_t i = 0; i < 2; i++)
         if (p->scratch[i].id == id && p->scratch[i].p)
             return p->scratch[i].fd;
@@ -118,8 +145,8 @@ static int take_scratch(mproc_pool *p, size_t in_len, size_t out_len)
         pool__wait_until(p->core, &forever);
     p->scratch_busy = true;
     int r = 0;
-    if ((in_len && (r = scratch_get(p, 0, in_len)) < 0) ||
-        (out_len && (r = scratch_get(p, 1, out_len)) < 0)) {
+    if ((in_len && (r = scratch_grow(p, &p->scratch[0], in_len)) < 0) ||
+        (out_len && (r = scratch_grow(p, &p->scratch[1], out_len)) < 0)) {
         p->scratch_busy = false;
         pool__broadcast(p->core);
     }

@@ -36,11 +36,14 @@ pool__errrec *pool__errrec_new(int code, pid_t worker, int exitcode,
     return e;
 }
 
-/* The slot task idx of j delivers into (NULL: a records job has none). */
+/* The slot task idx of j delivers into (NULL: a records job has none, or
+ * a map's slots could not be made). */
 static pool__rslot *result_slot(pool__job *j, size_t idx)
 {
     switch (j->type) {
     case J_MAP:
+        if (!j->slots && !pool__alloc_slots(j, j->n))
+            return NULL;
         return &j->slots[idx];
     case J_APPLY:
         return &j->slots[0];
@@ -84,6 +87,8 @@ void pool__deliver_fail(mproc_pool *p, pool__job *j, size_t idx, size_t count,
         }
         for (size_t k = 0; k < count && j->type != J_RANGE; k++) {
             pool__rslot *s = result_slot(j, idx + k);
+            if (!s)
+                break; /* out of memory: the job's status tells */
             pool__slot_release(s);
             s->status = code;
             s->ptr = e;
@@ -304,7 +309,7 @@ static size_t map_run(mproc_pool *p, pool__wslot *w, pool__msgbuf *b,
         return 0;
     pool__seg *sg = pool__dq_at(&w->q, 0);
     pool__job *j = sg->j;
-    if (j->type != J_MAP || j->cancelled)
+    if (j->type != J_MAP || j->cancelled || !j->slots)
         return 0;
     uint64_t end = sg->first_seq + sg->count;
     size_t start = pos, n = 0;
@@ -344,11 +349,123 @@ static size_t map_run(mproc_pool *p, pool__wslot *w, pool__msgbuf *b,
     return pos - start;
 }
 
-/* Delivers every entry of b, the ring's bytes from rpos on. Returns false
- * when one is malformed or belongs to no task of the worker. */
-static bool take_all(mproc_pool *p, int i, pool__msgbuf *b, uint64_t rpos)
+/* Checks the chunk at off of b (len bytes after its entry header) and
+ * counts its results: 0 when malformed. Sets the offsets of its table and
+ * results in b. */
+static size_t chunk_check(const pool__msgbuf *b, size_t off, size_t len,
+                          bool open, uint32_t *tab, uint32_t *data)
 {
-    size_t pos = 0, total = b->len;
+    pool__chunkhdr ch;
+    if (len < sizeof ch)
+        return 0;
+    memcpy(&ch, b->p + off + sizeof(pool__entry), sizeof ch);
+    uint32_t count = atomic_load_explicit(&ch.count, memory_order_relaxed);
+    size_t base = pool__chunk_base(ch.cap);
+    if (count == 0 || count > ch.cap || ch.cap > POOL__CHUNK_CAP ||
+        base - sizeof(pool__entry) > len)
+        return 0;
+    size_t room = len - (base - sizeof(pool__entry));
+    const unsigned char *t = b->p + off + sizeof(pool__entry) + sizeof ch;
+    uint32_t begin = 0, end = 0;
+    for (uint32_t k = 0; k < count; k++) {
+        memcpy(&end, t + 4 * (size_t)k, 4);
+        if (end < begin || end > room)
+            return 0;
+        begin = (end + 7) & ~7u;
+    }
+    /* A committed chunk is exactly as long as its results. */
+    if (!open && begin != room)
+        return 0;
+    *tab = (uint32_t)(off + sizeof(pool__entry) + sizeof ch);
+    *data = (uint32_t)(off + base);
+    return count;
+}
+
+/* Results of tasks seq to seq + count of worker i in a chunk of b. */
+static bool deliver_chunk(mproc_pool *p, int i, pool__msgbuf *b, uint64_t seq,
+                          size_t count, uint32_t tab, uint32_t data)
+{
+    pool__wslot *w = &p->w[i];
+    pool__seg *sg = seg_for(w, seq);
+    if (!sg || sg->j->type != J_MAP || seq != w->next_result ||
+        seq + count > sg->first_seq + sg->count)
+        return false;
+    pool__job *j = sg->j;
+    if (MPROC__GROW(j->map.chunks, j->map.capchunks, j->map.nchunks + 1) < 0) {
+        /* Out of memory: they fail, as results that cannot be kept. */
+        size_t idx = sg->start + (size_t)(seq - sg->first_seq);
+        result_done(w, seq + count - 1);
+        pool__errrec *e = pool__errrec_new(-ENOMEM, w->pid, 0, idx,
+                                           "out of memory storing results");
+        pool__deliver_fail(p, j, idx, count, e, -ENOMEM, true);
+        return true;
+    }
+    j->map.chunks[j->map.nchunks++] =
+        (pool__chunk){.start = sg->start + (size_t)(seq - sg->first_seq),
+                      .count = count,
+                      .b = b,
+                      .tab = tab,
+                      .data = data};
+    b->refs++;
+    result_done(w, seq + count - 1);
+    j->inflight -= count;
+    j->done += count;
+    if (j->done == j->n)
+        pool__broadcast(j->core);
+    pool__mark_dirty(p, j);
+    pool__check_finished(p, j);
+    return true;
+}
+
+/* A committed chunk entry at pos of b. */
+static bool take_chunk(mproc_pool *p, int i, pool__msgbuf *b, size_t pos,
+                       const pool__entry *e)
+{
+    uint32_t tab, data;
+    size_t count = chunk_check(b, pos, e->len, false, &tab, &data);
+    return count > 0 && deliver_chunk(p, i, b, e->seq, count, tab, data);
+}
+
+void pool__take_open_chunk(mproc_pool *p, int i)
+{
+    pool__wslot *w = &p->w[i];
+    if (w->remote || w->q.n == 0)
+        return;
+    const unsigned char *ring =
+        (unsigned char *)p->board + p->ring_off + (size_t)i * POOL__RING;
+    size_t off = (size_t)(w->rpos % POOL__RING);
+    pool__entry e;
+    if (POOL__RING - off < sizeof e + sizeof(pool__chunkhdr))
+        return;
+    memcpy(&e, ring + off, sizeof e);
+    if (e.status != POOL__CHUNK || e.seq != w->next_result)
+        return;
+    /* Its results as a committed chunk would hold them: copied out
+     * (the worker is dead, nothing moves any more), then checked. */
+    size_t len = POOL__RING - off - sizeof e;
+    pool__msgbuf *b = malloc(sizeof *b + sizeof e + len);
+    if (!b)
+        return;
+    b->refs = 1;
+    b->len = b->cap = sizeof e + len;
+    b->core = NULL;
+    b->mapped = false;
+    b->p = (unsigned char *)(b + 1);
+    memcpy(b->p, ring + off, sizeof e + len);
+    uint32_t tab, data;
+    size_t count = chunk_check(b, 0, len, true, &tab, &data);
+    if (count > 0)
+        deliver_chunk(p, i, b, e.seq, count, tab, data);
+    pool__msgbuf_unref(b);
+}
+
+/* Delivers every entry of b from base on, the ring's bytes from rpos +
+ * base on (rpos wraps: offsets in b and in the ring differ by it). Returns
+ * false when one is malformed or belongs to no task of the worker. */
+static bool take_all(mproc_pool *p, int i, pool__msgbuf *b, size_t base,
+                     uint64_t rpos)
+{
+    size_t pos = base, total = b->len;
     bool ok = true;
     while (pos < total) {
         size_t off = (size_t)((rpos + pos) % POOL__RING);
@@ -368,6 +485,12 @@ static bool take_all(mproc_pool *p, int i, pool__msgbuf *b, uint64_t rpos)
         size_t body = e.len == POOL__OOL_LEN ? 8 : pool__pad8(e.len);
         if (body > total - pos - sizeof e)
             return false;
+        if (e.status == POOL__CHUNK) {
+            if (!take_chunk(p, i, b, pos, &e))
+                ok = false;
+            pos += sizeof e + body;
+            continue;
+        }
         if (e.status == 0 && e.len != POOL__OOL_LEN && e.len > 0) {
             size_t used = map_run(p, &p->w[i], b, pos, total, rpos);
             if (used) {
@@ -382,29 +505,58 @@ static bool take_all(mproc_pool *p, int i, pool__msgbuf *b, uint64_t rpos)
     return ok;
 }
 
-/* Copies worker i's ring bytes [rpos, wpos) out and frees them for the
- * worker at once (waking it when it waits for room). NULL: out of memory,
- * the bytes stay. */
+/* A block with room for n more bytes to copy worker w's results into:
+ * its current one, or one the core kept, or a new one (NULL: out of
+ * memory). */
+static pool__msgbuf *block_for(mproc_pool *p, pool__wslot *w, size_t n)
+{
+    pool__msgbuf *b = w->cur;
+    if (b && b->cap - b->len >= n)
+        return b;
+    pool__core *c = p->core;
+    if (n <= POOL__BLOCK && c->blocks) {
+        b = c->blocks;
+        c->blocks = b->next;
+        c->nblocks--;
+    } else {
+        size_t cap = n > POOL__BLOCK ? n : POOL__BLOCK;
+        b = malloc(sizeof *b + cap);
+        if (!b)
+            return NULL;
+        b->cap = cap;
+        b->mapped = false;
+        b->p = (unsigned char *)(b + 1);
+        b->core = c;
+    }
+    b->refs = 1; /* w's */
+    b->len = 0;
+    pool__msgbuf_unref(w->cur);
+    w->cur = b;
+    return b;
+}
+
+/* Copies worker i's ring bytes [rpos, wpos) to the end of its block (at
+ * *base) and frees them for the worker at once (waking it when it waits
+ * for room). NULL: out of memory, the bytes stay. */
 static pool__msgbuf *copy_ring(mproc_pool *p, int i, uint64_t rpos,
-                               uint64_t wpos)
+                               uint64_t wpos, size_t *base)
 {
     pool__wslot *w = &p->w[i];
     pool__slot *s = &p->board[i];
     size_t total = (size_t)(wpos - rpos);
-    pool__msgbuf *b = malloc(sizeof *b + total);
+    pool__msgbuf *b = block_for(p, w, total);
     if (!b)
         return NULL;
-    b->refs = 1;
-    b->len = total;
-    b->mapped = false;
-    b->p = (unsigned char *)(b + 1);
+    *base = b->len;
+    unsigned char *to = b->p + b->len;
+    b->len += total;
     const unsigned char *ring =
         (unsigned char *)p->board + p->ring_off + (size_t)i * POOL__RING;
     size_t off0 = (size_t)(rpos % POOL__RING);
     size_t a = POOL__RING - off0 < total ? POOL__RING - off0 : total;
-    memcpy(b->p, ring + off0, a);
+    memcpy(to, ring + off0, a);
     if (total > a)
-        memcpy(b->p + a, ring, total - a);
+        memcpy(to + a, ring, total - a);
     /* The copy is ours: free the ring for the worker at once. */
     w->rpos = wpos;
     atomic_store_explicit(&s->rpos, wpos, memory_order_release);
@@ -454,10 +606,12 @@ static void consume(mproc_pool *p, int i)
             distrust(w);
         return;
     }
-    pool__msgbuf *b = copy_ring(p, i, rpos, wpos);
+    size_t base;
+    pool__msgbuf *b = copy_ring(p, i, rpos, wpos, &base);
     if (!b)
         return; /* try again on the next wake-up */
-    bool ok = take_all(p, i, b, rpos);
+    b->refs++;  /* a block may leave w while its results are read */
+    bool ok = take_all(p, i, b, base, rpos - base);
     pool__msgbuf_unref(b);
     if (!ok && !w->killed) {
         /* Its results were overwritten (a task with a wild pointer): the

@@ -58,6 +58,8 @@ struct mproc_out {
  * out of memory; later ones that fit still succeed. */
 static bool out_reserve(mproc_out *o, size_t n)
 {
+    if (n <= o->b.cap - o->b.len) /* the common case: no call */
+        return true;
     if (n > SIZE_MAX / 2 - o->b.len ||
         MPROC__GROW(o->b.p, o->b.cap, o->b.len + n) < 0) {
         o->b.oom = true;
@@ -288,6 +290,13 @@ typedef struct worker {
     size_t nmaps, map_next;
     unsigned char *in; /* received message */
     bool unnotified;   /* results in the ring the parent was not told of */
+    /* The open chunk (pool_impl.h), at ring offset coff beyond wpos: its
+     * table and count, and the result bytes it holds (padded). */
+    bool chunk_mode; /* the message's results go into chunks */
+    bool copen;
+    size_t coff, cdata;
+    uint32_t ccap, ccount;
+    uint32_t left; /* tasks of the message not yet finished */
     mproc_out out;
     bool broken; /* the channel failed or the owner died: stop */
 } worker;
@@ -389,10 +398,122 @@ static void add_result(worker *w, uint64_t seq, int32_t status, const void *p,
     w->unnotified = true;
 }
 
+/* Commits the open chunk: its length, then wpos. */
+static void chunk_commit(worker *w)
+{
+    if (!w->copen)
+        return;
+    w->copen = false;
+    if (w->ccount == 0)
+        return; /* nothing in it: never committed */
+    pool__entry *e = (pool__entry *)(void *)(w->ring + w->coff);
+    size_t len = pool__chunk_base(w->ccap) - sizeof *e + w->cdata;
+    e->len = (uint32_t)len;
+    w->wpos += sizeof *e + len;
+    atomic_store_explicit(&w->slot->wpos, w->wpos, memory_order_release);
+    w->unnotified = true;
+}
+
+/* Opens a chunk for the results from task seq on, with room for its table
+ * and a first result of n bytes (waiting for the parent when the ring is
+ * full). Returns false when it cannot (the worker is broken). */
+static bool chunk_open(worker *w, uint64_t seq, size_t n)
+{
+    uint32_t cap = w->left < POOL__CHUNK_CAP ? w->left : POOL__CHUNK_CAP;
+    if (cap == 0)
+        cap = 1;
+    size_t need = pool__chunk_base(cap) + pool__pad8(n);
+    size_t off = (size_t)(w->wpos % POOL__RING);
+    size_t waste = POOL__RING - off < need ? POOL__RING - off : 0;
+    if (!ring_space(w, need + waste))
+        return false;
+    if (waste) {
+        if (waste >= sizeof(pool__entry)) {
+            pool__entry m = {.status = POOL__WRAP};
+            memcpy(w->ring + off, &m, sizeof m);
+        }
+        w->wpos += waste;
+        atomic_store_explicit(&w->slot->wpos, w->wpos, memory_order_release);
+        off = 0;
+    }
+    pool__entry e = {.status = POOL__CHUNK, .seq = seq};
+    memcpy(w->ring + off, &e, sizeof e);
+    pool__chunkhdr *ch = (pool__chunkhdr *)(void *)(w->ring + off + sizeof e);
+    atomic_store_explicit(&ch->count, 0, memory_order_relaxed);
+    ch->cap = cap;
+    w->copen = true;
+    w->coff = off;
+    w->cdata = 0;
+    w->ccap = cap;
+    w->ccount = 0;
+    return true;
+}
+
+/* Appends a result of n bytes to the open chunk when it has room (in its
+ * table, before the ring's end, and not holding bytes the parent has not
+ * read yet). Returns false when it has not. */
+static inline bool chunk_append(worker *w, const void *p, size_t n)
+{
+    if (w->ccount == w->ccap)
+        return false;
+    size_t at = w->coff + pool__chunk_base(w->ccap) + w->cdata;
+    size_t end = at + pool__pad8(n);
+    uint64_t wend = w->wpos + (end - w->coff);
+    if (end > POOL__RING)
+        return false;
+    if (wend - w->rpos > POOL__RING) {
+        w->rpos = atomic_load_explicit(&w->slot->rpos, memory_order_acquire);
+        if (w->rpos > w->wpos || wend - w->rpos > POOL__RING)
+            return false;
+    }
+    if (n == 4 || n == 8) {
+        /* The common small results: one padded word, read as it was just
+         * written (a wider read would wait for the store). */
+        uint64_t x = 0;
+        if (n == 4) {
+            uint32_t u;
+            memcpy(&u, p, 4);
+            x = u;
+        } else {
+            memcpy(&x, p, 8);
+        }
+        memcpy(w->ring + at, &x, 8);
+    } else if (n) {
+        memcpy(w->ring + at, p, n);
+    }
+    unsigned char *h = w->ring + w->coff + sizeof(pool__entry);
+    uint32_t e = (uint32_t)(w->cdata + n);
+    memcpy(h + sizeof(pool__chunkhdr) + 4 * (size_t)w->ccount, &e, 4);
+    w->cdata = pool__pad8(w->cdata + n);
+    w->ccount++;
+    atomic_store_explicit(&((pool__chunkhdr *)(void *)h)->count, w->ccount,
+                          memory_order_release);
+    return true;
+}
+
+/* A plain result of a chunk-mode message: into the open chunk, or a new
+ * one. Returns false when it must take an entry of its own. */
+static bool chunk_result(worker *w, uint64_t seq, const void *p, size_t n)
+{
+    if (n > POOL__CHUNK_ITEM)
+        return false;
+    if (w->copen && chunk_append(w, p, n))
+        return true;
+    chunk_commit(w);
+    return chunk_open(w, seq, n) && chunk_append(w, p, n);
+}
+
 static void finish_task(worker *w, uint64_t seq, int rc)
 {
     mproc_out *o = &w->out;
     int code = o->code;
+    if (rc == 0 && code == 0 && !o->b.oom && w->copen &&
+        o->b.len <= POOL__CHUNK_ITEM && chunk_append(w, o->b.p, o->b.len)) {
+        /* The common case, first: into the open chunk. */
+        w->left--;
+        atomic_store_explicit(&w->slot->done_seq, seq, memory_order_release);
+        return;
+    }
     if (code == 0 && rc != 0) {
         code = rc < 0 ? rc : MPROC_ETASK;
         if (rc > 0)
@@ -404,6 +525,18 @@ static void finish_task(worker *w, uint64_t seq, int rc)
     if (code == 0 && o->b.oom) {
         code = -ENOMEM;
         snprintf(o->msg, sizeof o->msg, "task result: out of memory");
+    }
+    if (w->chunk_mode) {
+        bool in_chunk = code == 0 && chunk_result(w, seq, o->b.p, o->b.len);
+        w->left--;
+        if (in_chunk) {
+            atomic_store_explicit(&w->slot->done_seq, seq,
+                                  memory_order_release);
+            return;
+        }
+        chunk_commit(w);
+        if (w->broken)
+            return;
     }
     if (code != 0) {
         if (!o->msg[0])
@@ -452,11 +585,83 @@ static void *fn_of(worker *w, uint32_t id)
     return id < w->nfns ? w->fns[id].addr : NULL;
 }
 
+/* Calls a bytes task on one input. */
+static int call_bytes(worker *w, void *fn, const unsigned char *data,
+                      size_t len)
+{
+    static const uint64_t none; /* an aligned, empty input */
+    return ((mproc_task_fn)fn)(len ? (const void *)data : &none, len, &w->out);
+}
+
+/* Starts a message's tasks: whether results go into chunks, and how many
+ * there are. */
+static void begin_message(worker *w, const pool__hdr *h)
+{
+    w->chunk_mode = (h->kind & POOL__FK_CHUNK) != 0;
+    w->left = h->count;
+}
+
+/* The message's tasks are done: the last chunk goes to the parent. */
+static void end_message(worker *w)
+{
+    chunk_commit(w);
+    w->chunk_mode = false;
+}
+
+static wmap *buffer(worker *w, uint64_t id, int fd);
+
+/* Tasks of a map over bytes whose inputs are in the input arena
+ * (pool_impl.h), results into chunks. A table the parent cannot have
+ * written fails the tasks it names (MPROC_EPROTO). */
+static void do_arena(worker *w, const pool__hdr *h, size_t n, int *fds,
+                     size_t nfds)
+{
+    pool__arena a;
+    wmap *m = NULL;
+    void *fn = fn_of(w, h->fnid);
+    memset(&a, 0, sizeof a);
+    if (n >= sizeof *h + sizeof a) {
+        memcpy(&a, w->in + sizeof *h, sizeof a);
+        m = buffer(w, a.id, (a.flags & 1) && nfds > 0 ? fds[0] : -1);
+    }
+    for (size_t i = 0; i < nfds; i++)
+        mproc__close(fds[i]);
+    bool ok = m && a.total <= m->len / 8 && a.first <= a.total &&
+              h->count <= a.total - a.first;
+    const unsigned char *base = ok ? m->p + 8 * a.total : NULL;
+    size_t room = ok ? m->len - 8 * a.total : 0;
+    begin_message(w, h);
+    for (uint32_t i = 0; i < h->count && !w->broken; i++) {
+        uint64_t seq = h->first_seq + i, k = a.first + i, begin = 0, end = 0;
+        if (ok) {
+            if (k > 0) {
+                memcpy(&begin, m->p + 8 * (k - 1), 8);
+                begin = (begin + 7) & ~(uint64_t)7;
+            }
+            memcpy(&end, m->p + 8 * k, 8);
+        }
+        begin_task(w, seq, h->code != 0);
+        int rc;
+        if (!ok || end < begin || end > room)
+            rc = mproc_out_fail(&w->out, MPROC_EPROTO,
+                                "cannot read the task's input");
+        else if (!fn)
+            rc = mproc_out_fail(&w->out, MPROC_ERESOLVE,
+                                "task function not found in the worker");
+        else
+            rc = call_bytes(w, fn, base + begin, (size_t)(end - begin));
+        finish_task(w, seq, rc);
+    }
+    end_message(w);
+}
+
 static void do_tasks(worker *w, const pool__hdr *h, size_t n, int *fds,
                      size_t nfds)
 {
     size_t pos = sizeof *h, fdi = 0;
     void *fn = fn_of(w, h->fnid);
+    int kind = h->kind & ~POOL__FK_CHUNK;
+    begin_message(w, h);
     for (uint32_t i = 0; i < h->count && !w->broken; i++) {
         uint64_t seq = h->first_seq + i;
         pool__item it;
@@ -494,7 +699,7 @@ static void do_tasks(worker *w, const pool__hdr *h, size_t n, int *fds,
         } else if (!data && len) {
             rc =
                 mproc_out_fail(&w->out, -ENOMEM, "cannot map the task's input");
-        } else if (h->kind == FK_ARGS) {
+        } else if (kind == FK_ARGS) {
             mproc__reader rd = {.p = data, .len = len};
             mproc_args *a = NULL;
             size_t k = (size_t)it.a;
@@ -509,14 +714,13 @@ static void do_tasks(worker *w, const pool__hdr *h, size_t n, int *fds,
                 rc = ((mproc_star_fn)fn)(a, &w->out);
             mproc__args_free_imported(a);
         } else {
-            static const uint64_t none; /* an aligned, empty input */
-            rc = ((mproc_task_fn)fn)(len ? (const void *)data : &none, len,
-                                     &w->out);
+            rc = call_bytes(w, fn, data, len);
         }
         if (map)
             munmap(map, len);
         finish_task(w, seq, rc);
     }
+    end_message(w);
     for (; fdi < nfds; fdi++)
         mproc__close(fds[fdi]);
 }
@@ -631,7 +835,10 @@ static void handle(worker *w, size_t n, int *fds, size_t nfds)
         do_fndef(w, &h, n);
         break;
     case PM_TASKS:
-        do_tasks(w, &h, n, fds, nfds);
+        if (h.kind & POOL__FK_ARENA)
+            do_arena(w, &h, n, fds, nfds);
+        else
+            do_tasks(w, &h, n, fds, nfds);
         nfds = 0;
         flush(w);
         break;
