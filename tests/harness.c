@@ -33,6 +33,27 @@ mproc_process *mproc_test_start(mproc_target fn, const mproc_args *args,
 void __gcov_dump(void); /* libgcov's; see mproc__exit in src/os/os.c */
 #endif
 
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MPROC_TEST_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define MPROC_TEST_ASAN 1
+#endif
+#ifdef MPROC_TEST_ASAN
+int __lsan_do_recoverable_leak_check(void);
+#endif
+
+int mproc_test_leak_check(void)
+{
+#ifdef MPROC_TEST_ASAN
+    return __lsan_do_recoverable_leak_check();
+#else
+    return 0;
+#endif
+}
+
 void mproc_test_exit(int code)
 {
 #ifdef MPROC_COVERAGE
@@ -243,6 +264,11 @@ static int run_one(const mproc_test *t)
         setpgid(0, 0);
         run_case(t);
         fflush(NULL);
+        /* The case's process ends with _exit (no atexit, as a child of the
+         * library's would): LeakSanitizer is asked here, so a case that
+         * leaks fails. */
+        if (mproc_test_leak_check())
+            mproc_test_fail(__FILE__, __LINE__, "memory leaked (above)");
         mproc_test_exit(0);
     }
     setpgid(pid, pid);

@@ -117,6 +117,10 @@ double mproc_test_time_scale(void);
             SKIP("under ThreadSanitizer: " why);                               \
     } while (0)
 
+/* Under ASan, runs LeakSanitizer now: nonzero (and the report on stderr)
+ * when memory is leaked. 0 in other builds. */
+int mproc_test_leak_check(void);
+
 /* _exit(code) for a test's own forked children: in a coverage build
  * (MPROC_COVERAGE) it writes the counters first, which _exit would lose. */
 void mproc_test_exit(int code) __attribute__((noreturn));
