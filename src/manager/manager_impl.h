@@ -1,8 +1,9 @@
 /*
  * manager/manager_impl.h - what the manager's files share: the server's
- * objects (objects.c: the types, their methods and the exceptions they
- * raise as CPython's do), the object table and the event loop (server.c),
- * and the public start/serve/shutdown calls (manager.c).
+ * objects (objects*.c: the types, their methods and the exceptions they
+ * raise as CPython's do; blocking.c: the blocking ones), the object table and
+ * the event loop (server.c), and the public start/serve/shutdown calls
+ * (manager.c).
  */
 #ifndef MPROC__MANAGER_IMPL_H
 #define MPROC__MANAGER_IMPL_H
@@ -86,9 +87,36 @@ static inline int mgr_raise(mgr_reply *r, mproc_obj *e)
     return e ? 0 : -ENOMEM;
 }
 
+/* The arguments of a call: how many, and the i-th (borrowed). */
+static inline size_t mgr_nargs(const mproc_obj *args)
+{
+    return mproc_obj_len(args);
+}
+static inline mproc_obj *mgr_arg(const mproc_obj *args, size_t i)
+{
+    return mproc_obj_item(args, i);
+}
+
 /* objects.c */
 const mgr_type *mproc__mgr_type(const char *typeid);
 extern const mgr_type mproc__mgr_iterator;
+/* objects_dict.c, objects_list.c */
+extern const mgr_type mproc__mgr_dict, mproc__mgr_namespace;
+extern const mgr_type mproc__mgr_list, mproc__mgr_value, mproc__mgr_array;
+/* TypeError set in *r (returning 1) unless lo <= len(args) <= hi and
+ * there are no keywords; else 0. */
+int mproc__mgr_check_args(const char *what, const mproc_obj *args,
+                          const mproc_obj *kwds, size_t lo, size_t hi,
+                          mgr_reply *r);
+/* An exception builtins.name(arg) (KeyError(key)); a new reference. */
+mproc_obj *mproc__mgr_exc_of(const char *name, const mproc_obj *arg);
+/* Appends the items of seq (list, tuple, set, a dict's keys, range) to
+ * o's: 0, 1 (TypeError, OverflowError or MemoryError set) or -ENOMEM. */
+int mproc__mgr_items_extend(mgr_obj *o, const mproc_obj *seq, mgr_reply *r);
+/* o's items as a Python list (new reference, NULL: no memory). */
+mproc_obj *mproc__mgr_items_list(const mgr_obj *o);
+/* repr(v) into *out (malloc'd); consumes v (NULL: -ENOMEM). */
+int mproc__mgr_repr_of(mproc_obj *v, char **out);
 void mproc__mgr_obj_clear(mgr_obj *o);
 /* An exception value builtins.name(msg) (a new reference). */
 mproc_obj *mproc__mgr_exc(const char *name, const char *fmt, ...)
