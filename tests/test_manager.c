@@ -1044,6 +1044,163 @@ static void test_blocking_types(void)
     mproc_manager_free(m);
 }
 
+/* A method call with args (stolen, NULL none): its rc; the result into
+ * *out when out is not NULL. */
+static int callm(mproc_proxy *p, const char *m, mproc_obj *args,
+                 mproc_obj **out)
+{
+    mproc_obj *r = NULL;
+    int rc = mproc_proxy_call(p, m, args, NULL, &r, NULL, 0);
+    mproc_obj_unref(args);
+    if (out)
+        *out = r;
+    else
+        mproc_obj_unref(r);
+    return rc;
+}
+
+static bool is_broken_barrier(const mproc_obj *e)
+{
+    return mproc_obj_is_exception(e) == 1 &&
+           strcmp(mproc_obj_reduce_module(e), "threading") == 0 &&
+           strcmp(mproc_obj_reduce_name(e), "BrokenBarrierError") == 0;
+}
+
+static int64_t attr_int(mproc_proxy *b, const char *name)
+{
+    mproc_obj *r;
+    CHECK_EQ(callm(b, "__getattribute__",
+                   mproc_obj_tuple_of(1, mproc_obj_str_c(name)), &r),
+             0);
+    int64_t v = -1;
+    if (mproc_obj_type_of(r) == MPROC_OBJ_BOOL)
+        v = mproc_obj_truth(r);
+    else
+        CHECK_OK(mproc_obj_int_value(r, &v));
+    mproc_obj_unref(r);
+    return v;
+}
+
+/* Waits (bounded) until a Barrier has n waiting. */
+static void until_waiting(mproc_proxy *b, int64_t n)
+{
+    double t0 = mproc_test_now();
+    while (attr_int(b, "n_waiting") != n) {
+        CHECK(mproc_test_now() - t0 < 20);
+        usleep(2000);
+    }
+}
+
+/* Condition and Barrier from the C client, with children of each start
+ * method's kind (forked here) as the other parties. */
+static void test_condition_barrier(void)
+{
+    mproc_manager *m;
+    mproc_manager_opts o = key_opts();
+    CHECK_OK(mproc_manager_start(&m, NULL, &o));
+    mproc_proxy *c = make(m, "Condition", NULL);
+    mproc_proxy *items = make(m, "list", NULL);
+    mproc_obj *r;
+    /* wait and notify need the lock */
+    CHECK_ERR(callm(c, "wait", mproc_obj_tuple_of(1, mproc_obj_float(1)), &r),
+              MPROC_EREMOTE);
+    CHECK_STR(mproc_obj_reduce_name(r), "RuntimeError");
+    mproc_obj_unref(r);
+    CHECK_ERR(callm(c, "notify", NULL, NULL), MPROC_EREMOTE);
+    CHECK_EQ(acquire(c, 5), 1);
+    CHECK_EQ(acquire(c, 5), 1); /* its lock is an RLock */
+    CHECK_EQ(callm(c, "wait", mproc_obj_tuple_of(1, mproc_obj_float(0.05)), &r),
+             0);
+    check_repr(r, "False"); /* timed out: holds the lock again, twice */
+    mproc_obj_unref(r);
+    CHECK_EQ(callm(c, "release", NULL, NULL), 0);
+    CHECK_EQ(callm(c, "release", NULL, NULL), 0);
+    CHECK_ERR(callm(c, "release", NULL, NULL), MPROC_EREMOTE);
+    /* a child waits for an item; this process appends and notifies */
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        int ok = acquire(c, 20) == 1;
+        while (ok && mproc_proxy_len(items) == 0) {
+            mproc_obj *w = NULL;
+            ok = callm(c, "wait", mproc_obj_tuple_of(1, mproc_obj_float(20)),
+                       &w) == 0 &&
+                 mproc_obj_truth(w);
+            mproc_obj_unref(w);
+        }
+        ok = ok && callm(c, "release", NULL, NULL) == 0;
+        mproc_test_exit(ok ? 0 : 1);
+    }
+    CHECK_EQ(acquire(c, 20), 1);
+    mproc_obj *one = mproc_obj_int(1);
+    CHECK_OK(mproc_proxy_append(items, one));
+    mproc_obj_unref(one);
+    CHECK_EQ(callm(c, "notify", mproc_obj_tuple_of(1, mproc_obj_int(1)), NULL),
+             0);
+    CHECK_EQ(callm(c, "release", NULL, NULL), 0);
+    int st;
+    CHECK_EQ(waitpid(pid, &st, 0), pid);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+
+    /* Barrier(2): this process and a child pass together */
+    mproc_proxy *b =
+        make(m, "Barrier", mproc_obj_tuple_of(1, mproc_obj_int(2)));
+    CHECK_EQ(attr_int(b, "parties"), 2);
+    CHECK_EQ(attr_int(b, "broken"), 0);
+    fflush(NULL);
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        mproc_obj *idx = NULL;
+        int rc =
+            callm(b, "wait", mproc_obj_tuple_of(1, mproc_obj_float(20)), &idx);
+        int64_t i = -1;
+        mproc_obj_int_value(idx, &i);
+        mproc_obj_unref(idx);
+        mproc_test_exit(rc == 0 ? (int)i : 9);
+    }
+    until_waiting(b, 1);
+    CHECK_EQ(callm(b, "wait", NULL, &r), 0);
+    int64_t mine = -1;
+    CHECK_OK(mproc_obj_int_value(r, &mine));
+    mproc_obj_unref(r);
+    CHECK_EQ(waitpid(pid, &st, 0), pid);
+    CHECK(WIFEXITED(st));
+    CHECK_EQ(mine + WEXITSTATUS(st), 1); /* indexes 0 and 1 */
+    /* a wait out of time breaks it: threading.BrokenBarrierError */
+    CHECK_ERR(
+        callm(b, "wait", mproc_obj_tuple_of(1, mproc_obj_float(0.05)), &r),
+        MPROC_EREMOTE);
+    CHECK(is_broken_barrier(r));
+    mproc_obj_unref(r);
+    CHECK_EQ(attr_int(b, "broken"), 1);
+    CHECK_ERR(callm(b, "wait", NULL, &r), MPROC_EREMOTE);
+    CHECK(is_broken_barrier(r));
+    mproc_obj_unref(r);
+    CHECK_EQ(callm(b, "reset", NULL, NULL), 0);
+    CHECK_EQ(attr_int(b, "broken"), 0);
+    CHECK_ERR(callm(b, "__getattribute__",
+                    mproc_obj_tuple_of(1, mproc_obj_str_c("x")), &r),
+              MPROC_EREMOTE);
+    CHECK_STR(mproc_obj_reduce_name(r), "AttributeError");
+    mproc_obj_unref(r);
+    /* bad arguments */
+    mproc_proxy *bad;
+    char err[256];
+    mproc_obj *zero = mproc_obj_tuple_of(1, mproc_obj_int(0));
+    CHECK_ERR(
+        mproc_manager_create(m, &bad, "Barrier", zero, NULL, err, sizeof err),
+        MPROC_EREMOTE);
+    mproc_obj_unref(zero);
+    CHECK(strstr(err, "ValueError"));
+    mproc_proxy_free(b);
+    mproc_proxy_free(items);
+    mproc_proxy_free(c);
+    CHECK_EQ(objects(mproc_manager_address(m)), 0);
+    mproc_manager_free(m);
+}
+
 /* A Python process and C threads append to one list at once: nothing is
  * lost. */
 static void *append_c(void *arg)
@@ -1097,6 +1254,7 @@ static const mproc_test tests[] = {
     {"proxy_threads", test_proxy_threads, 60},
     {"proxies_to_children", test_proxies_to_children, 120},
     {"blocking_types", test_blocking_types, 60},
+    {"condition_barrier", test_condition_barrier, 60},
     {"mixed_appenders", test_mixed_appenders, 120},
 };
 

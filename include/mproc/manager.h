@@ -17,11 +17,12 @@
  *
  * Types served: dict, list, Namespace, Value, Array (and the Iterator that
  * a dict's __iter__ returns as a proxy), Queue, JoinableQueue, Lock, RLock,
- * Semaphore, BoundedSemaphore, Event; a blocking call blocks only its
- * caller, and a client that goes away gives back its Lock and RLock. One thread
- * serves every client (an event loop over all connections); handshakes run in
- * short-lived threads of their own, so a client stalled in its handshake or
- * mid-request delays no one. See docs/manager.md.
+ * Semaphore, BoundedSemaphore, Event, Condition, Barrier; a blocking call
+ * blocks only its caller, and a client that goes away gives back its Lock
+ * and RLock. One thread serves every client (an event loop over all
+ * connections); handshakes run in short-lived threads of their own, so a
+ * client stalled in its handshake or mid-request delays no one. See
+ * docs/manager.md.
  */
 #ifndef MPROC_MANAGER_H
 #define MPROC_MANAGER_H

@@ -47,11 +47,26 @@ typedef struct mgr_type {
     /* repr(o) and a copy of the referent (#GETVALUE); new references. */
     mproc_obj *(*value)(const mgr_obj *o);
     int (*repr)(const mgr_obj *o, char **out);
-    /* Blocking types: the reply of a parked call whose time ran out, and
-     * what a client that went away held (its locks) given back. */
+    /* Blocking types: the reply of a parked call whose time ran out (or
+     * MGR_PARK again with a new deadline: a Condition's wait that timed out
+     * still takes its lock back), and what a client that went away held
+     * (locks, semaphore units, its place in a Condition or Barrier) given
+     * back. */
     int (*expire)(mgr_obj *o, const char *name, mgr_reply *r);
     void (*drop_client)(mgr_obj *o, unsigned long client);
 } mgr_type;
+
+/* A client's place in an object: a Condition's or Barrier's waiter, the
+ * units of a Semaphore a client holds. */
+typedef struct mgr_slot {
+    unsigned long client; /* its serial */
+    long n;               /* Condition: the lock depth to restore; Barrier: the
+                             index; Semaphore: units held */
+    long gen;             /* Barrier: the generation it waits in */
+    int state;            /* 0 waiting, 1 notified / released, 2 timed out /
+                             broken */
+    double deadline;      /* < 0 none */
+} mgr_slot;
 
 struct mgr_obj {
     const mgr_type *type;
@@ -68,7 +83,12 @@ struct mgr_obj {
     bool flag;           /* Event */
     long unfinished;     /* Queue's tasks not done */
     long maxsize;        /* Queue's bound, <= 0 none */
-    mgr_obj *next;       /* hash chain */
+    mgr_slot *slots;     /* Condition's, Barrier's waiters; who holds a
+                            Semaphore */
+    size_t nslots, capslots;
+    long gen;       /* Barrier's generation */
+    double timeout; /* Barrier's default timeout, < 0 none */
+    mgr_obj *next;  /* hash chain */
 };
 
 /* A method's answers: a value (stolen), or an exception value (stolen)

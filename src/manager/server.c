@@ -498,8 +498,11 @@ static int wake_waiters(mgr_server *s)
             s->caller = w->client;
             int rc = w->o->type->call(s, w->o, w->name, w->args, w->kwds, &r);
             if (rc == 0 && r.kind == MGR_PARK && w->deadline >= 0 &&
-                w->deadline <= now)
+                w->deadline <= now) {
                 rc = w->o->type->expire(w->o, w->name, &r);
+                if (rc == 0 && r.kind == MGR_PARK) /* waits on, untimed */
+                    w->deadline = r.deadline;
+            }
             if (rc == 0 && r.kind == MGR_PARK) {
                 if (w->deadline >= 0 && (next < 0 || w->deadline < next))
                     next = w->deadline;

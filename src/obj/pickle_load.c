@@ -285,7 +285,7 @@ enum {
     G_ARRAY_RECON,   /* array._array_reconstructor */
     G_RANGE,         /* builtins.range */
     G_SLICE,         /* builtins.slice */
-    G_QUEUE_EXC,     /* queue.Empty, queue.Full */
+    G_QUEUE_EXC,     /* queue.Empty, queue.Full, threading.BrokenBarrierError */
     G_REBUILD_PROXY, /* multiprocessing.managers.RebuildProxy */
     G_PROXY_TYPE     /* a proxy class of multiprocessing.managers, AutoProxy */
 };
@@ -313,6 +313,7 @@ static int resolve(const char *module, const char *name)
         {"builtins", "slice", G_SLICE},
         {"queue", "Empty", G_QUEUE_EXC},
         {"queue", "Full", G_QUEUE_EXC},
+        {"threading", "BrokenBarrierError", G_QUEUE_EXC},
         {"multiprocessing.managers", "RebuildProxy", G_REBUILD_PROXY},
         {"multiprocessing.managers", "AutoProxy", G_PROXY_TYPE},
         {"multiprocessing.managers", "DictProxy", G_PROXY_TYPE},

@@ -9,8 +9,8 @@ Scenarios:
             hold (an AssertionError exits 1 and says what differed)
   registered BaseManager with registered type ids (dict, list)
   blocking  Queue, JoinableQueue, Lock, RLock, Semaphore, BoundedSemaphore,
-            Event: values, timeouts, exceptions, and a call blocked in one
-            thread while another thread is served
+            Event, Condition, Barrier: values, timeouts, exceptions, and a
+            call blocked in one thread while another thread is served
   wrongkey  connect with KEYHEX and expect AuthenticationError quickly
   append    appends 0..999 to the list whose ident is the 5th argument
             (shared with a C process appending at the same time)
@@ -231,7 +231,86 @@ def blocking(addr, key):
     threading.Timer(0.2, ev.set).start()
     check(ev.wait(10), True)
     check(ev.is_set(), True)
+    condition(m)
+    barrier(m)
     print('ok')
+
+
+def until(fn):
+    """Waits (bounded) until fn() is true."""
+    t0 = time.time()
+    while not fn():
+        if time.time() - t0 > 20:
+            raise AssertionError('never came true')
+        time.sleep(0.01)
+
+
+def condition(m):
+    import threading
+    c = m.Condition()
+    check(c.acquire(), True)
+    check(c.wait(0.05), False)   # timed out, and holds the lock again
+    c.release()
+    raises(RuntimeError, c.release)
+    raises(RuntimeError, c.wait, 1)
+    raises(RuntimeError, c.notify)
+    items = m.list()
+    got = []
+
+    def consumer():
+        with c:    # the lock is held again when wait_for returns
+            got.append(c.wait_for(lambda: len(items) > 0, 20))
+            got.append(items.pop())
+    ths = [threading.Thread(target=consumer) for _ in range(2)]
+    for th in ths:
+        th.start()
+    for k in range(2):
+        with c:
+            items.append(k)
+            c.notify()
+        until(lambda: len(got) == 2 * (k + 1) or len(items) == 0)
+    with c:
+        c.notify_all()
+    for th in ths:
+        th.join(20)
+    check(sorted(got, key=repr), [0, 1, True, True])
+
+
+def barrier(m):
+    import threading
+    b = m.Barrier(3)
+    check((b.parties, b.n_waiting, b.broken), (3, 0, False))
+    out = []
+
+    def party():
+        try:
+            out.append(b.wait(20))
+        except threading.BrokenBarrierError:
+            out.append('broken')
+    ths = [threading.Thread(target=party) for _ in range(2)]
+    for th in ths:
+        th.start()
+    until(lambda: b.n_waiting == 2)
+    me = b.wait()
+    for th in ths:
+        th.join(20)
+    check(sorted(out + [me]), [0, 1, 2])
+    check(b.n_waiting, 0)
+    # a wait that times out breaks the barrier, for everyone after too
+    raises(threading.BrokenBarrierError, b.wait, 0.05)
+    check(b.broken, True)
+    raises(threading.BrokenBarrierError, b.wait)
+    b.reset()
+    check(b.broken, False)
+    # abort: a waiting party gets BrokenBarrierError
+    del out[:]
+    th = threading.Thread(target=party)
+    th.start()
+    until(lambda: b.n_waiting == 1)
+    b.abort()
+    th.join(20)
+    check(out, ['broken'])
+    raises(AttributeError, lambda: b._callmethod('__getattribute__', ('x',)))
 
 
 def append(addr, key):
