@@ -17,12 +17,14 @@
  *
  * Types served: dict, list, Namespace, Value, Array (and the Iterator that
  * a dict's __iter__ returns as a proxy), Queue, JoinableQueue, Lock, RLock,
- * Semaphore, BoundedSemaphore, Event, Condition, Barrier; a blocking call
- * blocks only its caller, and a client that goes away gives back its Lock
- * and RLock. One thread serves every client (an event loop over all
- * connections); handshakes run in short-lived threads of their own, so a
- * client stalled in its handshake or mid-request delays no one. See
- * docs/manager.md.
+ * Semaphore, BoundedSemaphore, Event, Condition, Barrier, and proxies
+ * stored in them (which keep what they name alive); a blocking call
+ * blocks only its caller, a client that goes away gives back its locks
+ * and semaphore units, and a local client process that dies its
+ * references (the objects only it referenced are freed). One thread
+ * serves every client (an event loop over all connections); handshakes
+ * run in short-lived threads of their own, so a client stalled in its
+ * handshake or mid-request delays no one. See docs/manager.md.
  */
 #ifndef MPROC_MANAGER_H
 #define MPROC_MANAGER_H
@@ -95,12 +97,13 @@ MPROC_API pid_t mproc_manager_pid(const mproc_manager *m);
 /*
  * Stops the server and returns once it and every object it held are
  * gone: the server process has exited and been reaped (start), or the
- * serving thread has ended and freed everything (serve); clients'
- * connections are closed and their next calls fail with MPROC_EEOF or
- * -ECONNRESET. Waits up to timeout seconds (< 0 forever), then kills a
- * server process that did not stop. Returns 0, -ETIMEDOUT (a serving
- * thread still running: call again), -EINVAL. Idempotent; a server that
- * a client already shut down returns 0. Not thread safe on one m.
+ * serving thread has ended and freed everything (serve); handshakes in
+ * progress are cut short, clients' connections are closed and their
+ * waiting and next calls fail with MPROC_EEOF or -ECONNRESET. Waits up to
+ * timeout seconds (< 0 forever), then kills a server process that did not stop.
+ * Returns 0, -ETIMEDOUT (a serving thread still running: call again), -EINVAL.
+ * Idempotent; a server that a client already shut down returns 0. Not thread
+ * safe on one m.
  */
 MPROC_API int mproc_manager_shutdown(mproc_manager *m, double timeout);
 

@@ -146,6 +146,22 @@ static int acquirer_init(mgr_obj *o, const mproc_obj *args,
     return 0;
 }
 
+/* A Semaphore's unit released by client me is no longer held: one of
+ * me's, else one of another connection of the same process (the C client
+ * takes any of its channels), else the oldest holder's (a unit handed on). */
+static void sem_unhold(mgr_server *s, mgr_obj *o, unsigned long me)
+{
+    mgr_slot *sl = slot_of(o, me);
+    pid_t pid = mproc__mgr_client_pid(s, me);
+    for (size_t i = 0; !sl && pid && i < o->nslots; i++)
+        if (mproc__mgr_client_pid(s, o->slots[i].client) == pid)
+            sl = &o->slots[i];
+    if (!sl && o->nslots)
+        sl = &o->slots[0];
+    if (sl && --sl->n <= 0)
+        slot_del(o, sl);
+}
+
 static int acquirer_call(mgr_server *s, mgr_obj *o, const char *m,
                          const mproc_obj *args, const mproc_obj *kwds,
                          mgr_reply *r)
@@ -158,6 +174,12 @@ static int acquirer_call(mgr_server *s, mgr_obj *o, const char *m,
             return mgr_ret(r, mproc_obj_bool(true));
         }
         if (o->count > 0) {
+            if (k == SEM || k == BSEM) {
+                mgr_slot *sl = slot_of(o, me);
+                if (!sl && !(sl = slot_add(o, (mgr_slot){me, 0, 0, 0, -1})))
+                    return -ENOMEM;
+                sl->n++; /* given back if this client goes away */
+            }
             o->count--;
             if (k == LOCK || k == RLOCK) {
                 o->owner = me;
@@ -196,6 +218,7 @@ static int acquirer_call(mgr_server *s, mgr_obj *o, const char *m,
             return mgr_raise(r, mproc__mgr_exc("ValueError",
                                                "Semaphore released too many "
                                                "times"));
+        sem_unhold(s, o, me);
         o->count++;
         return mgr_ret(r, mproc_obj_none());
     }
@@ -208,8 +231,9 @@ static int acquirer_expire(mgr_obj *o, const char *name, mgr_reply *r)
     return mgr_ret(r, mproc_obj_bool(false));
 }
 
-/* A Lock or RLock its holder left behind is free again (CPython keeps
- * it held forever). */
+/* A Lock or RLock its holder left behind is free again, and the units of
+ * a Semaphore it acquired (and did not release) are given back (CPython
+ * keeps them held forever). */
 static void acquirer_drop(mgr_obj *o, unsigned long client)
 {
     int k = kind_of(o);
@@ -217,6 +241,13 @@ static void acquirer_drop(mgr_obj *o, unsigned long client)
         o->owner = 0;
         o->depth = 0;
         o->count = 1;
+    }
+    mgr_slot *sl = k == SEM || k == BSEM ? slot_of(o, client) : NULL;
+    if (sl) {
+        o->count += sl->n;
+        if (k == BSEM && o->count > o->bound)
+            o->count = o->bound;
+        slot_del(o, sl);
     }
 }
 

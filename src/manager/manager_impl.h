@@ -68,6 +68,13 @@ typedef struct mgr_slot {
     double deadline;      /* < 0 none */
 } mgr_slot;
 
+/* References a client process holds on an object (create, incref), given
+ * back when that process dies. */
+typedef struct mgr_hold {
+    pid_t pid;
+    long n;
+} mgr_hold;
+
 struct mgr_obj {
     const mgr_type *type;
     long refs;
@@ -86,9 +93,15 @@ struct mgr_obj {
     mgr_slot *slots;     /* Condition's, Barrier's waiters; who holds a
                             Semaphore */
     size_t nslots, capslots;
-    long gen;       /* Barrier's generation */
-    double timeout; /* Barrier's default timeout, < 0 none */
-    mgr_obj *next;  /* hash chain */
+    mgr_hold *holds; /* which processes hold refs (the rest: TCP
+                        clients, the server) */
+    size_t nholds, capholds;
+    bool nested;        /* proxies of this server's objects may be
+                           stored in its values */
+    unsigned char mark; /* the server's sweep: 1 reachable, 2 looked into */
+    long gen;           /* Barrier's generation */
+    double timeout;     /* Barrier's default timeout, < 0 none */
+    mgr_obj *next;      /* hash chain */
 };
 
 /* A method's answers: a value (stolen), or an exception value (stolen)
@@ -155,12 +168,32 @@ int mproc__mgr_create(mgr_client *cl, mproc_proxy **out, const char *typeid,
                       const mproc_obj *args, const mproc_obj *kwds, char *err,
                       size_t errcap);
 
+/* nested.c */
+/* The object of s a RebuildProxy value v names (its Token's ident and
+ * typeid), or NULL (v is no proxy, or one of another manager's). */
+mgr_obj *mproc__mgr_proxy_target(mgr_server *s, const mproc_obj *v);
+/* Finds the proxies of s's objects inside v: calls fn (when not NULL) on
+ * each object named and, when key is not NULL, puts 'authkey': key into
+ * the kwds of those proxies that carry none (v is changed in place: a
+ * request's value, owned by the server). Returns how many were found. */
+size_t mproc__mgr_proxies_in(mgr_server *s, const mproc_obj *v,
+                             const mproc_obj *key,
+                             void (*fn)(mgr_server *s, mgr_obj *o));
+/* fn on each object named by a proxy stored in o's values. */
+void mproc__mgr_obj_proxies(mgr_server *s, const mgr_obj *o,
+                            void (*fn)(mgr_server *s, mgr_obj *o));
+
 /* blocking.c */
 const mgr_type *mproc__mgr_blocking_type(const char *typeid);
 
 /* server.c */
 /* The client whose request is being served (a serial number > 0). */
 unsigned long mproc__mgr_caller(const mgr_server *s);
+/* The process of client serial (a local client), 0 when unknown (TCP, or
+ * this process). */
+pid_t mproc__mgr_client_pid(const mgr_server *s, unsigned long serial);
+/* The object named by a lowercase hex ident (a str), or NULL. */
+mgr_obj *mproc__mgr_lookup(mgr_server *s, const mproc_obj *ident);
 /* A new object of type t with refs 1 in s's table (NULL: no memory). */
 mgr_obj *mproc__mgr_new_obj(mgr_server *s, const mgr_type *t);
 

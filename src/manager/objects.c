@@ -97,6 +97,9 @@ void mproc__mgr_obj_clear(mgr_obj *o)
     free(o->slots);
     o->slots = NULL;
     o->nslots = o->capslots = 0;
+    free(o->holds);
+    o->holds = NULL;
+    o->nholds = o->capholds = 0;
 }
 
 mproc_obj *mproc__mgr_items_list(const mgr_obj *o)

@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 typedef struct client {
@@ -25,7 +27,19 @@ typedef struct client {
     bool channel;         /* after accept_connection */
     bool parked;          /* its call waits (a mgr_wait names it) */
     unsigned long serial; /* who it is, for locks and waits */
+    pid_t pid;            /* its process (a local client), else 0 */
+    mproc_obj *pin;       /* its last reply, while it carries proxies to objects
+                             here: they stay until the client's next request */
 } client;
+
+/* A client process: watched (a pidfd) while it has connections or holds
+ * references, so that the references go when it dies. */
+typedef struct mgr_peer {
+    pid_t pid;
+    int fd;     /* its pidfd: readable once it has exited */
+    long conns; /* its connections */
+    long holds; /* the objects it holds references on */
+} mgr_peer;
 
 /* A call that waits: its client, object, method, arguments and time. */
 typedef struct mgr_wait {
@@ -51,6 +65,8 @@ struct mgr_server {
     pthread_mutex_t mu;
     pthread_cond_t idle;
     int handshakes;
+    struct hs_job *jobs; /* those handshakes, cut short when stopping */
+    struct hs_job *done; /* their threads ending: to join */
     mproc_conn **ready;
     size_t nready, capready;
     int wake[2]; /* a pipe: a handshake finished */
@@ -58,11 +74,112 @@ struct mgr_server {
     unsigned long fuzz_ids; /* fuzzing: objects named 1, 2, ... (0: off) */
     unsigned long serials, caller;
     mgr_wait *waits; /* in arrival order */
+    mgr_peer *peers;
+    size_t npeers, cappeers;
+    mproc_obj *key;     /* the authkey stored proxies are given (NULL: none) */
+    bool nested;        /* a proxy to an object here was ever stored */
+    size_t nkept;       /* objects with no reference kept by stored proxies */
+    mproc_conn *closer; /* the client that asked for shutdown: answered once
+                           everything is gone */
 };
 
 unsigned long mproc__mgr_caller(const mgr_server *s)
 {
     return s->caller;
+}
+
+pid_t mproc__mgr_client_pid(const mgr_server *s, unsigned long serial)
+{
+    for (size_t i = 0; i < s->nclients; i++)
+        if (s->clients[i].serial == serial)
+            return s->clients[i].pid;
+    return 0;
+}
+
+/* ---- client processes and the references they hold ---------------------- */
+
+static mgr_peer *peer_of(mgr_server *s, pid_t pid)
+{
+    for (size_t i = 0; pid && i < s->npeers; i++)
+        if (s->peers[i].pid == pid)
+            return &s->peers[i];
+    return NULL;
+}
+
+/* The process at the other end of a local connection, watched from now
+ * on; 0 when unknown (TCP), this process, or it cannot be watched. */
+static pid_t peer_watch(mgr_server *s, int fd)
+{
+    struct ucred uc;
+    socklen_t len = sizeof uc;
+    if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) < 0 ||
+        uc.pid <= 0 || uc.pid == getpid())
+        return 0;
+    mgr_peer *p = peer_of(s, uc.pid);
+    if (!p) {
+        if (s->npeers == s->cappeers) {
+            size_t cap = s->cappeers ? s->cappeers * 2 : 16;
+            mgr_peer *np = realloc(s->peers, cap * sizeof *np);
+            if (!np)
+                return 0;
+            s->peers = np;
+            s->cappeers = cap;
+        }
+        int pfd = (int)syscall(SYS_pidfd_open, uc.pid, 0);
+        if (pfd < 0)
+            return 0;
+        p = &s->peers[s->npeers++];
+        *p = (mgr_peer){uc.pid, pfd, 0, 0};
+    }
+    p->conns++;
+    return uc.pid;
+}
+
+/* Process pid's count of references on o changes by d (refs unchanged). */
+static void hold_add(mgr_server *s, mgr_obj *o, pid_t pid, long d)
+{
+    mgr_peer *p = peer_of(s, pid);
+    if (!p)
+        return;
+    size_t i = 0;
+    while (i < o->nholds && o->holds[i].pid != pid)
+        i++;
+    if (i == o->nholds) {
+        if (d <= 0)
+            return;
+        if (o->nholds == o->capholds) {
+            size_t cap = o->capholds ? o->capholds * 2 : 2;
+            mgr_hold *h = realloc(o->holds, cap * sizeof *h);
+            if (!h)
+                return; /* untracked: kept until decref */
+            o->holds = h;
+            o->capholds = cap;
+        }
+        o->holds[o->nholds++] = (mgr_hold){pid, 0};
+        p->holds++;
+    }
+    o->holds[i].n += d;
+    if (o->holds[i].n <= 0) {
+        o->holds[i] = o->holds[--o->nholds];
+        p->holds--;
+    }
+}
+
+/* A reference dropped by the caller's process: its own count, else (a
+ * reference handed from one process to another) the oldest holder's, so
+ * that no death gives back more than the object has. */
+static void hold_drop(mgr_server *s, mgr_obj *o, pid_t pid)
+{
+    long sum = 0;
+    for (size_t i = 0; i < o->nholds; i++) {
+        if (o->holds[i].pid == pid) {
+            hold_add(s, o, pid, -1);
+            return;
+        }
+        sum += o->holds[i].n;
+    }
+    if (o->nholds && sum > o->refs)
+        hold_add(s, o, o->holds[0].pid, -1);
 }
 
 static void wait_free(mgr_wait *w)
@@ -83,6 +200,7 @@ static client *client_of(mgr_server *s, unsigned long serial)
 }
 
 static int send_result(mgr_server *s, mproc_conn *c, mgr_reply *r);
+static void pin_reply(mgr_server *s, client *cl, const mgr_reply *r);
 
 /* Answers a waiting call with r and lets its client go on. */
 static void wait_answer(mgr_server *s, mgr_wait *w, mgr_reply *r)
@@ -90,6 +208,7 @@ static void wait_answer(mgr_server *s, mgr_wait *w, mgr_reply *r)
     client *cl = client_of(s, w->client);
     if (cl) {
         cl->parked = false;
+        pin_reply(s, cl, r);
         send_result(s, cl->c, r);
     } else {
         mproc_obj_unref(r->value);
@@ -138,6 +257,7 @@ mgr_obj *mproc__mgr_new_obj(mgr_server *s, const mgr_type *t)
     o->next = s->buckets[k];
     s->buckets[k] = o;
     s->nobjs++;
+    hold_add(s, o, mproc__mgr_client_pid(s, s->caller), 1);
     return o;
 }
 
@@ -171,6 +291,11 @@ static mgr_obj *lookup(mgr_server *s, const mproc_obj *ident)
     return NULL;
 }
 
+mgr_obj *mproc__mgr_lookup(mgr_server *s, const mproc_obj *ident)
+{
+    return lookup(s, ident);
+}
+
 static mproc_obj *traceback(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
 
@@ -195,8 +320,78 @@ static void drop_obj(mgr_server *s, mgr_obj *o)
         p = &(*p)->next;
     *p = o->next;
     s->nobjs--;
+    while (o->nholds)
+        hold_add(s, o, o->holds[0].pid, -o->holds[0].n);
     mproc__mgr_obj_clear(o);
     free(o);
+}
+
+static void mark(mgr_server *s, mgr_obj *o)
+{
+    (void)s;
+    if (!o->mark)
+        o->mark = 1;
+}
+
+/* Once proxies are stored in objects, an object with no reference left
+ * lives on while a stored proxy names it (from an object that lives) or
+ * a client's last reply carried one: frees the others. */
+static void sweep(mgr_server *s)
+{
+    for (size_t b = 0; b < s->nbuckets; b++)
+        for (mgr_obj *o = s->buckets[b]; o; o = o->next)
+            o->mark = o->refs > 0;
+    for (size_t i = 0; i < s->nclients; i++)
+        if (s->clients[i].pin)
+            mproc__mgr_proxies_in(s, s->clients[i].pin, NULL, mark);
+    for (bool more = true; more;) {
+        more = false;
+        for (size_t b = 0; b < s->nbuckets; b++)
+            for (mgr_obj *o = s->buckets[b]; o; o = o->next)
+                if (o->mark == 1 && o->nested) {
+                    o->mark = 2;
+                    mproc__mgr_obj_proxies(s, o, mark);
+                    more = true;
+                }
+    }
+    s->nkept = 0;
+    for (size_t b = 0; b < s->nbuckets; b++)
+        for (mgr_obj *o = s->buckets[b], *next; o; o = next) {
+            next = o->next;
+            if (!o->mark)
+                drop_obj(s, o);
+            else if (o->refs <= 0)
+                s->nkept++;
+        }
+}
+
+/* o has no reference left: freed, unless a stored proxy names it. */
+static void unreferenced(mgr_server *s, mgr_obj *o)
+{
+    if (s->nested)
+        sweep(s);
+    else
+        drop_obj(s, o);
+}
+
+/* The caller's reply r carries proxies: they stay until its next request. */
+static void pin_reply(mgr_server *s, client *cl, const mgr_reply *r)
+{
+    if (!s->nested || !cl || r->kind != MGR_RETURN || !r->value ||
+        !mproc__mgr_proxies_in(s, r->value, NULL, NULL))
+        return;
+    mproc_obj_unref(cl->pin);
+    cl->pin = mproc_obj_ref(r->value);
+}
+
+static void unpin(mgr_server *s, client *cl)
+{
+    if (!cl->pin)
+        return;
+    mproc_obj_unref(cl->pin);
+    cl->pin = NULL;
+    if (s->nkept)
+        sweep(s);
 }
 
 static mproc_obj *ident_of(const mgr_obj *o)
@@ -304,6 +499,10 @@ static int create(mgr_server *s, const mproc_obj *args, const mproc_obj *kwds,
         mproc_obj_tuple_set(rest, i - 1,
                             mproc_obj_ref(mproc_obj_item(args, i)));
     mgr_obj *o = mproc__mgr_new_obj(s, t);
+    if (o && mproc__mgr_proxies_in(s, rest, s->key, NULL) +
+                     mproc__mgr_proxies_in(s, kwds, s->key, NULL) >
+                 0)
+        o->nested = s->nested = true;
     int rc = o ? t->init(o, rest, kwds, r) : -ENOMEM;
     mproc_obj_unref(rest);
     if (rc != 0) {
@@ -398,10 +597,16 @@ static int top_level(mgr_server *s, const char *f, const mproc_obj *args,
             r->value = mproc__mgr_exposed(o->type);
             return r->value ? 0 : -ENOMEM;
         }
-        if (inc)
+        pid_t pid = mproc__mgr_client_pid(s, s->caller);
+        if (inc) {
             o->refs++;
-        else if (--o->refs <= 0)
-            drop_obj(s, o);
+            hold_add(s, o, pid, 1);
+        } else {
+            o->refs--;
+            hold_drop(s, o, pid);
+            if (o->refs <= 0)
+                unreferenced(s, o);
+        }
         r->value = mproc_obj_none();
         return 0;
     }
@@ -434,13 +639,24 @@ static int method(mgr_server *s, const mproc_obj *ident, const char *name,
         return r->value ? 0 : -ENOMEM;
     }
     if (exposed(o->type, name)) {
+        if (mproc__mgr_proxies_in(s, args, s->key, NULL) +
+                mproc__mgr_proxies_in(s, kwds, s->key, NULL) >
+            0)
+            o->nested = s->nested = true;
         int rc = o->type->call(s, o, name, args, kwds, r);
+        if (rc == 0 && o->nested && r->kind != MGR_PARK) {
+            /* it may have let proxies go */
+            pin_reply(s, client_of(s, s->caller), r);
+            if (s->nkept)
+                sweep(s);
+        }
         if (rc != -ENOENT)
             return rc;
     }
     r->kind = MGR_RETURN;
     if (strcmp(name, "#GETVALUE") == 0) {
         r->value = o->type->value(o);
+        pin_reply(s, client_of(s, s->caller), r);
         return r->value ? 0 : -ENOMEM;
     }
     if (strcmp(name, "__repr__") == 0 || strcmp(name, "__str__") == 0) {
@@ -465,7 +681,11 @@ static int method(mgr_server *s, const mproc_obj *ident, const char *name,
 static void drop_client(mgr_server *s, size_t i)
 {
     unsigned long serial = s->clients[i].serial;
+    mgr_peer *p = peer_of(s, s->clients[i].pid);
+    if (p)
+        p->conns--;
     mproc_conn_free(s->clients[i].c);
+    mproc_obj *pin = s->clients[i].pin;
     s->clients[i] = s->clients[--s->nclients];
     for (mgr_wait **wp = &s->waits; *wp;) { /* its waiting call ends */
         mgr_wait *w = *wp;
@@ -480,6 +700,11 @@ static void drop_client(mgr_server *s, size_t i)
         for (mgr_obj *o = s->buckets[b]; o; o = o->next)
             if (o->type->drop_client)
                 o->type->drop_client(o, serial);
+    if (pin) {
+        mproc_obj_unref(pin);
+        if (s->nkept)
+            sweep(s);
+    }
 }
 
 /* Calls waiting calls again, oldest first, after something changed, and
@@ -525,6 +750,41 @@ static int wake_waiters(mgr_server *s)
     return ms > 60000 ? 60000 : (int)ms;
 }
 
+/* Process peers[k] died: the references it held go (objects only it
+ * referenced are freed), and it is watched no more. */
+static void peer_died(mgr_server *s, size_t k)
+{
+    pid_t pid = s->peers[k].pid;
+    for (size_t b = 0; b < s->nbuckets; b++)
+        for (mgr_obj *o = s->buckets[b]; o; o = o->next)
+            for (size_t i = 0; i < o->nholds; i++)
+                if (o->holds[i].pid == pid) {
+                    o->refs -= o->holds[i].n;
+                    hold_add(s, o, pid, -o->holds[i].n);
+                    break;
+                }
+    if (s->nested)
+        sweep(s);
+    for (size_t b = 0; !s->nested && b < s->nbuckets; b++)
+        for (mgr_obj *o = s->buckets[b], *next; o; o = next) {
+            next = o->next;
+            if (o->refs <= 0)
+                drop_obj(s, o);
+        }
+    s->peers[k].conns = s->peers[k].holds = 0;
+}
+
+/* Stops watching processes with no connection and no reference (and
+ * those that died). */
+static void peers_tidy(mgr_server *s)
+{
+    for (size_t k = s->npeers; k-- > 0;)
+        if (s->peers[k].conns <= 0 && s->peers[k].holds <= 0) {
+            close(s->peers[k].fd);
+            s->peers[k] = s->peers[--s->npeers];
+        }
+}
+
 static int add_client(mgr_server *s, mproc_conn *c)
 {
     if (s->nclients == s->capclients) {
@@ -539,7 +799,9 @@ static int add_client(mgr_server *s, mproc_conn *c)
     }
     /* a client that stops reading its replies is dropped, not waited for */
     mproc_conn_set_send_timeout(c, 5.0);
-    s->clients[s->nclients++] = (client){c, false, false, ++s->serials};
+    s->clients[s->nclients++] = (client){
+        c,   false, false, ++s->serials, peer_watch(s, mproc_conn_fileno(c)),
+        NULL};
     return 0;
 }
 
@@ -555,6 +817,7 @@ static int serve_one(mgr_server *s, size_t i)
         return 0; /* part of a message: the rest comes later */
     if (rc < 0)
         return 1;
+    unpin(s, cl); /* it has taken its references (incref) by now */
     mproc_obj *req = NULL;
     char err[200];
     rc = mproc_pickle_loads(buf, len, NULL, &req, err, sizeof err);
@@ -585,9 +848,12 @@ static int serve_one(mgr_server *s, size_t i)
             cl->channel = true;
             verdict = 0;
             r.value = mproc_obj_none();
-        } else if (rc == 2) {
-            send_reply(cl->c, "#RETURN", mproc_obj_none());
-            verdict = 2;
+        } else if (rc == 2) { /* answered once everything is gone */
+            s->closer = cl->c;
+            cl->c = NULL;
+            mproc_obj_unref(r.value);
+            mproc_obj_unref(req);
+            return 2;
         }
     } else if (method(s, mproc_obj_item(req, 0), name, args, kwds, &r) < 0) {
         mproc_obj_unref(r.value); /* answered as a MemoryError below */
@@ -630,6 +896,8 @@ static int serve_one(mgr_server *s, size_t i)
 typedef struct hs_job {
     mgr_server *s;
     mproc_conn *c;
+    struct hs_job *next;
+    pthread_t tid;
 } hs_job;
 
 static void *handshake(void *arg)
@@ -638,6 +906,10 @@ static void *handshake(void *arg)
     mgr_server *s = j->s;
     int rc = mproc_listener_authenticate(s->l, j->c, s->hs_timeout);
     pthread_mutex_lock(&s->mu);
+    hs_job **jp = &s->jobs;
+    while (*jp != j)
+        jp = &(*jp)->next;
+    *jp = j->next;
     if (rc == 0) {
         if (s->nready == s->capready) {
             size_t cap = s->capready ? s->capready * 2 : 16;
@@ -651,14 +923,32 @@ static void *handshake(void *arg)
             s->ready[s->nready++] = j->c;
         else
             mproc_conn_free(j->c);
-        ssize_t w = write(s->wake[1], "x", 1);
-        (void)w;
     }
+    j->next = s->done; /* joined by the loop (or server_free) */
+    s->done = j;
+    ssize_t w = write(s->wake[1], "x", 1);
+    (void)w;
     if (--s->handshakes == 0)
         pthread_cond_broadcast(&s->idle);
     pthread_mutex_unlock(&s->mu);
-    free(j);
     return NULL;
+}
+
+/* Joins the handshake threads that ended, so that none outlives the
+ * server (a thread still exiting when the process ends leaks its
+ * thread-local state). */
+static void reap_done(mgr_server *s)
+{
+    pthread_mutex_lock(&s->mu);
+    hs_job *j = s->done;
+    s->done = NULL;
+    pthread_mutex_unlock(&s->mu);
+    while (j) {
+        hs_job *next = j->next;
+        pthread_join(j->tid, NULL);
+        free(j);
+        j = next;
+    }
 }
 
 static void accept_new(mgr_server *s)
@@ -669,17 +959,17 @@ static void accept_new(mgr_server *s)
             return;
         hs_job *j = malloc(sizeof *j);
         pthread_attr_t at;
-        pthread_t t;
         bool ok = j && pthread_attr_init(&at) == 0;
         if (ok) {
-            pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
             pthread_attr_setstacksize(&at, 128 * 1024);
-            *j = (hs_job){s, c};
             pthread_mutex_lock(&s->mu);
+            *j = (hs_job){s, c, s->jobs, 0};
+            s->jobs = j;
             s->handshakes++;
             pthread_mutex_unlock(&s->mu);
-            if (pthread_create(&t, &at, handshake, j) != 0) {
+            if (pthread_create(&j->tid, &at, handshake, j) != 0) {
                 pthread_mutex_lock(&s->mu);
+                s->jobs = j->next; /* still first: the loop is this thread */
                 s->handshakes--;
                 pthread_mutex_unlock(&s->mu);
                 ok = false;
@@ -707,6 +997,7 @@ static void take_ready(mgr_server *s)
     for (size_t i = 0; i < n; i++)
         add_client(s, r[i]);
     free(r);
+    reap_done(s);
 }
 
 /* ---- the address a Token carries ---------------------------------------- */
@@ -751,7 +1042,11 @@ static bool is_tcp(const char *a)
 
 static void server_free(mgr_server *s)
 {
+    s->nested = false; /* everything goes: no more sweeps */
+    s->nkept = 0;
     pthread_mutex_lock(&s->mu);
+    for (hs_job *j = s->jobs; j; j = j->next) /* cut short, not waited for */
+        shutdown(mproc_conn_fileno(j->c), SHUT_RDWR);
     while (s->handshakes > 0)
         pthread_cond_wait(&s->idle, &s->mu);
     pthread_mutex_unlock(&s->mu);
@@ -772,8 +1067,12 @@ static void server_free(mgr_server *s)
         }
     }
     free(s->buckets);
+    for (size_t k = 0; k < s->npeers; k++)
+        close(s->peers[k].fd);
+    free(s->peers);
     mproc_listener_free(s->l);
     mproc_obj_unref(s->address);
+    mproc_obj_unref(s->key);
     if (s->wake[0] >= 0) {
         close(s->wake[0]);
         close(s->wake[1]);
@@ -800,6 +1099,15 @@ int mproc__mgr_run(const mgr_config *cfg,
         listening(ctx, -EPERM, NULL);
         return -EPERM;
     }
+    if (co.auth == MPROC_AUTH_KEY) {
+        s.key = mproc_obj_bytes(co.authkey, co.authkey_len);
+    } else if (co.auth == MPROC_AUTH_PROCESS) {
+        unsigned char k[256];
+        int kn = mproc_authkey(k, sizeof k);
+        if (kn > 0)
+            s.key = mproc_obj_bytes(k, (size_t)kn < sizeof k ? (size_t)kn
+                                                             : sizeof k);
+    }
     if (pipe2(s.wake, O_CLOEXEC | O_NONBLOCK) < 0) {
         int e = -errno;
         listening(ctx, e, NULL);
@@ -822,7 +1130,7 @@ int mproc__mgr_run(const mgr_config *cfg,
     size_t cap = 0;
     int wait_ms = -1;
     while (!s.stopping && !(stop && __atomic_load_n(stop, __ATOMIC_ACQUIRE))) {
-        size_t fixed = 4, n = fixed + s.nclients;
+        size_t fixed = 4, n = fixed + s.nclients + s.npeers;
         if (n > cap || !pf) {
             size_t want = n < 64 ? 128 : n * 2;
             struct pollfd *p = realloc(pf, want * sizeof *p);
@@ -842,10 +1150,15 @@ int mproc__mgr_run(const mgr_config *cfg,
                 (struct pollfd){mproc_conn_fileno(s.clients[i].c),
                                 s.clients[i].parked ? POLLRDHUP : POLLIN, 0};
         size_t nc = s.nclients;
+        for (size_t k = 0; k < s.npeers; k++)
+            pf[fixed + nc + k] = (struct pollfd){s.peers[k].fd, POLLIN, 0};
         if (poll(pf, n, wait_ms) < 0)
             continue;
         if (pf[2].revents || pf[3].revents)
             break;
+        for (size_t k = 0; k < n - fixed - nc; k++)
+            if (pf[fixed + nc + k].revents)
+                peer_died(&s, k);
         /* clients first, from the end so that dropping one (the last moves
          * into its slot) leaves the ones still to visit in place */
         for (size_t i = nc; i-- > 0;) {
@@ -858,6 +1171,7 @@ int mproc__mgr_run(const mgr_config *cfg,
                 s.stopping = true;
         }
         wait_ms = wake_waiters(&s);
+        peers_tidy(&s);
         if (pf[1].revents)
             take_ready(&s);
         if (pf[0].revents)
@@ -866,6 +1180,10 @@ int mproc__mgr_run(const mgr_config *cfg,
     free(pf);
     mproc_listener_close(s.l); /* no new clients while the rest goes */
     server_free(&s);
+    if (s.closer) { /* a client's shutdown: answered when all is gone */
+        send_reply(s.closer, "#RETURN", mproc_obj_none());
+        mproc_conn_free(s.closer);
+    }
     return 0;
 }
 
@@ -907,7 +1225,10 @@ int mproc__mgr_fuzz(const uint8_t *data, size_t n)
         if (mproc_conn_send_bytes(peer, data + pos, len) < 0)
             break;
         pos += len;
-        if (serve_one(&s, 0) == 1) {
+        int v = serve_one(&s, 0);
+        if (v == 2)
+            s.stopping = true;
+        if (v == 1) {
             drop_client(&s, 0);
             mproc_conn_free(peer);
             peer = NULL;
@@ -923,5 +1244,6 @@ int mproc__mgr_fuzz(const uint8_t *data, size_t n)
     }
     mproc_conn_free(peer);
     server_free(&s);
+    mproc_conn_free(s.closer);
     return 0;
 }

@@ -5,8 +5,10 @@ Usage: manager_peer.py ADDRESS KEYHEX SCENARIO
 ADDRESS is mproc's form: "host:port", "[v6]:port", "@abstract" or a path.
 Scenarios:
   types     SyncManager.connect, then every type the server has, with
-            the values and exceptions a user relies on; exit 0 when all
-            hold (an AssertionError exits 1 and says what differed)
+            the values and exceptions a user relies on, and proxies
+            stored in objects (nested) with KEYHEX as the authkey; exit 0
+            when all hold (an AssertionError exits 1 and says what
+            differed)
   registered BaseManager with registered type ids (dict, list)
   blocking  Queue, JoinableQueue, Lock, RLock, Semaphore, BoundedSemaphore,
             Event, Condition, Barrier: values, timeouts, exceptions, and a
@@ -152,7 +154,36 @@ def types(addr, key):
     raises(OverflowError, a.__setitem__, 0, 2 ** 40)
     fa = m.Array('d', [0.5, 1.5])
     check(list(fa._getvalue()), [0.5, 1.5])
+    nested(m)
     print('ok')
+
+
+def nested(m):
+    """Proxies stored in objects, with the manager's own key (CPython's
+    server fails here: its proxies come back without the key)."""
+    before = m._number_of_objects()
+    outer = m.list()
+    inner = m.dict({'a': 1})
+    outer.append(inner)
+    got = outer[0]
+    check(got['a'], 1)
+    got['b'] = 2
+    check(inner.copy(), {'a': 1, 'b': 2})
+    del got, inner    # no client holds the dict now: stored, it stays
+    check(m._number_of_objects(), before + 2)
+    check(outer[0]['b'], 2)
+    outer.pop()
+    check(len(outer), 0)
+    check(m._number_of_objects(), before + 1)
+    lst = m.list([m.dict(x=1)])
+    check(lst[0]['x'], 1)
+    ns = m.Namespace()
+    ns.d = m.dict(y=2)
+    check(ns.d['y'], 2)
+    del lst, ns
+    check(m._number_of_objects(), before + 1)
+    del outer
+    check(m._number_of_objects(), before)
 
 
 def registered(addr, key):
