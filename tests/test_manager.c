@@ -1275,6 +1275,32 @@ static void test_dead_client_gives_back(void)
     CHECK_OK(mproc_proxy_getitem(keep, k, &got));
     check_repr(got, "7");
     mproc_obj_unref(got);
+    /* one that holds no connection when it dies: found all the same */
+    CHECK_EQ(pipe(ready), 0);
+    fflush(NULL);
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        close(ready[0]);
+        mproc_obj_unref(
+            create(addr, mproc_obj_tuple_of(1, mproc_obj_str_c("dict"))));
+        if (write(ready[1], "x", 1) != 1)
+            mproc_test_exit(1);
+        for (;;)
+            pause();
+    }
+    close(ready[1]);
+    pf = (struct pollfd){ready[0], POLLIN, 0};
+    CHECK_EQ(poll(&pf, 1, 20000), 1);
+    CHECK_EQ(read(ready[0], &x, 1), 1);
+    close(ready[0]);
+    CHECK_EQ(objects(addr), 5);
+    kill(pid, SIGKILL);
+    CHECK_EQ(waitpid(pid, &st, 0), pid);
+    t0 = mproc_test_now();
+    while (objects(addr) != 4 && mproc_test_now() - t0 < 10)
+        usleep(5000);
+    CHECK_EQ(objects(addr), 4);
     CHECK_EQ(callm(c, "release", NULL, NULL), 0);
     CHECK_EQ(callm(sem, "release", NULL, NULL), 0);
     mproc_obj_unref(k);

@@ -33,12 +33,15 @@ typedef struct client {
 } client;
 
 /* A client process: watched (a pidfd) while it has connections or holds
- * references, so that the references go when it dies. */
+ * references, so that the references go when it dies. Its pidfd is looked
+ * at when one of its connections closes, and every second (not polled
+ * with the connections: that would double the loop's poll set). */
 typedef struct mgr_peer {
     pid_t pid;
     int fd;     /* its pidfd: readable once it has exited */
     long conns; /* its connections */
     long holds; /* the objects it holds references on */
+    bool dead;  /* found to have exited */
 } mgr_peer;
 
 /* A call that waits: its client, object, method, arguments and time. */
@@ -76,6 +79,8 @@ struct mgr_server {
     mgr_wait *waits; /* in arrival order */
     mgr_peer *peers;
     size_t npeers, cappeers;
+    bool peers_due;     /* a peer was found dead */
+    double peers_at;    /* when to look at every peer next */
     mproc_obj *key;     /* the authkey stored proxies are given (NULL: none) */
     bool nested;        /* a proxy to an object here was ever stored */
     size_t nkept;       /* objects with no reference kept by stored proxies */
@@ -129,7 +134,7 @@ static pid_t peer_watch(mgr_server *s, int fd)
         if (pfd < 0)
             return 0;
         p = &s->peers[s->npeers++];
-        *p = (mgr_peer){uc.pid, pfd, 0, 0};
+        *p = (mgr_peer){uc.pid, pfd, 0, 0, false};
     }
     p->conns++;
     return uc.pid;
@@ -682,8 +687,14 @@ static void drop_client(mgr_server *s, size_t i)
 {
     unsigned long serial = s->clients[i].serial;
     mgr_peer *p = peer_of(s, s->clients[i].pid);
-    if (p)
+    if (p) {
         p->conns--;
+        struct pollfd pf = {p->fd, POLLIN, 0};
+        if (poll(&pf, 1, 0) == 1) { /* its process is gone */
+            p->dead = true;
+            s->peers_due = true;
+        }
+    }
     mproc_conn_free(s->clients[i].c);
     mproc_obj *pin = s->clients[i].pin;
     s->clients[i] = s->clients[--s->nclients];
@@ -772,6 +783,23 @@ static void peer_died(mgr_server *s, size_t k)
                 drop_obj(s, o);
         }
     s->peers[k].conns = s->peers[k].holds = 0;
+}
+
+/* Handles the processes found dead, and every second looks at all. */
+static void check_peers(mgr_server *s)
+{
+    double now = mproc_monotonic();
+    bool all = now >= s->peers_at;
+    if (!s->npeers || (!s->peers_due && !all))
+        return;
+    if (all)
+        s->peers_at = now + 1.0;
+    s->peers_due = false;
+    for (size_t k = 0; k < s->npeers; k++) {
+        struct pollfd pf = {s->peers[k].fd, POLLIN, 0};
+        if (s->peers[k].dead || (all && poll(&pf, 1, 0) == 1))
+            peer_died(s, k);
+    }
 }
 
 /* Stops watching processes with no connection and no reference (and
@@ -1130,7 +1158,7 @@ int mproc__mgr_run(const mgr_config *cfg,
     size_t cap = 0;
     int wait_ms = -1;
     while (!s.stopping && !(stop && __atomic_load_n(stop, __ATOMIC_ACQUIRE))) {
-        size_t fixed = 4, n = fixed + s.nclients + s.npeers;
+        size_t fixed = 4, n = fixed + s.nclients;
         if (n > cap || !pf) {
             size_t want = n < 64 ? 128 : n * 2;
             struct pollfd *p = realloc(pf, want * sizeof *p);
@@ -1150,15 +1178,10 @@ int mproc__mgr_run(const mgr_config *cfg,
                 (struct pollfd){mproc_conn_fileno(s.clients[i].c),
                                 s.clients[i].parked ? POLLRDHUP : POLLIN, 0};
         size_t nc = s.nclients;
-        for (size_t k = 0; k < s.npeers; k++)
-            pf[fixed + nc + k] = (struct pollfd){s.peers[k].fd, POLLIN, 0};
         if (poll(pf, n, wait_ms) < 0)
             continue;
         if (pf[2].revents || pf[3].revents)
             break;
-        for (size_t k = 0; k < n - fixed - nc; k++)
-            if (pf[fixed + nc + k].revents)
-                peer_died(&s, k);
         /* clients first, from the end so that dropping one (the last moves
          * into its slot) leaves the ones still to visit in place */
         for (size_t i = nc; i-- > 0;) {
@@ -1171,7 +1194,10 @@ int mproc__mgr_run(const mgr_config *cfg,
                 s.stopping = true;
         }
         wait_ms = wake_waiters(&s);
+        check_peers(&s);
         peers_tidy(&s);
+        if (s.npeers && (wait_ms < 0 || wait_ms > 1000))
+            wait_ms = 1000; /* to look at the peers again */
         if (pf[1].revents)
             take_ready(&s);
         if (pf[0].revents)
