@@ -9,7 +9,10 @@
  * type; failures: a wrong key refused fast while others are served, a
  * client stalled in its handshake or mid-request delaying no one, a
  * client killed mid-request, hostile and oversize requests, TCP without
- * a key refused, a server killed under its clients.
+ * a key refused, a server killed under its clients. The C client's typed
+ * helpers against mproc's server and CPython's; types registered from C
+ * used by C and CPython clients, and the C client against CPython's
+ * BaseManager with the same types in Python.
  */
 #include "harness.h"
 
@@ -533,6 +536,169 @@ static void test_bad_arguments(void)
     mproc_manager_free(NULL);
 }
 
+/* ---- types registered from C ---------------------------------------------
+ */
+
+/* A Counter as tests/py/manager_peer.py's Python one: Counter(start=0),
+ * increment(n=1), get, fail(msg) raising ValueError(msg), boom failing
+ * with -EIO, child and as_dict answering proxies (a Counter, a dict). */
+typedef struct counter {
+    int64_t value;
+} counter;
+
+static long counter_frees; /* atomic: frees run in the serving thread */
+
+static int counter_create(const mproc_obj *args, const mproc_obj *kwds,
+                          void **self, mproc_obj **exc)
+{
+    const mproc_obj *a = mproc_obj_len(args)
+                             ? mproc_obj_item(args, 0)
+                             : mproc_obj_dict_get_str(kwds, "start");
+    int64_t start = 0;
+    if (a && mproc_obj_int_value(a, &start) < 0) {
+        *exc = mproc_obj_reduce(
+            "builtins", "TypeError",
+            mproc_obj_tuple_of(1, mproc_obj_str_c("start must be an int")),
+            NULL, false);
+        return MPROC_EREMOTE;
+    }
+    if (start < 0) {
+        *exc = mproc_obj_reduce(
+            "builtins", "ValueError",
+            mproc_obj_tuple_of(1, mproc_obj_str_c("start must be >= 0")), NULL,
+            false);
+        return MPROC_EREMOTE;
+    }
+    counter *c = malloc(sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    c->value = start;
+    *self = c;
+    return 0;
+}
+
+static void counter_free(void *self)
+{
+    __atomic_add_fetch(&counter_frees, 1, __ATOMIC_RELAXED);
+    free(self);
+}
+
+static int counter_increment(void *self, const mproc_obj *args,
+                             const mproc_obj *kwds, mproc_obj **result)
+{
+    (void)kwds;
+    counter *c = self;
+    int64_t n = 1;
+    if (mproc_obj_len(args) &&
+        mproc_obj_int_value(mproc_obj_item(args, 0), &n) < 0)
+        return MPROC_ETYPE;
+    c->value += n;
+    *result = mproc_obj_int(c->value);
+    return 0;
+}
+
+static int counter_get(void *self, const mproc_obj *args, const mproc_obj *kwds,
+                       mproc_obj **result)
+{
+    (void)args, (void)kwds;
+    *result = mproc_obj_int(((counter *)self)->value);
+    return 0;
+}
+
+static int counter_fail(void *self, const mproc_obj *args,
+                        const mproc_obj *kwds, mproc_obj **result)
+{
+    (void)self, (void)kwds;
+    *result = mproc_obj_reduce(
+        "builtins", "ValueError",
+        mproc_obj_tuple_of(1, mproc_obj_ref(mproc_obj_item(args, 0))), NULL,
+        false);
+    return MPROC_EREMOTE;
+}
+
+static int counter_boom(void *self, const mproc_obj *args,
+                        const mproc_obj *kwds, mproc_obj **result)
+{
+    (void)self, (void)kwds, (void)result;
+    if (mproc_obj_len(args)) { /* raising a value that is no exception */
+        *result = mproc_obj_int(1);
+        return MPROC_EREMOTE;
+    }
+    return -EIO;
+}
+
+static int counter_as_dict(void *self, const mproc_obj *args,
+                           const mproc_obj *kwds, mproc_obj **result)
+{
+    (void)args, (void)kwds;
+    mproc_obj *d = mproc_obj_dict_new();
+    if (!d || mproc_obj_dict_set(d, mproc_obj_str_c("value"),
+                                 mproc_obj_int(((counter *)self)->value)) < 0) {
+        mproc_obj_unref(d);
+        return -ENOMEM;
+    }
+    *result = d;
+    return 0;
+}
+
+static int counter_repr(void *self, const mproc_obj *args,
+                        const mproc_obj *kwds, mproc_obj **result)
+{
+    (void)args, (void)kwds;
+    char buf[64];
+    snprintf(buf, sizeof buf, "Counter(%lld)",
+             (long long)((counter *)self)->value);
+    *result = mproc_obj_str_c(buf);
+    return 0;
+}
+
+static const mproc_manager_method counter_methods[] = {
+    {"increment", counter_increment, NULL},
+    {"get", counter_get, NULL},
+    {"fail", counter_fail, NULL},
+    {"boom", counter_boom, NULL},
+    {"child", counter_get, "Counter"},
+    {"as_dict", counter_as_dict, "dict"},
+    {"_hidden", counter_get, NULL},
+    {"__repr__", counter_repr, NULL},
+    {NULL, NULL, NULL}};
+
+static const mproc_manager_type counter_type = {
+    "Counter", counter_create, counter_free, counter_methods, NULL};
+
+static int tagged_get(void *self, const mproc_obj *args, const mproc_obj *kwds,
+                      mproc_obj **result)
+{
+    (void)self, (void)args, (void)kwds;
+    *result = mproc_obj_str_c("tag");
+    return 0;
+}
+
+static const mproc_manager_method tagged_methods[] = {
+    {"get", tagged_get, NULL},
+    {"secret", tagged_get, NULL},
+    {NULL, NULL, NULL}};
+static const char *const tagged_exposed[] = {"get", NULL};
+static const mproc_manager_type tagged_type = {"Tagged", NULL, NULL,
+                                               tagged_methods, tagged_exposed};
+
+static const mproc_manager_type *const custom_types[] = {&counter_type,
+                                                         &tagged_type};
+
+/* What a C client does with them, and with every type's typed helpers
+ * (below). */
+static void custom_ops(mproc_manager *m);
+static void typed_ops(mproc_manager *m);
+static void typed_cond_barrier(mproc_manager *m);
+
+static mproc_manager_opts custom_opts(void)
+{
+    mproc_manager_opts o = key_opts();
+    o.types = custom_types;
+    o.ntypes = 2;
+    return o;
+}
+
 /* ---- CPython clients ---------------------------------------------------- */
 
 static const char *versions[] = {"3.6",  "3.7",  "3.8",  "3.9",
@@ -590,7 +756,7 @@ static void test_cpython_clients(void)
             continue;
         ran++;
         mproc_manager *mg;
-        mproc_manager_opts o = key_opts();
+        mproc_manager_opts o = custom_opts(); /* with types from C */
         /* alternately a child on TCP and a thread on an abstract name */
         if (v % 2)
             CHECK_OK(mproc_manager_start(&mg, "127.0.0.1:0", &o));
@@ -600,6 +766,7 @@ static void test_cpython_clients(void)
         CHECK_EQ(run_py(python, addr, key_hex, "types"), 0);
         CHECK_EQ(run_py(python, addr, key_hex, "registered"), 0);
         CHECK_EQ(run_py(python, addr, key_hex, "blocking"), 0);
+        CHECK_EQ(run_py(python, addr, key_hex, "custom"), 0);
         CHECK_EQ(run_py(python, addr, "77726f6e67", "wrongkey"), 0);
         /* every proxy released at the client's exit */
         double t0 = mproc_test_now();
@@ -776,6 +943,39 @@ static void test_c_client_mproc_server(void)
     CHECK(mproc_manager_connect(&cl, "@mproc-nobody-here", &co) < 0);
 }
 
+/* Starts manager_peer.py's CPython server ("serve"): its pid, its address
+ * into addr. */
+static pid_t start_py_server(const char *python, char *addr, size_t cap)
+{
+    int p[2];
+    CHECK_OK(pipe2(p, O_CLOEXEC));
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        dup2(p[1], 1);
+        const char *argv[] = {
+            python,        mproc_test_py_script("manager_peer.py"),
+            "127.0.0.1:0", key_hex,
+            "serve",       NULL};
+        execv(python, (char *const *)argv);
+        mproc_test_exit(127);
+    }
+    close(p[1]);
+    size_t n = 0;
+    while (n + 1 < cap) {
+        struct pollfd pf = {.fd = p[0], .events = POLLIN};
+        CHECK(poll(&pf, 1, 30000) == 1);
+        CHECK(read(p[0], addr + n, 1) == 1);
+        if (addr[n] == '\n')
+            break;
+        n++;
+    }
+    addr[n] = 0;
+    close(p[0]);
+    return pid;
+}
+
 static void test_c_client_cpython_server(void)
 {
     static const char *const vs[] = {"3.6", "3.11", "3.13"};
@@ -785,38 +985,16 @@ static void test_c_client_cpython_server(void)
         if (!python)
             continue;
         ran++;
-        int p[2];
-        CHECK_OK(pipe2(p, O_CLOEXEC));
-        fflush(NULL);
-        pid_t pid = fork();
-        CHECK(pid >= 0);
-        if (pid == 0) {
-            dup2(p[1], 1);
-            const char *argv[] = {
-                python,        mproc_test_py_script("manager_peer.py"),
-                "127.0.0.1:0", key_hex,
-                "serve",       NULL};
-            execv(python, (char *const *)argv);
-            mproc_test_exit(127);
-        }
-        close(p[1]);
         char addr[128];
-        size_t n = 0;
-        while (n + 1 < sizeof addr) {
-            struct pollfd pf = {.fd = p[0], .events = POLLIN};
-            CHECK(poll(&pf, 1, 30000) == 1);
-            CHECK(read(p[0], addr + n, 1) == 1);
-            if (addr[n] == '\n')
-                break;
-            n++;
-        }
-        addr[n] = 0;
-        close(p[0]);
+        pid_t pid = start_py_server(python, addr, sizeof addr);
         mproc_manager *cl;
         mproc_conn_opts co = {
             .auth = MPROC_AUTH_KEY, .authkey = key, .authkey_len = strlen(key)};
         CHECK_OK(mproc_manager_connect(&cl, addr, &co));
         client_ops(cl);
+        typed_ops(cl);
+        typed_cond_barrier(cl);
+        custom_ops(cl); /* its Counter and Tagged are Python's */
         CHECK_EQ(objects(addr), 0);
         /* the server killed: calls fail at once */
         mproc_proxy *d;
@@ -881,6 +1059,24 @@ static int t_square(const mproc_args *a)
     return rc == 0 ? 0 : 1;
 }
 
+/* Starts n children of target under start method meth, child i given the
+ * proxies and then i. */
+static void start_children(mproc_process **ps, int n, mproc_target target,
+                           mproc_proxy *const *proxies, size_t np, int meth)
+{
+    for (int i = 0; i < n; i++) {
+        mproc_args *a = mproc_args_new();
+        for (size_t k = 0; k < np; k++)
+            CHECK_OK(mproc_args_add_proxy(a, proxies[k]));
+        CHECK_OK(mproc_args_add_int(a, i));
+        CHECK_OK(mproc_process_new(&ps[i], target, a));
+        mproc_args_free(a);
+        CHECK_OK(
+            mproc_process_set_start_method(ps[i], mproc_test_methods[meth]));
+        CHECK_OK(mproc_process_start(ps[i]));
+    }
+}
+
 static void test_proxies_to_children(void)
 {
     mproc_manager *m;
@@ -891,17 +1087,8 @@ static void test_proxies_to_children(void)
         CHECK_OK(mproc_manager_create(m, &l, "list", NULL, NULL, NULL, 0));
         CHECK_OK(mproc_manager_create(m, &d, "dict", NULL, NULL, NULL, 0));
         mproc_process *ps[5];
-        for (int i = 0; i < 5; i++) {
-            mproc_args *a = mproc_args_new();
-            CHECK_OK(mproc_args_add_proxy(a, l));
-            CHECK_OK(mproc_args_add_proxy(a, d));
-            CHECK_OK(mproc_args_add_int(a, i));
-            CHECK_OK(mproc_process_new(&ps[i], t_square, a));
-            mproc_args_free(a);
-            CHECK_OK(mproc_process_set_start_method(ps[i],
-                                                    mproc_test_methods[meth]));
-            CHECK_OK(mproc_process_start(ps[i]));
-        }
+        mproc_proxy *shared[] = {l, d};
+        start_children(ps, 5, t_square, shared, 2, meth);
         for (int i = 0; i < 5; i++) {
             CHECK_OK(mproc_process_join(ps[i], 30));
             CHECK_EQ(mproc_process_exitcode(ps[i]), 0);
@@ -1491,50 +1678,6 @@ static void typed_cond_barrier(mproc_manager *m)
     mproc_proxy_free(b);
 }
 
-/* Starts manager_peer.py's CPython server ("serve"): its pid, its address
- * into addr. */
-static pid_t start_py_server(const char *python, char *addr, size_t cap)
-{
-    int p[2];
-    CHECK_OK(pipe2(p, O_CLOEXEC));
-    fflush(NULL);
-    pid_t pid = fork();
-    CHECK(pid >= 0);
-    if (pid == 0) {
-        dup2(p[1], 1);
-        const char *argv[] = {
-            python,        mproc_test_py_script("manager_peer.py"),
-            "127.0.0.1:0", key_hex,
-            "serve",       NULL};
-        execv(python, (char *const *)argv);
-        mproc_test_exit(127);
-    }
-    close(p[1]);
-    size_t n = 0;
-    while (n + 1 < cap) {
-        struct pollfd pf = {.fd = p[0], .events = POLLIN};
-        CHECK(poll(&pf, 1, 30000) == 1);
-        CHECK(read(p[0], addr + n, 1) == 1);
-        if (addr[n] == '\n')
-            break;
-        n++;
-    }
-    addr[n] = 0;
-    close(p[0]);
-    return pid;
-}
-
-static const char *py_newest(void)
-{
-    static const char *const vs[] = {"3.13", "3.12", "3.11"};
-    for (size_t i = 0; i < 3; i++) {
-        const char *python = mproc_test_python(vs[i]);
-        if (python)
-            return python;
-    }
-    return NULL;
-}
-
 /* A child waits for the parent's Event, then puts its number into the
  * Queue, holding the Lock meanwhile. */
 static int t_helpers(const mproc_args *a)
@@ -1565,18 +1708,8 @@ static void test_typed_helpers(void)
                     *q = make(srv, "Queue", NULL);
         mproc_proxy *l = make(srv, "Lock", NULL);
         mproc_process *ps[3];
-        for (int i = 0; i < 3; i++) {
-            mproc_args *a = mproc_args_new();
-            CHECK_OK(mproc_args_add_proxy(a, ev));
-            CHECK_OK(mproc_args_add_proxy(a, q));
-            CHECK_OK(mproc_args_add_proxy(a, l));
-            CHECK_OK(mproc_args_add_int(a, i));
-            CHECK_OK(mproc_process_new(&ps[i], t_helpers, a));
-            mproc_args_free(a);
-            CHECK_OK(mproc_process_set_start_method(ps[i],
-                                                    mproc_test_methods[meth]));
-            CHECK_OK(mproc_process_start(ps[i]));
-        }
+        mproc_proxy *shared[] = {ev, q, l};
+        start_children(ps, 3, t_helpers, shared, 3, meth);
         CHECK_EQ(mproc_proxy_queue_qsize(q), 0);
         CHECK_OK(mproc_proxy_event_set(ev));
         int64_t sum = 0;
@@ -1606,25 +1739,6 @@ static void test_typed_helpers(void)
     }
     CHECK_EQ(objects(mproc_manager_address(srv)), 0);
     mproc_manager_free(srv);
-}
-
-static void test_typed_helpers_cpython(void)
-{
-    const char *python = py_newest();
-    if (!python)
-        SKIP("no CPython 3.11-3.13");
-    char addr[128];
-    pid_t pid = start_py_server(python, addr, sizeof addr);
-    mproc_manager *cl;
-    mproc_conn_opts co = {
-        .auth = MPROC_AUTH_KEY, .authkey = key, .authkey_len = strlen(key)};
-    CHECK_OK(mproc_manager_connect(&cl, addr, &co));
-    typed_ops(cl);
-    typed_cond_barrier(cl);
-    CHECK_EQ(objects(addr), 0);
-    mproc_manager_free(cl);
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
 }
 
 static void *queue_waiter(void *arg)
@@ -1704,6 +1818,153 @@ static void test_helpers_threads_and_death(void)
     mproc_manager_free(m);
 }
 
+static int64_t proxy_int(mproc_proxy *p, const char *method)
+{
+    mproc_obj *r = NULL;
+    int64_t v = -1;
+    CHECK_EQ(mproc_proxy_call(p, method, NULL, NULL, &r, NULL, 0), 0);
+    CHECK_OK(mproc_obj_int_value(r, &v));
+    mproc_obj_unref(r);
+    return v;
+}
+
+/* What a C client does with the Counter and Tagged types; the same
+ * against mproc's server (the C types) and CPython's (the Python ones). */
+static void custom_ops(mproc_manager *m)
+{
+    char err[256];
+    mproc_proxy *c =
+        make(m, "Counter", mproc_obj_tuple_of(1, mproc_obj_int(5)));
+    CHECK_STR(mproc_proxy_typeid(c), "Counter");
+    CHECK_EQ(proxy_int(c, "increment"), 6);
+    mproc_obj *ten = mproc_obj_tuple_of(1, mproc_obj_int(10)), *r = NULL;
+    CHECK_EQ(mproc_proxy_call(c, "increment", ten, NULL, &r, NULL, 0), 0);
+    got_repr(r, "16");
+    mproc_obj_unref(ten);
+    CHECK_EQ(proxy_int(c, "get"), 16);
+    char *text;
+    CHECK_OK(mproc_proxy_repr(c, &text));
+    CHECK_STR(text, "Counter(16)");
+    free(text);
+    /* exceptions, with their messages */
+    mproc_obj *msg = mproc_obj_tuple_of(1, mproc_obj_str_c("bad \xc3\xa9"));
+    CHECK_ERR(mproc_proxy_call(c, "fail", msg, NULL, &r, err, sizeof err),
+              MPROC_EREMOTE);
+    CHECK_STR(mproc_obj_reduce_name(r), "ValueError");
+    CHECK_STR(err, "ValueError('bad \xc3\xa9')");
+    mproc_obj_unref(r);
+    mproc_obj_unref(msg);
+    CHECK_ERR(mproc_proxy_call(c, "boom", NULL, NULL, &r, err, sizeof err),
+              MPROC_EREMOTE);
+    CHECK_STR(mproc_obj_reduce_name(r), "RuntimeError");
+    CHECK(strstr(err, "EIO"));
+    mproc_obj_unref(r);
+    msg = mproc_obj_tuple_of(1, mproc_obj_int(1));
+    CHECK_ERR(mproc_proxy_call(c, "boom", msg, NULL, &r, err, sizeof err),
+              MPROC_EREMOTE);
+    CHECK_STR(mproc_obj_reduce_name(r), "TypeError");
+    mproc_obj_unref(r);
+    mproc_obj_unref(msg);
+    CHECK_EQ(proxy_int(c, "get"), 16); /* the server goes on */
+    /* method_to_typeid: proxies to new objects */
+    mproc_proxy *child, *d;
+    CHECK_EQ(mproc_proxy_call(c, "child", NULL, NULL, &r, NULL, 0), 1);
+    CHECK_OK(mproc_proxy_from_reply(c, r, &child));
+    mproc_obj_unref(r);
+    CHECK_STR(mproc_proxy_typeid(child), "Counter");
+    CHECK_EQ(proxy_int(child, "get"), 16);
+    CHECK_EQ(proxy_int(child, "increment"), 17);
+    CHECK_EQ(proxy_int(c, "get"), 16);
+    CHECK_EQ(mproc_proxy_call(c, "as_dict", NULL, NULL, &r, NULL, 0), 1);
+    CHECK_OK(mproc_proxy_from_reply(c, r, &d));
+    mproc_obj_unref(r);
+    CHECK_STR(mproc_proxy_typeid(d), "dict");
+    mproc_obj *vk = mproc_obj_str_c("value");
+    CHECK_OK(mproc_proxy_getitem(d, vk, &r));
+    got_repr(r, "16");
+    mproc_obj_unref(vk);
+    /* not exposed */
+    CHECK_ERR(mproc_proxy_call(c, "_hidden", NULL, NULL, &r, err, sizeof err),
+              MPROC_EREMOTE);
+    CHECK_EQ(mproc_obj_type_of(r), MPROC_OBJ_STR); /* a traceback */
+    mproc_obj_unref(r);
+    /* keywords; a refused create */
+    mproc_obj *kw = mproc_obj_dict_new();
+    CHECK_OK(
+        mproc_obj_dict_set(kw, mproc_obj_str_c("start"), mproc_obj_int(3)));
+    mproc_proxy *c3;
+    CHECK_OK(
+        mproc_manager_create(m, &c3, "Counter", NULL, kw, err, sizeof err));
+    mproc_obj_unref(kw);
+    CHECK_EQ(proxy_int(c3, "get"), 3);
+    mproc_obj *neg = mproc_obj_tuple_of(1, mproc_obj_int(-1));
+    mproc_proxy *bad;
+    CHECK_ERR(
+        mproc_manager_create(m, &bad, "Counter", neg, NULL, err, sizeof err),
+        MPROC_EREMOTE);
+    CHECK(strstr(err, "ValueError"));
+    mproc_obj_unref(neg);
+    /* exposed names of its own */
+    mproc_proxy *t = make(m, "Tagged", NULL);
+    CHECK_EQ(mproc_proxy_call(t, "get", NULL, NULL, &r, NULL, 0), 0);
+    got_repr(r, "'tag'");
+    CHECK_ERR(mproc_proxy_call(t, "secret", NULL, NULL, &r, err, sizeof err),
+              MPROC_EREMOTE);
+    CHECK(strstr(err, "secret"));
+    mproc_obj_unref(r);
+    mproc_proxy_free(t);
+    mproc_proxy_free(c3);
+    mproc_proxy_free(d);
+    mproc_proxy_free(child);
+    mproc_proxy_free(c);
+}
+
+static void test_registered_types(void)
+{
+    /* served here: the objects are freed with their last proxy */
+    mproc_manager *m;
+    mproc_manager_opts o = custom_opts();
+    CHECK_OK(mproc_manager_serve(&m, NULL, &o));
+    long frees = __atomic_load_n(&counter_frees, __ATOMIC_RELAXED);
+    custom_ops(m);
+    CHECK_EQ(objects(mproc_manager_address(m)), 0);
+    /* Counter(5), its child, Counter(start=3); the refused one made none */
+    CHECK_EQ(__atomic_load_n(&counter_frees, __ATOMIC_RELAXED) - frees, 3);
+    /* the server stopping frees what is left */
+    mproc_proxy *c = make(m, "Counter", NULL);
+    CHECK_OK(mproc_manager_shutdown(m, 10));
+    CHECK_EQ(__atomic_load_n(&counter_frees, __ATOMIC_RELAXED) - frees, 4);
+    mproc_proxy_free(c); /* the server is gone: nothing to drop */
+    mproc_manager_free(m);
+    /* a child server under every start method finds the types again */
+    for (int meth = 0; meth < 3; meth++) {
+        CHECK_OK(mproc_set_start_method(mproc_test_methods[meth]));
+        CHECK_OK(mproc_manager_start(&m, "127.0.0.1:0", &o));
+        custom_ops(m);
+        CHECK_EQ(objects(mproc_manager_address(m)), 0);
+        mproc_manager_free(m);
+    }
+    /* a type the child cannot find (not static), bad tables */
+    mproc_manager_type *heap = malloc(sizeof *heap);
+    *heap = counter_type;
+    const mproc_manager_type *hs[] = {heap};
+    o.types = hs;
+    o.ntypes = 1;
+    CHECK_ERR(mproc_manager_start(&m, NULL, &o), MPROC_ERESOLVE);
+    CHECK_OK(mproc_manager_serve(&m, NULL, &o)); /* in this process: fine */
+    mproc_proxy *hc = make(m, "Counter", NULL);
+    CHECK_EQ(proxy_int(hc, "increment"), 1);
+    mproc_proxy_free(hc);
+    mproc_manager_free(m);
+    free(heap);
+    const mproc_manager_type *nulls[] = {NULL};
+    o.types = nulls;
+    CHECK_ERR(mproc_manager_start(&m, NULL, &o), -EINVAL);
+    CHECK_ERR(mproc_manager_serve(&m, NULL, &o), -EINVAL);
+    o.types = NULL;
+    CHECK_ERR(mproc_manager_serve(&m, NULL, &o), -EINVAL);
+}
+
 static const mproc_test tests[] = {
     {"start_every_method", test_start_every_method, 120},
     {"serve_in_thread", test_serve_in_thread, 0},
@@ -1721,8 +1982,8 @@ static const mproc_test tests[] = {
     {"blocking_types", test_blocking_types, 60},
     {"mixed_appenders", test_mixed_appenders, 120},
     {"typed_helpers", test_typed_helpers, 60},
-    {"typed_helpers_cpython", test_typed_helpers_cpython, 120},
     {"helpers_threads_and_death", test_helpers_threads_and_death, 60},
+    {"registered_types", test_registered_types, 120},
 };
 
 MPROC_TEST_MAIN(tests)

@@ -17,11 +17,12 @@
  *
  * Types served: dict, list, Namespace, Value, Array (and the Iterator that
  * a dict's __iter__ returns as a proxy), Queue, JoinableQueue, Lock, RLock,
- * Semaphore, BoundedSemaphore, Event; a blocking call blocks only its
- * caller, and a client that goes away gives back its Lock and RLock. One thread
- * serves every client (an event loop over all connections); handshakes run in
- * short-lived threads of their own, so a client stalled in its handshake or
- * mid-request delays no one. See docs/manager.md.
+ * Semaphore, BoundedSemaphore, Event, and types registered from C
+ * (mproc_manager_opts.types: BaseManager.register); a blocking call blocks only
+ * its caller, and a client that goes away gives back its Lock and RLock. One
+ * thread serves every client (an event loop over all connections); handshakes
+ * run in short-lived threads of their own, so a client stalled in its handshake
+ * or mid-request delays no one. See docs/manager.md.
  */
 #ifndef MPROC_MANAGER_H
 #define MPROC_MANAGER_H
@@ -42,6 +43,53 @@ typedef struct mproc_manager mproc_manager;
 #define MPROC_MANAGER_MAX_REQUEST (64u << 20)
 
 /*
+ * A method of a type registered from C, run by the server (its one
+ * thread: a method must not block) on the object create made (self) with
+ * the call's arguments: args a tuple, kwds a dict, both borrowed. Returns
+ * 0 with the result in *result (a new reference, stolen; NULL is None);
+ * MPROC_EREMOTE with an exception value in *result (stolen; e.g.
+ * mproc_obj_reduce("builtins", "ValueError", (message,), NULL, false)),
+ * which the client raises (a CPython client as that exception, with its
+ * message; the C client as MPROC_EREMOTE or its helpers' codes); any
+ * other negative code raises RuntimeError("<code's name>: <its text>")
+ * (MemoryError for -ENOMEM).
+ */
+typedef int (*mproc_manager_fn)(void *self, const mproc_obj *args,
+                                const mproc_obj *kwds, mproc_obj **result);
+
+typedef struct mproc_manager_method {
+    const char *name; /* what clients call ("increment", "__len__") */
+    mproc_manager_fn fn;
+    /* CPython's method_to_typeid: NULL, the result is returned as a value;
+     * else a type id (registered here or built in, "dict", ...): the
+     * server makes an object of that type from the result (create with
+     * (result,) as its arguments) and the client gets a proxy to it. */
+    const char *typeid;
+} mproc_manager_method;
+
+/*
+ * A type registered from C (BaseManager.register(typeid, callable,
+ * exposed=..., method_to_typeid=...)). A client's create(typeid, *args,
+ * **kwds) calls create(args, kwds, &self, &exc): 0 and the object in
+ * *self (NULL is fine); MPROC_EREMOTE with an exception value in *exc
+ * (stolen), or another code, refuses (the client gets a #TRACEBACK, as
+ * from CPython's server). free(self) runs when the last reference to the
+ * object goes or the server stops. create NULL: objects with no state.
+ * methods ends with an entry whose name is NULL. exposed (NULL-terminated)
+ * lists the names clients may call; NULL exposes every method whose name
+ * does not start with '_' (CPython's rule). A method named "__repr__"
+ * answers repr() and "#GETVALUE" _getvalue() (None without one).
+ */
+typedef struct mproc_manager_type {
+    const char *typeid;
+    int (*create)(const mproc_obj *args, const mproc_obj *kwds, void **self,
+                  mproc_obj **exc);
+    void (*free)(void *self);
+    const mproc_manager_method *methods;
+    const char *const *exposed;
+} mproc_manager_type;
+
+/*
  * Options of a manager server; a zeroed struct (or NULL) gives the
  * defaults: the process authkey (mproc_authkey()), backlog 128, requests
  * up to MPROC_MANAGER_MAX_REQUEST, handshakes bounded by 10 s.
@@ -56,6 +104,15 @@ typedef struct mproc_manager_opts {
     /* Largest request in bytes; 0 means MPROC_MANAGER_MAX_REQUEST. A
      * longer request closes that client's connection. */
     size_t max_request;
+    /* Types registered from C, served besides SyncManager's (a type id of
+     * both is the registered one). The array is read when the server
+     * starts; each type and what it points to must stay valid while the
+     * server runs. mproc_manager_start's child finds them again at their
+     * addresses in the program (as a process's target): they must be
+     * static (a global or static object of the program or of a library
+     * it loaded), else start returns MPROC_ERESOLVE. */
+    const mproc_manager_type *const *types;
+    size_t ntypes;
 } mproc_manager_opts;
 
 /*
@@ -68,8 +125,9 @@ typedef struct mproc_manager_opts {
  * -EINVAL (NULL out), -EPERM (TCP without an authkey and without
  * allow_tcp_without_authkey), what mproc_listener_new returns (the
  * child's failure to bind: MPROC_EADDR, -EADDRINUSE, ...), what starting
- * a process returns, -ENOMEM. Nothing is left behind on failure. Not to
- * be called concurrently with fork in another thread.
+ * a process returns, MPROC_ERESOLVE (a registered type not static),
+ * -EINVAL (a NULL type or type id among opts.types), -ENOMEM. Nothing is left
+ * behind on failure. Not to be called concurrently with fork in another thread.
  */
 MPROC_API int mproc_manager_start(mproc_manager **out, const char *address,
                                   const mproc_manager_opts *opts);

@@ -531,6 +531,12 @@ static int call_truth(mproc_proxy *p, const char *method, mproc_obj *args,
     return rc;
 }
 
+/* A method taking no arguments, answering nothing. */
+static int call0(mproc_proxy *p, const char *method, const exc_map *map)
+{
+    return p ? call_map(p, method, mproc_obj_tuple_new(0), NULL, map) : -EINVAL;
+}
+
 /* A method answering a value (into *out, which must not be NULL). */
 static int call_out(mproc_proxy *p, const char *method, mproc_obj *args,
                     mproc_obj **out)
@@ -848,14 +854,12 @@ int mproc_proxy_queue_full(mproc_proxy *p)
 
 int mproc_proxy_queue_task_done(mproc_proxy *p)
 {
-    return p ? call_map(p, "task_done", mproc_obj_tuple_new(0), NULL, task_map)
-             : -EINVAL;
+    return call0(p, "task_done", task_map);
 }
 
 int mproc_proxy_queue_join(mproc_proxy *p)
 {
-    return p ? call_map(p, "join", mproc_obj_tuple_new(0), NULL, task_map)
-             : -EINVAL;
+    return call0(p, "join", task_map);
 }
 
 /* Lock, RLock, Semaphore, BoundedSemaphore, Condition */
@@ -878,8 +882,7 @@ int mproc_proxy_acquire(mproc_proxy *p, double timeout)
 
 int mproc_proxy_release(mproc_proxy *p)
 {
-    return p ? call_map(p, "release", mproc_obj_tuple_new(0), NULL, sync_map)
-             : -EINVAL;
+    return call0(p, "release", sync_map);
 }
 
 /* Event */
@@ -922,8 +925,7 @@ int mproc_proxy_cond_notify(mproc_proxy *p, int64_t n)
 
 int mproc_proxy_cond_notify_all(mproc_proxy *p)
 {
-    return p ? call_map(p, "notify_all", mproc_obj_tuple_new(0), NULL, sync_map)
-             : -EINVAL;
+    return call0(p, "notify_all", sync_map);
 }
 
 /* Barrier */
@@ -941,14 +943,12 @@ int mproc_proxy_barrier_wait(mproc_proxy *p, double timeout)
 
 int mproc_proxy_barrier_abort(mproc_proxy *p)
 {
-    return p ? call_map(p, "abort", mproc_obj_tuple_new(0), NULL, sync_map)
-             : -EINVAL;
+    return call0(p, "abort", sync_map);
 }
 
 int mproc_proxy_barrier_reset(mproc_proxy *p)
 {
-    return p ? call_map(p, "reset", mproc_obj_tuple_new(0), NULL, sync_map)
-             : -EINVAL;
+    return call0(p, "reset", sync_map);
 }
 
 /* A Barrier's attribute read through __getattribute__, as an int. */

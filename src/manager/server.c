@@ -58,6 +58,7 @@ struct mgr_server {
     unsigned long fuzz_ids; /* fuzzing: objects named 1, 2, ... (0: off) */
     unsigned long serials, caller;
     mgr_wait *waits; /* in arrival order */
+    mgr_regs *regs;  /* the types registered from C */
 };
 
 unsigned long mproc__mgr_caller(const mgr_server *s)
@@ -174,6 +175,13 @@ static mgr_obj *lookup(mgr_server *s, const mproc_obj *ident)
 static mproc_obj *traceback(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
 
+static void free_obj(mgr_obj *o)
+{
+    mproc__mgr_regs_destroy(o);
+    mproc__mgr_obj_clear(o);
+    free(o);
+}
+
 static void drop_obj(mgr_server *s, mgr_obj *o)
 {
     for (mgr_wait **wp = &s->waits; *wp;) { /* calls waiting on it end */
@@ -195,8 +203,7 @@ static void drop_obj(mgr_server *s, mgr_obj *o)
         p = &(*p)->next;
     *p = o->next;
     s->nobjs--;
-    mproc__mgr_obj_clear(o);
-    free(o);
+    free_obj(o);
 }
 
 static mproc_obj *ident_of(const mgr_obj *o)
@@ -286,26 +293,20 @@ static int send_result(mgr_server *s, mproc_conn *c, mgr_reply *r)
 
 /* ---- top-level requests -------------------------------------------------- */
 
-static int create(mgr_server *s, const mproc_obj *args, const mproc_obj *kwds,
-                  mgr_reply *r)
+int mproc__mgr_make(mgr_server *s, const char *typeid, const mproc_obj *args,
+                    const mproc_obj *kwds, mgr_reply *r, mgr_obj **out)
 {
-    const char *typeid = mproc_obj_str_value(mproc_obj_item(args, 0), NULL);
-    const mgr_type *t = typeid ? mproc__mgr_type(typeid) : NULL;
+    *out = NULL;
+    const mgr_type *t = NULL;
+    if (typeid && !(t = mproc__mgr_regs_find(s->regs, typeid)))
+        t = mproc__mgr_type(typeid);
     if (!t) {
         r->kind = MGR_TRACEBACK;
         r->value = traceback("KeyError: %s", typeid ? typeid : "typeid");
-        return 0;
+        return r->value ? 1 : -ENOMEM;
     }
-    size_t n = mproc_obj_len(args);
-    mproc_obj *rest = mproc_obj_tuple_new(n - 1);
-    if (!rest)
-        return -ENOMEM;
-    for (size_t i = 1; i < n; i++)
-        mproc_obj_tuple_set(rest, i - 1,
-                            mproc_obj_ref(mproc_obj_item(args, i)));
     mgr_obj *o = mproc__mgr_new_obj(s, t);
-    int rc = o ? t->init(o, rest, kwds, r) : -ENOMEM;
-    mproc_obj_unref(rest);
+    int rc = o ? t->init(o, args, kwds, r) : -ENOMEM;
     if (rc != 0) {
         if (o)
             drop_obj(s, o);
@@ -314,12 +315,32 @@ static int create(mgr_server *s, const mproc_obj *args, const mproc_obj *kwds,
             r->kind = MGR_TRACEBACK;
             r->value = traceback_of(e);
             mproc_obj_unref(e);
-            return 0;
+            return r->value ? 1 : -ENOMEM;
         }
         return rc;
     }
+    *out = o;
+    return 0;
+}
+
+static int create(mgr_server *s, const mproc_obj *args, const mproc_obj *kwds,
+                  mgr_reply *r)
+{
+    const char *typeid = mproc_obj_str_value(mproc_obj_item(args, 0), NULL);
+    size_t n = mproc_obj_len(args);
+    mproc_obj *rest = mproc_obj_tuple_new(n - 1);
+    if (!rest)
+        return -ENOMEM;
+    for (size_t i = 1; i < n; i++)
+        mproc_obj_tuple_set(rest, i - 1,
+                            mproc_obj_ref(mproc_obj_item(args, i)));
+    mgr_obj *o;
+    int rc = mproc__mgr_make(s, typeid, rest, kwds, r, &o);
+    mproc_obj_unref(rest);
+    if (rc != 0)
+        return rc < 0 ? rc : 0;
     r->kind = MGR_RETURN;
-    r->value = mproc_obj_tuple_of(2, ident_of(o), mproc__mgr_exposed(t));
+    r->value = mproc_obj_tuple_of(2, ident_of(o), mproc__mgr_exposed(o->type));
     return r->value ? 0 : -ENOMEM;
 }
 
@@ -764,12 +785,12 @@ static void server_free(mgr_server *s)
     for (size_t i = 0; i < s->nbuckets; i++) {
         for (mgr_obj *o = s->buckets[i], *next; o; o = next) {
             next = o->next;
-            mproc__mgr_obj_clear(o);
-            free(o);
+            free_obj(o);
         }
     }
     free(s->buckets);
     mproc_listener_free(s->l);
+    mproc__mgr_regs_free(s->regs);
     mproc_obj_unref(s->address);
     if (s->wake[0] >= 0) {
         close(s->wake[0]);
@@ -804,7 +825,9 @@ int mproc__mgr_run(const mgr_config *cfg,
     }
     pthread_mutex_init(&s.mu, NULL);
     pthread_cond_init(&s.idle, NULL);
-    int rc = mproc_listener_new(&s.l, cfg->address, &co);
+    int rc = mproc__mgr_regs_new(&s.regs, cfg->opts.types, cfg->opts.ntypes);
+    if (rc == 0)
+        rc = mproc_listener_new(&s.l, cfg->address, &co);
     if (rc == 0) {
         s.address = token_address(mproc_listener_address(s.l));
         if (!s.address)
