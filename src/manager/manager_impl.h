@@ -156,7 +156,7 @@ unsigned long mproc__mgr_caller(const mgr_server *s);
 /* A new object of type t with refs 1 in s's table (NULL: no memory). */
 mgr_obj *mproc__mgr_new_obj(mgr_server *s, const mgr_type *t);
 /* An object of type typeid (a registered one first) made with args (a
- * tuple) and kwds (a dict or NULL): 0 and *out (refs 1); 1 with r set to
+ * tuple) and kwds (a dict): 0 and *out (refs 1); 1 with r set to
  * the failure (a #TRACEBACK naming the exception or the unknown type id,
  * as CPython's create); -ENOMEM. */
 int mproc__mgr_make(mgr_server *s, const char *typeid, const mproc_obj *args,

@@ -171,12 +171,12 @@ const mgr_type mproc__mgr_iterator = {"Iterator", iter_exposed, no_init,
 
 static const mgr_type *const types[] = {
     &mproc__mgr_dict,  &mproc__mgr_list,  &mproc__mgr_namespace,
-    &mproc__mgr_value, &mproc__mgr_array,
+    &mproc__mgr_value, &mproc__mgr_array, NULL,
 };
 
 const mgr_type *mproc__mgr_type(const char *typeid)
 {
-    for (size_t i = 0; i < sizeof types / sizeof *types; i++)
+    for (size_t i = 0; types[i]; i++)
         if (strcmp(types[i]->typeid, typeid) == 0)
             return types[i];
     return mproc__mgr_blocking_type(typeid);

@@ -92,11 +92,12 @@ static int reg_call(mgr_server *s, mgr_obj *o, const char *name,
         return user_reply(rc, v, r);
     /* method_to_typeid: a new object of that type made from the result */
     mproc_obj *cargs = mproc_obj_tuple_of(1, v ? v : mproc_obj_none());
-    if (!cargs)
-        return -ENOMEM;
+    mproc_obj *ckwds = mproc_obj_dict_new();
     mgr_obj *made = NULL;
-    rc = mproc__mgr_make(s, m->typeid, cargs, NULL, r, &made);
+    rc = cargs && ckwds ? mproc__mgr_make(s, m->typeid, cargs, ckwds, r, &made)
+                        : -ENOMEM;
     mproc_obj_unref(cargs);
+    mproc_obj_unref(ckwds);
     if (rc != 0)
         return rc < 0 ? rc : 0;
     r->kind = MGR_PROXY;
