@@ -78,6 +78,7 @@ typedef struct mgr_hold {
 struct mgr_obj {
     const mgr_type *type;
     long refs;
+    void *user;            /* a registered type's object (its create's) */
     mproc_obj *val;        /* dict, Namespace's dict, Value's value */
     mproc_obj **items;     /* list, Array, Iterator */
     size_t n, cap, pos;    /* items; pos: Iterator's next */
@@ -183,6 +184,17 @@ size_t mproc__mgr_proxies_in(mgr_server *s, const mproc_obj *v,
 void mproc__mgr_obj_proxies(mgr_server *s, const mgr_obj *o,
                             void (*fn)(mgr_server *s, mgr_obj *o));
 
+/* registered.c: the types of mproc_manager_opts.types */
+typedef struct mgr_regs mgr_regs;
+/* 0 and the table (NULL for n == 0), -EINVAL (a NULL type or typeid),
+ * -ENOMEM. */
+int mproc__mgr_regs_new(mgr_regs **out, const mproc_manager_type *const *types,
+                        size_t n);
+const mgr_type *mproc__mgr_regs_find(const mgr_regs *g, const char *typeid);
+/* Frees o->user (set only for registered types) with its type's free. */
+void mproc__mgr_regs_destroy(mgr_obj *o);
+void mproc__mgr_regs_free(mgr_regs *g);
+
 /* blocking.c */
 const mgr_type *mproc__mgr_blocking_type(const char *typeid);
 
@@ -196,6 +208,12 @@ pid_t mproc__mgr_client_pid(const mgr_server *s, unsigned long serial);
 mgr_obj *mproc__mgr_lookup(mgr_server *s, const mproc_obj *ident);
 /* A new object of type t with refs 1 in s's table (NULL: no memory). */
 mgr_obj *mproc__mgr_new_obj(mgr_server *s, const mgr_type *t);
+/* An object of type typeid (a registered one first) made with args (a
+ * tuple) and kwds (a dict): 0 and *out (refs 1); 1 with r set to
+ * the failure (a #TRACEBACK naming the exception or the unknown type id,
+ * as CPython's create); -ENOMEM. */
+int mproc__mgr_make(mgr_server *s, const char *typeid, const mproc_obj *args,
+                    const mproc_obj *kwds, mgr_reply *r, mgr_obj **out);
 
 typedef struct mgr_config {
     const char *address;

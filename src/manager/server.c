@@ -86,6 +86,7 @@ struct mgr_server {
     size_t nkept;       /* objects with no reference kept by stored proxies */
     mproc_conn *closer; /* the client that asked for shutdown: answered once
                            everything is gone */
+    mgr_regs *regs;     /* the types registered from C */
 };
 
 unsigned long mproc__mgr_caller(const mgr_server *s)
@@ -304,6 +305,17 @@ mgr_obj *mproc__mgr_lookup(mgr_server *s, const mproc_obj *ident)
 static mproc_obj *traceback(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
 
+/* o's process holds given back, its registered type's object freed, o
+ * freed (o already out of the table). */
+static void free_obj(mgr_server *s, mgr_obj *o)
+{
+    while (o->nholds)
+        hold_add(s, o, o->holds[0].pid, -o->holds[0].n);
+    mproc__mgr_regs_destroy(o);
+    mproc__mgr_obj_clear(o);
+    free(o);
+}
+
 static void drop_obj(mgr_server *s, mgr_obj *o)
 {
     for (mgr_wait **wp = &s->waits; *wp;) { /* calls waiting on it end */
@@ -325,10 +337,7 @@ static void drop_obj(mgr_server *s, mgr_obj *o)
         p = &(*p)->next;
     *p = o->next;
     s->nobjs--;
-    while (o->nholds)
-        hold_add(s, o, o->holds[0].pid, -o->holds[0].n);
-    mproc__mgr_obj_clear(o);
-    free(o);
+    free_obj(s, o);
 }
 
 static void mark(mgr_server *s, mgr_obj *o)
@@ -486,30 +495,24 @@ static int send_result(mgr_server *s, mproc_conn *c, mgr_reply *r)
 
 /* ---- top-level requests -------------------------------------------------- */
 
-static int create(mgr_server *s, const mproc_obj *args, const mproc_obj *kwds,
-                  mgr_reply *r)
+int mproc__mgr_make(mgr_server *s, const char *typeid, const mproc_obj *args,
+                    const mproc_obj *kwds, mgr_reply *r, mgr_obj **out)
 {
-    const char *typeid = mproc_obj_str_value(mproc_obj_item(args, 0), NULL);
-    const mgr_type *t = typeid ? mproc__mgr_type(typeid) : NULL;
+    *out = NULL;
+    const mgr_type *t = NULL;
+    if (typeid && !(t = mproc__mgr_regs_find(s->regs, typeid)))
+        t = mproc__mgr_type(typeid);
     if (!t) {
         r->kind = MGR_TRACEBACK;
         r->value = traceback("KeyError: %s", typeid ? typeid : "typeid");
-        return 0;
+        return r->value ? 1 : -ENOMEM;
     }
-    size_t n = mproc_obj_len(args);
-    mproc_obj *rest = mproc_obj_tuple_new(n - 1);
-    if (!rest)
-        return -ENOMEM;
-    for (size_t i = 1; i < n; i++)
-        mproc_obj_tuple_set(rest, i - 1,
-                            mproc_obj_ref(mproc_obj_item(args, i)));
     mgr_obj *o = mproc__mgr_new_obj(s, t);
-    if (o && mproc__mgr_proxies_in(s, rest, s->key, NULL) +
+    if (o && mproc__mgr_proxies_in(s, args, s->key, NULL) +
                      mproc__mgr_proxies_in(s, kwds, s->key, NULL) >
                  0)
         o->nested = s->nested = true;
-    int rc = o ? t->init(o, rest, kwds, r) : -ENOMEM;
-    mproc_obj_unref(rest);
+    int rc = o ? t->init(o, args, kwds, r) : -ENOMEM;
     if (rc != 0) {
         if (o)
             drop_obj(s, o);
@@ -518,12 +521,32 @@ static int create(mgr_server *s, const mproc_obj *args, const mproc_obj *kwds,
             r->kind = MGR_TRACEBACK;
             r->value = traceback_of(e);
             mproc_obj_unref(e);
-            return 0;
+            return r->value ? 1 : -ENOMEM;
         }
         return rc;
     }
+    *out = o;
+    return 0;
+}
+
+static int create(mgr_server *s, const mproc_obj *args, const mproc_obj *kwds,
+                  mgr_reply *r)
+{
+    const char *typeid = mproc_obj_str_value(mproc_obj_item(args, 0), NULL);
+    size_t n = mproc_obj_len(args);
+    mproc_obj *rest = mproc_obj_tuple_new(n - 1);
+    if (!rest)
+        return -ENOMEM;
+    for (size_t i = 1; i < n; i++)
+        mproc_obj_tuple_set(rest, i - 1,
+                            mproc_obj_ref(mproc_obj_item(args, i)));
+    mgr_obj *o;
+    int rc = mproc__mgr_make(s, typeid, rest, kwds, r, &o);
+    mproc_obj_unref(rest);
+    if (rc != 0)
+        return rc < 0 ? rc : 0;
     r->kind = MGR_RETURN;
-    r->value = mproc_obj_tuple_of(2, ident_of(o), mproc__mgr_exposed(t));
+    r->value = mproc_obj_tuple_of(2, ident_of(o), mproc__mgr_exposed(o->type));
     return r->value ? 0 : -ENOMEM;
 }
 
@@ -1090,8 +1113,7 @@ static void server_free(mgr_server *s)
     for (size_t i = 0; i < s->nbuckets; i++) {
         for (mgr_obj *o = s->buckets[i], *next; o; o = next) {
             next = o->next;
-            mproc__mgr_obj_clear(o);
-            free(o);
+            free_obj(s, o);
         }
     }
     free(s->buckets);
@@ -1099,6 +1121,7 @@ static void server_free(mgr_server *s)
         close(s->peers[k].fd);
     free(s->peers);
     mproc_listener_free(s->l);
+    mproc__mgr_regs_free(s->regs);
     mproc_obj_unref(s->address);
     mproc_obj_unref(s->key);
     if (s->wake[0] >= 0) {
@@ -1143,7 +1166,9 @@ int mproc__mgr_run(const mgr_config *cfg,
     }
     pthread_mutex_init(&s.mu, NULL);
     pthread_cond_init(&s.idle, NULL);
-    int rc = mproc_listener_new(&s.l, cfg->address, &co);
+    int rc = mproc__mgr_regs_new(&s.regs, cfg->opts.types, cfg->opts.ntypes);
+    if (rc == 0)
+        rc = mproc_listener_new(&s.l, cfg->address, &co);
     if (rc == 0) {
         s.address = token_address(mproc_listener_address(s.l));
         if (!s.address)

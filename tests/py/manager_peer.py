@@ -13,11 +13,15 @@ Scenarios:
   blocking  Queue, JoinableQueue, Lock, RLock, Semaphore, BoundedSemaphore,
             Event, Condition, Barrier: values, timeouts, exceptions, and a
             call blocked in one thread while another thread is served
+  custom    BaseManager.register('Counter'), ('Tagged'): types registered
+            from C on the server (test_manager.c's), their methods, the
+            exceptions they raise, method_to_typeid, exposed
   wrongkey  connect with KEYHEX and expect AuthenticationError quickly
   append    appends 0..999 to the list whose ident is the 5th argument
             (shared with a C process appending at the same time)
-  serve     a CPython SyncManager server on ADDRESS: prints its address
-            (mproc's form) and serves until killed
+  serve     a CPython SyncManager server on ADDRESS, with Counter and
+            Tagged (as "custom" uses them) registered in Python: prints its
+            address (mproc's form) and serves until killed
 Runs on CPython 3.6 to 3.13.
 """
 import sys
@@ -202,6 +206,87 @@ def registered(addr, key):
     print('ok')
 
 
+def custom_manager():
+    class M(BaseManager):
+        pass
+    M.register('Counter')
+    M.register('Tagged')
+    M.register('dict', proxytype=DictProxy)
+    return M
+
+
+def custom(addr, key):
+    m = custom_manager()(address=addr, authkey=key)
+    m.connect()
+    c = m.Counter(5)
+    check(c.increment(), 6)
+    check(c.increment(10), 16)
+    check(c.get(), 16)
+    check(str(c), 'Counter(16)')
+    e = raises(ValueError, c.fail, 'bad \u00e9')
+    check(str(e), 'bad \u00e9')
+    e = raises(RuntimeError, c.boom)
+    check('EIO' in str(e), True)
+    child = c.child()            # method_to_typeid: a Counter proxy
+    check(child.get(), 16)
+    child.increment()
+    check((child.get(), c.get()), (17, 16))
+    d = c.as_dict()              # method_to_typeid: a dict proxy
+    check(d.copy(), {'value': 16})
+    check(type(d).__name__, 'DictProxy')
+    raises(RemoteError, c._callmethod, '_hidden')   # not exposed
+    check(m.Counter(start=3).get(), 3)
+    e = raises(RemoteError, m.Counter, -1)
+    check('ValueError' in str(e), True)
+    t = m.Tagged()
+    check(t.get(), 'tag')
+    raises(RemoteError, t._callmethod, 'secret')    # not in its exposed
+    del c, child, d, t
+    print('ok')
+
+
+class Counter(object):
+    def __init__(self, start=0):
+        if start < 0:
+            raise ValueError('start must be >= 0')
+        self.value = start
+
+    def increment(self, n=1):
+        self.value += n
+        return self.value
+
+    def get(self):
+        return self.value
+
+    def fail(self, msg):
+        raise ValueError(msg)
+
+    def boom(self, raise_int=False):
+        if raise_int:
+            raise 1
+        raise RuntimeError('EIO: Input/output error')
+
+    def child(self):
+        return self.value
+
+    def as_dict(self):
+        return {'value': self.value}
+
+    def _hidden(self):
+        return 0
+
+    def __repr__(self):
+        return 'Counter(%d)' % self.value
+
+
+class Tagged(object):
+    def get(self):
+        return 'tag'
+
+    def secret(self):
+        return 'secret'
+
+
 def blocking(addr, key):
     import queue
     import threading
@@ -363,8 +448,7 @@ def wrongkey(addr, key):
     print('ok')
 
 
-def serve(addr, key):
-    m = SyncManager(address=addr, authkey=key)
+def serve_manager(m):
     server = m.get_server()
     a = server.address
     print('%s:%d' % a if isinstance(a, tuple) else a)
@@ -372,12 +456,21 @@ def serve(addr, key):
     server.serve_forever()
 
 
+def serve(addr, key):
+    class M(SyncManager):
+        pass
+    M.register('Counter', Counter,
+               method_to_typeid={'child': 'Counter', 'as_dict': 'dict'})
+    M.register('Tagged', Tagged, exposed=('get',))
+    serve_manager(M(address=addr, authkey=key))
+
+
 def main():
     addr = address(sys.argv[1])
     key = bytes(bytearray.fromhex(sys.argv[2]))
     {'types': types, 'registered': registered,
      'wrongkey': wrongkey, 'serve': serve, 'blocking': blocking,
-     'append': append}[sys.argv[3]](addr, key)
+     'append': append, 'custom': custom}[sys.argv[3]](addr, key)
     sys.stdout.flush()
 
 
