@@ -2387,6 +2387,72 @@ static void test_registered_types(void)
     CHECK_ERR(mproc_manager_serve(&m, NULL, &o), -EINVAL);
 }
 
+/* Objects of types registered from C under the lifetimes of the server:
+ * one that only a killed client process referenced is freed (its type's
+ * free runs), and one stored as a proxy in a list lives while stored. */
+static void test_registered_lifetimes(void)
+{
+    mproc_manager *m;
+    mproc_manager_opts o = custom_opts();
+    CHECK_OK(mproc_manager_serve(&m, NULL, &o)); /* frees counted here */
+    const char *addr = mproc_manager_address(m);
+    long frees = __atomic_load_n(&counter_frees, __ATOMIC_RELAXED);
+    int ready[2];
+    CHECK_EQ(pipe(ready), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        close(ready[0]);
+        mproc_obj_unref(create(
+            addr, mproc_obj_tuple_of(2, mproc_obj_str_c("Counter"),
+                                     mproc_obj_int(5))));
+        if (write(ready[1], "x", 1) != 1)
+            mproc_test_exit(1);
+        for (;;)
+            pause();
+    }
+    close(ready[1]);
+    char x;
+    struct pollfd pf = {ready[0], POLLIN, 0};
+    CHECK_EQ(poll(&pf, 1, 20000), 1);
+    CHECK_EQ(read(ready[0], &x, 1), 1);
+    close(ready[0]);
+    CHECK_EQ(objects(addr), 1);
+    kill(pid, SIGKILL);
+    int st;
+    CHECK_EQ(waitpid(pid, &st, 0), pid);
+    double t0 = mproc_test_now();
+    while (objects(addr) != 0 && mproc_test_now() - t0 < 10)
+        usleep(5000);
+    CHECK_EQ(objects(addr), 0);
+    CHECK_EQ(__atomic_load_n(&counter_frees, __ATOMIC_RELAXED) - frees, 1);
+
+    /* a Counter stored in a list: kept with no client's reference, freed
+     * with the list */
+    mproc_obj *cnt = create(addr, mproc_obj_tuple_of(2, mproc_obj_str_c(
+                                                            "Counter"),
+                                                     mproc_obj_int(1)));
+    mproc_obj *l = create(addr, mproc_obj_tuple_of(1, mproc_obj_str_c("list")));
+    mproc_conn *c = channel(addr);
+    mproc_obj_unref(ok_call(
+        c, l, "append",
+        mproc_obj_tuple_of(1, proxy_value("Counter", "AutoProxy", cnt))));
+    decref(addr, cnt);
+    CHECK_EQ(objects(addr), 2);
+    mproc_obj *v = ok_call(c, cnt, "increment", NULL);
+    check_repr(v, "2");
+    mproc_obj_unref(v);
+    CHECK_EQ(__atomic_load_n(&counter_frees, __ATOMIC_RELAXED) - frees, 1);
+    mproc_conn_free(c);
+    decref(addr, l);
+    CHECK_EQ(objects(addr), 0);
+    CHECK_EQ(__atomic_load_n(&counter_frees, __ATOMIC_RELAXED) - frees, 2);
+    mproc_obj_unref(cnt);
+    mproc_obj_unref(l);
+    mproc_manager_free(m);
+}
+
 static const mproc_test tests[] = {
     {"start_every_method", test_start_every_method, 120},
     {"serve_in_thread", test_serve_in_thread, 0},
@@ -2410,6 +2476,7 @@ static const mproc_test tests[] = {
     {"typed_helpers", test_typed_helpers, 60},
     {"helpers_threads_and_death", test_helpers_threads_and_death, 60},
     {"registered_types", test_registered_types, 120},
+    {"registered_lifetimes", test_registered_lifetimes, 60},
 };
 
 MPROC_TEST_MAIN(tests)
