@@ -54,7 +54,7 @@ static void child_listening(void *ctx, int rc, const char *address)
 
 /* The child: args are the control connection, the address ("" for a
  * fresh one), auth mode, key, allow_tcp_without_authkey, max_request,
- * handshake timeout and backlog. */
+ * handshake timeout, backlog and max_output. */
 static int manager_child(const mproc_args *a)
 {
     child_ctx ctx = {mproc_args_conn(a, 0)};
@@ -70,6 +70,7 @@ static int manager_child(const mproc_args *a)
     cfg.opts.max_request = (size_t)mproc_args_int(a, 5);
     cfg.opts.conn.timeout = mproc_args_double(a, 6);
     cfg.opts.conn.backlog = (int)mproc_args_int(a, 7);
+    cfg.opts.max_output = (size_t)mproc_args_int(a, 8);
     cfg.ctl_fd = mproc_conn_fileno(ctx.ctl);
     signal(SIGINT, SIG_IGN); /* as CPython's manager: ^C is the parent's */
     int rc = mproc__mgr_run(&cfg, child_listening, &ctx, NULL, -1);
@@ -123,6 +124,7 @@ int mproc_manager_start(mproc_manager **out, const char *address,
         r |= mproc_args_add_int(a, (int64_t)o.max_request);
         r |= mproc_args_add_double(a, o.conn.timeout);
         r |= mproc_args_add_int(a, o.conn.backlog);
+        r |= mproc_args_add_int(a, (int64_t)o.max_output);
         rc = r < 0 ? -ENOMEM : 0;
     }
     if (rc == 0)
