@@ -594,6 +594,113 @@ static void test_stalled_handshakes(void)
     mproc_manager_free(mg);
 }
 
+/* Writes the frame of reply (kind, value) (value stolen) on c in pieces of
+ * at most piece bytes, 5 ms apart; only the first cut bytes when cut > 0. */
+static void trickle(mproc_conn *c, const char *kind, mproc_obj *value,
+                    size_t piece, size_t cut)
+{
+    mproc_obj *rep = mproc_obj_tuple_of(2, mproc_obj_str_c(kind), value);
+    void *body;
+    size_t n;
+    CHECK_OK(mproc_pickle_dumps(rep, 4, &body, &n));
+    mproc_obj_unref(rep);
+    unsigned char *frame = malloc(n + 4);
+    CHECK(frame);
+    for (int i = 0; i < 4; i++)
+        frame[i] = (unsigned char)(n >> (24 - 8 * i));
+    memcpy(frame + 4, body, n);
+    free(body);
+    size_t total = cut ? cut : n + 4;
+    for (size_t at = 0; at < total;) {
+        size_t k = total - at < piece ? total - at : piece;
+        CHECK_EQ(write(mproc_conn_fileno(c), frame + at, k), (ssize_t)k);
+        at += k;
+        poll(NULL, 0, 5);
+    }
+    free(frame);
+}
+
+/* The C client reads a reply however it arrives: in pieces (a long one,
+ * and one a byte at a time), not a pickle (an error, the proxy goes on),
+ * cut short by a server that dies (MPROC_ETRUNC, then the next call
+ * fails at once). A fake server writes them. */
+static void test_client_reads_replies(void)
+{
+    mproc_listener *l;
+    mproc_conn_opts co = {
+        .auth = MPROC_AUTH_KEY, .authkey = key, .authkey_len = strlen(key)};
+    CHECK_OK(mproc_listener_new(&l, NULL, &co));
+    char *big = malloc(200000);
+    CHECK(big);
+    memset(big, 'y', 200000);
+    mproc_obj *bigs = mproc_obj_str(big, 200000);
+    free(big);
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        for (;;) {
+            mproc_conn *c;
+            if (mproc_listener_accept(l, &c, 30) < 0)
+                mproc_test_exit(1);
+            mproc_obj *req;
+            CHECK_OK(mproc_conn_recv_obj(c, &req, 30, NULL, 0));
+            const char *name =
+                mproc_obj_str_value(mproc_obj_item(req, 1), NULL);
+            if (strcmp(name, "create") == 0) {
+                trickle(c, "#RETURN",
+                        mproc_obj_tuple_of(
+                            2, mproc_obj_str_c("1a"),
+                            mproc_obj_tuple_of(1, mproc_obj_str_c("get"))),
+                        1 << 20, 0);
+            } else if (strcmp(name, "accept_connection") != 0) {
+                trickle(c, "#RETURN", mproc_obj_none(), 1 << 20, 0);
+            } else {
+                trickle(c, "#RETURN", mproc_obj_none(), 1 << 20, 0);
+                for (int k = 0; k < 4; k++) {
+                    mproc_obj_unref(req);
+                    CHECK_OK(mproc_conn_recv_obj(c, &req, 30, NULL, 0));
+                    if (k == 0) /* long, in 3 pieces */
+                        trickle(c, "#RETURN", mproc_obj_ref(bigs), 70000, 0);
+                    else if (k == 1) /* short, a byte at a time */
+                        trickle(c, "#RETURN", mproc_obj_int(7), 1, 0);
+                    else if (k == 2) /* not a pickle */
+                        CHECK_OK(mproc_conn_send_bytes(c, "\x80\x04junk", 6));
+                    else /* cut short: the server dies */
+                        trickle(c, "#RETURN", mproc_obj_ref(bigs), 1 << 20,
+                                1000);
+                }
+                mproc_test_exit(0);
+            }
+            mproc_obj_unref(req);
+            mproc_conn_free(c);
+        }
+    }
+    mproc_manager *m;
+    CHECK_OK(mproc_manager_connect(&m, mproc_listener_address(l), &co));
+    mproc_listener_free(l);
+    mproc_proxy *p;
+    CHECK_OK(mproc_manager_create(m, &p, "dict", NULL, NULL, NULL, 0));
+    mproc_obj *k = mproc_obj_str_c("k"), *v = NULL;
+    CHECK_OK(mproc_proxy_getitem(p, k, &v));
+    CHECK_EQ(mproc_obj_eq(v, bigs), 1);
+    mproc_obj_unref(v);
+    CHECK_OK(mproc_proxy_getitem(p, k, &v));
+    check_repr(v, "7");
+    mproc_obj_unref(v);
+    CHECK(mproc_proxy_getitem(p, k, &v) < 0);
+    CHECK_ERR(mproc_proxy_getitem(p, k, &v), MPROC_ETRUNC);
+    int st;
+    CHECK_EQ(waitpid(pid, &st, 0), pid);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    int rc = mproc_proxy_getitem(p, k, &v); /* nobody there: at once */
+    CHECK(rc == -ECONNREFUSED || rc == -ENOENT);
+    mproc_obj_unref(k);
+    mproc_obj_unref(bigs);
+    mproc_proxy_free(p);
+    mproc_manager_free(m);
+}
+
 /* 1,000 connections at once (200 where fds are short), over a backlog
  * of 128: all served by the one thread. */
 static void test_many_clients(void)
@@ -1257,6 +1364,7 @@ static const mproc_test tests[] = {
     {"stalled_and_hostile_clients", test_stalled_and_hostile_clients, 60},
     {"slow_readers", test_slow_readers, 120},
     {"stalled_handshakes", test_stalled_handshakes, 60},
+    {"client_reads_replies", test_client_reads_replies, 60},
     {"many_clients", test_many_clients, 60},
     {"client_shutdown", test_client_shutdown, 0},
     {"server_killed", test_server_killed, 0},

@@ -665,7 +665,7 @@ static int add_client(mgr_server *s, mproc_conn *c)
     client *cl = calloc(1, sizeof *cl);
     if (s->nclients == s->capclients && cl) {
         size_t cap = s->capclients ? s->capclients * 2 : 64;
-        client **p = realloc(s->clients, cap * sizeof *p);
+        client **p = realloc(s->clients, cap * sizeof(client *));
         if (p) {
             s->clients = p;
             s->capclients = cap;
