@@ -174,9 +174,11 @@ static double creation(mproc_manager *m)
     return bench_median(r, 200);
 }
 
-/* nc forked clients do d[c] = i and d[c] in turn for 1 s: ops/s (each
- * call one op), and the CPU µs per op of the clients and the server. */
-static double throughput(mproc_proxy *d, pid_t server, int nc, double *cpu)
+/* Runs work(c, ctx) in nc forked clients at once (each returns the ops
+ * it did in its second): ops/s, and the CPU µs per op of the clients and
+ * the server (pid). */
+static double clients_run(int nc, long (*work)(int c, void *ctx), void *ctx,
+                          pid_t server, double *cpu)
 {
     int fds[2];
     if (pipe(fds) < 0)
@@ -188,19 +190,7 @@ static double throughput(mproc_proxy *d, pid_t server, int nc, double *cpu)
         pids[c] = fork();
         if (pids[c] == 0) {
             close(fds[0]);
-            long ops = 0;
-            mproc_obj *k = mproc_obj_int(c);
-            mproc_proxy_len(d); /* its channel opened before the clock */
-            double end = mproc_monotonic() + 1.0;
-            while (mproc_monotonic() < end) {
-                mproc_obj *v = mproc_obj_int(ops), *got = NULL;
-                if (mproc_proxy_setitem(d, k, v) < 0 ||
-                    mproc_proxy_getitem(d, k, &got) < 0)
-                    break;
-                mproc_obj_unref(v);
-                mproc_obj_unref(got);
-                ops += 2;
-            }
+            long ops = work(c, ctx);
             ssize_t w = write(fds[1], &ops, sizeof ops);
             (void)w;
             _exit(0);
@@ -216,6 +206,26 @@ static double throughput(mproc_proxy *d, pid_t server, int nc, double *cpu)
     *cpu = (cpu_self(RUSAGE_CHILDREN) - c0 + cpu_of(server) - s0) /
            (double)(total ? total : 1) * 1e6;
     return (double)total;
+}
+
+/* A client of the throughput: d[c] = i and d[c] in turn for 1 s. */
+static long proxy_work(int c, void *ctx)
+{
+    mproc_proxy *d = ctx;
+    long ops = 0;
+    mproc_obj *k = mproc_obj_int(c);
+    mproc_proxy_len(d); /* its channel opened before the clock */
+    double end = mproc_monotonic() + 1.0;
+    while (mproc_monotonic() < end) {
+        mproc_obj *v = mproc_obj_int(ops), *got = NULL;
+        if (mproc_proxy_setitem(d, k, v) < 0 ||
+            mproc_proxy_getitem(d, k, &got) < 0)
+            break;
+        mproc_obj_unref(v);
+        mproc_obj_unref(got);
+        ops += 2;
+    }
+    return ops;
 }
 
 /* Fills a new dict (kept in *out) with 10^6 items (int -> int, or str ->
@@ -288,49 +298,24 @@ static int redis_connect(const char *path)
     return -1;
 }
 
-/* nc forked clients do SET kc i / GET kc in turn for 1 s: ops/s, and the
- * CPU µs per op of the clients and redis-server. */
-static double redis_throughput(const char *path, pid_t server, int nc,
-                               double *cpu)
+/* A client of redis-server (ctx: its socket's path): SET kc i and GET kc
+ * in turn for 1 s. */
+static long redis_work(int c, void *ctx)
 {
-    int fds[2];
-    if (pipe(fds) < 0)
-        return -1;
-    pid_t pids[32];
-    double c0 = cpu_self(RUSAGE_CHILDREN), s0 = cpu_of(server);
-    fflush(NULL);
-    for (int c = 0; c < nc; c++) {
-        pids[c] = fork();
-        if (pids[c] == 0) {
-            close(fds[0]);
-            long ops = 0;
-            int fd = redis_connect(path);
-            double end = mproc_monotonic() + 1.0;
-            while (fd >= 0 && mproc_monotonic() < end) {
-                char cmd[64];
-                int n = snprintf(cmd, sizeof cmd, "SET k%d %ld\r\n", c, ops);
-                if (resp(fd, cmd, (size_t)n) < 0)
-                    break;
-                n = snprintf(cmd, sizeof cmd, "GET k%d\r\n", c);
-                if (resp(fd, cmd, (size_t)n) < 0)
-                    break;
-                ops += 2;
-            }
-            ssize_t w = write(fds[1], &ops, sizeof ops);
-            (void)w;
-            _exit(0);
-        }
+    long ops = 0;
+    int fd = redis_connect(ctx);
+    double end = mproc_monotonic() + 1.0;
+    while (fd >= 0 && mproc_monotonic() < end) {
+        char cmd[64];
+        int n = snprintf(cmd, sizeof cmd, "SET k%d %ld\r\n", c, ops);
+        if (resp(fd, cmd, (size_t)n) < 0)
+            break;
+        n = snprintf(cmd, sizeof cmd, "GET k%d\r\n", c);
+        if (resp(fd, cmd, (size_t)n) < 0)
+            break;
+        ops += 2;
     }
-    close(fds[1]);
-    long total = 0, ops;
-    while (read(fds[0], &ops, sizeof ops) == sizeof ops)
-        total += ops;
-    close(fds[0]);
-    for (int c = 0; c < nc; c++)
-        waitpid(pids[c], NULL, 0);
-    *cpu = (cpu_self(RUSAGE_CHILDREN) - c0 + cpu_of(server) - s0) /
-           (double)(total ? total : 1) * 1e6;
-    return (double)total;
+    return ops;
 }
 
 /* Starts redis-server on a private socket, no persistence: its pid, or
@@ -417,7 +402,7 @@ int main(int argc, char **argv)
         printf("mproc_create_first_call %.1f us\n", creation(m));
     static const int ncs[] = {1, 2, 8, 32};
     for (int i = 0; i < 4; i++) {
-        double ops = throughput(d, server, ncs[i], &cc);
+        double ops = clients_run(ncs[i], proxy_work, d, server, &cc);
         printf("mproc_throughput_%d_clients %.0f ops/s (cpu %.2f us/op)\n",
                ncs[i], ops, cc);
     }
@@ -435,7 +420,7 @@ int main(int argc, char **argv)
     snprintf(rpath, sizeof rpath, "/tmp/bench-redis-%d.sock", (int)getpid());
     pid_t redis = redis_start(rpath);
     for (int i = 0; i < 4 && redis > 0; i++) {
-        double ops = redis_throughput(rpath, redis, ncs[i], &cc);
+        double ops = clients_run(ncs[i], redis_work, rpath, redis, &cc);
         printf("redis_throughput_%d_clients %.0f ops/s (cpu %.2f us/op)\n",
                ncs[i], ops, cc);
     }
