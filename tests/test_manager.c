@@ -23,6 +23,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 
 static const char key[] = "secret";
@@ -427,6 +428,280 @@ static void test_stalled_and_hostile_clients(void)
     mproc_obj_unref(l);
     CHECK_OK(mproc_manager_shutdown(mg, 10));
     mproc_manager_free(mg);
+}
+
+/* Sends n requests (ident, name, args) on c without reading a reply. */
+static void pipeline(mproc_conn *c, const mproc_obj *ident, const char *name,
+                     mproc_obj *args, int n)
+{
+    mproc_obj *req =
+        mproc_obj_tuple_of(4, mproc_obj_ref((mproc_obj *)ident),
+                           mproc_obj_str_c(name), args, mproc_obj_dict_new());
+    CHECK(req);
+    for (int i = 0; i < n; i++)
+        CHECK_OK(mproc_conn_send_obj(c, req));
+    mproc_obj_unref(req);
+}
+
+/* Clients that send requests and do not read the replies (their sockets
+ * full) delay no one: the server keeps their replies and writes them as
+ * they read, and drops a client whose unread replies pass max_output;
+ * one that reads late gets every reply, in order. Under each start
+ * method (max_output reaches a spawned server). */
+static void test_slow_readers(void)
+{
+    for (int m = 0; m < 3; m++) {
+        CHECK_OK(mproc_set_start_method(mproc_test_methods[m]));
+        mproc_manager *mg;
+        mproc_manager_opts o = key_opts();
+        o.max_output = 4u << 20;
+        CHECK_OK(mproc_manager_start(&mg, NULL, &o));
+        const char *addr = mproc_manager_address(mg);
+        char *big = malloc(65536);
+        CHECK(big);
+        memset(big, 'x', 65536);
+        mproc_obj *s = mproc_obj_str(big, 65536);
+        free(big);
+        mproc_obj *l = create(
+            addr, mproc_obj_tuple_of(2, mproc_obj_str_c("list"),
+                                     mproc_obj_tuple_of(1, mproc_obj_ref(s))));
+        mproc_obj *l2 =
+            create(addr, mproc_obj_tuple_of(1, mproc_obj_str_c("list")));
+        /* three that never read: 300 replies of 64 KiB each asked for */
+        mproc_conn *stalled[3];
+        for (int i = 0; i < 3; i++) {
+            stalled[i] = channel(addr);
+            pipeline(stalled[i], l, "__getitem__",
+                     mproc_obj_tuple_of(1, mproc_obj_int(0)), 300);
+        }
+        /* one that reads late: 30 replies (about 2 MiB) */
+        mproc_conn *late = channel(addr);
+        pipeline(late, l, "__getitem__",
+                 mproc_obj_tuple_of(1, mproc_obj_int(0)), 30);
+        /* the others are served, promptly */
+        double t0 = mproc_test_now();
+        mproc_conn *ch = channel(addr);
+        char kind[16];
+        for (int i = 0; i < 100; i++) {
+            mproc_obj *v =
+                request(ch, mproc_obj_ref(l2), "append",
+                        mproc_obj_tuple_of(1, mproc_obj_int(i)), NULL, kind);
+            CHECK_STR(kind, "#RETURN");
+            mproc_obj_unref(v);
+        }
+        CHECK(mproc_test_now() - t0 < 4.0); /* a blocked server: 5 s each */
+        /* the late reader gets all its replies, in order */
+        for (int i = 0; i < 30; i++) {
+            mproc_obj *v;
+            CHECK_OK(mproc_conn_recv_obj(late, &v, 10, NULL, 0));
+            CHECK_STR(mproc_obj_str_value(mproc_obj_item(v, 0), NULL),
+                      "#RETURN");
+            CHECK_EQ(mproc_obj_eq(mproc_obj_item(v, 1), s), 1);
+            mproc_obj_unref(v);
+        }
+        mproc_obj *v =
+            request(late, mproc_obj_ref(l2), "__len__", NULL, NULL, kind);
+        check_repr(v, "100");
+        mproc_obj_unref(v);
+        /* the ones that never read were dropped: what reached their
+         * sockets, then the end (maybe in the middle of a reply) */
+        for (int i = 0; i < 3; i++) {
+            int got = 0, rc;
+            while ((rc = mproc_conn_recv_obj(stalled[i], &v, 10, NULL, 0)) ==
+                   0) {
+                mproc_obj_unref(v);
+                got++;
+            }
+            CHECK(rc == MPROC_EEOF || rc == MPROC_ETRUNC || rc == -ECONNRESET);
+            CHECK(got < 300);
+            mproc_conn_free(stalled[i]);
+        }
+        CHECK_EQ(objects(addr), 2);
+        mproc_conn_free(late);
+        mproc_conn_free(ch);
+        mproc_obj_unref(s);
+        mproc_obj_unref(l);
+        mproc_obj_unref(l2);
+        CHECK_OK(mproc_manager_shutdown(mg, 10));
+        mproc_manager_free(mg);
+    }
+}
+
+/* The server's thread count (/proc/PID/status). */
+static int threads_of(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    CHECK(f);
+    int n = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "Threads: %d", &n) == 1)
+            break;
+    fclose(f);
+    return n;
+}
+
+/* 150 connections that never answer the challenge: the server runs at
+ * most 64 handshakes at once (a thread each), cuts the oldest stalled ones
+ * for newcomers, and a client behind them all is served. */
+static void test_stalled_handshakes(void)
+{
+    mproc_manager *mg;
+    mproc_manager_opts o = key_opts();
+    CHECK_OK(mproc_manager_start(&mg, NULL, &o));
+    const char *addr = mproc_manager_address(mg);
+    pid_t pid = mproc_manager_pid(mg);
+    int base = threads_of(pid);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    size_t n = strlen(addr);
+    CHECK(addr[0] == '@' && n < sizeof sa.sun_path);
+    memcpy(sa.sun_path + 1, addr + 1, n - 1);
+    socklen_t salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+    int stalled[150], ns = 0;
+    for (int i = 0; i < 150; i++) {
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        CHECK(fd >= 0);
+        if (connect(fd, (struct sockaddr *)&sa, salen) < 0) {
+            CHECK(errno == EAGAIN); /* the backlog is full */
+            close(fd);
+            break;
+        }
+        stalled[ns++] = fd;
+    }
+    CHECK(ns > 100);
+    int most = 0;
+    for (int i = 0; i < 20; i++) { /* while it accepts them */
+        int t = threads_of(pid);
+        most = t > most ? t : most;
+        poll(NULL, 0, 50);
+    }
+    CHECK(most > base);
+    CHECK(most <= base + 64);
+    /* a client behind them all */
+    mproc_conn *ch = channel(addr);
+    char kind[16];
+    mproc_obj *v = top(addr, "dummy", NULL, NULL);
+    CHECK_EQ(mproc_obj_type_of(v), MPROC_OBJ_NONE);
+    mproc_obj_unref(v);
+    mproc_obj *d = create(addr, mproc_obj_tuple_of(1, mproc_obj_str_c("dict")));
+    v = request(ch, mproc_obj_ref(d), "__len__", NULL, NULL, kind);
+    CHECK_STR(kind, "#RETURN");
+    mproc_obj_unref(v);
+    CHECK(threads_of(pid) <= base + 64);
+    for (int i = 0; i < ns; i++)
+        close(stalled[i]);
+    mproc_conn_free(ch);
+    mproc_obj_unref(d);
+    CHECK_OK(mproc_manager_shutdown(mg, 10));
+    mproc_manager_free(mg);
+}
+
+/* Writes the frame of reply (kind, value) (value stolen) on c in pieces of
+ * at most piece bytes, 5 ms apart; only the first cut bytes when cut > 0. */
+static void trickle(mproc_conn *c, const char *kind, mproc_obj *value,
+                    size_t piece, size_t cut)
+{
+    mproc_obj *rep = mproc_obj_tuple_of(2, mproc_obj_str_c(kind), value);
+    void *body;
+    size_t n;
+    CHECK_OK(mproc_pickle_dumps(rep, 4, &body, &n));
+    mproc_obj_unref(rep);
+    unsigned char *frame = malloc(n + 4);
+    CHECK(frame);
+    for (int i = 0; i < 4; i++)
+        frame[i] = (unsigned char)(n >> (24 - 8 * i));
+    memcpy(frame + 4, body, n);
+    free(body);
+    size_t total = cut ? cut : n + 4;
+    for (size_t at = 0; at < total;) {
+        size_t k = total - at < piece ? total - at : piece;
+        CHECK_EQ(write(mproc_conn_fileno(c), frame + at, k), (ssize_t)k);
+        at += k;
+        poll(NULL, 0, 5);
+    }
+    free(frame);
+}
+
+/* The C client reads a reply however it arrives: in pieces (a long one,
+ * and one a byte at a time), not a pickle (an error, the proxy goes on),
+ * cut short by a server that dies (MPROC_ETRUNC, then the next call
+ * fails at once). A fake server writes them. */
+static void test_client_reads_replies(void)
+{
+    mproc_listener *l;
+    mproc_conn_opts co = {
+        .auth = MPROC_AUTH_KEY, .authkey = key, .authkey_len = strlen(key)};
+    CHECK_OK(mproc_listener_new(&l, NULL, &co));
+    char *big = malloc(200000);
+    CHECK(big);
+    memset(big, 'y', 200000);
+    mproc_obj *bigs = mproc_obj_str(big, 200000);
+    free(big);
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        for (;;) {
+            mproc_conn *c;
+            if (mproc_listener_accept(l, &c, 30) < 0)
+                mproc_test_exit(1);
+            mproc_obj *req;
+            CHECK_OK(mproc_conn_recv_obj(c, &req, 30, NULL, 0));
+            const char *name =
+                mproc_obj_str_value(mproc_obj_item(req, 1), NULL);
+            if (strcmp(name, "create") == 0) {
+                trickle(c, "#RETURN",
+                        mproc_obj_tuple_of(
+                            2, mproc_obj_str_c("1a"),
+                            mproc_obj_tuple_of(1, mproc_obj_str_c("get"))),
+                        1 << 20, 0);
+            } else if (strcmp(name, "accept_connection") != 0) {
+                trickle(c, "#RETURN", mproc_obj_none(), 1 << 20, 0);
+            } else {
+                trickle(c, "#RETURN", mproc_obj_none(), 1 << 20, 0);
+                for (int k = 0; k < 4; k++) {
+                    mproc_obj_unref(req);
+                    CHECK_OK(mproc_conn_recv_obj(c, &req, 30, NULL, 0));
+                    if (k == 0) /* long, in 3 pieces */
+                        trickle(c, "#RETURN", mproc_obj_ref(bigs), 70000, 0);
+                    else if (k == 1) /* short, a byte at a time */
+                        trickle(c, "#RETURN", mproc_obj_int(7), 1, 0);
+                    else if (k == 2) /* not a pickle */
+                        CHECK_OK(mproc_conn_send_bytes(c, "\x80\x04junk", 6));
+                    else /* cut short: the server dies */
+                        trickle(c, "#RETURN", mproc_obj_ref(bigs), 1 << 20,
+                                1000);
+                }
+                mproc_test_exit(0);
+            }
+            mproc_obj_unref(req);
+            mproc_conn_free(c);
+        }
+    }
+    mproc_manager *m;
+    CHECK_OK(mproc_manager_connect(&m, mproc_listener_address(l), &co));
+    mproc_listener_free(l);
+    mproc_proxy *p;
+    CHECK_OK(mproc_manager_create(m, &p, "dict", NULL, NULL, NULL, 0));
+    mproc_obj *k = mproc_obj_str_c("k"), *v = NULL;
+    CHECK_OK(mproc_proxy_getitem(p, k, &v));
+    CHECK_EQ(mproc_obj_eq(v, bigs), 1);
+    mproc_obj_unref(v);
+    CHECK_OK(mproc_proxy_getitem(p, k, &v));
+    check_repr(v, "7");
+    mproc_obj_unref(v);
+    CHECK(mproc_proxy_getitem(p, k, &v) < 0);
+    CHECK_ERR(mproc_proxy_getitem(p, k, &v), MPROC_ETRUNC);
+    int st;
+    CHECK_EQ(waitpid(pid, &st, 0), pid);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    int rc = mproc_proxy_getitem(p, k, &v); /* nobody there: at once */
+    CHECK(rc == -ECONNREFUSED || rc == -ENOENT);
+    mproc_obj_unref(k);
+    mproc_obj_unref(bigs);
+    mproc_proxy_free(p);
+    mproc_manager_free(m);
 }
 
 /* 1,000 connections at once (200 where fds are short), over a backlog
@@ -2404,9 +2679,9 @@ static void test_registered_lifetimes(void)
     CHECK(pid >= 0);
     if (pid == 0) {
         close(ready[0]);
-        mproc_obj_unref(create(
-            addr, mproc_obj_tuple_of(2, mproc_obj_str_c("Counter"),
-                                     mproc_obj_int(5))));
+        mproc_obj_unref(
+            create(addr, mproc_obj_tuple_of(2, mproc_obj_str_c("Counter"),
+                                            mproc_obj_int(5))));
         if (write(ready[1], "x", 1) != 1)
             mproc_test_exit(1);
         for (;;)
@@ -2430,9 +2705,9 @@ static void test_registered_lifetimes(void)
 
     /* a Counter stored in a list: kept with no client's reference, freed
      * with the list */
-    mproc_obj *cnt = create(addr, mproc_obj_tuple_of(2, mproc_obj_str_c(
-                                                            "Counter"),
-                                                     mproc_obj_int(1)));
+    mproc_obj *cnt =
+        create(addr, mproc_obj_tuple_of(2, mproc_obj_str_c("Counter"),
+                                        mproc_obj_int(1)));
     mproc_obj *l = create(addr, mproc_obj_tuple_of(1, mproc_obj_str_c("list")));
     mproc_conn *c = channel(addr);
     mproc_obj_unref(ok_call(
@@ -2458,6 +2733,9 @@ static const mproc_test tests[] = {
     {"serve_in_thread", test_serve_in_thread, 0},
     {"authkeys", test_authkeys, 0},
     {"stalled_and_hostile_clients", test_stalled_and_hostile_clients, 60},
+    {"slow_readers", test_slow_readers, 120},
+    {"stalled_handshakes", test_stalled_handshakes, 60},
+    {"client_reads_replies", test_client_reads_replies, 60},
     {"many_clients", test_many_clients, 60},
     {"client_shutdown", test_client_shutdown, 0},
     {"server_killed", test_server_killed, 0},

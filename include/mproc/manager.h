@@ -44,6 +44,9 @@ typedef struct mproc_manager mproc_manager;
 #define MPROC_MANAGER_BACKLOG 128
 /* Largest request a manager accepts by default (bytes of pickle). */
 #define MPROC_MANAGER_MAX_REQUEST (64u << 20)
+/* Bytes of replies a client may leave unread by default before the
+ * server drops it. */
+#define MPROC_MANAGER_MAX_OUTPUT (16u << 20)
 
 /*
  * A method of a type registered from C, run by the server (its one
@@ -95,7 +98,8 @@ typedef struct mproc_manager_type {
 /*
  * Options of a manager server; a zeroed struct (or NULL) gives the
  * defaults: the process authkey (mproc_authkey()), backlog 128, requests
- * up to MPROC_MANAGER_MAX_REQUEST, handshakes bounded by 10 s.
+ * up to MPROC_MANAGER_MAX_REQUEST, unread replies up to
+ * MPROC_MANAGER_MAX_OUTPUT per client, handshakes bounded by 10 s.
  */
 typedef struct mproc_manager_opts {
     /* auth, authkey, authkey_len, timeout (each handshake's bound) as for
@@ -116,6 +120,13 @@ typedef struct mproc_manager_opts {
      * it loaded), else start returns MPROC_ERESOLVE. */
     const mproc_manager_type *const *types;
     size_t ntypes;
+    /* Bytes of replies a client may leave unread: the server never waits
+     * for a client to read, it keeps the replies and writes them when the
+     * client's socket takes them; a client that sends a request while more
+     * than this is still unread is dropped (its connection closed, what it
+     * held given back). One reply of any size always goes out. 0 means
+     * MPROC_MANAGER_MAX_OUTPUT. */
+    size_t max_output;
 } mproc_manager_opts;
 
 /*

@@ -8,9 +8,14 @@
  * that blocks holds only its caller. A forked child opens channels of its
  * own. A proxy holds one reference on the server: the one create gave
  * (no incref/decref round), dropped by mproc_proxy_free.
+ * A call is one send and, as a rule, one read: the reply is read whole
+ * into a buffer (the channel carries one call at a time, so nothing
+ * follows it).
  */
 #include "manager/manager_impl.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,7 +52,8 @@ int mproc__mgr_client_new(mgr_client **out, const char *address,
     if (!c)
         return -ENOMEM;
     c->refs = 1;
-    c->pid = getpid();
+    mproc__self_init(); /* mproc__me.pid: this process's, kept at fork */
+    c->pid = mproc__me.pid;
     pthread_mutex_init(&c->mu, NULL);
     c->address = strdup(address);
     if (opts)
@@ -87,6 +93,59 @@ static mgr_client *client_ref(mgr_client *c)
     return c;
 }
 
+/* Reads one reply on c (a channel or a top-level connection: nothing
+ * follows it) and decodes it into *rep: as mproc_conn_recv_obj without a
+ * timeout, in one read when the reply is in the socket already. */
+static int recv_reply(mproc_conn *c, mproc_obj **rep, char *err, size_t errcap)
+{
+    unsigned char small[4096], *buf = small;
+    size_t have = 0, cap = sizeof small;
+    uint64_t len = 0;
+    int hdr = 0, rc = 0, fd = mproc_conn_fileno(c);
+    *rep = NULL;
+    if (fd < 0)
+        return MPROC_ECLOSED;
+    while (rc == 0) {
+        if (hdr == 0 && (hdr = mgr_frame(buf, have, &len)) < 0)
+            rc = MPROC_EPROTO;
+        else if (hdr > 0 && len > MPROC_CONN_MAX_MESSAGE)
+            rc = MPROC_ETOOBIG;
+        if (rc < 0 || (hdr > 0 && have >= hdr + len))
+            break;
+        if (hdr > 0 && hdr + len > cap) { /* a long reply: room for it */
+            unsigned char *b = malloc((size_t)(hdr + len));
+            if (!b) {
+                rc = -ENOMEM;
+                break;
+            }
+            memcpy(b, buf, have);
+            buf = b;
+            cap = (size_t)(hdr + len);
+        }
+        size_t want = hdr > 0 ? (size_t)(hdr + len) : cap;
+        /* wait in poll, not in read: a blocked read is also woken each
+         * time the server takes a request off the socket (the freed
+         * buffer space), poll only when the reply is there */
+        struct pollfd pf = {fd, POLLIN, 0};
+        if (poll(&pf, 1, -1) < 0 && errno != EINTR) {
+            rc = -errno;
+            break;
+        }
+        ssize_t k = read(fd, buf + have, want - have);
+        if (k > 0)
+            have += (size_t)k;
+        else if (k == 0)
+            rc = have ? MPROC_ETRUNC : MPROC_EEOF;
+        else if (errno != EINTR)
+            rc = -errno;
+    }
+    if (rc == 0)
+        rc = mproc_pickle_loads(buf + hdr, (size_t)len, NULL, rep, err, errcap);
+    if (buf != small)
+        free(buf);
+    return rc;
+}
+
 /* Sends (ident, name, args, kwds) on c and reads the reply: 0 with the
  * kind's code in *kind (0 #RETURN, 1 #ERROR, 2 #TRACEBACK or
  * #UNSERIALIZABLE, 3 #PROXY) and its value in *value (new reference). */
@@ -106,7 +165,7 @@ static int exchange(mproc_conn *c, const mproc_obj *ident, const char *name,
     if (rc < 0)
         return rc;
     mproc_obj *rep;
-    rc = mproc_conn_recv_obj(c, &rep, -1, err, errcap);
+    rc = recv_reply(c, &rep, err, errcap);
     if (rc < 0)
         return rc;
     const char *k = mproc_obj_str_value(mproc_obj_item(rep, 0), NULL);
@@ -186,11 +245,11 @@ static int channel_take(mgr_client *cl, mgr_channel **out)
 {
     pthread_t self = pthread_self();
     pthread_mutex_lock(&cl->mu);
-    if (cl->pid != getpid()) { /* a fork child: the channels are the parent's */
+    if (cl->pid != mproc__me.pid) { /* a fork child: the parent's channels */
         for (size_t i = 0; i < cl->nfree; i++)
             channel_free(cl->free_ch[i]); /* closes this process's copy */
         cl->nfree = 0;
-        cl->pid = getpid();
+        cl->pid = mproc__me.pid;
     }
     size_t pick = cl->nfree;
     for (size_t i = cl->nfree; i-- > 0;) {
@@ -244,7 +303,7 @@ static void channel_put(mgr_client *cl, mgr_channel *ch, bool broken)
 {
     ch->tid = pthread_self();
     pthread_mutex_lock(&cl->mu);
-    if (!broken && cl->pid == getpid() && cl->nfree == cl->capfree) {
+    if (!broken && cl->pid == mproc__me.pid && cl->nfree == cl->capfree) {
         size_t cap = cl->capfree ? cl->capfree * 2 : 4;
         mgr_channel **p = realloc(cl->free_ch, cap * sizeof(void *));
         if (p) {
@@ -252,7 +311,7 @@ static void channel_put(mgr_client *cl, mgr_channel *ch, bool broken)
             cl->capfree = cap;
         }
     }
-    if (!broken && cl->pid == getpid() && cl->nfree < cl->capfree) {
+    if (!broken && cl->pid == mproc__me.pid && cl->nfree < cl->capfree) {
         cl->free_ch[cl->nfree++] = ch;
         ch = NULL;
     }

@@ -54,8 +54,8 @@ static void child_listening(void *ctx, int rc, const char *address)
 
 /* The child: args are the control connection, the address ("" for a
  * fresh one), auth mode, key, allow_tcp_without_authkey, max_request,
- * handshake timeout, backlog and the registered types (where each lives
- * in the program: an array of mproc__coderef). */
+ * handshake timeout, backlog, the registered types (where each lives
+ * in the program: an array of mproc__coderef) and max_output. */
 static int manager_child(const mproc_args *a)
 {
     child_ctx ctx = {mproc_args_conn(a, 0)};
@@ -71,6 +71,7 @@ static int manager_child(const mproc_args *a)
     cfg.opts.max_request = (size_t)mproc_args_int(a, 5);
     cfg.opts.conn.timeout = mproc_args_double(a, 6);
     cfg.opts.conn.backlog = (int)mproc_args_int(a, 7);
+    cfg.opts.max_output = (size_t)mproc_args_int(a, 9);
     size_t refs_len = 0;
     const mproc__coderef *refs = mproc_args_bytes(a, 8, &refs_len);
     size_t ntypes = refs ? refs_len / sizeof *refs : 0;
@@ -159,6 +160,7 @@ int mproc_manager_start(mproc_manager **out, const char *address,
         r |= mproc_args_add_int(a, o.conn.backlog);
         r |= mproc_args_add_bytes(a, refs ? (const void *)refs : &none,
                                   o.ntypes * sizeof *refs);
+        r |= mproc_args_add_int(a, (int64_t)o.max_output);
         rc = r < 0 ? -ENOMEM : 0;
     }
     if (rc == 0)

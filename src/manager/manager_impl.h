@@ -131,6 +131,31 @@ static inline mproc_obj *mgr_arg(const mproc_obj *args, size_t i)
     return mproc_obj_item(args, i);
 }
 
+/* The header of the frame at p (avail bytes so far) as CPython's
+ * Connection writes it: a 4-byte big-endian length, or -1 and then an
+ * 8-byte one. Returns the header's size with the payload's length in
+ * *len, 0 while more bytes are needed, -1 for a negative length. */
+static inline int mgr_frame(const unsigned char *p, size_t avail, uint64_t *len)
+{
+    if (avail < 4)
+        return 0;
+    uint64_t n = (uint64_t)p[0] << 24 | (uint64_t)p[1] << 16 |
+                 (uint64_t)p[2] << 8 | p[3];
+    if (n == 0xffffffffu) {
+        if (avail < 12)
+            return 0;
+        n = 0;
+        for (int i = 4; i < 12; i++)
+            n = n << 8 | p[i];
+        *len = n;
+        return 12;
+    }
+    if (n & 0x80000000u)
+        return -1;
+    *len = n;
+    return 4;
+}
+
 /* objects.c */
 const mgr_type *mproc__mgr_type(const char *typeid);
 extern const mgr_type mproc__mgr_iterator;
