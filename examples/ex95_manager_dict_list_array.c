@@ -23,7 +23,7 @@ static int test_func(const mproc_args *a)
     int rc = mproc_proxy_setitem(dictionary, one, one); /* dictionary[1] = 1 */
     mproc_obj_unref(one);
     if (rc == 0)
-        rc = mproc_proxy_call(lst, "reverse", NULL, NULL, NULL, NULL, 0);
+        rc = mproc_proxy_reverse(lst);
     int64_t n = mproc_proxy_len(ary);
     for (int64_t i = 0; rc == 0 && i < n; i++) { /* ary[i] = val * val */
         mproc_obj *idx = mproc_obj_int(i), *val = NULL;

@@ -253,6 +253,10 @@ static void test_containers(void)
     CHECK_EQ(mproc_obj_is_exception(e), 1);
     CHECK_STR(mproc_obj_type_name(e), "ValueError");
     CHECK_REPR(e, "ValueError('bad')");
+    mproc_obj *bb = mproc_obj_reduce("threading", "BrokenBarrierError",
+                                     mproc_obj_tuple_new(0), NULL, false);
+    CHECK_EQ(mproc_obj_is_exception(bb), 1);
+    mproc_obj_unref(bb);
     CHECK(mproc_obj_reduce("builtins", "x", mproc_obj_list_new(), NULL,
                            false) == NULL);
     CHECK(mproc_obj_reduce("", "x", NULL, NULL, false) == NULL);
@@ -677,6 +681,16 @@ static const struct {
     P("3.13 p0 range",
       "c__builtin__\x0axrange\x0ap0\x0a(I1\x0aI9\x0aI2\x0atp1\x0aRp2\x0a.",
       "range(1, 9, 2)"),
+    P("3.13 p4 dict keys (a manager's)",
+      "\x80\x04\x95!\x00\x00\x00\x00\x00\x00\x00\x8c\x08"
+      "builtins\x94\x8c\x04list\x94\x93\x94]\x94(K\x01K\x03"
+      "e\x85\x94R\x94.",
+      "[1, 3]"),
+    P("3.13 p4 BrokenBarrierError",
+      "\x80\x04\x95'\x00\x00\x00\x00\x00\x00\x00\x8c\tthreading\x94"
+      "\x8c\x12"
+      "BrokenBarrierError\x94\x93\x94)R\x94.",
+      "BrokenBarrierError()"),
     P("3.13 p4 slice",
       "\x80\x04\x95\x1f\x00\x00\x00\x00\x00\x00\x00\x8c\x08"
       "builtins\x94\x8c\x05slice\x94\x93\x94K\x00K\x02N\x87\x94R\x94.",
@@ -777,6 +791,13 @@ static void test_hostile(void)
                   "cmultiprocessing.managers\nToken\n)R.",
                   "REDUCE on multiprocessing.managers.Token");
     CHECK_REFUSED("\x80\x02N)R.", "REDUCE on a NoneType");
+    /* list: of one list or tuple */
+    CHECK_REFUSED("\x80\x02"
+                  "cbuiltins\nlist\nK\x01\x85R.",
+                  "REDUCE on builtins.list");
+    CHECK_REFUSED("\x80\x02"
+                  "cbuiltins\nlist\n)\x81.",
+                  "NEWOBJ on builtins.list");
     /* range and slice: three ints (or Nones for a slice), step not 0. */
     CHECK_REFUSED("\x80\x02"
                   "cbuiltins\nrange\nK\x00K\x05K\x00\x87R.",

@@ -228,8 +228,8 @@ MPROC_API mproc_obj *mproc_obj_reduce_args(const mproc_obj *o);
 MPROC_API mproc_obj *mproc_obj_reduce_state(const mproc_obj *o);
 MPROC_API bool mproc_obj_reduce_newobj(const mproc_obj *o);
 /* 1 when o is a builtin exception (a reduce value of a builtins global
- * whose name is one of Python's exception classes) or queue.Empty /
- * queue.Full, else 0. */
+ * whose name is one of Python's exception classes), queue.Empty,
+ * queue.Full or threading.BrokenBarrierError, else 0. */
 MPROC_API int mproc_obj_is_exception(const mproc_obj *o);
 
 /* ---- comparing, hashing, printing ------------------------------------ */

@@ -8,14 +8,22 @@
  * that blocks holds only its caller. A forked child opens channels of its
  * own. A proxy holds one reference on the server: the one create gave
  * (no incref/decref round), dropped by mproc_proxy_free.
+ * A call is one send and, as a rule, one read: the reply is read whole
+ * into a buffer (the channel carries one call at a time, so nothing
+ * follows it).
  */
 #include "manager/manager_impl.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+typedef struct mgr_channel mgr_channel;
+static void channel_free(mgr_channel *ch);
 
 struct mgr_client {
     long refs; /* atomic: the manager handle and each proxy */
@@ -23,7 +31,7 @@ struct mgr_client {
     mproc_conn_opts opts;
     void *key;
     pthread_mutex_t mu;
-    mproc_conn **free_ch; /* idle channels */
+    mgr_channel **free_ch; /* idle channels */
     size_t nfree, capfree;
     pid_t pid; /* the process the channels belong to */
 };
@@ -44,7 +52,8 @@ int mproc__mgr_client_new(mgr_client **out, const char *address,
     if (!c)
         return -ENOMEM;
     c->refs = 1;
-    c->pid = getpid();
+    mproc__self_init(); /* mproc__me.pid: this process's, kept at fork */
+    c->pid = mproc__me.pid;
     pthread_mutex_init(&c->mu, NULL);
     c->address = strdup(address);
     if (opts)
@@ -70,7 +79,7 @@ void mproc__mgr_client_unref(mgr_client *c)
     if (!c || __atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) > 0)
         return;
     for (size_t i = 0; i < c->nfree; i++)
-        mproc_conn_free(c->free_ch[i]); /* in a fork child: its own copies */
+        channel_free(c->free_ch[i]); /* in a fork child: its own copies */
     free(c->free_ch);
     pthread_mutex_destroy(&c->mu);
     free(c->address);
@@ -82,6 +91,59 @@ static mgr_client *client_ref(mgr_client *c)
 {
     __atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED);
     return c;
+}
+
+/* Reads one reply on c (a channel or a top-level connection: nothing
+ * follows it) and decodes it into *rep: as mproc_conn_recv_obj without a
+ * timeout, in one read when the reply is in the socket already. */
+static int recv_reply(mproc_conn *c, mproc_obj **rep, char *err, size_t errcap)
+{
+    unsigned char small[4096], *buf = small;
+    size_t have = 0, cap = sizeof small;
+    uint64_t len = 0;
+    int hdr = 0, rc = 0, fd = mproc_conn_fileno(c);
+    *rep = NULL;
+    if (fd < 0)
+        return MPROC_ECLOSED;
+    while (rc == 0) {
+        if (hdr == 0 && (hdr = mgr_frame(buf, have, &len)) < 0)
+            rc = MPROC_EPROTO;
+        else if (hdr > 0 && len > MPROC_CONN_MAX_MESSAGE)
+            rc = MPROC_ETOOBIG;
+        if (rc < 0 || (hdr > 0 && have >= hdr + len))
+            break;
+        if (hdr > 0 && hdr + len > cap) { /* a long reply: room for it */
+            unsigned char *b = malloc((size_t)(hdr + len));
+            if (!b) {
+                rc = -ENOMEM;
+                break;
+            }
+            memcpy(b, buf, have);
+            buf = b;
+            cap = (size_t)(hdr + len);
+        }
+        size_t want = hdr > 0 ? (size_t)(hdr + len) : cap;
+        /* wait in poll, not in read: a blocked read is also woken each
+         * time the server takes a request off the socket (the freed
+         * buffer space), poll only when the reply is there */
+        struct pollfd pf = {fd, POLLIN, 0};
+        if (poll(&pf, 1, -1) < 0 && errno != EINTR) {
+            rc = -errno;
+            break;
+        }
+        ssize_t k = read(fd, buf + have, want - have);
+        if (k > 0)
+            have += (size_t)k;
+        else if (k == 0)
+            rc = have ? MPROC_ETRUNC : MPROC_EEOF;
+        else if (errno != EINTR)
+            rc = -errno;
+    }
+    if (rc == 0)
+        rc = mproc_pickle_loads(buf + hdr, (size_t)len, NULL, rep, err, errcap);
+    if (buf != small)
+        free(buf);
+    return rc;
 }
 
 /* Sends (ident, name, args, kwds) on c and reads the reply: 0 with the
@@ -103,7 +165,7 @@ static int exchange(mproc_conn *c, const mproc_obj *ident, const char *name,
     if (rc < 0)
         return rc;
     mproc_obj *rep;
-    rc = mproc_conn_recv_obj(c, &rep, -1, err, errcap);
+    rc = recv_reply(c, &rep, err, errcap);
     if (rc < 0)
         return rc;
     const char *k = mproc_obj_str_value(mproc_obj_item(rep, 0), NULL);
@@ -158,62 +220,103 @@ static int top_call(mgr_client *cl, const char *name, const mproc_obj *args,
     return rc;
 }
 
-/* A channel for this thread's call: an idle one, or a new one. */
-static int channel_take(mgr_client *cl, mproc_conn **out)
+/* A channel: a connection past accept_connection, with the thread that
+ * last called on it and how many acquires it holds (locks, semaphores,
+ * conditions: the server knows the holder by its connection, CPython's by
+ * the thread serving it). A channel holding something goes back to the
+ * thread that last used it only, so that its release comes on it. */
+typedef struct mgr_channel {
+    mproc_conn *c;
+    pthread_t tid;
+    long held;
+} mgr_channel;
+
+static void channel_free(mgr_channel *ch)
 {
-    pthread_mutex_lock(&cl->mu);
-    if (cl->pid != getpid()) { /* a fork child: the channels are the parent's */
-        for (size_t i = 0; i < cl->nfree; i++)
-            mproc_conn_free(cl->free_ch[i]); /* closes this process's copy */
-        cl->nfree = 0;
-        cl->pid = getpid();
+    if (ch) {
+        mproc_conn_free(ch->c);
+        free(ch);
     }
-    mproc_conn *c = cl->nfree ? cl->free_ch[--cl->nfree] : NULL;
+}
+
+/* A channel for this thread's call: an idle one this thread used last,
+ * else an idle one holding nothing, else a new one. */
+static int channel_take(mgr_client *cl, mgr_channel **out)
+{
+    pthread_t self = pthread_self();
+    pthread_mutex_lock(&cl->mu);
+    if (cl->pid != mproc__me.pid) { /* a fork child: the parent's channels */
+        for (size_t i = 0; i < cl->nfree; i++)
+            channel_free(cl->free_ch[i]); /* closes this process's copy */
+        cl->nfree = 0;
+        cl->pid = mproc__me.pid;
+    }
+    size_t pick = cl->nfree;
+    for (size_t i = cl->nfree; i-- > 0;) {
+        if (pthread_equal(cl->free_ch[i]->tid, self)) {
+            pick = i;
+            break;
+        }
+        if (pick == cl->nfree && cl->free_ch[i]->held == 0)
+            pick = i;
+    }
+    mgr_channel *ch = NULL;
+    if (pick < cl->nfree) {
+        ch = cl->free_ch[pick];
+        memmove(&cl->free_ch[pick], &cl->free_ch[pick + 1],
+                (cl->nfree - pick - 1) * sizeof(mgr_channel *));
+        cl->nfree--;
+    }
     pthread_mutex_unlock(&cl->mu);
-    if (c) {
-        *out = c;
+    if (ch) {
+        *out = ch;
         return 0;
     }
-    int rc = mproc_client(&c, cl->address, &cl->opts);
-    if (rc < 0)
+    if (!(ch = calloc(1, sizeof *ch)))
+        return -ENOMEM;
+    int rc = mproc_client(&ch->c, cl->address, &cl->opts);
+    if (rc < 0) {
+        free(ch);
         return rc;
+    }
     char name[64];
     snprintf(name, sizeof name, "mproc-%d", (int)getpid());
     mproc_obj *args = mproc_obj_tuple_of(1, mproc_obj_str_c(name));
     int kind = 0;
     mproc_obj *v = NULL;
-    rc = args ? exchange(c, NULL, "accept_connection", args, NULL, &kind, &v,
-                         NULL, 0)
+    rc = args ? exchange(ch->c, NULL, "accept_connection", args, NULL, &kind,
+                         &v, NULL, 0)
               : -ENOMEM;
     mproc_obj_unref(args);
     mproc_obj_unref(v);
     if (rc == 0 && kind != 0)
         rc = MPROC_EREMOTE;
     if (rc < 0) {
-        mproc_conn_free(c);
+        channel_free(ch);
         return rc;
     }
-    *out = c;
+    *out = ch;
     return 0;
 }
 
-static void channel_put(mgr_client *cl, mproc_conn *c, bool broken)
+static void channel_put(mgr_client *cl, mgr_channel *ch, bool broken)
 {
+    ch->tid = pthread_self();
     pthread_mutex_lock(&cl->mu);
-    if (!broken && cl->pid == getpid() && cl->nfree == cl->capfree) {
+    if (!broken && cl->pid == mproc__me.pid && cl->nfree == cl->capfree) {
         size_t cap = cl->capfree ? cl->capfree * 2 : 4;
-        mproc_conn **p = realloc(cl->free_ch, cap * sizeof(void *));
+        mgr_channel **p = realloc(cl->free_ch, cap * sizeof(void *));
         if (p) {
             cl->free_ch = p;
             cl->capfree = cap;
         }
     }
-    if (!broken && cl->pid == getpid() && cl->nfree < cl->capfree) {
-        cl->free_ch[cl->nfree++] = c;
-        c = NULL;
+    if (!broken && cl->pid == mproc__me.pid && cl->nfree < cl->capfree) {
+        cl->free_ch[cl->nfree++] = ch;
+        ch = NULL;
     }
     pthread_mutex_unlock(&cl->mu);
-    mproc_conn_free(c);
+    channel_free(ch);
 }
 
 /* ---- proxies ----------------------------------------------------------------
@@ -294,14 +397,20 @@ int mproc_proxy_call(mproc_proxy *p, const char *method, const mproc_obj *args,
     if (!p || !method || (args && mproc_obj_type_of(args) != MPROC_OBJ_TUPLE) ||
         (kwds && mproc_obj_type_of(kwds) != MPROC_OBJ_DICT))
         return -EINVAL;
-    mproc_conn *c;
-    int rc = channel_take(p->cl, &c);
+    mgr_channel *ch;
+    int rc = channel_take(p->cl, &ch);
     if (rc < 0)
         return rc;
     int kind = 0;
     mproc_obj *v = NULL;
-    rc = exchange(c, p->ident, method, args, kwds, &kind, &v, err, errcap);
-    channel_put(p->cl, c, rc < 0 && rc != MPROC_EPICKLE);
+    rc = exchange(ch->c, p->ident, method, args, kwds, &kind, &v, err, errcap);
+    if (rc == 0 && kind == 0 && strcmp(method, "acquire") == 0 &&
+        mproc_obj_truth(v))
+        ch->held++;
+    else if (rc == 0 && kind == 0 && strcmp(method, "release") == 0 &&
+             ch->held > 0)
+        ch->held--;
+    channel_put(p->cl, ch, rc < 0 && rc != MPROC_EPICKLE);
     if (rc == MPROC_EPICKLE)  /* a reply mproc cannot decode: an exception */
         return MPROC_EREMOTE; /* of a class off the allow-list */
     if (rc < 0)
@@ -369,27 +478,49 @@ void mproc_proxy_free(mproc_proxy *p)
 /* ---- typed helpers ----------------------------------------------------------
  */
 
-/* Calls method with the n values given (borrowed). */
-static int call_n(mproc_proxy *p, const char *method, mproc_obj **out, size_t n,
-                  const mproc_obj *a, const mproc_obj *b)
+/* Which exceptions a helper turns into which codes (NULL-terminated). */
+typedef struct exc_map {
+    const char *exc;
+    int code;
+} exc_map;
+
+static const exc_map lookup_map[] = {
+    {"KeyError", -ENOENT},       {"IndexError", -ENOENT},
+    {"AttributeError", -ENOENT}, {"ValueError", -ENOENT},
+    {"TypeError", MPROC_ETYPE},  {NULL, 0}};
+
+/* Locks, semaphores, conditions, barriers (as mproc's own, sync.h). */
+static const exc_map sync_map[] = {{"RuntimeError", MPROC_ENOTOWNER},
+                                   {"ValueError", MPROC_EBOUND},
+                                   {"BrokenBarrierError", MPROC_EBROKEN},
+                                   {"TypeError", MPROC_ETYPE},
+                                   {NULL, 0}};
+
+static const exc_map task_map[] = {
+    {"ValueError", MPROC_ETASKDONE}, {"TypeError", MPROC_ETYPE}, {NULL, 0}};
+
+/* Calls method with args (stolen; NULL from a failed build is -ENOMEM);
+ * the raised exceptions in map become their codes. The result into *out
+ * (may be NULL) on success. */
+static int call_kw(mproc_proxy *p, const char *method, mproc_obj *args,
+                   mproc_obj *kwds, mproc_obj **out, const exc_map *map)
 {
-    mproc_obj *args = n == 0 ? mproc_obj_tuple_new(0)
-                      : n == 1
-                          ? mproc_obj_tuple_of(1, mproc_obj_ref((mproc_obj *)a))
-                          : mproc_obj_tuple_of(2, mproc_obj_ref((mproc_obj *)a),
-                                               mproc_obj_ref((mproc_obj *)b));
-    if (!args)
+    if (!args || !kwds) {
+        mproc_obj_unref(args);
+        mproc_obj_unref(kwds);
         return -ENOMEM;
+    }
     mproc_obj *r = NULL;
-    int rc = mproc_proxy_call(p, method, args, NULL, &r, NULL, 0);
+    int rc = mproc_proxy_call(p, method, args, kwds, &r, NULL, 0);
     mproc_obj_unref(args);
+    mproc_obj_unref(kwds);
     if (rc == MPROC_EREMOTE && mproc_obj_is_exception(r) == 1) {
         const char *e = mproc_obj_reduce_name(r);
-        if (strcmp(e, "KeyError") == 0 || strcmp(e, "IndexError") == 0 ||
-            strcmp(e, "AttributeError") == 0 || strcmp(e, "ValueError") == 0)
-            rc = -ENOENT;
-        else if (strcmp(e, "TypeError") == 0)
-            rc = MPROC_ETYPE;
+        for (const exc_map *m = map; m->exc; m++)
+            if (strcmp(e, m->exc) == 0) {
+                rc = m->code;
+                break;
+            }
     }
     if (rc >= 0 && out)
         *out = r;
@@ -398,12 +529,93 @@ static int call_n(mproc_proxy *p, const char *method, mproc_obj **out, size_t n,
     return rc < 0 ? rc : 0;
 }
 
+static int call_map(mproc_proxy *p, const char *method, mproc_obj *args,
+                    mproc_obj **out, const exc_map *map)
+{
+    return call_kw(p, method, args, mproc_obj_dict_new(), out, map);
+}
+
+static mproc_obj *ref(const mproc_obj *o)
+{
+    return o ? mproc_obj_ref((mproc_obj *)o) : NULL;
+}
+
+/* A tuple of the n values given (borrowed; a NULL among them: NULL). */
+static mproc_obj *tuple_n(size_t n, const mproc_obj *a, const mproc_obj *b)
+{
+    if ((n > 0 && !a) || (n > 1 && !b))
+        return NULL;
+    return n == 0   ? mproc_obj_tuple_new(0)
+           : n == 1 ? mproc_obj_tuple_of(1, ref(a))
+                    : mproc_obj_tuple_of(2, ref(a), ref(b));
+}
+
+/* Calls method with the n values given (borrowed). */
+static int call_n(mproc_proxy *p, const char *method, mproc_obj **out, size_t n,
+                  const mproc_obj *a, const mproc_obj *b)
+{
+    if (!p || (n > 0 && !a) || (n > 1 && !b))
+        return -EINVAL;
+    return call_map(p, method, tuple_n(n, a, b), out, lookup_map);
+}
+
+/* As call_n, for a method answering an int (or a bool): its value, or a
+ * negative code. */
+static int64_t int_result(int rc, mproc_obj *r)
+{
+    if (rc < 0)
+        return rc;
+    int64_t v = 0;
+    rc = mproc_obj_int_value(r, &v);
+    mproc_obj_unref(r);
+    return rc < 0 ? MPROC_EPROTO : v;
+}
+
+static int64_t call_int(mproc_proxy *p, const char *method, const mproc_obj *a)
+{
+    mproc_obj *r = NULL;
+    int rc = call_n(p, method, &r, a ? 1 : 0, a, NULL);
+    return int_result(rc, r);
+}
+
+/* A method answering a truth value: 1 or 0, or a negative code. */
+static int call_truth(mproc_proxy *p, const char *method, mproc_obj *args,
+                      const exc_map *map)
+{
+    mproc_obj *r = NULL;
+    int rc = call_map(p, method, args, &r, map);
+    if (rc == 0)
+        rc = mproc_obj_truth(r) ? 1 : 0;
+    mproc_obj_unref(r);
+    return rc;
+}
+
+/* A method taking no arguments, answering nothing. */
+static int call0(mproc_proxy *p, const char *method, const exc_map *map)
+{
+    return p ? call_map(p, method, mproc_obj_tuple_new(0), NULL, map) : -EINVAL;
+}
+
+/* A method answering a value (into *out, which must not be NULL). */
+static int call_out(mproc_proxy *p, const char *method, mproc_obj *args,
+                    mproc_obj **out)
+{
+    if (!out) {
+        mproc_obj_unref(args);
+        return -EINVAL;
+    }
+    *out = NULL;
+    if (!p) {
+        mproc_obj_unref(args);
+        return -EINVAL;
+    }
+    return call_map(p, method, args, out, lookup_map);
+}
+
 int mproc_proxy_getitem(mproc_proxy *p, const mproc_obj *key, mproc_obj **out)
 {
-    if (!out)
-        return -EINVAL;
-    *out = NULL;
-    return call_n(p, "__getitem__", out, 1, key, NULL);
+    return key ? call_out(p, "__getitem__", tuple_n(1, key, NULL), out)
+               : -EINVAL;
 }
 
 int mproc_proxy_setitem(mproc_proxy *p, const mproc_obj *key,
@@ -417,19 +629,6 @@ int mproc_proxy_delitem(mproc_proxy *p, const mproc_obj *key)
     return call_n(p, "__delitem__", NULL, 1, key, NULL);
 }
 
-/* A method answering an int (or a bool): its value, or a negative code. */
-static int64_t call_int(mproc_proxy *p, const char *method, const mproc_obj *a)
-{
-    mproc_obj *r = NULL;
-    int rc = call_n(p, method, &r, a ? 1 : 0, a, NULL);
-    if (rc < 0)
-        return rc;
-    int64_t v = 0;
-    rc = mproc_obj_int_value(r, &v);
-    mproc_obj_unref(r);
-    return rc < 0 ? MPROC_EPROTO : v;
-}
-
 int64_t mproc_proxy_len(mproc_proxy *p)
 {
     return call_int(p, "__len__", NULL);
@@ -437,7 +636,7 @@ int64_t mproc_proxy_len(mproc_proxy *p)
 
 int mproc_proxy_contains(mproc_proxy *p, const mproc_obj *item)
 {
-    return (int)call_int(p, "__contains__", item);
+    return item ? (int)call_int(p, "__contains__", item) : -EINVAL;
 }
 
 int mproc_proxy_append(mproc_proxy *p, const mproc_obj *item)
@@ -447,10 +646,7 @@ int mproc_proxy_append(mproc_proxy *p, const mproc_obj *item)
 
 int mproc_proxy_value(mproc_proxy *p, mproc_obj **out)
 {
-    if (!out)
-        return -EINVAL;
-    *out = NULL;
-    return call_n(p, "#GETVALUE", out, 0, NULL, NULL);
+    return call_out(p, "#GETVALUE", mproc_obj_tuple_new(0), out);
 }
 
 int mproc_proxy_repr(mproc_proxy *p, char **out)
@@ -467,6 +663,379 @@ int mproc_proxy_repr(mproc_proxy *p, char **out)
         rc = -ENOMEM;
     mproc_obj_unref(r);
     return rc;
+}
+
+/* dict */
+
+/* A value, or None for NULL (a new reference). */
+static mproc_obj *or_none(const mproc_obj *o)
+{
+    return o ? mproc_obj_ref((mproc_obj *)o) : mproc_obj_none();
+}
+
+int mproc_proxy_get(mproc_proxy *p, const mproc_obj *key, const mproc_obj *dflt,
+                    mproc_obj **out)
+{
+    return key ? call_out(p, "get",
+                          mproc_obj_tuple_of(2, ref(key), or_none(dflt)), out)
+               : -EINVAL;
+}
+
+int mproc_proxy_keys(mproc_proxy *p, mproc_obj **out)
+{
+    return call_out(p, "keys", mproc_obj_tuple_new(0), out);
+}
+
+int mproc_proxy_items(mproc_proxy *p, mproc_obj **out)
+{
+    return call_out(p, "items", mproc_obj_tuple_new(0), out);
+}
+
+int mproc_proxy_values(mproc_proxy *p, mproc_obj **out)
+{
+    return call_out(p, "values", mproc_obj_tuple_new(0), out);
+}
+
+int mproc_proxy_update(mproc_proxy *p, const mproc_obj *other)
+{
+    return call_n(p, "update", NULL, 1, other, NULL);
+}
+
+int mproc_proxy_pop(mproc_proxy *p, const mproc_obj *key, mproc_obj **out)
+{
+    return call_out(p, "pop", tuple_n(key ? 1 : 0, key, NULL), out);
+}
+
+int mproc_proxy_setdefault(mproc_proxy *p, const mproc_obj *key,
+                           const mproc_obj *dflt, mproc_obj **out)
+{
+    return key ? call_out(p, "setdefault",
+                          mproc_obj_tuple_of(2, ref(key), or_none(dflt)), out)
+               : -EINVAL;
+}
+
+int mproc_proxy_clear(mproc_proxy *p)
+{
+    return call_n(p, "clear", NULL, 0, NULL, NULL);
+}
+
+int mproc_proxy_copy(mproc_proxy *p, mproc_obj **out)
+{
+    return call_out(p, "copy", mproc_obj_tuple_new(0), out);
+}
+
+/* list */
+
+int mproc_proxy_extend(mproc_proxy *p, const mproc_obj *items)
+{
+    return call_n(p, "extend", NULL, 1, items, NULL);
+}
+
+int mproc_proxy_insert(mproc_proxy *p, int64_t index, const mproc_obj *item)
+{
+    if (!p || !item)
+        return -EINVAL;
+    return call_map(p, "insert",
+                    mproc_obj_tuple_of(2, mproc_obj_int(index), ref(item)),
+                    NULL, lookup_map);
+}
+
+int mproc_proxy_remove(mproc_proxy *p, const mproc_obj *item)
+{
+    return call_n(p, "remove", NULL, 1, item, NULL);
+}
+
+int64_t mproc_proxy_index(mproc_proxy *p, const mproc_obj *item)
+{
+    return item ? call_int(p, "index", item) : -EINVAL;
+}
+
+int64_t mproc_proxy_count(mproc_proxy *p, const mproc_obj *item)
+{
+    return item ? call_int(p, "count", item) : -EINVAL;
+}
+
+int mproc_proxy_sort(mproc_proxy *p, bool reverse)
+{
+    if (!p)
+        return -EINVAL;
+    mproc_obj *kw = mproc_obj_dict_new();
+    if (kw && mproc_obj_dict_set(kw, mproc_obj_str_c("reverse"),
+                                 mproc_obj_bool(reverse)) < 0) {
+        mproc_obj_unref(kw);
+        kw = NULL;
+    }
+    return call_kw(p, "sort", mproc_obj_tuple_new(0), kw, NULL, lookup_map);
+}
+
+int mproc_proxy_reverse(mproc_proxy *p)
+{
+    return call_n(p, "reverse", NULL, 0, NULL, NULL);
+}
+
+static mproc_obj *slice_bound(int64_t v)
+{
+    return v == MPROC_MANAGER_SLICE_NONE ? mproc_obj_none() : mproc_obj_int(v);
+}
+
+static mproc_obj *slice_of(int64_t start, int64_t stop, int64_t step)
+{
+    return mproc_obj_reduce("builtins", "slice",
+                            mproc_obj_tuple_of(3, slice_bound(start),
+                                               slice_bound(stop),
+                                               slice_bound(step)),
+                            NULL, false);
+}
+
+int mproc_proxy_getslice(mproc_proxy *p, int64_t start, int64_t stop,
+                         int64_t step, mproc_obj **out)
+{
+    return call_out(p, "__getitem__",
+                    mproc_obj_tuple_of(1, slice_of(start, stop, step)), out);
+}
+
+int mproc_proxy_setslice(mproc_proxy *p, int64_t start, int64_t stop,
+                         int64_t step, const mproc_obj *items)
+{
+    if (!p || !items)
+        return -EINVAL;
+    return call_map(
+        p, "__setitem__",
+        mproc_obj_tuple_of(2, slice_of(start, stop, step), ref(items)), NULL,
+        lookup_map);
+}
+
+int mproc_proxy_delslice(mproc_proxy *p, int64_t start, int64_t stop,
+                         int64_t step)
+{
+    if (!p)
+        return -EINVAL;
+    return call_map(p, "__delitem__",
+                    mproc_obj_tuple_of(1, slice_of(start, stop, step)), NULL,
+                    lookup_map);
+}
+
+/* Namespace (and a Barrier's attributes) */
+
+int mproc_proxy_getattr(mproc_proxy *p, const char *name, mproc_obj **out)
+{
+    return name ? call_out(p, "__getattribute__",
+                           mproc_obj_tuple_of(1, mproc_obj_str_c(name)), out)
+                : -EINVAL;
+}
+
+int mproc_proxy_setattr(mproc_proxy *p, const char *name,
+                        const mproc_obj *value)
+{
+    if (!p || !name || !value)
+        return -EINVAL;
+    return call_map(p, "__setattr__",
+                    mproc_obj_tuple_of(2, mproc_obj_str_c(name), ref(value)),
+                    NULL, lookup_map);
+}
+
+int mproc_proxy_delattr(mproc_proxy *p, const char *name)
+{
+    if (!p || !name)
+        return -EINVAL;
+    return call_map(p, "__delattr__",
+                    mproc_obj_tuple_of(1, mproc_obj_str_c(name)), NULL,
+                    lookup_map);
+}
+
+/* Value */
+
+int mproc_proxy_value_get(mproc_proxy *p, mproc_obj **out)
+{
+    return call_out(p, "get", mproc_obj_tuple_new(0), out);
+}
+
+int mproc_proxy_value_set(mproc_proxy *p, const mproc_obj *value)
+{
+    return call_n(p, "set", NULL, 1, value, NULL);
+}
+
+/* Queue: timeouts as Python's (block, timeout) arguments */
+
+/* (block, timeout) after the n items given: timeout < 0 (block,), 0
+ * (False,), else (True, timeout); with_block false: (), (timeout,). */
+static mproc_obj *timeout_args(const mproc_obj *item, double timeout,
+                               bool with_block)
+{
+    size_t n = item ? 1 : 0;
+    size_t k = with_block ? (timeout > 0 ? 2 : 1) : (timeout >= 0 ? 1 : 0);
+    mproc_obj *t = mproc_obj_tuple_new(n + k);
+    if (!t)
+        return NULL;
+    int rc = item ? mproc_obj_tuple_set(t, 0, ref(item)) : 0;
+    if (rc == 0 && with_block)
+        rc = mproc_obj_tuple_set(t, n, mproc_obj_bool(timeout != 0));
+    if (rc == 0 && k == 2)
+        rc = mproc_obj_tuple_set(t, n + 1, mproc_obj_float(timeout));
+    if (rc == 0 && !with_block && k == 1)
+        rc = mproc_obj_tuple_set(t, n, mproc_obj_float(timeout));
+    if (rc < 0) {
+        mproc_obj_unref(t);
+        return NULL;
+    }
+    return t;
+}
+
+int mproc_proxy_queue_put(mproc_proxy *p, const mproc_obj *item, double timeout)
+{
+    if (!p || !item)
+        return -EINVAL;
+    return call_map(p, "put", timeout_args(item, timeout, true), NULL,
+                    lookup_map);
+}
+
+int mproc_proxy_queue_get(mproc_proxy *p, double timeout, mproc_obj **out)
+{
+    return call_out(p, "get", timeout_args(NULL, timeout, true), out);
+}
+
+int64_t mproc_proxy_queue_qsize(mproc_proxy *p)
+{
+    return call_int(p, "qsize", NULL);
+}
+
+int mproc_proxy_queue_empty(mproc_proxy *p)
+{
+    return p ? call_truth(p, "empty", mproc_obj_tuple_new(0), lookup_map)
+             : -EINVAL;
+}
+
+int mproc_proxy_queue_full(mproc_proxy *p)
+{
+    return p ? call_truth(p, "full", mproc_obj_tuple_new(0), lookup_map)
+             : -EINVAL;
+}
+
+int mproc_proxy_queue_task_done(mproc_proxy *p)
+{
+    return call0(p, "task_done", task_map);
+}
+
+int mproc_proxy_queue_join(mproc_proxy *p)
+{
+    return call0(p, "join", task_map);
+}
+
+/* Lock, RLock, Semaphore, BoundedSemaphore, Condition */
+
+/* A call answering True (0) or False (-ETIMEDOUT). */
+static int call_waited(mproc_proxy *p, const char *method, mproc_obj *args)
+{
+    if (!p) {
+        mproc_obj_unref(args);
+        return -EINVAL;
+    }
+    int rc = call_truth(p, method, args, sync_map);
+    return rc < 0 ? rc : rc ? 0 : -ETIMEDOUT;
+}
+
+int mproc_proxy_acquire(mproc_proxy *p, double timeout)
+{
+    return call_waited(p, "acquire", timeout_args(NULL, timeout, true));
+}
+
+int mproc_proxy_release(mproc_proxy *p)
+{
+    return call0(p, "release", sync_map);
+}
+
+/* Event */
+
+int mproc_proxy_event_set(mproc_proxy *p)
+{
+    return call_n(p, "set", NULL, 0, NULL, NULL);
+}
+
+int mproc_proxy_event_clear(mproc_proxy *p)
+{
+    return call_n(p, "clear", NULL, 0, NULL, NULL);
+}
+
+int mproc_proxy_event_is_set(mproc_proxy *p)
+{
+    return p ? call_truth(p, "is_set", mproc_obj_tuple_new(0), lookup_map)
+             : -EINVAL;
+}
+
+int mproc_proxy_event_wait(mproc_proxy *p, double timeout)
+{
+    return call_waited(p, "wait", timeout_args(NULL, timeout, false));
+}
+
+/* Condition */
+
+int mproc_proxy_cond_wait(mproc_proxy *p, double timeout)
+{
+    return call_waited(p, "wait", timeout_args(NULL, timeout, false));
+}
+
+int mproc_proxy_cond_notify(mproc_proxy *p, int64_t n)
+{
+    if (!p || n < 0)
+        return -EINVAL;
+    return call_map(p, "notify", mproc_obj_tuple_of(1, mproc_obj_int(n)), NULL,
+                    sync_map);
+}
+
+int mproc_proxy_cond_notify_all(mproc_proxy *p)
+{
+    return call0(p, "notify_all", sync_map);
+}
+
+/* Barrier */
+
+int mproc_proxy_barrier_wait(mproc_proxy *p, double timeout)
+{
+    if (!p)
+        return -EINVAL;
+    mproc_obj *r = NULL;
+    int rc =
+        call_map(p, "wait", timeout_args(NULL, timeout, false), &r, sync_map);
+    int64_t v = int_result(rc, r);
+    return v > INT32_MAX ? MPROC_EPROTO : (int)v;
+}
+
+int mproc_proxy_barrier_abort(mproc_proxy *p)
+{
+    return call0(p, "abort", sync_map);
+}
+
+int mproc_proxy_barrier_reset(mproc_proxy *p)
+{
+    return call0(p, "reset", sync_map);
+}
+
+/* A Barrier's attribute read through __getattribute__, as an int. */
+static int64_t barrier_attr(mproc_proxy *p, const char *name)
+{
+    mproc_obj *r = NULL;
+    int rc = mproc_proxy_getattr(p, name, &r);
+    if (rc == 0 && mproc_obj_type_of(r) == MPROC_OBJ_BOOL) {
+        rc = mproc_obj_truth(r) ? 1 : 0;
+        mproc_obj_unref(r);
+        return rc;
+    }
+    return int_result(rc, r);
+}
+
+int64_t mproc_proxy_barrier_parties(mproc_proxy *p)
+{
+    return barrier_attr(p, "parties");
+}
+
+int64_t mproc_proxy_barrier_n_waiting(mproc_proxy *p)
+{
+    return barrier_attr(p, "n_waiting");
+}
+
+int mproc_proxy_barrier_broken(mproc_proxy *p)
+{
+    return (int)barrier_attr(p, "broken");
 }
 
 /* ---- passing proxies to children ---------------------------------------- */

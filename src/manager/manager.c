@@ -54,7 +54,8 @@ static void child_listening(void *ctx, int rc, const char *address)
 
 /* The child: args are the control connection, the address ("" for a
  * fresh one), auth mode, key, allow_tcp_without_authkey, max_request,
- * handshake timeout and backlog. */
+ * handshake timeout, backlog, the registered types (where each lives
+ * in the program: an array of mproc__coderef) and max_output. */
 static int manager_child(const mproc_args *a)
 {
     child_ctx ctx = {mproc_args_conn(a, 0)};
@@ -70,9 +71,34 @@ static int manager_child(const mproc_args *a)
     cfg.opts.max_request = (size_t)mproc_args_int(a, 5);
     cfg.opts.conn.timeout = mproc_args_double(a, 6);
     cfg.opts.conn.backlog = (int)mproc_args_int(a, 7);
+    cfg.opts.max_output = (size_t)mproc_args_int(a, 9);
+    size_t refs_len = 0;
+    const mproc__coderef *refs = mproc_args_bytes(a, 8, &refs_len);
+    size_t ntypes = refs ? refs_len / sizeof *refs : 0;
+    const mproc_manager_type **types =
+        ntypes ? calloc(ntypes, sizeof(mproc_manager_type *)) : NULL;
+    if (ntypes && !types) {
+        child_listening(&ctx, -ENOMEM, NULL);
+        return 1;
+    }
+    for (size_t i = 0; i < ntypes; i++) {
+        mproc__coderef ref;
+        void *at = NULL;
+        memcpy(&ref, &refs[i], sizeof ref);
+        int rc = mproc__coderef_find(&ref, &at);
+        if (rc < 0) {
+            child_listening(&ctx, rc, NULL);
+            free(types);
+            return 1;
+        }
+        types[i] = at;
+    }
+    cfg.opts.types = types;
+    cfg.opts.ntypes = ntypes;
     cfg.ctl_fd = mproc_conn_fileno(ctx.ctl);
     signal(SIGINT, SIG_IGN); /* as CPython's manager: ^C is the parent's */
     int rc = mproc__mgr_run(&cfg, child_listening, &ctx, NULL, -1);
+    free(types);
     return rc < 0 ? 1 : 0;
 }
 
@@ -88,6 +114,10 @@ static int opts_check(mproc_manager **out, const mproc_manager_opts *o)
     if (o &&
         (o->conn.auth < MPROC_AUTH_PROCESS || o->conn.auth > MPROC_AUTH_KEY))
         return -EINVAL;
+    for (size_t i = 0; o && i < o->ntypes; i++)
+        if (!o->types || !o->types[i] || !o->types[i]->typeid ||
+            !*o->types[i]->typeid)
+            return -EINVAL;
     return 0;
 }
 
@@ -104,7 +134,12 @@ int mproc_manager_start(mproc_manager **out, const char *address,
     m->wake[0] = m->wake[1] = -1;
     mproc_conn *theirs = NULL;
     mproc_args *a = NULL;
-    rc = mproc_pipe(&m->ctl, &theirs, 1);
+    mproc__coderef *refs = o.ntypes ? calloc(o.ntypes, sizeof *refs) : NULL;
+    rc = o.ntypes && !refs ? -ENOMEM : 0;
+    for (size_t i = 0; rc == 0 && i < o.ntypes; i++)
+        rc = mproc__coderef_make(o.types[i], &refs[i]);
+    if (rc == 0)
+        rc = mproc_pipe(&m->ctl, &theirs, 1);
     if (rc == 0) {
         a = mproc_args_new();
         rc = a ? 0 : -ENOMEM;
@@ -123,6 +158,9 @@ int mproc_manager_start(mproc_manager **out, const char *address,
         r |= mproc_args_add_int(a, (int64_t)o.max_request);
         r |= mproc_args_add_double(a, o.conn.timeout);
         r |= mproc_args_add_int(a, o.conn.backlog);
+        r |= mproc_args_add_bytes(a, refs ? (const void *)refs : &none,
+                                  o.ntypes * sizeof *refs);
+        r |= mproc_args_add_int(a, (int64_t)o.max_output);
         rc = r < 0 ? -ENOMEM : 0;
     }
     if (rc == 0)
@@ -132,6 +170,7 @@ int mproc_manager_start(mproc_manager **out, const char *address,
         rc = mproc_process_start(m->proc);
     }
     mproc_args_free(a);
+    free(refs);
     mproc_conn_free(theirs);
     mproc_obj *msg = NULL;
     if (rc == 0) {

@@ -1213,6 +1213,8 @@ int mproc_obj_is_exception(const mproc_obj *o)
     if (strcmp(o->u.red.module, "queue") == 0) /* queue.Empty, queue.Full */
         return strcmp(o->u.red.name, "Empty") == 0 ||
                strcmp(o->u.red.name, "Full") == 0;
+    if (strcmp(o->u.red.module, "threading") == 0)
+        return strcmp(o->u.red.name, "BrokenBarrierError") == 0;
     return strcmp(o->u.red.module, "builtins") == 0 &&
            mproc__is_exception_name(o->u.red.name);
 }

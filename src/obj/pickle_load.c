@@ -272,6 +272,7 @@ enum {
     G_NONE,
     G_SET,
     G_FROZENSET,
+    G_LIST,
     G_BYTEARRAY,
     G_BYTES,
     G_ENCODE,        /* _codecs.encode */
@@ -285,7 +286,7 @@ enum {
     G_ARRAY_RECON,   /* array._array_reconstructor */
     G_RANGE,         /* builtins.range */
     G_SLICE,         /* builtins.slice */
-    G_QUEUE_EXC,     /* queue.Empty, queue.Full */
+    G_QUEUE_EXC,     /* queue.Empty, queue.Full, threading.BrokenBarrierError */
     G_REBUILD_PROXY, /* multiprocessing.managers.RebuildProxy */
     G_PROXY_TYPE     /* a proxy class of multiprocessing.managers, AutoProxy */
 };
@@ -298,6 +299,7 @@ static int resolve(const char *module, const char *name)
     } allowed[] = {
         {"builtins", "set", G_SET},
         {"builtins", "frozenset", G_FROZENSET},
+        {"builtins", "list", G_LIST},
         {"builtins", "bytearray", G_BYTEARRAY},
         {"builtins", "bytes", G_BYTES},
         {"builtins", "object", G_OBJECT},
@@ -313,6 +315,7 @@ static int resolve(const char *module, const char *name)
         {"builtins", "slice", G_SLICE},
         {"queue", "Empty", G_QUEUE_EXC},
         {"queue", "Full", G_QUEUE_EXC},
+        {"threading", "BrokenBarrierError", G_QUEUE_EXC},
         {"multiprocessing.managers", "RebuildProxy", G_REBUILD_PROXY},
         {"multiprocessing.managers", "AutoProxy", G_PROXY_TYPE},
         {"multiprocessing.managers", "DictProxy", G_PROXY_TYPE},
@@ -429,6 +432,27 @@ static int set_from(loader *L, mproc_obj *items, bool frozen, mproc_obj **out)
             return L->status;
         }
     *out = s;
+    return 0;
+}
+
+/* A new list of the items of a list or tuple (NULL: empty): list(items),
+ * as CPython's managers send a dict's keys(), values() and items(). */
+static int list_from(loader *L, mproc_obj *items, mproc_obj **out)
+{
+    mproc_obj *l = mproc_obj_list_new();
+    if (!l || charge(L, OBJ_COST) < 0) {
+        mproc_obj_unref(l);
+        return L->status ? L->status : nomem(L);
+    }
+    for (size_t i = 0; items && i < items->u.seq.n; i++) {
+        if (charge(L, ENTRY_COST) < 0 ||
+            mproc_obj_list_append(l, mproc_obj_ref(items->u.seq.items[i])) <
+                0) {
+            mproc_obj_unref(l);
+            return L->status ? L->status : nomem(L);
+        }
+    }
+    *out = l;
     return 0;
 }
 
@@ -556,6 +580,12 @@ static int apply(loader *L, const mproc_obj *g, mproc_obj *args, bool newobj,
             bad = true;
         else
             return set_from(L, a0, tag == G_FROZENSET, out);
+        break;
+    case G_LIST:
+        if (newobj || n > 1 || (n == 1 && !is_seq(a0)))
+            bad = true;
+        else
+            return list_from(L, a0, out);
         break;
     case G_BYTES:
         if (newobj || n != 0)

@@ -5,17 +5,23 @@ Usage: manager_peer.py ADDRESS KEYHEX SCENARIO
 ADDRESS is mproc's form: "host:port", "[v6]:port", "@abstract" or a path.
 Scenarios:
   types     SyncManager.connect, then every type the server has, with
-            the values and exceptions a user relies on; exit 0 when all
-            hold (an AssertionError exits 1 and says what differed)
+            the values and exceptions a user relies on, and proxies
+            stored in objects (nested) with KEYHEX as the authkey; exit 0
+            when all hold (an AssertionError exits 1 and says what
+            differed)
   registered BaseManager with registered type ids (dict, list)
   blocking  Queue, JoinableQueue, Lock, RLock, Semaphore, BoundedSemaphore,
-            Event: values, timeouts, exceptions, and a call blocked in one
-            thread while another thread is served
+            Event, Condition, Barrier: values, timeouts, exceptions, and a
+            call blocked in one thread while another thread is served
+  custom    BaseManager.register('Counter'), ('Tagged'): types registered
+            from C on the server (test_manager.c's), their methods, the
+            exceptions they raise, method_to_typeid, exposed
   wrongkey  connect with KEYHEX and expect AuthenticationError quickly
   append    appends 0..999 to the list whose ident is the 5th argument
             (shared with a C process appending at the same time)
-  serve     a CPython SyncManager server on ADDRESS: prints its address
-            (mproc's form) and serves until killed
+  serve     a CPython SyncManager server on ADDRESS, with Counter and
+            Tagged (as "custom" uses them) registered in Python: prints its
+            address (mproc's form) and serves until killed
 Runs on CPython 3.6 to 3.13.
 """
 import sys
@@ -152,7 +158,36 @@ def types(addr, key):
     raises(OverflowError, a.__setitem__, 0, 2 ** 40)
     fa = m.Array('d', [0.5, 1.5])
     check(list(fa._getvalue()), [0.5, 1.5])
+    nested(m)
     print('ok')
+
+
+def nested(m):
+    """Proxies stored in objects, with the manager's own key (CPython's
+    server fails here: its proxies come back without the key)."""
+    before = m._number_of_objects()
+    outer = m.list()
+    inner = m.dict({'a': 1})
+    outer.append(inner)
+    got = outer[0]
+    check(got['a'], 1)
+    got['b'] = 2
+    check(inner.copy(), {'a': 1, 'b': 2})
+    del got, inner    # no client holds the dict now: stored, it stays
+    check(m._number_of_objects(), before + 2)
+    check(outer[0]['b'], 2)
+    outer.pop()
+    check(len(outer), 0)
+    check(m._number_of_objects(), before + 1)
+    lst = m.list([m.dict(x=1)])
+    check(lst[0]['x'], 1)
+    ns = m.Namespace()
+    ns.d = m.dict(y=2)
+    check(ns.d['y'], 2)
+    del lst, ns
+    check(m._number_of_objects(), before + 1)
+    del outer
+    check(m._number_of_objects(), before)
 
 
 def registered(addr, key):
@@ -169,6 +204,87 @@ def registered(addr, key):
     check(d.copy(), {'a': 1, 'b': 2})
     check(l._getvalue(), [1, 2, 3])
     print('ok')
+
+
+def custom_manager():
+    class M(BaseManager):
+        pass
+    M.register('Counter')
+    M.register('Tagged')
+    M.register('dict', proxytype=DictProxy)
+    return M
+
+
+def custom(addr, key):
+    m = custom_manager()(address=addr, authkey=key)
+    m.connect()
+    c = m.Counter(5)
+    check(c.increment(), 6)
+    check(c.increment(10), 16)
+    check(c.get(), 16)
+    check(str(c), 'Counter(16)')
+    e = raises(ValueError, c.fail, 'bad \u00e9')
+    check(str(e), 'bad \u00e9')
+    e = raises(RuntimeError, c.boom)
+    check('EIO' in str(e), True)
+    child = c.child()            # method_to_typeid: a Counter proxy
+    check(child.get(), 16)
+    child.increment()
+    check((child.get(), c.get()), (17, 16))
+    d = c.as_dict()              # method_to_typeid: a dict proxy
+    check(d.copy(), {'value': 16})
+    check(type(d).__name__, 'DictProxy')
+    raises(RemoteError, c._callmethod, '_hidden')   # not exposed
+    check(m.Counter(start=3).get(), 3)
+    e = raises(RemoteError, m.Counter, -1)
+    check('ValueError' in str(e), True)
+    t = m.Tagged()
+    check(t.get(), 'tag')
+    raises(RemoteError, t._callmethod, 'secret')    # not in its exposed
+    del c, child, d, t
+    print('ok')
+
+
+class Counter(object):
+    def __init__(self, start=0):
+        if start < 0:
+            raise ValueError('start must be >= 0')
+        self.value = start
+
+    def increment(self, n=1):
+        self.value += n
+        return self.value
+
+    def get(self):
+        return self.value
+
+    def fail(self, msg):
+        raise ValueError(msg)
+
+    def boom(self, raise_int=False):
+        if raise_int:
+            raise 1
+        raise RuntimeError('EIO: Input/output error')
+
+    def child(self):
+        return self.value
+
+    def as_dict(self):
+        return {'value': self.value}
+
+    def _hidden(self):
+        return 0
+
+    def __repr__(self):
+        return 'Counter(%d)' % self.value
+
+
+class Tagged(object):
+    def get(self):
+        return 'tag'
+
+    def secret(self):
+        return 'secret'
 
 
 def blocking(addr, key):
@@ -231,7 +347,86 @@ def blocking(addr, key):
     threading.Timer(0.2, ev.set).start()
     check(ev.wait(10), True)
     check(ev.is_set(), True)
+    condition(m)
+    barrier(m)
     print('ok')
+
+
+def until(fn):
+    """Waits (bounded) until fn() is true."""
+    t0 = time.time()
+    while not fn():
+        if time.time() - t0 > 20:
+            raise AssertionError('never came true')
+        time.sleep(0.01)
+
+
+def condition(m):
+    import threading
+    c = m.Condition()
+    check(c.acquire(), True)
+    check(c.wait(0.05), False)   # timed out, and holds the lock again
+    c.release()
+    raises(RuntimeError, c.release)
+    raises(RuntimeError, c.wait, 1)
+    raises(RuntimeError, c.notify)
+    items = m.list()
+    got = []
+
+    def consumer():
+        with c:    # the lock is held again when wait_for returns
+            got.append(c.wait_for(lambda: len(items) > 0, 20))
+            got.append(items.pop())
+    ths = [threading.Thread(target=consumer) for _ in range(2)]
+    for th in ths:
+        th.start()
+    for k in range(2):
+        with c:
+            items.append(k)
+            c.notify()
+        until(lambda: len(got) == 2 * (k + 1) or len(items) == 0)
+    with c:
+        c.notify_all()
+    for th in ths:
+        th.join(20)
+    check(sorted(got, key=repr), [0, 1, True, True])
+
+
+def barrier(m):
+    import threading
+    b = m.Barrier(3)
+    check((b.parties, b.n_waiting, b.broken), (3, 0, False))
+    out = []
+
+    def party():
+        try:
+            out.append(b.wait(20))
+        except threading.BrokenBarrierError:
+            out.append('broken')
+    ths = [threading.Thread(target=party) for _ in range(2)]
+    for th in ths:
+        th.start()
+    until(lambda: b.n_waiting == 2)
+    me = b.wait()
+    for th in ths:
+        th.join(20)
+    check(sorted(out + [me]), [0, 1, 2])
+    check(b.n_waiting, 0)
+    # a wait that times out breaks the barrier, for everyone after too
+    raises(threading.BrokenBarrierError, b.wait, 0.05)
+    check(b.broken, True)
+    raises(threading.BrokenBarrierError, b.wait)
+    b.reset()
+    check(b.broken, False)
+    # abort: a waiting party gets BrokenBarrierError
+    del out[:]
+    th = threading.Thread(target=party)
+    th.start()
+    until(lambda: b.n_waiting == 1)
+    b.abort()
+    th.join(20)
+    check(out, ['broken'])
+    raises(AttributeError, lambda: b._callmethod('__getattribute__', ('x',)))
 
 
 def append(addr, key):
@@ -253,8 +448,7 @@ def wrongkey(addr, key):
     print('ok')
 
 
-def serve(addr, key):
-    m = SyncManager(address=addr, authkey=key)
+def serve_manager(m):
     server = m.get_server()
     a = server.address
     print('%s:%d' % a if isinstance(a, tuple) else a)
@@ -262,12 +456,21 @@ def serve(addr, key):
     server.serve_forever()
 
 
+def serve(addr, key):
+    class M(SyncManager):
+        pass
+    M.register('Counter', Counter,
+               method_to_typeid={'child': 'Counter', 'as_dict': 'dict'})
+    M.register('Tagged', Tagged, exposed=('get',))
+    serve_manager(M(address=addr, authkey=key))
+
+
 def main():
     addr = address(sys.argv[1])
     key = bytes(bytearray.fromhex(sys.argv[2]))
     {'types': types, 'registered': registered,
      'wrongkey': wrongkey, 'serve': serve, 'blocking': blocking,
-     'append': append}[sys.argv[3]](addr, key)
+     'append': append, 'custom': custom}[sys.argv[3]](addr, key)
     sys.stdout.flush()
 
 
