@@ -2728,6 +2728,363 @@ static void test_registered_lifetimes(void)
     mproc_manager_free(m);
 }
 
+/* ---- proxies over connections, a restarted server ---------------------- */
+
+static mproc_conn_opts key_conn(void)
+{
+    mproc_conn_opts o = {.auth = MPROC_AUTH_KEY,
+                         .authkey = key,
+                         .authkey_len = strlen(key),
+                         .timeout = 10};
+    return o;
+}
+
+static mproc_obj *recv_one(mproc_conn *c)
+{
+    mproc_obj *v = NULL;
+    CHECK_OK(mproc_conn_recv_obj(c, &v, 30, NULL, 0));
+    return v;
+}
+
+static void send_str(mproc_conn *c, const char *s)
+{
+    mproc_obj *v = mproc_obj_str_c(s);
+    CHECK_OK(mproc_conn_send_obj(c, v));
+    mproc_obj_unref(v);
+}
+
+/* Receives a proxy, says "got", waits for "go" (the sender has dropped
+ * its own proxy by then), uses it and answers what it saw. */
+static int t_proxy_receiver(const mproc_args *a)
+{
+    mproc_conn *c = mproc_args_conn(a, 0);
+    mproc_obj *v = recv_one(c);
+    mproc_proxy *d;
+    mproc_conn_opts o = key_conn();
+    if (mproc_proxy_from_obj(&d, v, &o) < 0)
+        return 1;
+    mproc_obj_unref(v);
+    send_str(c, "got");
+    mproc_obj_unref(recv_one(c));
+    mproc_obj *k = mproc_obj_str_c("child"), *one = mproc_obj_int(1);
+    int rc = mproc_proxy_setitem(d, k, one);
+    char *text = NULL;
+    if (rc == 0)
+        rc = mproc_proxy_repr(d, &text);
+    if (rc == 0)
+        send_str(c, text);
+    free(text);
+    mproc_obj_unref(k);
+    mproc_obj_unref(one);
+    mproc_proxy_free(d);
+    return rc == 0 ? 0 : 2;
+}
+
+/* C -> C over a pipe under every start method: the receiver's proxy holds
+ * a reference of its own, so the object outlives the sender's proxy. */
+static void test_proxy_over_pipe(void)
+{
+    mproc_manager *m;
+    mproc_manager_opts mo = key_opts();
+    CHECK_OK(mproc_manager_start(&m, NULL, &mo));
+    const char *addr = mproc_manager_address(m);
+    for (int meth = 0; meth < 3; meth++) {
+        mproc_proxy *d;
+        CHECK_OK(mproc_manager_create(m, &d, "dict", NULL, NULL, NULL, 0));
+        mproc_obj *k = mproc_obj_str_c("parent"), *two = mproc_obj_int(2);
+        CHECK_OK(mproc_proxy_setitem(d, k, two));
+        mproc_obj_unref(k);
+        mproc_obj_unref(two);
+        mproc_conn *a, *b;
+        CHECK_OK(mproc_pipe(&a, &b, 1));
+        mproc_args *args = mproc_args_new();
+        CHECK_OK(mproc_args_add_conn(args, b));
+        mproc_process *p;
+        CHECK_OK(mproc_process_new(&p, t_proxy_receiver, args));
+        mproc_args_free(args);
+        CHECK_OK(mproc_process_set_start_method(p, mproc_test_methods[meth]));
+        CHECK_OK(mproc_process_start(p));
+        mproc_conn_free(b);
+        mproc_obj *v;
+        CHECK_OK(mproc_proxy_to_obj(d, &v));
+        CHECK_OK(mproc_conn_send_obj(a, v));
+        mproc_obj_unref(v);
+        v = recv_one(a);
+        check_repr(v, "'got'");
+        mproc_obj_unref(v);
+        mproc_proxy_free(d); /* the child's reference keeps the object */
+        CHECK_EQ(objects(addr), 1);
+        send_str(a, "go");
+        v = recv_one(a);
+        check_repr(v, "\"{'parent': 2, 'child': 1}\"");
+        mproc_obj_unref(v);
+        CHECK_OK(mproc_process_join(p, 30));
+        CHECK_EQ(mproc_process_exitcode(p), 0);
+        mproc_process_free(p);
+        mproc_conn_free(a);
+        CHECK_EQ(objects(addr), 0); /* the child's reference went too */
+    }
+    mproc_manager_free(m);
+}
+
+/* Values of the wrong shapes are refused, and nothing is left behind. */
+static void test_proxy_from_hostile_obj(void)
+{
+    mproc_manager *m;
+    mproc_manager_opts mo = key_opts();
+    CHECK_OK(mproc_manager_serve(&m, NULL, &mo));
+    mproc_conn_opts o = key_conn();
+    mproc_proxy *d, *p = NULL;
+    CHECK_OK(mproc_manager_create(m, &d, "dict", NULL, NULL, NULL, 0));
+    mproc_obj *good;
+    CHECK_OK(mproc_proxy_to_obj(d, &good));
+    const mproc_obj *ga = mproc_obj_reduce_args(good);
+    const mproc_obj *tok = mproc_obj_item(ga, 1);
+    const mproc_obj *st = mproc_obj_reduce_state(tok);
+#define R(x) mproc_obj_ref((mproc_obj *)(x))
+#define TOKEN(t0, t1, t2)                                                      \
+    mproc_obj_reduce("multiprocessing.managers", "Token",                      \
+                     mproc_obj_tuple_new(0),                                   \
+                     mproc_obj_tuple_of(3, t0, t1, t2), true)
+#define REBUILD(cls, token, ser, kw)                                           \
+    mproc_obj_reduce("multiprocessing.managers", "RebuildProxy",               \
+                     mproc_obj_tuple_of(4, cls, token, ser, kw), NULL, false)
+    mproc_obj *cls = R(mproc_obj_item(ga, 0));
+    mproc_obj *bad[] = {
+        mproc_obj_int(7),
+        mproc_obj_tuple_of(4, R(cls), R(tok), mproc_obj_str_c("pickle"),
+                           mproc_obj_dict_new()),
+        REBUILD(mproc_obj_reduce("builtins", "dict", NULL, NULL, false), R(tok),
+                mproc_obj_str_c("pickle"), mproc_obj_dict_new()),
+        REBUILD(R(cls), mproc_obj_str_c("token"), mproc_obj_str_c("pickle"),
+                mproc_obj_dict_new()),
+        REBUILD(R(cls), R(tok), mproc_obj_str_c("xmlrpclib"),
+                mproc_obj_dict_new()),
+        REBUILD(R(cls), R(tok), mproc_obj_str_c("pickle"), mproc_obj_none()),
+        REBUILD(R(cls),
+                TOKEN(mproc_obj_int(1), R(mproc_obj_item(st, 1)),
+                      R(mproc_obj_item(st, 2))),
+                mproc_obj_str_c("pickle"), mproc_obj_dict_new()),
+        REBUILD(R(cls),
+                TOKEN(mproc_obj_str_c("dict"), mproc_obj_int(5),
+                      R(mproc_obj_item(st, 2))),
+                mproc_obj_str_c("pickle"), mproc_obj_dict_new()),
+        REBUILD(R(cls),
+                TOKEN(mproc_obj_str_c("dict"),
+                      mproc_obj_tuple_of(2, mproc_obj_str_c("127.0.0.1"),
+                                         mproc_obj_int(70000)),
+                      R(mproc_obj_item(st, 2))),
+                mproc_obj_str_c("pickle"), mproc_obj_dict_new()),
+        REBUILD(R(cls),
+                TOKEN(mproc_obj_str_c("dict"), R(mproc_obj_item(st, 1)),
+                      mproc_obj_int(5)),
+                mproc_obj_str_c("pickle"), mproc_obj_dict_new()),
+        mproc_obj_reduce(
+            "multiprocessing.managers", "RebuildProxy",
+            mproc_obj_tuple_of(3, R(cls), R(tok), mproc_obj_str_c("pickle")),
+            NULL, false),
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        CHECK(bad[i]);
+        CHECK_ERR(mproc_proxy_from_obj(&p, bad[i], &o), MPROC_ETYPE);
+        CHECK(p == NULL);
+        mproc_obj_unref(bad[i]);
+    }
+    CHECK_ERR(mproc_proxy_from_obj(&p, NULL, &o), -EINVAL);
+    CHECK_ERR(mproc_proxy_from_obj(NULL, good, &o), -EINVAL);
+    mproc_obj *none = NULL;
+    CHECK_ERR(mproc_proxy_to_obj(NULL, &none), -EINVAL);
+    CHECK_ERR(mproc_proxy_to_obj(d, NULL), -EINVAL);
+    /* an ident the server does not have; a wrong key */
+    mproc_obj *ghost =
+        REBUILD(R(cls),
+                TOKEN(mproc_obj_str_c("dict"), R(mproc_obj_item(st, 1)),
+                      mproc_obj_str_c("deadbeef")),
+                mproc_obj_str_c("pickle"), mproc_obj_dict_new());
+    CHECK_ERR(mproc_proxy_from_obj(&p, ghost, &o), -ESTALE);
+    mproc_obj_unref(ghost);
+    mproc_conn_opts wrong = o;
+    wrong.authkey = "wrong";
+    wrong.authkey_len = 5;
+    CHECK_ERR(mproc_proxy_from_obj(&p, good, &wrong), MPROC_EAUTH);
+    /* the right one works, and holds a reference of its own */
+    CHECK_OK(mproc_proxy_from_obj(&p, good, &o));
+    CHECK_EQ(objects(mproc_manager_address(m)), 1);
+    mproc_proxy_free(d);
+    CHECK_EQ(mproc_proxy_len(p), 0);
+    CHECK(strcmp(mproc_proxy_typeid(p), "dict") == 0);
+    mproc_proxy_free(p);
+    CHECK_EQ(objects(mproc_manager_address(m)), 0);
+    mproc_obj_unref(good);
+    mproc_obj_unref(cls);
+    mproc_manager_free(m);
+#undef R
+#undef TOKEN
+#undef REBUILD
+}
+
+/* C -> CPython and CPython -> C over a Connection: the Python side uses
+ * the C process's dict proxy and sends back a list proxy of its own. */
+static void test_proxy_with_python(void)
+{
+    static const char *const vs[] = {"3.13", "3.7"};
+    int ran = 0;
+    for (size_t v = 0; v < sizeof vs / sizeof *vs; v++) {
+        const char *python = mproc_test_python(vs[v]);
+        if (!python)
+            continue;
+        ran++;
+        mproc_manager *m;
+        mproc_manager_opts mo = key_opts();
+        CHECK_OK(mproc_manager_start(&m, v ? "127.0.0.1:0" : NULL, &mo));
+        const char *addr = mproc_manager_address(m);
+        mproc_proxy *d;
+        CHECK_OK(mproc_manager_create(m, &d, "dict", NULL, NULL, NULL, 0));
+        mproc_obj *k = mproc_obj_str_c("c"), *one = mproc_obj_int(1);
+        CHECK_OK(mproc_proxy_setitem(d, k, one));
+        mproc_obj_unref(k);
+        mproc_obj_unref(one);
+        mproc_listener *l;
+        mproc_conn_opts o = key_conn();
+        CHECK_OK(mproc_listener_new(&l, NULL, &o));
+        pid_t pid = start_py(python, addr, key_hex, "proxyconn",
+                             mproc_listener_address(l));
+        mproc_conn *c;
+        CHECK_OK(mproc_listener_accept(l, &c, 30));
+        mproc_obj *val;
+        CHECK_OK(mproc_proxy_to_obj(d, &val));
+        CHECK_OK(mproc_conn_send_obj(c, val));
+        mproc_obj_unref(val);
+        val = recv_one(c); /* what Python saw through the proxy */
+        check_repr(val, "[('c', 1), ('py', 1)]");
+        mproc_obj_unref(val);
+        val = recv_one(c); /* Python's list proxy */
+        mproc_proxy *pl;
+        CHECK_OK(mproc_proxy_from_obj(&pl, val, &o));
+        mproc_obj_unref(val);
+        CHECK(strcmp(mproc_proxy_typeid(pl), "list") == 0);
+        send_str(c, "got");
+        CHECK_EQ(wait_py(pid), 0); /* its proxies' references gone */
+        mproc_obj *two = mproc_obj_int(2);
+        CHECK_OK(mproc_proxy_append(pl, two));
+        mproc_obj_unref(two);
+        CHECK_OK(mproc_proxy_value(pl, &val));
+        check_repr(val, "[0, 1, 2]");
+        mproc_obj_unref(val);
+        CHECK_OK(mproc_proxy_value(d, &val));
+        check_repr(val, "{'c': 1, 'py': 1}");
+        mproc_obj_unref(val);
+        CHECK_EQ(objects(addr), 2);
+        mproc_proxy_free(pl);
+        mproc_proxy_free(d);
+        CHECK_EQ(objects(addr), 0);
+        mproc_conn_free(c);
+        mproc_listener_free(l);
+        mproc_manager_free(m);
+    }
+    if (!ran)
+        SKIP("no CPython 3.13 or 3.7");
+}
+
+/* A server stopped (or killed) and a new one started at the same path:
+ * the same handle creates and calls again; the old proxies fail at once
+ * with -ESTALE. */
+static void test_reconnect_restarted(void)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/mproc-mgrx-%d", (int)getpid());
+    unlink(path);
+    mproc_manager_opts mo = key_opts();
+    mproc_conn_opts o = key_conn();
+    for (int round = 0; round < 2; round++) {
+        mproc_manager *s1, *s2, *m;
+        if (round == 0)
+            CHECK_OK(mproc_manager_serve(&s1, path, &mo));
+        else
+            CHECK_OK(mproc_manager_start(&s1, path, &mo));
+        CHECK_OK(mproc_manager_connect(&m, path, &o));
+        mproc_proxy *d, *d2, *kept;
+        CHECK_OK(mproc_manager_create(m, &d, "dict", NULL, NULL, NULL, 0));
+        CHECK_OK(mproc_manager_create(m, &kept, "list", NULL, NULL, NULL, 0));
+        CHECK_EQ(mproc_proxy_len(d), 0); /* a channel now in the pool */
+        CHECK_EQ(mproc_proxy_len(kept), 0);
+        if (round == 0) {
+            CHECK_OK(mproc_manager_shutdown(s1, 10));
+        } else {
+            CHECK_OK(kill(mproc_manager_pid(s1), SIGKILL));
+            while (mproc_manager_is_alive(s1) == 1)
+                usleep(1000);
+        }
+        mproc_manager_free(s1);
+        unlink(path); /* a killed server leaves its socket file */
+        CHECK_OK(mproc_manager_serve(&s2, path, &mo));
+        CHECK_OK(mproc_manager_create(m, &d2, "dict", NULL, NULL, NULL, 0));
+        mproc_obj *k = mproc_obj_int(1);
+        CHECK_OK(mproc_proxy_setitem(d2, k, k));
+        CHECK_EQ(mproc_proxy_len(d2), 1);
+        mproc_obj_unref(k);
+        /* the old proxies name objects of the old server */
+        CHECK_ERR(mproc_proxy_len(d), -ESTALE);
+        CHECK_ERR(mproc_proxy_call(kept, "__len__", NULL, NULL, NULL, NULL, 0),
+                  -ESTALE);
+        mproc_proxy_free(d); /* sends no decref to the new server */
+        mproc_proxy_free(kept);
+        CHECK_EQ(objects(path), 1);
+        CHECK_EQ(mproc_proxy_len(d2), 1);
+        mproc_proxy_free(d2);
+        CHECK_EQ(objects(path), 0);
+        mproc_manager_free(m);
+        mproc_manager_free(s2);
+        unlink(path);
+    }
+}
+
+/* A proxy whose object the server no longer has (no idle channel to
+ * tell a restart) fails with -ESTALE too: mproc's server and CPython's
+ * answer the same KeyError. */
+static void test_stale_ident(void)
+{
+    const char *python = mproc_test_python("3.13");
+    for (int round = 0; round < (python ? 2 : 1); round++) {
+        mproc_manager *s = NULL, *m;
+        mproc_conn_opts o = key_conn();
+        char addr[128];
+        pid_t pid = -1;
+        if (round == 0) {
+            mproc_manager_opts mo = key_opts();
+            CHECK_OK(mproc_manager_serve(&s, NULL, &mo));
+            snprintf(addr, sizeof addr, "%s", mproc_manager_address(s));
+        } else {
+            pid = start_py_server(python, addr, sizeof addr);
+        }
+        CHECK_OK(mproc_manager_connect(&m, addr, &o));
+        mproc_proxy *d, *p;
+        CHECK_OK(mproc_manager_create(m, &d, "dict", NULL, NULL, NULL, 0));
+        mproc_obj *v;
+        CHECK_OK(mproc_proxy_to_obj(d, &v));
+        CHECK_OK(mproc_proxy_from_obj(&p, v, &o));
+        mproc_obj_unref(v);
+        CHECK_EQ(objects(addr), 1);
+        /* drop both references through raw decrefs: the object is gone */
+        for (int i = 0; i < 2; i++)
+            mproc_obj_unref(top(
+                addr, "decref",
+                mproc_obj_tuple_of(1, mproc_obj_str_c(mproc_proxy_ident(p))),
+                NULL));
+        CHECK_EQ(objects(addr), 0);
+        CHECK_ERR(mproc_proxy_len(p), -ESTALE);
+        CHECK_ERR(mproc_proxy_len(d), -ESTALE);
+        mproc_proxy_free(p);
+        mproc_proxy_free(d);
+        mproc_manager_free(m);
+        mproc_manager_free(s);
+        if (pid > 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+        }
+    }
+}
+
 static const mproc_test tests[] = {
     {"start_every_method", test_start_every_method, 120},
     {"serve_in_thread", test_serve_in_thread, 0},
@@ -2755,6 +3112,11 @@ static const mproc_test tests[] = {
     {"helpers_threads_and_death", test_helpers_threads_and_death, 60},
     {"registered_types", test_registered_types, 120},
     {"registered_lifetimes", test_registered_lifetimes, 60},
+    {"proxy_over_pipe", test_proxy_over_pipe, 120},
+    {"proxy_from_hostile_obj", test_proxy_from_hostile_obj, 0},
+    {"proxy_with_python", test_proxy_with_python, 120},
+    {"reconnect_restarted", test_reconnect_restarted, 60},
+    {"stale_ident", test_stale_ident, 0},
 };
 
 MPROC_TEST_MAIN(tests)

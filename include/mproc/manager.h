@@ -204,7 +204,10 @@ typedef struct mproc_proxy mproc_proxy;
  * answers (a dummy request, as BaseManager.connect). Returns 0 and a
  * handle in *out (mproc_manager_free disconnects; it stops nothing);
  * what mproc_client returns (-ECONNREFUSED, -ENOENT, MPROC_EAUTH,
- * -ETIMEDOUT, ...); MPROC_EREMOTE; -EINVAL; -ENOMEM.
+ * -ETIMEDOUT, ...); MPROC_EREMOTE; -EINVAL; -ENOMEM. The handle outlives
+ * its server: when a new server starts at the same address, creates and
+ * new proxies work again, old proxies return -ESTALE (docs/manager.md,
+ * "Reconnecting").
  */
 MPROC_API int mproc_manager_connect(mproc_manager **out, const char *address,
                                     const mproc_conn_opts *opts);
@@ -245,8 +248,13 @@ MPROC_API int mproc_manager_create(mproc_manager *m, mproc_proxy **out,
  *   MPROC_EEMPTY, MPROC_EFULL  the method raised queue.Empty / queue.Full
  *       (a Queue's get / put that timed out or would block): *result is
  *       the exception;
+ *   -ESTALE  the server does not have the object: the server at the
+ *       address went away since the proxy was made (a restarted one is
+ *       not asked), or it answered that it has no such object;
  *   -EINVAL, -ENOMEM, or a connection's code: MPROC_EEOF, -ECONNRESET,
- *       -EPIPE (the server went away: never a hang), -ECONNREFUSED, ...
+ *       -EPIPE (the server went away: never a hang; the call is not
+ *       retried, and the handle's idle channels to a dead server are
+ *       dropped, so the next call dials anew), -ECONNREFUSED, ...
  * Thread safe.
  */
 MPROC_API int mproc_proxy_call(mproc_proxy *p, const char *method,
@@ -263,7 +271,8 @@ MPROC_API const char *mproc_proxy_typeid(const mproc_proxy *p);
 MPROC_API const char *mproc_proxy_ident(const mproc_proxy *p);
 
 /* Drops the proxy's reference on the server (one connection; the object
- * goes when no proxy is left) and frees p. NULL ok. */
+ * goes when no proxy is left) and frees p; a proxy whose server went away
+ * (-ESTALE) sends nothing. NULL ok. */
 MPROC_API void mproc_proxy_free(mproc_proxy *p);
 
 /*
@@ -454,6 +463,38 @@ MPROC_API int mproc_proxy_barrier_reset(mproc_proxy *p);
 MPROC_API int64_t mproc_proxy_barrier_parties(mproc_proxy *p);
 MPROC_API int64_t mproc_proxy_barrier_n_waiting(mproc_proxy *p);
 MPROC_API int mproc_proxy_barrier_broken(mproc_proxy *p);
+
+/*
+ * A proxy as a value, to send over a connection (mproc_conn_send_obj) to
+ * a Python process or another C process: what CPython pickles for a
+ * proxy, multiprocessing.managers.RebuildProxy(cls, Token(typeid,
+ * address, ident), 'pickle', {}) with cls the proxy class SyncManager
+ * uses for the type id (DictProxy, ListProxy, ...; AutoProxy for others).
+ * No key travels (as CPython's outside spawning): the receiver connects
+ * with its own (Python: its current_process().authkey). The value holds
+ * no reference on the server: keep p until the receiver made its proxy.
+ * Returns 0 and a new value in *out; -EINVAL (NULL p or out); -ENOMEM.
+ * Thread safe; makes no connection.
+ */
+MPROC_API int mproc_proxy_to_obj(const mproc_proxy *p, mproc_obj **out);
+
+/*
+ * A proxy made from such a value (mproc_proxy_to_obj's, or a Python
+ * proxy received with mproc_conn_recv_obj), as RebuildProxy: it connects
+ * to the Token's address with opts (NULL: the key in the value's
+ * "authkey" keyword if any, else the process authkey) and takes a
+ * reference of its own on the object (an incref: one connection), dropped
+ * by mproc_proxy_free. obj is borrowed. Returns 0 and the proxy in *out;
+ * -EINVAL (NULL out or obj); MPROC_ETYPE (not a RebuildProxy value of a
+ * manager proxy class with a Token (str type id, an address: a path, an
+ * abstract name or (host, port), a str ident) and serializer 'pickle');
+ * -ESTALE (the server does not know the object: freed, or the server was
+ * restarted); MPROC_EREMOTE (it refused the incref otherwise); a
+ * connection's codes (-ECONNREFUSED, -ENOENT, MPROC_EAUTH, ...);
+ * -ENOMEM. Blocks for that one connection. Thread safe.
+ */
+MPROC_API int mproc_proxy_from_obj(mproc_proxy **out, const mproc_obj *obj,
+                                   const mproc_conn_opts *opts);
 
 /*
  * Passing a proxy to a child (mproc_args): under fork the child uses the

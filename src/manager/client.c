@@ -24,6 +24,7 @@
 
 typedef struct mgr_channel mgr_channel;
 static void channel_free(mgr_channel *ch);
+static void client_sweep(mgr_client *cl, bool gone);
 
 struct mgr_client {
     long refs; /* atomic: the manager handle and each proxy */
@@ -34,12 +35,15 @@ struct mgr_client {
     mgr_channel **free_ch; /* idle channels */
     size_t nfree, capfree;
     pid_t pid; /* the process the channels belong to */
+    /* atomic: +1 each time the server went away */
+    unsigned long epoch;
 };
 
 struct mproc_proxy {
     mgr_client *cl;
     char *typeid;
     mproc_obj *ident;
+    unsigned long epoch; /* its client's when made: older is stale */
 };
 
 /* ---- the shared client ----------------------------------------------------
@@ -268,6 +272,11 @@ static int channel_take(mgr_client *cl, mgr_channel **out)
         cl->nfree--;
     }
     pthread_mutex_unlock(&cl->mu);
+    if (ch && mproc_conn_poll(ch->c, 0) != 0) { /* idle yet readable: */
+        channel_free(ch);                       /* the server went away */
+        ch = NULL;
+        client_sweep(cl, true);
+    }
     if (ch) {
         *out = ch;
         return 0;
@@ -297,6 +306,28 @@ static int channel_take(mgr_client *cl, mgr_channel **out)
     }
     *out = ch;
     return 0;
+}
+
+/* Drops the idle channels if one of them (or, gone, the server) is
+ * closed: a server restarted at the address gets fresh channels, and
+ * the proxies made before name objects it never had (-ESTALE). */
+static void client_sweep(mgr_client *cl, bool gone)
+{
+    pthread_mutex_lock(&cl->mu);
+    for (size_t i = 0; i < cl->nfree && !gone; i++)
+        gone = cl->pid == getpid() && mproc_conn_poll(cl->free_ch[i]->c, 0);
+    if (gone) {
+        for (size_t i = 0; i < cl->nfree; i++)
+            channel_free(cl->free_ch[i]);
+        cl->nfree = 0;
+        __atomic_add_fetch(&cl->epoch, 1, __ATOMIC_ACQ_REL);
+    }
+    pthread_mutex_unlock(&cl->mu);
+}
+
+static bool proxy_stale(const mproc_proxy *p)
+{
+    return p->epoch != __atomic_load_n(&p->cl->epoch, __ATOMIC_ACQUIRE);
 }
 
 static void channel_put(mgr_client *cl, mgr_channel *ch, bool broken)
@@ -333,6 +364,7 @@ static int proxy_new(mgr_client *cl, const char *typeid, mproc_obj *ident,
     }
     p->cl = client_ref(cl);
     p->ident = ident;
+    p->epoch = __atomic_load_n(&cl->epoch, __ATOMIC_ACQUIRE);
     *out = p;
     return 0;
 }
@@ -356,6 +388,7 @@ int mproc__mgr_create(mgr_client *cl, mproc_proxy **out, const char *typeid,
     if ((args && mproc_obj_type_of(args) != MPROC_OBJ_TUPLE) ||
         (kwds && mproc_obj_type_of(kwds) != MPROC_OBJ_DICT))
         return -EINVAL;
+    client_sweep(cl, false); /* a restarted server: new proxies are its */
     size_t n = mproc_obj_len(args);
     mproc_obj *all = mproc_obj_tuple_new(n + 1);
     if (!all || mproc_obj_tuple_set(all, 0, mproc_obj_str_c(typeid)) < 0) {
@@ -401,6 +434,10 @@ int mproc_proxy_call(mproc_proxy *p, const char *method, const mproc_obj *args,
     int rc = channel_take(p->cl, &ch);
     if (rc < 0)
         return rc;
+    if (proxy_stale(p)) { /* its server went away since it was made */
+        channel_put(p->cl, ch, false);
+        return -ESTALE;
+    }
     int kind = 0;
     mproc_obj *v = NULL;
     rc = exchange(ch->c, p->ident, method, args, kwds, &kind, &v, err, errcap);
@@ -411,6 +448,8 @@ int mproc_proxy_call(mproc_proxy *p, const char *method, const mproc_obj *args,
              ch->held > 0)
         ch->held--;
     channel_put(p->cl, ch, rc < 0 && rc != MPROC_EPICKLE);
+    if (rc < 0 && rc != MPROC_EPICKLE)
+        client_sweep(p->cl, false);
     if (rc == MPROC_EPICKLE)  /* a reply mproc cannot decode: an exception */
         return MPROC_EREMOTE; /* of a class off the allow-list */
     if (rc < 0)
@@ -426,6 +465,8 @@ int mproc_proxy_call(mproc_proxy *p, const char *method, const mproc_obj *args,
     } else if (kind == 3) {
         rc = 1;
     }
+    if (kind == 2 && mproc__mgr_unknown_ident(v, p->ident))
+        rc = -ESTALE; /* the server does not know the object (restarted) */
     if (result)
         *result = v;
     else
@@ -463,7 +504,9 @@ void mproc_proxy_free(mproc_proxy *p)
 {
     if (!p)
         return;
-    mproc_obj *args = mproc_obj_tuple_of(1, mproc_obj_ref(p->ident));
+    mproc_obj *args = proxy_stale(p)
+                          ? NULL /* its object went with its server */
+                          : mproc_obj_tuple_of(1, mproc_obj_ref(p->ident));
     int kind;
     mproc_obj *v = NULL;
     if (args && top_call(p->cl, "decref", args, NULL, &kind, &v) == 0)
@@ -1084,6 +1127,37 @@ static char *get_str(mproc_import *im, size_t *n)
     return s;
 }
 
+int mproc__mgr_proxy_adopt(mgr_client *cl, const char *typeid, mproc_obj *ident,
+                           mproc_proxy **out)
+{
+    mproc_proxy *p;
+    int rc = ident ? proxy_new(cl, typeid, ident, &p) : -ENOMEM;
+    if (rc < 0)
+        return rc;
+    mproc_obj *args = mproc_obj_tuple_of(1, mproc_obj_ref(p->ident));
+    int kind = 0;
+    mproc_obj *v = NULL;
+    rc = args ? top_call(cl, "incref", args, NULL, &kind, &v) : -ENOMEM;
+    mproc_obj_unref(args);
+    if (rc == 0 && kind != 0)
+        rc = mproc__mgr_unknown_ident(v, p->ident) ? -ESTALE : MPROC_EREMOTE;
+    mproc_obj_unref(v);
+    if (rc < 0) {
+        mproc_obj_unref(p->ident);
+        mproc__mgr_client_unref(p->cl);
+        free(p->typeid);
+        free(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+const char *mproc__mgr_proxy_address(const mproc_proxy *p)
+{
+    return p->cl->address;
+}
+
 static int proxy_import(mproc_import *im, void **out)
 {
     int32_t auth;
@@ -1100,25 +1174,9 @@ static int proxy_import(mproc_import *im, void **out)
             .auth = (mproc_auth)auth, .authkey = key, .authkey_len = kn};
         rc = mproc__mgr_client_new(&cl, addr, &o);
     }
-    if (rc == 0)
-        rc = proxy_new(cl, typeid, mproc_obj_str(id, idn), &p);
+    if (rc == 0) /* the child's own reference */
+        rc = mproc__mgr_proxy_adopt(cl, typeid, mproc_obj_str(id, idn), &p);
     mproc__mgr_client_unref(cl);
-    if (rc == 0) { /* the child's own reference */
-        mproc_obj *args = mproc_obj_tuple_of(1, mproc_obj_ref(p->ident));
-        int kind = 0;
-        mproc_obj *v = NULL;
-        rc = args ? top_call(p->cl, "incref", args, NULL, &kind, &v) : -ENOMEM;
-        mproc_obj_unref(args);
-        mproc_obj_unref(v);
-        if (rc == 0 && kind != 0)
-            rc = MPROC_EREMOTE;
-        if (rc < 0) {
-            mproc_obj_unref(p->ident);
-            mproc__mgr_client_unref(p->cl);
-            free(p->typeid);
-            free(p);
-        }
-    }
     if (key)
         memset(key, 0, kn);
     free(addr);

@@ -193,6 +193,18 @@ void mproc__mgr_client_unref(mgr_client *c);
 int mproc__mgr_create(mgr_client *cl, mproc_proxy **out, const char *typeid,
                       const mproc_obj *args, const mproc_obj *kwds, char *err,
                       size_t errcap);
+/* A proxy of cl's to the object ident (stolen; NULL: -ENOMEM) holding a
+ * reference of its own (an incref): 0, -ESTALE (the server does not know
+ * the object), MPROC_EREMOTE, a connection's codes, -ENOMEM. */
+int mproc__mgr_proxy_adopt(mgr_client *cl, const char *typeid, mproc_obj *ident,
+                           mproc_proxy **out);
+/* The address p's manager was reached at (owned by p). */
+const char *mproc__mgr_proxy_address(const mproc_proxy *p);
+
+/* client_share.c */
+/* Whether a #TRACEBACK text says the server has no object ident: its last
+ * line is "KeyError: '<ident>'" (mproc's and CPython's servers). */
+bool mproc__mgr_unknown_ident(const mproc_obj *tb, const mproc_obj *ident);
 
 /* nested.c */
 /* The object of s a RebuildProxy value v names (its Token's ident and

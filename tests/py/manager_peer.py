@@ -16,6 +16,9 @@ Scenarios:
   custom    BaseManager.register('Counter'), ('Tagged'): types registered
             from C on the server (test_manager.c's), their methods, the
             exceptions they raise, method_to_typeid, exposed
+  proxyconn a Connection to the C process listening at the 4th argument:
+            receives a dict proxy, sets 'py' through it, sends back its
+            items and a list proxy [0, 1] of its own, waits for 'got'
   wrongkey  connect with KEYHEX and expect AuthenticationError quickly
   append    appends 0..999 to the list whose ident is the 5th argument
             (shared with a C process appending at the same time)
@@ -440,6 +443,26 @@ def append(addr, key):
     print('ok')
 
 
+def proxyconn(addr, key):
+    # a Connection to the C process at the 5th argument: receives a dict
+    # proxy, uses it, answers what it saw, sends a list proxy of its own
+    import multiprocessing
+    from multiprocessing.connection import Client
+    multiprocessing.current_process().authkey = key
+    c = Client(address(sys.argv[4]), authkey=key)
+    d = c.recv()
+    check(type(d).__name__, 'DictProxy')
+    d['py'] = len(d)
+    c.send(sorted(d.items()))
+    m = SyncManager(address=addr, authkey=key)
+    m.connect()
+    l = m.list([0, 1])
+    c.send(l)
+    check(c.recv(), 'got')
+    c.close()
+    print('ok')
+
+
 def wrongkey(addr, key):
     m = SyncManager(address=addr, authkey=key)
     t0 = time.time()
@@ -470,7 +493,7 @@ def main():
     key = bytes(bytearray.fromhex(sys.argv[2]))
     {'types': types, 'registered': registered,
      'wrongkey': wrongkey, 'serve': serve, 'blocking': blocking,
-     'append': append, 'custom': custom}[sys.argv[3]](addr, key)
+     'append': append, 'custom': custom, 'proxyconn': proxyconn}[sys.argv[3]](addr, key)
     sys.stdout.flush()
 
 
