@@ -2059,36 +2059,20 @@ static void pin_read(void)
         }
         chain_unchain(false); /* not spliceable, or no more pipes */
     }
-    if (pin.chained) { /* the tail: read up to the mark, no further */
-        if (pin.cap < PIN_TAIL + 1) {
-            pin.cap = PIN_TAIL + 1;
-            pin.buf = xrealloc(pin.buf, pin.cap);
-        }
-        ssize_t got =
-            read(0, pin.buf + pin.len, opt.block - pin.clen - pin.len);
-        if (got < 0 && errno == EINTR && got_signal) {
-            chain_drop();
-            pin.len = 0;
-            pin.eof = true;
-            return;
-        }
-        if (got < 0 && (errno == EINTR || errno == EAGAIN))
-            return;
-        if (got < 0)
-            die("stdin: %s", strerror(errno));
-        if (got == 0)
-            pin.eof = true;
-        pin.len += (size_t)got;
-        return;
-    }
-    size_t want = pin.len < opt.block ? opt.block : pin.len * 2;
+    /* The tail (chained: up to the mark, no further), or the block. */
+    size_t want = pin.chained           ? PIN_TAIL
+                  : pin.len < opt.block ? opt.block
+                                        : pin.len * 2;
     if (want + 1 > pin.cap) {
         pin.cap = want + 65536;
         pin.buf = xrealloc(pin.buf, pin.cap);
     }
-    ssize_t got = read(0, pin.buf + pin.len, pin.cap - pin.len);
+    size_t room =
+        pin.chained ? opt.block - pin.clen - pin.len : pin.cap - pin.len;
+    ssize_t got = read(0, pin.buf + pin.len, room);
     if (got < 0 && errno == EINTR && got_signal) {
-        pin.len = 0; /* a partial block is dropped */
+        chain_drop(); /* a partial block is dropped */
+        pin.len = 0;
         pin.eof = true;
         return;
     }
