@@ -168,8 +168,9 @@ n=$("$P" --pipe --block 50k -k cat <"$W/seq" | cmp - "$W/seq" && echo same)
 expect "--pipe -k keeps every line in order" same "$n"
 n=$("$P" --pipe --block 50k wc -l <"$W/seq" | awk '{s+=$1} END {print s}')
 expect "--pipe line count" 100000 "$n"
-# From a pipe (read in the loop, blocks lent to the jobs' pipes with
-# vmsplice) and from a file (spliced from the page cache), blocks larger
+# From a pipe (read in the loop beside the jobs; with blocks of 64k and
+# more spliced through scratch pipes, below) and from a file (spliced
+# from the page cache), blocks larger
 # than a pipe holds: the same bytes, cut at the same places; jobs that
 # stop reading early do not disturb the blocks after theirs.
 seq 2000000 >"$W/big"
@@ -216,6 +217,13 @@ n=$(cat "$W/mixed" | "$P" --pipe --block 64k -k cat | cmp - "$W/mixed" &&
 expect "--pipe from a pipe, chained: every byte once, in order" same "$n"
 n=$(cat "$W/long" | "$P" -k --pipe --block 64k wc -c | tr '\n' ' ')
 expect "a 1 MB line from a pipe: one block" "1048577 6 " "$n"
+# A producer writing a line at a time (a few bytes per pipe buffer: more
+# scratch pipes than a block may have, then the copying path): the same
+# blocks.
+want=$("$P" -k --pipe --block 100k md5sum <"$W/seq")
+got=$(awk '{ print; fflush() }' "$W/seq" | "$P" -k --pipe --block 100k md5sum)
+expect "--pipe from a pipe fed a line per write: the file's blocks" \
+    "$want" "$got"
 # A job that reads half its block (and one that reads none): the rest of
 # its block is dropped, the next blocks are whole.
 half='if [ $(({#} % 2)) = 0 ]; then head -c 50000 | wc -c; else wc -c; fi'
@@ -224,6 +232,15 @@ got=$(cat "$W/big" | "$P" -k --pipe --block 100k "$half" | md5sum)
 expect "--pipe from a pipe: jobs reading half their block" "$want" "$got"
 got=$(cat "$W/big" | "$P" -j2 -k --pipe --block 100k true | wc -c)
 expect "--pipe from a pipe: jobs reading none of it" 0 "$got"
+# A job killed mid-block (--timeout; it never reads): its scratch pipes
+# are dropped, the blocks after it are whole, the runner does not wait on
+# it (the producer is not held back by its full pipe for long).
+sizes=$("$P" -k --pipe --block 100k wc -c <"$W/big")
+slow='if [ {#} = 3 ]; then sleep 30; else wc -c; fi'
+got=$(cat "$W/big" | "$P" -k --timeout 2 --pipe --block 100k "$slow" 2>/dev/null)
+expect "--pipe from a pipe: a job killed mid-block fails alone" 1 $?
+expect "--pipe from a pipe: the other blocks whole" \
+    "$(echo "$sizes" | sed 3d)" "$got"
 # --retries with a pipe stdin (the copying path: a retried job gets its
 # block again): each block's first try fails after reading it all.
 retry="if [ -e $W/r.{#} ]; then wc -c; else touch $W/r.{#}; cat >/dev/null; exit 1; fi"
