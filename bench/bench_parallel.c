@@ -8,7 +8,8 @@
  * end. --pipe: MB/s through `wc -c` (in) and `cat` (in and out, to
  * /dev/null) of a file of 100-byte lines in the page cache, from the file
  * and through a pipe, against one job fed by `cat` through one pipe (the
- * floor). Each figure is the median of
+ * floor) and through `dd bs=4M` between (a relay that copies, as a runner
+ * that reads stdin does). Each figure is the median of
  * BENCH_REPS runs (default 3; startup 11), all in the same run. GNU
  * parallel is skipped (and said so) when it is not installed.
  *
@@ -191,17 +192,22 @@ int main(int argc, char **argv)
     run(cmd); /* into the page cache */
     printf("\n## --pipe throughput, %zu MiB of 100-byte lines, --block 4M, "
            "-j2 (median of %d)\n\n| | floor: one job, `cat file \\| job` | "
+           "floor: a copying relay, `cat file \\| dd bs=4M \\| job` | "
            "mproc-parallel, `<file` | mproc-parallel, `cat file \\|` | "
-           "GNU parallel |\n|---|---|---|---|---|\n",
+           "GNU parallel |\n|---|---|---|---|---|---|\n",
            mb, reps);
     const char *jobs[2] = {"wc -c", "cat"};
     const char *what[2] = {"in (`wc -c`)", "in and out (`cat`)"};
     for (int k = 0; k < 2; k++) {
         /* Rounds interleaved: floor, from the file, through a pipe. */
-        double fv[64], mfv[64], mpv[64];
+        double fv[64], dv[64], mfv[64], mpv[64];
         for (int i = 0; i < reps; i++) {
             snprintf(cmd, sizeof cmd, "cat %s | %s >/dev/null", path, jobs[k]);
             fv[i] = run(cmd);
+            snprintf(cmd, sizeof cmd,
+                     "cat %s | dd bs=4M status=none | %s >/dev/null", path,
+                     jobs[k]);
+            dv[i] = run(cmd);
             snprintf(cmd, sizeof cmd,
                      "%s -j2 --pipe --block 4M %s <%s >/dev/null", mp, jobs[k],
                      path);
@@ -222,8 +228,10 @@ int main(int argc, char **argv)
             g = med_of(cmd, 1);
         }
         double bytes = (double)(mb << 20);
-        printf("| %s | %.0f MB/s | %.0f MB/s | %.0f MB/s | ", what[k],
-               bytes / fl / 1e6, bytes / m / 1e6, bytes / mp2 / 1e6);
+        double dd = median(dv, reps);
+        printf("| %s | %.0f MB/s | %.0f MB/s | %.0f MB/s | %.0f MB/s | ",
+               what[k], bytes / fl / 1e6, bytes / dd / 1e6, bytes / m / 1e6,
+               bytes / mp2 / 1e6);
         if (g > 0)
             printf("%.0f MB/s (1 run) |\n", (double)(mb << 20) / g / 1e6);
         else

@@ -168,8 +168,9 @@ n=$("$P" --pipe --block 50k -k cat <"$W/seq" | cmp - "$W/seq" && echo same)
 expect "--pipe -k keeps every line in order" same "$n"
 n=$("$P" --pipe --block 50k wc -l <"$W/seq" | awk '{s+=$1} END {print s}')
 expect "--pipe line count" 100000 "$n"
-# From a pipe (read in the loop, blocks lent to the jobs' pipes with
-# vmsplice) and from a file (spliced from the page cache), blocks larger
+# From a pipe (read in the loop beside the jobs; with blocks of 64k and
+# more spliced through scratch pipes, below) and from a file (spliced
+# from the page cache), blocks larger
 # than a pipe holds: the same bytes, cut at the same places; jobs that
 # stop reading early do not disturb the blocks after theirs.
 seq 2000000 >"$W/big"
@@ -189,6 +190,75 @@ expect "--pipe: jobs reading part of their block (pipe, file)" "$a $a" "$b $c"
 } >"$W/long"
 n=$("$P" -k --pipe --block 64k wc -c <"$W/long" | tr '\n' ' ')
 expect "a 1 MB line from a file: one block" "1048577 6 " "$n"
+
+# --pipe from a pipe, the chained path (blocks of 64k and more: the bulk
+# spliced into scratch pipes unread, only a block's last 16k read to find
+# its cut): the blocks are the very ones a file gives, byte for byte.
+# Lines of every length from 1 byte to 40k cross block ends and tails
+# (a tail without a line end takes the copying path for that block), the
+# 1 MB line is one block, -0 cuts at NULs; all against the file's cuts.
+awk 'BEGIN { srand(7); y = "y"; while (length(y) < 40000) y = y y
+    for (i = 0; i < 3000; i++) {
+    n = (i % 97 == 0) ? int(rand() * 40000) : int(rand() * 300)
+    print i substr(y, 1, n) } }' >"$W/mixed"
+cat "$W/long" "$W/big" "$W/long" >>"$W/mixed"
+tr '\n' '\0' <"$W/mixed" >"$W/mixed0"
+for args in "--block 64k" "--block 100k" "--block 1M" "-j1 --block 64k" \
+    "--block 70k -0"; do
+    f=$W/mixed
+    [[ $args == *-0 ]] && f=$W/mixed0
+    want=$("$P" -k --pipe $args md5sum <"$f")
+    got=$(cat "$f" | "$P" -k --pipe $args md5sum)
+    [ "$(echo "$want" | wc -l)" -gt 10 ] || bad "--pipe $args: few blocks"
+    expect "--pipe $args: a pipe's blocks are the file's" "$want" "$got"
+done
+n=$(cat "$W/mixed" | "$P" --pipe --block 64k -k cat | cmp - "$W/mixed" &&
+    echo same)
+expect "--pipe from a pipe, chained: every byte once, in order" same "$n"
+n=$(cat "$W/long" | "$P" -k --pipe --block 64k wc -c | tr '\n' ' ')
+expect "a 1 MB line from a pipe: one block" "1048577 6 " "$n"
+# A producer writing a line at a time (a few bytes per pipe buffer: more
+# scratch pipes than a block may have, then the copying path): the same
+# blocks.
+want=$("$P" -k --pipe --block 100k md5sum <"$W/seq")
+got=$(awk '{ print; fflush() }' "$W/seq" | "$P" -k --pipe --block 100k md5sum)
+expect "--pipe from a pipe fed a line per write: the file's blocks" \
+    "$want" "$got"
+# A job that reads half its block (and one that reads none): the rest of
+# its block is dropped, the next blocks are whole.
+half='if [ $(({#} % 2)) = 0 ]; then head -c 50000 | wc -c; else wc -c; fi'
+want=$("$P" -k --pipe --block 100k "$half" <"$W/big" | md5sum)
+got=$(cat "$W/big" | "$P" -k --pipe --block 100k "$half" | md5sum)
+expect "--pipe from a pipe: jobs reading half their block" "$want" "$got"
+got=$(cat "$W/big" | "$P" -j2 -k --pipe --block 100k true | wc -c)
+expect "--pipe from a pipe: jobs reading none of it" 0 "$got"
+# A job killed mid-block (--timeout; it never reads): its scratch pipes
+# are dropped, the blocks after it are whole, the runner does not wait on
+# it (the producer is not held back by its full pipe for long).
+sizes=$("$P" -k --pipe --block 100k wc -c <"$W/big")
+slow='if [ {#} = 3 ]; then sleep 30; else wc -c; fi'
+got=$(cat "$W/big" | "$P" -k --timeout 2 --pipe --block 100k "$slow" 2>/dev/null)
+expect "--pipe from a pipe: a job killed mid-block fails alone" 1 $?
+expect "--pipe from a pipe: the other blocks whole" \
+    "$(echo "$sizes" | sed 3d)" "$got"
+# --retries with a pipe stdin (the copying path: a retried job gets its
+# block again): each block's first try fails after reading it all.
+retry="if [ -e $W/r.{#} ]; then wc -c; else touch $W/r.{#}; cat >/dev/null; exit 1; fi"
+want=$("$P" -k --pipe --block 100k wc -c <"$W/big" | md5sum)
+got=$(cat "$W/big" | "$P" -k --retries 2 --pipe --block 100k "$retry" | md5sum)
+expect "--pipe --retries 2 from a pipe: each block again" "$want" "$got"
+# The chained path reads (copies) only the blocks' tails: the runner's
+# read()s of stdin are a small part of it (strace, where installed).
+if command -v strace >/dev/null; then
+    cat "$W/big" | ASAN_OPTIONS=detect_leaks=0 strace -o "$W/st" \
+        -e trace=read -e signal=none "$P" --pipe --block 1M wc -c >/dev/null
+    n=$(awk -F'= ' '/^read\(0,/ { s += $NF } END { print s + 0 }' "$W/st")
+    size=$(wc -c <"$W/big")
+    [ "$n" -lt $((size / 10)) ] && ok ||
+        bad "--pipe from a pipe: the runner read $n of $size bytes"
+else
+    echo "SKIP: --pipe chained path read count (no strace)"
+fi
 
 # --timeout and --term-seq: a job that ignores TERM is KILLed at the end
 # of the sequence, in time.

@@ -1195,9 +1195,13 @@ typedef struct job {
     size_t in_len, in_off, in_cap;
     off_t in_at;       /* --pipe from a regular file: where the block is */
     size_t in_gift;    /* --pipe: bytes from in_off on may be vmspliced */
+    int *chain;        /* --pipe from a pipe: the block in these pipes */
+    size_t nchain, ci; /* (read ends, in order; ci: the one being fed) */
     mproc_future *fut; /* --mpi: the task running it on a rank */
     char *host;        /* --mpi: the host it ran on (joblog) */
 } job;
+
+#define PIN_SCRATCH (1 << 20) /* --pipe from a pipe: its pipes' size */
 
 static char *pin_spare; /* --pipe: a block buffer to reuse */
 static size_t pin_spare_cap;
@@ -1240,6 +1244,9 @@ static void job_free(job *j)
         free(j->a.v[i].s);
     free(j->a.v);
     free(j->tag);
+    for (size_t i = j->ci; i < j->nchain; i++)
+        close(j->chain[i]);
+    free(j->chain);
     /* --pipe: the buffer is kept for the next block, unless some of it
      * was vmspliced and the job did not take it all: the pipe may still
      * hold its pages (free() leaves them to the pipe). */
@@ -1512,6 +1519,8 @@ static bool job_start(job *j, int idx)
         if (fds[i] >= 0)
             fcntl(fds[i], F_SETFL, O_NONBLOCK);
     if (j->infd >= 0) {
+        if (j->chain)
+            fcntl(j->infd, F_SETPIPE_SZ, PIN_SCRATCH);
         int cap = j->in ? fcntl(j->infd, F_GETPIPE_SZ) : 0;
         size_t keep = cap > 0 ? (size_t)cap : 65536;
         j->in_gift = j->in && j->in_len > keep ? j->in_len - keep : 0;
@@ -1783,24 +1792,139 @@ static job *next_job(void)
  * read in the loop beside the jobs, whenever poll() says it has data,
  * into the block being gathered; a cut block is handed to its job as it
  * is, and mostly vmspliced into the job's pipe (pages lent, not copied).
+ *
+ * From a pipe (the "chained" path), a block is not read at all but for
+ * its last PIN_TAIL bytes: the bulk is spliced from stdin into scratch
+ * pipes of the runner's (a chain; pipe to pipe moves pages, copies
+ * none), the tail is read to find the last delimiter in it, the bytes up
+ * to it are written behind the bulk, and the job is fed from the chain
+ * with splice() again. What follows the cut starts the next block's
+ * chain. A block with no delimiter in its tail (a record longer than the
+ * tail), a producer whose small writes would need too many scratch pipes,
+ * a pipe that cannot be made, and --retries (a retried job needs its
+ * block again) take the copying path: the chain is read back into the
+ * buffer and the block is cut as above, with the same boundaries.
  */
 static struct {
-    char *buf; /* the block being gathered (not a file) */
+    char *buf; /* the block being gathered (not a file); chained: its tail */
     size_t len, cap;
     size_t scanned; /* no delimiter in buf[block, scanned) */
     bool eof;
-    bool file; /* stdin is a regular file */
-    off_t at;  /* file: where the next block starts */
+    bool file;       /* stdin is a regular file */
+    off_t at;        /* file: where the next block starts */
+    bool zc;         /* stdin is a pipe the chained path may take */
+    bool chained;    /* the block being gathered is in the chain + buf */
+    int (*chain)[2]; /* scratch pipes (read, write ends), in order */
+    size_t nchain, capchain;
+    size_t clen; /* bytes in the chain */
 } pin;
 
-#define PIN_WINDOW ((size_t)64 << 10) /* file: bytes read to find a cut */
+#define PIN_WINDOW    ((size_t)64 << 10) /* file: bytes read to find a cut */
+#define PIN_TAIL      ((size_t)16 << 10) /* chained: bytes read to find a cut */
+#define PIN_CHAIN_MAX 64                 /* chained: scratch pipes per block */
 
 static void pipe_init(void)
 {
     struct stat st;
     off_t at = lseek(0, 0, SEEK_CUR);
-    pin.file = fstat(0, &st) == 0 && S_ISREG(st.st_mode) && at >= 0;
+    bool ok = fstat(0, &st) == 0;
+    pin.file = ok && S_ISREG(st.st_mode) && at >= 0;
     pin.at = at;
+    pin.zc = ok && S_ISFIFO(st.st_mode) && opt.retries <= 1 &&
+             opt.block >= 4 * PIN_TAIL;
+    pin.chained = pin.zc;
+    /* Fewer, larger moves (and fewer wake-ups of the producer too). */
+    if (pin.zc)
+        fcntl(0, F_SETPIPE_SZ, PIN_SCRATCH);
+}
+
+/* chained: a new scratch pipe at the chain's end; false when none can be
+ * made (or the chain is at its longest). */
+static bool chain_add(void)
+{
+    int p[2];
+    if (pin.nchain == PIN_CHAIN_MAX || pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0)
+        return false;
+    fcntl(p[1], F_SETPIPE_SZ, PIN_SCRATCH); /* a smaller one does too */
+    if (pin.nchain == pin.capchain) {
+        pin.capchain = pin.capchain ? pin.capchain * 2 : 8;
+        pin.chain = xrealloc(pin.chain, sizeof *pin.chain * pin.capchain);
+    }
+    pin.chain[pin.nchain][0] = p[0];
+    pin.chain[pin.nchain++][1] = p[1];
+    return true;
+}
+
+/* chained: moves the first n bytes of buf to the chain's end (a copy of
+ * at most a tail); false when the chain cannot take them all (what it
+ * took is off buf: chain then buf is still the stream, in order). */
+static bool chain_write(size_t n)
+{
+    size_t done = 0;
+    bool ok = true;
+    while (done < n) {
+        ssize_t w = pin.nchain ? write(pin.chain[pin.nchain - 1][1],
+                                       pin.buf + done, n - done)
+                               : -1;
+        if (w > 0) {
+            done += (size_t)w;
+        } else if (w < 0 && pin.nchain && errno == EINTR) {
+            continue;
+        } else if (!chain_add()) { /* full (EAGAIN), or no chain yet */
+            ok = false;
+            break;
+        }
+    }
+    memmove(pin.buf, pin.buf + done, pin.len - done);
+    pin.len -= done;
+    pin.clen += done;
+    return ok;
+}
+
+/* chained: the chain's pipes closed, the bytes in them dropped. */
+static void chain_drop(void)
+{
+    for (size_t i = 0; i < pin.nchain; i++) {
+        close(pin.chain[i][0]);
+        close(pin.chain[i][1]);
+    }
+    pin.nchain = 0;
+    pin.clen = 0;
+}
+
+/* chained: the block back on the copying path, its bytes (the chain's,
+ * then the tail) read into buf. stays: may a later block be chained? */
+static void chain_unchain(bool stays)
+{
+    size_t total = pin.clen + pin.len;
+    size_t cap = (total > opt.block ? total : opt.block) + 65536;
+    char *nb = xrealloc(NULL, cap);
+    size_t at = 0;
+    for (size_t i = 0; i < pin.nchain; i++) {
+        close(pin.chain[i][1]); /* an empty pipe reads as its end */
+        for (;;) {
+            ssize_t r = read(pin.chain[i][0], nb + at, pin.clen - at);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0)
+                break;
+            at += (size_t)r;
+        }
+        close(pin.chain[i][0]);
+    }
+    if (at != pin.clen)
+        die("--pipe: lost %zu bytes in a scratch pipe", pin.clen - at);
+    if (pin.len)
+        memcpy(nb + at, pin.buf, pin.len);
+    free(pin.buf);
+    pin.buf = nb;
+    pin.cap = cap;
+    pin.len = total;
+    pin.scanned = 0;
+    pin.nchain = 0;
+    pin.clen = 0;
+    pin.chained = false;
+    pin.zc = pin.zc && stays;
 }
 
 /* file: the stdin bytes at [at, at + n) into buf; fewer at its end. */
@@ -1857,6 +1981,18 @@ static size_t pin_file_cut(void)
 /* Not a file: where the gathered bytes can be cut now (0: not yet). */
 static size_t pin_cut(void)
 {
+    if (pin.chained) {
+        size_t total = pin.clen + pin.len;
+        if (total == 0 || (total < opt.block && !pin.eof))
+            return 0;
+        if (total <= opt.block && pin.eof)
+            return total;
+        /* total == block: the tail was read up to the mark */
+        char *d = pin.len ? memrchr(pin.buf, opt.delim, pin.len) : NULL;
+        if (d)
+            return pin.clen + (size_t)(d - pin.buf) + 1;
+        chain_unchain(true); /* no delimiter in the tail: look at it all */
+    }
     if (pin.len == 0)
         return 0;
     if (pin.eof && pin.len <= opt.block)
@@ -1871,10 +2007,11 @@ static size_t pin_cut(void)
     }
     /* A record longer than a block: its end, looked for in what came in
      * since the last look only (a long record is not scanned again at
-     * every read). */
+     * every read). Up to the end found only, so that the next look (the
+     * loop asks before the job is made) finds it again. */
     if (!d && pin.len > pin.scanned) {
         d = memchr(pin.buf + pin.scanned, opt.delim, pin.len - pin.scanned);
-        pin.scanned = pin.len;
+        pin.scanned = d ? (size_t)(d - pin.buf) : pin.len;
     }
     if (d)
         return (size_t)(d - pin.buf) + 1;
@@ -1891,14 +2028,51 @@ static bool pin_wants_read(void)
  * being gathered. A signal that interrupts it ends the input. */
 static void pin_read(void)
 {
-    size_t want = pin.len < opt.block ? opt.block : pin.len * 2;
+    if (pin.chained && pin.clen + PIN_TAIL < opt.block) {
+        /* The bulk: from stdin to the chain's last pipe, unread. */
+        ssize_t got = pin.nchain ? splice(0, NULL, pin.chain[pin.nchain - 1][1],
+                                          NULL, opt.block - PIN_TAIL - pin.clen,
+                                          SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
+                                 : -1;
+        if (got > 0) {
+            pin.clen += (size_t)got;
+            return;
+        }
+        if (got == 0) {
+            pin.eof = true;
+            return;
+        }
+        if (pin.nchain && errno == EINTR && got_signal) {
+            chain_drop(); /* a partial block is dropped */
+            pin.len = 0;
+            pin.eof = true;
+            return;
+        }
+        if (!pin.nchain || errno == EINTR || errno == EAGAIN) {
+            struct pollfd p = {.fd = pin.nchain ? pin.chain[pin.nchain - 1][1]
+                                                : -1,
+                               .events = POLLOUT};
+            if (pin.nchain && poll(&p, 1, 0) != 0)
+                return; /* stdin had nothing after all */
+            if (chain_add())
+                return; /* the last pipe was full (or none): the next one */
+        }
+        chain_unchain(false); /* not spliceable, or no more pipes */
+    }
+    /* The tail (chained: up to the mark, no further), or the block. */
+    size_t want = pin.chained           ? PIN_TAIL
+                  : pin.len < opt.block ? opt.block
+                                        : pin.len * 2;
     if (want + 1 > pin.cap) {
         pin.cap = want + 65536;
         pin.buf = xrealloc(pin.buf, pin.cap);
     }
-    ssize_t got = read(0, pin.buf + pin.len, pin.cap - pin.len);
+    size_t room =
+        pin.chained ? opt.block - pin.clen - pin.len : pin.cap - pin.len;
+    ssize_t got = read(0, pin.buf + pin.len, room);
     if (got < 0 && errno == EINTR && got_signal) {
-        pin.len = 0; /* a partial block is dropped */
+        chain_drop(); /* a partial block is dropped */
+        pin.len = 0;
         pin.eof = true;
         return;
     }
@@ -1943,6 +2117,26 @@ static job *pipe_next_job(bool *done)
         *done = pin.eof;
         return NULL;
     }
+    if (pin.chained) {
+        /* The tail up to the cut behind the bulk; the job takes the
+         * chain, and the rest of the tail starts the next one. */
+        if (!chain_write(n - pin.clen)) {
+            chain_unchain(false);
+            return pipe_next_job(done);
+        }
+        job *j = pipe_job(n);
+        j->chain = xrealloc(NULL, sizeof(int) * pin.nchain);
+        for (size_t i = 0; i < pin.nchain; i++) {
+            close(pin.chain[i][1]);
+            j->chain[i] = pin.chain[i][0];
+        }
+        j->nchain = pin.nchain;
+        pin.nchain = 0;
+        pin.clen = 0;
+        if (pin.len && !chain_write(pin.len))
+            chain_unchain(false);
+        return j;
+    }
     /* The job takes the buffer (no copy of the block); the rest, less
      * than a record, goes to a spare one. */
     job *j = pipe_job(n);
@@ -1962,6 +2156,12 @@ static job *pipe_next_job(bool *done)
     pin.cap = ncap;
     pin.len = rest;
     pin.scanned = 0;
+    /* Back on the chained path once what is left is short. */
+    if (pin.zc && rest + PIN_TAIL < opt.block) {
+        pin.chained = true;
+        if (rest && !chain_write(rest))
+            chain_unchain(false);
+    }
     return j;
 }
 
@@ -1978,7 +2178,18 @@ static void feed(job *j)
         ssize_t w;
         if (left == 0)
             break;
-        if (!j->in) {
+        if (j->chain) {
+            w = j->ci < j->nchain
+                    ? splice(j->chain[j->ci], NULL, j->infd, NULL, left,
+                             SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
+                    : -1;
+            if (w == 0) { /* this pipe is empty (its write end closed) */
+                close(j->chain[j->ci++]);
+                continue;
+            }
+            if (w < 0 && j->ci == j->nchain)
+                die("--pipe: a block lost %zu bytes", left);
+        } else if (!j->in) {
             loff_t at = j->in_at + (loff_t)j->in_off;
             w = splice(0, &at, j->infd, NULL, left,
                        SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
