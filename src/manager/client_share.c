@@ -61,7 +61,7 @@ static bool proxy_class_ok(const char *cls)
 
 /* An mproc address as a Token carries it: "/path" a str, "@name" bytes
  * starting with NUL, "host:port" and "[v6]:port" a (host, port) tuple. */
-static mproc_obj *address_to_py(const char *a)
+mproc_obj *mproc__mgr_token_address(const char *a)
 {
     const char *colon = strrchr(a, ':');
     if (a[0] == '@') {
@@ -133,9 +133,10 @@ int mproc_proxy_to_obj(const mproc_proxy *p, mproc_obj **out)
             cls = proxy_classes[i].cls;
     mproc_obj *token = mproc_obj_reduce(
         MANAGERS, "Token", mproc_obj_tuple_new(0),
-        mproc_obj_tuple_of(3, mproc_obj_str_c(typeid),
-                           address_to_py(mproc__mgr_proxy_address(p)),
-                           mproc_obj_str_c(mproc_proxy_ident(p))),
+        mproc_obj_tuple_of(
+            3, mproc_obj_str_c(typeid),
+            mproc__mgr_token_address(mproc__mgr_proxy_address(p)),
+            mproc_obj_str_c(mproc_proxy_ident(p))),
         true);
     mproc_obj *args = mproc_obj_tuple_of(
         4, mproc_obj_reduce(MANAGERS, cls, NULL, NULL, false), token,

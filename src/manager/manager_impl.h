@@ -235,6 +235,13 @@ void mproc__mgr_regs_free(mgr_regs *g);
 /* blocking.c */
 const mgr_type *mproc__mgr_blocking_type(const char *typeid);
 
+/* client_share.c */
+/* An mproc address as a Token carries it (CPython's forms): "/path" a
+ * str, "@name" bytes starting with NUL, "host:port" and "[v6]:port" a
+ * (host, port) tuple. A new value, NULL when out of memory. Used by the
+ * server for the Tokens it hands out and by mproc_proxy_to_obj. */
+mproc_obj *mproc__mgr_token_address(const char *a);
+
 /* server.c */
 /* The client whose request is being served (a serial number > 0). */
 unsigned long mproc__mgr_caller(const mgr_server *s);

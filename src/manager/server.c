@@ -1501,35 +1501,6 @@ static void take_ready(mgr_server *s)
     listen_again(s);
 }
 
-/* ---- the address a Token carries ---------------------------------------- */
-
-static mproc_obj *token_address(const char *a)
-{
-    if (a[0] == '@') {
-        size_t n = strlen(a);
-        char *b = malloc(n);
-        if (!b)
-            return NULL;
-        b[0] = 0;
-        memcpy(b + 1, a + 1, n - 1);
-        mproc_obj *v = mproc_obj_bytes(b, n);
-        free(b);
-        return v;
-    }
-    const char *colon = strrchr(a, ':');
-    if (a[0] != '/' && colon && colon[1] >= '0' && colon[1] <= '9') {
-        const char *h = a;
-        size_t hn = (size_t)(colon - a);
-        if (a[0] == '[') {
-            h++;
-            hn -= 2;
-        }
-        return mproc_obj_tuple_of(2, mproc_obj_str(h, hn),
-                                  mproc_obj_int(strtol(colon + 1, NULL, 10)));
-    }
-    return mproc_obj_str_c(a);
-}
-
 static bool is_tcp(const char *a)
 {
     if (!a || !*a || a[0] == '@' || a[0] == '/' || a[0] == '.')
@@ -1656,7 +1627,7 @@ int mproc__mgr_run(const mgr_config *cfg,
     if (rc == 0)
         rc = mproc_listener_new(&s.l, cfg->address, &co);
     if (rc == 0) {
-        s.address = token_address(mproc_listener_address(s.l));
+        s.address = mproc__mgr_token_address(mproc_listener_address(s.l));
         if (!s.address)
             rc = -ENOMEM;
     }
