@@ -15,8 +15,12 @@
  * (a partial message waits in its buffer). A connection answers one
  * top-level request and is closed, unless that request is
  * accept_connection: it then carries method calls until EOF.
+ *
+ * Around it: table.c (the objects by ident), handshakes.c (the handshake
+ * threads), lifetimes.c (client processes, their references, stored
+ * proxies that keep objects alive); their shared state is server_impl.h.
  */
-#include "manager/manager_impl.h"
+#include "manager/server_impl.h"
 #include "obj/obj_impl.h"
 
 #include <fcntl.h>
@@ -28,113 +32,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <unistd.h>
-
-/* Handshake threads at once; a handshake older than MGR_HS_EVICT seconds
- * is cut when all are taken and a new connection waits. */
-#define MGR_HANDSHAKES 64
-#define MGR_HS_EVICT   1.0
-/* A client's input buffer to start with; one kept between requests. */
-#define MGR_IN_START 16384
-#define MGR_KEEP     (256u << 10)
-
-typedef struct client {
-    mproc_conn *c; /* owns the socket (non-blocking) */
-    int fd, proto; /* the pickle protocol of its replies */
-    bool channel;  /* after accept_connection */
-    bool parked;   /* its call waits (a mgr_wait names it) */
-    bool closing;  /* answered a top-level request: closed once flushed */
-    bool dead;     /* dropped; freed after this round of events */
-    bool queued;   /* on the round's list: output to write or input to
-                      serve again */
-    bool resume;   /* its call went through: its input is to be served */
-    bool blocking; /* called a type that keeps per-client state (locks) */
-    unsigned ev;   /* the epoll events registered */
-    unsigned long serial; /* who it is, for locks and waits */
-    size_t idx;           /* its slot in clients */
-    pid_t pid;            /* its process (a local client), else 0 */
-    mproc_obj *pin;       /* its last reply, while it carries proxies to objects
-                             here: they stay until the client's next request */
-    unsigned char *in;    /* received bytes: [in_pos, in_len) unserved */
-    size_t in_len, in_pos, in_cap;
-    mproc__buf out; /* replies: [out_pos, out.len) unwritten */
-    size_t out_pos;
-    struct client *next; /* on the round's list, or the dead list */
-} client;
-
-/* A client process: watched (a pidfd) while it has connections or holds
- * references, so that the references go when it dies. Its pidfd is looked
- * at when one of its connections closes, and every second (not polled
- * with the connections: that would double the loop's poll set). */
-typedef struct mgr_peer {
-    pid_t pid;
-    int fd;     /* its pidfd: readable once it has exited */
-    long conns; /* its connections */
-    long holds; /* the objects it holds references on */
-    bool dead;  /* found to have exited */
-    bool soon;  /* its last connection closed while its pidfd did not tell
-                   yet (it may be exiting): looked at again shortly */
-} mgr_peer;
-
-/* A call that waits: its client, object, method, arguments and time. */
-typedef struct mgr_wait {
-    unsigned long client;
-    mgr_obj *o;
-    char *name;
-    mproc_obj *args, *kwds;
-    double deadline; /* < 0 never */
-    struct mgr_wait *next;
-} mgr_wait;
-
-struct mgr_server {
-    mproc_listener *l;
-    size_t max_request;
-    mproc_obj *address; /* the Token's address: str, bytes or (host, port) */
-    mgr_obj **buckets;  /* by the object's address */
-    size_t nbuckets, nobjs;
-    size_t max_output;
-    client **clients;
-    size_t nclients, capclients;
-    client *round; /* to write or serve again before the next wait */
-    client *dead;  /* dropped this round: freed at its end */
-    int ep;        /* the epoll fd, -1 while fuzzing */
-    bool stopping;
-    bool listen_off;     /* all handshake threads busy: not accepting */
-    double listen_next;  /* when to look at the listener again */
-    client *cur;         /* the client being served */
-    mproc_obj *kinds[4]; /* '#RETURN', '#ERROR', '#TRACEBACK', '#PROXY' */
-
-    /* handshakes in flight, and their results for the loop */
-    pthread_mutex_t mu;
-    pthread_cond_t idle;
-    int handshakes;
-    struct hs_job *done; /* their threads ending: to join */
-    struct {
-        const void *job;
-        int fd; /* a dup of its socket's, to cut it by (-1: none) */
-        double since;
-    } hs[MGR_HANDSHAKES]; /* in flight, oldest first */
-    mproc_conn **ready;
-    size_t nready, capready;
-    int wake[2]; /* a pipe: a handshake finished */
-    double hs_timeout;
-    unsigned long fuzz_ids; /* fuzzing: objects named 1, 2, ... (0: off) */
-    unsigned long serials, caller;
-    mgr_wait *waits; /* in arrival order */
-    mgr_peer *peers;
-    size_t npeers, cappeers;
-    bool peers_due;  /* a peer was found dead */
-    double peers_at; /* when to look at every peer next */
-    double soon_at;  /* when to look at the peers marked soon (0: none) */
-    mproc_obj *key;  /* the authkey stored proxies are given (NULL: none) */
-    bool nested;     /* a proxy to an object here was ever stored */
-    size_t nkept;    /* objects with no reference kept by stored proxies */
-    bool sweep_due;  /* a client's pin went: sweep at the round's end */
-    client *closer;  /* the client that asked for shutdown, out of the
-                        loop: answered once everything is gone */
-    mgr_regs *regs;  /* the types registered from C */
-};
 
 unsigned long mproc__mgr_caller(const mgr_server *s)
 {
@@ -147,92 +45,6 @@ pid_t mproc__mgr_client_pid(const mgr_server *s, unsigned long serial)
         if (s->clients[i]->serial == serial)
             return s->clients[i]->pid;
     return 0;
-}
-
-/* ---- client processes and the references they hold ---------------------- */
-
-static mgr_peer *peer_of(mgr_server *s, pid_t pid)
-{
-    for (size_t i = 0; pid && i < s->npeers; i++)
-        if (s->peers[i].pid == pid)
-            return &s->peers[i];
-    return NULL;
-}
-
-/* The process at the other end of a local connection, watched from now
- * on; 0 when unknown (TCP), this process, or it cannot be watched. */
-static pid_t peer_watch(mgr_server *s, int fd)
-{
-    struct ucred uc;
-    socklen_t len = sizeof uc;
-    if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) < 0 ||
-        uc.pid <= 0 || uc.pid == getpid())
-        return 0;
-    mgr_peer *p = peer_of(s, uc.pid);
-    if (!p) {
-        if (s->npeers == s->cappeers) {
-            size_t cap = s->cappeers ? s->cappeers * 2 : 16;
-            mgr_peer *np = realloc(s->peers, cap * sizeof *np);
-            if (!np)
-                return 0;
-            s->peers = np;
-            s->cappeers = cap;
-        }
-        int pfd = (int)syscall(SYS_pidfd_open, uc.pid, 0);
-        if (pfd < 0)
-            return 0;
-        p = &s->peers[s->npeers++];
-        *p = (mgr_peer){uc.pid, pfd, 0, 0, false, false};
-    }
-    p->conns++;
-    return uc.pid;
-}
-
-/* Process pid's count of references on o changes by d (refs unchanged). */
-static void hold_add(mgr_server *s, mgr_obj *o, pid_t pid, long d)
-{
-    mgr_peer *p = peer_of(s, pid);
-    if (!p)
-        return;
-    size_t i = 0;
-    while (i < o->nholds && o->holds[i].pid != pid)
-        i++;
-    if (i == o->nholds) {
-        if (d <= 0)
-            return;
-        if (o->nholds == o->capholds) {
-            size_t cap = o->capholds ? o->capholds * 2 : 2;
-            mgr_hold *h = realloc(o->holds, cap * sizeof *h);
-            if (!h)
-                return; /* untracked: kept until decref */
-            o->holds = h;
-            o->capholds = cap;
-        }
-        o->holds[o->nholds++] = (mgr_hold){pid, 0};
-        p->holds++;
-    }
-    o->holds[i].n += d;
-    if (o->holds[i].n <= 0) {
-        o->holds[i] = o->holds[--o->nholds];
-        p->holds--;
-    }
-}
-
-/* A reference dropped by the caller's process: its own count, else (a
- * reference handed from one process to another) the oldest holder's, so
- * that no death gives back more than the object has. */
-static void hold_drop(mgr_server *s, mgr_obj *o, pid_t pid)
-{
-    long sum = 0;
-    for (size_t i = 0; i < o->nholds; i++) {
-        if (o->holds[i].pid == pid) {
-            hold_add(s, o, pid, -1);
-            return;
-        }
-        sum += o->holds[i].n;
-    }
-    if (o->nholds && sum > o->refs)
-        hold_add(s, o, o->holds[0].pid, -1);
 }
 
 static void wait_free(mgr_wait *w)
@@ -254,7 +66,6 @@ static client *client_of(mgr_server *s, unsigned long serial)
 
 static int queue_result(mgr_server *s, client *cl, mgr_reply *r);
 static void drop_client(mgr_server *s, client *cl);
-static void pin_reply(mgr_server *s, client *cl, const mgr_reply *r);
 static void answer_closer(mgr_server *s);
 
 /* Puts cl on the round's list: its output is written, and its input
@@ -275,7 +86,7 @@ static void wait_answer(mgr_server *s, mgr_wait *w, mgr_reply *r)
     if (cl) {
         cl->parked = false;
         cl->resume = true;
-        pin_reply(s, cl, r);
+        mproc__mgr_pin_reply(s, cl, r);
         if (queue_result(s, cl, r) < 0)
             drop_client(s, cl);
         else
@@ -285,102 +96,10 @@ static void wait_answer(mgr_server *s, mgr_wait *w, mgr_reply *r)
     }
 }
 
-/* ---- the object table -------------------------------------------------- */
-
-static size_t bucket_of(const mgr_server *s, uintptr_t id)
-{
-    return (size_t)((id >> 4) * 0x9e3779b97f4a7c15u) & (s->nbuckets - 1);
-}
-
-static int table_grow(mgr_server *s)
-{
-    size_t nb = s->nbuckets ? s->nbuckets * 2 : 256;
-    mgr_obj **b = calloc(nb, sizeof(void *));
-    if (!b)
-        return -ENOMEM;
-    mgr_obj **old = s->buckets;
-    size_t on = s->nbuckets;
-    s->buckets = b;
-    s->nbuckets = nb;
-    for (size_t i = 0; i < on; i++)
-        for (mgr_obj *o = old[i], *next; o; o = next) {
-            next = o->next;
-            size_t k = bucket_of(s, (uintptr_t)o);
-            o->next = b[k];
-            b[k] = o;
-        }
-    free(old);
-    return 0;
-}
-
-mgr_obj *mproc__mgr_new_obj(mgr_server *s, const mgr_type *t)
-{
-    if (s->nobjs >= s->nbuckets && table_grow(s) < 0)
-        return NULL;
-    mgr_obj *o = calloc(1, sizeof *o);
-    if (!o)
-        return NULL;
-    o->type = t;
-    o->refs = 1;
-    o->fuzz_id = s->fuzz_ids ? s->fuzz_ids++ : 0;
-    size_t k = bucket_of(s, (uintptr_t)o);
-    o->next = s->buckets[k];
-    s->buckets[k] = o;
-    s->nobjs++;
-    hold_add(s, o, mproc__mgr_client_pid(s, s->caller), 1);
-    return o;
-}
-
-/* The object named by a lowercase hex ident, or NULL. */
-static mgr_obj *lookup(mgr_server *s, const mproc_obj *ident)
-{
-    size_t n;
-    const char *str = mproc_obj_str_value(ident, &n);
-    if (!str || n == 0 || n > 16 || s->nbuckets == 0)
-        return NULL;
-    uintptr_t id = 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = str[i];
-        int d = c >= '0' && c <= '9'   ? c - '0'
-                : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                       : -1;
-        if (d < 0)
-            return NULL;
-        id = id << 4 | (uintptr_t)d;
-    }
-    if (s->fuzz_ids) { /* names are small numbers: look at everything */
-        for (size_t b = 0; b < s->nbuckets; b++)
-            for (mgr_obj *o = s->buckets[b]; o; o = o->next)
-                if (o->fuzz_id == id)
-                    return o;
-        return NULL;
-    }
-    for (mgr_obj *o = s->buckets[bucket_of(s, id)]; o; o = o->next)
-        if ((uintptr_t)o == id)
-            return o;
-    return NULL;
-}
-
-mgr_obj *mproc__mgr_lookup(mgr_server *s, const mproc_obj *ident)
-{
-    return lookup(s, ident);
-}
-
 static mproc_obj *traceback(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
 
-/* o's process holds given back, its registered type's object freed, o
- * freed (o already out of the table). */
-static void free_obj(mgr_server *s, mgr_obj *o)
-{
-    while (o->nholds)
-        hold_add(s, o, o->holds[0].pid, -o->holds[0].n);
-    mproc__mgr_regs_destroy(o);
-    mproc__mgr_obj_clear(o);
-    free(o);
-}
-
-static void drop_obj(mgr_server *s, mgr_obj *o)
+void mproc__mgr_drop_obj(mgr_server *s, mgr_obj *o)
 {
     for (mgr_wait **wp = &s->waits; *wp;) { /* calls waiting on it end */
         mgr_wait *w = *wp;
@@ -396,80 +115,8 @@ static void drop_obj(mgr_server *s, mgr_obj *o)
         wait_answer(s, w, &r);
         wait_free(w);
     }
-    mgr_obj **p = &s->buckets[bucket_of(s, (uintptr_t)o)];
-    while (*p != o)
-        p = &(*p)->next;
-    *p = o->next;
-    s->nobjs--;
-    free_obj(s, o);
-}
-
-static void mark(mgr_server *s, mgr_obj *o)
-{
-    (void)s;
-    if (!o->mark)
-        o->mark = 1;
-}
-
-/* Once proxies are stored in objects, an object with no reference left
- * lives on while a stored proxy names it (from an object that lives) or
- * a client's last reply carried one: frees the others. */
-static void sweep(mgr_server *s)
-{
-    for (size_t b = 0; b < s->nbuckets; b++)
-        for (mgr_obj *o = s->buckets[b]; o; o = o->next)
-            o->mark = o->refs > 0;
-    for (size_t i = 0; i < s->nclients; i++)
-        if (s->clients[i]->pin)
-            mproc__mgr_proxies_in(s, s->clients[i]->pin, NULL, mark);
-    for (bool more = true; more;) {
-        more = false;
-        for (size_t b = 0; b < s->nbuckets; b++)
-            for (mgr_obj *o = s->buckets[b]; o; o = o->next)
-                if (o->mark == 1 && o->nested) {
-                    o->mark = 2;
-                    mproc__mgr_obj_proxies(s, o, mark);
-                    more = true;
-                }
-    }
-    s->nkept = 0;
-    for (size_t b = 0; b < s->nbuckets; b++)
-        for (mgr_obj *o = s->buckets[b], *next; o; o = next) {
-            next = o->next;
-            if (!o->mark)
-                drop_obj(s, o);
-            else if (o->refs <= 0)
-                s->nkept++;
-        }
-}
-
-/* o has no reference left: freed, unless a stored proxy names it. */
-static void unreferenced(mgr_server *s, mgr_obj *o)
-{
-    if (s->nested)
-        sweep(s);
-    else
-        drop_obj(s, o);
-}
-
-/* The caller's reply r carries proxies: they stay until its next request. */
-static void pin_reply(mgr_server *s, client *cl, const mgr_reply *r)
-{
-    if (!s->nested || !cl || r->kind != MGR_RETURN || !r->value ||
-        !mproc__mgr_proxies_in(s, r->value, NULL, NULL))
-        return;
-    mproc_obj_unref(cl->pin);
-    cl->pin = mproc_obj_ref(r->value);
-}
-
-static void unpin(mgr_server *s, client *cl)
-{
-    if (!cl->pin)
-        return;
-    mproc_obj_unref(cl->pin);
-    cl->pin = NULL;
-    if (s->nkept)
-        sweep(s);
+    mproc__mgr_table_remove(s, o);
+    mproc__mgr_free_obj(s, o);
 }
 
 static mproc_obj *ident_of(const mgr_obj *o)
@@ -609,7 +256,7 @@ int mproc__mgr_make(mgr_server *s, const char *typeid, const mproc_obj *args,
     int rc = o ? t->init(o, args, kwds, r) : -ENOMEM;
     if (rc != 0) {
         if (o)
-            drop_obj(s, o);
+            mproc__mgr_drop_obj(s, o);
         if (rc == 1) { /* the exception becomes a traceback */
             mproc_obj *e = r->value;
             r->kind = MGR_TRACEBACK;
@@ -653,7 +300,7 @@ static mgr_obj *target_of(mgr_server *s, const mproc_obj *a)
             return NULL;
         a = mproc_obj_item(st, 2);
     }
-    return lookup(s, a);
+    return mproc__mgr_lookup(s, a);
 }
 
 static mproc_obj *debug_info(mgr_server *s)
@@ -722,12 +369,12 @@ static int top_level(mgr_server *s, const char *f, const mproc_obj *args,
         pid_t pid = mproc__mgr_client_pid(s, s->caller);
         if (inc) {
             o->refs++;
-            hold_add(s, o, pid, 1);
+            mproc__mgr_hold_add(s, o, pid, 1);
         } else {
             o->refs--;
-            hold_drop(s, o, pid);
+            mproc__mgr_hold_drop(s, o, pid);
             if (o->refs <= 0)
-                unreferenced(s, o);
+                mproc__mgr_unreferenced(s, o);
         }
         r->value = mproc_obj_none();
         return 0;
@@ -751,7 +398,7 @@ static bool exposed(const mgr_type *t, const char *name)
 static int method(mgr_server *s, const mproc_obj *ident, const char *name,
                   const mproc_obj *args, const mproc_obj *kwds, mgr_reply *r)
 {
-    mgr_obj *o = lookup(s, ident);
+    mgr_obj *o = mproc__mgr_lookup(s, ident);
     if (!o) {
         char *rep = NULL;
         mproc_obj_repr(ident, &rep, NULL);
@@ -770,9 +417,9 @@ static int method(mgr_server *s, const mproc_obj *ident, const char *name,
         int rc = o->type->call(s, o, name, args, kwds, r);
         if (rc == 0 && o->nested && r->kind != MGR_PARK) {
             /* it may have let proxies go */
-            pin_reply(s, client_of(s, s->caller), r);
+            mproc__mgr_pin_reply(s, client_of(s, s->caller), r);
             if (s->nkept)
-                sweep(s);
+                mproc__mgr_sweep(s);
         }
         if (rc != -ENOENT)
             return rc;
@@ -780,7 +427,7 @@ static int method(mgr_server *s, const mproc_obj *ident, const char *name,
     r->kind = MGR_RETURN;
     if (strcmp(name, "#GETVALUE") == 0) {
         r->value = o->type->value(o);
-        pin_reply(s, client_of(s, s->caller), r);
+        mproc__mgr_pin_reply(s, client_of(s, s->caller), r);
         return r->value ? 0 : -ENOMEM;
     }
     if (strcmp(name, "__repr__") == 0 || strcmp(name, "__str__") == 0) {
@@ -838,7 +485,7 @@ static void drop_client(mgr_server *s, client *cl)
     if (cl->dead)
         return;
     unsigned long serial = cl->serial;
-    mgr_peer *p = peer_of(s, cl->pid);
+    mgr_peer *p = mproc__mgr_peer_of(s, cl->pid);
     if (p) {
         p->conns--;
         struct pollfd pf = {p->fd, POLLIN, 0};
@@ -953,64 +600,6 @@ static int wake_waiters(mgr_server *s)
     return ms > 60000 ? 60000 : (int)ms;
 }
 
-/* Process peers[k] died: the references it held go (objects only it
- * referenced are freed), and it is watched no more. */
-static void peer_died(mgr_server *s, size_t k)
-{
-    pid_t pid = s->peers[k].pid;
-    for (size_t b = 0; b < s->nbuckets; b++)
-        for (mgr_obj *o = s->buckets[b]; o; o = o->next)
-            for (size_t i = 0; i < o->nholds; i++)
-                if (o->holds[i].pid == pid) {
-                    o->refs -= o->holds[i].n;
-                    hold_add(s, o, pid, -o->holds[i].n);
-                    break;
-                }
-    if (s->nested)
-        sweep(s);
-    for (size_t b = 0; !s->nested && b < s->nbuckets; b++)
-        for (mgr_obj *o = s->buckets[b], *next; o; o = next) {
-            next = o->next;
-            if (o->refs <= 0)
-                drop_obj(s, o);
-        }
-    s->peers[k].conns = s->peers[k].holds = 0;
-}
-
-/* Handles the processes found dead, looks again at those whose last
- * connection closed a moment ago, and every second at all. */
-static void check_peers(mgr_server *s)
-{
-    double now = mproc_monotonic();
-    bool all = now >= s->peers_at, soon = s->soon_at && now >= s->soon_at;
-    if (!s->npeers || (!s->peers_due && !all && !soon))
-        return;
-    if (all)
-        s->peers_at = now + 1.0;
-    if (soon || all)
-        s->soon_at = 0;
-    s->peers_due = false;
-    for (size_t k = 0; k < s->npeers; k++) {
-        struct pollfd pf = {s->peers[k].fd, POLLIN, 0};
-        bool look = all || (soon && s->peers[k].soon);
-        if (soon || all)
-            s->peers[k].soon = false;
-        if (s->peers[k].dead || (look && poll(&pf, 1, 0) == 1))
-            peer_died(s, k);
-    }
-}
-
-/* Stops watching processes with no connection and no reference (and
- * those that died). */
-static void peers_tidy(mgr_server *s)
-{
-    for (size_t k = s->npeers; k-- > 0;)
-        if (s->peers[k].conns <= 0 && s->peers[k].holds <= 0) {
-            close(s->peers[k].fd);
-            s->peers[k] = s->peers[--s->npeers];
-        }
-}
-
 static int add_client(mgr_server *s, mproc_conn *c)
 {
     client *cl = calloc(1, sizeof *cl);
@@ -1034,7 +623,7 @@ static int add_client(mgr_server *s, mproc_conn *c)
     cl->fd = fd;
     cl->proto = mproc_conn_pickle_protocol(c);
     cl->serial = ++s->serials;
-    cl->pid = peer_watch(s, fd);
+    cl->pid = mproc__mgr_peer_watch(s, fd);
     cl->ev = EPOLLIN | EPOLLRDHUP;
     struct epoll_event e = {.events = cl->ev, .data.ptr = cl};
     if (s->ep >= 0 && epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &e) < 0) {
@@ -1051,7 +640,7 @@ static int add_client(mgr_server *s, mproc_conn *c)
  * request: close once written), 2 (stop the server), -1 (drop it now). */
 static int serve_msg(mgr_server *s, client *cl, const void *buf, size_t len)
 {
-    unpin(s, cl); /* it has taken its references (incref) by now */
+    mproc__mgr_unpin(s, cl); /* it has taken its references (incref) by now */
     mproc_obj *req = NULL;
     char err[200];
     int rc = mproc_pickle_loads(buf, len, NULL, &req, err, sizeof err);
@@ -1097,7 +686,7 @@ static int serve_msg(mgr_server *s, client *cl, const void *buf, size_t len)
         mgr_wait *w = calloc(1, sizeof *w);
         if (w && (w->name = strdup(name)) != NULL) {
             *w = (mgr_wait){cl->serial,
-                            lookup(s, mproc_obj_item(req, 0)),
+                            mproc__mgr_lookup(s, mproc_obj_item(req, 0)),
                             w->name,
                             mproc_obj_ref((mproc_obj *)args),
                             mproc_obj_ref((mproc_obj *)kwds),
@@ -1281,7 +870,7 @@ again:
     if (s->sweep_due) { /* a dropped client's last reply let proxies go */
         s->sweep_due = false;
         if (s->nkept)
-            sweep(s);
+            mproc__mgr_sweep(s);
     }
     wait_ms = wake_waiters(s);
     while (s->round) {
@@ -1334,155 +923,6 @@ static void answer_closer(mgr_server *s)
     client_free(cl);
 }
 
-/* ---- handshakes ---------------------------------------------------------- */
-
-typedef struct hs_job {
-    mgr_server *s;
-    mproc_conn *c;
-    struct hs_job *next;
-    pthread_t tid;
-} hs_job;
-
-static void *handshake(void *arg)
-{
-    hs_job *j = arg;
-    mgr_server *s = j->s;
-    int rc = mproc_listener_authenticate(s->l, j->c, s->hs_timeout);
-    pthread_mutex_lock(&s->mu);
-    int n = s->handshakes, k = 0;
-    while (k < n && s->hs[k].job != j)
-        k++;
-    if (k < n) { /* no longer in flight: cannot be cut any more */
-        if (s->hs[k].fd >= 0)
-            close(s->hs[k].fd);
-        memmove(&s->hs[k], &s->hs[k + 1],
-                (size_t)(n - k - 1) * sizeof s->hs[0]);
-    }
-    if (rc == 0) {
-        if (s->nready == s->capready) {
-            size_t cap = s->capready ? s->capready * 2 : 16;
-            mproc_conn **p = realloc(s->ready, cap * sizeof(void *));
-            if (p) {
-                s->ready = p;
-                s->capready = cap;
-            }
-        }
-        if (s->nready < s->capready)
-            s->ready[s->nready++] = j->c;
-        else
-            mproc_conn_free(j->c);
-    }                  /* else authenticate freed it */
-    j->next = s->done; /* joined by the loop (or server_free) */
-    s->done = j;
-    ssize_t w = write(s->wake[1], "x", 1); /* a result, or a free thread */
-    (void)w;
-    if (--s->handshakes == 0)
-        pthread_cond_broadcast(&s->idle);
-    pthread_mutex_unlock(&s->mu);
-    return NULL;
-}
-
-/* Joins the handshake threads that ended, so that none outlives the
- * server (a thread still exiting when the process ends leaks its
- * thread-local state). */
-static void reap_done(mgr_server *s)
-{
-    pthread_mutex_lock(&s->mu);
-    hs_job *j = s->done;
-    s->done = NULL;
-    pthread_mutex_unlock(&s->mu);
-    while (j) {
-        hs_job *next = j->next;
-        pthread_join(j->tid, NULL);
-        free(j);
-        j = next;
-    }
-}
-
-/* Makes room for a new handshake when every thread is taken: cuts the
- * oldest one if it has run MGR_HS_EVICT seconds (its thread then ends at
- * once). True if a thread is free now. */
-static bool handshake_room(mgr_server *s)
-{
-    bool room;
-    pthread_mutex_lock(&s->mu);
-    room = s->handshakes < MGR_HANDSHAKES;
-    if (!room) {
-        double now = mproc_monotonic();
-        if (now - s->hs[0].since >= MGR_HS_EVICT) {
-            shutdown(s->hs[0].fd, SHUT_RDWR); /* the socket, not just an fd */
-            s->hs[0].since = now + 3600;      /* cut once */
-        }
-        s->listen_next = s->hs[0].since + MGR_HS_EVICT;
-        for (int k = 1; k < s->handshakes; k++)
-            if (s->hs[k].since + MGR_HS_EVICT < s->listen_next)
-                s->listen_next = s->hs[k].since + MGR_HS_EVICT;
-    }
-    pthread_mutex_unlock(&s->mu);
-    return room;
-}
-
-/* Accepts what waits on the listener, a thread for each handshake; when
- * none is free, stops watching the listener until one is. */
-static void accept_new(mgr_server *s)
-{
-    for (int k = 0; k < 64; k++) {
-        if (!handshake_room(s)) {
-            if (!s->listen_off && s->ep >= 0) {
-                epoll_ctl(s->ep, EPOLL_CTL_DEL, mproc_listener_fileno(s->l),
-                          NULL);
-                s->listen_off = true;
-            }
-            return;
-        }
-        mproc_conn *c;
-        if (mproc_listener_accept_pending(s->l, &c, 0) < 0)
-            return;
-        hs_job *j = malloc(sizeof *j);
-        pthread_attr_t at;
-        bool ok = j && pthread_attr_init(&at) == 0;
-        if (ok) {
-            pthread_attr_setstacksize(&at, 128 * 1024);
-            pthread_mutex_lock(&s->mu);
-            *j = (hs_job){s, c, NULL, 0};
-            /* a second fd on the socket, to cut it by even after the
-             * handshake closed its own */
-            s->hs[s->handshakes].job = j;
-            s->hs[s->handshakes].fd =
-                fcntl(mproc_conn_fileno(c), F_DUPFD_CLOEXEC, 0);
-            s->hs[s->handshakes].since = mproc_monotonic();
-            s->handshakes++;
-            if (pthread_create(&j->tid, &at, handshake, j) != 0) {
-                s->handshakes--;
-                if (s->hs[s->handshakes].fd >= 0)
-                    close(s->hs[s->handshakes].fd);
-                ok = false;
-            }
-            pthread_mutex_unlock(&s->mu);
-            pthread_attr_destroy(&at);
-        }
-        if (!ok) {
-            free(j);
-            mproc_conn_free(c); /* no thread for it: refused */
-        }
-    }
-}
-
-/* Watches the listener again once a handshake thread is free. */
-static void listen_again(mgr_server *s)
-{
-    if (!s->listen_off)
-        return;
-    pthread_mutex_lock(&s->mu);
-    bool room = s->handshakes < MGR_HANDSHAKES;
-    pthread_mutex_unlock(&s->mu);
-    if (!room && mproc_monotonic() < s->listen_next)
-        return;
-    struct epoll_event e = {.events = EPOLLIN, .data.u64 = 0};
-    if (epoll_ctl(s->ep, EPOLL_CTL_ADD, mproc_listener_fileno(s->l), &e) == 0)
-        s->listen_off = false;
-}
-
 static void take_ready(mgr_server *s)
 {
     char sink[64];
@@ -1497,8 +937,8 @@ static void take_ready(mgr_server *s)
     for (size_t i = 0; i < n; i++)
         add_client(s, r[i]);
     free(r);
-    reap_done(s);
-    listen_again(s);
+    mproc__mgr_hs_reap(s);
+    mproc__mgr_hs_listen_again(s);
 }
 
 static bool is_tcp(const char *a)
@@ -1524,7 +964,7 @@ static void server_free(mgr_server *s)
     pthread_mutex_unlock(&s->mu);
     if (s->wake[0] >= 0)
         take_ready(s);
-    reap_done(s);
+    mproc__mgr_hs_reap(s);
     while (s->waits) {
         mgr_wait *w = s->waits;
         s->waits = w->next;
@@ -1542,7 +982,7 @@ static void server_free(mgr_server *s)
     for (size_t i = 0; i < s->nbuckets; i++) {
         for (mgr_obj *o = s->buckets[i], *next; o; o = next) {
             next = o->next;
-            free_obj(s, o);
+            mproc__mgr_free_obj(s, o);
         }
     }
     free(s->buckets);
@@ -1684,13 +1124,13 @@ int mproc__mgr_run(const mgr_config *cfg,
         }
         if (stopped)
             break;
-        check_peers(&s);
+        mproc__mgr_check_peers(&s);
         wait_ms = end_round(&s);
         if (s.peers_due) { /* found dying in this round */
-            check_peers(&s);
+            mproc__mgr_check_peers(&s);
             wait_ms = end_round(&s);
         }
-        peers_tidy(&s);
+        mproc__mgr_peers_tidy(&s);
         if (s.npeers) { /* to look at the peers again */
             double at =
                 s.soon_at && s.soon_at < s.peers_at ? s.soon_at : s.peers_at;
@@ -1702,9 +1142,9 @@ int mproc__mgr_run(const mgr_config *cfg,
         if (handshaken)
             take_ready(&s);
         if (accept || s.listen_off)
-            accept_new(&s);
+            mproc__mgr_hs_accept(&s);
         if (s.listen_off)
-            listen_again(&s);
+            mproc__mgr_hs_listen_again(&s);
     }
     for (size_t i = 0; i < s.nclients; i++) /* replies still unwritten */
         if (s.clients[i]->out.len > s.clients[i]->out_pos)
