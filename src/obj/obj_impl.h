@@ -156,6 +156,8 @@ void mproc__utf8_put(mproc__buf *b, uint32_t cp);
 /* A tuple of n items, taking them over (the array is copied; on failure
  * the items are dropped). */
 mproc_obj *mproc__tuple_take(mproc_obj **items, size_t n);
+/* A dict, set or frozenset (those with a table). */
+bool mproc__is_table(const mproc_obj *o);
 /* Finds key in a table: its entry index, -1 when absent, or -ELOOP /
  * MPROC_ETYPE. hash is the key's. */
 long mproc__table_find(const mproc__table *t, const mproc_obj *key,
