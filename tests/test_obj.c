@@ -916,6 +916,19 @@ static void test_hostile(void)
         CHECK_EQ(v, 7);
         mproc_obj_unref(o);
     }
+    /* A value whose parts are shared, 40 deep: its text would be 2^40
+     * items long; repr refuses it at 64 MiB instead of running for hours
+     * (from a small pickle a peer can send). */
+    {
+        mproc_obj *l = mproc_obj_list_new();
+        for (int i = 0; i < 40; i++)
+            l = mproc_obj_tuple_of(2, mproc_obj_ref(l), l);
+        CHECK(l != NULL);
+        char *text = (char *)1;
+        CHECK_ERR(mproc_obj_repr(l, &text, NULL), -E2BIG);
+        CHECK(text == NULL);
+        mproc_obj_unref(l);
+    }
     /* Trailing bytes after STOP are ignored, as Python does. */
     char err[200];
     CHECK_OK(loads_err("N.garbage", 9, NULL, err, sizeof err));

@@ -257,8 +257,11 @@ MPROC_API int mproc_obj_hash(const mproc_obj *o, int64_t *out);
  * *out (free it with free()) and its length into *len (may be NULL):
  * "{1: 1}", "[0, 1, 4]", "b'howdy'", "'\xe9'", "(1,)", "2.5e-07",
  * "ValueError('bad')". Sets print in insertion order (Python's order
- * follows its hash table and is not reproducible). Returns 0, -ENOMEM or
- * -ELOOP; *out is NULL on failure.
+ * follows its hash table and is not reproducible). Returns 0, -ENOMEM,
+ * -ELOOP, or -E2BIG when the text would pass 64 MiB (a value whose parts
+ * are shared, as [l, l] nested 40 deep, has a text exponentially longer
+ * than itself: a peer's small pickle can make one); *out is NULL on
+ * failure.
  */
 MPROC_API int mproc_obj_repr(const mproc_obj *o, char **out, size_t *len);
 

@@ -166,10 +166,17 @@ static int reduce_repr(const mproc_obj *o, mproc__buf *b, int depth)
     return r;
 }
 
+/* The longest text made: a value whose parts are shared (a list holding
+ * one list twice, nested) has a text exponentially longer than itself,
+ * and a peer's small pickle can make one. */
+#define REPR_MAX ((size_t)64 << 20)
+
 int mproc__obj_repr(const mproc_obj *o, mproc__buf *b, int depth)
 {
     if (depth >= MPROC_OBJ_MAX_DEPTH)
         return -ELOOP;
+    if (b->len > REPR_MAX)
+        return -E2BIG;
     int r = 0;
     switch ((mproc_obj_type)mproc__type(o)) {
     case MPROC_OBJ_NONE:
