@@ -319,6 +319,8 @@ static pool__job *job_of(pool__wslot *w, uint64_t seq)
 static uint64_t check_timeouts(mproc_pool *p)
 {
     uint64_t now = pool__coarse_ns(), next = UINT64_MAX;
+    if (p->ntimed == 0)
+        return next; /* no live job has a timeout */
     for (int i = 0; i < p->nproc; i++) {
         pool__wslot *w = &p->w[i];
         if (w->state != W_LIVE || w->q.n == 0 || w->killed || w->remote)
@@ -470,9 +472,8 @@ static bool closed_and_done(mproc_pool *p)
 static int sleep_ms(mproc_pool *p)
 {
     uint64_t next = check_timeouts(p);
-    for (pool__job *j = p->jobs; j; j = j->next)
-        if (j->bar && next > 100000000ull)
-            next = 100000000ull;
+    if (p->nbars && next > 100000000ull)
+        next = 100000000ull; /* a progress bar's tick */
     if (p->retry_at && need_workers(p)) {
         uint64_t now = pool__now_ns();
         uint64_t d = p->retry_at > now ? p->retry_at - now : 0;
@@ -516,7 +517,7 @@ static void sleep_and_handle(mproc_pool *p, int ms)
                 pool__drain(p, i, 16);
     }
     check_timeouts(p);
-    for (pool__job *j = p->jobs; j; j = j->next)
+    for (pool__job *j = p->nbars ? p->jobs : NULL; j; j = j->next)
         if (j->bar && !j->dirty)
             pool__mark_dirty(p, j);
 }

@@ -328,6 +328,9 @@ struct mproc_pool {
     pool__fnent *fns;
     size_t nfns, capfns, lastfn;
     pool__job *jobs; /* live ones */
+    /* Live jobs with a progress bar, and with a task timeout: the loop
+     * of the pool's thread walks its lists for those only when any. */
+    size_t nbars, ntimed;
     pool__shmbuf *shm;
     size_t nshm, capshm;
     uint64_t next_id;

@@ -215,6 +215,8 @@ const pool__chunk *pool__chunk_find(const pool__job *j, size_t idx)
 void pool__live_link(mproc_pool *p, pool__job *j)
 {
     j->live = true;
+    p->nbars += j->bar;
+    p->ntimed += j->timeout > 0;
     j->next = p->jobs;
     j->prev = NULL;
     if (p->jobs)
@@ -233,6 +235,8 @@ static void live_remove(mproc_pool *p, pool__job *j)
 {
     if (!j->live)
         return;
+    p->nbars -= j->bar;
+    p->ntimed -= j->timeout > 0;
     if (j->prev)
         j->prev->next = j->next;
     else
