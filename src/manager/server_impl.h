@@ -157,5 +157,28 @@ void mproc__mgr_hs_reap(mgr_server *s);
 /* server.c */
 /* Takes o out of the table and frees it. */
 void mproc__mgr_drop_obj(mgr_server *s, mgr_obj *o);
+/* The client with that serial, or NULL. */
+client *mproc__mgr_client_of(mgr_server *s, unsigned long serial);
+
+/* requests.c */
+/* A traceback text as CPython's format_exc() ends: "<Type>: <message>"
+ * (NULL: no memory). */
+mproc_obj *mproc__mgr_traceback(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+/* Appends the frame of reply r to cl's output (r's value taken). 0,
+ * -ENOMEM, or -ENOBUFS when cl left more than max_output bytes of
+ * replies unread (it is then to be dropped). */
+int mproc__mgr_queue_result(mgr_server *s, client *cl, mgr_reply *r);
+/* Runs top-level request f. Returns 0 with *r set, 1 for
+ * accept_connection (to be answered by the caller), 2 for shutdown,
+ * -ENOMEM. */
+int mproc__mgr_top_level(mgr_server *s, const char *f, const mproc_obj *args,
+                         const mproc_obj *kwds, mgr_reply *r);
+/* Calls method name of the object ident names. 0 with *r set (a
+ * traceback when there is no such object or method; MGR_PARK when the
+ * call waits), or -errno. */
+int mproc__mgr_method(mgr_server *s, const mproc_obj *ident, const char *name,
+                      const mproc_obj *args, const mproc_obj *kwds,
+                      mgr_reply *r);
 
 #endif
