@@ -1414,6 +1414,60 @@ static void cb_resubmit(mproc_future *f, void *arg)
     }
 }
 
+/* apply_async's futures are reused once freed (their memory kept by the
+ * pool): rounds of applies of many sizes, freed out of order, some while
+ * their tasks still run; every result must be its own input, and futures
+ * still held when the pool is freed stay valid (the leak check at the
+ * end of the case catches kept memory that is never freed). */
+static void test_apply_reuse(void)
+{
+    enum { N = 2000, W = 40 };
+    mproc_pool *p = new_pool(2, MPROC_START_FORK);
+    static struct {
+        mproc_future *f;
+        size_t len;
+        uint64_t in[W];
+    } a[N];
+    unsigned seed = 12345;
+    for (int round = 0; round < 4; round++) {
+        for (int i = 0; i < N; i++) {
+            a[i].len = 8 * ((size_t)(i * 7 + round) % W); /* 0 .. 312 */
+            for (size_t k = 0; k < W; k++)
+                a[i].in[k] = (uint64_t)round << 48 | (uint64_t)i << 8 | k;
+            CHECK_OK(mproc_pool_apply_async(p, t_echo, a[i].in, a[i].len, NULL,
+                                            &a[i].f));
+        }
+        for (int i = 0; i < N; i++) { /* a shuffled order */
+            int k = (int)(rand_r(&seed) % N);
+            __typeof__(a[0]) t = a[i];
+            a[i] = a[k];
+            a[k] = t;
+        }
+        /* Half freed at once, most of their tasks not yet run. */
+        for (int i = 0; i < N / 2; i++) {
+            mproc_future_free(a[i].f);
+            a[i].f = NULL;
+        }
+        for (int i = N / 2; i < N; i++) {
+            const void *d;
+            size_t len;
+            CHECK_OK(mproc_future_get(a[i].f, 30, &d, &len));
+            CHECK_EQ(len, a[i].len);
+            CHECK(memcmp(d, a[i].in, len) == 0);
+            if (round < 3) {
+                mproc_future_free(a[i].f);
+                a[i].f = NULL;
+            }
+        }
+    }
+    mproc_pool_free(p);
+    /* The last round's second half outlives the pool. */
+    for (int i = N / 2; i < N; i++) {
+        CHECK_EQ(mproc_future_ready(a[i].f), 1);
+        mproc_future_free(a[i].f);
+    }
+}
+
 static void test_callback_submits(void)
 {
     mproc_pool *p = new_pool(2, MPROC_START_FORK);
@@ -1500,6 +1554,7 @@ static const mproc_test tests[] = {
     {"progress", test_progress, 30},
     {"fd_exhaustion", test_fd_exhaustion, 60},
     {"callback_submits", test_callback_submits, 30},
+    {"apply_reuse", test_apply_reuse, 60},
     {"terminate_full_ring", test_terminate_full_ring, 30},
     {"worker_watches_owner", test_worker_watches_owner, 30},
     {"owner_killed", test_owner_killed, 40},

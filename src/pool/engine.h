@@ -62,6 +62,13 @@ typedef struct pool__core {
      * their pages are not faulted in afresh), up to POOL__BLOCKS_KEPT. */
     pool__msgbuf *blocks;
     size_t nblocks;
+    /* Apply jobs that ended, kept for the next applies (so their pages
+     * are not faulted in afresh, nor given back to the kernel by free):
+     * a stack that whoever frees one pushes on, which a submitter takes
+     * whole into mproc_pool.acache. kept counts both, up to
+     * POOL__JOBS_KEPT. Linked through inext. */
+    _Atomic(struct mproc_future *) afree;
+    _Atomic size_t kept;
 } pool__core;
 
 /* Results copied out of a ring (or one mapped out-of-line result); the
@@ -79,6 +86,7 @@ struct pool__msgbuf {
 
 #define POOL__BLOCK       ((size_t)1 << 20)
 #define POOL__BLOCKS_KEPT 32
+#define POOL__JOBS_KEPT   ((size_t)1 << 17)
 
 /* Results of tasks start to start + count of a map, from a chunk entry
  * (pool_impl.h) copied into b: its table of end offsets at tab, the
@@ -323,6 +331,7 @@ struct mproc_pool {
      * packs and unpacks messages). in_mu also guards the function table. */
     pthread_mutex_t in_mu;
     pool__job *in_head, *in_tail;
+    pool__job *acache; /* apply jobs to reuse (see pool__core.afree) */
     pool__deque pending;
     size_t npending, open_streams;
     pool__fnent *fns;
@@ -524,6 +533,9 @@ void pool__slot_release(pool__rslot *s);
 void pool__slot_bytes(const pool__rslot *s, const void **data, size_t *len);
 /* Needs no lock: the job is private until queued. */
 pool__job *pool__job_new(mproc_pool *p, int type, int fkind);
+/* Frees the apply jobs kept for reuse (the pool is going; those that end
+ * later are kept by the core until it goes). */
+void pool__jobs_kept_free(mproc_pool *p);
 /* A new job of the given type calling fn, when the pool takes calls.
  * Needs no lock. Returns 0 or -errno. */
 int pool__job_start(mproc_pool *p, int type, const void *fn, int kind,

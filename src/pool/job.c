@@ -54,6 +54,65 @@ void pool__slot_bytes(const pool__rslot *s, const void **data, size_t *len)
         *len = s->len;
 }
 
+/* The size of a job of that type: an apply's ends with its own member of
+ * the union (the smallest, and there may be many of them). */
+static size_t job_size(int type)
+{
+    return type == J_APPLY
+               ? offsetof(pool__job, apply) + sizeof(((pool__job *)NULL)->apply)
+               : sizeof(pool__job);
+}
+
+/* Keeps an ended apply job's memory for the next apply (any thread, any
+ * lock or none: pushing alone needs no more than a compare-and-swap). */
+static void apply_keep(pool__core *c, pool__job *j)
+{
+    if (atomic_fetch_add(&c->kept, 1) >= POOL__JOBS_KEPT) {
+        atomic_fetch_sub(&c->kept, 1);
+        free(j);
+        return;
+    }
+    pool__job *top = atomic_load_explicit(&c->afree, memory_order_relaxed);
+    do
+        j->inext = top;
+    while (!atomic_compare_exchange_weak_explicit(
+        &c->afree, &top, j, memory_order_release, memory_order_relaxed));
+}
+
+/* An apply job's memory, zeroed: a kept one, else a new one. */
+static pool__job *apply_take(mproc_pool *p)
+{
+    pthread_mutex_lock(&p->in_mu);
+    pool__job *j = p->acache;
+    if (!j) /* takes the whole stack: no ABA, as nothing else pops it */
+        j = atomic_exchange_explicit(&p->core->afree, NULL,
+                                     memory_order_acquire);
+    if (j) {
+        p->acache = j->inext;
+        atomic_fetch_sub(&p->core->kept, 1);
+    }
+    pthread_mutex_unlock(&p->in_mu);
+    if (!j)
+        return calloc(1, job_size(J_APPLY));
+    memset(j, 0, job_size(J_APPLY));
+    return j;
+}
+
+void pool__jobs_kept_free(mproc_pool *p)
+{
+    if (!p->core)
+        return; /* a pool that failed to start: none kept */
+    pool__job *lists[2] = {p->acache, atomic_exchange(&p->core->afree, NULL)};
+    p->acache = NULL;
+    for (int i = 0; i < 2; i++)
+        while (lists[i]) {
+            pool__job *j = lists[i];
+            lists[i] = j->inext;
+            atomic_fetch_sub(&p->core->kept, 1);
+            free(j);
+        }
+}
+
 static void job_free(pool__job *j)
 {
     for (size_t i = 0; i < j->nslots; i++)
@@ -80,7 +139,10 @@ static void job_free(pool__job *j)
     }
     pool__errrec_unref(j->first_err);
     free(j->err_copy);
-    free(j);
+    if (j->type == J_APPLY)
+        apply_keep(j->core, j);
+    else
+        free(j);
 }
 
 /* Drops a reference with the core locked (core stays locked). */
@@ -106,12 +168,7 @@ void pool__job_unref(pool__job *j)
 /* Needs no lock: the job is private until queued. */
 pool__job *pool__job_new(mproc_pool *p, int type, int fkind)
 {
-    /* An apply's job ends with its own member of the union: the
-     * smallest, and there may be many of them. */
-    size_t size = type == J_APPLY ? offsetof(pool__job, apply) +
-                                        sizeof(((pool__job *)NULL)->apply)
-                                  : sizeof(pool__job);
-    pool__job *j = calloc(1, size);
+    pool__job *j = type == J_APPLY ? apply_take(p) : calloc(1, job_size(type));
     if (!j)
         return NULL;
     j->core = p->core;

@@ -64,6 +64,10 @@ void pool__core_unref_unlock(pool__core *c)
             c->blocks = b->next;
             free(b);
         }
+        for (pool__job *j = atomic_load(&c->afree), *n; j; j = n) {
+            n = j->inext;
+            free(j);
+        }
         pthread_mutex_destroy(&c->mu);
         pthread_cond_destroy(&c->cv);
         free(c);
@@ -110,6 +114,7 @@ static void free_resources(mproc_pool *p)
     mproc_args_free(p->initargs);
     free(p->sbuf);
     free(p->rbuf);
+    pool__jobs_kept_free(p);
     pthread_mutex_destroy(&p->in_mu);
 }
 
