@@ -359,7 +359,8 @@ MPROC_API int mproc_client_sockaddr(mproc_conn **out, const struct sockaddr *sa,
  * key may be NULL when keylen is 0. Each reads at most 256 bytes per
  * message and gives up at the timeout (seconds, < 0 forever). Return 0,
  * MPROC_EAUTH, MPROC_EPROTO, MPROC_ETOOBIG, MPROC_EEOF, MPROC_ETRUNC,
- * -ETIMEDOUT, -errno. After a failure the connection should be freed.
+ * -ETIMEDOUT, -ELIBACC (libcrypto cannot be loaded for the HMAC), -errno.
+ * After a failure the connection should be freed.
  */
 MPROC_API int mproc_conn_deliver_challenge(mproc_conn *c, const void *key,
                                            size_t keylen, double timeout);
