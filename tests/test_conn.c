@@ -1952,6 +1952,61 @@ static void test_handles_hostile(void)
     mproc_conn_free(pw);
 }
 
+/* Sends fd with a count byte of 1, as send_args does before its list. */
+static void send_count_and_fd(int raw, int fd)
+{
+    struct iovec iov = {"\x01", 1};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    union {
+        char b[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr al;
+    } u;
+    memset(&u, 0, sizeof u);
+    mh.msg_control = u.b;
+    mh.msg_controllen = CMSG_SPACE(sizeof(int));
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+    CHECK_EQ(sendmsg(raw, &mh, 0), 1);
+}
+
+/* recv_args when the fds come but their list does not: the peer dies
+ * half-way through the list, or sends nothing more (the list is waited
+ * for 10 s whatever the caller's timeout, then the connection is out of
+ * step). MPROC_ETRUNC either way, and the fds that came are closed (the
+ * harness counts fds). */
+static void test_args_truncated(void)
+{
+    mproc_conn *c;
+    int raw;
+    socketpair_raw(&c, &raw);
+    int p[2];
+    CHECK_OK(pipe2(p, O_CLOEXEC));
+    send_count_and_fd(raw, p[0]);
+    unsigned char h[4] = {0, 0, 0, 100}; /* promises 100 bytes, sends 10 */
+    raw_write(raw, h, 4);
+    raw_write(raw, "0123456789", 10);
+    close(raw);
+    mproc_args *a = NULL;
+    CHECK_ERR(mproc_conn_recv_args(c, &a, 5), MPROC_ETRUNC);
+    CHECK(a == NULL);
+    mproc_conn_free(c);
+
+    socketpair_raw(&c, &raw);
+    send_count_and_fd(raw, p[0]);
+    double t0 = mproc_test_now();
+    CHECK_ERR(mproc_conn_recv_args(c, &a, 0.2), MPROC_ETRUNC);
+    double waited = mproc_test_now() - t0;
+    CHECK(waited >= 9.5); /* the list's own 10 s, not the caller's 0.2 */
+    CHECK(a == NULL);
+    close(raw);
+    mproc_conn_free(c);
+    close(p[0]);
+    close(p[1]);
+}
+
 /* ---- objects: send_obj / recv_obj between C processes ------------------- */
 
 /* The child: each object received comes back wrapped as
@@ -2101,6 +2156,7 @@ static const mproc_test tests[] = {
     {"objects_c_to_c", test_objects_c_to_c, 60},
     {"objects_hostile", test_objects_hostile, 20},
     {"handles_hostile", test_handles_hostile, 20},
+    {"args_truncated", test_args_truncated, 40},
     {"pipe_duplex", test_pipe_duplex, 20},
     {"pipe_simplex", test_pipe_simplex, 20},
     {"bad_args_and_close", test_bad_args_and_close, 10},
