@@ -217,6 +217,30 @@ n=$(cat "$W/mixed" | "$P" --pipe --block 64k -k cat | cmp - "$W/mixed" &&
 expect "--pipe from a pipe, chained: every byte once, in order" same "$n"
 n=$(cat "$W/long" | "$P" -k --pipe --block 64k wc -c | tr '\n' ' ')
 expect "a 1 MB line from a pipe: one block" "1048577 6 " "$n"
+# A user past its pipe-memory limit (fs.pipe-user-pages-soft): every
+# F_SETPIPE_SZ refused (an LD_PRELOAD library), so pipes stay at 64 KiB
+# and the chained path has smaller scratch pipes: the same blocks, every
+# byte once.
+if [ -n "${MPROC_TEST_NOPIPESZ:-}" ] && [ -f "$MPROC_TEST_NOPIPESZ" ]; then
+    nolimit() {
+        MPROC_NOPIPESZ_LOG=$W/refused LD_PRELOAD=$MPROC_TEST_NOPIPESZ \
+            ASAN_OPTIONS=${ASAN_OPTIONS}:verify_asan_link_order=0 "$@"
+    }
+    rm -f "$W/refused"
+    want=$("$P" -k --pipe --block 100k md5sum <"$W/mixed")
+    got=$(cat "$W/mixed" | nolimit "$P" -k --pipe --block 100k md5sum)
+    expect "--pipe from a pipe, F_SETPIPE_SZ refused: the file's blocks" \
+        "$want" "$got"
+    got=$(nolimit "$P" -k --pipe --block 100k md5sum <"$W/mixed")
+    expect "--pipe from a file, F_SETPIPE_SZ refused: the same blocks" \
+        "$want" "$got"
+    n=$(cat "$W/big" | nolimit "$P" --pipe --block 2M -k cat |
+        cmp - "$W/big" && echo same)
+    expect "--pipe, F_SETPIPE_SZ refused: every byte once, in order" same "$n"
+    [ -s "$W/refused" ] && ok || bad "the F_SETPIPE_SZ refusals never ran"
+else
+    echo "SKIP: F_SETPIPE_SZ refused (no MPROC_TEST_NOPIPESZ library)"
+fi
 # A producer writing a line at a time (a few bytes per pipe buffer: more
 # scratch pipes than a block may have, then the copying path): the same
 # blocks.
