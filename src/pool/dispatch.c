@@ -174,6 +174,9 @@ static void move_front(mproc_pool *p, pool__wslot *w, size_t k, uint64_t nseq)
         pool__deliver_fail(p, f->j, f->start, k, e, -ENOMEM, false);
     } else {
         f->j->inflight += k;
+        double tj = f->j->timeout;
+        if (tj > 0 && (w->tmin == 0 || tj < w->tmin))
+            w->tmin = tj;
     }
     w->next_seq += nseq;
     f->start += k;

@@ -290,17 +290,14 @@ static void replace(mproc_pool *p)
     }
 }
 
-/* The shortest timeout among w's queued tasks (0: none has one): it
- * bounds how long a not yet started one may run before we look again. */
+/* The shortest timeout among w's queued tasks (0: none has one), or one
+ * that was and has gone (only sooner a look than needed): it bounds how
+ * long a not yet started one may run before we look again. */
 static double shortest_timeout(pool__wslot *w)
 {
-    double tmin = 0;
-    for (size_t k = 0; k < w->q.n; k++) {
-        double t = pool__dq_at(&w->q, k)->j->timeout;
-        if (t > 0 && (tmin == 0 || t < tmin))
-            tmin = t;
-    }
-    return tmin;
+    if (w->q.n == 0)
+        w->tmin = 0; /* what was in flight is done: start over */
+    return w->tmin;
 }
 
 /* The job whose task has sequence number seq at w (NULL: none). */

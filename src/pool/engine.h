@@ -287,6 +287,9 @@ typedef struct pool__wslot {
     int state;     /* W_* */
     uint32_t gen;  /* tells this process's epoll events from a predecessor's */
     pool__deque q; /* its in-flight segments, in sequence order */
+    /* The shortest task timeout pushed on q since it was last empty (0:
+     * none): a bound for how long the pool's thread may sleep. */
+    double tmin;
     /* Its messages in flight (a ring of mn from mh): each one's end
      * sequence number and task count. */
     uint64_t msg_end[POOL__INFLIGHT];
