@@ -954,10 +954,14 @@ static void test_terminate_stuck(void)
 }
 
 /* An initializer slow enough for the test to SIGKILL its worker in it. */
-static int init_slow(const mproc_args *a)
+/* An initializer that waits (up to 60 s) until the file its argument
+ * names exists: a worker stays "starting" until the test says, however
+ * slow the machine, so kills land in start-ups for sure. */
+static int init_gated(const mproc_args *a)
 {
-    (void)a;
-    usleep(150000);
+    const char *gate = mproc_args_str(a, 0);
+    for (int i = 0; gate && i < 30000 && access(gate, F_OK) != 0; i++)
+        usleep(2000);
     return 0;
 }
 
@@ -976,11 +980,15 @@ static int kill_workers(mproc_pool *p)
  * initializer that reports failure, or a run of deaths, breaks it. */
 static void test_killed_while_starting(void)
 {
-    SKIP_UNDER_VALGRIND("its kills are timed to land in 150 ms initializers, "
-                        "which workers take longer than that to reach there");
+    char gate[64];
+    snprintf(gate, sizeof gate, "/tmp/mproc-test-gate-%d", (int)getpid());
+    unlink(gate);
+    mproc_args *ga = mproc_args_of("s", gate);
+    CHECK(ga != NULL);
     for (int m = 0; m < 3; m++) {
         mproc_pool_opts o = {.processes = 2,
-                             .initializer = init_slow,
+                             .initializer = init_gated,
+                             .initargs = ga,
                              .method = mproc_test_methods[m]};
         mproc_pool *p;
         CHECK_OK(mproc_pool_new(&p, &o));
@@ -991,10 +999,13 @@ static void test_killed_while_starting(void)
         CHECK_OK(mproc_pool_map_async(p, t_square, it, 40, NULL, &f));
         int killed = 0;
         for (int round = 0; round < 3; round++) { /* 6 deaths < 10 */
-            usleep(60000); /* replacements are in their initializer */
+            usleep(30000); /* replacements are starting */
             killed += kill_workers(p);
         }
         CHECK(killed >= 3);
+        int fd = open(gate, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+        CHECK(fd >= 0); /* the initializers may finish now */
+        close(fd);
         CHECK_OK(mproc_future_wait(f, 30));
         mproc_results *r = mproc_future_results(f);
         CHECK_EQ(mproc_results_failed(r), 0);
@@ -1002,10 +1013,12 @@ static void test_killed_while_starting(void)
             CHECK_EQ(res_i64(r, i), v[i] * v[i]);
         mproc_future_free(f);
         mproc_pool_free(p);
+        unlink(gate);
     }
     /* Every new worker killed while starting: the budget runs out and the
      * pool gives up with a clear error instead of looping. */
-    mproc_pool_opts o = {.processes = 1, .initializer = init_slow};
+    mproc_pool_opts o = {
+        .processes = 1, .initializer = init_gated, .initargs = ga};
     mproc_pool *p;
     CHECK_OK(mproc_pool_new(&p, &o));
     mproc_future *f;
@@ -1023,6 +1036,7 @@ static void test_killed_while_starting(void)
     CHECK(strstr(e->message, "10 pool workers in a row died while starting"));
     mproc_future_free(f);
     mproc_pool_free(p);
+    mproc_args_free(ga);
 }
 
 static void test_initializer_fails(void)
