@@ -14,12 +14,15 @@
  */
 #include "harness.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 static double chaos_seconds(void)
 {
@@ -46,10 +49,17 @@ static void nap_us(unsigned us)
 /* ---- pool -----------------------------------------------------------------
  */
 
+/* A start-up long enough to be hit now and then; at its end a worker
+ * appends a byte to the file its argument names (the killer counts the
+ * workers that got through). */
 static int chaos_init(const mproc_args *a)
 {
-    (void)a;
-    nap_us(2000); /* a start-up long enough to be hit now and then */
+    nap_us(2000);
+    int fd = open(mproc_args_str(a, 0), O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (fd >= 0) {
+        (void)!write(fd, "r", 1);
+        close(fd);
+    }
     return 0;
 }
 
@@ -69,13 +79,28 @@ typedef struct pool_killer {
     _Atomic int stop;
     int kills;
     uint64_t seed;
+    const char *ready; /* the file chaos_init appends to */
 } pool_killer;
 
+/* Kills a random worker every 5-30 ms; but after 5 kills with no new
+ * worker through its start-up it waits for one: 10 start-up deaths in a
+ * row break a pool by design (MPROC_ESTARTUP), which a loaded machine,
+ * where starts are slow, would otherwise reach now and then. */
 static void *pool_killer_main(void *arg)
 {
     pool_killer *k = arg;
+    struct stat st;
+    off_t seen = 0;
+    int since = 0; /* kills since a worker last got through */
     while (!atomic_load(&k->stop)) {
         nap_us(5000 + (unsigned)(rnd(&k->seed) % 25000));
+        if (stat(k->ready, &st) == 0 && st.st_size > seen) {
+            seen = st.st_size;
+            since = 0;
+        }
+        if (since >= 5)
+            continue;
+        since++;
         pid_t pids[8];
         int n = mproc_pool_pids(k->pool, pids, 8);
         if (n > 0 && kill(pids[rnd(&k->seed) % (uint64_t)n], SIGKILL) == 0)
@@ -89,9 +114,17 @@ static void test_pool_chaos(void)
     double until = mproc_test_now() + chaos_seconds();
     int rounds = 0, kills = 0;
     size_t failed = 0, done = 0;
+    char ready[64];
+    snprintf(ready, sizeof ready, "/tmp/mproc-chaos-ready-%d", (int)getpid());
+    int rfd = open(ready, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+    CHECK(rfd >= 0);
+    close(rfd);
+    mproc_args *ia = mproc_args_of("s", ready);
+    CHECK(ia != NULL);
     for (int m = 0; mproc_test_now() < until || rounds < 3; m = (m + 1) % 3) {
         mproc_pool_opts o = {.processes = 3,
                              .initializer = chaos_init,
+                             .initargs = ia,
                              .method = mproc_test_methods[m]};
         mproc_pool *p;
         CHECK_OK(mproc_pool_new(&p, &o));
@@ -103,7 +136,8 @@ static void test_pool_chaos(void)
             it[i] = (mproc_iov){&v[i], sizeof v[i]};
         }
         pool_killer k = {.pool = p,
-                         .seed = 0x9e3779b97f4a7c15ull + (unsigned)m};
+                         .seed = 0x9e3779b97f4a7c15ull + (unsigned)m,
+                         .ready = ready};
         pthread_t th;
         CHECK_OK(pthread_create(&th, NULL, pool_killer_main, &k));
         mproc_call_opts co = {.chunksize = 1};
@@ -147,6 +181,8 @@ static void test_pool_chaos(void)
     printf("     pool: %d rounds, %d workers killed, %zu tasks ok, %zu "
            "failed with their worker\n",
            rounds, kills, done, failed);
+    mproc_args_free(ia);
+    unlink(ready);
     CHECK(kills > 0);
 }
 
