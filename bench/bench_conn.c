@@ -590,6 +590,14 @@ int main(int argc, char **argv)
     printf("1 MiB throughput  %-14s %8.0f MB/s %-14s %8.0f MB/s "
            "framed/raw %5.1f%% (the wire format's floor)\n",
            names[C_FRAMED_TPUT], ft, names[C_RAW_TPUT], raw, 100 * ft / raw);
+    /* For bench/plot.sh's ratio chart: mproc's speed over the floor's and
+     * over CPython's (0: not measured, shown as "-"). */
+    double rtt = median(C_RTT), rraw = median(C_RAW_RTT);
+    double rpy = median(C_PY_RTT), tp = median(C_TPUT);
+    bench_ratio_row("Connection 64B rtt", rtt > 0 ? rraw / rtt : 0,
+                    rtt > 0 && rpy > 0 ? rpy / rtt : 0);
+    bench_ratio_row("Connection 1MiB", raw > 0 ? tp / raw : 0,
+                    py > 0 ? tp / py : 0);
     free(big_buf);
     return 0;
 }

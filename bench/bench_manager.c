@@ -352,24 +352,31 @@ static pid_t redis_start(const char *path)
     return -1;
 }
 
-static void python(const char *py, const char *label, const char *args)
+/* Runs the CPython side and prints its figures under label; returns its
+ * round trip in us (0 when there is none). */
+static double python(const char *py, const char *label, const char *args)
 {
     const char *script = bench_py_script("bench_manager", "manager_bench.py");
     if (!script)
-        return;
+        return 0;
     char cmd[4096];
     snprintf(cmd, sizeof cmd, "%s %s %s", py, script, args);
     FILE *f = popen(cmd, "r");
     if (!f)
-        return;
+        return 0;
     char line[256];
+    double rtt = 0;
     while (fgets(line, sizeof line, f)) {
         char what[32], unit[16] = "us";
         double v;
-        if (sscanf(line, "%31s %lf %15s", what, &v, unit) >= 2)
+        if (sscanf(line, "%31s %lf %15s", what, &v, unit) >= 2) {
             printf("%s_%s %.2f %s\n", label, what, v, unit);
+            if (strcmp(what, "rtt") == 0)
+                rtt = v;
+        }
     }
     pclose(f);
+    return rtt;
 }
 
 int main(int argc, char **argv)
@@ -388,15 +395,18 @@ int main(int argc, char **argv)
     mproc_proxy *d;
     if (mproc_manager_create(m, &d, "dict", NULL, NULL, NULL, 0) < 0)
         return 1;
-    double us = 0, cc = 0, cs = 0;
+    double us = 0, cc = 0, cs = 0, mine = 0, floor_us = 0;
     for (int twice = 0; twice < 2 && !only_tput; twice++) {
-        if (roundtrip(d, server, 5000, &us, &cc, &cs) == 0)
+        if (roundtrip(d, server, 5000, &us, &cc, &cs) == 0) {
             printf("mproc_to_mproc_rtt %.2f us (cpu client %.2f server "
                    "%.2f)\n",
                    us, cc, cs);
+            mine = us;
+        }
         us = raw_floor(5000, &cc, &cs);
         printf("raw_socketpair_rtt %.2f us (cpu client %.2f server %.2f)\n", us,
                cc, cs);
+        floor_us = us;
     }
     if (!only_tput)
         printf("mproc_create_first_call %.1f us\n", creation(m));
@@ -430,6 +440,7 @@ int main(int argc, char **argv)
         unlink(rpath);
     }
     static const char *const versions[] = {"3.11.7", "3.13.0"};
+    double py_rtt = 0;
     for (int v = 0; v < 2; v++) {
         char path[512], label[64], args[512];
         snprintf(path, sizeof path, "%s/.pyenv/versions/%s/bin/python",
@@ -441,8 +452,15 @@ int main(int argc, char **argv)
                  mproc_manager_address(m), key_hex, (int)server);
         python(path, label, args);
         snprintf(label, sizeof label, "cpython%.4s_to_cpython", versions[v]);
-        python(path, label, "self 2000");
+        double r = python(path, label, "self 2000");
+        if (v == 0 || !py_rtt)
+            py_rtt = r;
     }
+    /* For bench/plot.sh's ratio chart: the dict set/get round trip,
+     * mproc to mproc, over the socketpair floor and over CPython's own
+     * manager (3.11; 0: not measured, shown as "-"). */
+    bench_ratio_row("Manager dict rtt", mine > 0 ? floor_us / mine : 0,
+                    mine > 0 && py_rtt > 0 ? py_rtt / mine : 0);
     mproc_proxy_free(d);
     mproc_manager_free(m);
     return 0;

@@ -252,6 +252,19 @@ int main(int argc, char **argv)
            med(D_BYTES, 1) / 1e3 / w, med(D_BYTES, 1) / 1e3 / fr);
     printf("targets: dict and list at least 3x faster than CPython both "
            "ways\n");
+    /* For bench/plot.sh's ratio chart: the floor of bytes is memcpy. */
+    static const char *const rname[D_COUNT][2] = {
+        {"pickle dumps dict", "pickle loads dict"},
+        {"pickle dumps list", "pickle loads list"},
+        {"pickle dumps bytes 1MiB", "pickle loads bytes 1MiB"}};
+    for (int d = 0; d < D_COUNT; d++)
+        for (int k = 0; k < 2; k++) {
+            double m = med(d, k);
+            double pyk = nfig[d][2 + k] ? med(d, 2 + k) : 0;
+            bench_ratio_row(rname[d][k],
+                            d == D_BYTES && m > 0 ? w * 1e3 / m : 0,
+                            m > 0 && pyk > 0 ? pyk / m : 0);
+        }
     for (int d = 0; d < D_COUNT; d++) {
         mproc_obj_unref(data[d]);
         free(pk[d]);

@@ -327,6 +327,12 @@ static double med(int f)
     return median(fig[f], nfig[f]);
 }
 
+/* a / b, or 0 (shown as "-") when either is missing. */
+static double ratio_of(double a, double b)
+{
+    return a > 0 && b > 0 ? a / b : 0;
+}
+
 static void die(const char *what, int rc)
 {
     fprintf(stderr, "bench_pool: %s: %s\n", what, mproc_strerror(rc));
@@ -637,6 +643,21 @@ int main(int argc, char **argv)
            mproc_pool_processes(cpool), med(F_CPU_POOL),
            med(F_CPU_SERIAL) / med(F_CPU_POOL), ncpu);
     printf("  CPython pool (reference)   %8.4f\n", med(F_PY_CPU));
+    /* For bench/plot.sh's ratio chart: mproc's speed over the floor's
+     * (its cost over mproc's) and over CPython's. */
+    bench_ratio_row("Pool map bytes (CPU)",
+                    ratio_of(med(F_FLOOR), med(F_BYTES_CPU)),
+                    ratio_of(med(F_PY_MAP), med(F_BYTES)));
+#ifdef MPROC_HAVE_OPENMP
+    bench_ratio_row("Pool map records", ratio_of(med(F_OMP), med(F_REC_COPY)),
+                    ratio_of(med(F_PY_MAP), med(F_REC_COPY)));
+    bench_ratio_row("Pool LCG records vs OpenMP",
+                    ratio_of(med(F_LCG_OMP), med(F_LCG_REC)), 0);
+#endif
+    bench_ratio_row("apply_async 10^5", 0,
+                    ratio_of(med(F_APPLY), med(F_PY_APPLY)));
+    bench_ratio_row("Pool start+apply+free", 0,
+                    ratio_of(med(F_PY_START), med(F_START_FORK)));
 
     mproc_pool_shm_free(pool, sin);
     mproc_pool_shm_free(pool, sout);

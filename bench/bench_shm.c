@@ -327,6 +327,13 @@ int main(int argc, char **argv)
     line_vs("Value create + free (with lock)", C_NEW, C_PY_NEW, "ns/op", 1, "");
     line_vs("SharedMemory 4 KiB create+close+unlink", C_SHM, C_PY_SHM, "us/op",
             1000, "");
+    /* For bench/plot.sh's ratio chart (0: not measured, shown as "-"). */
+    double val = median(C_VALUE), pyv = median(C_PY_INCR);
+    bench_ratio_row("Value += 1 under lock",
+                    val > 0 ? median(C_MUTEX) / val : 0,
+                    val > 0 && pyv > 0 ? pyv / val : 0);
+    double sh = median(C_SHM), pys = median(C_PY_SHM);
+    bench_ratio_row("SharedMemory create", 0, sh > 0 && pys > 0 ? pys / sh : 0);
     mproc_value_free(V);
     return 0;
 }

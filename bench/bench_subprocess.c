@@ -469,5 +469,11 @@ int main(int argc, char **argv)
     else
         printf("%-34s %10.1f MB/s\n", "communicate 100+100 MB, MB/s",
                med(M_MPROC));
+    /* For bench/plot.sh's ratio chart: mproc's speed over the floor's and
+     * over CPython's (0: not measured, shown as "-"). */
+    bench_ratio_row("subprocess run([true])", med(S_RAW) / med(S_MPROC),
+                    py ? med(S_PY) / med(S_MPROC) : 0);
+    bench_ratio_row("subprocess capture 200MB", med(K_MPROC) / med(K_RAW1M),
+                    py ? med(K_MPROC) / med(K_PY) : 0);
     return 0;
 }

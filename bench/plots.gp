@@ -117,7 +117,7 @@ plot "pool_rss.dat" u 2:xtic(1) t "resident (VmRSS)" lc rgb "#1f77b4", \
 
 # ---- every figure against its floor and CPython --------------------------------
 set output outdir."/ratios.png"
-set terminal pngcairo size 1100,650 enhanced font "DejaVu Sans,11"
+set terminal pngcairo size 1800,720 enhanced font "DejaVu Sans,10"
 set title "mproc's speed ÷ the peer's, per figure (above 1: mproc is faster; log scale)"
 set ylabel "mproc speed ÷ peer speed"
 set format y "%g"
