@@ -60,6 +60,10 @@ struct mproc_obj {
         struct {
             mproc_obj **items;
             size_t n, cap;
+            /* tuples: hash() once computed (hashed set, both atomic):
+             * hashing shared parts nested stays linear */
+            int64_t hash;
+            bool hashed;
         } seq;
         mproc__table t;
         struct {
@@ -90,6 +94,13 @@ static inline mproc_obj *mproc__small(int64_t v)
 static inline mproc_obj_type mproc__type(const mproc_obj *o)
 {
     return mproc__is_small(o) ? MPROC_OBJ_INT : (mproc_obj_type)o->kind;
+}
+
+/* A tuple, list, dict, set, frozenset or reduce value: a value that holds
+ * others (the types from MPROC_OBJ_TUPLE on). */
+static inline bool mproc__is_container(const mproc_obj *o)
+{
+    return mproc__type(o) >= MPROC_OBJ_TUPLE;
 }
 
 /* An int's value when it fits int64 (its big bytes NULL), either form. */
