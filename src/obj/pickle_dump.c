@@ -41,7 +41,6 @@ enum {
 #define NO_INDEX UINT64_MAX
 
 typedef struct memo_entry {
-    const mproc_obj *key;
     unsigned flags;
     uint64_t index; /* its memo index once PUT (second pass) */
 } memo_entry;
@@ -49,6 +48,12 @@ typedef struct memo_entry {
 /* An entry by its number: 1 + its place in dumper.ents (0: untracked),
  * which table growth does not move. */
 typedef size_t ment;
+
+/* A slot of the index: an object and its entry (0: a free slot). */
+typedef struct memo_slot {
+    const mproc_obj *key;
+    ment e;
+} memo_slot;
 
 typedef struct dumper {
     mproc__buf *b;
@@ -59,7 +64,7 @@ typedef struct dumper {
     bool reentered;   /* a tuple reached from within itself (not every) */
     memo_entry *ents; /* in order of first sight */
     size_t mn, ecap;
-    ment *slots; /* open addressing on the pointer: entry numbers */
+    memo_slot *slots; /* open addressing on the pointer */
     size_t mcap;
     uint64_t next; /* the next memo index */
 } dumper;
@@ -241,19 +246,23 @@ static int memo_grow(dumper *d)
     if (d->mn + 1 <= d->mcap / 2)
         return 0;
     size_t cap = d->mcap ? d->mcap * 2 : 64;
-    ment *slots =
+    memo_slot *slots =
         cap <= SIZE_MAX / sizeof *slots ? calloc(cap, sizeof *slots) : NULL;
     if (!slots)
         return -ENOMEM;
-    free(d->slots);
+    memo_slot *old = d->slots;
+    size_t oldcap = d->mcap;
     d->slots = slots;
     d->mcap = cap;
-    for (size_t i = 0; i < d->mn; i++) {
-        size_t j = slot_of(d, d->ents[i].key);
-        while (slots[j])
+    for (size_t i = 0; i < oldcap; i++) {
+        if (!old[i].e)
+            continue;
+        size_t j = slot_of(d, old[i].key);
+        while (slots[j].e)
             j = (j + 1) & (cap - 1);
-        slots[j] = i + 1;
+        slots[j] = old[i];
     }
+    free(old);
     return 0;
 }
 
@@ -263,13 +272,13 @@ static ment memo_entry_of(dumper *d, const mproc_obj *o)
     if (memo_grow(d) < 0)
         return 0;
     size_t j = slot_of(d, o);
-    while (d->slots[j] && ent(d, d->slots[j])->key != o)
+    while (d->slots[j].e && d->slots[j].key != o)
         j = (j + 1) & (d->mcap - 1);
-    if (!d->slots[j]) {
-        d->ents[d->mn] = (memo_entry){o, 0, NO_INDEX};
-        d->slots[j] = ++d->mn;
+    if (!d->slots[j].e) {
+        d->ents[d->mn] = (memo_entry){0, NO_INDEX};
+        d->slots[j] = (memo_slot){o, ++d->mn};
     }
-    return d->slots[j];
+    return d->slots[j].e;
 }
 
 /* Whether o is looked up in the memo at all: one held once cannot be
