@@ -2,7 +2,8 @@
  * obj/obj_impl.h - Python's plain data as C values (obj.c), their numbers
  * (num.c: ints of any size as two's-complement bytes, Python's numeric
  * hash), comparison and hashing (cmp.c), repr (repr.c), and the pickle
- * codec (pickle_dump.c, pickle_load.c).
+ * codec (pickle_dump.c; the decoder in pickle_load.c, pickle_globals.c and
+ * pickle_text.c, sharing pickle_impl.h).
  *
  * This layer sits right above core/ and below process/: connections and
  * queues pickle through it. Everything here is mproc__-prefixed and hidden.
