@@ -123,7 +123,7 @@ static void raw(mproc__buf *b, const void *p, size_t n)
     }
 }
 
-static void dump_small_int(mproc__buf *b, int64_t v)
+static inline void dump_small_int(mproc__buf *b, int64_t v)
 {
     if (v >= 0 && v < 256) {
         op_u8(b, 'K', (unsigned char)v);
@@ -281,13 +281,14 @@ static ment memo_entry_of(dumper *d, const mproc_obj *o)
     return d->slots[j].e;
 }
 
-/* Whether o is looked up in the memo at all: one held once cannot be
- * reached twice (unless the value contains itself through a tuple). */
+/* Whether o (not a small int) is looked up in the memo at all: one held
+ * once cannot be reached twice (unless the value contains itself through
+ * a tuple). The count first: most objects have one. */
 static bool tracked(const dumper *d, const mproc_obj *o)
 {
-    if (mproc__is_small(o) || !memoizable(o))
+    if (!d->every && __atomic_load_n(&o->refs, __ATOMIC_RELAXED) <= 1)
         return false;
-    return d->every || __atomic_load_n(&o->refs, __ATOMIC_RELAXED) > 1;
+    return memoizable(o);
 }
 
 /* BINGET / LONG_BINGET of a memo index. */
@@ -317,10 +318,8 @@ static int memo_fetch(dumper *d, ment m)
 
 /* The point where CPython memoizes o (e NULL: untracked): a PUT in the
  * second pass when o is fetched later (MEMOIZE from protocol 4). */
-static int memoize(dumper *d, ment m)
+static int memoize_tracked(dumper *d, ment m)
 {
-    if (!m)
-        return 0;
     memo_entry *e = ent(d, m);
     e->flags |= M_DONE;
     if (!d->second || !(e->flags & M_FETCHED))
@@ -337,6 +336,13 @@ static int memoize(dumper *d, ment m)
         le(d->b, e->index, 4);
     }
     return 0;
+}
+
+/* Inline: every str and container of a value passes here, mostly
+ * untracked. */
+static inline int memoize(dumper *d, ment m)
+{
+    return m ? memoize_tracked(d, m) : 0;
 }
 
 /* After writing the parts of a tuple, frozenset or reduce value (e its
@@ -687,6 +693,10 @@ static int dump(dumper *d, const mproc_obj *o, int depth)
 {
     if (depth >= MPROC_OBJ_MAX_DEPTH)
         return -ELOOP;
+    if (mproc__is_small(o)) { /* most ints: no memo to ask */
+        dump_small_int(d->b, mproc__int_v(o));
+        return 0;
+    }
     ment e = 0;
     if (tracked(d, o)) {
         e = memo_entry_of(d, o);

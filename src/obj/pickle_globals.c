@@ -125,49 +125,6 @@ static int tag_of(const mproc_obj *g)
 
 /* ---- building values -------------------------------------------------- */
 
-int mproc__pk_add_to_set(loader *L, mproc_obj *s, mproc_obj *item)
-{
-    int64_t h;
-    int r = mproc__obj_hash(item, &h, 0);
-    if (r < 0) {
-        const char *tn = mproc_obj_type_name(item);
-        r = r == -ELOOP ? mproc__pk_fail(L, "set item nested too deep")
-                        : mproc__pk_fail(L, "unhashable set item (%s)", tn);
-        mproc_obj_unref(item);
-        return r;
-    }
-    if (charge(L, ENTRY_COST) < 0) {
-        mproc_obj_unref(item);
-        return L->status;
-    }
-    r = mproc__set_put(&s->u.t, item, h);
-    return r == -ENOMEM ? mproc__pk_nomem(L)
-           : r < 0      ? mproc__pk_fail(L, "set item nested too deep")
-                        : 0;
-}
-
-int mproc__pk_set_item(loader *L, mproc_obj *d, mproc_obj *k, mproc_obj *v)
-{
-    int64_t h;
-    int r = mproc__obj_hash(k, &h, 0);
-    if (r < 0) {
-        const char *tn = mproc_obj_type_name(k);
-        mproc_obj_unref(k);
-        mproc_obj_unref(v);
-        return r == -ELOOP ? mproc__pk_fail(L, "dict key nested too deep")
-                           : mproc__pk_fail(L, "unhashable dict key (%s)", tn);
-    }
-    if (charge(L, ENTRY_COST) < 0) {
-        mproc_obj_unref(k);
-        mproc_obj_unref(v);
-        return L->status;
-    }
-    r = mproc__table_put(&d->u.t, k, v, h, 0);
-    return r == -ENOMEM ? mproc__pk_nomem(L)
-           : r < 0      ? mproc__pk_fail(L, "dict key too deep")
-                        : 0;
-}
-
 /* Items from a list or tuple into a new set or frozenset. */
 static int set_from(loader *L, mproc_obj *items, bool frozen, mproc_obj **out)
 {

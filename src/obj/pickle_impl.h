@@ -64,9 +64,6 @@ int mproc__pk_push_global(loader *L, const char *module, const char *name);
 /* Adds item (stolen) to the set s: fails on an unhashable item. */
 int mproc__pk_add_to_set(loader *L, mproc_obj *s, mproc_obj *item);
 
-/* d[k] = v (both stolen): fails on an unhashable key. */
-int mproc__pk_set_item(loader *L, mproc_obj *d, mproc_obj *k, mproc_obj *v);
-
 /* A bytes or bytearray of n bytes at p into *out, its memory charged. */
 int mproc__pk_new_bytes(loader *L, mproc_obj_type type, const void *p, size_t n,
                         mproc_obj **out);

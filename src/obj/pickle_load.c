@@ -171,6 +171,53 @@ static int memo_get(loader *L, uint64_t i)
     return push(L, own(L->memo[i]));
 }
 
+/* ---- inserts (hashing the decoded keys and items) --------------------- */
+
+/* (pickle_impl.h) Here, where ADDITEMS calls it once per item. */
+int mproc__pk_add_to_set(loader *L, mproc_obj *s, mproc_obj *item)
+{
+    int64_t h;
+    int r = mproc__obj_hash(item, &h, 0);
+    if (r < 0) {
+        const char *tn = mproc_obj_type_name(item);
+        r = r == -ELOOP ? mproc__pk_fail(L, "set item nested too deep")
+                        : mproc__pk_fail(L, "unhashable set item (%s)", tn);
+        mproc_obj_unref(item);
+        return r;
+    }
+    if (charge(L, ENTRY_COST) < 0) {
+        mproc_obj_unref(item);
+        return L->status;
+    }
+    r = mproc__set_put(&s->u.t, item, h);
+    return r == -ENOMEM ? mproc__pk_nomem(L)
+           : r < 0      ? mproc__pk_fail(L, "set item nested too deep")
+                        : 0;
+}
+
+/* d[k] = v (both stolen): fails on an unhashable key. */
+static int set_item(loader *L, mproc_obj *d, mproc_obj *k, mproc_obj *v)
+{
+    int64_t h;
+    int r = mproc__obj_hash(k, &h, 0);
+    if (r < 0) {
+        const char *tn = mproc_obj_type_name(k);
+        mproc_obj_unref(k);
+        mproc_obj_unref(v);
+        return r == -ELOOP ? mproc__pk_fail(L, "dict key nested too deep")
+                           : mproc__pk_fail(L, "unhashable dict key (%s)", tn);
+    }
+    if (charge(L, ENTRY_COST) < 0) {
+        mproc_obj_unref(k);
+        mproc_obj_unref(v);
+        return L->status;
+    }
+    r = mproc__table_put(&d->u.t, k, v, h, 0);
+    return r == -ENOMEM ? mproc__pk_nomem(L)
+           : r < 0      ? mproc__pk_fail(L, "dict key too deep")
+                        : 0;
+}
+
 /* ---- opcodes ---------------------------------------------------------- */
 
 static int load_str(loader *L, size_t n)
@@ -269,7 +316,7 @@ static int setitems_from(loader *L, size_t k)
                 ? mproc__pk_nomem(L)
                 : 0;
     for (; i < L->sn && r == 0; i += 2)
-        r = mproc__pk_set_item(L, d, L->stack[i], L->stack[i + 1]);
+        r = set_item(L, d, L->stack[i], L->stack[i + 1]);
     /* Items not yet taken are still the stack's. */
     for (; i < L->sn; i++)
         mproc_obj_unref(L->stack[i]);
