@@ -6,6 +6,8 @@
  *   dict   1,000 str -> int items ('key0': 0 ... 'key999': 999)
  *   list   10^5 ints (0 .. 99999)
  *   bytes  one 1 MiB bytes
+ *   shared t = (1, 2), then t = (t, t) 40 times: 41 tuples, 2^40 leaves
+ *          (each tuple written once, fetched from the memo after)
  * against CPython 3.11's pickle.dumps / pickle.loads (its C accelerator,
  * the default protocol 4, bench/py/pickle_bench.py) on the same data, and
  * for bytes against memcpy of the 1 MiB: into a buffer kept warm, and
@@ -34,10 +36,10 @@
 #define MAX_ROUNDS 64
 #define MIB        (1 << 20)
 
-enum { D_DICT, D_LIST, D_BYTES, D_COUNT };
-static const char *const dnames[D_COUNT] = {"dict", "list", "bytes"};
-static const int iters[D_COUNT] = {2000, 60, 400};
-static const int py_iters[D_COUNT] = {1000, 20, 200};
+enum { D_DICT, D_LIST, D_BYTES, D_SHARED, D_COUNT };
+static const char *const dnames[D_COUNT] = {"dict", "list", "bytes", "shared"};
+static const int iters[D_COUNT] = {2000, 60, 400, 20000};
+static const int py_iters[D_COUNT] = {1000, 20, 200, 10000};
 
 /* figures: [data][0 mproc dumps, 1 mproc loads, 2 py dumps, 3 py loads] */
 static double fig[D_COUNT][4][MAX_ROUNDS];
@@ -92,6 +94,10 @@ static void make_data(void)
         b[i] = (unsigned char)(i * 2654435761u >> 13);
     data[D_BYTES] = mproc_obj_bytes(b, MIB);
     free(b);
+    mproc_obj *t = mproc_obj_tuple_of(2, mproc_obj_int(1), mproc_obj_int(2));
+    for (int i = 0; i < 40; i++)
+        t = mproc_obj_tuple_of(2, t, mproc_obj_ref(t));
+    data[D_SHARED] = t;
     for (int d = 0; d < D_COUNT; d++) {
         if (!data[d])
             die("data", -ENOMEM);
@@ -126,7 +132,8 @@ static double time_loads(int d)
             fprintf(stderr, "bench_pickle: loads: %s\n", err);
             exit(1);
         }
-        if (i == 0 && mproc_obj_eq(o, data[d]) != 1)
+        /* (Two copies of the shared tuple compare in 2^40 steps.) */
+        if (i == 0 && d != D_SHARED && mproc_obj_eq(o, data[d]) != 1)
             die("loads gave another value", -EINVAL);
         mproc_obj_unref(o);
     }
@@ -162,8 +169,10 @@ static bool python_setup(void)
         py ? bench_py_script("bench_pickle", "pickle_bench.py") : NULL;
     if (!script)
         return false;
-    snprintf(py_cmd, sizeof py_cmd, "'%s' '%s' dict:%d list:%d bytes:%d", py,
-             script, py_iters[D_DICT], py_iters[D_LIST], py_iters[D_BYTES]);
+    snprintf(py_cmd, sizeof py_cmd,
+             "'%s' '%s' dict:%d list:%d bytes:%d shared:%d", py, script,
+             py_iters[D_DICT], py_iters[D_LIST], py_iters[D_BYTES],
+             py_iters[D_SHARED]);
     return true;
 }
 
@@ -213,9 +222,9 @@ int main(int argc, char **argv)
     make_data();
     py = py && python_setup();
     for (int round = 0; round < rounds; round++) {
-        int order = round % 3;
-        for (int k = 0; k < 3; k++) {
-            int d = (k + order) % 3;
+        int order = round % D_COUNT;
+        for (int k = 0; k < D_COUNT; k++) {
+            int d = (k + order) % D_COUNT;
             add(fig[d][0], &nfig[d][0], time_dumps(d));
             add(fig[d][1], &nfig[d][1], time_loads(d));
         }
@@ -231,7 +240,8 @@ int main(int argc, char **argv)
     printf("%-22s %10s %10s %8s %10s %10s %8s\n", "", "dumps", "dumps", "",
            "loads", "loads", "");
     static const char *const what[D_COUNT] = {"dict 1000 str->int",
-                                              "list 10^5 ints", "bytes 1 MiB"};
+                                              "list 10^5 ints", "bytes 1 MiB",
+                                              "shared t=(t,t) x40"};
     for (int d = 0; d < D_COUNT; d++) {
         double md = med(d, 0) / 1e3, ml = med(d, 1) / 1e3;
         double pd = med(d, 2) / 1e3, pl = med(d, 3) / 1e3;

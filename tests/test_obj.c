@@ -1245,6 +1245,254 @@ static void test_cpython_property(void)
     printf("  %d values from %d interpreters\n", values, ran);
 }
 
+/* ---- shared parts and the memo ---------------------------------------- */
+
+/* t = (1, 2), then t = (t, t) levels times: 2^levels leaves, levels + 1
+ * objects. */
+static mproc_obj *doubled(int levels)
+{
+    mproc_obj *t = mproc_obj_tuple_of(2, mproc_obj_int(1), mproc_obj_int(2));
+    for (int i = 0; i < levels; i++)
+        t = mproc_obj_tuple_of(2, t, mproc_obj_ref(t));
+    CHECK(t != NULL);
+    return t;
+}
+
+/* Shared tuples nested 40 deep dump in linear time and size (each written
+ * once, fetched from the memo after) under every protocol, decode to the
+ * same sharing, and dump again to the same bytes. Without the memo this
+ * writes 2^40 leaves: the case times out. */
+static void test_shared_dumps(void)
+{
+    mproc_obj *t = doubled(40);
+    char *s;
+    CHECK_ERR(mproc_obj_repr(t, &s, NULL), -E2BIG); /* its text is 2^40 */
+    for (int p = 2; p <= 5; p++) {
+        void *b, *b2;
+        size_t n, n2;
+        CHECK_OK(mproc_pickle_dumps(t, p, &b, &n));
+        CHECK(n < 400);
+        mproc_obj *back;
+        char err[200];
+        CHECK_OK(mproc_pickle_loads(b, n, NULL, &back, err, sizeof err));
+        const mproc_obj *o = back;
+        for (int i = 0; i < 40; i++) {
+            CHECK_EQ(mproc_obj_len(o), 2);
+            CHECK(mproc_obj_item(o, 0) == mproc_obj_item(o, 1)); /* shared */
+            o = mproc_obj_item(o, 0);
+        }
+        char *leaf = repr_of(o);
+        CHECK_STR(leaf, "(1, 2)");
+        free(leaf);
+        CHECK_OK(mproc_pickle_dumps(back, p, &b2, &n2));
+        CHECK(n2 == n && memcmp(b, b2, n) == 0);
+        free(b2);
+        mproc_obj_unref(back);
+        free(b);
+    }
+    mproc_obj_unref(t);
+    /* A value with no shared part is written as before: no memo opcode. */
+    mproc_obj *x = mproc_obj_str_c("ab");
+    mproc_obj *l = mproc_obj_list_new();
+    CHECK_OK(mproc_obj_list_append(l, mproc_obj_tuple_of(1, mproc_obj_ref(x))));
+    CHECK_OK(mproc_obj_list_append(l, mproc_obj_str_c("ab")));
+    void *b;
+    size_t n;
+    CHECK_OK(mproc_pickle_dumps(l, 4, &b, &n));
+    static const char plain[] = "\x80\x04](\x8c\x02"
+                                "ab\x85\x8c\x02"
+                                "abe.";
+    CHECK(n == sizeof plain - 1 && memcmp(b, plain, n) == 0);
+    free(b);
+    /* The same str object twice: written once, then fetched. */
+    CHECK_OK(mproc_obj_list_append(l, x));
+    CHECK_OK(mproc_pickle_dumps(l, 2, &b, &n));
+    static const char memo[] = "\x80\x02](X\x02\x00\x00\x00"
+                               "abq\x00\x85X\x02\x00\x00\x00"
+                               "abh\x00"
+                               "e.";
+    CHECK(n == sizeof memo - 1 && memcmp(b, memo, n) == 0);
+    free(b);
+    mproc_obj_unref(l);
+    /* A tuple put into itself (CPython cannot make one) stops at the
+     * depth limit, memo or not. */
+    mproc_obj *self = mproc_obj_tuple_new(1);
+    CHECK_OK(mproc_obj_tuple_set(self, 0, mproc_obj_ref(self)));
+    CHECK_ERR(mproc_pickle_dumps(self, 4, &b, &n), -ELOOP);
+    CHECK(b == NULL);
+    CHECK_OK(mproc_obj_tuple_set(self, 0, mproc_obj_none()));
+    mproc_obj_unref(self);
+}
+
+/* The values of pickle_peer.py's shared_values(), in its order; *cut
+ * gets the containers whose first item closes a cycle (to break it). */
+static size_t shared_values(int proto, mproc_obj **v, mproc_obj **cut)
+{
+    size_t k = 0;
+    v[k++] = doubled(40);
+    mproc_obj *x = mproc_obj_str_c("ab");
+    mproc_obj *l = mproc_obj_list_new(), *d = mproc_obj_dict_new();
+    CHECK_OK(mproc_obj_list_append(l, mproc_obj_ref(x)));
+    CHECK_OK(mproc_obj_dict_set(d, mproc_obj_ref(x), mproc_obj_ref(x)));
+    v[k++] = mproc_obj_tuple_of(4, mproc_obj_ref(x), x, l, d);
+    l = mproc_obj_list_new();
+    CHECK_OK(mproc_obj_list_append(l, mproc_obj_int(1)));
+    d = mproc_obj_dict_new();
+    CHECK_OK(mproc_obj_dict_set(d, mproc_obj_str_c("k"), mproc_obj_ref(l)));
+    mproc_obj *o = mproc_obj_list_new();
+    CHECK_OK(mproc_obj_list_append(o, mproc_obj_ref(l)));
+    CHECK_OK(mproc_obj_list_append(o, mproc_obj_ref(l)));
+    CHECK_OK(mproc_obj_list_append(o, mproc_obj_tuple_of(1, l)));
+    CHECK_OK(mproc_obj_list_append(o, d));
+    v[k++] = o;
+    /* Tuples that contain themselves through a list: t = ([t], 7),
+     * t = (1, 2, [t], 3), l = [(l,)], and through a dict. */
+    l = cut[0] = mproc_obj_list_new();
+    v[k++] = mproc_obj_tuple_of(2, l, mproc_obj_int(7));
+    CHECK_OK(mproc_obj_list_append(l, mproc_obj_ref(v[k - 1])));
+    l = cut[1] = mproc_obj_list_new();
+    v[k++] = mproc_obj_tuple_of(4, mproc_obj_int(1), mproc_obj_int(2), l,
+                                mproc_obj_int(3));
+    CHECK_OK(mproc_obj_list_append(l, mproc_obj_ref(v[k - 1])));
+    l = cut[2] = v[k++] = mproc_obj_list_new();
+    CHECK_OK(mproc_obj_list_append(l, mproc_obj_tuple_of(1, mproc_obj_ref(l))));
+    d = cut[3] = mproc_obj_dict_new();
+    v[k++] = mproc_obj_tuple_of(2, d, mproc_obj_ref(d));
+    CHECK_OK(
+        mproc_obj_dict_set(d, mproc_obj_str_c("t"), mproc_obj_ref(v[k - 1])));
+    if (proto >= 4) {
+        mproc_obj *fs = mproc_obj_frozenset_new(), *st = mproc_obj_set_new();
+        CHECK_OK(mproc_obj_set_add(fs, mproc_obj_int(1)));
+        CHECK_OK(mproc_obj_set_add(st, mproc_obj_int(2)));
+        v[k++] =
+            mproc_obj_tuple_of(4, fs, mproc_obj_ref(fs), st, mproc_obj_ref(st));
+    }
+    return k;
+}
+
+/* mproc writes what CPython writes for values with shared parts, byte
+ * for byte, once CPython's unused PUTs are dropped and its frames taken
+ * out (pickletools.optimize: mproc memoizes only what is fetched again),
+ * for every installed CPython 3.6+ and protocol 2 to its highest; the
+ * tuples that contain themselves take CPython's POP / POP_MARK + BINGET
+ * path. mproc reads the shared ones back and refuses those that contain
+ * themselves. */
+static void test_shared_cpython(void)
+{
+    char dir[] = "/tmp/mproc-pickle-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char out[600];
+    snprintf(out, sizeof out, "%s/shared", dir);
+    int ran = 0;
+    for (size_t ver = 1; ver < sizeof versions / sizeof *versions; ver++) {
+        const char *python = mproc_test_python(versions[ver]);
+        if (!python)
+            continue;
+        ran++;
+        int highest = strcmp(versions[ver], "3.8") < 0 ? 4 : 5;
+        for (int proto = 2; proto <= highest; proto++) {
+            char protos[4];
+            snprintf(protos, sizeof protos, "%d", proto);
+            const char *args[] = {"shared", protos, NULL};
+            CHECK_EQ(run_python(python, args, out), 0);
+            size_t n, at = 0;
+            unsigned char *py = slurp(out, &n);
+            mproc_obj *v[16], *cut[4];
+            size_t k = shared_values(proto, v, cut);
+            for (size_t i = 0; i < k; i++) {
+                CHECK(n - at >= 4);
+                uint32_t pl = rd32(py + at);
+                CHECK(n - at - 4 >= pl);
+                void *b;
+                size_t bl;
+                CHECK_OK(mproc_pickle_dumps(v[i], proto, &b, &bl));
+                if (bl != pl || memcmp(b, py + at + 4, pl) != 0)
+                    mproc_test_fail(__FILE__, __LINE__,
+                                    "%s protocol %d value %zu: %zu bytes, "
+                                    "CPython's %u differ",
+                                    python, proto, i, bl, pl);
+                at += 4 + pl;
+                mproc_obj *back;
+                char err[200];
+                int r = mproc_pickle_loads(b, bl, NULL, &back, err, sizeof err);
+                if (i >= 3 && i <= 6) {
+                    CHECK_ERR(r, MPROC_EPICKLE);
+                    CHECK(strstr(err, "contains itself") != NULL);
+                } else {
+                    CHECK_OK(r);
+                    mproc_obj_unref(back);
+                }
+                free(b);
+            }
+            CHECK_EQ(at, n);
+            free(py);
+            CHECK_OK(mproc_obj_list_set(cut[0], 0, mproc_obj_none()));
+            CHECK_OK(mproc_obj_list_set(cut[1], 0, mproc_obj_none()));
+            CHECK_OK(mproc_obj_list_set(cut[2], 0, mproc_obj_none()));
+            mproc_obj *key = mproc_obj_str_c("t");
+            CHECK_OK(mproc_obj_dict_del(cut[3], key));
+            mproc_obj_unref(key);
+            for (size_t i = 0; i < k; i++)
+                mproc_obj_unref(v[i]);
+        }
+    }
+    unlink(out);
+    rmdir(dir);
+    if (!ran)
+        SKIP("no CPython 3 in $MPROC_PYTHON_DIR (default ~/.pyenv/versions)");
+}
+
+/* Hashing a tuple whose parts are shared is linear: a tuple keeps its
+ * hash once computed. The 40-level tuple is a dict key at once, and a
+ * small pickle of {t: 1} loads at once (each takes 2^40 steps without
+ * the cache, and the case times out). The hash is CPython's. */
+static void test_shared_hash(void)
+{
+    int64_t h;
+    mproc_obj *t3 = doubled(3);
+    CHECK_OK(mproc_obj_hash(t3, &h));
+    CHECK_EQ(h, 2433722336243945756); /* CPython's, of doubled(3) */
+    CHECK_OK(mproc_obj_hash(t3, &h)); /* from the cache */
+    CHECK_EQ(h, 2433722336243945756);
+    mproc_obj_unref(t3);
+    mproc_obj *t = doubled(40);
+    mproc_obj *d = mproc_obj_dict_new();
+    CHECK_OK(mproc_obj_dict_set(d, mproc_obj_ref(t), mproc_obj_int(1)));
+    CHECK(mproc_obj_dict_get(d, t) != NULL);
+    void *b;
+    size_t n;
+    CHECK_OK(mproc_pickle_dumps(d, 4, &b, &n));
+    CHECK(n < 400);
+    mproc_obj *back;
+    char err[200];
+    CHECK_OK(mproc_pickle_loads(b, n, NULL, &back, err, sizeof err));
+    mproc_obj *k, *val;
+    CHECK_OK(mproc_obj_dict_item(back, 0, &k, &val));
+    int64_t hk, ht;
+    CHECK_OK(mproc_obj_hash(k, &hk)); /* an equal key hashes alike */
+    CHECK_OK(mproc_obj_hash(t, &ht));
+    CHECK_EQ(hk, ht);
+    mproc_obj *fs = mproc_obj_frozenset_new(); /* a set member too */
+    CHECK_OK(mproc_obj_set_add(fs, mproc_obj_ref(k)));
+    CHECK_EQ(mproc_obj_contains(fs, k), 1);
+    mproc_obj_unref(fs);
+    mproc_obj_unref(back);
+    free(b);
+    mproc_obj_unref(d);
+    mproc_obj_unref(t);
+    /* Setting an item while building forgets the hash. */
+    mproc_obj *u = mproc_obj_tuple_new(2);
+    int64_t h0, h1;
+    CHECK_OK(mproc_obj_hash(u, &h0));
+    CHECK_OK(mproc_obj_tuple_set(u, 1, mproc_obj_int(5)));
+    CHECK_OK(mproc_obj_hash(u, &h1));
+    mproc_obj *w = mproc_obj_tuple_of(2, mproc_obj_none(), mproc_obj_int(5));
+    CHECK_OK(mproc_obj_hash(w, &h));
+    CHECK(h1 == h && h0 != h1);
+    mproc_obj_unref(w);
+    mproc_obj_unref(u);
+}
+
 /* Ints up to 62 bits and a sign carry no memory of their own (tagged
  * values): the same ints as any other, up to and across the boundary,
  * and a decoded list of them costs only its slots. */
@@ -1362,6 +1610,9 @@ static const mproc_test tests[] = {
     {"truncation_and_flips", test_truncation_and_flips, 60},
     {"shared_blocks", test_shared_blocks, 60},
     {"cpython_property", test_cpython_property, 120},
+    {"shared_dumps", test_shared_dumps, 20},
+    {"shared_cpython", test_shared_cpython, 60},
+    {"shared_hash", test_shared_hash, 20},
 };
 
 MPROC_TEST_MAIN(tests)

@@ -27,9 +27,11 @@
  * fork the child may use and drop the ones it inherited.
  *
  * Never make a container contain itself, directly or not: its count never
- * reaches zero (a leak) and comparing, hashing, printing or pickling it
- * stops at MPROC_OBJ_MAX_DEPTH with -ELOOP. Values decoded from a pickle
- * never contain themselves (mproc_pickle_loads rejects such streams).
+ * reaches zero (a leak) and comparing, hashing or printing it stops at
+ * MPROC_OBJ_MAX_DEPTH with -ELOOP (pickling writes it as CPython does
+ * when the loop passes through a list or dict, see mproc_pickle_dumps).
+ * Values decoded from a pickle never contain themselves
+ * (mproc_pickle_loads rejects such streams).
  *
  * See docs/values.md for the type map to Python and the safety rules.
  */
@@ -247,8 +249,11 @@ MPROC_API int mproc_obj_eq(const mproc_obj *a, const mproc_obj *b);
  * Python's hash(o) into *out: equal values hash the same. For int, bool,
  * float, and tuples and frozensets of those, the very value CPython 3.8+
  * gives; str and bytes hash otherwise (Python randomizes theirs per
- * process). Returns 0, MPROC_ETYPE (list, dict, set, bytearray, or a
- * tuple or frozenset holding one) or -ELOOP.
+ * process). A tuple keeps its hash once computed (mproc_obj_tuple_set
+ * forgets it), so a tuple whose parts are shared, t = (t, t) nested 40
+ * deep, hashes in time linear in its distinct tuples. Returns 0,
+ * MPROC_ETYPE (list, dict, set, bytearray, or a tuple or frozenset
+ * holding one) or -ELOOP.
  */
 MPROC_API int mproc_obj_hash(const mproc_obj *o, int64_t *out);
 
@@ -276,12 +281,18 @@ MPROC_API int mproc_obj_repr(const mproc_obj *o, char **out, size_t *len);
  * Pickles o with the given protocol (2 to 5, or -1 for the highest) into
  * a malloc'ed buffer at *buf (free it with free()) of *len bytes. CPython
  * 2.7 (protocol 2) and 3.6+ unpickle it to a value equal to o, of the
- * same types. Shared sub-values are written once each time they occur
- * (no memo). Reduce values write their global, args and state back as
- * they came. Returns 0, -EINVAL (bad protocol, NULL arguments), -ENOMEM,
- * -ELOOP (nested deeper than MPROC_OBJ_MAX_DEPTH) or -EOVERFLOW (an item
- * over 4 GiB for protocols 2 and 3). *buf is NULL on failure. Thread safe
- * while nobody changes o.
+ * same types. A sub-value reached more than once (the same object: [l,
+ * l], t = (x, x) nested) is written once and fetched from the memo after
+ * (BINGET), as CPython does, so time and size are linear in the number of
+ * distinct objects and the reader gets the same sharing; a value without
+ * shared objects has no memo opcodes. Values that contain themselves
+ * through a list or dict are written as CPython writes them (CPython
+ * reads them back; mproc_pickle_loads refuses them). Reduce values write
+ * their global, args and state back as they came. Returns 0, -EINVAL (bad
+ * protocol, NULL arguments), -ENOMEM, -ELOOP (nested deeper than
+ * MPROC_OBJ_MAX_DEPTH) or -EOVERFLOW (an item over 4 GiB for protocols 2
+ * and 3, or over 2^32 shared objects). *buf is NULL on failure. Thread
+ * safe while nobody changes o.
  */
 MPROC_API int mproc_pickle_dumps(const mproc_obj *o, int protocol, void **buf,
                                  size_t *len);

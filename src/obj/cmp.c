@@ -221,6 +221,13 @@ int mproc__obj_hash(const mproc_obj *o, int64_t *out, int depth)
         *out = hash_bytes(o->u.s.p, o->u.s.n, 0x4259);
         return 0;
     case MPROC_OBJ_TUPLE: {
+        /* Kept once computed (a tuple no longer changes once shared;
+         * mproc_obj_tuple_set forgets it): a tuple of shared parts nested
+         * hashes each distinct tuple once, not once per path. */
+        if (__atomic_load_n(&o->u.seq.hashed, __ATOMIC_ACQUIRE)) {
+            *out = __atomic_load_n(&o->u.seq.hash, __ATOMIC_RELAXED);
+            return 0;
+        }
         /* CPython 3.8+'s tuple hash (xxHash-like). */
         uint64_t acc = XXPRIME_5;
         for (size_t i = 0; i < o->u.seq.n; i++) {
@@ -234,6 +241,9 @@ int mproc__obj_hash(const mproc_obj *o, int64_t *out, int depth)
         }
         acc += o->u.seq.n ^ (XXPRIME_5 ^ 3527539ull);
         *out = acc == UINT64_MAX ? 1546275796 : (int64_t)acc;
+        mproc_obj *w = (mproc_obj *)o; /* the cache only */
+        __atomic_store_n(&w->u.seq.hash, *out, __ATOMIC_RELAXED);
+        __atomic_store_n(&w->u.seq.hashed, true, __ATOMIC_RELEASE);
         return 0;
     }
     case MPROC_OBJ_FROZENSET: {

@@ -88,8 +88,18 @@ void mproc__int_decimal(const mproc_obj *o, mproc__buf *b)
 {
     char tmp[24];
     if (!mproc__int_big(o)) {
-        int k = snprintf(tmp, sizeof tmp, "%lld", (long long)mproc__int_v(o));
-        mproc__buf_put(b, tmp, (size_t)k);
+        /* Digits from the end (no snprintf: a repr of many small ints,
+         * up to 64 MiB of them, spent most of its time there). */
+        int64_t v = mproc__int_v(o);
+        uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+        char *p = tmp + sizeof tmp;
+        do {
+            *--p = (char)('0' + u % 10);
+            u /= 10;
+        } while (u);
+        if (v < 0)
+            *--p = '-';
+        mproc__buf_put(b, p, (size_t)(tmp + sizeof tmp - p));
         return;
     }
     uint32_t *mag;

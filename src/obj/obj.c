@@ -546,6 +546,10 @@ static int seq_reserve(mproc_obj *o, size_t need)
     return MPROC__GROW(o->u.seq.items, o->u.seq.cap, need);
 }
 
+/* A tuple's cached hash takes no room of its own in the union. */
+_Static_assert(sizeof(((mproc_obj *)0)->u.seq) <= sizeof(((mproc_obj *)0)->u.t),
+               "seq fits the union");
+
 mproc_obj *mproc_obj_tuple_new(size_t n)
 {
     mproc_obj *o = mproc__obj_alloc(MPROC_OBJ_TUPLE, 0);
@@ -616,6 +620,7 @@ int mproc_obj_tuple_set(mproc_obj *t, size_t i, mproc_obj *item)
         return -ENOMEM;
     mproc_obj_unref(t->u.seq.items[i]);
     t->u.seq.items[i] = item;
+    __atomic_store_n(&t->u.seq.hashed, false, __ATOMIC_RELAXED);
     return 0;
 }
 

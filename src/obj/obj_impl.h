@@ -2,7 +2,8 @@
  * obj/obj_impl.h - Python's plain data as C values (obj.c), their numbers
  * (num.c: ints of any size as two's-complement bytes, Python's numeric
  * hash), comparison and hashing (cmp.c), repr (repr.c), and the pickle
- * codec (pickle_dump.c, pickle_load.c).
+ * codec (pickle_dump.c; the decoder in pickle_load.c, pickle_globals.c and
+ * pickle_text.c, sharing pickle_impl.h).
  *
  * This layer sits right above core/ and below process/: connections and
  * queues pickle through it. Everything here is mproc__-prefixed and hidden.
@@ -60,6 +61,10 @@ struct mproc_obj {
         struct {
             mproc_obj **items;
             size_t n, cap;
+            /* tuples: hash() once computed (hashed set, both atomic):
+             * hashing shared parts nested stays linear */
+            int64_t hash;
+            bool hashed;
         } seq;
         mproc__table t;
         struct {
@@ -90,6 +95,13 @@ static inline mproc_obj *mproc__small(int64_t v)
 static inline mproc_obj_type mproc__type(const mproc_obj *o)
 {
     return mproc__is_small(o) ? MPROC_OBJ_INT : (mproc_obj_type)o->kind;
+}
+
+/* A tuple, list, dict, set, frozenset or reduce value: a value that holds
+ * others (the types from MPROC_OBJ_TUPLE on). */
+static inline bool mproc__is_container(const mproc_obj *o)
+{
+    return mproc__type(o) >= MPROC_OBJ_TUPLE;
 }
 
 /* An int's value when it fits int64 (its big bytes NULL), either form. */

@@ -4,8 +4,25 @@
  * (BINBYTES from 3, SHORT_BINUNICODE, EMPTY_SET and FROZENSET from 4,
  * BYTEARRAY8 from 5), the global + REDUCE forms before that (sets,
  * frozensets, bytes and bytearray under protocol 2 as Python 3 writes them
- * for Python 2), lists, dicts and sets in batches of 1000. No memo and no
- * frames: both are optional for a reader.
+ * for Python 2), lists, dicts and sets in batches of 1000. No frames (a
+ * reader does not need them).
+ *
+ * The memo: an object reached more than once (the same pointer: [l, l],
+ * t = (x, x) nested) is written once, memoized where CPython's pickler
+ * memoizes it (a list or dict right after its opening opcode, a tuple or
+ * str after it is complete; ints, floats, None, bools and () never), and
+ * fetched with BINGET after that, so the output is linear in the number
+ * of distinct objects. CPython memoizes every object; mproc writes a PUT
+ * only for one that is fetched again, numbered in order, which is what
+ * CPython's pickletools.optimize() makes of CPython's output. Which ones
+ * are fetched again is found by a first pass that writes the value as
+ * usual and records the fetches; when there are none (most values) its
+ * output is the result, else a second pass writes it again with the
+ * PUTs. Only objects held more than once (count > 1) can be reached
+ * twice, so only they are looked up; except in a value that contains
+ * itself through a tuple (t = ([t],)): CPython writes such a tuple again
+ * from within and fetches the list on the way, so there every object
+ * is tracked, as CPython does (its POP_MARK + BINGET special case).
  */
 #include "obj/obj_impl.h"
 
@@ -14,9 +31,42 @@
 
 #define BATCH 1000
 
+/* Where an object stands in the memo. */
+enum {
+    M_FETCHED = 1, /* reached again after being memoized: needs a PUT */
+    M_DONE = 2,    /* memoized in this pass */
+    M_BUSY = 4,    /* a tuple, frozenset or reduce value being written */
+};
+
+#define NO_INDEX UINT64_MAX
+
+typedef struct memo_entry {
+    unsigned flags;
+    uint64_t index; /* its memo index once PUT (second pass) */
+} memo_entry;
+
+/* An entry by its number: 1 + its place in dumper.ents (0: untracked),
+ * which table growth does not move. */
+typedef size_t ment;
+
+/* A slot of the index: an object and its entry (0: a free slot). */
+typedef struct memo_slot {
+    const mproc_obj *key;
+    ment e;
+} memo_slot;
+
 typedef struct dumper {
     mproc__buf *b;
     int proto;
+    bool every;       /* track every memoizable object, not only shared ones */
+    bool second;      /* the pass that writes PUT and GET */
+    bool fetched;     /* the first pass saw an object reached again */
+    bool reentered;   /* a tuple reached from within itself (not every) */
+    memo_entry *ents; /* in order of first sight */
+    size_t mn, ecap;
+    memo_slot *slots; /* open addressing on the pointer */
+    size_t mcap;
+    uint64_t next; /* the next memo index */
 } dumper;
 
 /* Room for n more bytes at b->p + b->len, or false (oom set). */
@@ -73,7 +123,7 @@ static void raw(mproc__buf *b, const void *p, size_t n)
     }
 }
 
-static void dump_small_int(mproc__buf *b, int64_t v)
+static inline void dump_small_int(mproc__buf *b, int64_t v)
 {
     if (v >= 0 && v < 256) {
         op_u8(b, 'K', (unsigned char)v);
@@ -157,6 +207,196 @@ static void dump_global(dumper *d, const char *module, const char *name)
     op(b, '\n');
 }
 
+/* ---- the memo --------------------------------------------------------- */
+
+/* Objects CPython's pickler memoizes (not numbers, None, bools or ()). */
+static bool memoizable(const mproc_obj *o)
+{
+    mproc_obj_type t = mproc__type(o);
+    if (t == MPROC_OBJ_TUPLE)
+        return o->u.seq.n > 0;
+    return mproc__is_container(o) || t == MPROC_OBJ_STR ||
+           t == MPROC_OBJ_BYTES || t == MPROC_OBJ_BYTEARRAY;
+}
+
+static size_t slot_of(const dumper *d, const mproc_obj *o)
+{
+    uint64_t h = (uint64_t)(uintptr_t)o * 0x9e3779b97f4a7c15ull;
+    return (size_t)(h >> 32) & (d->mcap - 1);
+}
+
+static memo_entry *ent(const dumper *d, ment e)
+{
+    return &d->ents[e - 1];
+}
+
+/* Room for one more entry: 0 or -ENOMEM. */
+static int memo_grow(dumper *d)
+{
+    if (d->mn == d->ecap) {
+        size_t cap = d->ecap ? d->ecap * 2 : 32;
+        memo_entry *n = cap <= SIZE_MAX / sizeof *n
+                            ? realloc(d->ents, cap * sizeof *n)
+                            : NULL;
+        if (!n)
+            return -ENOMEM;
+        d->ents = n;
+        d->ecap = cap;
+    }
+    if (d->mn + 1 <= d->mcap / 2)
+        return 0;
+    size_t cap = d->mcap ? d->mcap * 2 : 64;
+    memo_slot *slots =
+        cap <= SIZE_MAX / sizeof *slots ? calloc(cap, sizeof *slots) : NULL;
+    if (!slots)
+        return -ENOMEM;
+    memo_slot *old = d->slots;
+    size_t oldcap = d->mcap;
+    d->slots = slots;
+    d->mcap = cap;
+    for (size_t i = 0; i < oldcap; i++) {
+        if (!old[i].e)
+            continue;
+        size_t j = slot_of(d, old[i].key);
+        while (slots[j].e)
+            j = (j + 1) & (cap - 1);
+        slots[j] = old[i];
+    }
+    free(old);
+    return 0;
+}
+
+/* The entry of o, added when new; 0 when out of memory. */
+static ment memo_entry_of(dumper *d, const mproc_obj *o)
+{
+    if (memo_grow(d) < 0)
+        return 0;
+    size_t j = slot_of(d, o);
+    while (d->slots[j].e && d->slots[j].key != o)
+        j = (j + 1) & (d->mcap - 1);
+    if (!d->slots[j].e) {
+        d->ents[d->mn] = (memo_entry){0, NO_INDEX};
+        d->slots[j] = (memo_slot){o, ++d->mn};
+    }
+    return d->slots[j].e;
+}
+
+/* Whether o (not a small int) is looked up in the memo at all: one held
+ * once cannot be reached twice (unless the value contains itself through
+ * a tuple). The count first: most objects have one. */
+static bool tracked(const dumper *d, const mproc_obj *o)
+{
+    if (!d->every && __atomic_load_n(&o->refs, __ATOMIC_RELAXED) <= 1)
+        return false;
+    return memoizable(o);
+}
+
+/* BINGET / LONG_BINGET of a memo index. */
+static void memo_get(mproc__buf *b, uint64_t i)
+{
+    if (i < 256) {
+        op_u8(b, 'h', (unsigned char)i);
+    } else {
+        op(b, 'j');
+        le(b, i, 4);
+    }
+}
+
+/* o is reached again (e is its entry, memoized): the first pass records
+ * that it needs a PUT, the second writes the fetch. */
+static int memo_fetch(dumper *d, ment m)
+{
+    memo_entry *e = ent(d, m);
+    if (!d->second) {
+        e->flags |= M_FETCHED;
+        d->fetched = true;
+        return 0;
+    }
+    memo_get(d->b, e->index);
+    return 0;
+}
+
+/* The point where CPython memoizes o (e NULL: untracked): a PUT in the
+ * second pass when o is fetched later (MEMOIZE from protocol 4). */
+static int memoize_tracked(dumper *d, ment m)
+{
+    memo_entry *e = ent(d, m);
+    e->flags |= M_DONE;
+    if (!d->second || !(e->flags & M_FETCHED))
+        return 0;
+    if (d->next > UINT32_MAX)
+        return -EOVERFLOW;
+    e->index = d->next++;
+    if (d->proto >= 4) {
+        op(d->b, 0x94);
+    } else if (e->index < 256) {
+        op_u8(d->b, 'q', (unsigned char)e->index);
+    } else {
+        op(d->b, 'r');
+        le(d->b, e->index, 4);
+    }
+    return 0;
+}
+
+/* Inline: every str and container of a value passes here, mostly
+ * untracked. */
+static inline int memoize(dumper *d, ment m)
+{
+    return m ? memoize_tracked(d, m) : 0;
+}
+
+/* After writing the parts of a tuple, frozenset or reduce value (e its
+ * entry): when o was memoized meanwhile it contains itself, and CPython
+ * drops what it pushed (pop, the opcode: POP or POP_MARK) and fetches o
+ * instead. Returns 1 then, 0 when o is to be finished as usual. */
+static int memo_recursive(dumper *d, ment e, unsigned char pop, size_t npop)
+{
+    if (!e || !(ent(d, e)->flags & M_DONE))
+        return 0;
+    for (size_t i = 0; i < npop; i++)
+        op(d->b, pop);
+    int r = memo_fetch(d, e);
+    return r < 0 ? r : 1;
+}
+
+/* Starts writing a tuple, frozenset or reduce value e (NULL: untracked):
+ * one reached again while being written contains itself through a list
+ * or dict; unless every object is tracked the first pass starts over
+ * (-EAGAIN) tracking every one. */
+static int memo_enter(dumper *d, ment m)
+{
+    if (!m)
+        return 0;
+    memo_entry *e = ent(d, m);
+    if ((e->flags & M_BUSY) && !d->every) {
+        d->reentered = true;
+        return -EAGAIN;
+    }
+    e->flags |= M_BUSY;
+    return 0;
+}
+
+static void memo_leave(dumper *d, ment e)
+{
+    if (e)
+        ent(d, e)->flags &= ~(unsigned)M_BUSY;
+}
+
+/* Forgets what a pass did: all of it, or (keep) all but the fetches. */
+static void memo_reset(dumper *d, bool keep)
+{
+    for (size_t i = 0; i < d->mn; i++) {
+        d->ents[i].flags &= M_FETCHED;
+        d->ents[i].index = NO_INDEX;
+    }
+    if (!keep) {
+        d->mn = 0;
+        if (d->slots)
+            memset(d->slots, 0, d->mcap * sizeof *d->slots);
+    }
+    d->next = 0;
+}
+
 static int dump(dumper *d, const mproc_obj *o, int depth);
 
 /* The common case written straight: an int of 0 to 65535 (what
@@ -234,16 +474,19 @@ static int dump_key_batches(dumper *d, const mproc__table *t,
     return 0;
 }
 
-static int dump_dict(dumper *d, const mproc_obj *o, int depth)
+static int dump_dict(dumper *d, const mproc_obj *o, ment e, int depth)
 {
     const mproc__table *t = &o->u.t;
     op(d->b, '}');
+    int r = memoize(d, e);
+    if (r < 0)
+        return r;
     for (size_t i = 0; i < t->n; i += BATCH) {
         size_t k = t->n - i < BATCH ? t->n - i : BATCH;
         if (k > 1)
             op(d->b, '(');
         for (size_t j = i; j < i + k; j++) {
-            int r = dump(d, t->e[j].key, depth + 1);
+            r = dump(d, t->e[j].key, depth + 1);
             if (r == 0)
                 r = dump(d, t->e[j].value, depth + 1);
             if (r < 0)
@@ -254,29 +497,41 @@ static int dump_dict(dumper *d, const mproc_obj *o, int depth)
     return 0;
 }
 
-static int dump_set(dumper *d, const mproc_obj *o, int depth)
+static int dump_set(dumper *d, const mproc_obj *o, ment e, int depth)
 {
     const mproc__table *t = &o->u.t;
     bool frozen = mproc__type(o) == MPROC_OBJ_FROZENSET;
-    if (d->proto >= 4 && frozen) {
-        op(d->b, '(');
-        int r = dump_table_keys(d, t, 0, t->n, depth);
-        op(d->b, 0x91);
-        return r;
-    }
-    if (d->proto >= 4) {
+    if (d->proto >= 4 && !frozen) {
         op(d->b, 0x8f);
+        int r = memoize(d, e);
+        if (r < 0)
+            return r;
         return dump_key_batches(d, t, 0x90, depth); /* ADDITEMS */
     }
-    /* set([items]) / frozenset([items]) through REDUCE. */
-    dump_global(d, "builtins", frozen ? "frozenset" : "set");
-    op(d->b, ']');
-    int r = dump_key_batches(d, t, 'e', depth); /* APPENDS */
+    int r = memo_enter(d, e);
     if (r < 0)
         return r;
-    op(d->b, 0x85);
-    op(d->b, 'R');
-    return 0;
+    if (d->proto >= 4) {
+        op(d->b, '(');
+        r = dump_table_keys(d, t, 0, t->n, depth);
+    } else {
+        /* set([items]) / frozenset([items]) through REDUCE. */
+        dump_global(d, "builtins", frozen ? "frozenset" : "set");
+        op(d->b, ']');
+        r = dump_key_batches(d, t, 'e', depth); /* APPENDS */
+    }
+    memo_leave(d, e);
+    if (r == 0)
+        r = memo_recursive(d, e, d->proto >= 4 ? '1' : '0', 1);
+    if (r != 0)
+        return r < 0 ? r : 0;
+    if (d->proto >= 4) {
+        op(d->b, 0x91);
+    } else {
+        op(d->b, 0x85);
+        op(d->b, 'R');
+    }
+    return memoize(d, e);
 }
 
 static int dump_bytes(dumper *d, const mproc_obj *o)
@@ -322,14 +577,25 @@ static int dump_bytes(dumper *d, const mproc_obj *o)
     return r;
 }
 
-static int dump_reduce(dumper *d, const mproc_obj *o, int depth)
+/* Its global, args and REDUCE or NEWOBJ, memoized as CPython does (a
+ * value fetched back when its args reached it), then its state. */
+static int dump_reduce(dumper *d, const mproc_obj *o, ment e, int depth)
 {
+    int r = memo_enter(d, e);
+    if (r < 0)
+        return r;
     dump_global(d, o->u.red.module, o->u.red.name);
-    int r = 0;
     if (o->u.red.args) {
         r = dump(d, o->u.red.args, depth + 1);
         op(d->b, o->newobj ? 0x81 : 'R');
     }
+    memo_leave(d, e);
+    if (r == 0)
+        r = memo_recursive(d, e, '0', 1);
+    if (r == 0)
+        r = memoize(d, e);
+    if (r > 0)
+        r = 0;
     if (r == 0 && o->u.red.state) {
         r = dump(d, o->u.red.state, depth + 1);
         op(d->b, 'b');
@@ -337,10 +603,29 @@ static int dump_reduce(dumper *d, const mproc_obj *o, int depth)
     return r;
 }
 
-static int dump(dumper *d, const mproc_obj *o, int depth)
+/* A tuple of one or more items: items, then TUPLE1-3 (MARK ... TUPLE
+ * beyond), memoized; or, when the items reached it, POPs and a fetch. */
+static int dump_tuple(dumper *d, const mproc_obj *o, ment e, int depth)
 {
-    if (depth >= MPROC_OBJ_MAX_DEPTH)
-        return -ELOOP;
+    size_t n = o->u.seq.n;
+    int r = memo_enter(d, e);
+    if (r < 0)
+        return r;
+    if (n > 3)
+        op(d->b, '(');
+    r = dump_items(d, o->u.seq.items, n, depth);
+    memo_leave(d, e);
+    if (r == 0)
+        r = memo_recursive(d, e, n > 3 ? '1' : '0', n > 3 ? 1 : n);
+    if (r != 0)
+        return r < 0 ? r : 0;
+    op(d->b, n > 3 ? 't' : (unsigned char)(0x84 + n));
+    return memoize(d, e);
+}
+
+/* o itself, e its memo entry (NULL: untracked). */
+static int dump_obj(dumper *d, const mproc_obj *o, ment e, int depth)
+{
     mproc__buf *b = d->b;
     switch ((mproc_obj_type)mproc__type(o)) {
     case MPROC_OBJ_NONE:
@@ -373,35 +658,57 @@ static int dump(dumper *d, const mproc_obj *o, int depth)
         }
         return 0;
     }
-    case MPROC_OBJ_STR:
-        return dump_str(d, o->u.s.p, o->u.s.n);
+    case MPROC_OBJ_STR: {
+        int r = dump_str(d, o->u.s.p, o->u.s.n);
+        return r < 0 ? r : memoize(d, e);
+    }
     case MPROC_OBJ_BYTES:
-    case MPROC_OBJ_BYTEARRAY:
-        return dump_bytes(d, o);
-    case MPROC_OBJ_TUPLE: {
-        size_t n = o->u.seq.n;
-        if (n == 0) {
+    case MPROC_OBJ_BYTEARRAY: {
+        int r = dump_bytes(d, o);
+        return r < 0 ? r : memoize(d, e);
+    }
+    case MPROC_OBJ_TUPLE:
+        if (o->u.seq.n == 0) {
             op(b, ')');
             return 0;
         }
-        if (n > 3)
-            op(b, '(');
-        int r = dump_items(d, o->u.seq.items, n, depth);
-        op(b, n > 3 ? 't' : (unsigned char)(0x84 + n));
-        return r;
-    }
-    case MPROC_OBJ_LIST:
+        return dump_tuple(d, o, e, depth);
+    case MPROC_OBJ_LIST: {
         op(b, ']');
-        return dump_appends(d, o->u.seq.items, o->u.seq.n, depth);
+        int r = memoize(d, e);
+        return r < 0 ? r : dump_appends(d, o->u.seq.items, o->u.seq.n, depth);
+    }
     case MPROC_OBJ_DICT:
-        return dump_dict(d, o, depth);
+        return dump_dict(d, o, e, depth);
     case MPROC_OBJ_SET:
     case MPROC_OBJ_FROZENSET:
-        return dump_set(d, o, depth);
+        return dump_set(d, o, e, depth);
     case MPROC_OBJ_REDUCE:
-        return dump_reduce(d, o, depth);
+        return dump_reduce(d, o, e, depth);
     }
     return -EINVAL;
+}
+
+static int dump(dumper *d, const mproc_obj *o, int depth)
+{
+    if (depth >= MPROC_OBJ_MAX_DEPTH)
+        return -ELOOP;
+    if (mproc__is_small(o)) { /* most ints: no memo to ask */
+        dump_small_int(d->b, mproc__int_v(o));
+        return 0;
+    }
+    ment e = 0;
+    if (tracked(d, o)) {
+        e = memo_entry_of(d, o);
+        if (!e)
+            return -ENOMEM;
+        /* Reached again: fetched (in the second pass, unless a count
+         * changed under it: then written again). */
+        const memo_entry *m = ent(d, e);
+        if ((m->flags & M_DONE) && (!d->second || m->index != NO_INDEX))
+            return memo_fetch(d, e);
+    }
+    return dump_obj(d, o, e, depth);
 }
 
 int mproc__pickle_dump(const mproc_obj *o, int protocol, mproc__buf *b)
@@ -410,10 +717,27 @@ int mproc__pickle_dump(const mproc_obj *o, int protocol, mproc__buf *b)
         protocol = MPROC_PICKLE_HIGHEST_PROTOCOL;
     if (!o || !b || protocol < 2 || protocol > MPROC_PICKLE_HIGHEST_PROTOCOL)
         return -EINVAL;
-    dumper d = {b, protocol};
+    dumper d = {.b = b, .proto = protocol};
     size_t start = b->len;
     op_u8(b, 0x80, (unsigned char)protocol);
     int r = dump(&d, o, 0);
+    if (r == -EAGAIN && d.reentered) {
+        /* Contains itself through a tuple: track every object. */
+        memo_reset(&d, false);
+        d.every = true;
+        d.fetched = false;
+        b->len = b->oom ? b->len : start + 2;
+        r = dump(&d, o, 0);
+    }
+    if (r == 0 && d.fetched) {
+        /* Again, with a PUT for each object fetched. */
+        memo_reset(&d, true);
+        d.second = true;
+        b->len = b->oom ? b->len : start + 2;
+        r = dump(&d, o, 0);
+    }
+    free(d.ents);
+    free(d.slots);
     op(b, '.');
     if (r == 0 && b->oom)
         r = -ENOMEM;

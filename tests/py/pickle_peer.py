@@ -9,6 +9,12 @@
       as mproc wrote them back), unpickles each and compares it with the
       same N values made again from SEED: equal, and of the same types.
       Exit 0 when all are, else 1 with the first difference on stdout.
+  pickle_peer.py shared PROTO   (3.6+) the values of test_obj's
+      shared_cpython case, whose parts are shared or which contain
+      themselves through a tuple, each written as: u32 length,
+      pickle.dumps(value, PROTO) as pickletools.optimize() leaves it
+      (only the PUTs that a GET uses, numbered in order) without its
+      FRAME opcodes: what mproc writes for the same value.
 """
 import math
 import pickle
@@ -203,7 +209,55 @@ def same(a, b):
     return a == b
 
 
+def shared_values(proto):
+    """test_obj.c's shared_values() builds the same, in the same order."""
+    t = (1, 2)
+    for _ in range(40):
+        t = (t, t)
+    vals = [t]
+    x = 'ab'
+    vals.append((x, x, [x], {x: x}))
+    lst = [1]
+    vals.append([lst, lst, (lst,), {'k': lst}])
+    lst = []
+    t = (lst, 7)
+    lst.append(t)
+    vals.append(t)
+    lst = []
+    t = (1, 2, lst, 3)
+    lst.append(t)
+    vals.append(t)
+    lst = []
+    lst.append((lst,))
+    vals.append(lst)
+    d = {}
+    t = (d, d)
+    d['t'] = t
+    vals.append(t)
+    if proto >= 4:
+        fs, s = frozenset([1]), set([2])
+        vals.append((fs, fs, s, s))
+    return vals
+
+
+def shared(proto):
+    import pickletools
+    out = getattr(sys.stdout, 'buffer', sys.stdout)
+    for v in shared_values(proto):
+        p = pickletools.optimize(pickle.dumps(v, proto))
+        ops = list(pickletools.genops(p))
+        q = b''
+        for i, (op, _, pos) in enumerate(ops):
+            end = ops[i + 1][2] if i + 1 < len(ops) else pos + 1
+            if op.name != 'FRAME':
+                q += p[pos:end]
+        out.write(struct.pack('<I', len(q)) + q)
+    return 0
+
+
 def main():
+    if sys.argv[1] == 'shared':
+        return shared(int(sys.argv[2]))
     mode, seed, n, proto = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), \
         int(sys.argv[4])
     vals = values(seed, n)
