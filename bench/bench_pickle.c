@@ -266,7 +266,8 @@ int main(int argc, char **argv)
     static const char *const rname[D_COUNT][2] = {
         {"pickle dumps dict", "pickle loads dict"},
         {"pickle dumps list", "pickle loads list"},
-        {"pickle dumps bytes 1MiB", "pickle loads bytes 1MiB"}};
+        {"pickle dumps bytes 1MiB", "pickle loads bytes 1MiB"},
+        {"pickle dumps shared t40", "pickle loads shared t40"}};
     for (int d = 0; d < D_COUNT; d++)
         for (int k = 0; k < 2; k++) {
             double m = med(d, k);
