@@ -114,7 +114,7 @@ static int fs_config(int *logfd)
     return fd;
 }
 
-/* pthread_atfork child handler, registered with the first server. */
+/* pthread_atfork child handler (fs_atfork). */
 static void fs_forget(void)
 {
     /* In a fork child: the server stays the parent's. Drop our copy of the
@@ -133,15 +133,22 @@ static void fs_forget(void)
     }
 }
 
-static void fs_hooks(void)
+/* Registered when the library loads, not at first use: a child forked by
+ * another thread while we hold fs_mu (launching a server, waiting for an
+ * answer) must find it reset, or its exit (fs_stop) would wait forever,
+ * and a fork whose atfork handlers had begun when a handler was
+ * registered does not run that handler in its child. */
+__attribute__((constructor)) static void fs_atfork(void)
 {
     pthread_atfork(NULL, NULL, fs_forget);
+}
+
+static void fs_hooks(void)
+{
     (void)mproc__at_shutdown(fs_stop);
 }
 
-/* Registers the hooks, before fs_mu is first taken: a child forked by
- * another thread while we hold it (launching a server, waiting for an
- * answer) must find it reset, or its exit (fs_stop) would wait forever. */
+/* Registers the shutdown hook (the first start). */
 static void fs_init(void)
 {
     static pthread_once_t hooks = PTHREAD_ONCE_INIT;
