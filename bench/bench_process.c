@@ -23,9 +23,14 @@
  * constructor). The server is restarted between the two (untimed).
  *
  * Usage: bench_process [-r rounds] [-n ops] [-s spawn_ops] [-P]
+ *        bench_process -x raw|fork|spawn|forkserver [-n ops]
  *   -n  ops per round for fork-like contenders (default 200)
  *   -s  ops per round for spawn-like contenders (default 60)
  *   -P  skip CPython
+ *   -x  only ops starts + joins of that contender (after 5 untimed), no
+ *       report: for CPU time and context switches of every process of
+ *       the run, e.g. perf stat -e task-clock,context-switches
+ *       bench_process -x forkserver -n 2000
  * Environment: MPROC_BENCH_PYTHON (interpreter, default
  * ~/.pyenv/versions/3.11.7/bin/python), MPROC_BENCH_PY_DIR (where
  * process_bench.py lives, default bench/py beside this source file).
@@ -305,7 +310,8 @@ int main(int argc, char **argv)
 
     int rounds = 7, nfast = 200, nslow = 60, opt;
     bool python = true;
-    while ((opt = getopt(argc, argv, "r:n:s:P")) != -1) {
+    const char *only = NULL;
+    while ((opt = getopt(argc, argv, "r:n:s:Px:")) != -1) {
         switch (opt) {
         case 'r':
             rounds = atoi(optarg);
@@ -319,17 +325,35 @@ int main(int argc, char **argv)
         case 'P':
             python = false;
             break;
+        case 'x':
+            only = optarg;
+            break;
         default:
             fprintf(stderr,
                     "usage: %s [-r rounds] [-n ops] [-s spawn_ops] "
-                    "[-P]\n",
-                    argv[0]);
+                    "[-P]\n       %s -x raw|fork|spawn|forkserver [-n ops]\n",
+                    argv[0], argv[0]);
             return 2;
         }
     }
     if (rounds < 1 || rounds > MAX_ROUNDS || nfast < 1 || nslow < 1) {
         fprintf(stderr, "bench_process: bad -r/-n/-s\n");
         return 2;
+    }
+    if (only) {
+        static const char *const which[] = {"raw", NULL, "fork", "spawn",
+                                            "forkserver"};
+        int c = -1;
+        for (int i = 0; i < 5; i++)
+            if (which[i] && strcmp(only, which[i]) == 0)
+                c = i;
+        int r = c < 0 ? -EINVAL : run_one(c, 5, 5);
+        if (r == 0)
+            r = run_one(c, nfast, nfast);
+        if (r < 0)
+            fprintf(stderr, "bench_process -x %s: %s\n", only,
+                    mproc_strerror(r));
+        return r < 0;
     }
     /* CPython's per-op cost is ~10x ours: fewer ops keep rounds short. */
     if (python && python_setup(nfast / 4 > 0 ? nfast / 4 : 1,

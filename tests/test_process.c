@@ -20,8 +20,10 @@
 #include <stddef.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 
 /* ---- a shareable object of the test's own: one end of a pipe ---------- */
@@ -448,10 +450,11 @@ static void test_no_fd_leaks_into_children(void)
         slurp(pp[0], buf, sizeof buf);
         close(pp[0]);
         CHECK_EQ(join_code(p), 0);
-        /* 0-2 and the parent's pidfd; under forkserver also the socket
-         * on which the child reports its exit code. Nothing else. Without
-         * pidfds, two pipes instead: the read end it watches its parent
-         * by, the write end its own sentinel reads end of file by. */
+        /* 0-2 and the parent's pidfd; under forkserver also the pipe on
+         * which the child reports its exit code. Nothing else. Without
+         * pidfds, two pipes instead of the pidfd: the read end it watches
+         * its parent by, the write end its own sentinel reads end of file
+         * by. */
         CHECK(strncmp(buf, "0=std;1=std;2=std;", 18) == 0);
         int pidfds = 0, pipes = 0, sockets = 0, others = 0;
         for (char *e = strchr(buf + 18, '='); e; e = strchr(e + 1, '=')) {
@@ -465,8 +468,9 @@ static void test_no_fd_leaks_into_children(void)
                 others++;
         }
         CHECK_EQ(pidfds, mproc_test_no_pidfd() ? 0 : 1);
-        CHECK_EQ(pipes, mproc_test_no_pidfd() ? 2 : 0);
-        CHECK_EQ(sockets, mproc_test_methods[m] == MPROC_START_FORKSERVER);
+        CHECK_EQ(pipes, (mproc_test_no_pidfd() ? 2 : 0) +
+                            (mproc_test_methods[m] == MPROC_START_FORKSERVER));
+        CHECK_EQ(sockets, 0);
         CHECK_EQ(others, 0);
     }
     close(stray);
@@ -739,6 +743,248 @@ static void test_forkserver_spare_killed(void)
         mproc_args_free(a);
     }
     CHECK(find_server() == server);
+}
+
+/*
+ * Each process keeps one connection to the fork server for all its
+ * starts. The server SIGKILLed while that connection is idle: the next
+ * start finds it broken, starts a new server and runs its child; nothing
+ * of the old connection is left (fds as before).
+ */
+static void test_forkserver_killed_while_idle(void)
+{
+    prctl(PR_SET_CHILD_SUBREAPER, 1); /* the dead server's spare comes to us */
+    CHECK_EQ(join_code(run(t_return, NULL, MPROC_START_FORKSERVER)), 0);
+    int fds0 = mproc_test_count_fds(); /* pipe, pidfd, the connection */
+    for (int round = 0; round < 3; round++) {
+        pid_t server = find_server(), kids[8];
+        CHECK(server > 0);
+        /* Its only child once it has reaped the last one: the spare. */
+        int n = 0;
+        for (int tries = 0; tries < 5000 && n != 1; tries++)
+            if ((n = children_of(server, kids, 8)) != 1)
+                usleep(1000);
+        CHECK_EQ(n, 1);
+        pid_t spare = kids[0];
+        CHECK_OK(kill(server, SIGKILL));
+        for (int tries = 0; tries < 5000 && alive_not_zombie(server); tries++)
+            usleep(1000);
+        /* Its spare sees the end of the server and exits: reap it here, so
+         * that the only child not a process object is the server again. */
+        for (int tries = 0; tries < 5000 && waitpid(spare, NULL, WNOHANG) == 0;
+             tries++)
+            usleep(1000);
+        for (int i = 0; i < 3; i++) {
+            mproc_args *a = mproc_args_of("i", 20 + i);
+            CHECK_EQ(join_code(run(t_return, a, MPROC_START_FORKSERVER)),
+                     20 + i);
+            mproc_args_free(a);
+        }
+        CHECK(find_server() != server);
+        CHECK_EQ(mproc_test_count_fds(), fds0);
+    }
+    mproc_shutdown();
+    reap_adopted();
+}
+
+/* Bytes that tell where they were cut or mixed up: byte i is seed + 7i. */
+static void fill_bytes(unsigned char *b, size_t n, int seed)
+{
+    for (size_t i = 0; i < n; i++)
+        b[i] = (unsigned char)(seed + 7 * i);
+}
+
+/* Returns its seed (args: seed, bytes, a tpipe) if the bytes came whole,
+ * else 200; says its pid on the pipe. */
+static int t_check_bytes(const mproc_args *a)
+{
+    say(a, 2, "%d", (int)getpid());
+    int seed = (int)mproc_args_int(a, 0);
+    size_t n = 0;
+    const unsigned char *b = mproc_args_bytes(a, 1, &n);
+    for (size_t i = 0; b && i < n; i++)
+        if (b[i] != (unsigned char)(seed + 7 * i))
+            return 200;
+    return b && n > 0 ? seed : 200;
+}
+
+/* n forkserver starts of t_check_bytes with big arguments, each joined;
+ * returns 0 when every one came back with its own seed and its process
+ * object has the pid the child has, else the index of the first that did
+ * not, plus 1. */
+static int fs_burst(int n, size_t size, int salt)
+{
+    unsigned char *buf = malloc(size);
+    if (!buf)
+        return 1000;
+    int bad = 0;
+    for (int i = 0; i < n && !bad; i++) {
+        int seed = (salt * 31 + i) & 0x7f, pp[2];
+        if (pipe2(pp, O_CLOEXEC) < 0) {
+            bad = i + 1;
+            break;
+        }
+        tpipe tp = {pp[1]};
+        fill_bytes(buf, size, seed);
+        mproc_args *a = mproc_args_of("ibo", seed, buf, size, &tpipe_kind, &tp);
+        mproc_process *p;
+        if (!a || mproc_process_new(&p, t_check_bytes, a) < 0) {
+            bad = i + 1;
+        } else {
+            if (mproc_process_set_start_method(p, MPROC_START_FORKSERVER) < 0 ||
+                mproc_process_start(p) < 0 || mproc_process_join(p, 20) < 0 ||
+                mproc_process_exitcode(p) != seed)
+                bad = i + 1;
+            close(pp[1]);
+            char said[32];
+            slurp(pp[0], said, sizeof said);
+            if (!bad && atoi(said) != (int)mproc_process_pid(p))
+                bad = i + 1;
+            mproc_process_free(p);
+        }
+        close(pp[0]);
+        mproc_args_free(a);
+    }
+    free(buf);
+    return bad;
+}
+
+static int t_fs_burst(const mproc_args *a)
+{
+    return fs_burst(12, 1 << 20, (int)mproc_args_int(a, 0)) ? 1 : 0;
+}
+
+/*
+ * Fork children of a process that has its connection to the fork server
+ * make their own (to the same server) instead of writing on the parent's:
+ * the parent and two fork children start forkserver children with 1 MiB
+ * arguments at once, each gets its own answers, and the parent's
+ * connection still serves it once they are gone.
+ */
+static void test_forkserver_fork_children_own_connection(void)
+{
+    CHECK_EQ(join_code(run(t_return, NULL, MPROC_START_FORKSERVER)), 0);
+    pid_t server = find_server();
+    mproc_process *kids[2];
+    for (int k = 0; k < 2; k++) {
+        mproc_args *a = mproc_args_of("i", k + 1);
+        kids[k] = run(t_fs_burst, a, MPROC_START_FORK);
+        mproc_args_free(a);
+    }
+    CHECK_EQ(fs_burst(12, 1 << 20, 3), 0);
+    for (int k = 0; k < 2; k++)
+        CHECK_EQ(join_code(kids[k]), 0);
+    CHECK_EQ(fs_burst(3, 1 << 20, 4), 0);
+    CHECK(find_server() == server); /* theirs too: none of their own */
+}
+
+static void *burst_thread(void *arg)
+{
+    return (void *)(intptr_t)fs_burst(15, 256 << 10, (int)(intptr_t)arg);
+}
+
+/*
+ * Threads of one process share its connection to the fork server: four
+ * start forkserver children with 256 KiB arguments at once, and each
+ * child gets its own arguments and each thread its own child.
+ */
+static void test_forkserver_threads_one_connection(void)
+{
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        CHECK_EQ(pthread_create(&t[i], NULL, burst_thread,
+                                (void *)(intptr_t)(i + 1)),
+                 0);
+    for (int i = 0; i < 4; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        CHECK_EQ((intptr_t)r, 0);
+    }
+}
+
+/* Connects to our fork server's abstract socket, found in
+ * /proc/net/unix by its name's prefix ("@mproc-fs-<our pid>-"). */
+static int connect_own_server(void)
+{
+    char want[64], line[512], name[108] = {0};
+    snprintf(want, sizeof want, "@mproc-fs-%d-", (int)getpid());
+    FILE *f = fopen("/proc/net/unix", "r");
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof line, f)) {
+        char *at = strstr(line, want);
+        if (at) {
+            at[strcspn(at, " \n")] = 0;
+            snprintf(name, sizeof name, "%s", at);
+            break;
+        }
+    }
+    fclose(f);
+    if (!name[0])
+        return -1;
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    size_t n = strlen(name);
+    memcpy(addr.sun_path, name, n);
+    addr.sun_path[0] = 0;
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s >= 0 &&
+        connect(s, (struct sockaddr *)&addr,
+                (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)) < 0) {
+        close(s);
+        s = -1;
+    }
+    return s;
+}
+
+/*
+ * The fork server keeps the connections of its requesters open between
+ * requests. Peers (same uid) that send it garbage, half a header, a start
+ * request whose fd count lies or an absurd length, or that connect and
+ * send nothing, lose their connection (or keep an idle one) and nothing
+ * else: the server lives on and our starts work throughout.
+ */
+static void test_forkserver_hostile_peers(void)
+{
+    CHECK_EQ(join_code(run(t_return, NULL, MPROC_START_FORKSERVER)), 0);
+    pid_t server = find_server();
+    int idle = connect_own_server();
+    CHECK(idle >= 0);
+    struct {
+        uint32_t magic, nfds;
+        uint64_t len;
+    } lies[] = {
+        {0x6d706673, 3, 8},          /* says 3 fds, has none */
+        {0x6d706673, 0, 8},          /* a start with no report pipe */
+        {0x6d706673, 1, 1ull << 40}, /* absurd length */
+        {0x6d70666b, 0, 12},         /* a kill of the wrong size */
+        {0x12345678, 0, 0},          /* no such request */
+    };
+    for (size_t i = 0; i < sizeof lies / sizeof lies[0] + 2; i++) {
+        int s = connect_own_server();
+        CHECK(s >= 0);
+        if (i < sizeof lies / sizeof lies[0]) {
+            CHECK_EQ(write(s, &lies[i], sizeof lies[i]), sizeof lies[i]);
+        } else if (i == sizeof lies / sizeof lies[0]) {
+            CHECK_EQ(write(s, "mpf", 3), 3); /* half a header, then gone */
+        } else {
+            unsigned char junk[4096];
+            fill_bytes(junk, sizeof junk, 99);
+            CHECK_EQ(write(s, junk, sizeof junk), sizeof junk);
+        }
+        /* The server drops the connection: end of file, or a reset when
+         * it had unread bytes. */
+        char c;
+        struct pollfd pf = {s, POLLIN, 0};
+        CHECK_EQ(poll(&pf, 1, 20000), 1);
+        CHECK(read(s, &c, 1) <= 0);
+        close(s);
+        mproc_args *a = mproc_args_of("i", 40 + (int)i);
+        CHECK_EQ(join_code(run(t_return, a, MPROC_START_FORKSERVER)),
+                 40 + (int)i);
+        mproc_args_free(a);
+    }
+    CHECK(find_server() == server);
+    close(idle);
 }
 
 /* ---- set_executable, set_forkserver_preload -------------------------------
@@ -1843,6 +2089,12 @@ static const mproc_test tests[] = {
     {"forkserver_1000_starts", test_forkserver_1000_starts, 180},
     {"forkserver_killed", test_forkserver_killed, 60},
     {"forkserver_spare_killed", test_forkserver_spare_killed, 60},
+    {"forkserver_killed_while_idle", test_forkserver_killed_while_idle, 60},
+    {"forkserver_fork_children_own_connection",
+     test_forkserver_fork_children_own_connection, 120},
+    {"forkserver_threads_one_connection",
+     test_forkserver_threads_one_connection, 120},
+    {"forkserver_hostile_peers", test_forkserver_hostile_peers, 60},
     {"set_executable", test_set_executable, 60},
     {"forkserver_preload", test_forkserver_preload, 60},
     {"wait_sentinels", test_wait_sentinels, 60},

@@ -16,10 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
-static int g_report_fd = -1; /* fork server child: the requester's socket */
+static int g_report_fd = -1; /* fork server child: its report pipe */
 
 static void atfork_child(void)
 {
@@ -76,8 +75,11 @@ void mproc__set_report_fd(int fd)
 void mproc__exit_child(int code)
 {
     if (g_report_fd >= 0) {
+        /* A requester gone (its read end closed) is no reason to die of
+         * SIGPIPE with a code of -13 instead of ours. */
         int32_t msg[2] = {'C', code & 0xff};
-        (void)send(g_report_fd, msg, sizeof msg, MSG_NOSIGNAL);
+        signal(SIGPIPE, SIG_IGN);
+        (void)write(g_report_fd, msg, sizeof msg);
     }
     /* Not exit(): the atexit handlers a forked child inherited are its
      * parent's business. */

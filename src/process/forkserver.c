@@ -6,10 +6,13 @@
  * always safe. The requester creates the server's listening socket itself
  * (an abstract AF_UNIX name with a random part; only peers with our uid are
  * served) and a control pipe whose end of file tells the server that its
- * owner is gone. Per child the requester opens a connection and sends the
- * boot description with its fds (SCM_RIGHTS); the server forks, answers
- * with the child's pid and a pidfd for it, and when the child ends writes
- * its exit code (int32, Python's convention) on the same connection.
+ * owner is gone. Each requesting process keeps one connection to the
+ * server (fork children make their own). Per child it sends the boot
+ * description with its fds (SCM_RIGHTS) and the write end of a report
+ * pipe; the server hands it to a child forked ahead of time (the spare),
+ * answers on the connection with the child's pid and a pidfd for it, and
+ * the exit code (int32, Python's convention) comes on the report pipe:
+ * from the child as it exits, or from the server once it has reaped it.
  * At its start the server dlopens the libraries of
  * mproc_set_forkserver_preload, so that every child starts with them
  * loaded and initialized (CPython's preloaded modules).
@@ -45,9 +48,13 @@ static struct {
     int pidfd; /* on the server; -1 without pidfds */
     int self;  /* pidfd on the owner, for its children's parent_process */
     int ctl;   /* write end of the control pipe */
+    /* Our connection to the server, on which every start sends its
+     * request (fs_mu held while sending); -1 until the first start. */
+    int conn;
+    pid_t conn_pid; /* the process that opened it */
     struct sockaddr_un addr;
     socklen_t addrlen;
-} fs = {.pidfd = -1, .self = -1, .ctl = -1};
+} fs = {.pidfd = -1, .self = -1, .ctl = -1, .conn = -1};
 
 static void server_entry(void);
 static void fs_stop(void);
@@ -107,26 +114,45 @@ static int fs_config(int *logfd)
     return fd;
 }
 
-/* pthread_atfork child handler, registered with the first server. */
+/* pthread_atfork child handler (fs_atfork). */
 static void fs_forget(void)
 {
     /* In a fork child: the server stays the parent's. Drop our copy of the
      * control pipe so the parent's death still reaches the server; keep the
      * address so this child can ask the same server. */
     pthread_mutex_init(&fs_mu, NULL);
+    /* The connection is the parent's: one of our own when we need it. */
+    mproc__close(fs.conn);
+    mproc__close(fs.self); /* a pidfd on the parent */
+    fs.conn = fs.self = -1;
     if (fs.running) {
         mproc__close(fs.ctl);
         mproc__close(fs.pidfd);
-        mproc__close(fs.self);
-        fs.ctl = fs.pidfd = fs.self = -1;
+        fs.ctl = fs.pidfd = -1;
         fs.owner = 0;
     }
 }
 
-static void fs_hooks(void)
+/* Registered when the library loads, not at first use: a child forked by
+ * another thread while we hold fs_mu (launching a server, waiting for an
+ * answer) must find it reset, or its exit (fs_stop) would wait forever,
+ * and a fork whose atfork handlers had begun when a handler was
+ * registered does not run that handler in its child. */
+__attribute__((constructor)) static void fs_atfork(void)
 {
     pthread_atfork(NULL, NULL, fs_forget);
+}
+
+static void fs_hooks(void)
+{
     (void)mproc__at_shutdown(fs_stop);
+}
+
+/* Registers the shutdown hook (the first start). */
+static void fs_init(void)
+{
+    static pthread_once_t hooks = PTHREAD_ONCE_INIT;
+    pthread_once(&hooks, fs_hooks);
 }
 
 static int fs_launch(void)
@@ -170,28 +196,20 @@ static int fs_launch(void)
     }
     /* Without pidfds the server is watched by its pid (our child, which
      * only we reap), and each child gets a pipe to watch its owner by. */
-    int pidfd = -1, self = -1;
-    if (mproc__have_pidfd()) {
-        pidfd = mproc__pidfd_open(pid);
-        self = pidfd < 0 ? -1 : mproc__pidfd_open(getpid());
-    }
-    if (mproc__have_pidfd() && (pidfd < 0 || self < 0)) {
+    int pidfd = mproc__have_pidfd() ? mproc__pidfd_open(pid) : -1;
+    if (mproc__have_pidfd() && pidfd < 0) {
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
-        r = pidfd < 0 ? pidfd : self;
-        mproc__close(pidfd);
+        r = pidfd;
         goto out_close;
     }
     close(ctl[0]);
     close(lsn);
     fs.pid = pid;
     fs.pidfd = pidfd;
-    fs.self = self;
     fs.ctl = ctl[1];
     fs.owner = getpid();
     fs.running = true;
-    static pthread_once_t hooks = PTHREAD_ONCE_INIT;
-    pthread_once(&hooks, fs_hooks);
     mproc_debug("fork server started (pid %d)", (int)pid);
     return 0;
 out_close:
@@ -219,54 +237,84 @@ static bool server_dead(void)
     return mproc__poll_fd(fs.pidfd, POLLIN, &now, NULL) == 1;
 }
 
-/* Reaps our server and forgets it. fs_mu held. */
+/* Reaps our server and forgets it. fs.self stays: it is on this process,
+ * whichever server runs, and a start may hold it borrowed. fs_mu held. */
 static void fs_reap(void)
 {
     siginfo_t si;
     mproc__close(fs.ctl);
+    mproc__close(fs.conn);
+    fs.conn = -1;
     idtype_t idt = fs.pidfd >= 0 ? (idtype_t)P_PIDFD : P_PID;
     id_t id = fs.pidfd >= 0 ? (id_t)fs.pidfd : (id_t)fs.pid;
     while (waitid(idt, id, &si, WEXITED) < 0 && errno == EINTR)
         ;
     mproc__close(fs.pidfd);
-    mproc__close(fs.self);
-    fs.ctl = fs.pidfd = fs.self = -1;
+    fs.ctl = fs.pidfd = -1;
     fs.running = false;
 }
 
-/* For a server we inherited through fork: does anyone listen? */
-static bool server_reachable(void)
+/* Opens fs.conn to the server at fs.addr. Returns 0 or -errno from
+ * socket or connect (-ECONNREFUSED: nobody listens). fs_mu held. */
+static int fs_connect(void)
 {
     int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (s < 0)
-        return true; /* let the real attempt report the error */
-    int r = connect(s, (struct sockaddr *)&fs.addr, fs.addrlen);
-    bool ok = r == 0 || errno != ECONNREFUSED;
-    close(s);
-    return ok;
+        return -errno;
+    int r;
+    while ((r = connect(s, (struct sockaddr *)&fs.addr, fs.addrlen)) < 0 &&
+           errno == EINTR)
+        ;
+    if (r < 0) {
+        r = -errno;
+        close(s);
+        return r;
+    }
+    fs.conn = s;
+    fs.conn_pid = getpid();
+    return 0;
 }
 
-/* Makes sure a server runs that we can reach. fs_mu held. */
+/* Makes sure we hold a connection to a running server. While we do, the
+ * server is taken to be alive: a dead one fails the next send, which
+ * drops the connection and comes back here. fs_mu held. */
 static int fs_ensure(void)
 {
-    if (fs.running && fs.owner == getpid() && server_dead())
-        fs_reap(); /* killed under us: start a new one */
-    if (fs.running && fs.owner != getpid() && !server_reachable())
-        fs.running = false; /* the parent's server is gone: have our own */
-    if (fs.running && fs.self < 0 && mproc__have_pidfd()) {
-        /* A fork child using its parent's server needs its own pidfd. */
+    if (fs.self < 0 && mproc__have_pidfd()) {
+        /* A pidfd on us, for the children to watch us by. */
         int self = mproc__pidfd_open(getpid());
         if (self < 0)
             return self;
         fs.self = self;
     }
-    return fs.running ? 0 : fs_launch();
+    if (fs.conn >= 0 && fs.conn_pid != getpid())
+        fs.conn = -1; /* a copy in a child forked without atfork: not ours */
+    if (fs.conn >= 0)
+        return 0;
+    if (fs.running && fs.owner == getpid() && server_dead())
+        fs_reap(); /* killed under us: start a new one */
+    int r = -ECONNREFUSED;
+    if (fs.running && fs.owner != getpid()) {
+        /* A fork child asks its parent's server while it listens. */
+        r = fs_connect();
+        if (r == -ECONNREFUSED)
+            fs.running = false; /* the parent's server is gone: have our own */
+        else if (r < 0)
+            return r;
+    }
+    if (!fs.running && (r = fs_launch()) < 0)
+        return r;
+    if (fs.conn < 0 && (r = fs_connect()) < 0)
+        return r == -EMFILE || r == -ENFILE || r == -ENOMEM ? r
+                                                            : MPROC_EFORKSERVER;
+    return 0;
 }
 
 int mproc__forkserver_parent_pidfd(void)
 {
     if (!mproc__have_pidfd())
         return -ENOSYS;
+    fs_init();
     pthread_mutex_lock(&fs_mu);
     int r = fs_ensure();
     if (r == 0)
@@ -275,80 +323,115 @@ int mproc__forkserver_parent_pidfd(void)
     return r;
 }
 
+/* Sends a start request on our connection, over a new one (to a new
+ * server if ours died) when that fails: once. fs_mu held. */
+static int fs_send(struct iovec *iov, const int *fds, size_t nfds)
+{
+    for (int tries = 0;; tries++) {
+        int r = fs_ensure();
+        if (r < 0)
+            return r;
+        if (mproc__sendv_fds(fs.conn, iov, 2, fds, nfds, 0) >= 0)
+            return 0;
+        /* Whatever went (maybe part of a request), this connection is
+         * done with. */
+        close(fs.conn);
+        fs.conn = -1;
+        if (tries == 1)
+            return MPROC_EFORKSERVER;
+    }
+}
+
+/* Reads the server's answer to our start request from fs.conn: 'P' pid
+ * (a pidfd attached, where there are pidfds) or 'E' error, 8 bytes each.
+ * The kernel never merges a message carrying fds with another in one
+ * read. A connection that breaks or goes out of step is dropped. fs_mu
+ * held. */
+static int fs_answer(pid_t *pid, int *pidfd)
+{
+    int32_t msg[2] = {0, 0};
+    int got[1] = {-1};
+    size_t ngot = 1, want = mproc__have_pidfd() ? 1 : 0;
+    /* Wait in poll, not in recvmsg: the server reading our request wakes
+     * whoever sleeps in a read of this socket (room to write), a wake-up
+     * and a context switch for nothing; poll waits for input only. */
+    mproc__deadline forever = mproc__deadline_from(-1);
+    int r = mproc__poll_fd(fs.conn, POLLIN, &forever, NULL);
+    if (r == 1)
+        r = mproc__recv_fds(fs.conn, msg, sizeof msg, got, &ngot);
+    if (r <= 0)
+        ngot = 0; /* nothing came with it */
+    if (r > 0 && r < (int)sizeof msg &&
+        mproc__read_all(fs.conn, (char *)msg + r, sizeof msg - (size_t)r) == 0)
+        r = (int)sizeof msg;
+    bool whole = r == (int)sizeof msg;
+    if (whole && msg[0] == 'P' && ngot == want && msg[1] > 0) {
+        *pid = msg[1];
+        *pidfd = want ? got[0] : -1;
+        return 0;
+    }
+    for (size_t i = 0; i < ngot; i++)
+        close(got[i]);
+    if (whole && msg[0] == 'E' && msg[1] < 0)
+        return msg[1];
+    close(fs.conn);
+    fs.conn = -1;
+    return MPROC_EFORKSERVER;
+}
+
 int mproc__forkserver_start(mproc_process *p, const void *blob, size_t len,
                             const int *fds, size_t nfds, int *pidfd, int *conn)
 {
     if (nfds > 250)
         return -EMFILE;
-    pthread_mutex_lock(&fs_mu);
-    int r = fs_ensure();
-    struct sockaddr_un addr = fs.addr;
-    socklen_t alen = fs.addrlen;
-    pthread_mutex_unlock(&fs_mu);
-    int *early = &p->early;
+    fs_init();
+    /* The child's report pipe: the child writes its exit code on it ('C')
+     * when its target returns, the server ('S') once it has reaped it.
+     * The server and then the child get the write end with the request.
+     * (A pipe, not a socket: a Unix socket in flight in a message makes
+     * the kernel queue its garbage collector at the next close of one.)
+     * Without pidfds its end of file tells that the child is reaped, so no
+     * fork child of ours may keep a copy of the write end: guarded until
+     * sent. */
+    bool pidfds = mproc__have_pidfd();
+    int rep[2], all[251];
+    int r = 0;
+    if (pidfds)
+        r = pipe2(rep, O_CLOEXEC | O_NONBLOCK) < 0 ? -errno : 0;
+    else if ((r = mproc__guarded_pipe(rep)) == 0 &&
+             fcntl(rep[0], F_SETFL, O_NONBLOCK) < 0) {
+        r = -errno;
+        close(rep[0]);
+        mproc__unguard_close(rep[1]);
+    }
     if (r < 0)
         return r;
-    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (s < 0)
-        return -errno;
-    while ((r = connect(s, (struct sockaddr *)&addr, alen)) < 0 &&
-           errno == EINTR)
-        ;
-    if (r < 0) {
-        r = MPROC_EFORKSERVER;
-        goto out_close;
-    }
-    struct mproc__fs_req h = {MPROC__FS_START, (uint32_t)nfds, len};
+    memcpy(all, fds, nfds * sizeof(int));
+    all[nfds] = rep[1];
+    struct mproc__fs_req h = {MPROC__FS_START, (uint32_t)nfds + 1, len};
     struct iovec iov[2] = {{&h, sizeof h}, {(void *)blob, len}};
-    r = mproc__sendv_fds(s, iov, 2, fds, nfds, 0);
+    pid_t pid = 0;
+    /* The server answers a connection's requests in order: the lock
+     * covers the round trip. */
+    pthread_mutex_lock(&fs_mu);
+    r = fs_send(iov, all, nfds + 1);
+    if (r == 0)
+        r = fs_answer(&pid, pidfd);
+    p->server = fs.addr;
+    p->server_len = fs.addrlen;
+    pthread_mutex_unlock(&fs_mu);
+    if (pidfds)
+        close(rep[1]);
+    else
+        mproc__unguard_close(rep[1]);
     if (r < 0) {
-        r = MPROC_EFORKSERVER;
-        goto out_close;
+        close(rep[0]);
+        return r;
     }
-    /* Messages are 8 bytes, {tag, value}: 'P' pid (a pidfd attached, where
-     * there are pidfds) or 'E' error from the server; 'C' (from the child)
-     * or 'S' (from the server) carry the exit code and may overtake 'P'
-     * when the child is quick. The kernel never merges a message carrying
-     * fds with another in one read. */
-    size_t want = mproc__have_pidfd() ? 1 : 0;
-    *early = INT32_MIN;
-    *pidfd = -1;
-    for (;;) {
-        int32_t msg[2];
-        int got[1];
-        size_t ngot = 1;
-        r = mproc__recv_fds(s, msg, sizeof msg, got, &ngot);
-        if (r > 0 && r < (int)sizeof msg)
-            r = mproc__read_all(s, (char *)msg + r, sizeof msg - (size_t)r) == 0
-                    ? (int)sizeof msg
-                    : -1;
-        if (r != (int)sizeof msg) {
-            for (size_t i = 0; i < ngot; i++)
-                close(got[i]);
-            r = MPROC_EFORKSERVER;
-            goto out_close;
-        }
-        if (msg[0] == 'P' && ngot == want && msg[1] > 0) {
-            p->pid = msg[1];
-            p->server = addr;
-            p->server_len = alen;
-            if (want)
-                *pidfd = got[0];
-            *conn = s;
-            return 0;
-        }
-        for (size_t i = 0; i < ngot; i++)
-            close(got[i]);
-        if (msg[0] == 'C' || msg[0] == 'S') {
-            *early = msg[1];
-            continue;
-        }
-        r = msg[0] == 'E' && msg[1] < 0 ? msg[1] : MPROC_EFORKSERVER;
-        goto out_close;
-    }
-out_close:
-    close(s);
-    return r;
+    p->pid = pid;
+    p->early = INT32_MIN;
+    *conn = rep[0];
+    return 0;
 }
 
 /* The shutdown hook: stops the server if this process started it. */
@@ -360,7 +443,9 @@ static void fs_stop(void)
         mproc_debug("fork server stopped");
     }
     fs.running = false;
-    fs.ctl = fs.pidfd = -1;
+    mproc__close(fs.conn);
+    mproc__close(fs.self);
+    fs.ctl = fs.pidfd = fs.conn = fs.self = -1;
     pthread_mutex_unlock(&fs_mu);
 }
 
@@ -368,11 +453,16 @@ static void fs_stop(void)
 
 struct fs_child {
     pid_t pid;
-    int conn;
+    int report; /* the write end of its report pipe */
 };
 
 static struct fs_child *kids;
 static size_t nkids, capkids;
+
+/* The requesters' connections, each kept until its end of file: every
+ * start of that process comes on it. */
+static int *conns;
+static size_t nconns, capconns;
 
 /*
  * The spare: a child forked ahead of the next request, waiting on a
@@ -386,10 +476,12 @@ static size_t nkids, capkids;
 static struct {
     pid_t pid; /* 0: none */
     int sock;
-} spare = {0, -1};
+    int pidfd; /* opened as it is forked, off the path of a request */
+} spare = {0, -1, -1};
 
 /* What a spare is told: a boot description of len bytes follows; nfds
- * fds came with this header, the requester's connection the last. */
+ * fds came with this header, the write end of the child's report pipe
+ * the last. */
 struct spare_req {
     uint64_t len;
     uint32_t nfds, pad;
@@ -409,7 +501,9 @@ static void child_reset(int ctl, int lsn, int sfd)
     close(ctl);
     close(lsn);
     for (size_t i = 0; i < nkids; i++)
-        close(kids[i].conn);
+        close(kids[i].report);
+    for (size_t i = 0; i < nconns; i++)
+        close(conns[i]);
 }
 
 /* The spare's life: waits for its request, then runs it. */
@@ -453,6 +547,17 @@ static void spare_make(int ctl, int lsn, int sfd)
     }
     spare.pid = pid;
     spare.sock = sv[0];
+    /* Without it the request still goes ahead: serve opens one then. */
+    spare.pidfd = mproc__have_pidfd() ? mproc__pidfd_open(pid) : -1;
+}
+
+/* Forgets the spare (taken, dead or being killed). */
+static void spare_forget(void)
+{
+    mproc__close(spare.sock);
+    mproc__close(spare.pidfd);
+    spare.pid = 0;
+    spare.sock = spare.pidfd = -1;
 }
 
 /* Kills and reaps the spare (the server is going). */
@@ -460,32 +565,32 @@ static void spare_drop(void)
 {
     if (spare.pid <= 0)
         return;
-    close(spare.sock);
-    kill(spare.pid, SIGKILL);
-    while (waitpid(spare.pid, NULL, 0) < 0 && errno == EINTR)
+    pid_t pid = spare.pid;
+    spare_forget();
+    kill(pid, SIGKILL);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
         ;
-    spare.pid = 0;
-    spare.sock = -1;
 }
 
-/* Hands a request to the spare: returns its pid, or 0 when there is none
- * or it cannot take it (it died: then it is reaped as any child). */
-static pid_t spare_take(int conn, const unsigned char *blob, uint64_t len,
-                        const int *fds, size_t nfds)
+/* Hands a request (fds[nfds - 1] its report pipe) to the spare:
+ * returns its pid and in *pidfd its pidfd (-1 if none was opened), or 0
+ * when there is no spare or it cannot take it (it died: then it is
+ * reaped as any child). */
+static pid_t spare_take(const unsigned char *blob, uint64_t len, const int *fds,
+                        size_t nfds, int *pidfd)
 {
     if (spare.pid <= 0)
         return 0;
-    int all[256];
-    memcpy(all, fds, nfds * sizeof(int));
-    all[nfds] = conn;
-    struct spare_req h = {len, (uint32_t)(nfds + 1), 0};
+    struct spare_req h = {len, (uint32_t)nfds, 0};
     struct iovec iov[2] = {{&h, sizeof h}, {(void *)blob, (size_t)len}};
-    int r = mproc__sendv_fds(spare.sock, iov, 2, all, nfds + 1, 0);
+    int r = mproc__sendv_fds(spare.sock, iov, 2, fds, nfds, 0);
     pid_t pid = spare.pid;
-    close(spare.sock);
-    spare.pid = 0;
-    spare.sock = -1;
+    *pidfd = spare.pidfd;
+    spare.pidfd = -1;
+    spare_forget();
     if (r < 0) {
+        mproc__close(*pidfd);
+        *pidfd = -1;
         /* Gone: our SIGCHLD reaps it (no request of its own to report). */
         kill(pid, SIGKILL);
         return 0;
@@ -501,9 +606,10 @@ static void report_exit(pid_t pid, int status)
         if (kids[i].pid != pid)
             continue;
         /* The requester may have the child's own report already and be
-         * gone: no SIGPIPE (ignored here anyway), no wait. */
-        (void)send(kids[i].conn, msg, sizeof msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-        close(kids[i].conn);
+         * gone: no SIGPIPE (ignored here). The pipe has room: it never
+         * holds more than the child's code and this one. */
+        (void)write(kids[i].report, msg, sizeof msg);
+        close(kids[i].report);
         kids[i] = kids[--nkids];
         return;
     }
@@ -514,11 +620,8 @@ static void reap_all(void)
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        if (pid == spare.pid) { /* died waiting: the next request forks */
-            close(spare.sock);
-            spare.pid = 0;
-            spare.sock = -1;
-        }
+        if (pid == spare.pid) /* died waiting: the next request forks */
+            spare_forget();
         report_exit(pid, status);
     }
 }
@@ -567,106 +670,135 @@ static void server_configure(void)
 /* A request to signal one of our children: {pid, sig}. Answered with
  * {'K', 0 or -errno}; -ESRCH once it is reaped (its pid may be another
  * process's by now: never signalled). A child that has ended but is not
- * reaped yet still holds its pid, so the signal is harmless then. */
-static void serve_kill(int conn)
+ * reaped yet still holds its pid, so the signal is harmless then.
+ * Returns false when the connection is broken. */
+static bool serve_kill(int conn)
 {
     int32_t body[2];
     if (mproc__read_all(conn, body, sizeof body) < 0)
-        return;
+        return false;
     int32_t reply[2] = {'K', -ESRCH};
     for (size_t i = 0; i < nkids; i++)
         if (kids[i].pid == body[0] && body[0] > 0) {
             reply[1] = kill(body[0], body[1]) < 0 ? -errno : 0;
             break;
         }
-    (void)send(conn, reply, sizeof reply, MSG_NOSIGNAL);
+    return send(conn, reply, sizeof reply, MSG_NOSIGNAL) == sizeof reply;
 }
 
-/* Serves one request on conn; keeps conn for the exit code on success. */
-static void serve(int conn, int ctl, int lsn, int sfd)
+/* Starts the child a request on conn describes, rep the write end of its
+ * report pipe (owned; it stays with the child's record, for the exit
+ * code) and fds[0..nfds) its fds (owned). Answers on conn. */
+static void serve_start(int conn, int rep, const unsigned char *blob,
+                        uint64_t len, int *fds, size_t nfds, int ctl, int lsn,
+                        int sfd)
 {
-    struct ucred cr;
-    socklen_t cl = sizeof cr;
-    struct timeval tv = {5, 0};
-    setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0 ||
-        cr.uid != getuid()) {
-        close(conn);
-        return;
-    }
-    struct mproc__fs_req h;
-    int fds[256];
-    size_t nfds = 256;
-    int r = mproc__recv_fds(conn, &h, sizeof h, fds, &nfds);
-    unsigned char *blob = NULL;
-    if (r == (int)sizeof h && h.magic == MPROC__FS_KILL && nfds == 0 &&
-        h.len == 8) {
-        serve_kill(conn);
-        goto out_drop;
-    }
-    if (r != (int)sizeof h || h.magic != MPROC__FS_START || h.nfds != nfds ||
-        h.len > (1u << 30))
-        goto out_drop;
-    blob = malloc(h.len ? h.len : 1);
-    if (!blob || mproc__read_all(conn, blob, h.len) < 0)
-        goto out_drop;
+    int32_t reply[2] = {'E', -ENOMEM};
+    int pfd = -1;
     if (MPROC__GROW(kids, capkids, nkids + 1) < 0)
-        goto out_drop;
+        goto out_refuse;
     /* Refuse what the child could not boot from (a target or an object
      * kind that cannot be found) before forking: the requester gets the
      * error from start() without waiting for the child. */
-    int32_t bad[2] = {'E', mproc__boot_validate(blob, h.len, nfds)};
-    if (bad[1] < 0) {
-        (void)mproc__send_fds(conn, bad, sizeof bad, NULL, 0);
-        goto out_drop;
-    }
-    pid_t pid = spare_take(conn, blob, h.len, fds, nfds);
+    reply[1] = mproc__boot_validate(blob, len, nfds);
+    if (reply[1] < 0)
+        goto out_refuse;
+    fds[nfds] = rep;
+    pid_t pid = spare_take(blob, len, fds, nfds + 1, &pfd);
     if (pid == 0) {
         /* No spare (or it is gone): fork one for this request now. */
         pid_t server = getpid();
         pid = fork();
         if (pid == 0) {
             child_reset(ctl, lsn, sfd);
-            mproc__set_report_fd(conn);
+            mproc__set_report_fd(rep);
             /* As CPython's fork server children, end with _exit: the
              * server's own exit handlers are not the child's. */
-            mproc__exit_child(mproc__child_run(blob, h.len, fds, nfds, server));
+            mproc__exit_child(mproc__child_run(blob, len, fds, nfds, server));
         }
         if (pid < 0)
             pid = -errno;
     }
-    int32_t reply[2] = {'P', pid};
     bool pidfd = mproc__have_pidfd();
-    int pfd = pid > 0 && pidfd ? mproc__pidfd_open(pid) : -1;
-    for (size_t i = 0; i < nfds; i++)
-        close(fds[i]);
-    nfds = 0;
+    if (pid > 0 && pidfd && pfd < 0)
+        pfd = mproc__pidfd_open(pid);
+    reply[1] = pid;
     if (pid < 0 || (pidfd && pfd < 0)) {
         if (pid > 0) {
             kill(pid, SIGKILL);
             waitpid(pid, NULL, 0);
             reply[1] = pfd;
         }
-        reply[0] = 'E';
-        (void)mproc__send_fds(conn, reply, sizeof reply, NULL, 0);
-        goto out_drop;
+        goto out_refuse;
     }
+    reply[0] = 'P';
     (void)mproc__send_fds(conn, reply, sizeof reply, &pfd, pfd >= 0);
     mproc__close(pfd);
-    free(blob);
+    for (size_t i = 0; i < nfds; i++)
+        close(fds[i]);
     /* Even if the reply failed the child runs; its code has nowhere to go
-     * and the connection closes when it is reaped. */
+     * and the pipe closes when it is reaped. */
     kids[nkids].pid = pid;
-    kids[nkids].conn = conn;
+    kids[nkids].report = rep;
     nkids++;
     /* The next request's child, forked now that this one is answered. */
     spare_make(ctl, lsn, sfd);
     return;
-out_drop:
-    free(blob);
+out_refuse:
+    (void)mproc__send_fds(conn, reply, sizeof reply, NULL, 0);
     for (size_t i = 0; i < nfds; i++)
         close(fds[i]);
-    close(conn);
+    close(rep);
+}
+
+/* Serves one request on conn, a requester's connection. Returns false
+ * when the connection is done with (end of file, an error, bytes that
+ * are no request): the caller closes it. */
+static bool serve(int conn, int ctl, int lsn, int sfd)
+{
+    struct mproc__fs_req h;
+    int fds[256];
+    size_t nfds = 255; /* one slot left for serve_start */
+    int r = mproc__recv_fds(conn, &h, sizeof h, fds, &nfds);
+    if (r == (int)sizeof h && h.magic == MPROC__FS_KILL && nfds == 0 &&
+        h.len == 8)
+        return serve_kill(conn);
+    unsigned char *blob = NULL;
+    bool ok = r == (int)sizeof h && h.magic == MPROC__FS_START &&
+              h.nfds == nfds && nfds >= 1 && h.len <= (1u << 30);
+    if (ok) {
+        blob = malloc(h.len ? h.len : 1);
+        ok = blob && mproc__read_all(conn, blob, h.len) == 0;
+    }
+    if (!ok) {
+        free(blob);
+        for (size_t i = 0; r > 0 && i < nfds; i++)
+            close(fds[i]);
+        return false;
+    }
+    serve_start(conn, fds[nfds - 1], blob, h.len, fds, nfds - 1, ctl, lsn, sfd);
+    free(blob);
+    return true;
+}
+
+/* Takes a new connection from lsn: kept if its peer has our uid. A
+ * request that stalls halfway times out after 5 s (and the connection is
+ * dropped) rather than stopping the server. */
+static void conn_accept(int lsn)
+{
+    int c = accept4(lsn, NULL, NULL, SOCK_CLOEXEC);
+    if (c < 0)
+        return;
+    struct ucred cr;
+    socklen_t cl = sizeof cr;
+    struct timeval tv = {5, 0};
+    setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0 ||
+        cr.uid != getuid() || MPROC__GROW(conns, capconns, nconns + 1) < 0) {
+        close(c);
+        return;
+    }
+    conns[nconns++] = c;
 }
 
 /* The server's main loop, entered in the spawned helper with the control
@@ -692,10 +824,18 @@ static void __attribute__((noreturn)) server_entry(void)
     if (sfd < 0)
         mproc__exit(1);
     spare_make(ctl, lsn, sfd);
+    struct pollfd *p = NULL;
+    size_t capp = 0;
     for (;;) {
-        struct pollfd p[3] = {
-            {ctl, POLLIN, 0}, {lsn, POLLIN, 0}, {sfd, POLLIN, 0}};
-        int r = poll(p, 3, -1);
+        if (MPROC__GROW(p, capp, nconns + 3) < 0)
+            mproc__exit(1);
+        p[0] = (struct pollfd){ctl, POLLIN, 0};
+        p[1] = (struct pollfd){lsn, POLLIN, 0};
+        p[2] = (struct pollfd){sfd, POLLIN, 0};
+        for (size_t i = 0; i < nconns; i++)
+            p[3 + i] = (struct pollfd){conns[i], POLLIN, 0};
+        size_t n = nconns;
+        int r = poll(p, (nfds_t)(n + 3), -1);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
@@ -709,15 +849,22 @@ static void __attribute__((noreturn)) server_entry(void)
         }
         if (p[0].revents)
             break; /* owner gone or stopping us */
-        if (p[1].revents) {
-            int c = accept4(lsn, NULL, NULL, SOCK_CLOEXEC);
-            if (c >= 0)
-                serve(c, ctl, lsn, sfd);
+        /* Backwards: a connection dropped at i is replaced by the last
+         * one, already served (p[] still matches conns[] below i). */
+        for (size_t i = n; i-- > 0;) {
+            if (!p[3 + i].revents || serve(conns[i], ctl, lsn, sfd))
+                continue;
+            close(conns[i]);
+            conns[i] = conns[--nconns];
         }
+        if (p[1].revents)
+            conn_accept(lsn);
     }
     /* Children keep running; the ones still connected just lose their
      * reporter, as with CPython's fork server. The spare has nothing to
-     * run. */
+     * run; the ones that have ended are reaped here, not left as zombies
+     * to whoever adopts them. */
     spare_drop();
+    reap_all();
     mproc__exit(0);
 }

@@ -385,44 +385,53 @@ static int reap_own(mproc_process *p)
     return 1;
 }
 
+/* Reads one 8-byte message from p->conn, the report pipe (non-blocking;
+ * its messages are written whole). Returns 1, 0 at its end of file, or
+ * -EAGAIN when there is none yet. */
+static int report_read(const mproc_process *p, int32_t msg[2])
+{
+    ssize_t n;
+    while ((n = read(p->conn, msg, 2 * sizeof(int32_t))) < 0 && errno == EINTR)
+        ;
+    if (n < 0)
+        return errno == EAGAIN ? -EAGAIN : 0;
+    return n == 2 * sizeof(int32_t);
+}
+
 /* A fork server child with a pidfd, which has told that it ended: its
- * code is on the connection, written by the child itself when its target
- * returned, else by the server once it has reaped it. p->mu held. */
+ * code is on the report pipe, written by the child itself when its
+ * target returned (before it exited, so it is there now), else by the
+ * server once it has reaped it. p->mu held. */
 static int reap_forkserver_pidfd(mproc_process *p)
 {
-    mproc__deadline soon = mproc__deadline_from(10);
-    int32_t msg[2] = {0, p->early == INT32_MIN ? 255 : p->early};
-    if (p->early == INT32_MIN) {
-        int r = mproc__poll_fd(p->conn, POLLIN, &soon, NULL);
-        if (r == 1)
-            r = mproc__read_all(p->conn, msg, sizeof msg);
-        /* No word (the server died): the code is lost. */
-        if (r != 0)
-            msg[1] = 255;
+    int32_t msg[2] = {0, 255};
+    int r = report_read(p, msg);
+    if (r == -EAGAIN) {
+        mproc__deadline soon = mproc__deadline_from(10);
+        if (mproc__poll_fd(p->conn, POLLIN, &soon, NULL) == 1)
+            r = report_read(p, msg);
     }
+    /* No word (the server died): the code is lost. */
+    if (r != 1)
+        msg[1] = 255;
     p->exitcode = msg[1];
     p->state = MPROC__ST_DONE;
     return 1;
 }
 
-/* A fork server child without pidfds: ended and reaped once the
- * connection reads end of file, as both the child (at its exit) and the
- * server (once it has reaped it and sent the code, or when it died) have
- * closed their ends. The first code to come is the exit code, as with a
- * pidfd. p->mu held; returns as reap_locked. */
+/* A fork server child without pidfds: ended and reaped once the report
+ * pipe reads end of file, as both the child (at its exit) and the server
+ * (once it has reaped it and sent the code, or when it died) have closed
+ * their ends. The first code to come is the exit code, as with a pidfd.
+ * p->mu held; returns as reap_locked. */
 static int reap_forkserver_pipe(mproc_process *p)
 {
     for (;;) {
         int32_t msg[2];
-        ssize_t n = recv(p->conn, msg, sizeof msg, MSG_DONTWAIT);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN)
+        int n = report_read(p, msg);
+        if (n == -EAGAIN)
             return 0; /* not reaped yet */
-        if (n > 0 && (size_t)n < sizeof msg &&
-            mproc__read_all(p->conn, (char *)msg + n, sizeof msg - (size_t)n))
-            n = 0;
-        if (n <= 0) { /* end of file: ended and reaped */
+        if (n == 0) { /* end of file: ended and reaped */
             p->exitcode = p->early == INT32_MIN ? 255 : p->early;
             p->state = MPROC__ST_DONE;
             return 1;

@@ -49,8 +49,8 @@ struct mproc_process {
     /* Without pidfds: the write end of the pipe the child watches us by
      * (its parent's sentinel), guarded; closed once the child is reaped. */
     int life_w;
-    int conn;  /* forkserver: exit status arrives here */
-    int early; /* forkserver: exit code that came with the pid, or MIN */
+    int conn;  /* forkserver: the report pipe, where exit codes arrive */
+    int early; /* forkserver, no pidfds: the first code read, or MIN */
     /* forkserver: the address of the server that forked it */
     struct sockaddr_un server;
     socklen_t server_len;
@@ -154,8 +154,10 @@ int mproc__spawn_main(int argc, char **argv, char **envp);
 /* ---- fork server (forkserver.c) --------------------------------------- */
 
 /* A request to the fork server opens with this header (fds attached).
+ * A connection carries any number of requests, one after the other.
  * MPROC__FS_START: len bytes of boot description follow, nfds fds came
- * with the header; answered on the same connection (forkserver.c).
+ * with the header, the last the write end of the child's report pipe;
+ * answered on the same connection (forkserver.c).
  * MPROC__FS_KILL: {int32 pid, int32 sig} follow, no fds: the server sends
  * sig to its child pid unless it has reaped it, and answers {'K', 0 or
  * -errno} (-ESRCH once reaped). */
@@ -169,9 +171,9 @@ struct mproc__fs_req {
 
 /* Asks the fork server (starting it if needed) to run the child described
  * by blob + fds. On success stores the child's pid, a pidfd (-1 where
- * there are no pidfds), the connection on which its exit status will
- * arrive, in *early the exit code if it already arrived (INT32_MIN
- * otherwise), and the server's address in p->server. */
+ * there are no pidfds), in *conn the read end (non-blocking) of the pipe
+ * on which its exit code will arrive, and the server's address in
+ * p->server. */
 int mproc__forkserver_start(mproc_process *p, const void *blob, size_t len,
                             const int *fds, size_t nfds, int *pidfd, int *conn);
 /* A pidfd on this process, owned by the fork server state (borrowed):
