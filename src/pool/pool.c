@@ -17,21 +17,20 @@
 /* getpid() is a system call: cache it, and forget it in fork children. */
 static pid_t cached_pid;
 
-static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
-
 static void pid_forget(void)
 {
     cached_pid = 0;
 }
 
-static void pid_atfork(void)
+/* Registered when the library loads: glibc skips a handler registered
+ * while another thread forks, and that child would keep our pid. */
+__attribute__((constructor)) static void pid_atfork(void)
 {
     pthread_atfork(NULL, NULL, pid_forget);
 }
 
 pid_t pool__my_pid(void)
 {
-    pthread_once(&pid_once, pid_atfork);
     pid_t p = cached_pid;
     if (!p)
         cached_pid = p = getpid();

@@ -28,9 +28,9 @@ static void atfork_child(void)
     }
 }
 
-static pthread_once_t g_once = PTHREAD_ONCE_INIT;
-
-static void boot_init_once(void)
+/* Registered when the library loads: glibc skips a handler registered
+ * while another thread forks, and that child would keep the fd. */
+__attribute__((constructor)) static void boot_atfork(void)
 {
     pthread_atfork(NULL, NULL, atfork_child);
 }
@@ -68,7 +68,6 @@ void mproc__fork_child(const mproc_process *p, pid_t parent,
 
 void mproc__set_report_fd(int fd)
 {
-    pthread_once(&g_once, boot_init_once);
     g_report_fd = fd;
 }
 

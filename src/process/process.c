@@ -65,11 +65,17 @@ static void object_init(mproc_process *p, int role)
     atomic_init(&p->refs, 1);
 }
 
+/* Registered when the library loads: glibc skips a handler registered
+ * while another thread forks, and that child would see its siblings. */
+__attribute__((constructor)) static void process_atfork(void)
+{
+    pthread_atfork(NULL, NULL, atfork_child);
+}
+
 static void process_init_once(void)
 {
     mproc__self_init();
     object_init(&g_current, MPROC__P_CURRENT);
-    pthread_atfork(NULL, NULL, atfork_child);
 }
 
 static void process_init(void)
