@@ -7,10 +7,13 @@
  *     pipe (64-byte writes are atomic, so it is MPMC-safe);
  *   - 64-byte messages 1 -> 1 against the floor: a raw single-producer/
  *     single-consumer ring in shared memory (spsc below), that ring with a
- *     robust process-shared mutex taken and released around every put
- *     and every get (spsc_locked: the floor of a design in which a killed
- *     producer or consumer can be repaired, as mproc's; with its locks it
- *     is safe for 2 -> 2 too, and measured so), and with
+ *     robust process-shared mutex locked and unlocked around every put
+ *     and every get (spsc_locked: the plain way to make it repairable
+ *     when a producer or consumer is killed, as mproc's queue is; with
+ *     its locks it is safe for 2 -> 2 too, and measured so. Not a floor:
+ *     it waits for data with the lock held and takes it with
+ *     pthread_mutex_lock, and on an idle machine mproc's queue beats it),
+ *     and with
  *     mproc_queue_put_many / get_many in batches of BATCH; CPU time per
  *     message (user + system of all the processes) beside wall rates;
  *   - 1 MiB messages, 1 -> 1, in MB/s, against single-core memcpy of 1 MiB
