@@ -703,7 +703,20 @@ static bool alive_not_zombie(pid_t pid)
     fclose(f);
     buf[n] = 0;
     const char *st = strrchr(buf, ')');
-    return st && st[1] == ' ' && st[2] != 'Z' && st[2] != 'X';
+    if (!st || st[1] != ' ')
+        return false;
+    if (st[2] != 'Z' && st[2] != 'X')
+        return true;
+    /* A zombie leader whose other threads (a sanitizer's) still exit
+     * keeps its fds open until the last one is gone. */
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    int tasks = 0;
+    for (struct dirent *e; d && (e = readdir(d)) != NULL;)
+        tasks += e->d_name[0] != '.';
+    if (d)
+        closedir(d);
+    return tasks > 1;
 }
 
 /*

@@ -107,6 +107,9 @@ static bool handshake_room(mgr_server *s)
 void mproc__mgr_hs_accept(mgr_server *s)
 {
     for (int k = 0; k < 64; k++) {
+        /* Threads that ended are joined first: one that has given back
+         * its place may still be exiting, and the cap is on threads. */
+        mproc__mgr_hs_reap(s);
         if (!handshake_room(s)) {
             if (!s->listen_off && s->ep >= 0) {
                 epoll_ctl(s->ep, EPOLL_CTL_DEL, mproc_listener_fileno(s->l),

@@ -219,7 +219,8 @@ static void terminate_at_exit(void *arg)
 {
     mproc_pool *p = arg;
     p->fin = 0;
-    mproc_pool_terminate(p);
+    if (mproc_pool_terminate(p) == 0)
+        (void)mproc_pool_join(p, -1); /* its thread ended: no thread left */
 }
 
 int mproc_pool_new(mproc_pool **out, const mproc_pool_opts *opts)

@@ -2619,7 +2619,9 @@ static void mpi_result(job *j)
 {
     const void *data = NULL;
     size_t len = 0;
-    int r = mproc_future_get(j->fut, 0, &data, &len);
+    /* Its callback has run; the future is ready right after it (as in
+     * CPython, callbacks come first): wait for that, do not poll. */
+    int r = mproc_future_get(j->fut, 60, &data, &len);
     const mpi_res *res = data;
     if (r == 0 && len >= sizeof *res &&
         len - sizeof *res == res->out_len + res->err_len) {
