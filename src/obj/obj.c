@@ -838,11 +838,7 @@ int mproc_obj_contains(const mproc_obj *s, const mproc_obj *item)
 {
     if (!mproc__is_table(s) || !item)
         return -EINVAL;
-    int64_t h;
-    int r = mproc__obj_hash(item, &h, 0);
-    if (r < 0)
-        return r;
-    long at = mproc__table_find(&s->u.t, item, h, 0);
+    long at = mproc__table_lookup(&s->u.t, item);
     return at >= 0 ? 1 : at == -1 ? 0 : (int)at;
 }
 
@@ -850,10 +846,7 @@ mproc_obj *mproc_obj_dict_get(const mproc_obj *d, const mproc_obj *key)
 {
     if (!d || mproc__type(d) != MPROC_OBJ_DICT || !key)
         return NULL;
-    int64_t h;
-    if (mproc__obj_hash(key, &h, 0) < 0)
-        return NULL;
-    long at = mproc__table_find(&d->u.t, key, h, 0);
+    long at = mproc__table_lookup(&d->u.t, key);
     return at >= 0 ? d->u.t.e[at].value : NULL;
 }
 

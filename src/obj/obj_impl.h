@@ -174,6 +174,9 @@ bool mproc__is_table(const mproc_obj *o);
  * MPROC_ETYPE. hash is the key's. */
 long mproc__table_find(const mproc__table *t, const mproc_obj *key,
                        int64_t hash, int depth);
+/* mproc__table_find with the key's hash computed here: the index, -1
+ * when absent, or the hash's or the search's error. */
+long mproc__table_lookup(const mproc__table *t, const mproc_obj *key);
 /* Adds item (stolen) of that hash to a set's table unless an equal one
  * is there: 0, -ENOMEM or -ELOOP. */
 int mproc__set_put(mproc__table *t, mproc_obj *item, int64_t hash);

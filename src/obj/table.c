@@ -76,6 +76,13 @@ static long find_at(const mproc__table *t, const mproc_obj *key, int64_t hash,
     }
 }
 
+long mproc__table_lookup(const mproc__table *t, const mproc_obj *key)
+{
+    int64_t h;
+    int r = mproc__obj_hash(key, &h, 0);
+    return r < 0 ? r : mproc__table_find(t, key, h, 0);
+}
+
 long mproc__table_find(const mproc__table *t, const mproc_obj *key,
                        int64_t hash, int depth)
 {
@@ -190,11 +197,7 @@ int mproc_obj_dict_del(mproc_obj *d, const mproc_obj *key)
 {
     if (!d || mproc__type(d) != MPROC_OBJ_DICT || !key)
         return -EINVAL;
-    int64_t h;
-    int r = mproc__obj_hash(key, &h, 0);
-    if (r < 0)
-        return r;
-    long at = mproc__table_find(&d->u.t, key, h, 0);
+    long at = mproc__table_lookup(&d->u.t, key);
     if (at < 0)
         return at == -1 ? -ENOENT : (int)at;
     mproc__table *t = &d->u.t;
